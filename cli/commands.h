@@ -1,0 +1,20 @@
+// Each `msgsim` subcommand registers itself here. Exit codes, for every command:
+// 0 ok, 1 an invariant was violated or a check failed, 2 bad input or usage.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace msgsim::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitViolation = 1;
+inline constexpr int kExitBadInput = 2;
+
+// Set by the subcommand that ran.
+struct Outcome {
+  int exit_code = kExitOk;
+};
+
+void add_run_command(CLI::App& app, Outcome& outcome);
+
+}  // namespace msgsim::cli

@@ -1,0 +1,26 @@
+#include <cstdio>
+#include <exception>
+
+#include "cli/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"msgsim: a deterministic fault-injection simulator and conformance test bed for "
+               "real-time messaging systems"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "msgsim 0.1");
+  msgsim::cli::Outcome outcome;
+  msgsim::cli::add_run_command(app, outcome);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return msgsim::cli::kExitBadInput;
+  }
+  return outcome.exit_code;
+}
