@@ -13,6 +13,7 @@ namespace msgsim {
 
 // GCC and clang's 128-bit integer; __extension__ keeps -Wpedantic quiet about it.
 __extension__ typedef unsigned __int128 uint128_t;
+__extension__ typedef __int128 int128_t;
 
 // The 128-bit multiply-fold at the heart of wyhash-style mixers.
 inline uint64_t mix_mul(uint64_t a, uint64_t b) {
