@@ -16,5 +16,6 @@ struct Outcome {
 };
 
 void add_run_command(CLI::App& app, Outcome& outcome);
+void add_e2ee_command(CLI::App& app, Outcome& outcome);
 
 }  // namespace msgsim::cli

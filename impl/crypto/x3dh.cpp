@@ -1,0 +1,231 @@
+#include "impl/crypto/x3dh.h"
+
+#include <algorithm>
+
+#include "impl/base/assert.h"
+
+namespace msgsim::crypto {
+
+IdentityKeyPair generate_identity() {
+  IdentityKeyPair identity;
+  identity.signing = generate_ed25519_key_pair();
+  identity.x25519_secret = ed25519_secret_to_x25519(identity.signing.secret);
+  return identity;
+}
+
+IdentityKeyPair identity_from_secret(const Ed25519Secret& secret) {
+  IdentityKeyPair identity;
+  identity.signing.secret = secret;
+  // libsodium's 64-byte secret is seed || public key.
+  std::copy_n(secret.begin() + 32, 32, identity.signing.public_key.begin());
+  identity.x25519_secret = ed25519_secret_to_x25519(secret);
+  return identity;
+}
+
+Bytes signed_prekey_message(uint32_t id, const Key32& public_key) {
+  Bytes message;
+  message.reserve(kSignedPrekeyLabel.size() + 4 + 32);
+  ByteWriter w(message);
+  w.bytes(as_bytes(kSignedPrekeyLabel));
+  w.u32(id);
+  w.bytes(public_key);
+  return message;
+}
+
+SignedPrekey generate_signed_prekey(const IdentityKeyPair& identity, uint32_t id) {
+  SignedPrekey prekey;
+  prekey.id = id;
+  prekey.pair = generate_x25519_key_pair();
+  prekey.signature = sign(identity.signing.secret, signed_prekey_message(id, prekey.pair.public_key));
+  return prekey;
+}
+
+PrekeyStore::~PrekeyStore() {
+  wipe(signed_prekey.pair.secret);
+  for (auto& prekey : one_time_prekeys) wipe(prekey.pair.secret);
+}
+
+size_t PrekeyStore::generate_one_time_prekeys(size_t count) {
+  size_t made = 0;
+  while (made < count && one_time_prekeys.size() < kOneTimePrekeysMax &&
+         next_one_time_prekey_id != kNoOneTimePrekey) {
+    one_time_prekeys.push_back(OneTimePrekey{next_one_time_prekey_id++, generate_x25519_key_pair()});
+    ++made;
+  }
+  return made;
+}
+
+PrekeyBundle PrekeyStore::bundle(std::optional<uint32_t> one_time_prekey_id) const {
+  PrekeyBundle out;
+  out.identity = identity.signing.public_key;
+  out.signed_prekey_id = signed_prekey.id;
+  out.signed_prekey = signed_prekey.pair.public_key;
+  out.signed_prekey_signature = signed_prekey.signature;
+  if (one_time_prekey_id) {
+    auto it = std::find_if(one_time_prekeys.begin(), one_time_prekeys.end(),
+                           [&](const OneTimePrekey& p) { return p.id == *one_time_prekey_id; });
+    MSGSIM_ASSERT(it != one_time_prekeys.end(), "bundle asked for an unknown one-time prekey");
+    out.one_time_prekey_id = it->id;
+    out.one_time_prekey = it->pair.public_key;
+  }
+  return out;
+}
+
+PrekeyStore make_prekey_store(uint32_t signed_prekey_id, size_t one_time_prekey_count) {
+  PrekeyStore store;
+  store.identity = generate_identity();
+  store.signed_prekey = generate_signed_prekey(store.identity, signed_prekey_id);
+  store.generate_one_time_prekeys(one_time_prekey_count);
+  return store;
+}
+
+namespace {
+
+// SK = HKDF(32 zero bytes, 32 x 0xFF || DH1 || DH2 || DH3 [|| DH4], "msgsim.x3dh.v1", 32).
+Key32 derive_shared_secret(const Key32& dh1, const Key32& dh2, const Key32& dh3,
+                           const Key32* dh4) {
+  std::array<uint8_t, 32 * 5> ikm;
+  std::fill_n(ikm.begin(), 32, uint8_t{0xFF});
+  std::copy(dh1.begin(), dh1.end(), ikm.begin() + 32);
+  std::copy(dh2.begin(), dh2.end(), ikm.begin() + 64);
+  std::copy(dh3.begin(), dh3.end(), ikm.begin() + 96);
+  if (dh4 != nullptr) std::copy(dh4->begin(), dh4->end(), ikm.begin() + 128);
+  Key32 shared;
+  hkdf_sha256_zero_salt(ByteSpan(ikm.data(), dh4 != nullptr ? 160 : 128), as_bytes(kInfoX3dh),
+                        shared);
+  wipe(ikm);
+  return shared;
+}
+
+}  // namespace
+
+Result<Key32> x3dh_initiator_secret(const IdentityKeyPair& self, const PrekeyBundle& bundle,
+                                    const X25519KeyPair& ephemeral) {
+  if (!verify(bundle.identity, signed_prekey_message(bundle.signed_prekey_id, bundle.signed_prekey),
+              bundle.signed_prekey_signature)) {
+    return make_error(ErrorCode::crypto_error,
+                      "prekey bundle of " + to_hex(bundle.identity).substr(0, 16) +
+                          ": signed prekey " + std::to_string(bundle.signed_prekey_id) +
+                          " has a bad signature");
+  }
+  auto peer_identity_x = ed25519_public_to_x25519(bundle.identity);
+  if (!peer_identity_x) return peer_identity_x.error();
+  auto dh1 = dh(self.x25519_secret, bundle.signed_prekey);
+  if (!dh1) return dh1.error();
+  auto dh2 = dh(ephemeral.secret, *peer_identity_x);
+  if (!dh2) return dh2.error();
+  auto dh3 = dh(ephemeral.secret, bundle.signed_prekey);
+  if (!dh3) return dh3.error();
+  Result<Key32> dh4 = Key32{};
+  if (bundle.one_time_prekey_id) {
+    dh4 = dh(ephemeral.secret, bundle.one_time_prekey);
+    if (!dh4) return dh4.error();
+  }
+  Key32 shared = derive_shared_secret(*dh1, *dh2, *dh3,
+                                      bundle.one_time_prekey_id ? &*dh4 : nullptr);
+  wipe(*dh1);
+  wipe(*dh2);
+  wipe(*dh3);
+  wipe(*dh4);
+  return shared;
+}
+
+Result<Key32> x3dh_responder_secret(const IdentityKeyPair& self,
+                                    const X25519KeyPair& signed_prekey,
+                                    const X25519KeyPair* one_time_prekey,
+                                    const PrekeyHeader& header) {
+  auto peer_identity_x = ed25519_public_to_x25519(header.initiator_identity);
+  if (!peer_identity_x) return peer_identity_x.error();
+  auto dh1 = dh(signed_prekey.secret, *peer_identity_x);
+  if (!dh1) return dh1.error();
+  auto dh2 = dh(self.x25519_secret, header.ephemeral_public);
+  if (!dh2) return dh2.error();
+  auto dh3 = dh(signed_prekey.secret, header.ephemeral_public);
+  if (!dh3) return dh3.error();
+  Result<Key32> dh4 = Key32{};
+  if (one_time_prekey != nullptr) {
+    dh4 = dh(one_time_prekey->secret, header.ephemeral_public);
+    if (!dh4) return dh4.error();
+  }
+  Key32 shared = derive_shared_secret(*dh1, *dh2, *dh3, one_time_prekey ? &*dh4 : nullptr);
+  wipe(*dh1);
+  wipe(*dh2);
+  wipe(*dh3);
+  wipe(*dh4);
+  return shared;
+}
+
+Result<Session> initiate_session(const IdentityKeyPair& self, const PrekeyBundle& bundle) {
+  X25519KeyPair ephemeral = generate_x25519_key_pair();
+  auto shared = x3dh_initiator_secret(self, bundle, ephemeral);
+  if (!shared) {
+    wipe(ephemeral.secret);
+    return shared.error();
+  }
+  const PrekeyHeader header{self.signing.public_key, ephemeral.public_key, bundle.signed_prekey_id,
+                            bundle.one_time_prekey_id.value_or(kNoOneTimePrekey)};
+  wipe(ephemeral.secret);  // EK.sk is used for X3DH only
+  auto session = make_initiator_session(*shared, self.signing.public_key, bundle.identity,
+                                        bundle.signed_prekey, header);
+  wipe(*shared);
+  return session;
+}
+
+Result<AcceptedSession> accept_prekey_message(PrekeyStore& store, ByteSpan envelope,
+                                              MutableByteSpan plaintext_out) {
+  auto parsed = parse_envelope(envelope);
+  if (!parsed) return parsed.error();
+  if (!parsed->has_prekey_header) {
+    return make_error(ErrorCode::crypto_error,
+                      "a normal message from a peer this device has no session with");
+  }
+  const PrekeyHeader& header = parsed->prekey_header;
+  if (header.signed_prekey_id != store.signed_prekey.id) {
+    return make_error(ErrorCode::crypto_error,
+                      "prekey message names signed prekey " +
+                          std::to_string(header.signed_prekey_id) + ", this device's is " +
+                          std::to_string(store.signed_prekey.id));
+  }
+  const OneTimePrekey* one_time = nullptr;
+  if (header.one_time_prekey_id != kNoOneTimePrekey) {
+    auto it = std::find_if(store.one_time_prekeys.begin(), store.one_time_prekeys.end(),
+                           [&](const OneTimePrekey& p) { return p.id == header.one_time_prekey_id; });
+    if (it == store.one_time_prekeys.end()) {
+      const bool used = std::find(store.used_one_time_prekey_ids.begin(),
+                                  store.used_one_time_prekey_ids.end(),
+                                  header.one_time_prekey_id) !=
+                        store.used_one_time_prekey_ids.end();
+      return make_error(ErrorCode::crypto_error,
+                        "prekey message names one-time prekey " +
+                            std::to_string(header.one_time_prekey_id) +
+                            (used ? ", which was already used" : ", which this device never had"));
+    }
+    one_time = &*it;
+  }
+  auto shared = x3dh_responder_secret(store.identity, store.signed_prekey.pair,
+                                      one_time != nullptr ? &one_time->pair : nullptr, header);
+  if (!shared) return shared.error();
+  AcceptedSession accepted{make_responder_session(*shared, header.initiator_identity,
+                                                  store.identity.signing.public_key,
+                                                  store.signed_prekey.pair),
+                           0};
+  wipe(*shared);
+  auto opened = accepted.session.decrypt_parts(parsed->ratchet_header, parsed->ciphertext,
+                                               plaintext_out);
+  if (!opened) return opened.error();
+  accepted.plaintext_size = *opened;
+  if (one_time != nullptr) {
+    // The owner deletes OPK.sk after its first use (spec).
+    const uint32_t id = one_time->id;
+    auto it = store.one_time_prekeys.begin() + (one_time - store.one_time_prekeys.data());
+    wipe(it->pair.secret);
+    store.one_time_prekeys.erase(it);
+    store.used_one_time_prekey_ids.push_back(id);
+    if (store.used_one_time_prekey_ids.size() > kUsedOneTimePrekeyIdsMax) {
+      store.used_one_time_prekey_ids.erase(store.used_one_time_prekey_ids.begin());
+    }
+  }
+  return accepted;
+}
+
+}  // namespace msgsim::crypto

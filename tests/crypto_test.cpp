@@ -1,0 +1,651 @@
+// The E2EE library (impl/crypto) against spec/e2ee.md: HKDF vectors, the Double Ratchet under
+// reordering, loss, duplication and tampering, X3DH and one-time prekeys, Sender Keys with
+// rotation, session serialisation, and the transcripts re-derived from their JSON alone.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "impl/base/prng.h"
+#include "impl/crypto/primitives.h"
+#include "impl/crypto/ratchet.h"
+#include "impl/crypto/sender_key.h"
+#include "impl/crypto/transcript.h"
+#include "impl/crypto/x3dh.h"
+#include "sim/randombytes.h"
+
+namespace msgsim::crypto {
+namespace {
+
+Bytes from_hex(std::string_view hex) {
+  Bytes out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out.push_back(static_cast<uint8_t>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
+  }
+  return out;
+}
+
+Bytes range_bytes(uint8_t first, uint8_t last) {
+  Bytes out;
+  for (int b = first; b <= last; ++b) out.push_back(static_cast<uint8_t>(b));
+  return out;
+}
+
+Bytes text(std::string_view s) { return Bytes(s.begin(), s.end()); }
+
+// --- HKDF: RFC 5869, appendix A, test cases 1-3 (SHA-256) ---------------------------------------
+
+TEST(Hkdf, Rfc5869Case1) {
+  const Bytes ikm(22, 0x0b);
+  const Bytes salt = range_bytes(0x00, 0x0c);
+  const Bytes info = range_bytes(0xf0, 0xf9);
+  Bytes okm(42);
+  hkdf_sha256(salt, ikm, info, okm);
+  EXPECT_EQ(to_hex(okm),
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865");
+}
+
+TEST(Hkdf, Rfc5869Case2) {
+  const Bytes ikm = range_bytes(0x00, 0x4f);
+  const Bytes salt = range_bytes(0x60, 0xaf);
+  const Bytes info = range_bytes(0xb0, 0xff);
+  Bytes okm(82);
+  hkdf_sha256(salt, ikm, info, okm);
+  EXPECT_EQ(to_hex(okm),
+            "b11e398dc80327a1c8e7f78c596a49344f012eda2d4efad8a050cc4c19afa97c"
+            "59045a99cac7827271cb41c65e590e09da3275600c2f09b8367793a9aca3db71"
+            "cc30c58179ec3e87c14c01d5c1f3434f1d87");
+}
+
+TEST(Hkdf, Rfc5869Case3EmptySaltAndInfo) {
+  const Bytes ikm(22, 0x0b);
+  Bytes okm(42);
+  hkdf_sha256({}, ikm, {}, okm);
+  EXPECT_EQ(to_hex(okm),
+            "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8");
+  // The cached zero-salt variant is the same function (an empty salt means 32 zero bytes).
+  Bytes cached(42);
+  hkdf_sha256_zero_salt(ikm, {}, cached);
+  EXPECT_EQ(cached, okm);
+}
+
+TEST(Hmac, Rfc4231Case2) {
+  // "Jefe" / "what do ya want for nothing?" (RFC 4231 test case 2).
+  EXPECT_EQ(to_hex(hmac_sha256(text("Jefe"), text("what do ya want for nothing?"))),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
+// --- Sessions -----------------------------------------------------------------------------------
+
+class SessionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    sim::reseed_randombytes(1234);
+    bob_store_ = make_prekey_store(7, 4);
+    alice_id_ = generate_identity();
+    auto session = initiate_session(alice_id_, bob_store_.bundle(bob_store_.one_time_prekeys[0].id));
+    ASSERT_TRUE(session.ok()) << session.error().message;
+    alice_ = std::move(*session);
+  }
+
+  static Bytes seal(Session& s, std::string_view plaintext) {
+    Bytes envelope(s.envelope_size(plaintext.size()));
+    auto status = s.encrypt(text(plaintext), envelope);
+    EXPECT_TRUE(status.ok()) << status.error().message;
+    return envelope;
+  }
+
+  static Result<std::string> open(Session& s, ByteSpan envelope) {
+    Bytes out(envelope.size());
+    auto size = s.decrypt(envelope, out);
+    if (!size) return size.error();
+    return std::string(out.begin(), out.begin() + static_cast<ptrdiff_t>(*size));
+  }
+
+  // Bob accepts alice's first message and becomes the responder.
+  void accept(ByteSpan envelope, std::string_view expected) {
+    Bytes out(envelope.size());
+    auto accepted = accept_prekey_message(bob_store_, envelope, out);
+    ASSERT_TRUE(accepted.ok()) << accepted.error().message;
+    EXPECT_EQ(std::string(out.begin(), out.begin() + static_cast<ptrdiff_t>(accepted->plaintext_size)),
+              expected);
+    bob_ = std::move(accepted->session);
+  }
+
+  PrekeyStore bob_store_;
+  IdentityKeyPair alice_id_;
+  Session alice_;
+  std::optional<Session> bob_;
+};
+
+TEST_F(SessionTest, BothDirectionsAcrossManyDhSteps) {
+  accept(seal(alice_, "hello bob"), "hello bob");
+  Prng shape(99);
+  for (int round = 0; round < 60; ++round) {
+    Session& sender = round % 2 == 0 ? *bob_ : alice_;
+    Session& receiver = round % 2 == 0 ? alice_ : *bob_;
+    const Key32 ratchet_before = sender.ratchet.own_ratchet.public_key;
+    const int count = 1 + static_cast<int>(shape.below(4));
+    for (int i = 0; i < count; ++i) {
+      const std::string msg = "round " + std::to_string(round) + " message " + std::to_string(i);
+      auto got = open(receiver, seal(sender, msg));
+      ASSERT_TRUE(got.ok()) << got.error().message;
+      EXPECT_EQ(*got, msg);
+    }
+    // Every change of direction is a DH ratchet step for the next sender.
+    EXPECT_EQ(sender.ratchet.own_ratchet.public_key, ratchet_before);
+    EXPECT_NE(receiver.ratchet.own_ratchet.public_key, sender.ratchet.peer_ratchet_public);
+  }
+  EXPECT_FALSE(alice_.has_pending_prekey_header);
+}
+
+TEST_F(SessionTest, PrekeyHeaderUntilFirstReply) {
+  const Bytes first = seal(alice_, "one");
+  const Bytes second = seal(alice_, "two");
+  EXPECT_EQ(first[0], kEnvelopePrekey);
+  EXPECT_EQ(second[0], kEnvelopePrekey);
+  accept(first, "one");
+  // A prekey message for the now existing session is decrypted by it and does not reset it.
+  const Bytes bob_before = bob_->serialize();
+  auto got = open(*bob_, second);
+  ASSERT_TRUE(got.ok()) << got.error().message;
+  EXPECT_EQ(*got, "two");
+  EXPECT_EQ(bob_->ratchet.root_key, Session::deserialize(bob_before)->ratchet.root_key);
+  ASSERT_TRUE(open(alice_, seal(*bob_, "reply")).ok());
+  const Bytes third = seal(alice_, "three");
+  EXPECT_EQ(third[0], kEnvelopeNormal);
+  EXPECT_EQ(*open(*bob_, third), "three");
+}
+
+TEST_F(SessionTest, NewPrekeyMessageDoesNotResetExistingSession) {
+  accept(seal(alice_, "one"), "one");
+  ASSERT_TRUE(open(alice_, seal(*bob_, "reply")).ok());
+  // Alice (say, after losing her state) starts over with a fresh X3DH; bob's existing session
+  // must not be replaced by it.
+  auto fresh = initiate_session(alice_id_, bob_store_.bundle(bob_store_.one_time_prekeys[0].id));
+  ASSERT_TRUE(fresh.ok());
+  const Bytes restart = seal(*fresh, "restart");
+  const Bytes before = bob_->serialize();
+  auto got = open(*bob_, restart);
+  EXPECT_FALSE(got.ok());
+  EXPECT_EQ(bob_->serialize(), before);
+  // The old session still works.
+  EXPECT_EQ(*open(*bob_, seal(alice_, "still here")), "still here");
+}
+
+TEST_F(SessionTest, OutOfOrderLostAndDuplicated) {
+  accept(seal(alice_, "start"), "start");
+  std::vector<Bytes> a;
+  for (int i = 0; i < 6; ++i) a.push_back(seal(alice_, "a" + std::to_string(i)));
+  // Delivered 4, 1, 0, 5; 2 and 3 still in flight.
+  for (int i : {4, 1, 0, 5}) EXPECT_EQ(*open(*bob_, a[static_cast<size_t>(i)]), "a" + std::to_string(i));
+  // Bob replies; alice steps; alice sends more under a new ratchet key.
+  EXPECT_EQ(*open(alice_, seal(*bob_, "b0")), "b0");
+  const Bytes a_new = seal(alice_, "a-new");
+  EXPECT_EQ(*open(*bob_, a_new), "a-new");
+  // The late messages of the old chain still decrypt, once.
+  EXPECT_EQ(*open(*bob_, a[3]), "a3");
+  EXPECT_EQ(*open(*bob_, a[2]), "a2");
+  for (int i = 0; i < 6; ++i) {
+    auto again = open(*bob_, a[static_cast<size_t>(i)]);
+    ASSERT_FALSE(again.ok());
+    EXPECT_TRUE(is_duplicate_message(again.error())) << again.error().message;
+  }
+  // A lost message (never delivered) costs only its skipped key.
+  (void)seal(alice_, "lost");
+  EXPECT_EQ(*open(*bob_, seal(alice_, "after loss")), "after loss");
+  EXPECT_EQ(bob_->ratchet.skipped.size(), 1u);
+}
+
+TEST_F(SessionTest, ReplayOfDecryptedMessageIsAnExplicitDuplicate) {
+  const Bytes first = seal(alice_, "x");
+  accept(first, "x");
+  const Bytes m = seal(alice_, "y");
+  EXPECT_EQ(*open(*bob_, m), "y");
+  const Bytes before = bob_->serialize();
+  auto replay = open(*bob_, m);
+  ASSERT_FALSE(replay.ok());
+  EXPECT_EQ(replay.error().code, ErrorCode::not_found);
+  EXPECT_TRUE(is_duplicate_message(replay.error()));
+  EXPECT_EQ(bob_->serialize(), before);
+  // The very first (prekey) message replayed to the existing session: also a duplicate.
+  auto replay_first = open(*bob_, first);
+  ASSERT_FALSE(replay_first.ok());
+  EXPECT_TRUE(is_duplicate_message(replay_first.error())) << replay_first.error().message;
+  // A replay from a chain two DH steps back is still recognised.
+  EXPECT_EQ(*open(alice_, seal(*bob_, "b")), "b");
+  EXPECT_EQ(*open(*bob_, seal(alice_, "c")), "c");
+  auto old = open(*bob_, m);
+  ASSERT_FALSE(old.ok());
+  EXPECT_TRUE(is_duplicate_message(old.error())) << old.error().message;
+}
+
+TEST_F(SessionTest, RetransmissionNeitherBreaksNorShowsTwice) {
+  accept(seal(alice_, "hi"), "hi");
+  // At-least-once delivery: a message may arrive 1-3 times within the retry window (the last 8
+  // messages), interleaved with replies.
+  Prng shape(5);
+  std::map<std::string, int> shown;
+  std::vector<Bytes> sent_by_alice;
+  for (int round = 0; round < 30; ++round) {
+    const std::string msg = "m" + std::to_string(round);
+    sent_by_alice.push_back(seal(alice_, msg));
+    const int copies = 1 + static_cast<int>(shape.below(3));
+    for (int c = 0; c < copies; ++c) {
+      const size_t window = std::min<size_t>(sent_by_alice.size(), 8);
+      const Bytes& envelope = sent_by_alice[sent_by_alice.size() - 1 - shape.below(window)];
+      auto got = open(*bob_, envelope);
+      if (got.ok()) {
+        shown[*got] += 1;
+      } else {
+        ASSERT_TRUE(is_duplicate_message(got.error())) << got.error().message;
+      }
+    }
+    auto latest = open(*bob_, sent_by_alice.back());
+    if (latest.ok()) shown[*latest] += 1;
+    if (round % 3 == 0) {
+      auto reply = open(alice_, seal(*bob_, "r" + std::to_string(round)));
+      ASSERT_TRUE(reply.ok()) << reply.error().message;
+    }
+  }
+  for (const auto& [msg, times] : shown) EXPECT_EQ(times, 1) << msg;
+  EXPECT_EQ(shown.size(), 30u);
+  // A retransmission from before the remembered chains is still rejected without a change.
+  const Bytes before = bob_->serialize();
+  auto ancient = open(*bob_, sent_by_alice.front());
+  ASSERT_FALSE(ancient.ok());
+  EXPECT_EQ(bob_->serialize(), before);
+}
+
+TEST_F(SessionTest, TamperedHeaderOrCiphertextLeavesStateUnchanged) {
+  accept(seal(alice_, "start"), "start");
+  EXPECT_EQ(*open(alice_, seal(*bob_, "b")), "b");
+  // Both a same-chain message and a DH-step message, each byte flipped in turn.
+  const Bytes same_chain = seal(alice_, "same chain");
+  ASSERT_EQ(*open(*bob_, same_chain), "same chain");
+  const Bytes next_same_chain = seal(alice_, "next");
+  for (const Bytes* original : {&next_same_chain}) {
+    const Bytes before = bob_->serialize();
+    for (size_t i = 1; i < original->size(); ++i) {
+      Bytes tampered = *original;
+      tampered[i] ^= 0x20;
+      auto got = open(*bob_, tampered);
+      EXPECT_FALSE(got.ok()) << "byte " << i;
+      ASSERT_EQ(bob_->serialize(), before) << "state changed by a tampered byte " << i;
+    }
+    EXPECT_EQ(*open(*bob_, *original), "next");
+  }
+  const Bytes step = seal(*bob_, "dh step");
+  const Bytes alice_before = alice_.serialize();
+  for (size_t i = 1; i < step.size(); ++i) {
+    Bytes tampered = step;
+    tampered[i] ^= 0x01;
+    EXPECT_FALSE(open(alice_, tampered).ok()) << "byte " << i;
+    ASSERT_EQ(alice_.serialize(), alice_before) << "state changed by a tampered byte " << i;
+  }
+  // Truncations are malformed, not crashes.
+  for (size_t length = 0; length < step.size(); ++length) {
+    EXPECT_FALSE(open(alice_, ByteSpan(step.data(), length)).ok());
+  }
+  EXPECT_EQ(alice_.serialize(), alice_before);
+  EXPECT_EQ(*open(alice_, step), "dh step");
+}
+
+TEST_F(SessionTest, MaxSkipBound) {
+  accept(seal(alice_, "start"), "start");
+  std::vector<Bytes> a;
+  for (uint32_t i = 0; i <= kMaxSkip + 1; ++i) a.push_back(seal(alice_, "m"));
+  // Message 1 was sent first after "start", so a[k] has number k + 1; bob expects 1.
+  const Bytes before = bob_->serialize();
+  auto too_far = open(*bob_, a[kMaxSkip + 1]);  // skips 1001 keys
+  ASSERT_FALSE(too_far.ok());
+  EXPECT_EQ(too_far.error().code, ErrorCode::too_large);
+  EXPECT_EQ(bob_->serialize(), before);
+  auto at_bound = open(*bob_, a[kMaxSkip]);  // skips exactly 1000 keys
+  ASSERT_TRUE(at_bound.ok()) << at_bound.error().message;
+  EXPECT_EQ(bob_->ratchet.skipped.size(), kMaxSkip);
+  EXPECT_EQ(*open(*bob_, a[0]), "m");
+  EXPECT_EQ(bob_->ratchet.skipped.size(), kMaxSkip - 1);
+}
+
+TEST_F(SessionTest, SkippedKeyCapDropsOldestFirst) {
+  accept(seal(alice_, "start"), "start");
+  // Three chains, each leaving 1000 skipped keys behind: the session keeps the newest 2000.
+  std::vector<std::vector<Bytes>> chains;
+  for (int chain = 0; chain < 3; ++chain) {
+    std::vector<Bytes> sent;
+    for (uint32_t i = 0; i <= kMaxSkip; ++i) sent.push_back(seal(alice_, "c" + std::to_string(chain)));
+    ASSERT_TRUE(open(*bob_, sent.back()).ok());
+    ASSERT_TRUE(open(alice_, seal(*bob_, "turn")).ok());
+    chains.push_back(std::move(sent));
+  }
+  EXPECT_EQ(bob_->ratchet.skipped.size(), kSkippedKeysMax);
+  // The oldest chain's keys were dropped first...
+  auto dropped = open(*bob_, chains[0][0]);
+  ASSERT_FALSE(dropped.ok());
+  // ...the newer ones are kept.
+  EXPECT_EQ(*open(*bob_, chains[1][0]), "c1");
+  EXPECT_EQ(*open(*bob_, chains[2][5]), "c2");
+  EXPECT_EQ(bob_->ratchet.skipped.size(), kSkippedKeysMax - 2);
+}
+
+TEST_F(SessionTest, ReusedOneTimePrekeyIsRejected) {
+  const uint32_t opk_id = bob_store_.one_time_prekeys[0].id;
+  accept(seal(alice_, "first"), "first");
+  EXPECT_EQ(bob_store_.one_time_prekeys.size(), 3u);
+  EXPECT_EQ(bob_store_.used_one_time_prekey_ids, std::vector<uint32_t>{opk_id});
+  // Another initiator (or a replayed first message) naming the same OPK fails.
+  IdentityKeyPair mallory = generate_identity();
+  PrekeyBundle stale = bob_store_.bundle(std::nullopt);
+  stale.one_time_prekey_id = opk_id;
+  stale.one_time_prekey = alice_.ratchet.peer_ratchet_public;  // any key: the OPK is gone
+  auto second = initiate_session(mallory, stale);
+  ASSERT_TRUE(second.ok());
+  const Bytes envelope = seal(*second, "second");
+  Bytes out(envelope.size());
+  auto rejected = accept_prekey_message(bob_store_, envelope, out);
+  ASSERT_FALSE(rejected.ok());
+  EXPECT_EQ(rejected.error().code, ErrorCode::crypto_error);
+  EXPECT_NE(rejected.error().message.find("already used"), std::string::npos);
+}
+
+TEST_F(SessionTest, ForgedFirstMessageBurnsNoOneTimePrekey) {
+  Bytes envelope = seal(alice_, "first");
+  envelope.back() ^= 1;
+  Bytes out(envelope.size());
+  EXPECT_FALSE(accept_prekey_message(bob_store_, envelope, out).ok());
+  EXPECT_EQ(bob_store_.one_time_prekeys.size(), 4u);
+  envelope.back() ^= 1;
+  accept(envelope, "first");
+}
+
+TEST_F(SessionTest, BadSignedPrekeySignatureAborts) {
+  PrekeyBundle bundle = bob_store_.bundle(std::nullopt);
+  bundle.signed_prekey_signature[10] ^= 1;
+  auto session = initiate_session(alice_id_, bundle);
+  ASSERT_FALSE(session.ok());
+  EXPECT_EQ(session.error().code, ErrorCode::crypto_error);
+}
+
+TEST_F(SessionTest, WithoutOneTimePrekey) {
+  auto session = initiate_session(alice_id_, bob_store_.bundle(std::nullopt));
+  ASSERT_TRUE(session.ok());
+  alice_ = std::move(*session);
+  accept(seal(alice_, "no opk"), "no opk");
+  EXPECT_EQ(bob_store_.one_time_prekeys.size(), 4u);
+}
+
+TEST_F(SessionTest, SerializeRoundTripAndMalformedBlobs) {
+  accept(seal(alice_, "s"), "s");
+  std::vector<Bytes> late;
+  for (int i = 0; i < 3; ++i) late.push_back(seal(alice_, "late" + std::to_string(i)));
+  EXPECT_EQ(*open(*bob_, seal(alice_, "now")), "now");
+  const Bytes blob = bob_->serialize();
+  auto restored = Session::deserialize(blob);
+  ASSERT_TRUE(restored.ok()) << restored.error().message;
+  EXPECT_EQ(restored->serialize(), blob);
+  EXPECT_EQ(*open(*restored, late[1]), "late1");
+  EXPECT_EQ(*open(alice_, seal(*restored, "from restored")), "from restored");
+  // Every truncation and every single-byte corruption of the structure is an error or a
+  // well-formed session, never a crash.
+  for (size_t length = 0; length < blob.size(); ++length) {
+    EXPECT_FALSE(Session::deserialize(ByteSpan(blob.data(), length)).ok()) << length;
+  }
+  Bytes extended = blob;
+  extended.push_back(0);
+  EXPECT_FALSE(Session::deserialize(extended).ok());
+  Bytes huge_count = blob;
+  // The skipped-key count sits after the fixed part (no pending prekey header on bob's side).
+  const size_t count_offset = 2 + 6 * 32 + 12 + kAssociatedDataBytes;
+  store_u32be(huge_count.data() + count_offset, 0xFFFFFFFF);
+  auto refused = Session::deserialize(huge_count);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, ErrorCode::bad_input);
+}
+
+TEST_F(SessionTest, IdleSessionIsSmall) {
+  accept(seal(alice_, "s"), "s");
+  ASSERT_TRUE(open(alice_, seal(*bob_, "r")).ok());
+  // A session with no skipped keys: a few hundred bytes in memory and serialised.
+  EXPECT_LE(sizeof(Session), 512u);
+  EXPECT_LE(bob_->serialize().size(), 512u);
+  EXPECT_TRUE(bob_->ratchet.skipped.empty());
+}
+
+TEST_F(SessionTest, SameSeedSameKeysAndCiphertexts) {
+  auto run = [] {
+    sim::reseed_randombytes(77);
+    PrekeyStore store = make_prekey_store(1, 1);
+    IdentityKeyPair a = generate_identity();
+    auto s = initiate_session(a, store.bundle(store.one_time_prekeys[0].id));
+    Bytes envelope(s->envelope_size(5));
+    EXPECT_TRUE(s->encrypt(text("hello"), envelope).ok());
+    return envelope;
+  };
+  EXPECT_EQ(run(), run());
+}
+
+TEST_F(SessionTest, InPlaceEncryptAndDecrypt) {
+  accept(seal(alice_, "s"), "s");
+  const std::string msg = "encrypted where it lies";
+  Bytes buffer(alice_.envelope_size(msg.size()));
+  const size_t offset = buffer.size() - msg.size() - kAeadTagBytes;
+  std::copy(msg.begin(), msg.end(), buffer.begin() + static_cast<ptrdiff_t>(offset));
+  ASSERT_TRUE(alice_.encrypt(ByteSpan(buffer.data() + offset, msg.size()), buffer).ok());
+  auto parsed = parse_envelope(buffer);
+  ASSERT_TRUE(parsed.ok());
+  // Decrypt into the ciphertext's own bytes.
+  MutableByteSpan in_place(const_cast<uint8_t*>(parsed->ciphertext.data()), parsed->ciphertext.size());
+  auto size = bob_->decrypt_parts(parsed->ratchet_header, parsed->ciphertext, in_place);
+  ASSERT_TRUE(size.ok()) << size.error().message;
+  EXPECT_EQ(std::string(in_place.begin(), in_place.begin() + static_cast<ptrdiff_t>(*size)), msg);
+}
+
+// --- Sender keys --------------------------------------------------------------------------------
+
+Bytes group_seal(OwnSenderKey& key, std::string_view plaintext) {
+  Bytes wire(sender_key_wire_size(key.group_id, plaintext.size()));
+  EXPECT_TRUE(sender_key_encrypt(key, text(plaintext), wire).ok());
+  return wire;
+}
+
+Result<std::string> group_open(PeerSenderKey& key, ByteSpan wire) {
+  Bytes out(wire.size());
+  auto size = sender_key_decrypt(key, wire, out);
+  if (!size) return size.error();
+  return std::string(out.begin(), out.begin() + static_cast<ptrdiff_t>(*size));
+}
+
+TEST(SenderKeys, RoundTripOutOfOrderDuplicateAndTampering) {
+  sim::reseed_randombytes(3);
+  auto own = create_sender_key("friends", 1);
+  ASSERT_TRUE(own.ok());
+  auto peer = parse_distribution_message(distribution_message(*own));
+  ASSERT_TRUE(peer.ok()) << peer.error().message;
+  std::vector<Bytes> wires;
+  for (int i = 0; i < 5; ++i) wires.push_back(group_seal(*own, "g" + std::to_string(i)));
+  EXPECT_EQ(*group_open(*peer, wires[3]), "g3");
+  EXPECT_EQ(*group_open(*peer, wires[0]), "g0");
+  auto dup = group_open(*peer, wires[3]);
+  ASSERT_FALSE(dup.ok());
+  EXPECT_TRUE(is_duplicate_message(dup.error()));
+  // Any flipped byte fails (the signature is checked first) and leaves the key as it was.
+  const PeerSenderKey before = *peer;
+  for (size_t i = 0; i < wires[4].size(); ++i) {
+    Bytes tampered = wires[4];
+    tampered[i] ^= 0x04;
+    EXPECT_FALSE(group_open(*peer, tampered).ok()) << i;
+    ASSERT_EQ(peer->chain_key, before.chain_key);
+    ASSERT_EQ(peer->next_iteration, before.next_iteration);
+    ASSERT_EQ(peer->skipped.size(), before.skipped.size());
+  }
+  EXPECT_EQ(*group_open(*peer, wires[4]), "g4");
+  EXPECT_EQ(*group_open(*peer, wires[1]), "g1");
+  EXPECT_EQ(*group_open(*peer, wires[2]), "g2");
+  // More than MAX_SKIP ahead is refused.
+  for (uint32_t i = 0; i <= kMaxSkip; ++i) (void)group_seal(*own, "skip");
+  auto too_far = group_open(*peer, group_seal(*own, "far"));
+  ASSERT_FALSE(too_far.ok());
+  EXPECT_EQ(too_far.error().code, ErrorCode::too_large);
+  // Malformed distribution messages are errors.
+  const Bytes distribution = distribution_message(*own);
+  for (size_t length = 0; length < distribution.size(); ++length) {
+    EXPECT_FALSE(parse_distribution_message(ByteSpan(distribution.data(), length)).ok());
+  }
+}
+
+TEST(SenderKeys, RotationAfterRemovalReachesCurrentMembersOnly) {
+  sim::reseed_randombytes(4);
+  const std::vector<std::string> names = {"alice", "bob", "carol"};
+  std::map<std::string, GroupKeys> groups;
+  for (const auto& n : names) groups.emplace(n, GroupKeys("g", n, names));
+  auto send = [&](const std::string& sender, const std::string& msg) {
+    GroupKeys& g = groups.at(sender);
+    auto distribution = g.prepare_send();
+    EXPECT_TRUE(distribution.ok());
+    if (*distribution) {
+      for (const auto& r : (*distribution)->recipients) {
+        EXPECT_TRUE(groups.at(r).accept_distribution(sender, (*distribution)->message).ok());
+      }
+    }
+    return group_seal(g.own_key(), msg);
+  };
+  const Bytes before_removal = send("alice", "to all");
+  Bytes out(256);
+  EXPECT_TRUE(groups.at("carol").decrypt("alice", before_removal, out).ok());
+  EXPECT_TRUE(groups.at("bob").decrypt("alice", before_removal, out).ok());
+  const uint32_t old_key_id = groups.at("alice").own_key().key_id;
+
+  ASSERT_TRUE(groups.at("alice").remove_member("carol").ok());
+  ASSERT_TRUE(groups.at("bob").remove_member("carol").ok());
+  EXPECT_TRUE(groups.at("alice").rotation_pending());
+  auto distribution = groups.at("alice").prepare_send();
+  ASSERT_TRUE(distribution.ok() && distribution->has_value());
+  EXPECT_EQ((*distribution)->recipients, std::vector<std::string>{"bob"});
+  ASSERT_TRUE(groups.at("bob").accept_distribution("alice", (*distribution)->message).ok());
+  EXPECT_NE(groups.at("alice").own_key().key_id, old_key_id);
+  const Bytes after_removal = group_seal(groups.at("alice").own_key(), "without carol");
+  auto bob_got = groups.at("bob").decrypt("alice", after_removal, out);
+  ASSERT_TRUE(bob_got.ok());
+  EXPECT_FALSE(groups.at("carol").decrypt("alice", after_removal, out).ok());
+  // Bob no longer accepts anything from carol.
+  EXPECT_FALSE(groups.at("bob").accept_distribution("carol", (*distribution)->message).ok());
+  // A joiner gets the current key only: it cannot read messages from before it joined.
+  ASSERT_TRUE(groups.at("alice").add_member("dave").ok());
+  GroupKeys dave("g", "dave", {"alice", "bob", "dave"});
+  ASSERT_TRUE(dave.accept_distribution("alice", distribution_message(groups.at("alice").own_key())).ok());
+  EXPECT_FALSE(dave.decrypt("alice", after_removal, out).ok());
+  const Bytes later = group_seal(groups.at("alice").own_key(), "hi dave");
+  EXPECT_TRUE(dave.decrypt("alice", later, out).ok());
+}
+
+// --- Transcripts --------------------------------------------------------------------------------
+
+std::string transcript(uint64_t seed) {
+  sim::reseed_randombytes(seed);
+  return make_transcript_json(seed);
+}
+
+TEST(Transcript, SameSeedSameBytes) {
+  EXPECT_EQ(transcript(5), transcript(5));
+  EXPECT_NE(transcript(5), transcript(6));
+}
+
+Key32 key_at(const nlohmann::json& j, const char* field) {
+  const Bytes raw = from_hex(j.at(field).get<std::string>());
+  EXPECT_EQ(raw.size(), 32u) << field;
+  Key32 out{};
+  std::copy_n(raw.begin(), std::min<size_t>(32, raw.size()), out.begin());
+  return out;
+}
+
+// Re-derives every header, ciphertext and group wire message from the JSON alone, with the
+// spec's KDFs and libsodium directly (not the Session or GroupKeys code that wrote them).
+TEST(Transcript, ReDerivedFromJsonAlone) {
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    const auto t = nlohmann::json::parse(transcript(seed));
+    const Key32 sk = key_at(t["x3dh"], "sk");
+    const Bytes ad = from_hex(t["x3dh"]["ad"].get<std::string>());
+    const Key32 spk_pk = key_at(t["bob"], "spk_pk");
+
+    // Ratchet keys in order of first use: chain j's key is KDF_RK(RK, DH(key_j, key_{j-1})).
+    std::vector<Key32> sequence;
+    for (const auto& m : t["messages"]) {
+      const Key32 k = key_at(m, "dh_sk");
+      if (std::find(sequence.begin(), sequence.end(), k) == sequence.end()) sequence.push_back(k);
+    }
+    ASSERT_GE(sequence.size(), 4u);
+    std::map<Key32, Key32> chain_of;  // ratchet secret -> current chain key
+    Key32 root = sk, previous_public = spk_pk;
+    for (const Key32& k : sequence) {
+      RootStep step = kdf_rk(root, *dh(k, previous_public));
+      root = step.root_key;
+      chain_of[k] = step.chain_key;
+      previous_public = x25519_public_of(k);
+    }
+    std::map<Key32, uint32_t> sent_under;
+    std::map<std::string, Key32> current, previous;
+    for (const auto& m : t["messages"]) {
+      const Key32 k = key_at(m, "dh_sk");
+      const std::string from = m["from"];
+      if (!current.count(from) || current[from] != k) {
+        if (current.count(from)) previous[from] = current[from];
+        current[from] = k;
+      }
+      const uint32_t pn = previous.count(from) ? sent_under[previous[from]] : 0;
+      std::array<uint8_t, 40> header;
+      encode_ratchet_header({x25519_public_of(k), pn, sent_under[k]}, header.data());
+      EXPECT_EQ(to_hex(header), m["header"].get<std::string>());
+      sent_under[k] += 1;
+      ChainStep step = kdf_ck(chain_of[k]);
+      chain_of[k] = step.next_chain_key;
+      std::array<uint8_t, 56> o;
+      hkdf_sha256(Bytes(32, 0), step.message_key, as_bytes("msgsim.msgkey.v1"), o);
+      const Bytes plaintext = from_hex(m["plaintext"].get<std::string>());
+      Bytes full_ad = ad;
+      full_ad.insert(full_ad.end(), header.begin(), header.end());
+      Bytes ct(plaintext.size() + 16);
+      unsigned long long ct_size = 0;
+      crypto_aead_xchacha20poly1305_ietf_encrypt(ct.data(), &ct_size, plaintext.data(),
+                                                 plaintext.size(), full_ad.data(), full_ad.size(),
+                                                 nullptr, o.data() + 32, o.data());
+      EXPECT_EQ(to_hex(ct), m["ciphertext"].get<std::string>());
+    }
+    EXPECT_EQ(t["delivery_order"].size(), t["messages"].size());
+
+    const std::string group_id = t["group"]["group_id"];
+    bool rotated = false;
+    for (const auto& g : t["group"]["messages"]) {
+      ChainStep step = kdf_ck(key_at(g, "ck"));
+      std::array<uint8_t, 56> o;
+      hkdf_sha256(Bytes(32, 0), step.message_key, as_bytes("msgsim.senderkey.v1"), o);
+      Bytes wire{static_cast<uint8_t>(group_id.size())};
+      wire.insert(wire.end(), group_id.begin(), group_id.end());
+      wire.resize(wire.size() + 8);
+      store_u32be(wire.data() + wire.size() - 8, g["key_id"].get<uint32_t>());
+      store_u32be(wire.data() + wire.size() - 4, g["iteration"].get<uint32_t>());
+      const size_t header_size = wire.size();
+      const Bytes plaintext = from_hex(g["plaintext"].get<std::string>());
+      wire.resize(header_size + plaintext.size() + 16);
+      unsigned long long ct_size = 0;
+      crypto_aead_xchacha20poly1305_ietf_encrypt(wire.data() + header_size, &ct_size,
+                                                 plaintext.data(), plaintext.size(), wire.data(),
+                                                 header_size, nullptr, o.data() + 32, o.data());
+      const Bytes sg_sk = from_hex(g["sg_sk"].get<std::string>());
+      std::array<uint8_t, 64> sig;
+      crypto_sign_detached(sig.data(), nullptr, wire.data(), wire.size(), sg_sk.data());
+      wire.insert(wire.end(), sig.begin(), sig.end());
+      EXPECT_EQ(to_hex(wire), g["wire"].get<std::string>());
+      rotated = rotated || !g["after_removal_of"].is_null();
+    }
+    EXPECT_TRUE(rotated);
+  }
+}
+
+}  // namespace
+}  // namespace msgsim::crypto
