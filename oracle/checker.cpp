@@ -1,0 +1,1222 @@
+#include "oracle/checker.h"
+
+#include <algorithm>
+#include <array>
+#include <deque>
+#include <limits>
+#include <map>
+#include <unordered_map>
+
+#include "impl/base/assert.h"
+#include "impl/base/hash.h"
+#include "oracle/jsonl.h"
+#include "oracle/tables.h"
+
+namespace msgsim::history {
+
+namespace {
+
+using detail::ChunkedVector;
+using detail::FlatMap64;
+using detail::Interner;
+using detail::kNone;
+using detail::pack;
+
+constexpr int64_t kNoSeq = std::numeric_limits<int64_t>::min();
+constexpr int64_t kNoExpiry = std::numeric_limits<int64_t>::max();
+constexpr int64_t kExpirySlack_ns = 1'000'000'000;  // "within 1 s (virtual) of expires_at"
+constexpr uint64_t kLinesMax = 0xffffffffULL;         // lines are stored in 32 bits
+// Deliveries judged for membership wait here until finish(), because a join may be written
+// after the deliveries it allows; past this many they are judged at once.
+constexpr size_t kMembershipSuspectsMax = size_t{1} << 22;
+
+const char* const kInvariantNames[kInvariantCount] = {
+    "no-loss",    "no-duplicate", "no-phantom", "order",  "gap-free",
+    "seq-agreement", "sender-fifo", "causal",   "receipts", "membership",
+    "expiry",     "no-rejected-delivery", "decrypt", "latency"};
+
+enum MessageFlag : uint8_t {
+  kSent = 1,
+  kAcked = 2,
+  kRejected = 4,
+  kViewOnce = 8,
+  kShownAnywhere = 16,
+  kInternedAtSend = 32,  // first seen at its send: message ids are then in send order
+};
+
+// Per message: what its send, ack, reject and first seq said. 80 bytes.
+struct Message {
+  int64_t seq = kNoSeq;
+  int64_t send_t = 0;
+  int64_t expires_at = kNoExpiry;
+  int64_t causal_floor = kNoSeq;  // the largest seq its device had shown or got acked in the conv
+  uint64_t body_hash = 0;
+  uint32_t conv = kNone;
+  uint32_t ordinal = 0;  // index among its conversation's messages
+  uint32_t sender_user = kNone;
+  uint32_t sender_device = kNone;
+  uint32_t to_user = kNone;
+  uint32_t causal_floor_msg = kNone;
+  uint32_t send_line = 0;
+  uint32_t ack_line = 0;
+  uint32_t reject_line = 0;
+  uint32_t seq_line = 0;
+  uint32_t first_show_line = 0;
+  uint8_t flags = 0;
+
+  bool has(MessageFlag f) const { return (flags & f) != 0; }
+};
+
+// Per (device, conversation).
+struct DeviceConv {
+  uint32_t device = kNone;
+  uint32_t conv = kNone;
+  int64_t max_shown_seq = kNoSeq;
+  uint32_t max_shown_msg = kNone;
+  uint32_t max_shown_line = 0;
+  int64_t max_acked_own_seq = kNoSeq;
+  uint32_t max_acked_own_msg = kNone;
+  uint32_t fifo_max_msg = kNone;  // used by finish() only
+  int64_t fifo_max_seq = kNoSeq;
+  // Two bits per message of the conversation, by ordinal from `base` (a multiple of 32):
+  // bit 2k = shown on this device, bit 2k+1 = expired on this device.
+  uint32_t base = 0;
+  std::vector<uint64_t> bits;
+
+  uint64_t* word_for(uint32_t ordinal, bool grow) {
+    if (bits.empty()) {
+      if (!grow) return nullptr;
+      base = ordinal & ~31u;
+    }
+    if (ordinal < base) {
+      if (!grow) return nullptr;
+      const uint32_t new_base = ordinal & ~31u;
+      bits.insert(bits.begin(), (base - new_base) / 32, 0);
+      base = new_base;
+    }
+    const size_t word = (ordinal - base) / 32;
+    if (word >= bits.size()) {
+      if (!grow) return nullptr;
+      bits.resize(std::max(word + 1, bits.size() + bits.size() / 4 + 1), 0);
+    }
+    return &bits[word];
+  }
+  static int shift(uint32_t ordinal) { return static_cast<int>((ordinal & 31u) * 2); }
+  bool shown(uint32_t ordinal) {
+    const uint64_t* w = word_for(ordinal, false);
+    return w != nullptr && ((*w >> shift(ordinal)) & 1) != 0;
+  }
+  bool expired(uint32_t ordinal) {
+    const uint64_t* w = word_for(ordinal, false);
+    return w != nullptr && ((*w >> shift(ordinal)) & 2) != 0;
+  }
+  bool handled(uint32_t ordinal) {
+    const uint64_t* w = word_for(ordinal, false);
+    return w != nullptr && ((*w >> shift(ordinal)) & 3) != 0;
+  }
+  void set_shown(uint32_t ordinal) { *word_for(ordinal, true) |= uint64_t{1} << shift(ordinal); }
+  void set_expired(uint32_t ordinal) { *word_for(ordinal, true) |= uint64_t{2} << shift(ordinal); }
+};
+
+struct Device {
+  uint32_t user = kNone;
+  uint32_t first_line = 0;
+  bool online = false;
+  int64_t online_since_t = 0;
+  // A view-once message shown here and not yet expired.
+  uint32_t pending_view_once_msg = kNone;
+  uint32_t pending_view_once_line = 0;
+  int64_t pending_view_once_t = 0;
+};
+
+struct User {
+  std::vector<uint32_t> devices;
+};
+
+struct Conv {
+  bool one_to_one = false;
+  uint32_t user_a = kNone;
+  uint32_t user_b = kNone;
+  std::vector<uint32_t> messages;      // by ordinal
+  std::vector<uint32_t> memberships;   // Membership indices: users with join/leave events
+  std::vector<uint32_t> readers;       // ReaderConv indices with a delivered receipt
+};
+
+struct Change {
+  int64_t seq;
+  bool join;
+  uint32_t line;
+};
+
+// The join/leave events of one user in one group, sorted by seq.
+struct Membership {
+  uint32_t conv = kNone;
+  uint32_t user = kNone;
+  std::vector<Change> changes;
+};
+
+// Per (reader user, conversation).
+struct ReaderConv {
+  uint32_t user = kNone;
+  uint32_t conv = kNone;
+  int64_t max_read_up_to = kNoSeq;
+  uint32_t max_read_line = 0;
+  int64_t delivered_checked_up_to = kNoSeq;  // delivered receipts were checked up to here
+  uint32_t delivered_line = 0;
+  bool listed = false;
+};
+
+struct ReceiptKey {
+  uint64_t device_conv;
+  uint64_t reader_kind;
+  bool operator==(const ReceiptKey&) const = default;
+};
+struct ReceiptKeyHash {
+  size_t operator()(const ReceiptKey& k) const { return mix64(k.device_conv ^ mix64(k.reader_kind)); }
+};
+struct ReceiptState {
+  int64_t max_up_to;
+  uint32_t line;
+};
+
+struct MembershipEvent {
+  uint32_t user;
+  bool join;
+  uint32_t line;
+};
+
+struct MembershipSuspect {
+  uint32_t user;
+  uint32_t device;
+  uint32_t msg;
+  uint32_t line;
+};
+
+// Log-linear histogram of nanosecond latencies: 128 sub-buckets per power of two (< 0.8% error).
+class LatencyHistogram {
+ public:
+  static constexpr int kSubBits = 7;
+  static constexpr size_t kLinear = size_t{1} << (kSubBits + 1);  // exact below 256 ns
+  static constexpr size_t kBuckets = kLinear + (64 - kSubBits - 1) * (size_t{1} << kSubBits);
+
+  LatencyHistogram() : counts_(kBuckets, 0) {}
+
+  void add(int64_t value_ns) {
+    const uint64_t v = value_ns < 0 ? 0 : static_cast<uint64_t>(value_ns);
+    ++counts_[bucket(v)];
+    ++samples_;
+    max_ns_ = std::max(max_ns_, static_cast<int64_t>(v));
+  }
+  uint64_t samples() const { return samples_; }
+  int64_t max_ns() const { return max_ns_; }
+
+  // The nearest-rank quantile (rank ceil(q * n)), as the midpoint of its bucket.
+  int64_t quantile(double q) const {
+    if (samples_ == 0) return 0;
+    const uint64_t rank = rank_of(q);
+    uint64_t seen = 0;
+    for (size_t b = 0; b < kBuckets; ++b) {
+      seen += counts_[b];
+      if (seen >= rank) return std::min(midpoint(b), max_ns_);
+    }
+    return max_ns_;
+  }
+  uint64_t rank_of(double q) const {
+    const double exact = q * static_cast<double>(samples_);
+    uint64_t rank = static_cast<uint64_t>(exact);
+    if (static_cast<double>(rank) < exact) ++rank;
+    return std::max<uint64_t>(rank, 1);
+  }
+  size_t memory_bytes() const { return counts_.capacity() * sizeof(uint64_t); }
+
+ private:
+  static size_t bucket(uint64_t v) {
+    if (v < kLinear) return static_cast<size_t>(v);
+    const int exponent = 63 - __builtin_clzll(v);  // >= kSubBits + 1
+    const uint64_t sub = (v >> (exponent - kSubBits)) & ((uint64_t{1} << kSubBits) - 1);
+    return kLinear + static_cast<size_t>(exponent - kSubBits - 1) * (size_t{1} << kSubBits) + sub;
+  }
+  static int64_t midpoint(size_t b) {
+    if (b < kLinear) return static_cast<int64_t>(b);
+    const size_t k = b - kLinear;
+    const int exponent = static_cast<int>(k >> kSubBits) + kSubBits + 1;
+    const uint64_t sub = k & ((size_t{1} << kSubBits) - 1);
+    const uint64_t low = (uint64_t{1} << exponent) | (sub << (exponent - kSubBits));
+    const uint64_t width = uint64_t{1} << (exponent - kSubBits);
+    const uint64_t mid = low + width / 2;
+    return mid > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())
+               ? std::numeric_limits<int64_t>::max()
+               : static_cast<int64_t>(mid);
+  }
+
+  std::vector<uint64_t> counts_;
+  uint64_t samples_ = 0;
+  int64_t max_ns_ = 0;
+};
+
+template <typename T>
+size_t deque_bytes(const std::deque<T>& d) {
+  return d.size() * sizeof(T) + 512;
+}
+
+std::string seq_text(int64_t seq) { return seq == kNoSeq ? std::string("none") : std::to_string(seq); }
+
+}  // namespace
+
+const char* to_string(Invariant invariant) {
+  const auto index = static_cast<size_t>(invariant);
+  return index < kInvariantCount ? kInvariantNames[index] : "unknown";
+}
+
+const InvariantResult* Verdict::find(std::string_view name) const {
+  for (const InvariantResult& r : invariants) {
+    if (r.name == name) return &r;
+  }
+  return nullptr;
+}
+
+struct Checker::State {
+  CheckerOptions options;
+  std::optional<Error> input_error;
+  uint64_t line = 0;  // events observed
+  int64_t last_t = std::numeric_limits<int64_t>::min();
+  Stats stats;
+
+  Interner users_ids, device_ids, conv_ids, msg_ids;
+  std::deque<User> users;
+  std::deque<Device> devices;
+  std::deque<Conv> convs;
+  ChunkedVector<Message> messages;
+
+  FlatMap64 device_conv_index;  // (device, conv) -> DeviceConv
+  std::deque<DeviceConv> device_convs;
+  FlatMap64 membership_index;  // (conv, user) -> Membership
+  std::deque<Membership> memberships;
+  FlatMap64 reader_index;  // (user, conv) -> ReaderConv
+  std::deque<ReaderConv> readers;
+  std::unordered_map<ReceiptKey, ReceiptState, ReceiptKeyHash> receipt_states;
+  std::map<std::pair<uint32_t, int64_t>, MembershipEvent> membership_events;  // (conv, seq)
+  std::vector<MembershipSuspect> membership_suspects;
+
+  // (conv, seq) -> the message that first claimed it: slots of (hash tag, msg + 1).
+  std::vector<uint64_t> seq_slots = std::vector<uint64_t>(1024, 0);
+  size_t seq_slots_used = 0;
+
+  std::map<std::string, uint32_t, std::less<>> active_faults;
+  int64_t last_heal_t = std::numeric_limits<int64_t>::min();
+  LatencyHistogram latency;
+  uint64_t latency_within_bound = 0;
+
+  std::array<InvariantResult, kInvariantCount> results;
+
+  explicit State(CheckerOptions o) : options(o) {
+    for (int i = 0; i < kInvariantCount; ++i) {
+      results[static_cast<size_t>(i)].invariant = static_cast<Invariant>(i);
+      results[static_cast<size_t>(i)].name = kInvariantNames[i];
+    }
+  }
+
+  // ---- recording violations ----
+  template <typename MakeExample>
+  void violate(Invariant invariant, MakeExample&& make) {
+    InvariantResult& r = results[static_cast<size_t>(invariant)];
+    ++r.count;
+    r.valid = false;
+    if (r.examples.size() < options.examples_max) r.examples.push_back(make());
+  }
+  std::string msg_name(uint32_t m) const { return std::string(msg_ids.name(m)); }
+  std::string device_name(uint32_t d) const { return std::string(device_ids.name(d)); }
+  std::string user_name(uint32_t u) const { return u == kNone ? std::string("?") : std::string(users_ids.name(u)); }
+  std::string conv_name(uint32_t c) const { return std::string(conv_ids.name(c)); }
+
+  // ---- interning ----
+  uint32_t line32() const { return static_cast<uint32_t>(line); }
+
+  uint32_t user_of(std::string_view name) {
+    bool added = false;
+    const uint32_t id = users_ids.intern(name, added);
+    if (added) users.emplace_back();
+    return id;
+  }
+  uint32_t device_of(std::string_view name) {
+    bool added = false;
+    const uint32_t id = device_ids.intern(name, added);
+    if (added) {
+      devices.emplace_back();
+      devices.back().first_line = line32();
+    }
+    return id;
+  }
+  // A device belongs to the first user named with it.
+  uint32_t device_of(std::string_view name, uint32_t user) {
+    const uint32_t id = device_of(name);
+    Device& d = devices[id];
+    if (d.user == kNone) {
+      d.user = user;
+      users[user].devices.push_back(id);
+    }
+    return id;
+  }
+  uint32_t conv_of(std::string_view name) {
+    bool added = false;
+    const uint32_t id = conv_ids.intern(name, added);
+    if (added) convs.emplace_back();
+    return id;
+  }
+  // The message named `name`; a new one is placed in `conv`.
+  uint32_t message_of(std::string_view name, uint32_t conv, bool& added) {
+    const uint32_t id = msg_ids.intern(name, added);
+    if (added) {
+      Message m;
+      m.conv = conv;
+      Conv& c = convs[conv];
+      m.ordinal = static_cast<uint32_t>(c.messages.size());
+      c.messages.push_back(id);
+      messages.push_back(m);
+    }
+    return id;
+  }
+  DeviceConv& device_conv(uint32_t device, uint32_t conv) {
+    const uint32_t index = device_conv_index.insert(pack(device, conv), static_cast<uint32_t>(device_convs.size()));
+    if (index == device_convs.size()) {
+      device_convs.emplace_back();
+      device_convs.back().device = device;
+      device_convs.back().conv = conv;
+    }
+    return device_convs[index];
+  }
+  DeviceConv* find_device_conv(uint32_t device, uint32_t conv) {
+    const uint32_t* index = device_conv_index.find(pack(device, conv));
+    return index == nullptr ? nullptr : &device_convs[*index];
+  }
+  ReaderConv& reader_conv(uint32_t user, uint32_t conv) {
+    const uint32_t index = reader_index.insert(pack(user, conv), static_cast<uint32_t>(readers.size()));
+    if (index == readers.size()) {
+      readers.emplace_back();
+      readers.back().user = user;
+      readers.back().conv = conv;
+    }
+    return readers[index];
+  }
+  Membership* find_membership(uint32_t conv, uint32_t user) {
+    const uint32_t* index = membership_index.find(pack(conv, user));
+    return index == nullptr ? nullptr : &memberships[*index];
+  }
+
+  // ---- the (conv, seq) -> message table ----
+  static uint64_t seq_hash(uint32_t conv, int64_t seq) {
+    return mix64(static_cast<uint64_t>(seq) ^ mix64(uint64_t{conv} + 0x9e3779b97f4a7c15ULL));
+  }
+  uint32_t find_seq(uint32_t conv, int64_t seq) const {
+    const uint64_t h = seq_hash(conv, seq);
+    const uint32_t tag = static_cast<uint32_t>(h >> 32);
+    const size_t mask = seq_slots.size() - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+      const uint64_t slot = seq_slots[i];
+      if (slot == 0) return kNone;
+      if (static_cast<uint32_t>(slot >> 32) == tag) {
+        const uint32_t m = static_cast<uint32_t>(slot) - 1;
+        const Message& msg = messages[m];
+        if (msg.conv == conv && msg.seq == seq) return m;
+      }
+    }
+  }
+  void insert_seq(uint32_t conv, int64_t seq, uint32_t m) {
+    if ((seq_slots_used + 1) * 4 > seq_slots.size() * 3) {
+      std::vector<uint64_t> old;
+      old.swap(seq_slots);
+      seq_slots.assign(old.size() * 2, 0);
+      for (const uint64_t slot : old) {
+        if (slot == 0) continue;
+        const Message& msg = messages[static_cast<uint32_t>(slot) - 1];
+        place_seq(seq_hash(msg.conv, msg.seq), slot);
+      }
+    }
+    const uint64_t h = seq_hash(conv, seq);
+    place_seq(h, (h >> 32 << 32) | (uint64_t{m} + 1));
+    ++seq_slots_used;
+  }
+  void place_seq(uint64_t h, uint64_t slot) {
+    const size_t mask = seq_slots.size() - 1;
+    size_t i = h & mask;
+    while (seq_slots[i] != 0) i = (i + 1) & mask;
+    seq_slots[i] = slot;
+  }
+
+  // ---- membership ----
+  // Whether `user` is a member of `conv` for a message at `seq`: the last change below seq.
+  bool group_member(uint32_t conv, uint32_t user, int64_t seq) {
+    const Membership* ms = find_membership(conv, user);
+    if (ms == nullptr) return false;
+    return member_in(*ms, seq);
+  }
+  static bool member_in(const Membership& ms, int64_t seq) {
+    const auto& ch = ms.changes;
+    auto it = std::lower_bound(ch.begin(), ch.end(), seq, [](const Change& c, int64_t s) { return c.seq < s; });
+    if (it == ch.begin()) return false;
+    return std::prev(it)->join;
+  }
+  bool pair_conversation(const Message& m, uint32_t& a, uint32_t& b) const {
+    if (m.to_user != kNone) {
+      a = m.sender_user;
+      b = m.to_user;
+      return true;
+    }
+    const Conv& c = convs[m.conv];
+    if (c.one_to_one) {
+      a = c.user_a;
+      b = c.user_b;
+      return true;
+    }
+    return false;
+  }
+  bool member_for(const Message& m, uint32_t user) {
+    uint32_t a = kNone;
+    uint32_t b = kNone;
+    if (pair_conversation(m, a, b)) return user == a || user == b;
+    return group_member(m.conv, user, m.seq);
+  }
+  // "meant for": a member's device other than the sender's that appeared by the send.
+  bool meant_for(const Message& m, uint32_t device) {
+    if (!m.has(kSent) || m.seq == kNoSeq || device == m.sender_device) return false;
+    const Device& d = devices[device];
+    if (d.user == kNone || d.first_line > m.send_line) return false;
+    return member_for(m, d.user);
+  }
+  // Meant for at least one of the user's devices; the reader's own messages are not meant for
+  // the reader (receipts are about what others sent).
+  bool meant_for_user(const Message& m, uint32_t user) {
+    if (!m.has(kSent) || m.seq == kNoSeq || user == m.sender_user) return false;
+    bool some_device = false;
+    for (const uint32_t d : users[user].devices) {
+      if (devices[d].first_line <= m.send_line) {
+        some_device = true;
+        break;
+      }
+    }
+    return some_device && member_for(m, user);
+  }
+  bool handled_by_user(const Message& m, uint32_t user) {
+    for (const uint32_t d : users[user].devices) {
+      DeviceConv* dc = find_device_conv(d, m.conv);
+      if (dc != nullptr && dc->handled(m.ordinal)) return true;
+    }
+    return false;
+  }
+
+  // ---- seqs ----
+  // The first seq a message gets is its seq; a later different one breaks seq-agreement.
+  void assign_seq(uint32_t mi, int64_t seq, const char* source) {
+    Message& m = messages[mi];
+    if (m.seq != kNoSeq) {
+      if (m.seq != seq) {
+        violate(Invariant::seq_agreement, [&] {
+          return Example{{msg_name(mi)}, {m.seq_line, line},
+                         std::string(source) + " says seq " + std::to_string(seq) + " but the message already has seq " +
+                             std::to_string(m.seq)};
+        });
+      }
+      return;
+    }
+    m.seq = seq;
+    m.seq_line = line32();
+    const uint32_t other = find_seq(m.conv, seq);
+    if (other != kNone) {
+      violate(Invariant::seq_agreement, [&] {
+        return Example{{msg_name(other), msg_name(mi)}, {messages[other].seq_line, line},
+                       "two messages have seq " + std::to_string(seq) + " in conv " + conv_name(m.conv)};
+      });
+    } else {
+      insert_seq(m.conv, seq, mi);
+    }
+    const auto event = membership_events.find({m.conv, seq});
+    if (event != membership_events.end()) {
+      violate(Invariant::seq_agreement, [&] {
+        return Example{{msg_name(mi)}, {event->second.line, line},
+                       "seq " + std::to_string(seq) + " is also the " + (event->second.join ? "join" : "leave") +
+                           " of " + user_name(event->second.user)};
+      });
+    }
+    if (m.causal_floor != kNoSeq && seq <= m.causal_floor) report_causal(mi);
+    // A delivered receipt written before this seq was known covered it if its up_to reaches it.
+    const Conv& c = convs[m.conv];
+    for (const uint32_t ri : c.readers) {
+      ReaderConv& rc = readers[ri];
+      if (rc.delivered_checked_up_to >= seq && meant_for_user(m, rc.user) && !handled_by_user(m, rc.user)) {
+        violate(Invariant::receipts, [&] {
+          return Example{{msg_name(mi)}, {rc.delivered_line, line},
+                         "delivered receipt for " + user_name(rc.user) + " up to " +
+                             std::to_string(rc.delivered_checked_up_to) + " before seq " + std::to_string(seq) +
+                             " was shown on any of its devices"};
+        });
+      }
+    }
+  }
+
+  void report_causal(uint32_t mi) {
+    const Message& m = messages[mi];
+    violate(Invariant::causal, [&] {
+      Example e;
+      e.msgs = {msg_name(mi)};
+      if (m.causal_floor_msg != kNone) e.msgs.push_back(msg_name(m.causal_floor_msg));
+      e.lines = {m.send_line, m.seq_line};
+      e.detail = "sent after its device had seen seq " + std::to_string(m.causal_floor) + " but got seq " +
+                 std::to_string(m.seq);
+      return e;
+    });
+  }
+
+  // ---- events ----
+  void on_send(const Event& e) {
+    ++stats.sends;
+    const uint32_t user = user_of(e.user);
+    const uint32_t device = device_of(e.device, user);
+    const uint32_t conv = conv_of(e.conv);
+    bool added = false;
+    const uint32_t mi = message_of(e.msg, conv, added);
+    Message& m = messages[mi];
+    if (m.has(kSent)) return;  // a repeated send of the same msg id: the first one counts
+    m.flags |= kSent;
+    if (added) m.flags |= kInternedAtSend;
+    m.sender_user = user;
+    m.sender_device = device;
+    m.send_t = e.t;
+    m.send_line = line32();
+    m.body_hash = hash_string(e.body);
+    if (e.expires_at) m.expires_at = *e.expires_at;
+    if (e.view_once) m.flags |= kViewOnce;
+    if (e.to) {
+      m.to_user = user_of(*e.to);
+      Conv& c = convs[conv];
+      if (!c.one_to_one) {
+        c.one_to_one = true;
+        c.user_a = user;
+        c.user_b = m.to_user;
+      }
+    }
+    if (m.conv != conv) return;  // first seen in another conversation; no-phantom reports it
+    DeviceConv& dc = device_conv(device, conv);
+    if (dc.max_shown_seq >= dc.max_acked_own_seq) {
+      m.causal_floor = dc.max_shown_seq;
+      m.causal_floor_msg = dc.max_shown_msg;
+    } else {
+      m.causal_floor = dc.max_acked_own_seq;
+      m.causal_floor_msg = dc.max_acked_own_msg;
+    }
+    if (m.seq != kNoSeq && m.causal_floor != kNoSeq && m.seq <= m.causal_floor) report_causal(mi);
+  }
+
+  void on_ack(const Event& e) {
+    ++stats.acks;
+    const uint32_t device = device_of(e.device);
+    const uint32_t conv = conv_of(e.conv);
+    bool added = false;
+    const uint32_t mi = message_of(e.msg, conv, added);
+    Message& m = messages[mi];
+    if (m.has(kRejected)) {
+      violate(Invariant::no_rejected_delivery, [&] {
+        return Example{{msg_name(mi)}, {m.reject_line, line}, "acked after it was rejected"};
+      });
+    }
+    if (!m.has(kAcked)) {
+      m.flags |= kAcked;
+      m.ack_line = line32();
+    }
+    if (m.conv != conv) return;
+    assign_seq(mi, e.seq, "ack");
+    DeviceConv& dc = device_conv(device, conv);
+    if (m.seq > dc.max_acked_own_seq) {
+      dc.max_acked_own_seq = m.seq;
+      dc.max_acked_own_msg = mi;
+    }
+  }
+
+  void on_reject(const Event& e) {
+    device_of(e.device);
+    const uint32_t conv = conv_of(e.conv);
+    bool added = false;
+    const uint32_t mi = message_of(e.msg, conv, added);
+    Message& m = messages[mi];
+    if (m.has(kAcked)) {
+      violate(Invariant::no_rejected_delivery, [&] {
+        return Example{{msg_name(mi)}, {m.ack_line, line}, "rejected after it was acked"};
+      });
+    }
+    if (m.has(kShownAnywhere)) {
+      violate(Invariant::no_rejected_delivery, [&] {
+        return Example{{msg_name(mi)}, {m.first_show_line, line}, "rejected after it was shown"};
+      });
+    }
+    if (!m.has(kRejected)) {
+      m.flags |= kRejected;
+      m.reject_line = line32();
+    }
+  }
+
+  void on_deliver(const Event& e) {
+    ++stats.delivers;
+    const uint32_t user = user_of(e.user);
+    const uint32_t device = device_of(e.device, user);
+    const uint32_t conv = conv_of(e.conv);
+    const uint32_t from = user_of(e.from);
+    bool added = false;
+    const uint32_t mi = message_of(e.msg, conv, added);
+    Message& m = messages[mi];
+
+    if (!m.has(kSent)) {
+      violate(Invariant::no_phantom, [&] { return Example{{msg_name(mi)}, {line}, "shown but never sent"}; });
+    } else if (m.conv != conv || m.sender_user != from || m.body_hash != hash_string(e.body)) {
+      violate(Invariant::no_phantom, [&] {
+        std::string what = m.conv != conv ? "conv " + conv_name(conv) + " but it was sent in " + conv_name(m.conv)
+                           : m.sender_user != from ? "from " + user_name(from) + " but " + user_name(m.sender_user) + " sent it"
+                                                   : std::string("a body that differs from the one sent");
+        return Example{{msg_name(mi)}, {m.send_line, line}, "shown with " + what};
+      });
+    }
+    if (m.conv != conv) return;  // nothing else can be placed in a conversation it was not sent in
+
+    assign_seq(mi, e.seq, "deliver");
+    if (m.has(kRejected)) {
+      violate(Invariant::no_rejected_delivery, [&] {
+        return Example{{msg_name(mi)}, {m.reject_line, line}, "shown on " + device_name(device) + " after it was rejected"};
+      });
+    }
+    if (devices[device].user == user) {
+      membership_suspects.push_back({user, device, mi, line32()});
+      if (membership_suspects.size() >= kMembershipSuspectsMax) judge_membership_suspects();
+    }
+    if (m.expires_at != kNoExpiry && e.t >= m.expires_at) {
+      violate(Invariant::expiry, [&] {
+        return Example{{msg_name(mi)}, {m.send_line, line},
+                       "shown on " + device_name(device) + " at t=" + std::to_string(e.t) + ", at or after expires_at=" +
+                           std::to_string(m.expires_at)};
+      });
+    }
+
+    DeviceConv& dc = device_conv(device, conv);
+    if (dc.shown(m.ordinal)) {
+      // A second show of the same message is a duplicate, not a new step in the order.
+      violate(Invariant::no_duplicate, [&] {
+        return Example{{msg_name(mi)}, {m.first_show_line, line}, "shown twice on " + device_name(device)};
+      });
+      if (m.has(kViewOnce)) {
+        violate(Invariant::expiry, [&] {
+          return Example{{msg_name(mi)}, {line}, "view-once message shown twice on " + device_name(device)};
+        });
+      }
+      return;
+    }
+    dc.set_shown(m.ordinal);
+    if (!m.has(kShownAnywhere)) {
+      m.flags |= kShownAnywhere;
+      m.first_show_line = line32();
+    }
+
+    if (e.seq <= dc.max_shown_seq) {
+      violate(Invariant::order, [&] {
+        return Example{{msg_name(dc.max_shown_msg), msg_name(mi)}, {dc.max_shown_line, line},
+                       "seq " + std::to_string(e.seq) + " shown on " + device_name(device) + " after seq " +
+                           std::to_string(dc.max_shown_seq)};
+      });
+      if (!dc.expired(m.ordinal) && meant_for(m, device)) {
+        violate(Invariant::gap_free, [&] {
+          return Example{{msg_name(dc.max_shown_msg), msg_name(mi)}, {dc.max_shown_line, line},
+                         device_name(device) + " showed seq " + std::to_string(dc.max_shown_seq) + " before seq " +
+                             std::to_string(e.seq) + " was shown or expired there"};
+        });
+      }
+    } else {
+      dc.max_shown_seq = e.seq;
+      dc.max_shown_msg = mi;
+      dc.max_shown_line = line32();
+    }
+
+    Device& d = devices[device];
+    if (d.pending_view_once_msg != kNone) {
+      const uint32_t pending = d.pending_view_once_msg;
+      violate(Invariant::expiry, [&] {
+        return Example{{msg_name(pending), msg_name(mi)}, {d.pending_view_once_line, line},
+                       "view-once message not expired on " + device_name(device) + " before it showed another"};
+      });
+      d.pending_view_once_msg = kNone;
+    }
+    if (m.has(kViewOnce)) {
+      d.pending_view_once_msg = mi;
+      d.pending_view_once_line = line32();
+      d.pending_view_once_t = e.t;
+    }
+
+    if (m.has(kSent) && m.sender_device != kNone) {
+      const Device& sender = devices[m.sender_device];
+      const bool quiet = active_faults.empty() && last_heal_t <= m.send_t;
+      if (quiet && d.online && d.online_since_t <= m.send_t && sender.online && sender.online_since_t <= m.send_t) {
+        const int64_t latency_ns = e.t - m.send_t;
+        latency.add(latency_ns);
+        if (options.latency_p99_bound_ns && latency_ns <= *options.latency_p99_bound_ns) ++latency_within_bound;
+      }
+    }
+  }
+
+  void on_read(const Event& e) {
+    const uint32_t user = user_of(e.user);
+    device_of(e.device, user);
+    const uint32_t conv = conv_of(e.conv);
+    ReaderConv& rc = reader_conv(user, conv);
+    if (e.up_to > rc.max_read_up_to) {
+      rc.max_read_up_to = e.up_to;
+      rc.max_read_line = line32();
+    }
+  }
+
+  void on_receipt(const Event& e) {
+    const uint32_t device = device_of(e.device);
+    const uint32_t conv = conv_of(e.conv);
+    const uint32_t reader = user_of(e.reader);
+    const ReceiptKey key{pack(device, conv), (uint64_t{reader} << 1) | (e.kind == ReceiptKind::read ? 1u : 0u)};
+    auto [it, inserted] = receipt_states.try_emplace(key, ReceiptState{e.up_to, line32()});
+    if (!inserted) {
+      if (e.up_to < it->second.max_up_to) {
+        const uint32_t earlier = it->second.line;
+        const int64_t earlier_up_to = it->second.max_up_to;
+        violate(Invariant::receipts, [&] {
+          return Example{{}, {earlier, line},
+                         std::string(to_string(e.kind)) + " receipt for " + user_name(reader) + " on " +
+                             device_name(device) + " went back from " + std::to_string(earlier_up_to) + " to " +
+                             std::to_string(e.up_to)};
+        });
+      } else {
+        it->second = ReceiptState{e.up_to, line32()};
+      }
+    }
+    ReaderConv& rc = reader_conv(reader, conv);
+    if (e.kind == ReceiptKind::read) {
+      if (e.up_to > rc.max_read_up_to) {
+        violate(Invariant::receipts, [&] {
+          std::vector<uint64_t> lines;
+          if (rc.max_read_line != 0) lines.push_back(rc.max_read_line);
+          lines.push_back(line);
+          return Example{{}, lines,
+                         "read receipt for " + user_name(reader) + " up to " + std::to_string(e.up_to) +
+                             " but it had read only up to " + seq_text(rc.max_read_up_to)};
+        });
+      }
+      return;
+    }
+    if (e.up_to > rc.delivered_checked_up_to) {
+      check_delivered_range(rc, conv, e.up_to);
+      rc.delivered_checked_up_to = e.up_to;
+    }
+    rc.delivered_line = line32();
+    if (!rc.listed) {
+      rc.listed = true;
+      convs[conv].readers.push_back(*reader_index.find(pack(reader, conv)));
+    }
+  }
+
+  // Every message meant for the reader with a seq in (checked, up_to] must have been shown or
+  // expired on one of the reader's devices by now.
+  void check_delivered_range(ReaderConv& rc, uint32_t conv, int64_t up_to) {
+    const Conv& c = convs[conv];
+    auto check = [&](uint32_t mi) {
+      const Message& m = messages[mi];
+      if (m.seq == kNoSeq || m.seq > up_to || (rc.delivered_checked_up_to != kNoSeq && m.seq <= rc.delivered_checked_up_to))
+        return;
+      if (meant_for_user(m, rc.user) && !handled_by_user(m, rc.user)) {
+        violate(Invariant::receipts, [&] {
+          return Example{{msg_name(mi)}, {m.seq_line, line},
+                         "delivered receipt for " + user_name(rc.user) + " up to " + std::to_string(up_to) +
+                             " but seq " + std::to_string(m.seq) + " was not shown on any of its devices"};
+        });
+      }
+    };
+    const bool bounded = rc.delivered_checked_up_to != kNoSeq && up_to - rc.delivered_checked_up_to > 0 &&
+                         static_cast<uint64_t>(up_to - rc.delivered_checked_up_to) <= c.messages.size();
+    if (bounded) {
+      for (int64_t s = rc.delivered_checked_up_to + 1; s <= up_to; ++s) {
+        const uint32_t mi = find_seq(conv, s);
+        if (mi != kNone) check(mi);
+      }
+    } else {
+      for (const uint32_t mi : c.messages) check(mi);
+    }
+  }
+
+  void on_membership(const Event& e, bool join) {
+    const uint32_t conv = conv_of(e.conv);
+    const uint32_t user = user_of(e.user);
+    auto [it, inserted] = membership_events.try_emplace({conv, e.seq}, MembershipEvent{user, join, line32()});
+    if (!inserted) {
+      if (it->second.user == user && it->second.join == join) return;  // the same change, seen again
+      const MembershipEvent first = it->second;
+      violate(Invariant::seq_agreement, [&] {
+        return Example{{}, {first.line, line},
+                       "seq " + std::to_string(e.seq) + " in conv " + conv_name(conv) + " is both the " +
+                           (first.join ? "join" : "leave") + " of " + user_name(first.user) + " and the " +
+                           (join ? "join" : "leave") + " of " + user_name(user)};
+      });
+      return;
+    }
+    const uint32_t mi = find_seq(conv, e.seq);
+    if (mi != kNone) {
+      violate(Invariant::seq_agreement, [&] {
+        return Example{{msg_name(mi)}, {messages[mi].seq_line, line},
+                       "seq " + std::to_string(e.seq) + " is both a message and the " + (join ? "join" : "leave") +
+                           " of " + user_name(user)};
+      });
+    }
+    const uint32_t index = membership_index.insert(pack(conv, user), static_cast<uint32_t>(memberships.size()));
+    if (index == memberships.size()) {
+      memberships.emplace_back();
+      memberships.back().conv = conv;
+      memberships.back().user = user;
+      convs[conv].memberships.push_back(index);
+    }
+    auto& changes = memberships[index].changes;
+    const Change change{e.seq, join, line32()};
+    auto at = std::upper_bound(changes.begin(), changes.end(), e.seq,
+                               [](int64_t s, const Change& c) { return s < c.seq; });
+    changes.insert(at, change);
+  }
+
+  void on_expire(const Event& e) {
+    const uint32_t device = device_of(e.device);
+    const std::optional<uint32_t> found = msg_ids.find(e.msg);
+    if (!found) return;  // nothing known about it: nothing to judge
+    const uint32_t mi = *found;
+    const Message& m = messages[mi];
+    DeviceConv& dc = device_conv(device, m.conv);
+    const bool shown = dc.shown(m.ordinal);
+    dc.set_expired(m.ordinal);
+    if (shown && m.expires_at != kNoExpiry && e.t > m.expires_at + kExpirySlack_ns) {
+      violate(Invariant::expiry, [&] {
+        return Example{{msg_name(mi)}, {m.send_line, line},
+                       "expired on " + device_name(device) + " at t=" + std::to_string(e.t) + ", more than 1 s after expires_at=" +
+                           std::to_string(m.expires_at)};
+      });
+    }
+    Device& d = devices[device];
+    if (d.pending_view_once_msg == mi) {
+      if (e.t > d.pending_view_once_t + kExpirySlack_ns) {
+        violate(Invariant::expiry, [&] {
+          return Example{{msg_name(mi)}, {d.pending_view_once_line, line},
+                         "view-once message expired on " + device_name(device) + " more than 1 s after it was shown"};
+        });
+      }
+      d.pending_view_once_msg = kNone;
+    }
+  }
+
+  void on_decrypt_error(const Event& e) {
+    device_of(e.device);
+    const std::optional<uint32_t> found = msg_ids.find(e.msg);
+    if (!found) return;
+    const Message& m = messages[*found];
+    if (!m.has(kSent)) return;  // the sender is unknown
+    bool current_member = false;
+    uint32_t a = kNone;
+    uint32_t b = kNone;
+    if (pair_conversation(m, a, b)) {
+      current_member = m.sender_user == a || m.sender_user == b;
+    } else {
+      const Membership* ms = find_membership(m.conv, m.sender_user);
+      current_member = ms != nullptr && !ms->changes.empty() && ms->changes.back().join;
+    }
+    if (current_member) {
+      violate(Invariant::decrypt, [&] {
+        return Example{{msg_name(*found)}, {m.send_line, line},
+                       "decrypt_error on " + std::string(e.device) + " (" + e.reason + ") for a message from member " +
+                           user_name(m.sender_user)};
+      });
+    }
+  }
+
+  void on_online(const Event& e, bool online) {
+    const uint32_t user = user_of(e.user);
+    Device& d = devices[device_of(e.device, user)];
+    if (online && !d.online) d.online_since_t = e.t;
+    d.online = online;
+  }
+
+  void on_fault(const Event& e, bool begins) {
+    if (begins) {
+      ++active_faults[e.name];
+      return;
+    }
+    auto it = active_faults.find(e.name);
+    if (it == active_faults.end()) return;
+    if (--it->second == 0) active_faults.erase(it);
+    last_heal_t = e.t;
+  }
+
+  void observe(const Event& e) {
+    if (input_error) return;
+    if (line >= kLinesMax) {
+      input_error = make_error(ErrorCode::bad_input, "line " + std::to_string(line + 1) + ": history longer than " +
+                                                         std::to_string(kLinesMax) + " events");
+      return;
+    }
+    if (line > 0 && e.t < last_t) {
+      input_error = make_error(ErrorCode::bad_input, "line " + std::to_string(line + 1) + ": t decreases (from " +
+                                                         std::to_string(last_t) + " to " + std::to_string(e.t) + ")");
+      return;
+    }
+    ++line;
+    last_t = e.t;
+    ++stats.events;
+    switch (e.type) {
+      case EventType::send: on_send(e); break;
+      case EventType::ack: on_ack(e); break;
+      case EventType::reject: on_reject(e); break;
+      case EventType::deliver: on_deliver(e); break;
+      case EventType::read: on_read(e); break;
+      case EventType::receipt: on_receipt(e); break;
+      case EventType::join: on_membership(e, true); break;
+      case EventType::leave: on_membership(e, false); break;
+      case EventType::expire: on_expire(e); break;
+      case EventType::decrypt_error: on_decrypt_error(e); break;
+      case EventType::online: on_online(e, true); break;
+      case EventType::offline: on_online(e, false); break;
+      case EventType::fault: on_fault(e, true); break;
+      case EventType::heal: on_fault(e, false); break;
+      case EventType::end:
+        stats.ended = true;
+        stats.quiescent = e.quiescent;
+        break;
+    }
+  }
+
+  // ---- finish ----
+  void judge_membership_suspects() {
+    for (const MembershipSuspect& s : membership_suspects) {
+      const Message& m = messages[s.msg];
+      if (member_for(m, s.user)) continue;
+      violate(Invariant::membership, [&] {
+        return Example{{msg_name(s.msg)}, {s.line},
+                       "shown on " + device_name(s.device) + " of " + user_name(s.user) + ", not a member of " +
+                           conv_name(m.conv) + " at seq " + seq_text(m.seq)};
+      });
+    }
+    membership_suspects.clear();
+  }
+
+  template <typename F>
+  void for_each_member(const Message& m, F&& f) {
+    uint32_t a = kNone;
+    uint32_t b = kNone;
+    if (pair_conversation(m, a, b)) {
+      f(a);
+      if (b != a) f(b);
+      return;
+    }
+    for (const uint32_t index : convs[m.conv].memberships) {
+      const Membership& ms = memberships[index];
+      if (member_in(ms, m.seq)) f(ms.user);
+    }
+  }
+
+  void judge_meant_for(bool judge_no_loss) {
+    const int64_t end_t = last_t;
+    for (size_t mi = 0; mi < messages.size(); ++mi) {
+      const Message& m = messages[mi];
+      if (!m.has(kSent) || m.seq == kNoSeq || m.sender_user == kNone) continue;
+      const bool owed = judge_no_loss && m.has(kAcked) && !m.has(kRejected) && m.expires_at > end_t;
+      for_each_member(m, [&](uint32_t user) {
+        if (user == kNone) return;
+        for (const uint32_t device : users[user].devices) {
+          if (device == m.sender_device || devices[device].first_line > m.send_line) continue;
+          DeviceConv* dc = find_device_conv(device, m.conv);
+          if (dc != nullptr && dc->handled(m.ordinal)) continue;
+          const auto id = static_cast<uint32_t>(mi);
+          if (dc != nullptr && dc->max_shown_seq > m.seq) {
+            violate(Invariant::gap_free, [&] {
+              return Example{{msg_name(dc->max_shown_msg), msg_name(id)}, {dc->max_shown_line, m.seq_line},
+                             device_name(device) + " showed seq " + std::to_string(dc->max_shown_seq) + " but never seq " +
+                                 std::to_string(m.seq)};
+            });
+          }
+          if (owed) {
+            violate(Invariant::no_loss, [&] {
+              return Example{{msg_name(id)}, {m.send_line, m.ack_line},
+                             "acked but never shown on " + device_name(device) + " (" + user_name(user) + ")"};
+            });
+          }
+        }
+      });
+    }
+  }
+
+  void judge_expiry_at_end() {
+    const int64_t end_t = last_t;
+    for (const DeviceConv& dc : device_convs) {
+      const Conv& c = convs[dc.conv];
+      for (size_t w = 0; w < dc.bits.size(); ++w) {
+        const uint64_t word = dc.bits[w];
+        // Shown (even bits) and not expired (odd bits shifted down).
+        uint64_t pending = word & ~(word >> 1) & 0x5555555555555555ULL;
+        while (pending != 0) {
+          const int bit = __builtin_ctzll(pending);
+          pending &= pending - 1;
+          const size_t ordinal = dc.base + w * 32 + static_cast<size_t>(bit / 2);
+          if (ordinal >= c.messages.size()) continue;
+          const uint32_t mi = c.messages[ordinal];
+          const Message& m = messages[mi];
+          if (m.expires_at == kNoExpiry || end_t <= m.expires_at + kExpirySlack_ns) continue;
+          violate(Invariant::expiry, [&] {
+            return Example{{msg_name(mi)}, {m.send_line},
+                           "shown on " + device_name(dc.device) + " and not expired within 1 s of expires_at=" +
+                               std::to_string(m.expires_at)};
+          });
+        }
+      }
+    }
+    for (size_t di = 0; di < devices.size(); ++di) {
+      const Device& d = devices[di];
+      if (d.pending_view_once_msg == kNone || end_t <= d.pending_view_once_t + kExpirySlack_ns) continue;
+      violate(Invariant::expiry, [&] {
+        return Example{{msg_name(d.pending_view_once_msg)}, {d.pending_view_once_line},
+                       "view-once message never expired on " + device_name(static_cast<uint32_t>(di))};
+      });
+    }
+  }
+
+  // Acked messages of one device in one conversation, in send order, must have rising seqs.
+  void judge_sender_fifo() {
+    std::vector<uint32_t> late;  // acked messages first seen before their send
+    for (size_t mi = 0; mi < messages.size(); ++mi) {
+      const Message& m = messages[mi];
+      if (m.has(kSent) && m.has(kAcked) && !m.has(kInternedAtSend) && m.seq != kNoSeq) late.push_back(static_cast<uint32_t>(mi));
+    }
+    std::sort(late.begin(), late.end(),
+              [&](uint32_t a, uint32_t b) { return messages[a].send_line < messages[b].send_line; });
+    size_t next_late = 0;
+    auto visit = [&](uint32_t mi) {
+      const Message& m = messages[mi];
+      DeviceConv* dc = find_device_conv(m.sender_device, m.conv);
+      if (dc == nullptr) return;
+      if (dc->fifo_max_seq != kNoSeq && m.seq < dc->fifo_max_seq) {
+        const Message& earlier = messages[dc->fifo_max_msg];
+        violate(Invariant::sender_fifo, [&] {
+          return Example{{msg_name(dc->fifo_max_msg), msg_name(mi)}, {earlier.send_line, m.send_line},
+                         "sent in this order by " + device_name(m.sender_device) + " but got seqs " +
+                             std::to_string(earlier.seq) + " and " + std::to_string(m.seq)};
+        });
+      } else if (m.seq > dc->fifo_max_seq) {
+        dc->fifo_max_seq = m.seq;
+        dc->fifo_max_msg = mi;
+      }
+    };
+    for (size_t mi = 0; mi < messages.size(); ++mi) {
+      const Message& m = messages[mi];
+      if (!m.has(kSent) || !m.has(kAcked) || !m.has(kInternedAtSend) || m.seq == kNoSeq || m.conv == kNone) continue;
+      while (next_late < late.size() && messages[late[next_late]].send_line < m.send_line) visit(late[next_late++]);
+      visit(static_cast<uint32_t>(mi));
+    }
+    while (next_late < late.size()) visit(late[next_late++]);
+  }
+
+  size_t memory_bytes() const {
+    size_t bytes = sizeof(State);
+    bytes += users_ids.memory_bytes() + device_ids.memory_bytes() + conv_ids.memory_bytes() + msg_ids.memory_bytes();
+    bytes += messages.memory_bytes();
+    bytes += deque_bytes(users) + deque_bytes(devices) + deque_bytes(convs) + deque_bytes(device_convs) +
+             deque_bytes(memberships) + deque_bytes(readers);
+    for (const User& u : users) bytes += u.devices.capacity() * sizeof(uint32_t);
+    for (const Conv& c : convs)
+      bytes += (c.messages.capacity() + c.memberships.capacity() + c.readers.capacity()) * sizeof(uint32_t);
+    for (const DeviceConv& dc : device_convs) bytes += dc.bits.capacity() * sizeof(uint64_t);
+    for (const Membership& ms : memberships) bytes += ms.changes.capacity() * sizeof(Change);
+    bytes += device_conv_index.memory_bytes() + membership_index.memory_bytes() + reader_index.memory_bytes();
+    // Hash and tree nodes: the element plus two pointers and the allocator's header.
+    bytes += receipt_states.size() * (sizeof(ReceiptKey) + sizeof(ReceiptState) + 32) +
+             receipt_states.bucket_count() * sizeof(void*);
+    bytes += membership_events.size() * (sizeof(std::pair<uint32_t, int64_t>) + sizeof(MembershipEvent) + 48);
+    bytes += membership_suspects.capacity() * sizeof(MembershipSuspect);
+    bytes += seq_slots.capacity() * sizeof(uint64_t);
+    bytes += latency.memory_bytes();
+    return bytes;
+  }
+
+  Verdict finish() {
+    judge_membership_suspects();
+    judge_meant_for(stats.ended && stats.quiescent);
+    judge_expiry_at_end();
+    judge_sender_fifo();
+
+    Verdict verdict;
+    InvariantResult& no_loss = results[static_cast<size_t>(Invariant::no_loss)];
+    no_loss.judged = stats.ended && stats.quiescent;
+
+    LatencyStats& ls = stats.latency;
+    ls.samples = latency.samples();
+    ls.p50_ns = latency.quantile(0.50);
+    ls.p99_ns = latency.quantile(0.99);
+    ls.max_ns = latency.max_ns();
+    ls.bound_p99_ns = options.latency_p99_bound_ns;
+    if (options.latency_p99_bound_ns) {
+      ls.over_bound = ls.samples - latency_within_bound;
+      // The p99 (nearest rank) exceeds the bound exactly when fewer samples than its rank are
+      // within the bound.
+      if (ls.samples > 0 && latency_within_bound < latency.rank_of(0.99)) {
+        InvariantResult& r = results[static_cast<size_t>(Invariant::latency)];
+        r.valid = false;
+        r.count = ls.over_bound;
+        if (options.examples_max > 0) {
+          r.examples.push_back(Example{{}, {},
+                                       "p99 delivery time exceeds the bound of " +
+                                           std::to_string(*options.latency_p99_bound_ns) + " ns: " +
+                                           std::to_string(ls.over_bound) + " of " + std::to_string(ls.samples) +
+                                           " deliveries are slower"});
+        }
+      }
+    }
+
+    stats.messages = messages.size();
+    stats.users = users.size();
+    stats.devices = devices.size();
+    stats.convs = convs.size();
+    stats.last_t = line > 0 ? last_t : 0;
+    stats.checker_bytes = memory_bytes();
+    verdict.stats = stats;
+    for (InvariantResult& r : results) {
+      if (!r.judged) {
+        r.valid = true;
+        r.count = 0;
+        r.examples.clear();
+      }
+      if (!r.valid) verdict.valid = false;
+      verdict.invariants.push_back(std::move(r));
+    }
+    return verdict;
+  }
+};
+
+Checker::Checker(CheckerOptions options) : state_(std::make_unique<State>(options)) {}
+Checker::~Checker() = default;
+void Checker::observe(const Event& event) { state_->observe(event); }
+Verdict Checker::finish() { return state_->finish(); }
+const std::optional<Error>& Checker::input_error() const { return state_->input_error; }
+uint64_t Checker::events_observed() const { return state_->line; }
+size_t Checker::memory_bytes() const { return state_->memory_bytes(); }
+
+Result<Verdict> check_stream(std::istream& in, CheckerOptions options) {
+  Checker checker(options);
+  LineReader reader(in);
+  Event event;
+  std::string_view line;
+  for (;;) {
+    Result<bool> more = reader.next(line);
+    if (!more.ok()) return more.error();
+    if (!*more) break;
+    Status parsed = parse_event_line(line, event);
+    if (!parsed.ok()) {
+      return make_error(ErrorCode::bad_input,
+                        "line " + std::to_string(reader.line_number()) + ": " + parsed.error().message);
+    }
+    checker.observe(event);
+    if (checker.input_error()) return *checker.input_error();
+  }
+  if (in.bad()) return make_error(ErrorCode::io_error, "reading the history failed");
+  return checker.finish();
+}
+
+}  // namespace msgsim::history

@@ -1,0 +1,699 @@
+#include "oracle/jsonl.h"
+
+#include <cstring>
+#include <limits>
+
+namespace msgsim::history {
+
+namespace {
+
+enum class Kind : uint8_t { none, string, number, boolean_true, boolean_false, null, object, array };
+
+// The fields the spec names. Any other key is skipped (after validating its value).
+enum Field : uint8_t {
+  f_type,
+  f_t,
+  f_user,
+  f_device,
+  f_conv,
+  f_msg,
+  f_body,
+  f_to,
+  f_expires_at,
+  f_view_once,
+  f_seq,
+  f_from,
+  f_reason,
+  f_up_to,
+  f_reader,
+  f_kind,
+  f_name,
+  f_quiescent,
+  f_count,
+  f_unknown = 255,
+};
+
+const char* const kFieldNames[f_count] = {"type",   "t",      "user",      "device", "conv",
+                                          "msg",    "body",   "to",        "expires_at",
+                                          "view_once", "seq", "from",      "reason", "up_to",
+                                          "reader", "kind",   "name",      "quiescent"};
+
+Field field_of(std::string_view key) {
+  auto is = [&](Field f) { return key == kFieldNames[f]; };
+  switch (key.size()) {
+    case 1: return is(f_t) ? f_t : f_unknown;
+    case 2: return is(f_to) ? f_to : f_unknown;
+    case 3: return is(f_msg) ? f_msg : is(f_seq) ? f_seq : f_unknown;
+    case 4:
+      for (Field f : {f_type, f_user, f_conv, f_body, f_from, f_kind, f_name})
+        if (is(f)) return f;
+      return f_unknown;
+    case 5: return is(f_up_to) ? f_up_to : f_unknown;
+    case 6:
+      for (Field f : {f_device, f_reason, f_reader})
+        if (is(f)) return f;
+      return f_unknown;
+    case 9: return is(f_view_once) ? f_view_once : is(f_quiescent) ? f_quiescent : f_unknown;
+    case 10: return is(f_expires_at) ? f_expires_at : f_unknown;
+    default: return f_unknown;
+  }
+}
+
+// Where a known field's value lies in the line; strings without their quotes.
+struct Slot {
+  Kind kind = Kind::none;
+  bool escaped = false;
+  const char* begin = nullptr;
+  const char* end = nullptr;
+};
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+void append_utf8(std::string& out, uint32_t cp) {
+  if (cp < 0x80) {
+    out.push_back(static_cast<char>(cp));
+  } else if (cp < 0x800) {
+    out.push_back(static_cast<char>(0xc0 | (cp >> 6)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+  } else if (cp < 0x10000) {
+    out.push_back(static_cast<char>(0xe0 | (cp >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+  } else {
+    out.push_back(static_cast<char>(0xf0 | (cp >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3f)));
+    out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3f)));
+    out.push_back(static_cast<char>(0x80 | (cp & 0x3f)));
+  }
+}
+
+class Parser {
+ public:
+  Parser(const char* begin, const char* end) : p_(begin), end_(end) {}
+
+  const std::string& error() const { return error_; }
+
+  // The whole line: one object, nothing but whitespace around it.
+  bool parse_line(Slot (&slots)[f_count]) {
+    skip_ws();
+    if (p_ == end_) return fail("empty line");
+    if (*p_ != '{') return fail("not a JSON object");
+    ++p_;
+    skip_ws();
+    if (p_ < end_ && *p_ == '}') {
+      ++p_;
+    } else {
+      for (;;) {
+        skip_ws();
+        if (p_ == end_ || *p_ != '"') return fail("expected a string key");
+        Slot key;
+        if (!parse_string(key)) return false;
+        Field field;
+        if (key.escaped) {
+          std::string decoded;
+          decode_string(key, decoded);
+          field = field_of(decoded);
+        } else {
+          field = field_of(std::string_view(key.begin, static_cast<size_t>(key.end - key.begin)));
+        }
+        skip_ws();
+        if (p_ == end_ || *p_ != ':') return fail("expected ':' after a key");
+        ++p_;
+        skip_ws();
+        Slot value;
+        if (!parse_value(value, 1)) return false;
+        if (field != f_unknown) slots[field] = value;  // a repeated key: the last one wins
+        skip_ws();
+        if (p_ == end_) return fail("unterminated object");
+        if (*p_ == ',') {
+          ++p_;
+          continue;
+        }
+        if (*p_ == '}') {
+          ++p_;
+          break;
+        }
+        return fail("expected ',' or '}' in an object");
+      }
+    }
+    skip_ws();
+    if (p_ != end_) return fail("trailing characters after the object");
+    return true;
+  }
+
+  // Unescapes a string slot parse_string validated.
+  static void decode_string(const Slot& slot, std::string& out) {
+    out.clear();
+    const char* p = slot.begin;
+    while (p < slot.end) {
+      if (*p != '\\') {
+        const char* run = p;
+        while (p < slot.end && *p != '\\') ++p;
+        out.append(run, static_cast<size_t>(p - run));
+        continue;
+      }
+      ++p;
+      const char c = *p++;
+      switch (c) {
+        case '"': out.push_back('"'); break;
+        case '\\': out.push_back('\\'); break;
+        case '/': out.push_back('/'); break;
+        case 'b': out.push_back('\b'); break;
+        case 'f': out.push_back('\f'); break;
+        case 'n': out.push_back('\n'); break;
+        case 'r': out.push_back('\r'); break;
+        case 't': out.push_back('\t'); break;
+        default: {  // 'u', validated: a BMP code point or a surrogate pair
+          uint32_t cp = read_hex4(p);
+          p += 4;
+          if (cp >= 0xd800 && cp <= 0xdbff) {
+            const uint32_t low = read_hex4(p + 2);
+            p += 6;
+            cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
+          }
+          append_utf8(out, cp);
+        }
+      }
+    }
+  }
+
+ private:
+  static uint32_t read_hex4(const char* p) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) v = v * 16 + static_cast<uint32_t>(hex_value(p[i]));
+    return v;
+  }
+
+  bool fail(const char* why) {
+    error_ = why;
+    return false;
+  }
+
+  void skip_ws() {
+    while (p_ < end_ && (*p_ == ' ' || *p_ == '\t' || *p_ == '\r' || *p_ == '\n')) ++p_;
+  }
+
+  bool parse_value(Slot& slot, int depth) {
+    if (p_ == end_) return fail("expected a value");
+    switch (*p_) {
+      case '"': return parse_string(slot);
+      case '{':
+      case '[': {
+        if (depth >= kJsonDepthMax) return fail("nesting deeper than 64 levels");
+        slot.kind = *p_ == '{' ? Kind::object : Kind::array;
+        return skip_container(depth);
+      }
+      case 't': return parse_literal("true", Kind::boolean_true, slot);
+      case 'f': return parse_literal("false", Kind::boolean_false, slot);
+      case 'n': return parse_literal("null", Kind::null, slot);
+      default:
+        if (*p_ == '-' || (*p_ >= '0' && *p_ <= '9')) return parse_number(slot);
+        return fail("invalid JSON value");
+    }
+  }
+
+  bool parse_literal(const char* word, Kind kind, Slot& slot) {
+    const size_t n = std::strlen(word);
+    if (static_cast<size_t>(end_ - p_) < n || std::memcmp(p_, word, n) != 0) return fail("invalid JSON literal");
+    p_ += n;
+    slot.kind = kind;
+    return true;
+  }
+
+  bool skip_container(int depth) {
+    const bool is_object = *p_ == '{';
+    ++p_;
+    skip_ws();
+    const char close = is_object ? '}' : ']';
+    if (p_ < end_ && *p_ == close) {
+      ++p_;
+      return true;
+    }
+    for (;;) {
+      skip_ws();
+      if (is_object) {
+        Slot key;
+        if (p_ == end_ || *p_ != '"') return fail("expected a string key");
+        if (!parse_string(key)) return false;
+        skip_ws();
+        if (p_ == end_ || *p_ != ':') return fail("expected ':' after a key");
+        ++p_;
+        skip_ws();
+      }
+      Slot inner;
+      if (!parse_value(inner, depth + 1)) return false;
+      skip_ws();
+      if (p_ == end_) return fail(is_object ? "unterminated object" : "unterminated array");
+      if (*p_ == ',') {
+        ++p_;
+        continue;
+      }
+      if (*p_ == close) {
+        ++p_;
+        return true;
+      }
+      return fail(is_object ? "expected ',' or '}' in an object" : "expected ',' or ']' in an array");
+    }
+  }
+
+  // Validates a string (escapes, UTF-8, no raw control characters) and records its content.
+  bool parse_string(Slot& slot) {
+    ++p_;  // the opening quote
+    slot.kind = Kind::string;
+    slot.escaped = false;
+    slot.begin = p_;
+    for (;;) {
+      // The fast path: plain ASCII.
+      while (p_ < end_) {
+        const unsigned char c = static_cast<unsigned char>(*p_);
+        if (c == '"' || c == '\\' || c < 0x20 || c >= 0x80) break;
+        ++p_;
+      }
+      if (p_ == end_) return fail("unterminated string");
+      const unsigned char c = static_cast<unsigned char>(*p_);
+      if (c == '"') {
+        slot.end = p_;
+        ++p_;
+        return true;
+      }
+      if (c < 0x20) return fail("control character in a string");
+      if (c == '\\') {
+        slot.escaped = true;
+        if (!parse_escape()) return false;
+        continue;
+      }
+      if (!parse_utf8()) return false;
+    }
+  }
+
+  bool parse_escape() {
+    ++p_;  // the backslash
+    if (p_ == end_) return fail("unterminated string");
+    const char c = *p_++;
+    switch (c) {
+      case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't': return true;
+      case 'u': {
+        uint32_t cp = 0;
+        if (!hex4(cp)) return false;
+        if (cp >= 0xdc00 && cp <= 0xdfff) return fail("lone low surrogate in a \\u escape");
+        if (cp >= 0xd800 && cp <= 0xdbff) {
+          if (end_ - p_ < 2 || p_[0] != '\\' || p_[1] != 'u') return fail("lone high surrogate in a \\u escape");
+          p_ += 2;
+          uint32_t low = 0;
+          if (!hex4(low)) return false;
+          if (low < 0xdc00 || low > 0xdfff) return fail("high surrogate not followed by a low one");
+        }
+        return true;
+      }
+      default: return fail("invalid escape in a string");
+    }
+  }
+
+  bool hex4(uint32_t& cp) {
+    if (end_ - p_ < 4) return fail("truncated \\u escape");
+    for (int i = 0; i < 4; ++i) {
+      const int v = hex_value(p_[i]);
+      if (v < 0) return fail("invalid hex digit in a \\u escape");
+      cp = cp * 16 + static_cast<uint32_t>(v);
+    }
+    p_ += 4;
+    return true;
+  }
+
+  // One multi-byte UTF-8 sequence: no overlong forms, no surrogates, nothing past U+10FFFF.
+  bool parse_utf8() {
+    const auto byte = [&](ptrdiff_t i) { return static_cast<unsigned char>(p_[i]); };
+    const unsigned char c = byte(0);
+    int length = 0;
+    uint32_t cp = 0;
+    if (c >= 0xc2 && c <= 0xdf) {
+      length = 2;
+      cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      length = 3;
+      cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      length = 4;
+      cp = c & 0x07;
+    } else {
+      return fail("invalid UTF-8 in a string");
+    }
+    if (end_ - p_ < length) return fail("invalid UTF-8 in a string");
+    for (int i = 1; i < length; ++i) {
+      if ((byte(i) & 0xc0) != 0x80) return fail("invalid UTF-8 in a string");
+      cp = (cp << 6) | (byte(i) & 0x3f);
+    }
+    if ((length == 3 && cp < 0x800) || (length == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+      return fail("invalid UTF-8 in a string");
+    p_ += length;
+    return true;
+  }
+
+  bool parse_number(Slot& slot) {
+    slot.kind = Kind::number;
+    slot.begin = p_;
+    if (*p_ == '-') ++p_;
+    if (p_ == end_) return fail("invalid number");
+    if (*p_ == '0') {
+      ++p_;
+    } else if (*p_ >= '1' && *p_ <= '9') {
+      while (p_ < end_ && *p_ >= '0' && *p_ <= '9') ++p_;
+    } else {
+      return fail("invalid number");
+    }
+    if (p_ < end_ && *p_ == '.') {
+      ++p_;
+      if (p_ == end_ || *p_ < '0' || *p_ > '9') return fail("invalid number");
+      while (p_ < end_ && *p_ >= '0' && *p_ <= '9') ++p_;
+    }
+    if (p_ < end_ && (*p_ == 'e' || *p_ == 'E')) {
+      ++p_;
+      if (p_ < end_ && (*p_ == '+' || *p_ == '-')) ++p_;
+      if (p_ == end_ || *p_ < '0' || *p_ > '9') return fail("invalid number");
+      while (p_ < end_ && *p_ >= '0' && *p_ <= '9') ++p_;
+    }
+    slot.end = p_;
+    return true;
+  }
+
+  const char* p_;
+  const char* end_;
+  std::string error_;
+};
+
+// A validated JSON number as an int64, if it denotes an integer in range (1e3 and 7.0 do).
+bool number_to_int64(const Slot& slot, int64_t& out) {
+  const char* p = slot.begin;
+  const char* end = slot.end;
+  bool negative = false;
+  if (*p == '-') {
+    negative = true;
+    ++p;
+  }
+  char digits[24];
+  int n = 0;
+  int64_t scale = 0;  // value = digits * 10^scale
+  bool nonzero_seen = false;
+  auto push_digit = [&](char c) {
+    if (c == '0' && !nonzero_seen) return true;  // leading zeros carry nothing
+    nonzero_seen = true;
+    if (n >= 20) return false;
+    digits[n++] = c;
+    return true;
+  };
+  while (p < end && *p >= '0' && *p <= '9') {
+    if (!push_digit(*p++)) return false;
+  }
+  if (p < end && *p == '.') {
+    ++p;
+    while (p < end && *p >= '0' && *p <= '9') {
+      if (nonzero_seen || *p != '0') {
+        if (!push_digit(*p)) return false;
+      }
+      ++p;
+      --scale;
+    }
+  }
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    ++p;
+    bool exp_negative = false;
+    if (*p == '+' || *p == '-') exp_negative = *p++ == '-';
+    int64_t exponent = 0;
+    while (p < end) {
+      if (exponent < 100000) exponent = exponent * 10 + (*p - '0');
+      ++p;
+    }
+    scale += exp_negative ? -exponent : exponent;
+  }
+  if (n == 0) {  // the value is zero, whatever the exponent
+    out = 0;
+    return true;
+  }
+  // Fractional digits must all be zero; drop them.
+  while (scale < 0) {
+    if (digits[n - 1] != '0') return false;
+    --n;
+    ++scale;
+    if (n == 0) {
+      out = 0;
+      return true;
+    }
+  }
+  if (n + scale > 19) return false;
+  uint64_t magnitude = 0;
+  for (int i = 0; i < n; ++i) magnitude = magnitude * 10 + static_cast<uint64_t>(digits[i] - '0');
+  for (int64_t i = 0; i < scale; ++i) magnitude *= 10;
+  const uint64_t limit = negative ? uint64_t{1} << 63 : (uint64_t{1} << 63) - 1;
+  if (magnitude > limit) return false;
+  out = negative ? static_cast<int64_t>(0 - magnitude) : static_cast<int64_t>(magnitude);
+  return true;
+}
+
+Error missing(Field f, EventType type) {
+  return make_error(ErrorCode::bad_input, std::string("missing required field \"") + kFieldNames[f] +
+                                              "\" for type \"" + to_string(type) + "\"");
+}
+
+Error wrong_type(Field f, const char* expected) {
+  return make_error(ErrorCode::bad_input,
+                    std::string("field \"") + kFieldNames[f] + "\" must be " + expected);
+}
+
+Status read_string(const Slot (&slots)[f_count], Field f, EventType type, std::string& out) {
+  const Slot& s = slots[f];
+  if (s.kind == Kind::none) return missing(f, type);
+  if (s.kind != Kind::string) return wrong_type(f, "a string");
+  if (s.escaped) {
+    Parser::decode_string(s, out);
+  } else {
+    out.assign(s.begin, static_cast<size_t>(s.end - s.begin));
+  }
+  return {};
+}
+
+Status read_int(const Slot (&slots)[f_count], Field f, EventType type, int64_t& out) {
+  const Slot& s = slots[f];
+  if (s.kind == Kind::none) return missing(f, type);
+  if (s.kind != Kind::number) return wrong_type(f, "an integer");
+  // The fast path: plain digits.
+  const char* p = s.begin;
+  bool negative = *p == '-';
+  if (negative) ++p;
+  const size_t n = static_cast<size_t>(s.end - p);
+  if (n > 0 && n <= 18) {
+    int64_t v = 0;
+    bool plain = true;
+    for (const char* q = p; q < s.end; ++q) {
+      if (*q < '0' || *q > '9') {
+        plain = false;
+        break;
+      }
+      v = v * 10 + (*q - '0');
+    }
+    if (plain) {
+      out = negative ? -v : v;
+      return {};
+    }
+  }
+  if (!number_to_int64(s, out)) return wrong_type(f, "an integer in the signed 64-bit range");
+  return {};
+}
+
+Status read_bool(const Slot (&slots)[f_count], Field f, EventType type, bool& out) {
+  const Slot& s = slots[f];
+  if (s.kind == Kind::none) return missing(f, type);
+  if (s.kind == Kind::boolean_true) {
+    out = true;
+  } else if (s.kind == Kind::boolean_false) {
+    out = false;
+  } else {
+    return wrong_type(f, "true or false");
+  }
+  return {};
+}
+
+bool present(const Slot& s) { return s.kind != Kind::none && s.kind != Kind::null; }
+
+}  // namespace
+
+Status parse_event_line(std::string_view line, Event& out) {
+  Slot slots[f_count];
+  Parser parser(line.data(), line.data() + line.size());
+  if (!parser.parse_line(slots)) return make_error(ErrorCode::bad_input, parser.error());
+
+  const Slot& type_slot = slots[f_type];
+  if (type_slot.kind == Kind::none) return make_error(ErrorCode::bad_input, "missing required field \"type\"");
+  if (type_slot.kind != Kind::string) return wrong_type(f_type, "a string");
+  std::string type_name;
+  Parser::decode_string(type_slot, type_name);
+  const std::optional<EventType> type = event_type_from_string(type_name);
+  if (!type) {
+    std::string shown = type_name.size() > 40 ? type_name.substr(0, 40) + "..." : type_name;
+    return make_error(ErrorCode::bad_input, "unknown type \"" + shown + "\"");
+  }
+  out.type = *type;
+  // Fields this type does not use go back to their defaults, so a reused Event carries nothing
+  // over from the previous line.
+  out.to.reset();
+  out.expires_at.reset();
+  out.view_once = false;
+  out.quiescent = false;
+
+#define MSGSIM_READ(kind, field, member)                                \
+  do {                                                                  \
+    Status status = read_##kind(slots, field, out.type, out.member);    \
+    if (!status.ok()) return status;                                    \
+  } while (0)
+
+  MSGSIM_READ(int, f_t, t);
+  switch (out.type) {
+    case EventType::send:
+      MSGSIM_READ(string, f_user, user);
+      MSGSIM_READ(string, f_device, device);
+      MSGSIM_READ(string, f_conv, conv);
+      MSGSIM_READ(string, f_msg, msg);
+      MSGSIM_READ(string, f_body, body);
+      if (present(slots[f_to])) {
+        std::string to;
+        Status status = read_string(slots, f_to, out.type, to);
+        if (!status.ok()) return status;
+        out.to = std::move(to);
+      }
+      if (present(slots[f_expires_at])) {
+        int64_t expires_at = 0;
+        Status status = read_int(slots, f_expires_at, out.type, expires_at);
+        if (!status.ok()) return status;
+        out.expires_at = expires_at;
+      }
+      if (present(slots[f_view_once])) MSGSIM_READ(bool, f_view_once, view_once);
+      break;
+    case EventType::ack:
+      MSGSIM_READ(string, f_device, device);
+      MSGSIM_READ(string, f_conv, conv);
+      MSGSIM_READ(string, f_msg, msg);
+      MSGSIM_READ(int, f_seq, seq);
+      break;
+    case EventType::reject:
+    case EventType::decrypt_error:
+      MSGSIM_READ(string, f_device, device);
+      MSGSIM_READ(string, f_conv, conv);
+      MSGSIM_READ(string, f_msg, msg);
+      MSGSIM_READ(string, f_reason, reason);
+      break;
+    case EventType::deliver:
+      MSGSIM_READ(string, f_user, user);
+      MSGSIM_READ(string, f_device, device);
+      MSGSIM_READ(string, f_conv, conv);
+      MSGSIM_READ(string, f_msg, msg);
+      MSGSIM_READ(int, f_seq, seq);
+      MSGSIM_READ(string, f_from, from);
+      MSGSIM_READ(string, f_body, body);
+      break;
+    case EventType::read:
+      MSGSIM_READ(string, f_user, user);
+      MSGSIM_READ(string, f_device, device);
+      MSGSIM_READ(string, f_conv, conv);
+      MSGSIM_READ(int, f_up_to, up_to);
+      break;
+    case EventType::receipt: {
+      MSGSIM_READ(string, f_device, device);
+      MSGSIM_READ(string, f_conv, conv);
+      MSGSIM_READ(string, f_reader, reader);
+      std::string kind;
+      Status status = read_string(slots, f_kind, out.type, kind);
+      if (!status.ok()) return status;
+      if (kind == "delivered") {
+        out.kind = ReceiptKind::delivered;
+      } else if (kind == "read") {
+        out.kind = ReceiptKind::read;
+      } else {
+        return make_error(ErrorCode::bad_input, "field \"kind\" must be \"delivered\" or \"read\"");
+      }
+      MSGSIM_READ(int, f_up_to, up_to);
+      break;
+    }
+    case EventType::join:
+    case EventType::leave:
+      MSGSIM_READ(string, f_conv, conv);
+      MSGSIM_READ(string, f_user, user);
+      MSGSIM_READ(int, f_seq, seq);
+      break;
+    case EventType::expire:
+      MSGSIM_READ(string, f_device, device);
+      MSGSIM_READ(string, f_msg, msg);
+      break;
+    case EventType::online:
+    case EventType::offline:
+      MSGSIM_READ(string, f_user, user);
+      MSGSIM_READ(string, f_device, device);
+      break;
+    case EventType::fault:
+    case EventType::heal:
+      MSGSIM_READ(string, f_name, name);
+      break;
+    case EventType::end:
+      MSGSIM_READ(bool, f_quiescent, quiescent);
+      break;
+  }
+#undef MSGSIM_READ
+  return {};
+}
+
+LineReader::LineReader(std::istream& in) : in_(in) { buffer_.resize(2 * kLineBytesMax + 2); }
+
+bool LineReader::refill() {
+  if (eof_) return false;
+  if (begin_ > 0) {
+    std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
+    end_ -= begin_;
+    begin_ = 0;
+  }
+  if (end_ == buffer_.size()) return true;
+  in_.read(buffer_.data() + end_, static_cast<std::streamsize>(buffer_.size() - end_));
+  const size_t got = static_cast<size_t>(in_.gcount());
+  end_ += got;
+  if (got == 0 || !in_) eof_ = true;
+  return got > 0;
+}
+
+Result<bool> LineReader::next(std::string_view& line) {
+  size_t scanned = begin_;
+  for (;;) {
+    const void* newline = std::memchr(buffer_.data() + scanned, '\n', end_ - scanned);
+    if (newline != nullptr) {
+      const size_t at = static_cast<size_t>(static_cast<const char*>(newline) - buffer_.data());
+      ++line_number_;
+      if (at - begin_ > kLineBytesMax) {
+        return make_error(ErrorCode::bad_input, "line " + std::to_string(line_number_) +
+                                                    ": longer than " + std::to_string(kLineBytesMax) + " bytes");
+      }
+      line = std::string_view(buffer_.data() + begin_, at - begin_);
+      begin_ = at + 1;
+      return true;
+    }
+    if (end_ - begin_ > kLineBytesMax) {
+      ++line_number_;
+      return make_error(ErrorCode::bad_input, "line " + std::to_string(line_number_) + ": longer than " +
+                                                  std::to_string(kLineBytesMax) + " bytes");
+    }
+    const size_t pending = end_ - begin_;
+    const bool more = refill();
+    scanned = begin_ + pending;  // refill may have moved the unconsumed bytes to the front
+    if (!more) {
+      if (begin_ == end_) return false;
+      // The last line has no '\n'.
+      ++line_number_;
+      line = std::string_view(buffer_.data() + begin_, end_ - begin_);
+      begin_ = end_;
+      return true;
+    }
+  }
+}
+
+}  // namespace msgsim::history

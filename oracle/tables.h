@@ -1,0 +1,226 @@
+// Compact containers for the checker's per-message state: the bar is 200 bytes per message,
+// so ids live in an arena, records in fixed-size chunks (no doubling slack), and lookups go
+// through open-addressing tables of 8-byte slots.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "impl/base/assert.h"
+#include "impl/base/hash.h"
+
+namespace msgsim::history::detail {
+
+inline constexpr uint32_t kNone = UINT32_MAX;
+
+// A vector that grows by fixed chunks: references stay valid and no capacity is wasted beyond
+// the last chunk.
+template <typename T, size_t kChunkBits = 12>
+class ChunkedVector {
+ public:
+  static constexpr size_t kChunk = size_t{1} << kChunkBits;
+
+  T& operator[](size_t i) { return chunks_[i >> kChunkBits][i & (kChunk - 1)]; }
+  const T& operator[](size_t i) const { return chunks_[i >> kChunkBits][i & (kChunk - 1)]; }
+  size_t size() const { return size_; }
+  T& push_back(T value) {
+    if ((size_ & (kChunk - 1)) == 0 && (size_ >> kChunkBits) == chunks_.size()) {
+      chunks_.push_back(std::make_unique<T[]>(kChunk));
+    }
+    T& slot = (*this)[size_];
+    slot = std::move(value);
+    ++size_;
+    return slot;
+  }
+  size_t memory_bytes() const {
+    return chunks_.size() * kChunk * sizeof(T) + chunks_.capacity() * sizeof(std::unique_ptr<T[]>);
+  }
+
+ private:
+  std::vector<std::unique_ptr<T[]>> chunks_;
+  size_t size_ = 0;
+};
+
+// Interns strings to dense ids 0, 1, 2... Each string is stored once, length-prefixed, in an
+// arena of blocks; the table holds (32-bit hash tag, id + 1) per slot.
+class Interner {
+ public:
+  Interner() { slots_.assign(16, 0); }
+
+  // The id of `text`, adding it when new; `added` tells which.
+  uint32_t intern(std::string_view text, bool& added) {
+    const uint64_t h = hash_string(text);
+    const uint32_t tag = static_cast<uint32_t>(h >> 32);
+    size_t mask = slots_.size() - 1;
+    size_t i = h & mask;
+    for (;;) {
+      const uint64_t slot = slots_[i];
+      if (slot == 0) break;
+      if (static_cast<uint32_t>(slot >> 32) == tag) {
+        const uint32_t id = static_cast<uint32_t>(slot) - 1;
+        if (name(id) == text) {
+          added = false;
+          return id;
+        }
+      }
+      i = (i + 1) & mask;
+    }
+    added = true;
+    const uint32_t id = static_cast<uint32_t>(names_.size());
+    MSGSIM_ASSERT(id < kNone - 1, "more than 4 billion distinct ids");
+    names_.push_back(store(text));
+    slots_[i] = (uint64_t{tag} << 32) | (uint64_t{id} + 1);
+    if (names_.size() * 4 > slots_.size() * 3) grow();
+    return id;
+  }
+  uint32_t intern(std::string_view text) {
+    bool added = false;
+    return intern(text, added);
+  }
+
+  std::optional<uint32_t> find(std::string_view text) const {
+    const uint64_t h = hash_string(text);
+    const uint32_t tag = static_cast<uint32_t>(h >> 32);
+    const size_t mask = slots_.size() - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+      const uint64_t slot = slots_[i];
+      if (slot == 0) return std::nullopt;
+      if (static_cast<uint32_t>(slot >> 32) == tag) {
+        const uint32_t id = static_cast<uint32_t>(slot) - 1;
+        if (name(id) == text) return id;
+      }
+    }
+  }
+
+  std::string_view name(uint32_t id) const {
+    const char* p = names_[id];
+    uint32_t length = 0;
+    std::memcpy(&length, p, sizeof length);
+    return {p + sizeof length, length};
+  }
+
+  size_t size() const { return names_.size(); }
+
+  size_t memory_bytes() const {
+    return slots_.capacity() * sizeof(uint64_t) + names_.memory_bytes() + arena_bytes_ +
+           blocks_.capacity() * sizeof(std::unique_ptr<char[]>);
+  }
+
+ private:
+  static constexpr size_t kBlockBytes = 64 * 1024;
+
+  const char* store(std::string_view text) {
+    const size_t need = sizeof(uint32_t) + text.size();
+    if (need > kBlockBytes) {  // a huge id gets a block of its own
+      blocks_.push_back(std::make_unique<char[]>(need));
+      arena_bytes_ += need;
+      write(blocks_.back().get(), text);
+      return blocks_.back().get();
+    }
+    if (current_ == nullptr || block_used_ + need > kBlockBytes) {
+      blocks_.push_back(std::make_unique<char[]>(kBlockBytes));
+      arena_bytes_ += kBlockBytes;
+      current_ = blocks_.back().get();
+      block_used_ = 0;
+    }
+    char* p = current_ + block_used_;
+    block_used_ += need;
+    write(p, text);
+    return p;
+  }
+
+  static void write(char* p, std::string_view text) {
+    const auto length = static_cast<uint32_t>(text.size());
+    std::memcpy(p, &length, sizeof length);
+    if (!text.empty()) std::memcpy(p + sizeof length, text.data(), text.size());
+  }
+
+  void grow() {
+    std::vector<uint64_t> old;
+    old.swap(slots_);
+    slots_.assign(old.size() * 2, 0);
+    const size_t mask = slots_.size() - 1;
+    for (const uint64_t slot : old) {
+      if (slot == 0) continue;
+      const uint32_t id = static_cast<uint32_t>(slot) - 1;
+      size_t i = hash_string(name(id)) & mask;
+      while (slots_[i] != 0) i = (i + 1) & mask;
+      slots_[i] = slot;
+    }
+  }
+
+  std::vector<uint64_t> slots_;
+  ChunkedVector<const char*> names_;
+  std::vector<std::unique_ptr<char[]>> blocks_;
+  char* current_ = nullptr;  // the block being filled
+  size_t block_used_ = 0;
+  size_t arena_bytes_ = 0;
+};
+
+// uint64 key -> uint32 value, open addressing. The all-ones key is reserved (never a key here:
+// keys pack two 32-bit ids that are below kNone).
+class FlatMap64 {
+ public:
+  static constexpr uint64_t kEmpty = ~uint64_t{0};
+
+  FlatMap64() {
+    keys_.assign(16, kEmpty);
+    values_.assign(16, 0);
+  }
+
+  uint32_t* find(uint64_t key) {
+    const size_t mask = keys_.size() - 1;
+    for (size_t i = mix64(key) & mask;; i = (i + 1) & mask) {
+      if (keys_[i] == key) return &values_[i];
+      if (keys_[i] == kEmpty) return nullptr;
+    }
+  }
+  const uint32_t* find(uint64_t key) const { return const_cast<FlatMap64*>(this)->find(key); }
+
+  // Inserts key -> value unless present; returns the stored value.
+  uint32_t insert(uint64_t key, uint32_t value) {
+    MSGSIM_ASSERT(key != kEmpty);
+    const size_t mask = keys_.size() - 1;
+    size_t i = mix64(key) & mask;
+    for (;; i = (i + 1) & mask) {
+      if (keys_[i] == key) return values_[i];
+      if (keys_[i] == kEmpty) break;
+    }
+    keys_[i] = key;
+    values_[i] = value;
+    if (++size_ * 4 > keys_.size() * 3) grow();
+    return value;
+  }
+
+  size_t memory_bytes() const { return keys_.capacity() * sizeof(uint64_t) + values_.capacity() * sizeof(uint32_t); }
+
+ private:
+  void grow() {
+    std::vector<uint64_t> old_keys;
+    std::vector<uint32_t> old_values;
+    old_keys.swap(keys_);
+    old_values.swap(values_);
+    keys_.assign(old_keys.size() * 2, kEmpty);
+    values_.assign(old_keys.size() * 2, 0);
+    const size_t mask = keys_.size() - 1;
+    for (size_t j = 0; j < old_keys.size(); ++j) {
+      if (old_keys[j] == kEmpty) continue;
+      size_t i = mix64(old_keys[j]) & mask;
+      while (keys_[i] != kEmpty) i = (i + 1) & mask;
+      keys_[i] = old_keys[j];
+      values_[i] = old_values[j];
+    }
+  }
+
+  std::vector<uint64_t> keys_;
+  std::vector<uint32_t> values_;
+  size_t size_ = 0;
+};
+
+inline uint64_t pack(uint32_t high, uint32_t low) { return (uint64_t{high} << 32) | low; }
+
+}  // namespace msgsim::history::detail
