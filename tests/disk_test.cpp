@@ -1,0 +1,839 @@
+// The simulated disk: the file model on its own (NodeStorage), then SQLite through the VFS
+// under crashes, torn writes, fsync failures and a full disk.
+#include <gtest/gtest.h>
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "impl/base/hash.h"
+#include "impl/base/sqlite.h"
+#include "sim/disk.h"
+
+namespace msgsim::sim {
+namespace {
+
+Bytes filled(size_t size, uint8_t value) { return Bytes(size, value); }
+
+Bytes read_all(const SimFile& file) {
+  Bytes out(file.current.size());
+  NodeStorage::read(file, 0, out);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file model
+
+TEST(NodeStorage, WritesAreVisibleAtOnceAndDurableOnlyAfterSync) {
+  NodeStorage storage;
+  SimFilePtr file = storage.create("a");
+  ASSERT_NE(file, nullptr);
+  ASSERT_EQ(storage.write(file, 0, filled(1000, 7)), DiskOutcome::ok);
+  EXPECT_EQ(read_all(*file), filled(1000, 7));
+  EXPECT_TRUE(file->durable.empty());
+  EXPECT_EQ(storage.unsynced_ops(), 1u);
+  ASSERT_EQ(storage.sync(file), DiskOutcome::ok);
+  EXPECT_EQ(file->durable, filled(1000, 7));
+  EXPECT_EQ(storage.unsynced_ops(), 0u);
+}
+
+TEST(NodeStorage, ReadPastTheEndZeroFills) {
+  NodeStorage storage;
+  SimFilePtr file = storage.create("a");
+  ASSERT_EQ(storage.write(file, 0, filled(10, 9)), DiskOutcome::ok);
+  Bytes out(20, 0xff);
+  EXPECT_EQ(NodeStorage::read(*file, 5, out), 5u);
+  EXPECT_EQ(Bytes(out.begin(), out.begin() + 5), filled(5, 9));
+  EXPECT_EQ(Bytes(out.begin() + 5, out.end()), filled(15, 0));
+}
+
+TEST(NodeStorage, CrashModesKeepOrLoseUnsyncedWrites) {
+  Prng rng(1);
+  NodeStorage storage;
+  SimFilePtr file = storage.create("a");
+  ASSERT_EQ(storage.write(file, 0, filled(600, 1)), DiskOutcome::ok);
+  ASSERT_EQ(storage.sync(file), DiskOutcome::ok);
+  ASSERT_EQ(storage.write(file, 0, filled(700, 2)), DiskOutcome::ok);
+
+  storage.crash(CrashDisk::keep_unsynced, rng);  // the page cache survives a process crash
+  file = storage.find("a");
+  ASSERT_NE(file, nullptr);
+  EXPECT_EQ(read_all(*file), filled(700, 2));
+  EXPECT_EQ(storage.unsynced_ops(), 1u);  // still not on the platter
+
+  storage.crash(CrashDisk::lose_unsynced, rng);
+  EXPECT_EQ(read_all(*storage.find("a")), filled(600, 1));
+  EXPECT_EQ(storage.unsynced_ops(), 0u);
+}
+
+// Checks one torn outcome of writing `value` over [begin, end) of a file whose durable
+// content was `before`: every 512-byte sector of the range is all new or all old, and nothing
+// outside the range changed. Returns how many sectors were written (-1 on a violation).
+int check_torn(const Bytes& before, const Bytes& after, uint64_t begin, uint64_t end, uint8_t value) {
+  for (uint64_t i = 0; i < std::max<uint64_t>(after.size(), before.size()); ++i) {
+    if (i >= begin && i < end) continue;
+    const uint8_t old = i < before.size() ? before[i] : 0;
+    const uint8_t now = i < after.size() ? after[i] : 0;
+    if (old != now) return -1;
+  }
+  int written = 0;
+  for (uint64_t sector = begin / kSectorBytes * kSectorBytes; sector < end; sector += kSectorBytes) {
+    const uint64_t lo = std::max(begin, sector);
+    const uint64_t hi = std::min(end, sector + kSectorBytes);
+    int fresh = 0;
+    for (uint64_t i = lo; i < hi; ++i) {
+      const uint8_t now = i < after.size() ? after[i] : 0;
+      const uint8_t old = i < before.size() ? before[i] : 0;
+      if (now == value) {
+        fresh++;
+      } else if (now != old) {
+        return -1;
+      }
+    }
+    if (fresh != 0 && fresh != static_cast<int>(hi - lo)) return -1;  // torn inside a sector
+    written += fresh != 0;
+  }
+  return written;
+}
+
+TEST(NodeStorage, TornWriteTearsAt512ByteSectors) {
+  // An unaligned write over existing data: [100, 2100) covers sectors 0..4, partially the
+  // first and the last.
+  const uint64_t begin = 100;
+  const uint64_t end = 2100;
+  const Bytes before = filled(4096, 0x11);
+  std::vector<int> sector_written(5, 0);
+  int all_or_nothing = 0;
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    Prng rng(seed);
+    NodeStorage storage;
+    SimFilePtr file = storage.create("f");
+    ASSERT_EQ(storage.write(file, 0, before), DiskOutcome::ok);
+    ASSERT_EQ(storage.sync(file), DiskOutcome::ok);
+    ASSERT_EQ(storage.write(file, begin, filled(end - begin, 0xee)), DiskOutcome::ok);
+    storage.crash(CrashDisk::torn, rng);
+    const Bytes after = read_all(*storage.find("f"));
+    ASSERT_EQ(after.size(), 4096u);
+    const int written = check_torn(before, after, begin, end, 0xee);
+    ASSERT_GE(written, 0) << "seed " << seed;
+    if (written == 0 || written == 5) all_or_nothing++;
+    for (int s = 0; s < 5; ++s) {
+      const uint64_t probe = std::max<uint64_t>(begin, static_cast<uint64_t>(s) * kSectorBytes);
+      sector_written[s] += after[probe] == 0xee;
+    }
+  }
+  // Every sector was sometimes written and sometimes not, and most outcomes were mixed.
+  for (int s = 0; s < 5; ++s) {
+    EXPECT_GT(sector_written[s], 0) << "sector " << s;
+    EXPECT_LT(sector_written[s], 200) << "sector " << s;
+  }
+  EXPECT_LT(all_or_nothing, 100);
+}
+
+TEST(NodeStorage, TornAppendGrowsTheFileOnlyByWrittenSectors) {
+  for (uint64_t seed = 0; seed < 100; ++seed) {
+    Prng rng(seed);
+    NodeStorage storage;
+    SimFilePtr file = storage.create("f");
+    ASSERT_EQ(storage.write(file, 0, filled(1500, 0x5a)), DiskOutcome::ok);
+    storage.crash(CrashDisk::torn, rng);
+    const Bytes after = read_all(*storage.find("f"));
+    ASSERT_LE(after.size(), 1500u);
+    ASSERT_GE(check_torn({}, after, 0, 1500, 0x5a), 0) << "seed " << seed;
+    if (!after.empty()) {
+      // The file ends where its last written sector (or the write) ends.
+      EXPECT_TRUE(after.size() % kSectorBytes == 0 || after.size() == 1500u) << after.size();
+      EXPECT_EQ(after.back(), 0x5a);
+    }
+  }
+}
+
+TEST(NodeStorage, TornCrashKeepsAPrefixInIssueOrder) {
+  // Four unsynced writes to separate sectors of two files: after a torn crash, a write that
+  // reached the disk means every earlier one did too (all but the last fully).
+  int cuts_seen[5] = {0, 0, 0, 0, 0};
+  for (uint64_t seed = 0; seed < 300; ++seed) {
+    Prng rng(seed);
+    NodeStorage storage;
+    SimFilePtr a = storage.create("a");
+    SimFilePtr b = storage.create("b");
+    ASSERT_EQ(storage.write(a, 0, filled(512, 1)), DiskOutcome::ok);
+    ASSERT_EQ(storage.write(b, 0, filled(512, 2)), DiskOutcome::ok);
+    ASSERT_EQ(storage.write(a, 512, filled(512, 3)), DiskOutcome::ok);
+    ASSERT_EQ(storage.write(b, 512, filled(512, 4)), DiskOutcome::ok);
+    storage.crash(CrashDisk::torn, rng);
+    const Bytes after_a = read_all(*storage.find("a"));
+    const Bytes after_b = read_all(*storage.find("b"));
+    const bool reached[4] = {after_a.size() >= 512 && after_a[0] == 1, after_b.size() >= 512 && after_b[0] == 2,
+                             after_a.size() >= 1024 && after_a[512] == 3,
+                             after_b.size() >= 1024 && after_b[512] == 4};
+    int count = 0;
+    while (count < 4 && reached[count]) count++;
+    for (int i = count; i < 4; ++i) ASSERT_FALSE(reached[i]) << "seed " << seed << ": a gap in the prefix";
+    cuts_seen[count]++;
+  }
+  for (int count = 0; count < 4; ++count) EXPECT_GT(cuts_seen[count], 0) << count;
+}
+
+TEST(NodeStorage, DeletionIsQueuedUnlessSyncedAndCreationIsDurable) {
+  Prng rng(3);
+  NodeStorage storage;
+  SimFilePtr file = storage.create("a");
+  ASSERT_EQ(storage.write(file, 0, filled(100, 1)), DiskOutcome::ok);
+  ASSERT_EQ(storage.sync(file), DiskOutcome::ok);
+  storage.remove(file, /*durable_now=*/false);
+  EXPECT_EQ(storage.find("a"), nullptr);
+  EXPECT_EQ(storage.bytes_stored(), 0u);
+  storage.crash(CrashDisk::lose_unsynced, rng);
+  ASSERT_NE(storage.find("a"), nullptr) << "an unsynced deletion is undone by a power loss";
+  EXPECT_EQ(read_all(*storage.find("a")), filled(100, 1));
+
+  storage.remove(storage.find("a"), /*durable_now=*/true);
+  storage.crash(CrashDisk::lose_unsynced, rng);
+  EXPECT_EQ(storage.find("a"), nullptr);
+
+  ASSERT_NE(storage.create("new"), nullptr);  // never written, never synced: still exists
+  storage.crash(CrashDisk::lose_unsynced, rng);
+  EXPECT_NE(storage.find("new"), nullptr);
+}
+
+TEST(NodeStorage, RecreatingANameMakesItsQueuedDeletionDurable) {
+  Prng rng(4);
+  NodeStorage storage;
+  SimFilePtr old_file = storage.create("a");
+  ASSERT_EQ(storage.write(old_file, 0, filled(100, 1)), DiskOutcome::ok);
+  ASSERT_EQ(storage.sync(old_file), DiskOutcome::ok);
+  storage.remove(old_file, /*durable_now=*/false);
+  SimFilePtr new_file = storage.create("a");
+  ASSERT_NE(new_file, nullptr);
+  storage.crash(CrashDisk::lose_unsynced, rng);
+  ASSERT_NE(storage.find("a"), nullptr);
+  EXPECT_TRUE(storage.find("a")->current.empty());
+}
+
+TEST(NodeStorage, TruncationIsLostWithoutSync) {
+  Prng rng(5);
+  NodeStorage storage;
+  SimFilePtr file = storage.create("a");
+  ASSERT_EQ(storage.write(file, 0, filled(4096, 1)), DiskOutcome::ok);
+  ASSERT_EQ(storage.sync(file), DiskOutcome::ok);
+  ASSERT_EQ(storage.truncate(file, 1000), DiskOutcome::ok);
+  EXPECT_EQ(file->current.size(), 1000u);
+  storage.crash(CrashDisk::lose_unsynced, rng);
+  EXPECT_EQ(storage.find("a")->current.size(), 4096u);
+  file = storage.find("a");
+  ASSERT_EQ(storage.truncate(file, 1000), DiskOutcome::ok);
+  ASSERT_EQ(storage.sync(file), DiskOutcome::ok);
+  storage.crash(CrashDisk::lose_unsynced, rng);
+  EXPECT_EQ(storage.find("a")->current.size(), 1000u);
+}
+
+TEST(NodeStorage, FrozenNodeDiscardsEveryMutationUntilCrash) {
+  Prng rng(6);
+  NodeStorage storage;
+  SimFilePtr file = storage.create("a");
+  ASSERT_EQ(storage.write(file, 0, filled(100, 1)), DiskOutcome::ok);
+  ASSERT_EQ(storage.sync(file), DiskOutcome::ok);
+  storage.freeze();
+  EXPECT_EQ(storage.write(file, 0, filled(200, 2)), DiskOutcome::ok);
+  EXPECT_EQ(storage.truncate(file, 0), DiskOutcome::ok);
+  EXPECT_EQ(storage.sync(file), DiskOutcome::ok);
+  storage.remove(file, /*durable_now=*/true);
+  EXPECT_EQ(storage.create("b"), nullptr);
+  EXPECT_EQ(read_all(*file), filled(100, 1));
+  EXPECT_EQ(storage.unsynced_ops(), 0u);
+  storage.crash(CrashDisk::keep_unsynced, rng);
+  EXPECT_FALSE(storage.frozen());
+  file = storage.find("a");
+  ASSERT_NE(file, nullptr);
+  EXPECT_EQ(storage.write(file, 0, filled(200, 2)), DiskOutcome::ok);
+  EXPECT_EQ(read_all(*file), filled(200, 2));
+}
+
+TEST(NodeStorage, FreezeAfterCountsMutations) {
+  NodeStorage storage;
+  SimFilePtr file = storage.create("a");
+  storage.freeze_after(2);
+  EXPECT_EQ(storage.write(file, 0, filled(10, 1)), DiskOutcome::ok);
+  EXPECT_FALSE(storage.frozen());
+  EXPECT_EQ(storage.write(file, 10, filled(10, 2)), DiskOutcome::ok);
+  EXPECT_TRUE(storage.frozen());
+  EXPECT_EQ(storage.write(file, 20, filled(10, 3)), DiskOutcome::ok);
+  EXPECT_EQ(file->current.size(), 20u);  // the third write came after the crash point
+}
+
+TEST(NodeStorage, WritebackKeepsTheQueueBoundedAndInOrder) {
+  Prng rng(7);
+  NodeStorage storage;
+  storage.set_writeback_limits(/*ops_max=*/8, /*bytes_max=*/1 << 20);
+  SimFilePtr file = storage.create("a");
+  for (uint8_t i = 0; i < 20; ++i) {
+    ASSERT_EQ(storage.write(file, static_cast<uint64_t>(i) * 10, filled(10, i + 1)), DiskOutcome::ok);
+    EXPECT_LE(storage.unsynced_ops(), 8u);
+  }
+  storage.crash(CrashDisk::lose_unsynced, rng);
+  // The 12 oldest writes were written back; the 8 newest were lost.
+  const Bytes after = read_all(*storage.find("a"));
+  ASSERT_EQ(after.size(), 120u);
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(after[static_cast<size_t>(i) * 10], i + 1);
+}
+
+TEST(NodeStorage, FullDiskRefusesGrowthAndChangesNothing) {
+  NodeStorage storage;
+  storage.set_faults(DiskFaults{.fsync_fails = false, .capacity_bytes = 1000});
+  SimFilePtr file = storage.create("a");
+  EXPECT_EQ(storage.write(file, 0, filled(1001, 1)), DiskOutcome::full);
+  EXPECT_TRUE(file->current.empty());
+  EXPECT_EQ(storage.unsynced_ops(), 0u);
+  EXPECT_EQ(storage.write(file, 0, filled(1000, 1)), DiskOutcome::ok);
+  EXPECT_EQ(storage.write(file, 0, filled(1000, 2)), DiskOutcome::ok) << "overwriting needs no space";
+  EXPECT_EQ(storage.truncate(file, 1001), DiskOutcome::full);
+  EXPECT_EQ(storage.bytes_stored(), 1000u);
+}
+
+TEST(NodeStorage, FailedFsyncLeavesTheDataUnsynced) {
+  Prng rng(8);
+  NodeStorage storage;
+  SimFilePtr file = storage.create("a");
+  ASSERT_EQ(storage.write(file, 0, filled(100, 1)), DiskOutcome::ok);
+  storage.set_faults(DiskFaults{.fsync_fails = true});
+  EXPECT_EQ(storage.sync(file), DiskOutcome::fsync_failed);
+  EXPECT_EQ(storage.unsynced_ops(), 1u);
+  storage.crash(CrashDisk::lose_unsynced, rng);
+  EXPECT_TRUE(storage.find("a")->current.empty());
+}
+
+TEST(NodeStorage, WipeRemovesEveryFile) {
+  NodeStorage storage;
+  SimFilePtr file = storage.create("a");
+  ASSERT_EQ(storage.write(file, 0, filled(100, 1)), DiskOutcome::ok);
+  ASSERT_EQ(storage.sync(file), DiskOutcome::ok);
+  const uint64_t before = storage.incarnation();
+  storage.wipe();
+  EXPECT_EQ(storage.find("a"), nullptr);
+  EXPECT_EQ(storage.bytes_stored(), 0u);
+  EXPECT_GT(storage.incarnation(), before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite through the VFS
+
+// One node's database across crashes, as the simulator drives it: set_context before every
+// use, freeze, close, crash, reopen.
+class DbNode {
+ public:
+  DbNode(SimDisk& disk, NodeId id, uint64_t seed, bool full_sync)
+      : disk_(disk), id_(id), disk_rng_(Prng(seed).split("disk")), crash_rng_(Prng(seed).split("crash")),
+        full_sync_(full_sync) {}
+  ~DbNode() { close(); }
+
+  sqlite3* db() {
+    disk_.set_context(id_, now_ns_, &disk_rng_);
+    return db_;
+  }
+
+  ::testing::AssertionResult open() {
+    disk_.set_context(id_, now_ns_, &disk_rng_);
+    Result<sqlite3*> opened = disk_.open(id_, "node.db");
+    if (!opened.ok()) return ::testing::AssertionFailure() << opened.error().message;
+    db_ = *opened;
+    const std::string pragmas = std::string("PRAGMA journal_mode=WAL; PRAGMA synchronous=") +
+                                (full_sync_ ? "FULL" : "OFF") +
+                                "; PRAGMA cache_size=16; PRAGMA wal_autocheckpoint=40;";
+    Status configured = full_sync_ ? sql::configure_durable(db_) : sql::exec(db_, pragmas);
+    if (configured.ok() && full_sync_) configured = sql::exec(db_, pragmas);
+    if (!configured.ok()) return ::testing::AssertionFailure() << configured.error().message;
+    if (*sql::query_text(db_, "PRAGMA journal_mode") != "wal") return ::testing::AssertionFailure() << "not WAL";
+    return ::testing::AssertionSuccess();
+  }
+
+  void close() {
+    if (db_ != nullptr) {
+      disk_.set_context(id_, now_ns_, &disk_rng_);
+      sqlite3_close_v2(db_);
+      db_ = nullptr;
+    }
+  }
+
+  // The process dies: nothing it does from here reaches the disk; then the loss model.
+  ::testing::AssertionResult crash(CrashDisk mode) {
+    disk_.freeze(id_);
+    close();
+    disk_.crash(id_, mode, crash_rng_);
+    now_ns_ += kNanosPerSecond;
+    return open();
+  }
+
+  NodeId id() const { return id_; }
+  Prng& crash_rng() { return crash_rng_; }
+
+ private:
+  SimDisk& disk_;
+  NodeId id_;
+  Prng disk_rng_;
+  Prng crash_rng_;
+  bool full_sync_;
+  int64_t now_ns_ = 1'700'000'000LL * kNanosPerSecond;
+  sqlite3* db_ = nullptr;
+};
+
+// A workload whose every transaction is a pure function of its number, so the state after
+// transaction m is known exactly: transaction j inserts rows (j, 0..rows-1) with generated
+// bodies, sometimes deletes the rows of transaction j - kDeleteLag, and sets meta.last_txn = j.
+constexpr int64_t kDeleteLag = 20;
+
+struct TxnPlan {
+  int rows = 0;
+  bool deletes_older = false;
+};
+
+TxnPlan plan_of(int64_t txn) {
+  Prng p = Prng(0xd15c).split(static_cast<uint64_t>(txn));
+  TxnPlan plan;
+  plan.rows = 1 + static_cast<int>(p.below(5));
+  plan.deletes_older = txn > kDeleteLag && p.below(4) != 0;
+  return plan;
+}
+
+Bytes body_of(int64_t txn, int64_t seq) {
+  Prng p = Prng(0xb0d1).split(static_cast<uint64_t>(txn * 16 + seq));
+  Bytes body(p.below(1500));
+  p.fill(body);
+  return body;
+}
+
+Status create_schema(sqlite3* db) {
+  return sql::exec(db,
+                   "CREATE TABLE IF NOT EXISTS items(id INTEGER PRIMARY KEY, txn INTEGER NOT NULL, "
+                   "seq INTEGER NOT NULL, body BLOB NOT NULL);"
+                   "CREATE INDEX IF NOT EXISTS items_by_txn ON items(txn, seq);"
+                   "CREATE TABLE IF NOT EXISTS meta(k INTEGER PRIMARY KEY, last_txn INTEGER NOT NULL);");
+}
+
+// Runs transaction `txn`; returns the SQLite code of the first failure (SQLITE_OK if none).
+int run_txn(sqlite3* db, int64_t txn) {
+  const TxnPlan plan = plan_of(txn);
+  int rc = sqlite3_exec(db, "BEGIN", nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return rc;
+  Result<sql::Statement> insert = sql::prepare(db, "INSERT INTO items(txn, seq, body) VALUES(?, ?, ?)");
+  if (!insert.ok()) return sql::sqlite_code(db);
+  for (int seq = 0; seq < plan.rows; ++seq) {
+    const Bytes body = body_of(txn, seq);
+    if (!insert->bind(1, txn).ok() || !insert->bind(2, int64_t{seq}).ok() || !insert->bind_blob(3, body).ok()) {
+      return sql::sqlite_code(db);
+    }
+    Result<bool> stepped = insert->step();
+    if (!stepped.ok()) return sql::sqlite_code(db);
+    if (!insert->reset().ok()) return sql::sqlite_code(db);
+  }
+  if (plan.deletes_older) {
+    const std::string del = "DELETE FROM items WHERE txn = " + std::to_string(txn - kDeleteLag);
+    rc = sqlite3_exec(db, del.c_str(), nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) return rc;
+  }
+  const std::string meta = "INSERT OR REPLACE INTO meta(k, last_txn) VALUES(1, " + std::to_string(txn) + ")";
+  rc = sqlite3_exec(db, meta.c_str(), nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return rc;
+  return sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+}
+
+// Checks integrity, then that the database holds exactly the state after some transaction m,
+// with every row's body intact; returns m.
+Result<int64_t> verify_state(sqlite3* db) {
+  Status integrity = sql::check_integrity(db);
+  if (!integrity.ok()) return integrity.error();
+  Status schema = create_schema(db);
+  if (!schema.ok()) return schema.error();
+  int64_t last = 0;
+  Result<int64_t> found = sql::query_int64(db, "SELECT last_txn FROM meta WHERE k = 1");
+  if (found.ok()) {
+    last = *found;
+  } else if (found.error().code != ErrorCode::not_found) {
+    return found.error();
+  }
+  Result<sql::Statement> rows = sql::prepare(db, "SELECT txn, seq, body FROM items ORDER BY txn, seq");
+  if (!rows.ok()) return rows.error();
+  for (int64_t txn = 1; txn <= last; ++txn) {
+    const bool deleted = txn + kDeleteLag <= last && plan_of(txn + kDeleteLag).deletes_older;
+    if (deleted) continue;
+    const TxnPlan plan = plan_of(txn);
+    for (int64_t seq = 0; seq < plan.rows; ++seq) {
+      Result<bool> row = rows->step();
+      if (!row.ok()) return row.error();
+      const std::string where = "after txn " + std::to_string(last) + ": row (" + std::to_string(txn) + ", " +
+                                std::to_string(seq) + ")";
+      if (!*row) return make_error(ErrorCode::not_found, where + " missing");
+      if (rows->column_int64(0) != txn || rows->column_int64(1) != seq) {
+        return make_error(ErrorCode::bad_input, where + " expected, found (" + std::to_string(rows->column_int64(0)) +
+                                                    ", " + std::to_string(rows->column_int64(1)) + ")");
+      }
+      const Bytes expected = body_of(txn, seq);
+      const ByteView body = rows->column_blob(2);
+      if (!std::equal(body.begin(), body.end(), expected.begin(), expected.end())) {
+        return make_error(ErrorCode::bad_input, where + ": body differs");
+      }
+    }
+  }
+  Result<bool> extra = rows->step();
+  if (!extra.ok()) return extra.error();
+  if (*extra) {
+    return make_error(ErrorCode::bad_input, "after txn " + std::to_string(last) + ": unexpected row (" +
+                                                std::to_string(rows->column_int64(0)) + ", " +
+                                                std::to_string(rows->column_int64(1)) + ")");
+  }
+  return last;
+}
+
+CrashDisk random_mode(Prng& rng) { return static_cast<CrashDisk>(rng.below(3)); }
+
+TEST(SimDiskSqlite, WritesAreVisibleAndSurviveAProcessCrash) {
+  SimDisk disk;
+  DbNode node(disk, 1, 11, /*full_sync=*/false);
+  ASSERT_TRUE(node.open());
+  ASSERT_TRUE(create_schema(node.db()).ok());
+  for (int64_t txn = 1; txn <= 30; ++txn) ASSERT_EQ(run_txn(node.db(), txn), SQLITE_OK);
+  Result<int64_t> before = verify_state(node.db());
+  ASSERT_TRUE(before.ok()) << before.error().message;
+  EXPECT_EQ(*before, 30);
+  ASSERT_TRUE(node.crash(CrashDisk::keep_unsynced));
+  Result<int64_t> after = verify_state(node.db());
+  ASSERT_TRUE(after.ok()) << after.error().message;
+  EXPECT_EQ(*after, 30) << "a process crash loses nothing, even with synchronous=OFF";
+}
+
+TEST(SimDiskSqlite, FullSyncCommitSurvivesACrashAfterEveryCommit) {
+  SimDisk disk;
+  DbNode node(disk, 2, 12, /*full_sync=*/true);
+  ASSERT_TRUE(node.open());
+  ASSERT_TRUE(create_schema(node.db()).ok());
+  Prng rng(99);
+  int per_mode[3] = {0, 0, 0};
+  for (int64_t txn = 1; txn <= 400; ++txn) {
+    ASSERT_EQ(run_txn(node.db(), txn), SQLITE_OK) << "txn " << txn;
+    const CrashDisk mode = random_mode(rng);
+    per_mode[static_cast<int>(mode)]++;
+    ASSERT_TRUE(node.crash(mode));
+    Result<int64_t> state = verify_state(node.db());
+    ASSERT_TRUE(state.ok()) << "txn " << txn << ", " << to_string(mode) << ": " << state.error().message;
+    ASSERT_EQ(*state, txn) << "a committed transaction was lost by a " << to_string(mode) << " crash";
+  }
+  for (int count : per_mode) EXPECT_GT(count, 50);
+}
+
+TEST(SimDiskSqlite, SynchronousOffLosesCommittedTransactions) {
+  SimDisk disk;
+  DbNode node(disk, 3, 13, /*full_sync=*/false);
+  ASSERT_TRUE(node.open());
+  ASSERT_TRUE(create_schema(node.db()).ok());
+  disk.storage(node.id()).set_writeback_limits(/*ops_max=*/64, /*bytes_max=*/1 << 20);
+  Prng rng(7);
+  int64_t last = 0;
+  int64_t lost = 0;
+  int crashes = 0;
+  for (int step = 0; step < 300; ++step) {
+    ASSERT_EQ(run_txn(node.db(), last + 1), SQLITE_OK);
+    last++;
+    if (rng.below(10) == 0) {
+      ASSERT_TRUE(node.crash(CrashDisk::lose_unsynced));
+      crashes++;
+      Result<int64_t> state = verify_state(node.db());
+      ASSERT_TRUE(state.ok()) << state.error().message;
+      ASSERT_LE(*state, last);
+      lost += last - *state;
+      last = *state;
+    }
+  }
+  EXPECT_GT(crashes, 10);
+  EXPECT_GT(lost, 0) << "synchronous=OFF never lost a committed transaction: the disk model keeps unsynced data";
+}
+
+struct LoopStats {
+  int transactions = 0;
+  int crashes = 0;
+  int mid_io_crashes = 0;
+  int clean_reopens = 0;
+  int64_t lost_acknowledged = 0;
+};
+
+// Thousands of transactions with crashes at random points (after a commit, or after a random
+// number of disk mutations inside whatever SQLite is doing) and in random modes. After every
+// crash: integrity_check passes and the database is exactly the state after some transaction
+// m; with synchronous=FULL, m is at least the last acknowledged commit.
+void crash_loop(bool full_sync, uint64_t seed, int transactions, LoopStats& stats) {
+  SimDisk disk;
+  DbNode node(disk, 4, seed, full_sync);
+  ASSERT_TRUE(node.open());
+  ASSERT_TRUE(create_schema(node.db()).ok());
+  // A small page cache, so writeback (and with it partial OFF states) happens between crashes.
+  disk.storage(node.id()).set_writeback_limits(/*ops_max=*/48, /*bytes_max=*/256 << 10);
+  Prng rng(seed);
+  int64_t last = 0;          // the state the database should be in, if no crash comes
+  int64_t acknowledged = 0;  // the newest commit that returned OK before any crash point
+  bool armed = false;
+  for (int step = 0; step < transactions; ++step) {
+    if (!armed && rng.below(6) == 0) {
+      disk.freeze_after(node.id(), 1 + rng.below(60));
+      armed = true;
+    }
+    const int64_t txn = last + 1;
+    const int rc = run_txn(node.db(), txn);
+    stats.transactions++;
+    const bool crashed_inside = disk.frozen(node.id());
+    if (!crashed_inside) {
+      ASSERT_EQ(rc, SQLITE_OK) << "txn " << txn << ": " << sqlite3_errmsg(node.db());
+      acknowledged = txn;
+      last = txn;
+    }
+    const uint64_t dice = rng.below(100);
+    if (crashed_inside || dice < 6) {
+      const CrashDisk mode = random_mode(rng);
+      ASSERT_TRUE(node.crash(mode));
+      armed = false;
+      stats.crashes++;
+      stats.mid_io_crashes += crashed_inside;
+      Result<int64_t> state = verify_state(node.db());
+      ASSERT_TRUE(state.ok()) << "step " << step << ", txn " << txn << ", " << to_string(mode)
+                              << (crashed_inside ? " (mid-I/O)" : "") << ": " << state.error().message;
+      ASSERT_LE(*state, txn);
+      if (full_sync) {
+        ASSERT_GE(*state, acknowledged) << "an acknowledged commit was lost by a " << to_string(mode) << " crash";
+      }
+      if (*state < acknowledged) stats.lost_acknowledged += acknowledged - *state;
+      last = *state;
+      acknowledged = std::min(acknowledged, last);
+    } else if (dice < 8) {
+      // A clean close checkpoints and deletes the WAL; the reopen must find everything.
+      disk.freeze_after(node.id(), 0);
+      armed = false;
+      node.close();
+      ASSERT_TRUE(node.open());
+      stats.clean_reopens++;
+      Result<int64_t> state = verify_state(node.db());
+      ASSERT_TRUE(state.ok()) << state.error().message;
+      ASSERT_EQ(*state, last);
+    }
+  }
+}
+
+TEST(SimDiskSqlite, IntegrityHoldsAfterEveryCrashWithFullSync) {
+  LoopStats stats;
+  crash_loop(/*full_sync=*/true, 1001, 3000, stats);
+  if (HasFatalFailure()) return;
+  EXPECT_GT(stats.crashes, 200);
+  EXPECT_GT(stats.mid_io_crashes, 50);
+  EXPECT_EQ(stats.lost_acknowledged, 0);
+  RecordProperty("crashes", stats.crashes);
+  std::printf("FULL: %d transactions, %d crashes (%d mid-I/O), %d clean reopens, %lld acknowledged lost\n",
+              stats.transactions, stats.crashes, stats.mid_io_crashes, stats.clean_reopens,
+              static_cast<long long>(stats.lost_acknowledged));
+}
+
+TEST(SimDiskSqlite, IntegrityHoldsAfterEveryCrashWithSyncOff) {
+  LoopStats stats;
+  crash_loop(/*full_sync=*/false, 2002, 3000, stats);
+  if (HasFatalFailure()) return;
+  EXPECT_GT(stats.crashes, 200);
+  EXPECT_GT(stats.mid_io_crashes, 50);
+  EXPECT_GT(stats.lost_acknowledged, 0);
+  std::printf("OFF: %d transactions, %d crashes (%d mid-I/O), %d clean reopens, %lld acknowledged lost\n",
+              stats.transactions, stats.crashes, stats.mid_io_crashes, stats.clean_reopens,
+              static_cast<long long>(stats.lost_acknowledged));
+}
+
+TEST(SimDiskSqlite, RandomnessAndTimeComeFromTheContext) {
+  SimDisk disk;
+  sqlite3_vfs* vfs = sqlite3_vfs_find(SimDisk::kVfsName);
+  ASSERT_NE(vfs, nullptr);
+  Prng given(77);
+  Prng reference(77);
+  disk.set_context(5, 1'700'000'000'123'456'789LL, &given);
+  uint8_t drawn[32];
+  ASSERT_EQ(vfs->xRandomness(vfs, sizeof drawn, reinterpret_cast<char*>(drawn)), 32);
+  uint8_t expected[32];
+  reference.fill(expected);
+  EXPECT_EQ(0, std::memcmp(drawn, expected, sizeof drawn));
+
+  sqlite3_int64 julian_ms = 0;
+  ASSERT_EQ(vfs->xCurrentTimeInt64(vfs, &julian_ms), SQLITE_OK);
+  EXPECT_EQ(julian_ms, 210866760000000LL + 1'700'000'000'123LL);
+
+  Result<sqlite3*> opened = disk.open(5, "clock.db");
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  sql::Database db(*opened);
+  // 1,700,000,000 s after the epoch is 2023-11-14 22:13:20 UTC.
+  Result<std::string> now = sql::query_text(db.get(), "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')");
+  ASSERT_TRUE(now.ok()) << now.error().message;
+  EXPECT_EQ(*now, "2023-11-14 22:13:20.123");
+}
+
+// What a short workload leaves on one node's disk (WAL salts come from SQLite's PRNG), and
+// what randomblob() returns, for a given seed.
+struct RunBytes {
+  uint64_t disk = 0;
+  std::string blob;
+};
+
+RunBytes run_with_seed(uint64_t seed) {
+  SimDisk disk;
+  Prng rng(seed);
+  disk.set_context(9, 5 * kNanosPerSecond, &rng);
+  Result<sqlite3*> opened = disk.open(9, "det.db");
+  MSGSIM_ASSERT(opened.ok());
+  sql::Database db(*opened);
+  MSGSIM_ASSERT(sql::configure_durable(db.get()).ok());
+  MSGSIM_ASSERT(create_schema(db.get()).ok());
+  for (int64_t txn = 1; txn <= 5; ++txn) MSGSIM_ASSERT_EQ(run_txn(db.get(), txn), SQLITE_OK);
+  RunBytes out;
+  out.blob = *sql::query_text(db.get(), "SELECT hex(randomblob(16))");
+  std::string all;
+  disk.for_each_file(9, [&](const std::string& name, ByteView bytes) {
+    all += name;
+    all.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  });
+  out.disk = hash_string(all);
+  return out;
+}
+
+TEST(SimDiskSqlite, SameSeedGivesTheSameBytes) {
+  const RunBytes a = run_with_seed(1234);
+  const RunBytes b = run_with_seed(1234);
+  const RunBytes c = run_with_seed(4321);
+  EXPECT_EQ(a.disk, b.disk);
+  EXPECT_EQ(a.blob, b.blob);
+  EXPECT_NE(a.disk, c.disk) << "the WAL salts should come from the seed";
+  EXPECT_NE(a.blob, c.blob);
+}
+
+TEST(SimDiskSqlite, FsyncFailureReachesTheCallerAndSyncsNothing) {
+  SimDisk disk;
+  DbNode node(disk, 6, 16, /*full_sync=*/true);
+  ASSERT_TRUE(node.open());
+  ASSERT_TRUE(create_schema(node.db()).ok());
+  ASSERT_EQ(run_txn(node.db(), 1), SQLITE_OK);
+  disk.set_faults(6, DiskFaults{.fsync_fails = true});
+  const int rc = run_txn(node.db(), 2);
+  EXPECT_EQ(rc, SQLITE_IOERR_FSYNC) << sqlite3_errstr(rc);
+  EXPECT_GT(disk.storage(6).unsynced_ops(), 0u) << "the commit's writes stay unsynced";
+  // The node must stop now; a power loss then shows the failed commit was never durable.
+  disk.set_faults(6, DiskFaults{});
+  ASSERT_TRUE(node.crash(CrashDisk::lose_unsynced));
+  Result<int64_t> state = verify_state(node.db());
+  ASSERT_TRUE(state.ok()) << state.error().message;
+  EXPECT_EQ(*state, 1);
+}
+
+TEST(SimDiskSqlite, FullDiskGivesSqliteFullWithoutCorruption) {
+  SimDisk disk;
+  DbNode node(disk, 7, 17, /*full_sync=*/true);
+  ASSERT_TRUE(node.open());
+  ASSERT_TRUE(create_schema(node.db()).ok());
+  ASSERT_EQ(run_txn(node.db(), 1), SQLITE_OK);
+  disk.set_faults(7, DiskFaults{.capacity_bytes = disk.bytes_stored(7) + 40'000});
+  int64_t last = 1;
+  int rc = SQLITE_OK;
+  for (int64_t txn = 2; txn < 200 && rc == SQLITE_OK; ++txn) {
+    rc = run_txn(node.db(), txn);
+    if (rc == SQLITE_OK) last = txn;
+  }
+  ASSERT_EQ(rc, SQLITE_FULL) << sqlite3_errstr(rc);
+  EXPECT_LE(disk.bytes_stored(7), disk.storage(7).faults().capacity_bytes);
+  sqlite3_exec(node.db(), "ROLLBACK", nullptr, nullptr, nullptr);  // if the failure left it open
+  Result<int64_t> state = verify_state(node.db());
+  ASSERT_TRUE(state.ok()) << state.error().message;
+  EXPECT_EQ(*state, last);
+
+  disk.set_faults(7, DiskFaults{});
+  ASSERT_EQ(run_txn(node.db(), last + 1), SQLITE_OK);
+  ASSERT_TRUE(node.crash(CrashDisk::lose_unsynced));
+  state = verify_state(node.db());
+  ASSERT_TRUE(state.ok()) << state.error().message;
+  EXPECT_EQ(*state, last + 1);
+}
+
+TEST(SimDiskSqlite, SimDisksInSequenceDoNotShareFiles) {
+  {
+    SimDisk first;
+    DbNode node(first, 1, 21, /*full_sync=*/true);
+    ASSERT_TRUE(node.open());
+    ASSERT_TRUE(create_schema(node.db()).ok());
+    ASSERT_EQ(run_txn(node.db(), 1), SQLITE_OK);
+    EXPECT_GT(first.bytes_stored(1), 0u);
+  }
+  SimDisk second;
+  EXPECT_EQ(second.bytes_stored(1), 0u);
+  DbNode node(second, 1, 21, /*full_sync=*/true);
+  ASSERT_TRUE(node.open());
+  Result<int64_t> tables = sql::query_int64(node.db(), "SELECT count(*) FROM sqlite_master");
+  ASSERT_TRUE(tables.ok()) << tables.error().message;
+  EXPECT_EQ(*tables, 0);
+}
+
+TEST(SimDiskSqlite, NodesHaveSeparateNamespaces) {
+  SimDisk disk;
+  DbNode a(disk, 1, 31, /*full_sync=*/true);
+  DbNode b(disk, 2, 32, /*full_sync=*/true);
+  ASSERT_TRUE(a.open());
+  ASSERT_TRUE(b.open());
+  ASSERT_TRUE(create_schema(a.db()).ok());
+  ASSERT_EQ(run_txn(a.db(), 1), SQLITE_OK);
+  Result<int64_t> tables = sql::query_int64(b.db(), "SELECT count(*) FROM sqlite_master");
+  ASSERT_TRUE(tables.ok());
+  EXPECT_EQ(*tables, 0);
+  std::vector<std::string> names;
+  disk.for_each_file(1, [&](const std::string& name, ByteView) { names.push_back(name); });
+  EXPECT_EQ(names, (std::vector<std::string>{"node.db", "node.db-wal"}));
+}
+
+TEST(SimDiskSqlite, ContentsAreScannable) {
+  SimDisk disk;
+  DbNode node(disk, 1, 41, /*full_sync=*/true);
+  ASSERT_TRUE(node.open());
+  ASSERT_TRUE(sql::exec(node.db(), "CREATE TABLE t(x TEXT); INSERT INTO t VALUES('plaintext-canary-42')").ok());
+  bool found = false;
+  disk.for_each_file(1, [&](const std::string&, ByteView bytes) {
+    const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    found = found || text.find("plaintext-canary-42") != std::string_view::npos;
+  });
+  EXPECT_TRUE(found);
+}
+
+TEST(SimDiskSqlite, WipeLosesEverything) {
+  SimDisk disk;
+  DbNode node(disk, 1, 51, /*full_sync=*/true);
+  ASSERT_TRUE(node.open());
+  ASSERT_TRUE(create_schema(node.db()).ok());
+  ASSERT_EQ(run_txn(node.db(), 1), SQLITE_OK);
+  disk.freeze(1);
+  node.close();
+  disk.wipe(1);
+  EXPECT_EQ(disk.bytes_stored(1), 0u);
+  ASSERT_TRUE(node.open());
+  Result<int64_t> tables = sql::query_int64(node.db(), "SELECT count(*) FROM sqlite_master");
+  ASSERT_TRUE(tables.ok());
+  EXPECT_EQ(*tables, 0);
+}
+
+TEST(SimDiskSqlite, OpenRejectsBadNamesAndMissingContext) {
+  SimDisk disk;
+  Prng rng(1);
+  EXPECT_FALSE(disk.open(1, "x.db").ok()) << "no set_context yet";
+  disk.set_context(1, 0, &rng);
+  for (const char* bad : {"", "../x", "a/b", "x y", ":memory:"}) {
+    Result<sqlite3*> opened = disk.open(1, bad);
+    EXPECT_FALSE(opened.ok()) << bad;
+    if (!opened.ok()) {
+      EXPECT_EQ(opened.error().code, ErrorCode::bad_input);
+    }
+  }
+  EXPECT_FALSE(disk.open(1, std::string(SimDisk::kNameBytesMax + 1, 'a')).ok());
+  Result<sqlite3*> good = disk.open(1, "fine_name-1.db");
+  ASSERT_TRUE(good.ok());
+  sqlite3_close_v2(*good);
+}
+
+}  // namespace
+}  // namespace msgsim::sim
