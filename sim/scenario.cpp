@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <set>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -107,10 +108,52 @@ std::string parse_error_reason(std::string_view what) {
 }
 
 // The DOM builder, with the error position kept (nlohmann's out_of_range errors, such as a
-// number too large for a double, carry no position in their message).
+// number too large for a double, carry no position in their message), and duplicate keys
+// rejected: nlohmann would silently keep the last one, so `"duration_s": 30, "duration_s": 60`
+// would mean 60 without a word. The parser tracks where it is (the JSON path) for that message.
 class PositionedDomParser : public nlohmann::detail::json_sax_dom_parser<json> {
+  using Base = nlohmann::detail::json_sax_dom_parser<json>;
+
  public:
-  explicit PositionedDomParser(json& root) : json_sax_dom_parser(root, /*allow_exceptions=*/false) {}
+  explicit PositionedDomParser(json& root) : Base(root, /*allow_exceptions=*/false) {}
+
+  bool null() { return on_value() && Base::null(); }
+  bool boolean(bool value) { return on_value() && Base::boolean(value); }
+  bool number_integer(json::number_integer_t value) { return on_value() && Base::number_integer(value); }
+  bool number_unsigned(json::number_unsigned_t value) { return on_value() && Base::number_unsigned(value); }
+  bool number_float(json::number_float_t value, const std::string& text) {
+    return on_value() && Base::number_float(value, text);
+  }
+  bool string(std::string& value) { return on_value() && Base::string(value); }
+  bool binary(json::binary_t& value) { return on_value() && Base::binary(value); }
+  bool start_object(std::size_t size) {
+    if (!on_value()) return false;
+    frames_.emplace_back();
+    return Base::start_object(size);
+  }
+  bool end_object() {
+    frames_.pop_back();
+    return Base::end_object();
+  }
+  bool start_array(std::size_t size) {
+    if (!on_value()) return false;
+    frames_.emplace_back();
+    frames_.back().is_array = true;
+    return Base::start_array(size);
+  }
+  bool end_array() {
+    frames_.pop_back();
+    return Base::end_array();
+  }
+  bool key(std::string& name) {
+    Frame& frame = frames_.back();
+    if (!frame.keys.insert(name).second) {
+      duplicate_path_ = json_path_member(path_of(frames_.size() - 1), name);
+      return false;
+    }
+    frame.key = name;
+    return Base::key(name);
+  }
 
   bool parse_error(std::size_t position, const std::string& /*last_token*/,
                    const nlohmann::detail::exception& error) {
@@ -124,11 +167,38 @@ class PositionedDomParser : public nlohmann::detail::json_sax_dom_parser<json> {
   // nlohmann counts the characters read, the bad one included.
   size_t error_offset() const { return position_ > 0 ? position_ - 1 : 0; }
   const std::string& reason() const { return reason_; }
+  // The path of a key given twice, if parsing stopped at one.
+  const std::optional<std::string>& duplicate_path() const { return duplicate_path_; }
 
  private:
+  struct Frame {
+    bool is_array = false;
+    size_t next_index = 0;  // arrays: the index of the next element
+    std::string key;        // objects: the key of the current member
+    std::set<std::string, std::less<>> keys;
+  };
+
+  // A value starts: inside an array, it takes the next index.
+  bool on_value() {
+    if (!frames_.empty() && frames_.back().is_array) ++frames_.back().next_index;
+    return true;
+  }
+
+  // The path of the container at frames_[depth].
+  std::string path_of(size_t depth) const {
+    std::string path = "$";
+    for (size_t i = 1; i <= depth; ++i) {
+      const Frame& parent = frames_[i - 1];
+      path = parent.is_array ? json_path_index(path, parent.next_index - 1) : json_path_member(path, parent.key);
+    }
+    return path;
+  }
+
+  std::vector<Frame> frames_;  // depth is bounded by kScenarioJsonDepthMax, checked before parsing
   bool failed_ = false;
   size_t position_ = 0;
   std::string reason_;
+  std::optional<std::string> duplicate_path_;
 };
 
 Result<json> parse_json(std::string_view text, const std::string& file) {
@@ -155,6 +225,10 @@ Result<json> parse_json(std::string_view text, const std::string& file) {
     // The parser reports through parse_error with exceptions off; this is for allocation
     // failures and the like.
     return malformed(0, parse_error_reason(error.what()));
+  }
+  if (parser.duplicate_path()) {
+    return make_error(ErrorCode::bad_input,
+                      file + ": " + *parser.duplicate_path() + ": expected each key once in an object, got it again");
   }
   if (!ok || parser.failed()) {
     return malformed(parser.error_offset(), parser.failed() ? parser.reason() : "not a JSON document");
