@@ -131,6 +131,7 @@ DiskOutcome NodeStorage::sync(const SimFilePtr& file) {
   queue_ = std::move(others);
   if (file->exists) {
     MSGSIM_ASSERT_EQ(file->durable.size(), file->current.size());
+    file->maybe_unsynced = false;
   }
   return DiskOutcome::ok;
 }
@@ -156,6 +157,7 @@ void NodeStorage::write_back_through(const std::function<bool(const PendingOp&)>
 }
 
 void NodeStorage::enqueue(PendingOp op) {
+  op.file->maybe_unsynced = true;
   queued_bytes_ += op.data.size();
   queue_.push_back(std::move(op));
   while (queue_.size() > unsynced_ops_max_ || queued_bytes_ > unsynced_bytes_max_) write_back_oldest();
@@ -211,7 +213,8 @@ void NodeStorage::drop_queue() {
   queue_.clear();
   queued_bytes_ = 0;
   for (auto& [name, file] : files_) {
-    file->current = file->durable;
+    if (file->maybe_unsynced) file->current = file->durable;
+    file->maybe_unsynced = false;
     file->exists = true;  // a deletion that never reached the disk did not happen
   }
 }
@@ -340,7 +343,8 @@ int file_close(sqlite3_file* file) {
     if (f.reserved_owner == handle) f.reserved_owner = nullptr;
     if (f.pending_owner == handle) f.pending_owner = nullptr;
     if (f.exclusive_owner == handle) f.exclusive_owner = nullptr;
-    if (handle->delete_on_close) handle->storage->remove(handle->file, /*durable_now=*/true);
+    // As unix's unlink at close: no directory sync, so the deletion is queued.
+    if (handle->delete_on_close) handle->storage->remove(handle->file, /*durable_now=*/false);
   }
   delete handle;
   open_file->handle = nullptr;

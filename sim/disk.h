@@ -6,8 +6,9 @@
 //  - Every file has two images: `current` (what reads see: the OS page cache) and `durable`
 //    (what the platter holds). Every mutation (write, truncate, delete) changes `current` at
 //    once and is queued, in issue order, in the node's unsynced queue.
-//  - xSync of a file moves that file's queued operations to its durable image. Nothing else
-//    needs a sync: there are no directories, so "syncing the directory" is not a thing here.
+//  - xSync of a file moves that file's queued operations to its durable image (and queued
+//    deletions, below). There are no directories, so "syncing the directory" is not a thing
+//    here: xDelete's syncDir flag is honoured by making the deletion itself durable.
 //  - Metadata: creating a file is durable at once (on unix SQLite fsyncs the directory after
 //    creating a journal or WAL; we fold that into the create). Truncation and deletion are
 //    queued like writes: a file's truncation becomes durable with the file's next sync; a
@@ -23,11 +24,11 @@
 //    kUnsyncedOpsMax operations or kUnsyncedBytesMax bytes, its oldest operations are written
 //    back (become durable), as an OS flushes old dirty pages (set_writeback_limits changes
 //    both bounds). The durable state is therefore always "every synced operation, plus a
-//    prefix of the rest in issue order". The disk never
-//    reorders unsynced writes; that choice is what lets synchronous=OFF lose a suffix of
-//    transactions without corrupting the database (SQLite promises no more than that, and a
-//    reordering disk could corrupt an OFF database), while synchronous=FULL is durable under
-//    reordering too, so the choice costs FULL nothing.
+//    prefix of the rest in issue order". The disk never reorders unsynced writes; that choice
+//    is what lets synchronous=OFF lose a suffix of transactions without corrupting the
+//    database (SQLite promises no more than that, and a reordering disk could corrupt an OFF
+//    database), while synchronous=FULL is durable under reordering too, so the choice costs
+//    FULL nothing.
 //  - Sectors are 512 bytes and a write never damages bytes outside its own range (SQLite's
 //    SQLITE_IOCAP_POWERSAFE_OVERWRITE, which the VFS reports).
 //  - Crashes (CrashDisk): keep_unsynced keeps everything (the page cache survives a process
@@ -45,8 +46,8 @@
 //
 // Durability claim: with PRAGMA locking_mode=EXCLUSIVE, journal_mode=WAL and synchronous=FULL,
 // every transaction whose COMMIT returned SQLITE_OK survives every crash mode. (In rollback
-// journal DELETE mode a commit is the journal's deletion, which is durable only with
-// synchronous=EXTRA — exactly as on a real disk.) The VFS has no shared-memory methods, so WAL
+// journal DELETE mode a commit is the journal's deletion, which is durable at once only with
+// synchronous=EXTRA, otherwise at the next fsync — as on a real disk.) The VFS has no shared-memory methods, so WAL
 // works only in EXCLUSIVE locking mode (the wal-index lives in heap memory); `SimDisk::open`
 // sets locking_mode=EXCLUSIVE on every handle it returns so a WAL database always reopens.
 //
@@ -100,6 +101,7 @@ struct SimFile {
   Bytes current;         // what reads see
   Bytes durable;         // what survives a power loss
   bool exists = true;    // false once deleted (the deletion may still be queued)
+  bool maybe_unsynced = false;  // operations of it may be queued (false: current == durable)
 
   // SQLite's file locks (SQLITE_LOCK_*), process-local state rather than disk contents. Owners
   // are compared for identity only, never ordered.

@@ -835,5 +835,60 @@ TEST(SimDiskSqlite, OpenRejectsBadNamesAndMissingContext) {
   sqlite3_close_v2(*good);
 }
 
+// ---------------------------------------------------------------------------------------------
+// impl/base/sqlite.h
+
+TEST(SqlWrapper, StatementsBindStepAndReportErrors) {
+  SimDisk disk;
+  Prng rng(61);
+  disk.set_context(1, 0, &rng);
+  Result<sqlite3*> opened = disk.open(1, "wrap.db");
+  ASSERT_TRUE(opened.ok());
+  sql::Database db(*opened);
+  ASSERT_TRUE(sql::configure_durable(db.get()).ok());
+  ASSERT_TRUE(db.exec("CREATE TABLE kv(k TEXT PRIMARY KEY, v BLOB, n INTEGER)").ok());
+
+  Result<sql::Statement> insert = db.prepare("INSERT INTO kv(k, v, n) VALUES(?, ?, ?)");
+  ASSERT_TRUE(insert.ok()) << insert.error().message;
+  const Bytes blob = {0, 1, 2, 255};
+  ASSERT_TRUE(insert->bind(1, std::string_view("a")).ok());
+  ASSERT_TRUE(insert->bind_blob(2, blob).ok());
+  ASSERT_TRUE(insert->bind(3, int64_t{-7}).ok());
+  Result<bool> done = insert->step();
+  ASSERT_TRUE(done.ok());
+  EXPECT_FALSE(*done);
+  ASSERT_TRUE(insert->reset().ok());
+  Result<bool> duplicate = insert->step();  // same key again: a constraint error
+  ASSERT_FALSE(duplicate.ok());
+  EXPECT_EQ(duplicate.error().code, ErrorCode::bad_input);
+  EXPECT_EQ(sql::sqlite_code(db.get()), SQLITE_CONSTRAINT_PRIMARYKEY);
+  EXPECT_FALSE(insert->reset().ok()) << "reset repeats the failed step's error";
+  ASSERT_TRUE(insert->bind(1, std::string_view("empty")).ok());
+  ASSERT_TRUE(insert->bind_blob(2, ByteView()).ok());
+  ASSERT_TRUE(insert->bind_null(3).ok());
+  ASSERT_TRUE(insert->step().ok());
+
+  Result<sql::Statement> select = db.prepare("SELECT k, v, n FROM kv ORDER BY k");
+  ASSERT_TRUE(select.ok());
+  ASSERT_TRUE(*select->step());
+  EXPECT_EQ(select->column_text(0), "a");
+  const ByteView got = select->column_blob(1);
+  EXPECT_EQ(Bytes(got.begin(), got.end()), blob);
+  EXPECT_EQ(select->column_int64(2), -7);
+  ASSERT_TRUE(*select->step());
+  EXPECT_EQ(select->column_text(0), "empty");
+  EXPECT_FALSE(select->column_is_null(1)) << "an empty blob is not NULL";
+  EXPECT_TRUE(select->column_blob(1).empty());
+  EXPECT_TRUE(select->column_is_null(2));
+  EXPECT_FALSE(*select->step());
+
+  EXPECT_EQ(db.prepare("SELECT 1; SELECT 2").error().code, ErrorCode::bad_input);
+  EXPECT_EQ(db.prepare("SELEC nonsense").error().code, ErrorCode::bad_input);
+  EXPECT_FALSE(insert->bind(9, int64_t{1}).ok()) << "parameter index out of range";
+  EXPECT_EQ(sql::query_int64(db.get(), "SELECT n FROM kv WHERE k = 'missing'").error().code,
+            ErrorCode::not_found);
+  EXPECT_TRUE(sql::check_integrity(db.get()).ok());
+}
+
 }  // namespace
 }  // namespace msgsim::sim
