@@ -543,6 +543,62 @@ TEST(SenderKeys, RotationAfterRemovalReachesCurrentMembersOnly) {
   EXPECT_TRUE(dave.decrypt("alice", later, out).ok());
 }
 
+TEST(SenderKeys, SerializeRoundTripAndMalformedBlobs) {
+  sim::reseed_randombytes(8);
+  auto own = create_sender_key("family", 3);
+  ASSERT_TRUE(own.ok());
+  auto peer = parse_distribution_message(distribution_message(*own));
+  ASSERT_TRUE(peer.ok());
+  const Bytes early = group_seal(*own, "early");
+  EXPECT_EQ(*group_open(*peer, group_seal(*own, "later")), "later");  // leaves one skipped key
+
+  const Bytes own_blob = serialize_own_sender_key(*own);
+  auto own_back = deserialize_own_sender_key(own_blob);
+  ASSERT_TRUE(own_back.ok()) << own_back.error().message;
+  EXPECT_EQ(serialize_own_sender_key(*own_back), own_blob);
+  EXPECT_EQ(own_back->signing.public_key, own->signing.public_key);
+  const Bytes peer_blob = serialize_peer_sender_key(*peer);
+  auto peer_back = deserialize_peer_sender_key(peer_blob);
+  ASSERT_TRUE(peer_back.ok()) << peer_back.error().message;
+  EXPECT_EQ(serialize_peer_sender_key(*peer_back), peer_blob);
+  // The restored keys carry on: the late message and a new one.
+  EXPECT_EQ(*group_open(*peer_back, early), "early");
+  EXPECT_EQ(*group_open(*peer_back, group_seal(*own_back, "restored")), "restored");
+  for (size_t length = 0; length < own_blob.size(); ++length) {
+    EXPECT_FALSE(deserialize_own_sender_key(ByteSpan(own_blob.data(), length)).ok());
+  }
+  for (size_t length = 0; length < peer_blob.size(); ++length) {
+    EXPECT_FALSE(deserialize_peer_sender_key(ByteSpan(peer_blob.data(), length)).ok());
+  }
+}
+
+TEST(SenderKeys, StaleOrRepeatedDistributionDoesNotReplaceTheCurrentKey) {
+  sim::reseed_randombytes(9);
+  GroupKeys alice("g", "alice", {"alice", "bob", "carol"});
+  GroupKeys bob("g", "bob", {"alice", "bob", "carol"});
+  auto first = alice.prepare_send();
+  ASSERT_TRUE(first.ok() && first->has_value());
+  const Bytes old_distribution = (*first)->message;
+  ASSERT_TRUE(bob.accept_distribution("alice", old_distribution).ok());
+  Bytes out(256);
+  ASSERT_TRUE(bob.decrypt("alice", group_seal(alice.own_key(), "one"), out).ok());
+  // A retransmitted distribution must not rewind the chain (the message would decrypt twice).
+  const Bytes two = group_seal(alice.own_key(), "two");
+  ASSERT_TRUE(bob.accept_distribution("alice", old_distribution).ok());
+  ASSERT_TRUE(bob.decrypt("alice", two, out).ok());
+  auto again = bob.decrypt("alice", two, out);
+  ASSERT_FALSE(again.ok());
+  EXPECT_TRUE(is_duplicate_message(again.error()));
+  // After a rotation, the old distribution is refused as stale.
+  ASSERT_TRUE(alice.remove_member("carol").ok());
+  ASSERT_TRUE(bob.remove_member("carol").ok());
+  auto rotated = alice.prepare_send();
+  ASSERT_TRUE(rotated.ok() && rotated->has_value());
+  ASSERT_TRUE(bob.accept_distribution("alice", (*rotated)->message).ok());
+  EXPECT_FALSE(bob.accept_distribution("alice", old_distribution).ok());
+  EXPECT_TRUE(bob.decrypt("alice", group_seal(alice.own_key(), "three"), out).ok());
+}
+
 // --- Transcripts --------------------------------------------------------------------------------
 
 std::string transcript(uint64_t seed) {

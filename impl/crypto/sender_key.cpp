@@ -220,6 +220,92 @@ Result<size_t> sender_key_decrypt(PeerSenderKey& key, ByteSpan wire,
   return plaintext_size;
 }
 
+namespace {
+constexpr uint8_t kSenderKeyFormatVersion = 1;
+}  // namespace
+
+Bytes serialize_own_sender_key(const OwnSenderKey& key) {
+  Bytes out;
+  ByteWriter w(out);
+  w.u8(kSenderKeyFormatVersion);
+  write_group_id(w, key.group_id);
+  w.u32(key.key_id);
+  w.u32(key.iteration);
+  w.bytes(key.chain_key);
+  w.bytes(key.signing.secret);
+  return out;
+}
+
+Result<OwnSenderKey> deserialize_own_sender_key(ByteSpan blob) {
+  ByteReader reader(blob, "own sender key blob");
+  OwnSenderKey key;
+  uint8_t version = 0;
+  Status s;
+  if (!(s = reader.u8(version, "version"))) return s.error();
+  if (version != kSenderKeyFormatVersion) {
+    return reader.error(ErrorCode::bad_input, "version", "unknown " + std::to_string(version));
+  }
+  std::string_view group_id;
+  if (!(s = read_group_id(reader, group_id))) return s.error();
+  key.group_id = std::string(group_id);
+  if (!(s = reader.u32(key.key_id, "key id"))) return s.error();
+  if (!(s = reader.u32(key.iteration, "iteration"))) return s.error();
+  if (!(s = reader.array(key.chain_key, "chain key"))) return s.error();
+  if (!(s = reader.array(key.signing.secret, "signing secret"))) return s.error();
+  if (!(s = reader.expect_end())) return s.error();
+  // libsodium's Ed25519 secret is seed || public key.
+  std::copy_n(key.signing.secret.begin() + 32, 32, key.signing.public_key.begin());
+  return key;
+}
+
+Bytes serialize_peer_sender_key(const PeerSenderKey& key) {
+  Bytes out;
+  ByteWriter w(out);
+  w.u8(kSenderKeyFormatVersion);
+  write_group_id(w, key.group_id);
+  w.u32(key.key_id);
+  w.u32(key.next_iteration);
+  w.bytes(key.chain_key);
+  w.bytes(key.signing_public);
+  w.u32(static_cast<uint32_t>(key.skipped.size()));
+  for (const auto& skipped : key.skipped) {
+    w.u32(skipped.iteration);
+    w.bytes(skipped.message_key);
+  }
+  return out;
+}
+
+Result<PeerSenderKey> deserialize_peer_sender_key(ByteSpan blob) {
+  ByteReader reader(blob, "peer sender key blob");
+  PeerSenderKey key;
+  uint8_t version = 0;
+  Status s;
+  if (!(s = reader.u8(version, "version"))) return s.error();
+  if (version != kSenderKeyFormatVersion) {
+    return reader.error(ErrorCode::bad_input, "version", "unknown " + std::to_string(version));
+  }
+  std::string_view group_id;
+  if (!(s = read_group_id(reader, group_id))) return s.error();
+  key.group_id = std::string(group_id);
+  if (!(s = reader.u32(key.key_id, "key id"))) return s.error();
+  if (!(s = reader.u32(key.next_iteration, "iteration"))) return s.error();
+  if (!(s = reader.array(key.chain_key, "chain key"))) return s.error();
+  if (!(s = reader.array(key.signing_public, "signing key"))) return s.error();
+  uint32_t count = 0;
+  if (!(s = reader.u32(count, "skipped key count"))) return s.error();
+  if (count > kSkippedKeysMax || reader.remaining() < size_t{count} * 36) {
+    return reader.error(ErrorCode::bad_input, "skipped key count",
+                        std::to_string(count) + " is over the cap or past the end");
+  }
+  key.skipped.resize(count);
+  for (auto& skipped : key.skipped) {
+    if (!(s = reader.u32(skipped.iteration, "skipped iteration"))) return s.error();
+    if (!(s = reader.array(skipped.message_key, "skipped message key"))) return s.error();
+  }
+  if (!(s = reader.expect_end())) return s.error();
+  return key;
+}
+
 GroupKeys::GroupKeys(std::string group_id, std::string self, std::vector<std::string> members)
     : group_id_(std::move(group_id)), self_(std::move(self)), members_(std::move(members)) {
   if (std::find(members_.begin(), members_.end(), self_) == members_.end()) {
@@ -288,10 +374,18 @@ Status GroupKeys::accept_distribution(const std::string& sender, ByteSpan messag
                                                 "' given to group '" + group_id_ + "'");
   }
   for (auto& entry : peer_keys_) {
-    if (entry.first == sender) {
-      entry.second = std::move(*key);
-      return {};
+    if (entry.first != sender) continue;
+    // Key ids only grow: the same id again is a retransmitted distribution (keep the state we
+    // advanced since), a lower one a stale distribution that must not replace the current key.
+    if (key->key_id == entry.second.key_id) return {};
+    if (key->key_id < entry.second.key_id) {
+      return make_error(ErrorCode::bad_input,
+                        "stale sender key distribution from '" + sender + "': key " +
+                            std::to_string(key->key_id) + " after key " +
+                            std::to_string(entry.second.key_id));
     }
+    entry.second = std::move(*key);
+    return {};
   }
   peer_keys_.emplace_back(sender, std::move(*key));
   return {};

@@ -71,6 +71,13 @@ struct PeerSenderKey {
 };
 Result<PeerSenderKey> parse_distribution_message(ByteSpan message);
 
+// Byte serialisation for the client's database; deserialisation checks every bound and returns
+// bad_input for a malformed blob.
+Bytes serialize_own_sender_key(const OwnSenderKey& key);
+Result<OwnSenderKey> deserialize_own_sender_key(ByteSpan blob);
+Bytes serialize_peer_sender_key(const PeerSenderKey& key);
+Result<PeerSenderKey> deserialize_peer_sender_key(ByteSpan blob);
+
 // The header fields of a group wire message, read without verifying (to find the key).
 struct SenderKeyWireHeader {
   std::string_view group_id;
@@ -110,7 +117,8 @@ class GroupKeys {
   OwnSenderKey& own_key();
   bool rotation_pending() const { return rotation_pending_ || !has_own_key_; }
 
-  // A distribution message from a current member.
+  // A distribution message from a current member. The same key id again is a no-op (a
+  // retransmission); a lower one is refused as stale.
   Status accept_distribution(const std::string& sender, ByteSpan message);
   Result<size_t> decrypt(const std::string& sender, ByteSpan wire, MutableByteSpan plaintext_out);
 
