@@ -835,6 +835,61 @@ TEST(SimDiskSqlite, OpenRejectsBadNamesAndMissingContext) {
   sqlite3_close_v2(*good);
 }
 
+TEST(SimDiskSqlite, SecondConnectionIsLockedOutWhileTheFirstHoldsTheFile) {
+  SimDisk disk;
+  Prng rng(71);
+  disk.set_context(1, 0, &rng);
+  Result<sqlite3*> first = disk.open(1, "shared.db");
+  Result<sqlite3*> second = disk.open(1, "shared.db");
+  ASSERT_TRUE(first.ok() && second.ok());
+  sql::Database a(*first);
+  sql::Database b(*second);
+  ASSERT_TRUE(sql::configure_durable(a.get()).ok());
+  ASSERT_TRUE(a.exec("CREATE TABLE t(x); INSERT INTO t VALUES(42)").ok());
+  // EXCLUSIVE locking mode: the writer keeps its lock, so the other connection must get BUSY
+  // rather than read a WAL it has no index for.
+  Result<int64_t> blocked = sql::query_int64(b.get(), "SELECT x FROM t");
+  ASSERT_FALSE(blocked.ok());
+  EXPECT_EQ(blocked.error().code, ErrorCode::unavailable) << blocked.error().message;
+  a.close();  // checkpoints, releases the lock
+  Result<int64_t> value = sql::query_int64(b.get(), "SELECT x FROM t");
+  ASSERT_TRUE(value.ok()) << value.error().message;
+  EXPECT_EQ(*value, 42);
+}
+
+uint64_t disk_digest(const SimDisk& disk, NodeId node) {
+  std::string all;
+  disk.for_each_file(node, [&](const std::string& name, ByteView bytes) {
+    all += name;
+    all.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  });
+  return hash_string(all);
+}
+
+TEST(SimDiskSqlite, HandleOfADeadIncarnationCannotTouchTheDisk) {
+  SimDisk disk;
+  Prng rng(81);
+  disk.set_context(1, 0, &rng);
+  Result<sqlite3*> opened = disk.open(1, "stale.db");
+  ASSERT_TRUE(opened.ok());
+  sqlite3* stale = *opened;
+  ASSERT_TRUE(sql::configure_durable(stale).ok());
+  ASSERT_TRUE(sql::exec(stale, "CREATE TABLE t(x); INSERT INTO t VALUES(1)").ok());
+  disk.freeze(1);
+  disk.crash(1, CrashDisk::keep_unsynced, rng);  // the simulator forgot to close `stale`
+  const uint64_t before = disk_digest(disk, 1);
+  sqlite3_exec(stale, "INSERT INTO t VALUES(2)", nullptr, nullptr, nullptr);
+  sqlite3_close_v2(stale);
+  EXPECT_EQ(disk_digest(disk, 1), before);
+  Result<sqlite3*> reopened = disk.open(1, "stale.db");
+  ASSERT_TRUE(reopened.ok());
+  sql::Database db(*reopened);
+  ASSERT_TRUE(sql::configure_durable(db.get()).ok());
+  Result<int64_t> count = sql::query_int64(db.get(), "SELECT count(*) FROM t");
+  ASSERT_TRUE(count.ok()) << count.error().message;
+  EXPECT_EQ(*count, 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // impl/base/sqlite.h
 
