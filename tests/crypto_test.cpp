@@ -79,6 +79,9 @@ TEST(Hmac, Rfc4231Case2) {
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
 }
 
+Bytes group_seal(OwnSenderKey& key, std::string_view plaintext);
+Result<std::string> group_open(PeerSenderKey& key, ByteSpan wire);
+
 // --- Sessions -----------------------------------------------------------------------------------
 
 class SessionTest : public ::testing::Test {
@@ -443,6 +446,60 @@ TEST_F(SessionTest, InPlaceEncryptAndDecrypt) {
   auto size = bob_->decrypt_parts(parsed->ratchet_header, parsed->ciphertext, in_place);
   ASSERT_TRUE(size.ok()) << size.error().message;
   EXPECT_EQ(std::string(in_place.begin(), in_place.begin() + static_cast<ptrdiff_t>(*size)), msg);
+}
+
+// Random corruptions of every decoder's input: each gives an error or a valid value and leaves
+// the state it was offered to unchanged (run under -DMSGSIM_SANITIZE=ON for memory safety).
+TEST_F(SessionTest, RandomCorruptionsNeverCrashNorChangeState) {
+  accept(seal(alice_, "s"), "s");
+  ASSERT_TRUE(open(alice_, seal(*bob_, "r")).ok());
+  const Bytes envelope = seal(alice_, "corrupt me, please");
+  const Bytes blob = bob_->serialize();
+  auto own = create_sender_key("g", 1);
+  ASSERT_TRUE(own.ok());
+  const Bytes distribution = distribution_message(*own);
+  auto peer = parse_distribution_message(distribution);
+  ASSERT_TRUE(peer.ok());
+  const Bytes wire = group_seal(*own, "group");
+  const Bytes peer_before = serialize_peer_sender_key(*peer);
+
+  Prng rng(2024);
+  auto corrupt = [&](const Bytes& original) {
+    Bytes out = original;
+    switch (rng.below(4)) {
+      case 0: out.resize(rng.below(original.size() + 1)); break;           // truncate
+      case 1: out[rng.below(out.size())] ^= static_cast<uint8_t>(1 + rng.below(255)); break;
+      case 2: out.insert(out.begin() + static_cast<ptrdiff_t>(rng.below(out.size() + 1)),
+                         static_cast<uint8_t>(rng.below(256))); break;      // insert a byte
+      default:
+        for (auto& b : out) {
+          if (rng.below(8) == 0) b = static_cast<uint8_t>(rng.below(256));
+        }
+    }
+    return out;
+  };
+  for (int i = 0; i < 3000; ++i) {
+    const Bytes bad_envelope = corrupt(envelope);
+    if (bad_envelope != envelope) {
+      EXPECT_FALSE(open(*bob_, bad_envelope).ok());
+      ASSERT_EQ(bob_->serialize(), blob);
+    }
+    const Bytes bad_blob = corrupt(blob);
+    auto restored = Session::deserialize(bad_blob);
+    if (restored.ok()) {
+      EXPECT_EQ(restored->serialize(), bad_blob);
+    }
+    (void)parse_distribution_message(corrupt(distribution));
+    const Bytes bad_wire = corrupt(wire);
+    if (bad_wire != wire) {
+      EXPECT_FALSE(group_open(*peer, bad_wire).ok());
+      ASSERT_EQ(serialize_peer_sender_key(*peer), peer_before);
+    }
+    Bytes out(bad_envelope.size());
+    (void)accept_prekey_message(bob_store_, corrupt(seal(alice_, "x")), out);
+  }
+  EXPECT_EQ(*open(*bob_, envelope), "corrupt me, please");
+  EXPECT_EQ(*group_open(*peer, wire), "group");
 }
 
 // --- Sender keys --------------------------------------------------------------------------------
