@@ -1,11 +1,97 @@
+// `msgsim run SCENARIO [--seed N] [--trace FILE]`: one simulated run, its summary, its verdict,
+// `trace digest: <hex>` and `speed: <factor>x real time`.
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <optional>
+
 #include "cli/commands.h"
+#include "cli/run_output.h"
+#include "sim/scenario.h"
+#include "sim/world.h"
 
 namespace msgsim::cli {
 
+namespace {
+
+struct RunArgs {
+  std::string scenario;
+  std::optional<uint64_t> seed;
+  std::string trace_file;
+  std::string history_file;
+  std::vector<std::string> bugs;
+};
+
+int run(const RunArgs& args) {
+  Result<sim::Scenario> loaded = sim::load_scenario_file(args.scenario);
+  if (!loaded.ok()) {
+    std::cerr << "msgsim run: " << loaded.error().message << "\n";
+    return kExitBadInput;
+  }
+  const sim::Scenario& scenario = *loaded;
+
+  sim::RunOptions options;
+  options.seed = args.seed.value_or(scenario.seed);
+  Result<chat::BugSet> bugs = parse_bugs(args.bugs, scenario);
+  if (!bugs.ok()) {
+    std::cerr << "msgsim run: " << bugs.error().message << "\n";
+    return kExitBadInput;
+  }
+  options.bugs = *bugs;
+  std::ofstream history_out;
+  if (!args.history_file.empty()) {
+    history_out.open(args.history_file, std::ios::binary | std::ios::trunc);
+    if (!history_out) {
+      std::cerr << "msgsim run: --history " << args.history_file << ": cannot open for writing\n";
+      return kExitBadInput;
+    }
+    options.history_out = &history_out;
+  }
+  std::ofstream trace_out;
+  if (!args.trace_file.empty()) {
+    trace_out.open(args.trace_file, std::ios::binary | std::ios::trunc);
+    if (!trace_out) {
+      std::cerr << "msgsim run: --trace " << args.trace_file << ": cannot open for writing\n";
+      return kExitBadInput;
+    }
+    options.trace = make_trace_writer(trace_out);
+  }
+
+  const auto wall_start = std::chrono::steady_clock::now();
+  const sim::RunReport report = sim::run_world(scenario, options);
+  const double wall_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
+
+  if (history_out.is_open()) {
+    history_out.flush();
+    if (!history_out) {
+      std::cerr << "msgsim run: --history " << args.history_file << ": write failed\n";
+      return kExitBadInput;
+    }
+  }
+  if (trace_out.is_open()) {
+    trace_out.flush();
+    if (!trace_out) {
+      std::cerr << "msgsim run: --trace " << args.trace_file << ": write failed\n";
+      return kExitBadInput;
+    }
+  }
+  print_run_report(std::cout, scenario, report, wall_seconds);
+  return report.passed() ? kExitOk : kExitViolation;
+}
+
+}  // namespace
+
 void add_run_command(CLI::App& app, Outcome& outcome) {
-  auto* run = app.add_subcommand("run", "one simulated run of a scenario");
-  (void)run;
-  (void)outcome;
+  auto args = std::make_shared<RunArgs>();
+  CLI::App* cmd = app.add_subcommand("run", "one simulated run of a scenario: summary, verdict, trace digest");
+  cmd->add_option("scenario", args->scenario, "the scenario file (JSON)")->required();
+  cmd->add_option("--seed", args->seed, "the run's seed (default: the scenario's)");
+  cmd->add_option("--trace", args->trace_file, "write every dispatched event to this file as JSON Lines");
+  cmd->add_option("--history", args->history_file, "write the devices' history (spec/history.md) to this file");
+  cmd->add_option("--bug", args->bugs, "switch on a planted bug (see `msgsim bugs`); repeatable");
+  cmd->callback([args, &outcome] { outcome.exit_code = run(*args); });
 }
 
 }  // namespace msgsim::cli

@@ -380,7 +380,7 @@ class ScenarioReader {
     if (const json* v = member(root, "description")) out_.description = string_at(*v, "$.description");
     out_.system = string_at(required_member(root, "system", "$"), "$.system");
     roles_ = system_roles(out_.system);
-    if (roles_.empty()) problem("$.system", "\"ledger\"", quote_text(out_.system));
+    if (roles_.empty()) problem("$.system", "\"ledger\" or \"chat\"", quote_text(out_.system));
     if (const json* v = member(root, "seed")) out_.seed = u64_at(*v, "$.seed");
     out_.duration_ns = positive_time_ns_at(required_member(root, "duration_s", "$"), "$.duration_s", kNsPerSecond, "s");
     if (const json* v = member(root, "quiescence_s")) {
@@ -394,6 +394,15 @@ class ScenarioReader {
     if (const json* faults = member(root, "faults")) read_faults(array_at(*faults, "$.faults"));
     if (const json* nemesis = member(root, "nemesis")) read_nemesis(object_at(*nemesis, "$.nemesis"));
     if (const json* checks = member(root, "checks")) read_checks(object_at(*checks, "$.checks"));
+    if (const json* bugs = member(root, "bugs")) read_bugs(array_at(*bugs, "$.bugs"));
+    if (out_.system == "chat") {
+      const size_t devices = out_.nodes_with_role("device").size();
+      if (devices % out_.chat.devices_per_user != 0) {
+        problem("$.workload.chat.devices_per_user",
+                "a divisor of the number of device nodes (" + std::to_string(devices) + ")",
+                std::to_string(out_.chat.devices_per_user));
+      }
+    }
   }
 
  private:
@@ -567,7 +576,53 @@ class ScenarioReader {
     }
   }
 
+  void read_bugs(const json& bugs) {
+    if (out_.system != "chat") problem("$.bugs", "no planted bugs (they are in the chat system)", "some");
+    for (size_t i = 0; i < bugs.size(); ++i) out_.bugs.push_back(string_at(bugs[i], json_path_index("$.bugs", i)));
+  }
+
+  void read_chat_workload(const json& chat) {
+    const std::string base = "$.workload.chat";
+    if (out_.system != "chat") problem(base, "a workload for system " + quote_text(out_.system), "one for \"chat\"");
+    object_at(chat, base);
+    ChatWorkloadSpec& c = out_.chat;
+    auto count = [&](const char* key, uint32_t& field, int64_t min, int64_t max) {
+      if (const json* v = member(chat, key)) field = static_cast<uint32_t>(integer_at(*v, base + "." + key, min, max));
+    };
+    auto share = [&](const char* key, double& field) {
+      if (const json* v = member(chat, key)) {
+        const double x = number_at(*v, base + "." + key);
+        if (!(x >= 0.0 && x <= 1.0)) problem(base + "." + key, "a share from 0 to 1", describe_json_value(*v));
+        field = x;
+      }
+    };
+    count("devices_per_user", c.devices_per_user, 1, 16);
+    count("contacts_per_user", c.contacts_per_user, 0, 1000);
+    count("groups", c.groups, 0, 1'000'000);
+    count("group_size", c.group_size, 2, 10'000);
+    count("membership_changes", c.membership_changes, 0, 64);
+    count("partitions", c.partitions, 1, 4096);
+    if (const json* v = member(chat, "send_interval_ms")) {
+      c.send_interval_mean_ns = positive_time_ns_at(*v, base + ".send_interval_ms", kNsPerMs, "ms");
+    }
+    if (const json* v = member(chat, "body_bytes")) {
+      const std::string path = base + ".body_bytes";
+      const json& pair = array_at(*v, path);
+      if (pair.size() != 2) problem(path, "[min, max]", describe_json_value(*v));
+      c.body_bytes_min = static_cast<uint32_t>(integer_at(pair[0], json_path_index(path, 0), 1, 65536));
+      c.body_bytes_max = static_cast<uint32_t>(integer_at(pair[1], json_path_index(path, 1), 1, 65536));
+      if (c.body_bytes_min > c.body_bytes_max) problem(path, "min <= max", describe_json_value(*v));
+    }
+    share("group_share", c.group_share);
+    share("disappearing_share", c.disappearing_share);
+    share("read_share", c.read_share);
+    if (const json* v = member(chat, "disappearing_ttl_s")) {
+      c.disappearing_ttl_ns = positive_time_ns_at(*v, base + ".disappearing_ttl_s", kNsPerSecond, "s");
+    }
+  }
+
   void read_workload(const json& workload) {
+    if (const json* chat = member(workload, "chat")) read_chat_workload(*chat);
     const json* ledger = member(workload, "ledger");
     if (ledger == nullptr) return;
     if (out_.system != "ledger") problem("$.workload.ledger", "a workload for system " + quote_text(out_.system), "one for \"ledger\"");
@@ -827,6 +882,7 @@ std::optional<FaultKind> fault_kind_from_string(std::string_view text) {
 
 std::vector<std::string_view> system_roles(std::string_view system) {
   if (system == "ledger") return {"ledger-server", "ledger-client"};
+  if (system == "chat") return {"lb", "chat", "registry", "queue", "storage", "push", "device"};
   return {};
 }
 

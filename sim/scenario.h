@@ -102,6 +102,25 @@ struct LedgerWorkload {
   bool synchronous_full = true;
 };
 
+// The messaging system's workload (system "chat"): users and their devices (the scenario's
+// "device" nodes, devices_per_user consecutive ones to a user), their 1:1 contacts and groups,
+// and what each device does. Drawn from the run's seed by the world (sim/chat_system.cpp).
+struct ChatWorkloadSpec {
+  uint32_t devices_per_user = 1;
+  uint32_t contacts_per_user = 3;
+  uint32_t groups = 0;
+  uint32_t group_size = 5;
+  uint32_t membership_changes = 0;  // per group, during the workload phase
+  int64_t send_interval_mean_ns = 10'000'000'000;
+  uint32_t body_bytes_min = 16;
+  uint32_t body_bytes_max = 256;
+  double group_share = 0.3;
+  double disappearing_share = 0.0;
+  int64_t disappearing_ttl_ns = 30'000'000'000;
+  double read_share = 0.5;
+  uint32_t partitions = 16;
+};
+
 struct Scenario {
   std::string file;  // as given to the loader, for messages
   std::string name, description, system;
@@ -115,6 +134,8 @@ struct Scenario {
   int64_t connection_timeout_ns = 10'000'000'000;
   std::vector<NodeSpec> nodes;  // in declaration order; index = node number
   LedgerWorkload ledger;
+  ChatWorkloadSpec chat;
+  std::vector<std::string> bugs;  // planted bugs switched on by the scenario itself (`shrink` writes these)
   std::vector<FaultSpec> faults;  // sorted by at_ns; equal times keep the file's order
   std::optional<NemesisSpec> nemesis;
   std::optional<int64_t> latency_p99_bound_ns;  // checks.latency_p99_ms

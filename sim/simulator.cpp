@@ -144,6 +144,15 @@ bool Simulator::node_up(NodeId node) const {
   return s == NodeState::up || s == NodeState::draining;
 }
 
+int64_t Simulator::true_time_of(NodeId node, int64_t local_ns) const {
+  MSGSIM_ASSERT_LT(node, nodes_.size());
+  const NodeSlot& slot = *nodes_[node];
+  // local = t + offset + (t - since) * drift / 1e6, solved for t.
+  const int128_t numerator = static_cast<int128_t>(local_ns - slot.clock_offset_ns) * 1'000'000 +
+                             static_cast<int128_t>(slot.drift_since_ns) * slot.drift_ppm;
+  return static_cast<int64_t>(numerator / (1'000'000 + slot.drift_ppm));
+}
+
 Node* Simulator::node_object(NodeId node) {
   MSGSIM_ASSERT_LT(node, nodes_.size());
   return nodes_[node]->node.get();

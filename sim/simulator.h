@@ -83,6 +83,9 @@ class Simulator {
   const std::string& node_name(NodeId node) const;
   uint32_t node_region(NodeId node) const;
   bool node_up(NodeId node) const;
+  // The true (run) time at which `node`'s clock reads `local_ns`, under its current skew and
+  // drift: for turning the times a node reports into the history's clock.
+  int64_t true_time_of(NodeId node, int64_t local_ns) const;
   Node* node_object(NodeId node);  // the live incarnation, or nullptr when down
   void set_trace_sink(TraceSink sink) { trace_sink_ = std::move(sink); }
   void set_history_sink(HistorySink sink) { history_sink_ = std::move(sink); }

@@ -128,6 +128,8 @@ void LedgerServer::on_start(Context& ctx) {
 void LedgerServer::on_accept(Context&, ConnId, NodeId) {}
 
 uint64_t LedgerServer::stored_upto(uint32_t client) {
+  auto cached = stored_upto_.find(client);
+  if (cached != stored_upto_.end()) return cached->second;
   // Entries are stored in order per client, so the count is the contiguous prefix; the query
   // checks that instead of trusting it.
   sqlite3_stmt* stmt = nullptr;
@@ -140,6 +142,7 @@ uint64_t LedgerServer::stored_upto(uint32_t client) {
   const auto max_seq = static_cast<uint64_t>(sqlite3_column_int64(stmt, 1));
   sqlite3_finalize(stmt);
   MSGSIM_ASSERT_EQ(count, max_seq);  // no gaps: a client never appends past what was stored
+  stored_upto_[client] = count;
   return count;
 }
 
@@ -179,6 +182,7 @@ void LedgerServer::on_frame(Context& ctx, ConnId conn, ByteView frame) {
       const int rc = sqlite3_step(stmt);
       sqlite3_finalize(stmt);
       MSGSIM_ASSERT_EQ(rc, SQLITE_DONE);
+      stored_upto_[it->second] = m.seq;
       appends_stored_++;
     }
     // Persist before send: the commit above returned, so the entry is as durable as the

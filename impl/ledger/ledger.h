@@ -108,6 +108,9 @@ class LedgerServer final : public Node {
   const LedgerConfig& config_;
   Context* ctx_ = nullptr;
   std::map<ConnId, uint32_t> clients_;  // connection -> client id (after hello)
+  // What the database holds per client, read once per incarnation and then kept in step with
+  // every commit, so an append costs one insert and no scan.
+  std::map<uint32_t, uint64_t> stored_upto_;
   uint64_t appends_stored_ = 0;
 };
 

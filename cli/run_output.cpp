@@ -1,0 +1,109 @@
+#include "cli/run_output.h"
+
+#include <cstdio>
+#include <string>
+
+namespace msgsim::cli {
+
+namespace {
+
+std::string seconds(int64_t ns) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%.3fs", static_cast<double>(ns) / 1e9);
+  return buffer;
+}
+
+}  // namespace
+
+std::string json_quote(std::string_view text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    const auto u = static_cast<unsigned char>(c);
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (u < 0x20) {
+          char escaped[8];
+          std::snprintf(escaped, sizeof escaped, "\\u%04x", u);
+          out += escaped;
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+void print_run_report(std::ostream& out, const sim::Scenario& scenario, const sim::RunReport& report,
+                      double wall_seconds) {
+  const sim::SimStats& s = report.stats;
+  out << "scenario: " << scenario.name << " (" << scenario.file << "), seed " << report.seed << "\n";
+  out << "nodes: " << scenario.nodes.size() << " in " << scenario.regions.size() << " regions; virtual time "
+      << seconds(report.virtual_ns) << " (" << seconds(scenario.duration_ns) << " workload + "
+      << seconds(scenario.quiescence_ns) << " quiescence)\n";
+  out << "events: " << s.events << "; frames sent " << s.frames_sent << ", delivered " << s.frames_delivered
+      << ", lost " << s.frames_lost << "; connections opened " << s.connections_opened << ", broken "
+      << s.connections_broken << "; crashes " << s.crashes << ", restarts " << s.restarts << "\n";
+  if (!report.faults.empty()) {
+    out << "faults:\n";
+    constexpr size_t kShownMax = 40;
+    for (size_t i = 0; i < report.faults.size() && i < kShownMax; ++i) out << "  " << report.faults[i] << "\n";
+    if (report.faults.size() > kShownMax) out << "  ... " << report.faults.size() - kShownMax << " more\n";
+  }
+  for (const auto& line : report.summary) out << line << "\n";
+  if (report.verdict) {
+    const history::Stats& h = report.verdict->stats;
+    out << "history: " << h.events << " events, " << h.sends << " sends, " << h.acks << " acks, " << h.delivers
+        << " deliveries; latency p50 " << seconds(h.latency.p50_ns) << " p99 " << seconds(h.latency.p99_ns) << " max "
+        << seconds(h.latency.max_ns) << " (" << h.latency.samples << " samples)\n";
+  }
+  out << "checks:\n";
+  for (const auto& check : report.checks) {
+    out << "  " << check.name << ": " << (check.passed ? "valid" : "VIOLATED") << " (" << check.detail << ")\n";
+  }
+  out << "verdict: " << (report.passed() ? "PASS" : "FAIL") << "\n";
+  out << "trace digest: " << report.digest_hex << "\n";
+  const double factor = wall_seconds > 0 ? (static_cast<double>(report.virtual_ns) / 1e9) / wall_seconds : 0.0;
+  char speed[64];
+  std::snprintf(speed, sizeof speed, "%.0f", factor);
+  out << "speed: " << speed << "x real time\n";
+}
+
+Result<chat::BugSet> parse_bugs(const std::vector<std::string>& names, const sim::Scenario& scenario) {
+  chat::BugSet bugs;
+  for (const std::string& name : names) {
+    if (scenario.system != "chat") {
+      return make_error(ErrorCode::bad_input, "--bug " + name + ": planted bugs are in the chat system; " +
+                                                  scenario.file + " runs the " + scenario.system + " system");
+    }
+    bool known = false;
+    for (const chat::BugInfo& info : chat::bug_catalogue()) {
+      if (name == info.name) {
+        bugs.enable(info.bug);
+        known = true;
+      }
+    }
+    if (!known) return make_error(ErrorCode::bad_input, "--bug " + name + ": no such planted bug (see `msgsim bugs`)");
+  }
+  return bugs;
+}
+
+sim::TraceSink make_trace_writer(std::ostream& out) {
+  return [&out](const sim::TraceRecord& r) {
+    char digest[24];
+    std::snprintf(digest, sizeof digest, "%016llx", static_cast<unsigned long long>(r.payload_digest));
+    out << "{\"t\":" << r.time_ns << ",\"node\":";
+    if (r.node == kNoNode) out << "null";
+    else out << r.node;
+    out << ",\"kind\":" << json_quote(r.kind) << ",\"digest\":\"" << digest << "\"";
+    if (!r.detail.empty()) out << ",\"detail\":" << json_quote(r.detail);
+    out << "}\n";
+  };
+}
+
+}  // namespace msgsim::cli

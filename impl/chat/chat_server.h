@@ -1,0 +1,74 @@
+// The chat server: holds device connections (the seed's 50-100K each), authenticates them,
+// keeps their presence in the connection registry, forwards sends to the queue and acks the
+// device only once the queue made the message durable, forwards deliveries and receipts that
+// storage routes to devices connected here, and serves sync by asking every storage node.
+//
+// Ordering rules this node keeps:
+//  - A SendAck is sent only after the queue's Produced for it (persist before ack).
+//  - Deliver frames of one conversation reach a device in the order storage sent them: one
+//    connection per storage node, FIFO, and no reordering here.
+//  - A draining server tells every device to go (Drain), unregisters them, answers the load
+//    balancer `draining`, and exits once every device connection is closed.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "impl/chat/config.h"
+#include "impl/chat/protocol.h"
+
+namespace msgsim::chat {
+
+class ChatServerNode final : public Node {
+ public:
+  explicit ChatServerNode(const ChatConfig& config) : config_(config) {}
+  void on_start(Context& ctx) override;
+  void on_accept(Context& ctx, ConnId conn, NodeId peer) override;
+  void on_connected(Context&, ConnId) override {}
+  void on_frame(Context& ctx, ConnId conn, ByteView frame) override;
+  void on_disconnect(Context& ctx, ConnId conn, DisconnectReason reason) override;
+  void on_timer(Context& ctx, uint64_t tag) override;
+  void on_drain(Context& ctx, int64_t deadline_ns) override;
+  std::string describe() const override;
+
+  size_t devices_connected() const { return by_device_.size(); }
+
+ private:
+  struct Session {
+    std::string user;
+    std::string device;
+    bool welcomed = false;
+  };
+  struct PendingProduce {
+    ConnId device_conn;
+    std::string msg_id;
+    std::string conv;
+    NodeId queue;
+    int64_t sent_at_ns;
+  };
+  struct PendingSync {
+    ConnId device_conn;
+    uint32_t storages_left;
+    int64_t sent_at_ns;
+  };
+
+  void on_device_frame(Context& ctx, ConnId conn, Session& session, Frame& frame);
+  void on_server_frame(Context& ctx, ConnId conn, Frame& frame);
+  ConnId upstream(Context& ctx, NodeId node);
+  void register_device(Context& ctx, const Session& session);
+  void expire_pending(Context& ctx);
+  void finish_sync(Context& ctx, uint64_t request_id);
+  void invariants() const;
+
+  const ChatConfig& config_;
+  bool draining_ = false;
+  std::map<ConnId, Session> sessions_;           // device connections, welcomed or not
+  std::map<std::string, ConnId> by_device_;      // welcomed devices: device id -> connection
+  std::map<NodeId, ConnId> upstreams_;           // connections this server opened
+  std::map<uint64_t, PendingProduce> produces_;  // request id -> what to answer
+  std::map<uint64_t, PendingSync> syncs_;
+  uint64_t next_request_id_ = 1;
+};
+
+}  // namespace msgsim::chat

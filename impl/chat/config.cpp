@@ -1,0 +1,27 @@
+#include "impl/chat/config.h"
+
+namespace msgsim::chat {
+
+const std::vector<BugInfo>& bug_catalogue() {
+  static const std::vector<BugInfo> catalogue = {
+      {Bug::ack_before_durable, "ack-before-durable",
+       "the queue commits with synchronous=OFF, so a crash can lose a message it already acknowledged"},
+      {Bug::retry_new_seq, "retry-new-seq",
+       "the queue does not recognise a retried send by its id and gives it a second sequence number"},
+      {Bug::forget_rejections, "forget-rejections",
+       "the queue does not remember rejections, so a retried send it refused can later be accepted"},
+      {Bug::leave_one_late, "leave-one-late",
+       "storage applies a leave one sequence number late, so the next message still reaches the leaver"},
+      {Bug::sync_off_by_one, "sync-off-by-one", "storage's sync skips the first entry after each cursor"},
+      {Bug::client_no_dedup, "client-no-dedup", "a device shows a message again when it is delivered twice"},
+      {Bug::no_reorder_buffer, "no-reorder-buffer",
+       "a device shows messages in the order they arrive instead of sequence order"},
+      {Bug::gap_skip, "gap-skip", "a device gives up on a missing sequence number after a timeout and moves past it"},
+      {Bug::read_before_display, "read-before-display",
+       "a device sends read receipts for messages it received but has not shown yet"},
+      {Bug::expiry_ignored, "expiry-ignored", "a device never deletes disappearing or view-once messages"},
+  };
+  return catalogue;
+}
+
+}  // namespace msgsim::chat

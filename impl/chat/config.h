@@ -1,0 +1,128 @@
+// Configuration shared by every node of the messaging system: who is where (topology), how
+// fast things tick (tuning), what each device does (workload), and which planted bugs are on.
+// Built once per run by the runtime from the scenario and handed to every node by reference;
+// nodes only read it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "impl/base/hash.h"
+#include "impl/runtime.h"
+
+namespace msgsim::chat {
+
+// The planted bugs (`msgsim bugs`): each a realistic mistake the oracle must catch.
+enum class Bug : uint8_t {
+  ack_before_durable,   // queue: commits with synchronous=OFF, so an acked produce can be lost
+  retry_new_seq,        // queue: no msg_id dedup, a retried send gets a second seq
+  forget_rejections,    // queue: rejections are not remembered, a retry may later be accepted
+  leave_one_late,       // storage: a leave takes effect one seq late in fan-out and sync
+  sync_off_by_one,      // storage: sync skips the first entry after each cursor
+  client_no_dedup,      // device: shows an entry again when it is delivered twice
+  no_reorder_buffer,    // device: shows entries as they arrive, not in seq order
+  gap_skip,             // device: gives up on a gap after the timeout and moves past it
+  read_before_display,  // device: read receipts cover entries received but not yet shown
+  expiry_ignored,       // device: never deletes a disappearing message
+  count,
+};
+
+struct BugInfo {
+  Bug bug;
+  const char* name;
+  const char* what;
+};
+const std::vector<BugInfo>& bug_catalogue();
+
+class BugSet {
+ public:
+  void enable(Bug bug) { bits_ |= uint32_t{1} << static_cast<int>(bug); }
+  bool on(Bug bug) const { return (bits_ >> static_cast<int>(bug)) & 1; }
+  bool any() const { return bits_ != 0; }
+
+ private:
+  uint32_t bits_ = 0;
+};
+
+struct ChatTopology {
+  std::vector<NodeId> load_balancers;
+  std::vector<NodeId> chat_servers;
+  std::vector<NodeId> registries;
+  std::vector<NodeId> queues;
+  std::vector<NodeId> storages;
+  std::vector<NodeId> push;
+  uint32_t partitions = 16;
+
+  uint32_t partition_of(std::string_view conv) const {
+    return static_cast<uint32_t>(hash_string(conv) % partitions);
+  }
+  NodeId queue_of(uint32_t partition) const { return queues[partition % queues.size()]; }
+  NodeId storage_of(uint32_t partition) const { return storages[partition % storages.size()]; }
+  NodeId registry_of(std::string_view user) const { return registries[hash_string(user, 7) % registries.size()]; }
+};
+
+struct ChatTuning {
+  int64_t heartbeat_interval_ns = 5 * kNanosPerSecond;      // device -> chat server
+  int64_t heartbeat_timeout_ns = 15 * kNanosPerSecond;      // no frame for this long: reconnect
+  int64_t registry_ttl_ns = 30 * kNanosPerSecond;           // presence entries expire
+  int64_t health_check_interval_ns = 5 * kNanosPerSecond;   // lb -> chat server (the seed's 5 s)
+  int64_t health_check_timeout_ns = 3 * kNanosPerSecond;
+  int64_t backoff_initial_ns = 1 * kNanosPerSecond;         // the seed's 1, 2, 4, 8 s...
+  int64_t backoff_max_ns = 32 * kNanosPerSecond;
+  int64_t send_timeout_ns = 10 * kNanosPerSecond;           // an unacked send is retried
+  int64_t receipt_batch_ns = 200 * kNanosPerMilli;          // receipts are batched this long
+  int64_t gap_timeout_ns = 2 * kNanosPerSecond;             // a seq gap this old triggers a sync
+  int64_t server_request_timeout_ns = 5 * kNanosPerSecond;  // chat server's calls to other servers
+  uint32_t device_pending_max = 256;                        // unacked sends a device keeps
+  uint32_t reorder_buffer_max = 1024;                       // out-of-order entries a device holds
+  uint32_t server_pending_max = 100'000;                    // requests a server has outstanding
+};
+
+// One user's part in the workload.
+struct UserPlan {
+  std::string user;
+  uint32_t devices = 1;
+  std::vector<std::string> contacts;  // 1:1 conversation peers
+};
+
+struct GroupPlan {
+  std::string conv;            // "g:<n>"
+  std::string admin;           // the user whose first device creates the group
+  std::vector<std::string> members;  // initial members, admin included
+  // Membership changes the admin makes during the run: (time, join?, user).
+  struct Change {
+    int64_t at_ns;
+    bool join;
+    std::string user;
+  };
+  std::vector<Change> changes;
+};
+
+struct ChatWorkload {
+  int64_t send_interval_mean_ns = 10 * kNanosPerSecond;  // per device, exponential
+  uint32_t body_bytes_min = 16;
+  uint32_t body_bytes_max = 256;
+  double group_share = 0.3;          // of sends, the share that go to a group
+  double disappearing_share = 0.0;   // of sends, the share that disappear
+  int64_t disappearing_ttl_ns = 30 * kNanosPerSecond;
+  double read_share = 0.5;           // of shown messages, the share the user reads
+  bool sending = true;               // false once the workload phase is over
+};
+
+struct ChatConfig {
+  ChatTopology topology;
+  ChatTuning tuning;
+  ChatWorkload workload;
+  BugSet bugs;
+  std::vector<UserPlan> users;    // by user index
+  std::vector<GroupPlan> groups;
+};
+
+// 1:1 conversation ids are "dm:<a>:<b>" with a < b, so both sides name it the same way.
+inline std::string direct_conversation(std::string_view a, std::string_view b) {
+  return a < b ? "dm:" + std::string(a) + ":" + std::string(b) : "dm:" + std::string(b) + ":" + std::string(a);
+}
+
+}  // namespace msgsim::chat

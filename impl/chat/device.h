@@ -1,0 +1,127 @@
+// A client device: one phone, laptop or browser of one user. It finds its chat server through
+// the load balancer, authenticates, syncs from its cursors, sends what its user writes
+// (at-least-once, one unanswered send per conversation so its sends keep their order), shows
+// what arrives in sequence order with no gaps and no duplicates, expires disappearing and
+// view-once messages, sends delivered and read receipts in batches, heartbeats, and reconnects
+// with exponential backoff and jitter. It reports what it observes as history events
+// (spec/history.md) through Context::emit: the oracle judges those and nothing else.
+//
+// Processing rule for a conversation (the ReorderBuffer): entry `seq` is processed only when
+// `seq == cursor + 1`; earlier ones are duplicates and ignored; later ones wait in the buffer
+// (at most reorder_buffer_max), and a gap older than gap_timeout makes the device sync. The
+// exception: the device's own user's join entry at `seq` when the device had nothing after
+// its last membership: the entries in between were not for this user, so the cursor moves to
+// `seq - 1` first.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "impl/chat/config.h"
+#include "impl/chat/protocol.h"
+
+namespace msgsim::chat {
+
+class DeviceNode final : public Node {
+ public:
+  // `user_index` into config.users; devices of a user are numbered from 1.
+  DeviceNode(const ChatConfig& config, uint32_t user_index, uint32_t device_number);
+  void on_start(Context& ctx) override;
+  void on_accept(Context& ctx, ConnId conn, NodeId peer) override;
+  void on_connected(Context&, ConnId) override {}
+  void on_frame(Context& ctx, ConnId conn, ByteView frame) override;
+  void on_disconnect(Context& ctx, ConnId conn, DisconnectReason reason) override;
+  void on_timer(Context& ctx, uint64_t tag) override;
+  std::string describe() const override;
+
+  const std::string& device_id() const { return device_; }
+  bool online() const { return phase_ == Phase::online; }
+  // Online, nothing waiting to be sent or acknowledged, no gap open, no receipt unsent.
+  bool settled() const;
+
+ private:
+  enum class Phase : uint8_t { backoff, routing, connecting, syncing, online };
+
+  struct Outgoing {
+    bool group_op = false;
+    std::string id;  // msg_id or op_id
+    Bytes body;
+    int64_t expires_at_ns = 0;
+    bool view_once = false;
+    EntryKind op_kind = EntryKind::join;
+    std::string member;
+    int64_t sent_at_ns = -1;  // -1: not sent on this connection yet
+  };
+
+  struct Conversation {
+    bool group = false;
+    std::string peer;                   // 1:1: the other user
+    bool member = false;                // groups: this user is a member now
+    uint64_t cursor = 0;                // every entry up to here is processed
+    std::map<uint64_t, Entry> waiting;  // the reorder buffer: entries past cursor + 1
+    int64_t gap_since_ns = -1;
+    uint64_t delivered_sent = 0;        // receipts already sent
+    uint64_t read_sent = 0;
+    uint64_t read_upto = 0;             // what the user has read
+    std::deque<Outgoing> outbox;        // front() is in flight once sent
+  };
+
+  // Timer tags: fixed ones below; expiry timers are kExpiryBase + a counter.
+  enum : uint64_t {
+    kReconnectTimer = 1,
+    kSendTimer = 2,
+    kHeartbeatTimer = 3,
+    kReceiptTimer = 4,
+    kRetryTimer = 5,
+    kGroupChangeBase = 1'000,
+    kExpiryBase = 1'000'000,
+  };
+
+  void start_routing(Context& ctx);
+  void go_offline(Context& ctx);
+  void reconnect_later(Context& ctx, bool immediately);
+  void on_welcome(Context& ctx);
+  void request_sync(Context& ctx);
+  void send_next(Context& ctx, const std::string& conv, Conversation& c);
+  void create_message(Context& ctx);
+  void enqueue_group_op(Context& ctx, const std::string& conv, EntryKind kind, const std::string& member);
+  void on_deliver(Context& ctx, Entry entry);
+  void drain_ready(Context& ctx, const std::string& conv, Conversation& c);
+  void process(Context& ctx, const std::string& conv, Conversation& c, const Entry& entry);
+  void on_ack(Context& ctx, const SendAck& ack);
+  void on_reject(Context& ctx, const SendReject& reject);
+  void on_receipt(Context& ctx, const ReceiptNotice& notice);
+  void flush_receipts(Context& ctx);
+  void check_gaps(Context& ctx);
+  Conversation& conversation(const std::string& conv);
+  std::string new_uuid(Context& ctx);
+  void invariants() const;
+
+  const ChatConfig& config_;
+  const UserPlan& plan_;
+  std::string user_;
+  std::string device_;
+  uint32_t device_number_;
+  Phase phase_ = Phase::backoff;
+  ConnId lb_conn_ = kNoConn;
+  ConnId conn_ = kNoConn;
+  NodeId server_ = kNoNode;
+  uint32_t backoff_attempt_ = 0;
+  int64_t last_heard_ns_ = 0;
+  bool receipt_timer_armed_ = false;
+  std::map<std::string, Conversation> convs_;
+  // (conv, reader, kind) -> the highest up_to this device has reported learning.
+  std::map<std::tuple<std::string, std::string, ReceiptKind>, uint64_t> receipts_known_;
+  // Pending expiries: timer tag -> (conv, msg id).
+  std::map<uint64_t, std::pair<std::string, std::string>> expiries_;
+  uint64_t next_expiry_tag_ = kExpiryBase;
+};
+
+// Hex SHA-256 of `bytes`: the history's `body` field.
+std::string body_digest_hex(ByteView bytes);
+
+}  // namespace msgsim::chat

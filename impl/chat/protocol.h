@@ -1,0 +1,236 @@
+// The messaging system's wire protocol: one struct per frame, each listing its fields once
+// (impl/wire/codec.h), and a variant of them all. docs/protocol.md is the reference a third
+// party implements from; the type numbers below are part of the protocol and never change.
+//
+// Who speaks what:
+//   device   <-> lb        RouteRequest / RouteReply
+//   device   <-> chat      Hello, Welcome, Send, GroupOp, SendAck, SendReject, Deliver,
+//                          SyncRequest, SyncDone, ReceiptSend, ReceiptNotice, Heartbeat,
+//                          HeartbeatAck, Drain
+//   chat     <-> registry  Register, Unregister, Lookup, Located
+//   chat     <-> queue     Produce, Produced, ProduceRejected
+//   storage  <-> queue     Subscribe, Records
+//   chat     <-> storage   SyncQuery, SyncResult, ReceiptUpdate
+//   storage   -> chat      Route (an entry or a receipt for devices connected there)
+//   storage   -> push      Notify
+//   lb       <-> chat      HealthCheck, Health
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "impl/base/result.h"
+#include "impl/runtime.h"
+#include "impl/wire/codec.h"
+
+namespace msgsim::chat {
+
+// Bounds on every variable-length field.
+inline constexpr size_t kIdMax = 64;                 // user, device, conversation, message ids
+inline constexpr size_t kBodyMax = 64 * 1024;        // one message's (encrypted) body
+inline constexpr size_t kReasonMax = 128;
+inline constexpr size_t kEntriesPerFrameMax = 512;   // entries in one Records / SyncResult
+inline constexpr size_t kCursorsMax = 4096;          // conversations in one SyncRequest
+inline constexpr size_t kTargetsMax = 4096;          // devices in one Route / Lookup answer
+inline constexpr size_t kUsersPerLookupMax = 1024;
+
+enum class EntryKind : uint8_t { message = 0, join = 1, leave = 2, max_value = 2 };
+enum class ReceiptKind : uint8_t { delivered = 0, read = 1, max_value = 1 };
+enum class HealthStatus : uint8_t { ok = 0, draining = 1, max_value = 1 };
+
+// One record of a conversation's log. `seq` is 0 until the partition leader assigns it.
+struct Entry {
+  EntryKind kind = EntryKind::message;
+  std::string conv;
+  uint64_t seq = 0;
+  std::string msg_id;        // the message id, or the id of the membership operation
+  std::string from_user;     // the sender, or the user who asked for the membership change
+  std::string from_device;
+  std::string to;            // a 1:1 message: the other user; empty in a group
+  std::string member;        // join / leave: the user who joins or leaves
+  Bytes body;                // a message: the (encrypted) content
+  int64_t expires_at_ns = 0; // a disappearing message: expiry on the run's clock; 0 = never
+  bool view_once = false;
+  template <class V> void fields(V& v) {
+    v("kind", kind); v("conv", conv, wire::Max{kIdMax}); v("seq", seq);
+    v("msg_id", msg_id, wire::Max{kIdMax}); v("from_user", from_user, wire::Max{kIdMax});
+    v("from_device", from_device, wire::Max{kIdMax}); v("to", to, wire::Max{kIdMax});
+    v("member", member, wire::Max{kIdMax}); v("body", body, wire::Max{kBodyMax});
+    v("expires_at_ns", expires_at_ns); v("view_once", view_once);
+  }
+};
+
+struct Cursor {
+  std::string conv;
+  uint64_t seq = 0;  // every entry up to and including seq was processed
+  template <class V> void fields(V& v) { v("conv", conv, wire::Max{kIdMax}); v("seq", seq); }
+};
+
+struct DeviceAddress {
+  std::string user;
+  std::string device;
+  template <class V> void fields(V& v) { v("user", user, wire::Max{kIdMax}); v("device", device, wire::Max{kIdMax}); }
+};
+
+struct UserRef {
+  std::string user;
+  template <class V> void fields(V& v) { v("user", user, wire::Max{kIdMax}); }
+};
+
+struct Location {
+  std::string user;
+  std::string device;
+  uint32_t server = 0;  // the chat server's node id
+  template <class V> void fields(V& v) {
+    v("user", user, wire::Max{kIdMax}); v("device", device, wire::Max{kIdMax}); v("server", server);
+  }
+};
+
+// --- device <-> load balancer
+struct RouteRequest { static constexpr uint8_t kType = 1;
+  std::string user;
+  template <class V> void fields(V& v) { v("user", user, wire::Max{kIdMax}); } };
+struct RouteReply { static constexpr uint8_t kType = 2;
+  bool ok = false; uint32_t server = 0;  // ok = false: no healthy server right now
+  template <class V> void fields(V& v) { v("ok", ok); v("server", server); } };
+
+// --- device <-> chat server
+struct Hello { static constexpr uint8_t kType = 10;
+  std::string user; std::string device; std::string token;
+  template <class V> void fields(V& v) {
+    v("user", user, wire::Max{kIdMax}); v("device", device, wire::Max{kIdMax}); v("token", token, wire::Max{kIdMax}); } };
+struct Welcome { static constexpr uint8_t kType = 11;
+  uint32_t server = 0;
+  template <class V> void fields(V& v) { v("server", server); } };
+struct Send { static constexpr uint8_t kType = 12;
+  std::string msg_id; std::string conv; std::string to; Bytes body; int64_t expires_at_ns = 0; bool view_once = false;
+  template <class V> void fields(V& v) {
+    v("msg_id", msg_id, wire::Max{kIdMax}); v("conv", conv, wire::Max{kIdMax}); v("to", to, wire::Max{kIdMax});
+    v("body", body, wire::Max{kBodyMax}); v("expires_at_ns", expires_at_ns); v("view_once", view_once); } };
+struct GroupOp { static constexpr uint8_t kType = 13;
+  std::string op_id; std::string conv; EntryKind kind = EntryKind::join; std::string member;
+  template <class V> void fields(V& v) {
+    v("op_id", op_id, wire::Max{kIdMax}); v("conv", conv, wire::Max{kIdMax}); v("kind", kind);
+    v("member", member, wire::Max{kIdMax}); } };
+struct SendAck { static constexpr uint8_t kType = 14;
+  std::string msg_id; std::string conv; uint64_t seq = 0;
+  template <class V> void fields(V& v) { v("msg_id", msg_id, wire::Max{kIdMax}); v("conv", conv, wire::Max{kIdMax}); v("seq", seq); } };
+struct SendReject { static constexpr uint8_t kType = 15;
+  std::string msg_id; std::string conv; std::string reason;
+  template <class V> void fields(V& v) {
+    v("msg_id", msg_id, wire::Max{kIdMax}); v("conv", conv, wire::Max{kIdMax}); v("reason", reason, wire::Max{kReasonMax}); } };
+struct Deliver { static constexpr uint8_t kType = 16;
+  Entry entry;
+  template <class V> void fields(V& v) { entry.fields(v); } };
+struct SyncRequest { static constexpr uint8_t kType = 17;
+  std::vector<Cursor> cursors;
+  template <class V> void fields(V& v) { v("cursors", cursors, wire::Max{kCursorsMax}); } };
+struct SyncDone { static constexpr uint8_t kType = 18;
+  template <class V> void fields(V&) {} };
+struct ReceiptSend { static constexpr uint8_t kType = 19;
+  std::string conv; ReceiptKind kind = ReceiptKind::delivered; uint64_t up_to = 0;
+  template <class V> void fields(V& v) { v("conv", conv, wire::Max{kIdMax}); v("kind", kind); v("up_to", up_to); } };
+struct ReceiptNotice { static constexpr uint8_t kType = 20;
+  std::string conv; std::string reader; ReceiptKind kind = ReceiptKind::delivered; uint64_t up_to = 0;
+  template <class V> void fields(V& v) {
+    v("conv", conv, wire::Max{kIdMax}); v("reader", reader, wire::Max{kIdMax}); v("kind", kind); v("up_to", up_to); } };
+struct Heartbeat { static constexpr uint8_t kType = 21;
+  template <class V> void fields(V&) {} };
+struct HeartbeatAck { static constexpr uint8_t kType = 22;
+  template <class V> void fields(V&) {} };
+struct Drain { static constexpr uint8_t kType = 23;
+  template <class V> void fields(V&) {} };
+
+// --- chat server <-> registry (presence)
+struct Register { static constexpr uint8_t kType = 30;
+  std::string user; std::string device; uint32_t server = 0; int64_t ttl_ns = 0;
+  template <class V> void fields(V& v) {
+    v("user", user, wire::Max{kIdMax}); v("device", device, wire::Max{kIdMax}); v("server", server); v("ttl_ns", ttl_ns); } };
+struct Unregister { static constexpr uint8_t kType = 31;
+  std::string user; std::string device; uint32_t server = 0;
+  template <class V> void fields(V& v) {
+    v("user", user, wire::Max{kIdMax}); v("device", device, wire::Max{kIdMax}); v("server", server); } };
+struct Lookup { static constexpr uint8_t kType = 32;
+  uint64_t request_id = 0; std::vector<UserRef> users;
+  template <class V> void fields(V& v) { v("request_id", request_id); v("users", users, wire::Max{kUsersPerLookupMax}); } };
+struct Located { static constexpr uint8_t kType = 33;
+  uint64_t request_id = 0; std::vector<Location> locations;
+  template <class V> void fields(V& v) { v("request_id", request_id); v("locations", locations, wire::Max{kTargetsMax}); } };
+
+// --- producers <-> queue
+struct Produce { static constexpr uint8_t kType = 40;
+  uint64_t request_id = 0; Entry entry;
+  template <class V> void fields(V& v) { v("request_id", request_id); entry.fields(v); } };
+struct Produced { static constexpr uint8_t kType = 41;
+  uint64_t request_id = 0; std::string msg_id; std::string conv; uint64_t seq = 0;
+  template <class V> void fields(V& v) {
+    v("request_id", request_id); v("msg_id", msg_id, wire::Max{kIdMax}); v("conv", conv, wire::Max{kIdMax}); v("seq", seq); } };
+struct ProduceRejected { static constexpr uint8_t kType = 42;
+  uint64_t request_id = 0; std::string msg_id; std::string conv; std::string reason;
+  template <class V> void fields(V& v) {
+    v("request_id", request_id); v("msg_id", msg_id, wire::Max{kIdMax}); v("conv", conv, wire::Max{kIdMax});
+    v("reason", reason, wire::Max{kReasonMax}); } };
+struct RecordAt {
+  uint64_t offset = 0; Entry entry;
+  template <class V> void fields(V& v) { v("offset", offset); entry.fields(v); } };
+struct Subscribe { static constexpr uint8_t kType = 43;
+  uint32_t partition = 0; uint64_t from_offset = 0;
+  template <class V> void fields(V& v) { v("partition", partition); v("from_offset", from_offset); } };
+struct Records { static constexpr uint8_t kType = 44;
+  uint32_t partition = 0; std::vector<RecordAt> records;
+  template <class V> void fields(V& v) { v("partition", partition); v("records", records, wire::Max{kEntriesPerFrameMax}); } };
+
+// --- chat server <-> storage
+struct SyncQuery { static constexpr uint8_t kType = 50;
+  uint64_t request_id = 0; std::string user; std::vector<Cursor> cursors;
+  template <class V> void fields(V& v) {
+    v("request_id", request_id); v("user", user, wire::Max{kIdMax}); v("cursors", cursors, wire::Max{kCursorsMax}); } };
+struct SyncResult { static constexpr uint8_t kType = 51;
+  uint64_t request_id = 0; std::vector<Entry> entries; bool done = true;
+  template <class V> void fields(V& v) {
+    v("request_id", request_id); v("entries", entries, wire::Max{kEntriesPerFrameMax}); v("done", done); } };
+struct ReceiptUpdate { static constexpr uint8_t kType = 52;
+  std::string conv; std::string reader; ReceiptKind kind = ReceiptKind::delivered; uint64_t up_to = 0;
+  template <class V> void fields(V& v) {
+    v("conv", conv, wire::Max{kIdMax}); v("reader", reader, wire::Max{kIdMax}); v("kind", kind); v("up_to", up_to); } };
+// Storage -> chat server: deliver `entry` (or, when is_receipt, `receipt`) to these devices.
+struct Route { static constexpr uint8_t kType = 53;
+  std::vector<DeviceAddress> targets; bool is_receipt = false; Entry entry; ReceiptNotice receipt;
+  template <class V> void fields(V& v) {
+    v("targets", targets, wire::Max{kTargetsMax}); v("is_receipt", is_receipt); entry.fields(v); receipt.fields(v); } };
+
+// --- storage -> push
+struct Notify { static constexpr uint8_t kType = 60;
+  std::string user; std::string device; std::string conv; uint64_t seq = 0;
+  template <class V> void fields(V& v) {
+    v("user", user, wire::Max{kIdMax}); v("device", device, wire::Max{kIdMax}); v("conv", conv, wire::Max{kIdMax}); v("seq", seq); } };
+
+// --- load balancer <-> chat server
+struct HealthCheck { static constexpr uint8_t kType = 70;
+  template <class V> void fields(V&) {} };
+struct Health { static constexpr uint8_t kType = 71;
+  HealthStatus status = HealthStatus::ok; uint32_t connections = 0;
+  template <class V> void fields(V& v) { v("status", status); v("connections", connections); } };
+
+using Frame = std::variant<RouteRequest, RouteReply, Hello, Welcome, Send, GroupOp, SendAck, SendReject, Deliver,
+                           SyncRequest, SyncDone, ReceiptSend, ReceiptNotice, Heartbeat, HeartbeatAck, Drain,
+                           Register, Unregister, Lookup, Located, Produce, Produced, ProduceRejected, Subscribe,
+                           Records, SyncQuery, SyncResult, ReceiptUpdate, Route, Notify, HealthCheck, Health>;
+
+// version | type | fields. Asserts the frame is within its bounds (the sender's bug if not).
+Bytes encode(const Frame& frame);
+template <typename T>
+Bytes encode_as(const T& message) {
+  return encode(Frame{message});
+}
+
+// Never crashes, whatever the bytes; a bad frame is an ErrorCode::bad_input error naming the
+// frame type and the field ("Send.body: length 70000 over the maximum 65536"), or too_large.
+Result<Frame> decode(ByteView bytes);
+
+// The frame's name ("Send"), for logs.
+const char* frame_name(const Frame& frame);
+
+}  // namespace msgsim::chat

@@ -1,0 +1,219 @@
+#include "sim/chat_system.h"
+
+#include <algorithm>
+#include <set>
+
+#include "impl/chat/chat_server.h"
+#include "impl/chat/device.h"
+#include "impl/chat/load_balancer.h"
+#include "impl/chat/push.h"
+#include "impl/chat/queue.h"
+#include "impl/chat/registry.h"
+#include "impl/chat/storage.h"
+
+namespace msgsim::sim {
+
+namespace {
+
+std::string user_name(size_t index) { return "u" + std::to_string(index + 1); }
+
+void draw_people(const Scenario& scenario, uint64_t seed, size_t users, chat::ChatConfig& config) {
+  const ChatWorkloadSpec& spec = scenario.chat;
+  Prng rng = Prng(seed).split("chat.workload");
+  config.users.resize(users);
+  std::vector<std::set<size_t>> contacts(users);
+  if (users > 1) {
+    const size_t per_user = std::min<size_t>(spec.contacts_per_user, users - 1);
+    for (size_t u = 0; u < users; ++u) {
+      for (size_t attempt = 0; contacts[u].size() < per_user && attempt < 16 * per_user; ++attempt) {
+        const size_t other = rng.below(users);
+        if (other == u) continue;
+        contacts[u].insert(other);
+        contacts[other].insert(u);
+      }
+    }
+  }
+  for (size_t u = 0; u < users; ++u) {
+    chat::UserPlan& plan = config.users[u];
+    plan.user = user_name(u);
+    plan.devices = spec.devices_per_user;
+    for (size_t c : contacts[u]) plan.contacts.push_back(user_name(c));
+  }
+
+  const size_t group_size = std::min<size_t>(spec.group_size, users);
+  for (uint32_t g = 0; g < spec.groups && group_size >= 2; ++g) {
+    chat::GroupPlan plan;
+    plan.conv = "g:" + std::to_string(g + 1);
+    std::set<size_t> members;
+    while (members.size() < group_size) members.insert(rng.below(users));
+    std::vector<size_t> ordered(members.begin(), members.end());
+    rng.shuffle(std::span<size_t>(ordered));
+    plan.admin = user_name(ordered.front());
+    for (size_t m : ordered) plan.members.push_back(user_name(m));
+    // Membership changes spread over the middle of the workload phase, each valid against
+    // the membership the plan has reached by then.
+    std::vector<int64_t> times;
+    for (uint32_t k = 0; k < spec.membership_changes && k < 64; ++k) {
+      times.push_back(scenario.duration_ns / 10 + static_cast<int64_t>(rng.below(static_cast<uint64_t>(scenario.duration_ns * 8 / 10))));
+    }
+    std::sort(times.begin(), times.end());
+    std::set<size_t> current(ordered.begin(), ordered.end());
+    for (int64_t at : times) {
+      std::vector<size_t> removable, addable;
+      for (size_t m : current)
+        if (user_name(m) != plan.admin) removable.push_back(m);
+      if (current.size() < users) {
+        for (size_t tries = 0; tries < 32; ++tries) {
+          const size_t candidate = rng.below(users);
+          if (!current.count(candidate)) {
+            addable.push_back(candidate);
+            break;
+          }
+        }
+      }
+      const bool leave = !removable.empty() && (addable.empty() || rng.chance(0.5));
+      if (leave) {
+        const size_t who = removable[rng.below(removable.size())];
+        current.erase(who);
+        plan.changes.push_back({at, false, user_name(who)});
+      } else if (!addable.empty()) {
+        current.insert(addable.front());
+        plan.changes.push_back({at, true, user_name(addable.front())});
+      }
+    }
+    config.groups.push_back(std::move(plan));
+  }
+}
+
+// Devices of a user are consecutive "device" nodes.
+struct DeviceSlot {
+  uint32_t user_index;
+  uint32_t device_number;
+};
+
+class ChatSystem final : public SystemUnderTest {
+ public:
+  ChatSystem(const Scenario& scenario, const RunOptions& options) {
+    config_ = chat_config_for(scenario, options.seed);
+    for (int b = 0; b < static_cast<int>(chat::Bug::count); ++b) {
+      if (options.bugs.on(static_cast<chat::Bug>(b))) config_.bugs.enable(static_cast<chat::Bug>(b));
+    }
+  }
+
+  bool emits_history() const override { return true; }
+
+  void build(Simulator& sim, const Scenario& scenario) override {
+    const uint32_t per_user = config_.users.empty() ? 1 : config_.users.front().devices;
+    uint32_t device_index = 0;
+    for (size_t i = 0; i < scenario.nodes.size(); ++i) {
+      const NodeSpec& spec = scenario.nodes[i];
+      NodeFactory factory;
+      const std::string& role = spec.role;
+      if (role == "lb") {
+        factory = [this] { return std::make_unique<chat::LoadBalancerNode>(config_, balancer_stats_); };
+      } else if (role == "chat") {
+        factory = [this] { return std::make_unique<chat::ChatServerNode>(config_); };
+      } else if (role == "registry") {
+        factory = [this] { return std::make_unique<chat::RegistryNode>(config_); };
+      } else if (role == "queue") {
+        factory = [this] { return std::make_unique<chat::QueueNode>(config_); };
+      } else if (role == "storage") {
+        factory = [this] { return std::make_unique<chat::StorageNode>(config_); };
+      } else if (role == "push") {
+        factory = [this] { return std::make_unique<chat::PushNode>(config_); };
+      } else {
+        MSGSIM_ASSERT_EQ(role, std::string("device"));
+        const DeviceSlot slot{device_index / per_user, device_index % per_user + 1};
+        device_index++;
+        devices_.push_back(static_cast<NodeId>(i));
+        factory = [this, slot] { return std::make_unique<chat::DeviceNode>(config_, slot.user_index, slot.device_number); };
+      }
+      const NodeId id = sim.add_node(spec.name, spec.region, std::move(factory));
+      MSGSIM_ASSERT_EQ(id, i);
+    }
+  }
+
+  void start(Simulator& sim) override {
+    for (NodeId id = 0; id < sim.node_count(); ++id) sim.start(id);
+  }
+
+  void stop_workload(Simulator&) override { config_.workload.sending = false; }
+
+  bool quiescent(Simulator& sim) override {
+    for (NodeId id : devices_) {
+      auto* device = dynamic_cast<chat::DeviceNode*>(sim.node_object(id));
+      if (device == nullptr || !device->settled()) return false;
+    }
+    return true;
+  }
+
+  void judge(Simulator& sim, RunReport& report) override {
+    size_t online = 0, settled = 0;
+    for (NodeId id : devices_) {
+      auto* device = dynamic_cast<chat::DeviceNode*>(sim.node_object(id));
+      online += device != nullptr && device->online();
+      settled += device != nullptr && device->settled();
+    }
+    uint64_t peak = 0;
+    for (const auto& [second, count] : balancer_stats_.routed_per_second) peak = std::max(peak, count);
+    report.summary.push_back("chat: " + std::to_string(config_.users.size()) + " users, " +
+                             std::to_string(devices_.size()) + " devices (" + std::to_string(online) + " online, " +
+                             std::to_string(settled) + " settled at the end), " + std::to_string(config_.groups.size()) +
+                             " groups, " + std::to_string(config_.topology.chat_servers.size()) + " chat servers");
+    report.summary.push_back("load balancer: " + std::to_string(balancer_stats_.routed) + " routed, " +
+                             std::to_string(balancer_stats_.refused) + " refused, peak " + std::to_string(peak) +
+                             " routes/s");
+  }
+
+ private:
+  chat::ChatConfig config_;
+  chat::BalancerStats balancer_stats_;
+  std::vector<NodeId> devices_;
+};
+
+}  // namespace
+
+chat::ChatConfig chat_config_for(const Scenario& scenario, uint64_t seed) {
+  chat::ChatConfig config;
+  auto ids = [&](std::string_view role) {
+    std::vector<NodeId> out;
+    for (uint32_t i : scenario.nodes_with_role(role)) out.push_back(i);
+    return out;
+  };
+  config.topology.load_balancers = ids("lb");
+  config.topology.chat_servers = ids("chat");
+  config.topology.registries = ids("registry");
+  config.topology.queues = ids("queue");
+  config.topology.storages = ids("storage");
+  config.topology.push = ids("push");
+  config.topology.partitions = scenario.chat.partitions;
+
+  const ChatWorkloadSpec& spec = scenario.chat;
+  config.workload.send_interval_mean_ns = spec.send_interval_mean_ns;
+  config.workload.body_bytes_min = spec.body_bytes_min;
+  config.workload.body_bytes_max = spec.body_bytes_max;
+  config.workload.group_share = spec.group_share;
+  config.workload.disappearing_share = spec.disappearing_share;
+  config.workload.disappearing_ttl_ns = spec.disappearing_ttl_ns;
+  config.workload.read_share = spec.read_share;
+  for (const std::string& name : scenario.bugs) {
+    bool known = false;
+    for (const chat::BugInfo& info : chat::bug_catalogue()) {
+      if (name == info.name) {
+        config.bugs.enable(info.bug);
+        known = true;
+      }
+    }
+    MSGSIM_ASSERT(known, "the scenario loader accepted an unknown bug: " + name);
+  }
+  const size_t devices = scenario.nodes_with_role("device").size();
+  MSGSIM_ASSERT_GT(spec.devices_per_user, 0u);
+  draw_people(scenario, seed, (devices + spec.devices_per_user - 1) / spec.devices_per_user, config);
+  return config;
+}
+
+std::unique_ptr<SystemUnderTest> make_chat_system(const Scenario& scenario, const RunOptions& options) {
+  return std::make_unique<ChatSystem>(scenario, options);
+}
+
+}  // namespace msgsim::sim

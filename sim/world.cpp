@@ -1,0 +1,455 @@
+#include "sim/world.h"
+
+#include <algorithm>
+
+#include "impl/base/assert.h"
+#include "impl/ledger/ledger.h"
+#include "oracle/event.h"
+#include "sim/chat_system.h"
+#include "sim/disk.h"
+
+namespace msgsim::sim {
+
+namespace {
+
+NetworkConfig network_of(const Scenario& scenario) {
+  NetworkConfig net;
+  net.regions = scenario.regions;
+  const size_t n = scenario.regions.size();
+  net.base_ns.assign(n, std::vector<int64_t>(n, 0));
+  net.jitter_mean_ns.assign(n, std::vector<int64_t>(n, 0));
+  for (size_t a = 0; a < n; ++a) {
+    for (size_t b = 0; b < n; ++b) {
+      net.base_ns[a][b] = scenario.latency[a][b].base_ns;
+      net.jitter_mean_ns[a][b] = scenario.latency[a][b].jitter_mean_ns;
+    }
+  }
+  net.connection_timeout_ns = scenario.connection_timeout_ns;
+  return net;
+}
+
+CrashDisk crash_disk_of(CrashDiskMode mode) {
+  switch (mode) {
+    case CrashDiskMode::keep_unsynced: return CrashDisk::keep_unsynced;
+    case CrashDiskMode::lose_unsynced: return CrashDisk::lose_unsynced;
+    case CrashDiskMode::torn: return CrashDisk::torn;
+  }
+  MSGSIM_UNREACHABLE("unknown crash disk mode");
+}
+
+std::string seconds_text(int64_t ns) {
+  const int64_t ms = ns / kNanosPerMilli;
+  std::string out = std::to_string(ms / 1000) + "." + std::to_string(1000 + ms % 1000).substr(1) + "s";
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ledger system (impl/ledger): the foundation's probe protocol.
+
+class LedgerSystem final : public SystemUnderTest {
+ public:
+  void build(Simulator& sim, const Scenario& scenario) override {
+    const auto servers = scenario.nodes_with_role("ledger-server");
+    config_.servers.assign(servers.begin(), servers.end());
+    config_.append_interval_ns = scenario.ledger.append_interval_ns;
+    config_.request_timeout_ns = scenario.ledger.request_timeout_ns;
+    config_.synchronous_full = scenario.ledger.synchronous_full;
+    reports_.resize(scenario.nodes.size());
+    for (size_t i = 0; i < scenario.nodes.size(); ++i) {
+      const NodeSpec& spec = scenario.nodes[i];
+      NodeFactory factory;
+      if (spec.role == "ledger-server") {
+        factory = [this] { return std::make_unique<ledger::LedgerServer>(config_); };
+      } else {
+        MSGSIM_ASSERT_EQ(spec.role, std::string("ledger-client"));
+        clients_.push_back(static_cast<NodeId>(i));
+        ledger::ClientReport* report = &reports_[i];
+        factory = [this, report] { return std::make_unique<ledger::LedgerClient>(config_, *report); };
+      }
+      const NodeId id = sim.add_node(spec.name, spec.region, std::move(factory));
+      MSGSIM_ASSERT_EQ(id, i);
+    }
+  }
+
+  void start(Simulator& sim) override {
+    for (NodeId id = 0; id < sim.node_count(); ++id) sim.start(id);
+  }
+
+  void stop_workload(Simulator&) override { config_.appending = false; }
+
+  void judge(Simulator& sim, RunReport& report) override {
+    uint64_t appended = 0, acked = 0, retries = 0, reconnects = 0, lost = 0, protocol = 0;
+    uint64_t clients_with_loss = 0;
+    for (NodeId id : clients_) {
+      const ledger::ClientReport& r = reports_[id];
+      appended += r.appended();
+      acked += r.acked();
+      retries += r.retries();
+      reconnects += r.reconnects();
+      lost += r.lost_acked();
+      protocol += r.protocol_errors();
+      clients_with_loss += r.lost_acked() > 0;
+    }
+    uint64_t unsettled = 0;
+    for (NodeId id : clients_) {
+      auto* client = dynamic_cast<ledger::LedgerClient*>(sim.node_object(id));
+      if (client == nullptr || !client->settled()) unsettled++;
+    }
+    report.summary.push_back("ledger: " + std::to_string(clients_.size()) + " clients, " +
+                             std::to_string(config_.servers.size()) + " servers; appended " +
+                             std::to_string(appended) + ", acknowledged " + std::to_string(acked) +
+                             ", retries " + std::to_string(retries) + ", reconnects " +
+                             std::to_string(reconnects));
+    report.checks.push_back({"ledger.durability", lost == 0,
+                             lost == 0 ? "every acknowledged append stayed stored"
+                                       : std::to_string(lost) + " times a server reported fewer entries than it had acknowledged (" +
+                                             std::to_string(clients_with_loss) + " clients)"});
+    report.checks.push_back({"ledger.protocol", protocol == 0,
+                             protocol == 0 ? "no malformed or unexpected frames"
+                                           : std::to_string(protocol) + " malformed or unexpected frames"});
+    report.checks.push_back({"ledger.liveness", unsettled == 0,
+                             unsettled == 0 ? "every client settled after the faults healed"
+                                            : std::to_string(unsettled) + " clients still had unacknowledged appends at the end"});
+    report.checks.push_back({"ledger.progress", acked > 0,
+                             acked > 0 ? "appends were acknowledged" : "no append was ever acknowledged"});
+  }
+
+ private:
+  ledger::LedgerConfig config_;
+  std::vector<ledger::ClientReport> reports_;  // by node id; only clients' are used
+  std::vector<NodeId> clients_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Faults
+
+// Where devices' history events go: stamped with the run's clock, written out as JSON Lines
+// when asked, and judged by the oracle as they happen (no file round trip).
+class HistoryRecorder {
+ public:
+  HistoryRecorder(Simulator& sim, std::ostream* out, history::CheckerOptions options)
+      : sim_(sim), out_(out), checker_(options) {}
+
+  void record(NodeId node, const history::Event& event) {
+    history::Event stamped = event;
+    stamped.t = sim_.now_ns();
+    // Devices state expiry on their own clocks; the history speaks the run's.
+    if (stamped.expires_at && node != kNoNode) stamped.expires_at = sim_.true_time_of(node, *stamped.expires_at);
+    observe(stamped);
+  }
+  void fault(bool begins, const std::string& name) {
+    history::Event e;
+    e.type = begins ? history::EventType::fault : history::EventType::heal;
+    e.t = sim_.now_ns();
+    e.name = name;
+    observe(e);
+  }
+  history::Verdict end(bool quiescent) {
+    history::Event e;
+    e.type = history::EventType::end;
+    e.t = sim_.now_ns();
+    e.quiescent = quiescent;
+    observe(e);
+    return checker_.finish();
+  }
+
+ private:
+  void observe(const history::Event& e) {
+    if (out_ != nullptr) *out_ << history::to_jsonl(e);
+    checker_.observe(e);
+  }
+
+  Simulator& sim_;
+  std::ostream* out_;
+  history::Checker checker_;
+};
+
+// A fault in progress: how to end it, once.
+struct ActiveFault {
+  std::string label;
+  std::function<void()> end;
+  bool ended = false;
+};
+
+class FaultScheduler {
+ public:
+  FaultScheduler(Simulator& sim, const Scenario& scenario, RunReport& report, HistoryRecorder* history)
+      : sim_(sim), scenario_(scenario), report_(report), history_(history) {}
+
+  void schedule(const FaultSpec& fault) {
+    sim_.at(fault.at_ns, [this, fault] { begin(fault); });
+  }
+
+  // Ends every fault still active (the quiescence phase begins).
+  void end_all() {
+    for (size_t i = 0; i < active_.size(); ++i) finish(i);
+  }
+
+ private:
+  void note(const std::string& what) {
+    report_.faults.push_back(seconds_text(sim_.now_ns()) + " " + what);
+  }
+
+  std::string names(const std::vector<uint32_t>& nodes) const {
+    std::string out;
+    for (size_t i = 0; i < nodes.size() && i < 4; ++i) out += (i ? "," : "") + sim_.node_name(nodes[i]);
+    if (nodes.size() > 4) out += ",... (" + std::to_string(nodes.size()) + " nodes)";
+    return out;
+  }
+
+  void begin(const FaultSpec& f) {
+    std::string label = std::string(to_string(f.kind)) + " ";
+    std::function<void()> end;
+    switch (f.kind) {
+      case FaultKind::crash:
+        label += names(f.nodes);
+        for (uint32_t n : f.nodes) sim_.crash(n, crash_disk_of(f.disk));
+        end = [this, nodes = f.nodes] {
+          for (uint32_t n : nodes)
+            if (!sim_.node_up(n)) sim_.start(n);
+        };
+        break;
+      case FaultKind::shutdown:
+        label += names(f.nodes);
+        for (uint32_t n : f.nodes) sim_.shutdown(n, f.drain_ns);
+        end = [this, nodes = f.nodes, drain = f.drain_ns] {
+          for (uint32_t n : nodes) {
+            if (!sim_.node_up(n)) {
+              sim_.start(n);
+            } else {  // still draining: restart once the drain deadline has stopped it
+              sim_.at(sim_.now_ns() + drain, [this, n] {
+                if (!sim_.node_up(n)) sim_.start(n);
+              });
+            }
+          }
+        };
+        break;
+      case FaultKind::host_loss:
+        label += names(f.nodes);
+        for (uint32_t n : f.nodes) sim_.lose_host(n);
+        end = [this, nodes = f.nodes] {
+          for (uint32_t n : nodes) sim_.replace_host(n);
+        };
+        break;
+      case FaultKind::partition: {
+        label += names(f.side_a) + (f.one_way ? " -> " : " <-> ") + names(f.side_b);
+        const auto id = sim_.partition(to_ids(f.side_a), to_ids(f.side_b), f.one_way);
+        end = [this, id] { sim_.heal(id); };
+        break;
+      }
+      case FaultKind::isolate: {
+        label += names(f.nodes);
+        std::vector<NodeId> rest;
+        for (NodeId n = 0; n < sim_.node_count(); ++n)
+          if (!std::binary_search(f.nodes.begin(), f.nodes.end(), n)) rest.push_back(n);
+        const auto id = sim_.partition(to_ids(f.nodes), rest, false);
+        end = [this, id] { sim_.heal(id); };
+        break;
+      }
+      case FaultKind::region_split: {
+        std::vector<NodeId> a, b;
+        for (NodeId n = 0; n < sim_.node_count(); ++n) {
+          const uint32_t r = sim_.node_region(n);
+          if (std::binary_search(f.regions_a.begin(), f.regions_a.end(), r)) a.push_back(n);
+          if (std::binary_search(f.regions_b.begin(), f.regions_b.end(), r)) b.push_back(n);
+        }
+        for (uint32_t r : f.regions_a) label += scenario_.regions[r] + " ";
+        label += "|";
+        for (uint32_t r : f.regions_b) label += " " + scenario_.regions[r];
+        const auto id = sim_.partition(a, b, false);
+        end = [this, id] { sim_.heal(id); };
+        break;
+      }
+      case FaultKind::latency_spike:
+        label += names(f.nodes) + " +" + std::to_string(f.extra_latency_ns / kNanosPerMilli) + "ms";
+        for (uint32_t n : f.nodes) sim_.add_latency(n, f.extra_latency_ns);
+        end = [this, nodes = f.nodes, extra = f.extra_latency_ns] {
+          for (uint32_t n : nodes) sim_.add_latency(n, -extra);
+        };
+        break;
+      case FaultKind::clock:
+        label += names(f.nodes) + " skew " + std::to_string(f.skew_ns / kNanosPerMilli) + "ms drift " +
+                 std::to_string(f.drift_ppm) + "ppm";
+        for (uint32_t n : f.nodes) sim_.set_clock(n, f.skew_ns, f.drift_ppm);
+        end = [this, nodes = f.nodes] {
+          for (uint32_t n : nodes) sim_.set_clock(n, 0, 0);
+        };
+        break;
+      case FaultKind::slow:
+        label += names(f.nodes) + " x" + std::to_string(f.slow_factor);
+        for (uint32_t n : f.nodes) sim_.set_slow(n, f.slow_factor);
+        end = [this, nodes = f.nodes] {
+          for (uint32_t n : nodes) sim_.set_slow(n, 1);
+        };
+        break;
+      case FaultKind::disk: {
+        label += names(f.nodes) + (f.disk_fault == DiskFaultKind::fsync_fail ? " fsync-fail" : " full");
+        for (uint32_t n : f.nodes) {
+          DiskFaults faults;
+          if (f.disk_fault == DiskFaultKind::fsync_fail) faults.fsync_fails = true;
+          else faults.capacity_bytes = sim_.disk().bytes_stored(n);
+          sim_.disk().set_faults(n, faults);
+        }
+        end = [this, nodes = f.nodes] {
+          for (uint32_t n : nodes) sim_.disk().set_faults(n, DiskFaults{});
+        };
+        break;
+      }
+    }
+    note("fault " + label);
+    if (history_ != nullptr) history_->fault(true, label);
+    const size_t index = active_.size();
+    active_.push_back(ActiveFault{label, std::move(end), false});
+    if (f.end_after_ns) sim_.at(sim_.now_ns() + *f.end_after_ns, [this, index] { finish(index); });
+  }
+
+  void finish(size_t index) {
+    ActiveFault& fault = active_[index];
+    if (fault.ended) return;
+    fault.ended = true;
+    note("heal " + fault.label);
+    if (history_ != nullptr) history_->fault(false, fault.label);
+    fault.end();
+  }
+
+  static std::vector<NodeId> to_ids(const std::vector<uint32_t>& nodes) {
+    return std::vector<NodeId>(nodes.begin(), nodes.end());
+  }
+
+  Simulator& sim_;
+  const Scenario& scenario_;
+  RunReport& report_;
+  HistoryRecorder* history_;
+  std::vector<ActiveFault> active_;
+};
+
+}  // namespace
+
+std::unique_ptr<SystemUnderTest> make_system(const Scenario& scenario, const RunOptions& options) {
+  if (scenario.system == "ledger") return std::make_unique<LedgerSystem>();
+  if (scenario.system == "chat") return make_chat_system(scenario, options);
+  MSGSIM_UNREACHABLE("the scenario loader accepted an unknown system: " + scenario.system);
+}
+
+std::vector<FaultSpec> draw_nemesis(const Scenario& scenario, uint64_t seed) {
+  std::vector<FaultSpec> drawn;
+  if (!scenario.nemesis) return drawn;
+  const NemesisSpec& nemesis = *scenario.nemesis;
+  Prng rng = Prng(seed).split("nemesis");
+  std::vector<int64_t> ends;  // end times of the faults drawn so far
+  int64_t t = 0;
+  for (size_t attempt = 0; attempt < 100'000; ++attempt) {
+    t += std::max<int64_t>(1, static_cast<int64_t>(rng.exponential(static_cast<double>(nemesis.mean_interval_ns))));
+    if (t >= scenario.duration_ns) break;
+    const int64_t length = rng.range(nemesis.duration_min_ns, nemesis.duration_max_ns);
+    const FaultKind kind = nemesis.kinds[rng.below(nemesis.kinds.size())];
+    const auto concurrent = std::count_if(ends.begin(), ends.end(), [t](int64_t end) { return end > t; });
+    if (static_cast<uint32_t>(concurrent) >= nemesis.max_concurrent) continue;
+    FaultSpec f;
+    f.kind = kind;
+    f.at_ns = t;
+    f.end_after_ns = length;
+    f.path = "nemesis";
+    const uint32_t target = nemesis.targets[rng.below(nemesis.targets.size())];
+    switch (kind) {
+      case FaultKind::crash:
+        f.nodes = {target};
+        f.disk = rng.below(3) == 0 ? CrashDiskMode::torn : CrashDiskMode::lose_unsynced;
+        break;
+      case FaultKind::shutdown:
+        f.nodes = {target};
+        f.drain_ns = std::min<int64_t>(length, 5 * kNanosPerSecond);
+        break;
+      case FaultKind::host_loss:
+      case FaultKind::isolate: f.nodes = {target}; break;
+      case FaultKind::partition: {
+        // A random split of the targets against everything else.
+        for (uint32_t n : nemesis.targets)
+          if (rng.chance(0.5)) f.side_a.push_back(n);
+        if (f.side_a.empty()) f.side_a.push_back(target);
+        for (uint32_t n = 0; n < scenario.nodes.size(); ++n)
+          if (!std::binary_search(f.side_a.begin(), f.side_a.end(), n)) f.side_b.push_back(n);
+        if (f.side_b.empty()) continue;
+        f.one_way = rng.below(4) == 0;
+        break;
+      }
+      case FaultKind::region_split: {
+        if (scenario.regions.size() < 2) continue;
+        const auto cut = static_cast<uint32_t>(rng.range(1, static_cast<int64_t>(scenario.regions.size()) - 1));
+        for (uint32_t r = 0; r < scenario.regions.size(); ++r) (r < cut ? f.regions_a : f.regions_b).push_back(r);
+        break;
+      }
+      case FaultKind::latency_spike:
+        f.nodes = {target};
+        f.extra_latency_ns = rng.range(50, 500) * kNanosPerMilli;
+        break;
+      case FaultKind::clock:
+        f.nodes = {target};
+        f.skew_ns = rng.range(-2000, 2000) * kNanosPerMilli;
+        f.drift_ppm = static_cast<int32_t>(rng.range(-500, 500));
+        break;
+      case FaultKind::slow:
+        f.nodes = {target};
+        f.slow_factor = static_cast<uint32_t>(rng.range(2, 20));
+        break;
+      case FaultKind::disk:
+        f.nodes = {target};
+        f.disk_fault = DiskFaultKind::fsync_fail;
+        break;
+    }
+    ends.push_back(t + length);
+    drawn.push_back(std::move(f));
+  }
+  return drawn;
+}
+
+RunReport run_world(const Scenario& scenario, const RunOptions& options) {
+  RunReport report;
+  report.scenario = scenario.name;
+  report.seed = options.seed;
+  Simulator sim(options.seed, network_of(scenario));
+  if (options.trace) sim.set_trace_sink(options.trace);
+  std::unique_ptr<SystemUnderTest> system = make_system(scenario, options);
+
+  std::optional<HistoryRecorder> history;
+  if (system->emits_history()) {
+    history::CheckerOptions checker_options;
+    checker_options.latency_p99_bound_ns = scenario.latency_p99_bound_ns;
+    history.emplace(sim, options.history_out, checker_options);
+    sim.set_history_sink([&history](NodeId node, const history::Event& e) { history->record(node, e); });
+  }
+  system->build(sim, scenario);
+  MSGSIM_ASSERT_EQ(sim.node_count(), scenario.nodes.size());
+
+  FaultScheduler faults(sim, scenario, report, history ? &*history : nullptr);
+  for (const FaultSpec& f : scenario.faults) faults.schedule(f);
+  for (const FaultSpec& f : draw_nemesis(scenario, options.seed)) faults.schedule(f);
+
+  sim.at(scenario.duration_ns, [&] {
+    faults.end_all();
+    system->stop_workload(sim);
+  });
+  system->start(sim);
+  sim.run_until(scenario.duration_ns + scenario.quiescence_ns);
+
+  system->judge(sim, report);
+  if (history) {
+    const bool quiescent = system->quiescent(sim);
+    report.verdict = history->end(quiescent);
+    for (const history::InvariantResult& r : report.verdict->invariants) {
+      if (!r.judged) continue;
+      std::string detail = r.valid ? "holds" : std::to_string(r.count) + " violations";
+      if (!r.valid && !r.examples.empty()) detail += "; first: " + r.examples.front().detail;
+      report.checks.push_back({r.name, r.valid, detail});
+    }
+    report.checks.push_back({"quiescence", quiescent,
+                             quiescent ? "every device online and settled at the end"
+                                       : "some devices were offline or unsettled at the end of the quiescence period"});
+  }
+  report.digest_hex = sim.digest_hex();
+  report.virtual_ns = sim.now_ns();
+  report.stats = sim.stats();
+  return report;
+}
+
+}  // namespace msgsim::sim

@@ -1,0 +1,87 @@
+// A world: one scenario, one seed, the system it names built on a Simulator, its fault
+// timeline and nemesis scheduled, run through the workload phase and the quiescence phase, and
+// judged. The CLI's `run`, `sweep` and `replay` and the scenario tests all go through here.
+//
+// Phases (DESIGN.md "The simulated world"):
+//  1. [0, duration): the workload runs and faults strike (the scenario's timeline, plus the
+//     nemesis's draws).
+//  2. At duration: every fault still active is healed (crashed nodes restart, partitions heal,
+//     clocks and speeds return to normal, disk faults clear) and the workload stops creating
+//     work.
+//  3. [duration, duration + quiescence): the system must settle; the run is judged at the end.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <ostream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "impl/chat/config.h"
+#include "oracle/checker.h"
+#include "sim/scenario.h"
+#include "sim/simulator.h"
+
+namespace msgsim::sim {
+
+struct RunOptions {
+  uint64_t seed = 1;
+  TraceSink trace;                         // every dispatched event, when set
+  std::ostream* history_out = nullptr;     // the history as JSON Lines, when set
+  chat::BugSet bugs;                       // planted bugs (with the scenario's own)
+};
+
+// One named check of a run: the ledger's durability, liveness, ... (the messaging system's
+// invariants come from the oracle under the names of spec/history.md).
+struct CheckResult {
+  std::string name;
+  bool passed = true;
+  std::string detail;
+};
+
+struct RunReport {
+  std::string scenario;
+  uint64_t seed = 0;
+  std::string digest_hex;
+  int64_t virtual_ns = 0;
+  SimStats stats;
+  std::vector<std::string> faults;  // what struck and when, in order
+  std::vector<std::string> summary;  // system-specific lines
+  std::vector<CheckResult> checks;
+  std::optional<history::Verdict> verdict;  // the oracle's, for systems that emit a history
+  bool passed() const {
+    for (const auto& c : checks)
+      if (!c.passed) return false;
+    return true;
+  }
+};
+
+// The system a scenario names, built on the simulator. One implementation per system.
+class SystemUnderTest {
+ public:
+  virtual ~SystemUnderTest() = default;
+  // Adds every node of the scenario's topology (in order: node i of the scenario is NodeId i).
+  virtual void build(Simulator& sim, const Scenario& scenario) = 0;
+  // Starts the nodes (time 0).
+  virtual void start(Simulator& sim) = 0;
+  // The workload phase is over: create no new work from now on.
+  virtual void stop_workload(Simulator& sim) = 0;
+  // Judges the run at its end.
+  virtual void judge(Simulator& sim, RunReport& report) = 0;
+  // Whether its nodes emit a history for the oracle (client devices do).
+  virtual bool emits_history() const { return false; }
+  // At the end: whether every device is online and settled (the history's end.quiescent).
+  virtual bool quiescent(Simulator&) { return true; }
+};
+
+std::unique_ptr<SystemUnderTest> make_system(const Scenario& scenario, const RunOptions& options);
+
+// Runs the scenario with the given seed, start to end.
+RunReport run_world(const Scenario& scenario, const RunOptions& options);
+
+// The nemesis's draws for a seed, as timeline faults (exposed for tests and `shrink`).
+std::vector<FaultSpec> draw_nemesis(const Scenario& scenario, uint64_t seed);
+
+}  // namespace msgsim::sim
