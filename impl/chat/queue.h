@@ -1,0 +1,143 @@
+// The queue (Kafka-like): a partitioned, append-only log, durable in SQLite. This node leads
+// every partition p with `topology.queue_of(p) == self`: it checks each produced entry
+// (membership of groups and 1:1 conversations), assigns the conversation's next seq and the
+// partition's next offset, commits log + conversation state + msg_id in one synced transaction,
+// and only then answers `Produced` and hands the record to the partition's subscribers.
+//
+// A retried produce (same msg_id) gets the answer the first one got, accepted with the same
+// seq or rejected with the same reason: both are recorded in the same transaction as the rest.
+// Rejected produces take no seq and no offset.
+//
+// Subscribers (storage nodes) get the stored records from the offset they ask for, then every
+// new record. Catch-up reads from SQLite a few frames at a time (a timer continues it), so one
+// subscription never floods the network; new records are batched for `kLingerNs` (Kafka's
+// linger.ms) so a busy partition sends frames of many records instead of one frame each.
+//
+// Planted bugs (config.h): ack_before_durable (synchronous=OFF), retry_new_seq (no msg_id
+// dedup for accepted entries), forget_rejections (rejections are not recorded).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "impl/base/sqlite.h"
+#include "impl/chat/config.h"
+#include "impl/chat/protocol.h"
+
+namespace msgsim::chat {
+
+// An entry's fields in the wire encoding, without frame header: how the queue's log and the
+// storage keep entries in SQLite. decode_entry is false on bytes that are not one whole entry.
+void encode_entry(const Entry& entry, Bytes& out);
+bool decode_entry(ByteView bytes, Entry& entry);
+// The bytes an entry adds to a frame, at most (for keeping frames under wire::kFrameBytesMax).
+size_t entry_bytes_max(const Entry& entry);
+
+// The hot path's SQLite calls, on statements kept for the node's lifetime: no error strings
+// are built unless something fails. Text and blobs are bound without copying (SQLITE_STATIC),
+// so they must outlive the step that uses them.
+namespace fast_sql {
+void bind_int(sqlite3_stmt* stmt, int index, int64_t value);
+void bind_text(sqlite3_stmt* stmt, int index, std::string_view text);
+void bind_blob(sqlite3_stmt* stmt, int index, ByteView blob);
+// Steps a statement that returns no rows, then resets it; false on an error.
+bool run(sqlite3_stmt* stmt);
+// Steps once: 1 a row is ready, 0 done, -1 an error. The caller resets.
+int next_row(sqlite3_stmt* stmt);
+}  // namespace fast_sql
+
+class QueueNode final : public Node {
+ public:
+  static constexpr size_t kConversationsMax = 10'000'000;
+  static constexpr size_t kSubscriptionsMax = 4096;
+  static constexpr size_t kCatchUpFramesPerTurn = 8;         // Records frames per catch-up step
+  static constexpr size_t kFrameBytesBudget = 512 * 1024;     // below wire::kFrameBytesMax
+  static constexpr int64_t kLingerNs = 1 * kNanosPerMilli;    // new records wait this long
+  static constexpr int64_t kCatchUpStepNs = 1 * kNanosPerMilli;
+
+  explicit QueueNode(const ChatConfig& config);
+  ~QueueNode() override = default;
+
+  void on_start(Context& ctx) override;
+  void on_accept(Context&, ConnId, NodeId) override {}
+  void on_connected(Context&, ConnId) override {}
+  void on_frame(Context& ctx, ConnId conn, ByteView frame) override;
+  void on_disconnect(Context& ctx, ConnId conn, DisconnectReason reason) override;
+  void on_timer(Context& ctx, uint64_t tag) override;
+  std::string describe() const override;
+
+  // For tests and reports.
+  uint64_t accepted() const { return state_.accepted; }
+  uint64_t rejected() const { return state_.rejected; }
+  uint64_t duplicates() const { return state_.duplicates; }
+  bool halted() const { return state_.halted; }
+  uint64_t next_offset(uint32_t partition) const;
+  uint64_t next_seq(const std::string& conv) const;
+
+ private:
+  struct Conversation {
+    uint64_t next_seq = 1;
+    std::set<std::string> members;  // groups only; a 1:1 conversation's members are in its id
+  };
+  struct Subscription {
+    uint64_t next_offset = 0;  // the next record this subscriber gets
+    bool caught_up = false;    // true: it gets new records from the linger buffer
+  };
+  struct Partition {
+    uint64_t next_offset = 1;           // offsets start at 1, so "stored up to 0" means none
+    std::vector<RecordAt> unflushed;    // committed, not yet sent to caught-up subscribers
+    size_t unflushed_bytes = 0;
+    bool flush_armed = false;
+  };
+  // Everything this incarnation knows, in one printable struct.
+  struct State {
+    std::map<uint32_t, Partition> partitions;              // the partitions this node leads
+    std::map<std::string, Conversation> conversations;
+    std::map<std::pair<ConnId, uint32_t>, Subscription> subscriptions;
+    bool catch_up_armed = false;
+    bool halted = false;  // a SQLite write failed: fail-stop, answer nothing more
+    uint64_t accepted = 0, rejected = 0, duplicates = 0;
+  };
+  // The verdict on one produce.
+  struct Verdict {
+    bool accepted = false;
+    uint64_t seq = 0;
+    std::string reason;
+  };
+
+  void open_database(Context& ctx);
+  void recover(Context& ctx);
+  void on_produce(Context& ctx, ConnId conn, Produce& produce);
+  void on_subscribe(Context& ctx, ConnId conn, const Subscribe& subscribe);
+  // Membership and shape checks; empty when the entry may be appended.
+  std::string check(const Entry& entry) const;
+  bool commit_accepted(Context& ctx, uint32_t partition, const Entry& entry, uint64_t offset);
+  bool commit_rejected(Context& ctx, const Entry& entry, const std::string& reason);
+  void append_unflushed(Context& ctx, uint32_t partition, RecordAt record);
+  void flush(Context& ctx, uint32_t partition);
+  void catch_up(Context& ctx);
+  void halt(Context& ctx, const std::string& what);
+  void close_bad(Context& ctx, ConnId conn, const std::string& why);
+  void invariants() const;
+
+  const ChatConfig& config_;
+  NodeId self_ = kNoNode;
+  State state_;
+  sqlite3* db_ = nullptr;
+  Bytes scratch_;  // the encode buffer of log records, reused: no allocation per message
+  // Prepared once per incarnation; sql::Statement finalizes them when the node goes away.
+  sql::Statement find_msg_;
+  sql::Statement insert_msg_;
+  sql::Statement insert_log_;
+  sql::Statement upsert_conv_;
+  sql::Statement insert_member_;
+  sql::Statement delete_member_;
+  sql::Statement read_log_;
+  sql::Statement begin_, commit_, rollback_;
+};
+
+}  // namespace msgsim::chat
