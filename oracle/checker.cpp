@@ -2,10 +2,8 @@
 
 #include <algorithm>
 #include <array>
-#include <deque>
 #include <limits>
 #include <map>
-#include <unordered_map>
 
 #include "impl/base/assert.h"
 #include "impl/base/hash.h"
@@ -140,6 +138,10 @@ struct Conv {
   std::vector<uint32_t> messages;      // by ordinal
   std::vector<uint32_t> memberships;   // Membership indices: users with join/leave events
   std::vector<uint32_t> readers;       // ReaderConv indices with a delivered receipt
+  int64_t max_shown_seq = std::numeric_limits<int64_t>::min();
+  // A join or leave arrived after a message with a higher seq was shown: the deliveries judged
+  // at the time are judged again at finish().
+  bool late_membership = false;
 };
 
 struct Change {
@@ -166,14 +168,6 @@ struct ReaderConv {
   bool listed = false;
 };
 
-struct ReceiptKey {
-  uint64_t device_conv;
-  uint64_t reader_kind;
-  bool operator==(const ReceiptKey&) const = default;
-};
-struct ReceiptKeyHash {
-  size_t operator()(const ReceiptKey& k) const { return mix64(k.device_conv ^ mix64(k.reader_kind)); }
-};
 struct ReceiptState {
   int64_t max_up_to;
   uint32_t line;
@@ -254,11 +248,6 @@ class LatencyHistogram {
   int64_t max_ns_ = 0;
 };
 
-template <typename T>
-size_t deque_bytes(const std::deque<T>& d) {
-  return d.size() * sizeof(T) + 512;
-}
-
 std::string seq_text(int64_t seq) { return seq == kNoSeq ? std::string("none") : std::to_string(seq); }
 
 }  // namespace
@@ -283,18 +272,19 @@ struct Checker::State {
   Stats stats;
 
   Interner users_ids, device_ids, conv_ids, msg_ids;
-  std::deque<User> users;
-  std::deque<Device> devices;
-  std::deque<Conv> convs;
+  ChunkedVector<User, 10> users;
+  ChunkedVector<Device, 10> devices;
+  ChunkedVector<Conv, 10> convs;
   ChunkedVector<Message> messages;
 
   FlatMap64 device_conv_index;  // (device, conv) -> DeviceConv
-  std::deque<DeviceConv> device_convs;
+  ChunkedVector<DeviceConv, 10> device_convs;
   FlatMap64 membership_index;  // (conv, user) -> Membership
-  std::deque<Membership> memberships;
+  ChunkedVector<Membership, 8> memberships;
   FlatMap64 reader_index;  // (user, conv) -> ReaderConv
-  std::deque<ReaderConv> readers;
-  std::unordered_map<ReceiptKey, ReceiptState, ReceiptKeyHash> receipt_states;
+  ChunkedVector<ReaderConv, 10> readers;
+  FlatMap64 receipt_index;  // (DeviceConv, reader, kind) -> ReceiptState
+  ChunkedVector<ReceiptState, 10> receipt_states;
   std::map<std::pair<uint32_t, int64_t>, MembershipEvent> membership_events;  // (conv, seq)
   std::vector<MembershipSuspect> membership_suspects;
 
@@ -335,15 +325,16 @@ struct Checker::State {
   uint32_t user_of(std::string_view name) {
     bool added = false;
     const uint32_t id = users_ids.intern(name, added);
-    if (added) users.emplace_back();
+    if (added) users.push_back(User{});
     return id;
   }
   uint32_t device_of(std::string_view name) {
     bool added = false;
     const uint32_t id = device_ids.intern(name, added);
     if (added) {
-      devices.emplace_back();
-      devices.back().first_line = line32();
+      Device d;
+      d.first_line = line32();
+      devices.push_back(std::move(d));
     }
     return id;
   }
@@ -360,7 +351,7 @@ struct Checker::State {
   uint32_t conv_of(std::string_view name) {
     bool added = false;
     const uint32_t id = conv_ids.intern(name, added);
-    if (added) convs.emplace_back();
+    if (added) convs.push_back(Conv{});
     return id;
   }
   // The message named `name`; a new one is placed in `conv`.
@@ -379,11 +370,18 @@ struct Checker::State {
   DeviceConv& device_conv(uint32_t device, uint32_t conv) {
     const uint32_t index = device_conv_index.insert(pack(device, conv), static_cast<uint32_t>(device_convs.size()));
     if (index == device_convs.size()) {
-      device_convs.emplace_back();
-      device_convs.back().device = device;
-      device_convs.back().conv = conv;
+      DeviceConv dc;
+      dc.device = device;
+      dc.conv = conv;
+      device_convs.push_back(std::move(dc));
     }
     return device_convs[index];
+  }
+  uint32_t device_conv_index_of(uint32_t device, uint32_t conv) {
+    device_conv(device, conv);
+    const uint32_t index = *device_conv_index.find(pack(device, conv));
+    MSGSIM_ASSERT(index < (1u << 31), "more than 2^31 (device, conversation) pairs");
+    return index;
   }
   DeviceConv* find_device_conv(uint32_t device, uint32_t conv) {
     const uint32_t* index = device_conv_index.find(pack(device, conv));
@@ -392,9 +390,10 @@ struct Checker::State {
   ReaderConv& reader_conv(uint32_t user, uint32_t conv) {
     const uint32_t index = reader_index.insert(pack(user, conv), static_cast<uint32_t>(readers.size()));
     if (index == readers.size()) {
-      readers.emplace_back();
-      readers.back().user = user;
-      readers.back().conv = conv;
+      ReaderConv rc;
+      rc.user = user;
+      rc.conv = conv;
+      readers.push_back(rc);
     }
     return readers[index];
   }
@@ -681,7 +680,12 @@ struct Checker::State {
         return Example{{msg_name(mi)}, {m.reject_line, line}, "shown on " + device_name(device) + " after it was rejected"};
       });
     }
-    if (devices[device].user == user) {
+    // Judged with what is known now. A non-member now may be made one by a join written later,
+    // so that case waits for finish(); a member now may be made a non-member by a leave written
+    // later, which marks the conversation for a full re-judgement at finish().
+    Conv& shown_conv = convs[conv];
+    if (m.seq > shown_conv.max_shown_seq) shown_conv.max_shown_seq = m.seq;
+    if (devices[device].user == user && !member_for(m, user)) {
       membership_suspects.push_back({user, device, mi, line32()});
       if (membership_suspects.size() >= kMembershipSuspectsMax) judge_membership_suspects();
     }
@@ -772,12 +776,18 @@ struct Checker::State {
     const uint32_t device = device_of(e.device);
     const uint32_t conv = conv_of(e.conv);
     const uint32_t reader = user_of(e.reader);
-    const ReceiptKey key{pack(device, conv), (uint64_t{reader} << 1) | (e.kind == ReceiptKind::read ? 1u : 0u)};
-    auto [it, inserted] = receipt_states.try_emplace(key, ReceiptState{e.up_to, line32()});
-    if (!inserted) {
-      if (e.up_to < it->second.max_up_to) {
-        const uint32_t earlier = it->second.line;
-        const int64_t earlier_up_to = it->second.max_up_to;
+    // Keyed by (the receiving device's DeviceConv, reader, kind): 31 + 32 + 1 bits.
+    const uint64_t key = (uint64_t{device_conv_index_of(device, conv)} << 33) | (uint64_t{reader} << 1) |
+                         (e.kind == ReceiptKind::read ? 1u : 0u);
+    const auto fresh = static_cast<uint32_t>(receipt_states.size());
+    const uint32_t index = receipt_index.insert(key, fresh);
+    if (index == fresh) {
+      receipt_states.push_back(ReceiptState{e.up_to, line32()});
+    } else {
+      ReceiptState* it = &receipt_states[index];
+      if (e.up_to < it->max_up_to) {
+        const uint32_t earlier = it->line;
+        const int64_t earlier_up_to = it->max_up_to;
         violate(Invariant::receipts, [&] {
           return Example{{}, {earlier, line},
                          std::string(to_string(e.kind)) + " receipt for " + user_name(reader) + " on " +
@@ -785,7 +795,7 @@ struct Checker::State {
                              std::to_string(e.up_to)};
         });
       } else {
-        it->second = ReceiptState{e.up_to, line32()};
+        *it = ReceiptState{e.up_to, line32()};
       }
     }
     ReaderConv& rc = reader_conv(reader, conv);
@@ -856,6 +866,7 @@ struct Checker::State {
       });
       return;
     }
+    if (e.seq < convs[conv].max_shown_seq) convs[conv].late_membership = true;
     const uint32_t mi = find_seq(conv, e.seq);
     if (mi != kNone) {
       violate(Invariant::seq_agreement, [&] {
@@ -866,9 +877,10 @@ struct Checker::State {
     }
     const uint32_t index = membership_index.insert(pack(conv, user), static_cast<uint32_t>(memberships.size()));
     if (index == memberships.size()) {
-      memberships.emplace_back();
-      memberships.back().conv = conv;
-      memberships.back().user = user;
+      Membership ms;
+      ms.conv = conv;
+      ms.user = user;
+      memberships.push_back(std::move(ms));
       convs[conv].memberships.push_back(index);
     }
     auto& changes = memberships[index].changes;
@@ -989,6 +1001,11 @@ struct Checker::State {
   void judge_membership_suspects() {
     for (const MembershipSuspect& s : membership_suspects) {
       const Message& m = messages[s.msg];
+      // A message never sent, in a conversation with neither a 1:1 send nor a membership
+      // change, has no known membership to judge it by (no-phantom reports it).
+      const Conv& c = convs[m.conv];
+      if (c.late_membership) continue;  // judge_late_membership covers every delivery there
+      if (!m.has(kSent) && !c.one_to_one && c.memberships.empty()) continue;
       if (member_for(m, s.user)) continue;
       violate(Invariant::membership, [&] {
         return Example{{msg_name(s.msg)}, {s.line},
@@ -997,6 +1014,37 @@ struct Checker::State {
       });
     }
     membership_suspects.clear();
+  }
+
+  // Conversations whose membership changed behind shown messages: every (device, message)
+  // shown there is judged against the final membership. The line of the delivery is not kept
+  // per device, so the example names the message's send line.
+  void judge_late_membership() {
+    for (size_t dci = 0; dci < device_convs.size(); ++dci) {
+      const DeviceConv& dc = device_convs[dci];
+      const Conv& c = convs[dc.conv];
+      if (!c.late_membership) continue;
+      const uint32_t user = devices[dc.device].user;
+      if (user == kNone) continue;
+      for (size_t w = 0; w < dc.bits.size(); ++w) {
+        uint64_t shown = dc.bits[w] & 0x5555555555555555ULL;
+        while (shown != 0) {
+          const int bit = __builtin_ctzll(shown);
+          shown &= shown - 1;
+          const size_t ordinal = dc.base + w * 32 + static_cast<size_t>(bit / 2);
+          if (ordinal >= c.messages.size()) continue;
+          const uint32_t mi = c.messages[ordinal];
+          const Message& m = messages[mi];
+          if (m.seq == kNoSeq || (!m.has(kSent) && !c.one_to_one && c.memberships.empty())) continue;
+          if (member_for(m, user)) continue;
+          violate(Invariant::membership, [&] {
+            return Example{{msg_name(mi)}, {m.send_line},
+                           "shown on " + device_name(dc.device) + " of " + user_name(user) + ", not a member of " +
+                               conv_name(m.conv) + " at seq " + seq_text(m.seq)};
+          });
+        }
+      }
+    }
   }
 
   template <typename F>
@@ -1047,7 +1095,8 @@ struct Checker::State {
 
   void judge_expiry_at_end() {
     const int64_t end_t = last_t;
-    for (const DeviceConv& dc : device_convs) {
+    for (size_t dci = 0; dci < device_convs.size(); ++dci) {
+      const DeviceConv& dc = device_convs[dci];
       const Conv& c = convs[dc.conv];
       for (size_t w = 0; w < dc.bits.size(); ++w) {
         const uint64_t word = dc.bits[w];
@@ -1118,17 +1167,18 @@ struct Checker::State {
     size_t bytes = sizeof(State);
     bytes += users_ids.memory_bytes() + device_ids.memory_bytes() + conv_ids.memory_bytes() + msg_ids.memory_bytes();
     bytes += messages.memory_bytes();
-    bytes += deque_bytes(users) + deque_bytes(devices) + deque_bytes(convs) + deque_bytes(device_convs) +
-             deque_bytes(memberships) + deque_bytes(readers);
-    for (const User& u : users) bytes += u.devices.capacity() * sizeof(uint32_t);
-    for (const Conv& c : convs)
+    bytes += users.memory_bytes() + devices.memory_bytes() + convs.memory_bytes() + device_convs.memory_bytes() +
+             memberships.memory_bytes() + readers.memory_bytes();
+    for (size_t i = 0; i < users.size(); ++i) bytes += users[i].devices.capacity() * sizeof(uint32_t);
+    for (size_t i = 0; i < convs.size(); ++i) {
+      const Conv& c = convs[i];
       bytes += (c.messages.capacity() + c.memberships.capacity() + c.readers.capacity()) * sizeof(uint32_t);
-    for (const DeviceConv& dc : device_convs) bytes += dc.bits.capacity() * sizeof(uint64_t);
-    for (const Membership& ms : memberships) bytes += ms.changes.capacity() * sizeof(Change);
+    }
+    for (size_t i = 0; i < device_convs.size(); ++i) bytes += device_convs[i].bits.capacity() * sizeof(uint64_t);
+    for (size_t i = 0; i < memberships.size(); ++i) bytes += memberships[i].changes.capacity() * sizeof(Change);
     bytes += device_conv_index.memory_bytes() + membership_index.memory_bytes() + reader_index.memory_bytes();
     // Hash and tree nodes: the element plus two pointers and the allocator's header.
-    bytes += receipt_states.size() * (sizeof(ReceiptKey) + sizeof(ReceiptState) + 32) +
-             receipt_states.bucket_count() * sizeof(void*);
+    bytes += receipt_index.memory_bytes() + receipt_states.memory_bytes();
     bytes += membership_events.size() * (sizeof(std::pair<uint32_t, int64_t>) + sizeof(MembershipEvent) + 48);
     bytes += membership_suspects.capacity() * sizeof(MembershipSuspect);
     bytes += seq_slots.capacity() * sizeof(uint64_t);
@@ -1138,6 +1188,7 @@ struct Checker::State {
 
   Verdict finish() {
     judge_membership_suspects();
+    judge_late_membership();
     judge_meant_for(stats.ended && stats.quiescent);
     judge_expiry_at_end();
     judge_sender_fifo();

@@ -303,10 +303,14 @@ class Generator {
     const auto device = static_cast<uint32_t>(rng_.below(devices_.size()));
     GenDevice& d = devices_[device];
     if (!d.online || d.cursors.empty()) return;
+    // A device that comes to the front catches up on a few messages at once, so deliveries
+    // keep pace with sends however many devices there are.
+    const uint64_t burst = 1 + rng_.below(options_.deliver_burst_max);
     const size_t start = rng_.below(d.cursors.size());
-    for (size_t k = 0; k < d.cursors.size(); ++k) {
+    uint64_t shown = 0;
+    for (size_t k = 0; k < d.cursors.size() && shown < burst; ++k) {
       Cursor& cursor = d.cursors[(start + k) % d.cursors.size()];
-      if (walk(device, cursor)) return;
+      while (shown < burst && walk(device, cursor)) ++shown;
     }
   }
 

@@ -21,6 +21,7 @@ struct GeneratorOptions {
   uint32_t groups = 2;
   uint32_t group_size_max = 5;  // potential members of each group
   uint32_t one_to_one_convs = 3;
+  uint32_t deliver_burst_max = 4;  // a delivery step shows up to this many messages
   uint64_t events = 400;  // roughly: the drain at the end adds what is still owed
   bool quiescent_end = true;  // false: stop abruptly with a non-quiescent end
   bool membership_changes = true;

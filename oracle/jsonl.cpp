@@ -39,7 +39,8 @@ const char* const kFieldNames[f_count] = {"type",   "t",      "user",      "devi
                                           "reader", "kind",   "name",      "quiescent"};
 
 Field field_of(std::string_view key) {
-  auto is = [&](Field f) { return key == kFieldNames[f]; };
+  // Lengths already match when this is called, so a memcmp decides.
+  auto is = [&](Field f) { return std::memcmp(key.data(), kFieldNames[f], key.size()) == 0; };
   switch (key.size()) {
     case 1: return is(f_t) ? f_t : f_unknown;
     case 2: return is(f_to) ? f_to : f_unknown;
@@ -217,8 +218,9 @@ class Parser {
     }
   }
 
-  bool parse_literal(const char* word, Kind kind, Slot& slot) {
-    const size_t n = std::strlen(word);
+  template <size_t kSize>
+  bool parse_literal(const char (&word)[kSize], Kind kind, Slot& slot) {
+    constexpr size_t n = kSize - 1;
     if (static_cast<size_t>(end_ - p_) < n || std::memcmp(p_, word, n) != 0) return fail("invalid JSON literal");
     p_ += n;
     slot.kind = kind;

@@ -6,7 +6,9 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <algorithm>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -45,36 +47,51 @@ class ChunkedVector {
   size_t size_ = 0;
 };
 
-// Interns strings to dense ids 0, 1, 2... Each string is stored once, length-prefixed, in an
-// arena of blocks; the table holds (32-bit hash tag, id + 1) per slot.
+// Interns strings to dense ids 0, 1, 2... The table's 16-byte slots hold ids of up to 11 bytes
+// inline, so a lookup costs one cache miss; longer ids live, length-prefixed, in an arena of
+// blocks and their slots hold a hash tag and a pointer. id -> slot is kept for printing names.
 class Interner {
  public:
-  Interner() { slots_.assign(16, 0); }
+  Interner() { slots_.assign(16, Slot{}); }
 
   // The id of `text`, adding it when new; `added` tells which.
   uint32_t intern(std::string_view text, bool& added) {
+    // Consecutive events often name the same conversation, device or message.
+    if (last_id_ != kNone && text == last_text_) {
+      added = false;
+      return last_id_;
+    }
+    const uint32_t id = intern_uncached(text, added);
+    last_text_.assign(text.data(), std::min(text.size(), kCachedMax));
+    last_id_ = text.size() <= kCachedMax ? id : kNone;
+    return id;
+  }
+
+  uint32_t intern_uncached(std::string_view text, bool& added) {
     const uint64_t h = hash_string(text);
-    const uint32_t tag = static_cast<uint32_t>(h >> 32);
+    const Slot probe = make_probe(text, h);
     size_t mask = slots_.size() - 1;
     size_t i = h & mask;
-    for (;;) {
-      const uint64_t slot = slots_[i];
-      if (slot == 0) break;
-      if (static_cast<uint32_t>(slot >> 32) == tag) {
-        const uint32_t id = static_cast<uint32_t>(slot) - 1;
-        if (name(id) == text) {
-          added = false;
-          return id;
-        }
+    for (;; i = (i + 1) & mask) {
+      const Slot& slot = slots_[i];
+      if (slot.id_plus1 == 0) break;
+      if (matches(slot, probe, text)) {
+        added = false;
+        return slot.id_plus1 - 1;
       }
-      i = (i + 1) & mask;
     }
     added = true;
-    const uint32_t id = static_cast<uint32_t>(names_.size());
+    const auto id = static_cast<uint32_t>(positions_.size());
     MSGSIM_ASSERT(id < kNone - 1, "more than 4 billion distinct ids");
-    names_.push_back(store(text));
-    slots_[i] = (uint64_t{tag} << 32) | (uint64_t{id} + 1);
-    if (names_.size() * 4 > slots_.size() * 3) grow();
+    Slot slot = probe;
+    slot.id_plus1 = id + 1;
+    if (slot.length == kLong) {
+      const char* stored = store(text);
+      std::memcpy(slot.bytes + 3, &stored, sizeof stored);
+    }
+    slots_[i] = slot;
+    positions_.push_back(static_cast<uint32_t>(i));
+    if (positions_.size() * 4 > slots_.size() * 3) grow();
     return id;
   }
   uint32_t intern(std::string_view text) {
@@ -84,34 +101,65 @@ class Interner {
 
   std::optional<uint32_t> find(std::string_view text) const {
     const uint64_t h = hash_string(text);
-    const uint32_t tag = static_cast<uint32_t>(h >> 32);
+    const Slot probe = make_probe(text, h);
     const size_t mask = slots_.size() - 1;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
-      const uint64_t slot = slots_[i];
-      if (slot == 0) return std::nullopt;
-      if (static_cast<uint32_t>(slot >> 32) == tag) {
-        const uint32_t id = static_cast<uint32_t>(slot) - 1;
-        if (name(id) == text) return id;
-      }
+      const Slot& slot = slots_[i];
+      if (slot.id_plus1 == 0) return std::nullopt;
+      if (matches(slot, probe, text)) return slot.id_plus1 - 1;
     }
   }
 
-  std::string_view name(uint32_t id) const {
-    const char* p = names_[id];
-    uint32_t length = 0;
-    std::memcpy(&length, p, sizeof length);
-    return {p + sizeof length, length};
-  }
+  std::string_view name(uint32_t id) const { return name_of(slots_[positions_[id]]); }
 
-  size_t size() const { return names_.size(); }
+  size_t size() const { return positions_.size(); }
 
   size_t memory_bytes() const {
-    return slots_.capacity() * sizeof(uint64_t) + names_.memory_bytes() + arena_bytes_ +
+    return slots_.capacity() * sizeof(Slot) + positions_.memory_bytes() + arena_bytes_ +
            blocks_.capacity() * sizeof(std::unique_ptr<char[]>);
   }
 
  private:
   static constexpr size_t kBlockBytes = 64 * 1024;
+  static constexpr size_t kCachedMax = 64;  // longer ids are not cached
+  static constexpr uint8_t kInlineMax = 11;
+  static constexpr uint8_t kLong = 255;
+
+  struct Slot {
+    uint32_t id_plus1 = 0;  // 0: empty
+    uint8_t length = 0;     // <= kInlineMax: the bytes are inline; kLong: tag + arena pointer
+    char bytes[11] = {};
+  };
+  static_assert(sizeof(Slot) == 16);
+
+  static Slot make_probe(std::string_view text, uint64_t h) {
+    Slot probe;
+    if (text.size() <= kInlineMax) {
+      probe.length = static_cast<uint8_t>(text.size());
+      if (!text.empty()) std::memcpy(probe.bytes, text.data(), text.size());
+    } else {
+      probe.length = kLong;
+      const uint32_t tag = static_cast<uint32_t>(h >> 40);
+      std::memcpy(probe.bytes, &tag, 3);
+    }
+    return probe;
+  }
+
+  static bool matches(const Slot& slot, const Slot& probe, std::string_view text) {
+    if (slot.length != probe.length) return false;
+    if (probe.length != kLong) return std::memcmp(slot.bytes, probe.bytes, kInlineMax) == 0;
+    if (std::memcmp(slot.bytes, probe.bytes, 3) != 0) return false;
+    return name_of(slot) == text;
+  }
+
+  static std::string_view name_of(const Slot& slot) {
+    if (slot.length != kLong) return {slot.bytes, slot.length};
+    const char* p = nullptr;
+    std::memcpy(&p, slot.bytes + 3, sizeof p);
+    uint32_t length = 0;
+    std::memcpy(&length, p, sizeof length);
+    return {p + sizeof length, length};
+  }
 
   const char* store(std::string_view text) {
     const size_t need = sizeof(uint32_t) + text.size();
@@ -140,21 +188,23 @@ class Interner {
   }
 
   void grow() {
-    std::vector<uint64_t> old;
+    std::vector<Slot> old;
     old.swap(slots_);
-    slots_.assign(old.size() * 2, 0);
+    slots_.assign(old.size() * 2, Slot{});
     const size_t mask = slots_.size() - 1;
-    for (const uint64_t slot : old) {
-      if (slot == 0) continue;
-      const uint32_t id = static_cast<uint32_t>(slot) - 1;
-      size_t i = hash_string(name(id)) & mask;
-      while (slots_[i] != 0) i = (i + 1) & mask;
+    for (const Slot& slot : old) {
+      if (slot.id_plus1 == 0) continue;
+      size_t i = hash_string(name_of(slot)) & mask;
+      while (slots_[i].id_plus1 != 0) i = (i + 1) & mask;
       slots_[i] = slot;
+      positions_[slot.id_plus1 - 1] = static_cast<uint32_t>(i);
     }
   }
 
-  std::vector<uint64_t> slots_;
-  ChunkedVector<const char*> names_;
+  std::vector<Slot> slots_;
+  ChunkedVector<uint32_t> positions_;  // id -> slot index
+  std::string last_text_;
+  uint32_t last_id_ = kNone;
   std::vector<std::unique_ptr<char[]>> blocks_;
   char* current_ = nullptr;  // the block being filled
   size_t block_used_ = 0;

@@ -1,0 +1,61 @@
+// `msgsim check FILE|- [--json] [--latency-p99-ms N]`: judge any history (simulated, live,
+// third-party) against spec/history.md. Exit 0 valid, 1 a violation, 2 bad input.
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "cli/commands.h"
+#include "oracle/checker.h"
+
+namespace msgsim::cli {
+
+namespace {
+
+struct CheckArgs {
+  std::string path;
+  bool json = false;
+  int64_t latency_p99_ms = -1;
+};
+
+int run_check(const CheckArgs& args) {
+  history::CheckerOptions options;
+  if (args.latency_p99_ms >= 0) options.latency_p99_bound_ns = args.latency_p99_ms * 1'000'000;
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  if (args.path != "-") {
+    file.open(args.path, std::ios::binary);
+    if (!file) {
+      std::fprintf(stderr, "msgsim check: cannot open %s\n", args.path.c_str());
+      return kExitBadInput;
+    }
+    in = &file;
+  } else {
+    std::ios::sync_with_stdio(false);
+  }
+  Result<history::Verdict> verdict = history::check_stream(*in, options);
+  if (!verdict.ok()) {
+    const std::string where = args.path == "-" ? std::string("stdin") : args.path;
+    std::fprintf(stderr, "msgsim check: %s: %s\n", where.c_str(), verdict.error().message.c_str());
+    return kExitBadInput;
+  }
+  const std::string out = args.json ? history::render_json(*verdict) + "\n" : history::render_summary(*verdict);
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  std::fflush(stdout);
+  return verdict->valid ? kExitOk : kExitViolation;
+}
+
+}  // namespace
+
+void add_check_command(CLI::App& app, Outcome& outcome) {
+  auto args = std::make_shared<CheckArgs>();
+  auto* check = app.add_subcommand("check", "judge a history (JSON Lines, spec/history.md) against the invariants");
+  check->add_option("history", args->path, "the history file, or - for stdin")->required();
+  check->add_flag("--json", args->json, "print the verdict as one JSON object");
+  check->add_option("--latency-p99-ms", args->latency_p99_ms, "fail latency when the p99 delivery time exceeds N ms")
+      ->check(CLI::NonNegativeNumber);
+  check->callback([args, &outcome] { outcome.exit_code = run_check(*args); });
+}
+
+}  // namespace msgsim::cli

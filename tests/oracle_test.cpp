@@ -1,0 +1,309 @@
+// The oracle against small hand-written histories (tests/data/oracle/*.jsonl): for each
+// invariant one history where it holds and one that breaks only it, plus the tricky cases of
+// the issue. The expected verdicts are written here, from the spec, not produced by the code.
+// Also: the JSON Lines reader's acceptance and bad-input rules, and the writer round trip.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "oracle/checker.h"
+#include "oracle/jsonl.h"
+
+namespace msgsim::history {
+namespace {
+
+std::string data_path(const std::string& name) {
+  return std::string(MSGSIM_SOURCE_DIR) + "/tests/data/oracle/" + name + ".jsonl";
+}
+
+Result<Verdict> check_file(const std::string& name, CheckerOptions options = {}) {
+  std::ifstream in(data_path(name), std::ios::binary);
+  EXPECT_TRUE(in.good()) << "missing " << data_path(name);
+  return check_stream(in, options);
+}
+
+Result<Verdict> check_text(const std::string& text, CheckerOptions options = {}) {
+  std::istringstream in(text);
+  return check_stream(in, options);
+}
+
+std::set<std::string> violated(const Verdict& v) {
+  std::set<std::string> names;
+  for (const InvariantResult& r : v.invariants) {
+    if (!r.valid) names.insert(r.name);
+  }
+  return names;
+}
+
+struct Case {
+  const char* file;
+  std::set<std::string> expected;  // exactly the invariants that must be violated
+  bool with_latency_bound = false;  // --latency-p99-ms 100
+};
+
+class HandWritten : public ::testing::TestWithParam<Case> {};
+
+TEST_P(HandWritten, VerdictIsExactlyTheExpectedOne) {
+  const Case& c = GetParam();
+  CheckerOptions options;
+  if (c.with_latency_bound) options.latency_p99_bound_ns = 100'000'000;
+  Result<Verdict> verdict = check_file(c.file, options);
+  ASSERT_TRUE(verdict.ok()) << verdict.error().message;
+  EXPECT_EQ(violated(*verdict), c.expected) << render_summary(*verdict);
+  EXPECT_EQ(verdict->valid, c.expected.empty());
+  for (const InvariantResult& r : verdict->invariants) {
+    if (r.valid) {
+      EXPECT_EQ(r.count, 0u) << r.name;
+      continue;
+    }
+    // Every violation comes with an example naming the lines involved.
+    ASSERT_FALSE(r.examples.empty()) << r.name;
+    if (r.invariant != Invariant::latency) {
+      EXPECT_FALSE(r.examples[0].lines.empty()) << r.name;
+    }
+  }
+}
+
+// clang-format off
+INSTANTIATE_TEST_SUITE_P(Oracle, HandWritten, ::testing::Values(
+    // A new device (b3 appears after m1's send) is owed no back-history; several devices per
+    // user; the sender's own other devices are owed its messages.
+    Case{"no_loss_holds", {}},
+    Case{"no_loss_breaks", {"no-loss"}},
+    // A non-quiescent end: no-loss is not judged.
+    Case{"no_loss_not_quiescent", {}},
+    Case{"no_duplicate_holds", {}},
+    // The same message shown twice on one device (across a reconnect) is a duplicate only: the
+    // repeat is not a new step in the order (a deliberate choice; see checker.cpp).
+    Case{"no_duplicate_breaks", {"no-duplicate"}},
+    Case{"no_phantom_holds", {}},
+    Case{"no_phantom_breaks_body", {"no-phantom"}},
+    Case{"no_phantom_breaks_unsent", {"no-phantom"}},
+    Case{"order_holds", {}},
+    // Showing seq 2 and then seq 1 breaks order, and gap-free too: when seq 2 was shown, seq 1
+    // (meant for b1) had not been shown or expired there.
+    Case{"order_breaks", {"order", "gap-free"}},
+    // A disappearing message that expired before it reached the device: expired, not shown.
+    Case{"gap_free_holds", {}},
+    Case{"gap_free_breaks", {"gap-free"}},
+    // A deliver may give the seq before the ack does; a join seen twice is one change.
+    Case{"seq_agreement_holds", {}},
+    Case{"seq_agreement_breaks", {"seq-agreement"}},
+    Case{"seq_agreement_breaks_shared", {"seq-agreement"}},
+    // Acks may arrive out of send order; the seqs must not be.
+    Case{"sender_fifo_holds", {}},
+    Case{"sender_fifo_breaks", {"sender-fifo"}},
+    Case{"causal_holds", {}},
+    Case{"causal_breaks", {"causal"}},
+    // Receipts across a reconnect (the same up_to again is fine); the delivered receipt counts
+    // any of the reader's devices.
+    Case{"receipts_holds", {}},
+    Case{"receipts_breaks_regress", {"receipts"}},
+    Case{"receipts_breaks_early_delivered", {"receipts"}},
+    Case{"receipts_breaks_early_read", {"receipts"}},
+    // Membership changes in the middle of a conversation.
+    Case{"membership_holds", {}},
+    Case{"membership_breaks", {"membership"}},
+    // The join is written after the delivery it allows: judged against the whole history.
+    Case{"membership_late_join_holds", {}},
+    // The leave is written after a delivery it forbids.
+    Case{"membership_late_leave_breaks", {"membership"}},
+    // Disappearing and view-once messages; a message that expires before it is delivered to an
+    // offline device is expired there, not lost.
+    Case{"expiry_holds", {}},
+    Case{"expiry_breaks_late_show", {"expiry"}},
+    Case{"expiry_breaks_never_expired", {"expiry"}},
+    Case{"expiry_run_ends_first", {}},
+    Case{"expiry_breaks_view_once", {"expiry"}},
+    // A rejected message never shown, and an unacked one that is shown (allowed).
+    Case{"no_rejected_delivery_holds", {}},
+    Case{"no_rejected_delivery_breaks", {"no-rejected-delivery"}},
+    // A decrypt error for a message from someone who has since left is allowed.
+    Case{"decrypt_holds", {}},
+    Case{"decrypt_breaks", {"decrypt"}},
+    // Deliveries during a fault are not measured.
+    Case{"latency_holds", {}, true},
+    Case{"latency_breaks", {"latency"}, true},
+    Case{"latency_breaks", {}, false}));
+// clang-format on
+
+TEST(OracleExamples, NameMessagesAndLines) {
+  Result<Verdict> v = check_file("order_breaks");
+  ASSERT_TRUE(v.ok());
+  const InvariantResult& order = (*v)[Invariant::order];
+  ASSERT_EQ(order.count, 1u);
+  EXPECT_EQ(order.examples[0].msgs, (std::vector<std::string>{"m2", "m1"}));
+  EXPECT_EQ(order.examples[0].lines, (std::vector<uint64_t>{6, 7}));
+
+  Result<Verdict> loss = check_file("no_loss_breaks");
+  ASSERT_TRUE(loss.ok());
+  const InvariantResult& no_loss = (*loss)[Invariant::no_loss];
+  ASSERT_EQ(no_loss.count, 1u);
+  EXPECT_EQ(no_loss.examples[0].msgs, (std::vector<std::string>{"m1"}));
+  EXPECT_EQ(no_loss.examples[0].lines, (std::vector<uint64_t>{4, 5}));
+  EXPECT_NE(no_loss.examples[0].detail.find("b2"), std::string::npos);
+}
+
+TEST(OracleVerdict, JsonHasTheSpecShape) {
+  Result<Verdict> v = check_file("no_loss_not_quiescent");
+  ASSERT_TRUE(v.ok());
+  const std::string json = render_json(*v);
+  EXPECT_EQ(json.rfind("{\"valid\":true,\"invariants\":{\"no-loss\":{\"valid\":true,\"judged\":false,\"count\":0,", 0), 0u)
+      << json;
+  for (const char* name : {"no-duplicate", "no-phantom", "order", "gap-free", "seq-agreement", "sender-fifo", "causal",
+                           "receipts", "membership", "expiry", "no-rejected-delivery", "decrypt", "latency"}) {
+    EXPECT_NE(json.find(std::string("\"") + name + "\":{\"valid\":true"), std::string::npos) << name;
+  }
+  EXPECT_NE(json.find("\"stats\":{\"events\":7,"), std::string::npos) << json;
+  const std::string summary = render_summary(*v);
+  EXPECT_NE(summary.find("no-loss"), std::string::npos);
+  EXPECT_NE(summary.find("not judged"), std::string::npos);
+}
+
+TEST(OracleVerdict, CountsEveryViolationButKeepsFewExamples) {
+  std::string text;
+  text += R"({"type":"send","t":1,"user":"a","device":"a1","conv":"c","msg":"m","body":"h","to":"b"})" "\n";
+  for (int i = 0; i < 20; ++i) {
+    text += R"({"type":"deliver","t":2,"user":"b","device":"b1","conv":"c","msg":"m","seq":1,"from":"a","body":"h"})" "\n";
+  }
+  CheckerOptions options;
+  options.examples_max = 3;
+  Result<Verdict> v = check_text(text, options);
+  ASSERT_TRUE(v.ok());
+  EXPECT_EQ((*v)[Invariant::no_duplicate].count, 19u);
+  EXPECT_EQ((*v)[Invariant::no_duplicate].examples.size(), 3u);
+}
+
+// ---- the reader ----
+
+TEST(OracleReader, AcceptsAnyValidJsonObject) {
+  const std::string line =
+      " { \"t\" : 5e0 , \"ty\\u0070e\":\"send\",\"user\":\"al\\\"ice\\n\",\"device\":\"d\\u00e9v\",\"conv\":\"c\","
+      "\"msg\":\"m\\ud83d\\ude00\",\"body\":\"h\",\"extra\":{\"nested\":[1,2.5e-3,{\"x\":null}],\"y\":true},"
+      "\"more\":[],\"n\":-0.0,\"to\":\"bob\",\"expires_at\":1.5e3,\"view_once\":false } \r";
+  Event e;
+  Status s = parse_event_line(line, e);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(e.type, EventType::send);
+  EXPECT_EQ(e.t, 5);
+  EXPECT_EQ(e.user, "al\"ice\n");
+  EXPECT_EQ(e.device, "d\xc3\xa9v");
+  EXPECT_EQ(e.msg, "m\xf0\x9f\x98\x80");
+  EXPECT_EQ(e.to, std::optional<std::string>("bob"));
+  EXPECT_EQ(e.expires_at, std::optional<int64_t>(1500));
+  EXPECT_FALSE(e.view_once);
+}
+
+TEST(OracleReader, WriterRoundTripsEveryType) {
+  std::vector<Event> events = {
+      Event{.type = EventType::send, .t = 1, .user = "u\t\"x\\", .device = "d\x01", .conv = "c", .msg = "m", .body = "b",
+            .to = "v", .expires_at = 99, .view_once = true},
+      Event{.type = EventType::ack, .t = 2, .device = "d", .conv = "c", .msg = "m", .seq = -3},
+      Event{.type = EventType::reject, .t = 3, .device = "d", .conv = "c", .msg = "m", .reason = "blocked"},
+      Event{.type = EventType::deliver, .t = 4, .user = "u", .device = "d", .conv = "c", .msg = "m", .body = "b",
+            .seq = 9223372036854775807, .from = "f"},
+      Event{.type = EventType::read, .t = 5, .user = "u", .device = "d", .conv = "c", .up_to = 7},
+      Event{.type = EventType::receipt, .t = 6, .device = "d", .conv = "c", .up_to = 8, .reader = "r",
+            .kind = ReceiptKind::read},
+      Event{.type = EventType::join, .t = 7, .user = "u", .conv = "c", .seq = 1},
+      Event{.type = EventType::leave, .t = 8, .user = "u", .conv = "c", .seq = 2},
+      Event{.type = EventType::expire, .t = 9, .device = "d", .msg = "m"},
+      Event{.type = EventType::decrypt_error, .t = 10, .device = "d", .conv = "c", .msg = "m", .reason = "mac"},
+      Event{.type = EventType::online, .t = 11, .user = "u", .device = "d"},
+      Event{.type = EventType::offline, .t = 12, .user = "u", .device = "d"},
+      Event{.type = EventType::fault, .t = 13, .name = "p"},
+      Event{.type = EventType::heal, .t = 14, .name = "p"},
+      Event{.type = EventType::end, .t = 15, .quiescent = true},
+  };
+  for (const Event& e : events) {
+    const std::string line = to_jsonl(e);
+    ASSERT_EQ(line.back(), '\n');
+    ASSERT_EQ(line.find('\n'), line.size() - 1);
+    Event back;
+    Status s = parse_event_line(std::string_view(line).substr(0, line.size() - 1), back);
+    ASSERT_TRUE(s.ok()) << line << s.error().message;
+    EXPECT_EQ(to_jsonl(back), line);
+    EXPECT_EQ(back.type, e.type);
+    EXPECT_EQ(back.t, e.t);
+    EXPECT_EQ(back.user, e.user);
+    EXPECT_EQ(back.device, e.device);
+    EXPECT_EQ(back.to, e.to);
+    EXPECT_EQ(back.expires_at, e.expires_at);
+    EXPECT_EQ(back.seq, e.seq);
+  }
+}
+
+struct BadInput {
+  std::string text;
+  std::string message;  // the whole error message
+};
+
+TEST(OracleReader, BadInputNamesTheLineAndTheReason) {
+  const std::string ok = R"({"type":"online","t":1,"user":"u","device":"d"})" "\n";
+  const std::vector<BadInput> cases = {
+      {ok + R"({"type":"dance","t":2})" "\n", "line 2: unknown type \"dance\""},
+      {ok + R"({"type":"ack","t":2,"device":"d","conv":"c","msg":"m"})" "\n",
+       "line 2: missing required field \"seq\" for type \"ack\""},
+      {ok + R"({"t":2})" "\n", "line 2: missing required field \"type\""},
+      {ok + ok + R"({"type":"online","t":0,"user":"u","device":"d"})" "\n", "line 3: t decreases (from 1 to 0)"},
+      {ok + "{\"type\":\"online\",\"t\":2,\"user\":\"u\",\"device\":\"d\"\n", "line 2: unterminated object"},
+      {ok + "\n" + ok, "line 2: empty line"},
+      {ok + "[1,2]\n", "line 2: not a JSON object"},
+      {ok + R"({"type":"online","t":"2","user":"u","device":"d"})" "\n", "line 2: field \"t\" must be an integer"},
+      {ok + R"({"type":"online","t":2.5,"user":"u","device":"d"})" "\n",
+       "line 2: field \"t\" must be an integer in the signed 64-bit range"},
+      {ok + R"({"type":"online","t":99999999999999999999,"user":"u","device":"d"})" "\n",
+       "line 2: field \"t\" must be an integer in the signed 64-bit range"},
+      {ok + R"({"type":"online","t":2,"user":7,"device":"d"})" "\n", "line 2: field \"user\" must be a string"},
+      {ok + R"({"type":"end","t":2,"quiescent":"yes"})" "\n", "line 2: field \"quiescent\" must be true or false"},
+      {ok + R"({"type":"receipt","t":2,"device":"d","conv":"c","reader":"r","kind":"seen","up_to":1})" "\n",
+       "line 2: field \"kind\" must be \"delivered\" or \"read\""},
+      {ok + R"({"type":"online","t":2,"user":"u","device":"d"} x)" "\n", "line 2: trailing characters after the object"},
+      {ok + R"({"type":"online","t":02,"user":"u","device":"d"})" "\n", "line 2: expected ',' or '}' in an object"},
+      {ok + "{\"type\":\"online\",\"t\":2,\"user\":\"u\xff\",\"device\":\"d\"}\n", "line 2: invalid UTF-8 in a string"},
+      {ok + "{\"type\":\"online\",\"t\":2,\"user\":\"\\ud800\",\"device\":\"d\"}\n",
+       "line 2: lone high surrogate in a \\u escape"},
+      {ok + "{\"type\":\"online\",\"t\":2,\"user\":\"a\tb\",\"device\":\"d\"}\n", "line 2: control character in a string"},
+      {ok + "{\"type\":\"online\",\"t\":2,\"x\":" + std::string(100, '[') + std::string(100, ']') + "}\n",
+       "line 2: nesting deeper than 64 levels"},
+      {ok + "{\"type\":\"online\",\"t\":2,\"x\":tru}\n", "line 2: invalid JSON literal"},
+  };
+  for (const BadInput& c : cases) {
+    Result<Verdict> v = check_text(c.text);
+    ASSERT_FALSE(v.ok()) << c.text;
+    EXPECT_EQ(v.error().code, ErrorCode::bad_input);
+    EXPECT_EQ(v.error().message, c.message) << c.text;
+  }
+}
+
+TEST(OracleReader, LongLinesAreBadInputAndTheLastLineNeedsNoNewline) {
+  const std::string huge = "{\"type\":\"online\",\"t\":1,\"user\":\"" + std::string(kLineBytesMax, 'u') + "\",\"device\":\"d\"}\n";
+  Result<Verdict> v = check_text(huge);
+  ASSERT_FALSE(v.ok());
+  EXPECT_EQ(v.error().message.rfind("line 1: longer than", 0), 0u) << v.error().message;
+
+  Result<Verdict> last = check_text(R"({"type":"online","t":1,"user":"u","device":"d"})" "\n" R"({"type":"end","t":2,"quiescent":true})");
+  ASSERT_TRUE(last.ok()) << last.error().message;
+  EXPECT_EQ(last->stats.events, 2u);
+  EXPECT_TRUE(last->stats.quiescent);
+
+  Result<Verdict> empty = check_text("");
+  ASSERT_TRUE(empty.ok());
+  EXPECT_TRUE(empty->valid);
+}
+
+TEST(OracleChecker, ObserveRecordsADecreasingTimeAsBadInput) {
+  Checker checker;
+  checker.observe(Event{.type = EventType::online, .t = 5, .user = "u", .device = "d"});
+  checker.observe(Event{.type = EventType::online, .t = 4, .user = "u", .device = "d"});
+  ASSERT_TRUE(checker.input_error().has_value());
+  EXPECT_EQ(checker.input_error()->message, "line 2: t decreases (from 5 to 4)");
+  EXPECT_EQ(checker.events_observed(), 1u);
+}
+
+}  // namespace
+}  // namespace msgsim::history
