@@ -4,6 +4,7 @@
 // simulated disk, crashed and restarted as the tests say.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -243,6 +244,20 @@ TEST(Queue, ARetryGetsTheFirstAnswerAcceptedOrRejected) {
   EXPECT_EQ(rig.produce_and_wait(message("g:a", "u2", "m2")), "rejected:not a member");
   EXPECT_EQ(rig.produce_and_wait(message("g:a", "u2", "m3")), "seq:4");
   EXPECT_EQ(rig.queue().duplicates(), 2u);
+}
+
+TEST(Queue, ARetryInTheSameBatchGetsTheSameSeq) {
+  Rig rig;
+  rig.start_all();
+  // Both arrive within one group-commit window: the second sees the first's uncommitted row.
+  rig.produce(message("dm:u1:u2", "u1", "m1", "u2"), 101);
+  rig.produce(message("dm:u1:u2", "u1", "m1", "u2"), 102);
+  rig.produce(message("dm:u1:u2", "u2", "m2", "u1"), 103);
+  rig.settle(20 * kMs);
+  std::map<uint64_t, uint64_t> seq_of;
+  for (const auto& p : frames_of<Produced>(rig.chat)) seq_of[p.request_id] = p.seq;
+  EXPECT_EQ(seq_of, (std::map<uint64_t, uint64_t>{{101, 1}, {102, 1}, {103, 2}}));
+  EXPECT_EQ(rig.queue().duplicates(), 1u);
 }
 
 TEST(Queue, RetryNewSeqBugGivesARetryASecondSeq) {
@@ -560,6 +575,32 @@ TEST(Storage, ReceiptsOnlyRiseAndReachTheOtherMembers) {
   const size_t before = frames_of<Route>(rig.chat).size();
   receipt(8);
   EXPECT_EQ(frames_of<Route>(rig.chat).size(), before);
+}
+
+// Many producers' worth of traffic through queue, storage and fan-out; prints the wall-clock
+// rate (the simulator's per-message cost of these two nodes, disk model included).
+TEST(Storage, ThroughputOfQueueAndStorage) {
+  Rig rig(BugSet{}, /*partitions=*/16);
+  for (int u = 1; u <= 6; ++u) rig.located["u" + std::to_string(u) + ".d1"] = 0;
+  for (auto& [device, server] : rig.located) server = rig.chat_id;
+  rig.start_all();
+  constexpr int kMessages = 20'000;
+  const std::vector<std::string> convs = {"dm:u1:u2", "dm:u3:u4", "dm:u5:u6", "dm:u1:u3", "dm:u2:u4", "dm:u1:u6"};
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < kMessages; ++i) {
+    const std::string& conv = convs[static_cast<size_t>(i) % convs.size()];
+    const std::string from = conv.substr(3, 2);
+    const std::string to = conv.substr(6, 2);
+    rig.produce(message(conv, from, "t" + std::to_string(i), to));
+    if (i % 100 == 99) rig.settle(1 * kMs);  // 100 messages per millisecond: 100,000 per second
+  }
+  rig.settle(1 * kS);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(rig.queue().accepted(), static_cast<uint64_t>(kMessages));
+  EXPECT_EQ(rig.storage().stored(), static_cast<uint64_t>(kMessages));
+  EXPECT_EQ(rig.routed().size(), static_cast<size_t>(kMessages));
+  std::printf("queue+storage+fan-out: %d messages in %.3f s wall: %.0f messages/s\n", kMessages, seconds,
+              kMessages / seconds);
 }
 
 TEST(Storage, SameSeedSameDigest) {

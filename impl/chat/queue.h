@@ -1,17 +1,25 @@
 // The queue (Kafka-like): a partitioned, append-only log, durable in SQLite. This node leads
 // every partition p with `topology.queue_of(p) == self`: it checks each produced entry
 // (membership of groups and 1:1 conversations), assigns the conversation's next seq and the
-// partition's next offset, commits log + conversation state + msg_id in one synced transaction,
-// and only then answers `Produced` and hands the record to the partition's subscribers.
+// partition's next offset, writes log + conversation state + msg_id in the open transaction,
+// and only after that transaction commits (synced) answers `Produced` and hands the record to
+// the partition's subscribers: persist before send.
+//
+// Group commit: produces that arrive within `kGroupCommitNs` of each other share one
+// transaction (at most `kBatchMax` answers), as databases and Kafka brokers batch their fsyncs.
+// Memory (seqs, members, offsets) moves at once so later produces of the batch are checked
+// against it; answers and records wait for the commit. A failed commit halts the node
+// (fail-stop); a restart recovers from what the disk kept.
 //
 // A retried produce (same msg_id) gets the answer the first one got, accepted with the same
 // seq or rejected with the same reason: both are recorded in the same transaction as the rest.
 // Rejected produces take no seq and no offset.
 //
 // Subscribers (storage nodes) get the stored records from the offset they ask for, then every
-// new record. Catch-up reads from SQLite a few frames at a time (a timer continues it), so one
-// subscription never floods the network; new records are batched for `kLingerNs` (Kafka's
-// linger.ms) so a busy partition sends frames of many records instead of one frame each.
+// new committed record. Catch-up reads committed records from SQLite a few frames at a time (a
+// timer continues it), so one subscription never floods the network; new records wait
+// `kLingerNs` (Kafka's linger.ms) so a busy partition sends frames of many records, and its
+// subscriber stores them in one transaction, instead of one frame and transaction each.
 //
 // Planted bugs (config.h): ack_before_durable (synchronous=OFF), retry_new_seq (no msg_id
 // dedup for accepted entries), forget_rejections (rejections are not recorded).
@@ -56,7 +64,9 @@ class QueueNode final : public Node {
   static constexpr size_t kSubscriptionsMax = 4096;
   static constexpr size_t kCatchUpFramesPerTurn = 8;         // Records frames per catch-up step
   static constexpr size_t kFrameBytesBudget = 512 * 1024;     // below wire::kFrameBytesMax
-  static constexpr int64_t kLingerNs = 1 * kNanosPerMilli;    // new records wait this long
+  static constexpr int64_t kGroupCommitNs = 250 * kNanosPerMicro;  // a batch stays open this long
+  static constexpr size_t kBatchMax = 1024;                   // answers one batch holds, at most
+  static constexpr int64_t kLingerNs = 1 * kNanosPerMilli;    // committed records wait this long
   static constexpr int64_t kCatchUpStepNs = 1 * kNanosPerMilli;
 
   explicit QueueNode(const ChatConfig& config);
@@ -88,8 +98,9 @@ class QueueNode final : public Node {
     bool caught_up = false;    // true: it gets new records from the linger buffer
   };
   struct Partition {
-    uint64_t next_offset = 1;           // offsets start at 1, so "stored up to 0" means none
-    std::vector<RecordAt> unflushed;    // committed, not yet sent to caught-up subscribers
+    uint64_t next_offset = 1;            // offsets start at 1, so "stored up to 0" means none
+    uint64_t committed_next_offset = 1;  // the open batch's records are below next_offset only
+    std::vector<RecordAt> unflushed;     // committed, not yet sent to caught-up subscribers
     size_t unflushed_bytes = 0;
     bool flush_armed = false;
   };
@@ -99,6 +110,11 @@ class QueueNode final : public Node {
     std::map<std::string, Conversation> conversations;
     std::map<std::pair<ConnId, uint32_t>, Subscription> subscriptions;
     bool catch_up_armed = false;
+    // Group commit: the open transaction, the answers and records that wait for its commit.
+    bool batch_open = false;
+    bool commit_armed = false;
+    std::vector<std::pair<ConnId, Bytes>> replies;
+    std::vector<std::pair<uint32_t, RecordAt>> committing;
     bool halted = false;  // a SQLite write failed: fail-stop, answer nothing more
     uint64_t accepted = 0, rejected = 0, duplicates = 0;
   };
@@ -115,8 +131,12 @@ class QueueNode final : public Node {
   void on_subscribe(Context& ctx, ConnId conn, const Subscribe& subscribe);
   // Membership and shape checks; empty when the entry may be appended.
   std::string check(const Entry& entry) const;
-  bool commit_accepted(Context& ctx, uint32_t partition, const Entry& entry, uint64_t offset);
-  bool commit_rejected(Context& ctx, const Entry& entry, const std::string& reason);
+  bool write_accepted(Context& ctx, uint32_t partition, const Entry& entry, uint64_t offset);
+  bool write_rejected(Context& ctx, const Entry& entry, const std::string& reason);
+  bool open_batch(Context& ctx);
+  void commit_batch(Context& ctx);
+  void close_batch_if_full(Context& ctx);
+  void reply(Context& ctx, ConnId conn, Bytes frame);
   void append_unflushed(Context& ctx, uint32_t partition, RecordAt record);
   void flush(Context& ctx, uint32_t partition);
   void catch_up(Context& ctx);

@@ -34,6 +34,7 @@ namespace msgsim::chat {
 class StorageNode final : public Node {
  public:
   static constexpr size_t kGroupsMax = 1'000'000;
+  static constexpr size_t kKnownDirectMax = 1'000'000;
   static constexpr size_t kFrameBytesBudget = 512 * 1024;  // below wire::kFrameBytesMax
   static constexpr uint64_t kOpenSeq = UINT64_MAX;          // an interval that has not ended
 
@@ -87,6 +88,8 @@ class StorageNode final : public Node {
     std::map<NodeId, Link> links;
     std::map<ConnId, NodeId> link_of_conn;
     std::map<std::string, Group> groups;
+    // 1:1 conversations whose users are in user_convs already (a cache: saves two writes a message).
+    std::set<std::string> known_direct;
     std::map<uint64_t, PendingLookup> pending;  // by request id, so also by deadline
     uint64_t next_request_id = 1;
     bool sweep_armed = false;
