@@ -10,6 +10,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "msgsim 0.1");
   msgsim::cli::Outcome outcome;
   msgsim::cli::add_run_command(app, outcome);
+  msgsim::cli::add_sweep_command(app, outcome);
+  msgsim::cli::add_replay_command(app, outcome);
   msgsim::cli::add_check_command(app, outcome);
   msgsim::cli::add_e2ee_command(app, outcome);
   try {

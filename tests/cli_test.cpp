@@ -1,0 +1,369 @@
+// The msgsim binary's `sweep` and `replay`, run as a user runs them: a child process, its
+// stdout, stderr and exit code. The expectations come from the brief and from `msgsim run`
+// (digests), never from output the sweep produced earlier.
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+extern char** environ;
+
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+const std::string kBinary = MSGSIM_BINARY_DIR "/msgsim";
+const std::string kChatSmall = MSGSIM_SOURCE_DIR "/scenarios/chat-small.json";
+
+struct Ran {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// A scratch directory per test, removed at the end.
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = std::filesystem::temp_directory_path() /
+           ("msgsim_cli_test_" + std::to_string(::getpid()) + "_" + info->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // Runs argv[0] (a path) with stdout into a pipe and stderr into a file.
+  Ran spawn(const std::vector<std::string>& argv) {
+    const std::string err_path = (dir_ / "stderr.txt").string();
+    int out_pipe[2];
+    EXPECT_EQ(::pipe(out_pipe), 0);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, out_pipe[1], STDOUT_FILENO);
+    posix_spawn_file_actions_addclose(&actions, out_pipe[0]);
+    posix_spawn_file_actions_addclose(&actions, out_pipe[1]);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    std::vector<char*> args;
+    for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    pid_t pid = -1;
+    const int spawned = posix_spawn(&pid, args[0], &actions, nullptr, args.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(out_pipe[1]);
+    Ran ran;
+    EXPECT_EQ(spawned, 0) << argv[0];
+    char buffer[4096];
+    for (;;) {
+      const ssize_t n = ::read(out_pipe[0], buffer, sizeof buffer);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      ran.out.append(buffer, static_cast<size_t>(n));
+    }
+    ::close(out_pipe[0]);
+    if (spawned != 0) return ran;
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    ran.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    ran.err = read_file(err_path);
+    return ran;
+  }
+
+  Ran msgsim(std::vector<std::string> args) {
+    args.insert(args.begin(), kBinary);
+    return spawn(args);
+  }
+
+  std::filesystem::path dir_;
+};
+
+// The one line of `text` that starts with `prefix`, without the prefix ("" when none).
+std::string line_after(const std::string& text, const std::string& prefix) {
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(prefix, 0) == 0) return line.substr(prefix.size());
+  }
+  return "";
+}
+
+// A minimal XML well-formedness check, enough for a JUnit file: the declaration, tags that nest
+// and match, attribute values quoted, no raw '<' or unknown '&' in text or attributes. Returns
+// "" when well-formed, else what is wrong; `testcases` counts <testcase> elements and `names`
+// collects their name attributes in order.
+std::string check_xml(const std::string& xml, int& testcases, std::vector<std::string>& names) {
+  testcases = 0;
+  std::vector<std::string> open;
+  size_t i = 0;
+  auto valid_text = [](std::string_view text) -> bool {
+    for (size_t k = 0; k < text.size(); ++k) {
+      if (text[k] == '<') return false;
+      if (text[k] == '&') {
+        const size_t semi = text.find(';', k);
+        if (semi == std::string_view::npos) return false;
+        static const std::set<std::string> known = {"amp", "lt", "gt", "quot", "apos"};
+        const std::string entity(text.substr(k + 1, semi - k - 1));
+        const bool numeric = entity.size() > 1 && entity[0] == '#' &&
+                             entity.find_first_not_of("0123456789", 1) == std::string::npos;
+        if (!numeric && known.count(entity) == 0) return false;
+      }
+    }
+    return true;
+  };
+  if (xml.rfind("<?xml ", 0) != 0) return "no XML declaration";
+  i = xml.find("?>");
+  if (i == std::string::npos) return "unterminated declaration";
+  i += 2;
+  bool root_seen = false;
+  while (i < xml.size()) {
+    const size_t lt = xml.find('<', i);
+    const std::string_view text(xml.data() + i, (lt == std::string::npos ? xml.size() : lt) - i);
+    if (!valid_text(text)) return "bad character data near offset " + std::to_string(i);
+    if (open.empty() && text.find_first_not_of(" \n\r\t") != std::string_view::npos) return "text outside the root";
+    if (lt == std::string::npos) break;
+    const size_t gt = xml.find('>', lt);
+    if (gt == std::string::npos) return "unterminated tag";
+    std::string tag = xml.substr(lt + 1, gt - lt - 1);
+    i = gt + 1;
+    if (!tag.empty() && tag[0] == '/') {
+      const std::string name = tag.substr(1);
+      if (open.empty() || open.back() != name) return "closing </" + name + "> does not match";
+      open.pop_back();
+      continue;
+    }
+    const bool self_closing = !tag.empty() && tag.back() == '/';
+    if (self_closing) tag.pop_back();
+    const size_t name_end = tag.find_first_of(" \n\t");
+    const std::string name = tag.substr(0, name_end);
+    if (name.empty()) return "empty tag name";
+    if (open.empty() && root_seen) return "a second root element";
+    root_seen = true;
+    // Attributes: name="value" pairs.
+    std::string rest = name_end == std::string::npos ? "" : tag.substr(name_end);
+    static const std::regex attribute(R"re(\s+([A-Za-z_:][-A-Za-z0-9_:.]*)="([^"]*)")re");
+    std::smatch m;
+    std::string name_attribute;
+    while (std::regex_search(rest, m, attribute) && m.position(0) == 0) {
+      if (!valid_text(m[2].str())) return "bad attribute value in <" + name + ">";
+      if (m[1] == "name") name_attribute = m[2];
+      rest = m.suffix();
+    }
+    if (rest.find_first_not_of(" \n\t") != std::string::npos) return "malformed attributes in <" + name + ">: " + rest;
+    if (name == "testcase") {
+      ++testcases;
+      names.push_back(name_attribute);
+    }
+    if (!self_closing) open.push_back(name);
+  }
+  if (!open.empty()) return "<" + open.back() + "> not closed";
+  if (!root_seen) return "no root element";
+  return "";
+}
+
+// The replay command of a sweep's output, split into words by a POSIX shell (it may quote).
+std::vector<std::string> shell_words(const std::string& command) {
+  std::vector<std::string> words;
+  std::string word;
+  bool in_word = false;
+  for (size_t k = 0; k < command.size(); ++k) {
+    const char c = command[k];
+    if (c == '\'') {
+      const size_t end = command.find('\'', k + 1);
+      word += command.substr(k + 1, end - k - 1);
+      k = end;
+      in_word = true;
+    } else if (c == '\\' && k + 1 < command.size()) {
+      word += command[++k];
+      in_word = true;
+    } else if (c == ' ') {
+      if (in_word) words.push_back(word);
+      word.clear();
+      in_word = false;
+    } else {
+      word += c;
+      in_word = true;
+    }
+  }
+  if (in_word) words.push_back(word);
+  return words;
+}
+
+TEST_F(CliTest, SweepOfPassingSeedsExitsZeroWithJunitInSeedOrderAndDigestsOfRun) {
+  const std::string junit = (dir_ / "sweep.xml").string();
+  const Ran sweep = msgsim({"sweep", kChatSmall, "--seeds", "1..4", "--jobs", "2", "--junit", junit});
+  EXPECT_EQ(sweep.exit_code, 0) << sweep.out << sweep.err;
+  EXPECT_THAT(sweep.out, HasSubstr("sweep: 4 seeds, 4 passed, 0 failed\n"));
+  EXPECT_THAT(sweep.out, Not(HasSubstr("FAIL")));
+  // Not a terminal: progress comes as lines, the last at 100%.
+  EXPECT_THAT(sweep.out, HasSubstr("progress: 4/4 seeds, 0 failed"));
+
+  const std::string xml = read_file(junit);
+  int testcases = 0;
+  std::vector<std::string> names;
+  EXPECT_EQ(check_xml(xml, testcases, names), "") << xml;
+  EXPECT_EQ(testcases, 4);
+  EXPECT_EQ(names, (std::vector<std::string>{"seed 1", "seed 2", "seed 3", "seed 4"}));
+  EXPECT_THAT(xml, HasSubstr("tests=\"4\" failures=\"0\""));
+
+  // A seed's result does not depend on the worker that ran it, nor on the seeds it ran before:
+  // the digest in the report is the one a fresh `msgsim run` of that seed prints.
+  const Ran run = msgsim({"run", kChatSmall, "--seed", "4"});
+  ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+  const std::string digest = line_after(run.out, "trace digest: ");
+  ASSERT_EQ(digest.size(), 16u) << run.out;
+  const std::regex seed4(R"re(name="seed 4" time="[0-9.]+">\s*<system-out>trace digest: ([0-9a-f]{16})<)re");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(xml, m, seed4)) << xml;
+  EXPECT_EQ(m[1].str(), digest);
+}
+
+// chat-small with its chat servers crashing and being isolated, drawn from the seed: the
+// devices reconnect and some messages reach them twice, which only a device that deduplicates
+// shows once.
+std::string chat_with_server_faults() {
+  std::string text = read_file(kChatSmall);
+  const std::string anchor = "\"workload\":";
+  const size_t at = text.find(anchor);
+  if (at == std::string::npos) return "";
+  text.insert(at, R"("nemesis": {"kinds": ["crash", "isolate"], "mean_interval_s": 5, "fault_duration_s": [1, 5],
+               "max_concurrent": 1, "targets": "chat"},
+  )");
+  return text;
+}
+
+// A planted bug is found, named by its check, and its replay command, run exactly as printed
+// (the scenario at a path that needs quoting), fails the same way.
+TEST_F(CliTest, SweepFindsPlantedBugAndItsReplayCommandFailsToo) {
+  const std::filesystem::path scenario = dir_ / "chat faults & 'co'.json";
+  const std::string text = chat_with_server_faults();
+  ASSERT_FALSE(text.empty());
+  std::ofstream(scenario) << text;
+  const std::string junit = (dir_ / "bug.xml").string();
+  const Ran sweep = msgsim({"sweep", scenario.string(), "--seeds", "1..30", "--jobs", "2", "--bug", "client-no-dedup",
+                            "--stop-at-first-failure", "--junit", junit});
+  EXPECT_EQ(sweep.exit_code, 1) << sweep.out << sweep.err;
+  const std::regex fail_line(R"re(FAIL seed ([0-9]+): ([-a-z.,]+)\n  replay: (msgsim run [^\n]*)\n)re");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(sweep.out, m, fail_line)) << sweep.out;
+  const std::string seed = m[1];
+  std::vector<std::string> checks;
+  std::stringstream names(m[2].str());
+  for (std::string name; std::getline(names, name, ',');) checks.push_back(name);
+  EXPECT_THAT(checks, ::testing::Contains("no-duplicate")) << m[0];
+  const std::string replay = m[3];
+  EXPECT_EQ(replay, "msgsim run '" + std::regex_replace(scenario.string(), std::regex("'"), "'\\''") + "' --seed " +
+                        seed + " --bug client-no-dedup");
+  EXPECT_THAT(sweep.out, ::testing::ContainsRegex("sweep: [0-9]+ seeds, [0-9]+ passed, [1-9][0-9]* failed"));
+  // It stopped early: seeds were left over unless the failure came at the very end.
+  if (std::stoi(seed) < 29) {
+    EXPECT_THAT(sweep.out, HasSubstr("not run: stopped at the first failure")) << sweep.out;
+  }
+
+  // The replay command, word for word, with the binary's path for "msgsim".
+  std::vector<std::string> words = shell_words(replay);
+  ASSERT_GE(words.size(), 2u);
+  ASSERT_EQ(words[0], "msgsim");
+  words[0] = kBinary;
+  EXPECT_EQ(words[2], scenario.string());
+  const Ran again = spawn(words);
+  EXPECT_EQ(again.exit_code, 1) << again.out << again.err;
+  EXPECT_THAT(again.out, HasSubstr("verdict: FAIL"));
+  EXPECT_THAT(again.out, ::testing::ContainsRegex("no-duplicate: VIOLATED"));
+  // And it is the bug: the same seed without it passes.
+  const Ran without = msgsim({"run", scenario.string(), "--seed", seed});
+  EXPECT_EQ(without.exit_code, 0) << without.out << without.err;
+
+  // The JUnit file: well-formed although the path has '&' and quotes, one testcase per seed of
+  // the range (those not run are skipped), the failure with its checks and replay command.
+  const std::string xml = read_file(junit);
+  int testcases = 0;
+  std::vector<std::string> case_names;
+  EXPECT_EQ(check_xml(xml, testcases, case_names), "") << xml;
+  EXPECT_EQ(testcases, 30);
+  EXPECT_EQ(case_names.front(), "seed 1");
+  EXPECT_EQ(case_names.back(), "seed 30");
+  EXPECT_THAT(xml, HasSubstr("<failure type=\"check\" message=\""));
+  EXPECT_THAT(xml, HasSubstr("replay: msgsim run &apos;"));
+  EXPECT_THAT(xml, HasSubstr("chat faults &amp; &apos;\\&apos;&apos;co&apos;\\&apos;&apos;.json&apos; --seed " + seed));
+}
+
+// A worker that dies mid-seed costs that seed only: it is reported with its signal, a new
+// worker takes over, and the remaining seeds run.
+TEST_F(CliTest, SweepReportsACrashedWorkerAndCarriesOn) {
+  const Ran sweep = msgsim({"sweep", kChatSmall, "--seeds", "1..3", "--jobs", "1", "--crash-seed", "2", "--quiet"});
+  EXPECT_EQ(sweep.exit_code, 1) << sweep.out << sweep.err;
+  EXPECT_THAT(sweep.out, HasSubstr("FAIL seed 2: crashed: the worker died of signal 6 (SIGABRT)\n"
+                                   "  replay: msgsim run " + kChatSmall + " --seed 2\n"));
+  EXPECT_THAT(sweep.out, HasSubstr("sweep: 3 seeds, 2 passed, 1 failed\n"));
+  EXPECT_THAT(sweep.out, Not(HasSubstr("progress:")));  // --quiet
+}
+
+TEST_F(CliTest, SweepBadInputExitsTwoWithAMessage) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::string missing = (dir_ / "no-such.json").string();
+  const std::vector<Case> cases = {
+      {{"sweep", kChatSmall, "--seeds", "5..2"}, "--seeds 5..2: the first seed is after the last"},
+      {{"sweep", kChatSmall, "--seeds", "abc"}, "--seeds abc: expected a range FIRST..LAST"},
+      {{"sweep", kChatSmall, "--seeds", "1..x"}, "is not a seed"},
+      {{"sweep", kChatSmall, "--seeds", "1..3", "--jobs", "0"}, "--jobs 0: expected 1.."},
+      {{"sweep", kChatSmall, "--seeds", "1..3", "--bug", "no-such-bug"}, "--bug no-such-bug: no such planted bug"},
+      {{"sweep", missing, "--seeds", "1..3"}, missing},
+      {{"replay", kChatSmall, "--seed", "1", "--expect-digest", "xyz"}, "--expect-digest xyz: expected 16 hex digits"},
+      {{"replay", kChatSmall, "--seed", "1", "--expect-digest", "0123456789abcdefa"}, "expected 16 hex digits"},
+      {{"replay", kChatSmall, "--seed", "1", "--bug", "no-such-bug"}, "no such planted bug"},
+  };
+  for (const Case& c : cases) {
+    const Ran ran = msgsim(c.args);
+    EXPECT_EQ(ran.exit_code, 2) << c.args[3] << "\n" << ran.out << ran.err;
+    EXPECT_THAT(ran.err, HasSubstr(c.message));
+    EXPECT_THAT(ran.out, Not(HasSubstr("sweep:"))) << "nothing ran";
+  }
+}
+
+TEST_F(CliTest, ReplayConfirmsADigestAndCatchesAWrongOne) {
+  const Ran run = msgsim({"run", kChatSmall, "--seed", "7"});
+  ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+  const std::string digest = line_after(run.out, "trace digest: ");
+  ASSERT_EQ(digest.size(), 16u);
+
+  const Ran twice = msgsim({"replay", kChatSmall, "--seed", "7"});
+  EXPECT_EQ(twice.exit_code, 0) << twice.out << twice.err;
+  EXPECT_THAT(twice.out, HasSubstr("verdict: PASS\ntrace digest: " + digest + "\n"));
+  EXPECT_THAT(twice.out, HasSubstr("replay: digest " + digest + " confirmed\n"));
+
+  std::string upper = digest;
+  for (char& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  const Ran expected = msgsim({"replay", kChatSmall, "--seed", "7", "--expect-digest", upper});
+  EXPECT_EQ(expected.exit_code, 0) << expected.out << expected.err;
+  EXPECT_THAT(expected.out, HasSubstr("replay: digest " + digest + " confirmed\n"));
+
+  std::string wrong = digest;
+  wrong[0] = wrong[0] == '0' ? '1' : '0';
+  const Ran mismatch = msgsim({"replay", kChatSmall, "--seed", "7", "--expect-digest", wrong});
+  EXPECT_EQ(mismatch.exit_code, 1) << mismatch.out << mismatch.err;
+  EXPECT_THAT(mismatch.out, HasSubstr("replay: DIGEST MISMATCH expected " + wrong + " got " + digest + "\n"));
+}
+
+}  // namespace
