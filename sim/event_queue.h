@@ -1,15 +1,24 @@
-// The simulator's pending-event set: a 4-ary min-heap ordered by (time, insertion sequence).
+// The simulator's pending-event set: a calendar queue (a timing wheel with an overflow heap),
+// ordered by (time, insertion sequence).
 //
-// Events are compact: the heap holds 16-byte keys (time, then the insertion sequence in the high
-// 40 bits and a payload slot in the low 24), and the 16-byte payloads live in a slab reused
-// through a free list, so steady-state scheduling allocates nothing. A 4-ary heap halves the
-// depth of a binary one and keeps a node's children in one cache line; with 100,000 pending
-// events it beats std::priority_queue by a wide margin (bench/sim_bench.cpp, BM_EventLoop).
+// Virtual time is cut into buckets of 2^kBucketShift ns. The wheel holds the kBuckets buckets
+// from the current one on, each an unsorted vector of events; events further out wait in a
+// binary heap (`far_`) and move into the wheel as it turns. Popping takes the current bucket,
+// sorts it once, and reads it in order; a push into the current bucket is placed in order. A
+// bitmap of non-empty buckets (with a summary word per 64 words) finds the next bucket in a
+// few instructions. Network frames and most timers land within the wheel's horizon, so a push
+// is an append and a pop a sequential read: this beats a binary or 4-ary heap, whose every
+// operation walks log(n) levels of a structure larger than the cache (bench/sim_bench.cpp,
+// BM_EventLoop against std::priority_queue).
 //
 // Ties in time are broken by insertion order, never by payload or address: the same schedule
-// of pushes gives the same order of pops on every machine.
+// of pushes gives the same order of pops on every machine. Pushes must not be earlier than the
+// last pop (the simulator never schedules into the past); tests/event_queue_test.cpp checks
+// the order against std::priority_queue as a reference model.
 #pragma once
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -37,103 +46,162 @@ static_assert(sizeof(EventPayload) == 16);
 
 class EventQueue {
  public:
-  static constexpr uint64_t kSlotBits = 24;
-  static constexpr uint64_t kPendingMax = (uint64_t{1} << kSlotBits) - 1;
-  static constexpr uint64_t kSequenceMax = (uint64_t{1} << (64 - kSlotBits)) - 1;
+  static constexpr int kBucketShift = 13;                 // 8.2 us per bucket
+  static constexpr size_t kBuckets = size_t{1} << 14;     // a horizon of 134 ms
+  static constexpr size_t kPendingMax = size_t{1} << 32;
+
+  EventQueue() : buckets_(kBuckets), bits_(kBuckets / 64, 0) {}
 
   void push(int64_t time_ns, const EventPayload& payload) {
-    MSGSIM_ASSERT_GE(time_ns, 0);
-    uint32_t slot;
-    if (!free_slots_.empty()) {
-      slot = free_slots_.back();
-      free_slots_.pop_back();
-      payloads_[slot] = payload;
-    } else {
-      MSGSIM_ASSERT_LT(payloads_.size(), kPendingMax);
-      slot = static_cast<uint32_t>(payloads_.size());
-      payloads_.push_back(payload);
-    }
-    MSGSIM_ASSERT_LT(next_sequence_, kSequenceMax);
-    const Key key{time_ns, (next_sequence_++ << kSlotBits) | slot};
-    heap_.push_back(key);
-    sift_up(heap_.size() - 1);
+    MSGSIM_ASSERT_GE(time_ns, last_popped_ns_);
+    MSGSIM_ASSERT_LT(size_, kPendingMax);
+    const Entry entry{time_ns, next_sequence_++, payload};
+    size_++;
+    place(entry);
   }
 
-  bool empty() const { return heap_.empty(); }
-  size_t size() const { return heap_.size(); }
-  int64_t top_time() const {
-    MSGSIM_ASSERT(!heap_.empty());
-    return heap_[0].time_ns;
+  bool empty() const { return size_ == 0; }
+  size_t size() const { return size_; }
+
+  int64_t top_time() {
+    MSGSIM_ASSERT(!empty());
+    load_next_bucket_if_needed();
+    return current_[read_].time_ns;
   }
 
   // Removes the earliest event; returns its time and payload.
   int64_t pop(EventPayload& out) {
-    MSGSIM_ASSERT(!heap_.empty());
-    const Key top = heap_[0];
-    const Key last = heap_.back();
-    heap_.pop_back();
-    if (!heap_.empty()) sift_down(last);
-    const uint32_t slot = static_cast<uint32_t>(top.order & kPendingMax);
-    out = payloads_[slot];
-    free_slots_.push_back(slot);
-    return top.time_ns;
+    MSGSIM_ASSERT(!empty());
+    load_next_bucket_if_needed();
+    const Entry& e = current_[read_++];
+    out = e.payload;
+    size_--;
+    last_popped_ns_ = e.time_ns;
+    return e.time_ns;
   }
 
-  void reserve(size_t events) {
-    heap_.reserve(events);
-    payloads_.reserve(events);
-    free_slots_.reserve(events);
-  }
+  void reserve(size_t events) { far_.reserve(events / 8); }
 
-  // Bytes held per pending event at the current capacity (for the memory bar).
+  // Bytes held, at current capacities (for the memory bar: divide by size()).
   size_t bytes_reserved() const {
-    return heap_.capacity() * sizeof(Key) + payloads_.capacity() * sizeof(EventPayload) +
-           free_slots_.capacity() * sizeof(uint32_t);
+    size_t bytes = buckets_.capacity() * sizeof(std::vector<Entry>) + bits_.capacity() * sizeof(uint64_t) +
+                   (current_.capacity() + far_.capacity()) * sizeof(Entry);
+    for (const auto& bucket : buckets_) bytes += bucket.capacity() * sizeof(Entry);
+    return bytes;
   }
 
  private:
-  struct Key {
+  struct Entry {
     int64_t time_ns;
-    uint64_t order;  // insertion sequence << kSlotBits | payload slot
+    uint64_t sequence;
+    EventPayload payload;
   };
-  static bool before(const Key& x, const Key& y) {
-    return x.time_ns < y.time_ns || (x.time_ns == y.time_ns && x.order < y.order);
+  static bool before(const Entry& x, const Entry& y) {
+    return x.time_ns < y.time_ns || (x.time_ns == y.time_ns && x.sequence < y.sequence);
   }
+  static int64_t bucket_of(int64_t time_ns) { return time_ns >> kBucketShift; }
+  static size_t index_of(int64_t bucket) { return static_cast<size_t>(bucket) & (kBuckets - 1); }
 
-  void sift_up(size_t i) {
-    const Key key = heap_[i];
-    while (i > 0) {
-      const size_t parent = (i - 1) / 4;
-      if (!before(key, heap_[parent])) break;
-      heap_[i] = heap_[parent];
-      i = parent;
+  void place(const Entry& entry) {
+    const int64_t bucket = bucket_of(entry.time_ns);
+    if (bucket == current_bucket_ && read_ < current_.size()) {
+      // Into the run being read: after every entry not later than it (its sequence is the
+      // largest yet, so among equal times it goes last).
+      auto at = std::upper_bound(current_.begin() + static_cast<std::ptrdiff_t>(read_), current_.end(), entry,
+                                 [](const Entry& x, const Entry& y) { return x.time_ns < y.time_ns; });
+      current_.insert(at, entry);
+    } else if (bucket < current_bucket_ + static_cast<int64_t>(kBuckets) && bucket >= current_bucket_) {
+      const size_t index = index_of(bucket);
+      buckets_[index].push_back(entry);
+      bits_[index / 64] |= uint64_t{1} << (index % 64);
+      wheel_count_++;
+    } else if (bucket < current_bucket_) {
+      // Earlier than the bucket a peek moved to (run_until peeks past `now`): give the unread
+      // run back to its bucket and turn the wheel back. Rare, and never past the last pop.
+      rewind_to(bucket);
+      place(entry);
+    } else {
+      far_.push_back(entry);
+      std::push_heap(far_.begin(), far_.end(), [](const Entry& x, const Entry& y) { return before(y, x); });
     }
-    heap_[i] = key;
   }
 
-  // Places `key` (the former last element) starting from the root.
-  void sift_down(const Key key) {
-    const size_t n = heap_.size();
-    size_t i = 0;
-    for (;;) {
-      const size_t first = 4 * i + 1;
-      if (first >= n) break;
-      size_t best = first;
-      const size_t end = first + 4 < n ? first + 4 : n;
-      for (size_t c = first + 1; c < end; ++c) {
-        if (before(heap_[c], heap_[best])) best = c;
-      }
-      if (!before(heap_[best], key)) break;
-      heap_[i] = heap_[best];
-      i = best;
+  void rewind_to(int64_t bucket) {
+    MSGSIM_ASSERT_LT(bucket, current_bucket_);
+    std::vector<Entry> moved(current_.begin() + static_cast<std::ptrdiff_t>(read_), current_.end());
+    current_.clear();
+    read_ = 0;
+    // Wheel entries past the new horizon go back to the far heap with the unread run; then
+    // everything is placed again against the new current bucket.
+    const int64_t old_bucket = current_bucket_;
+    const int64_t horizon = static_cast<int64_t>(kBuckets);
+    const int64_t first = std::max(bucket + horizon, old_bucket);
+    for (int64_t b = first; b < old_bucket + horizon; ++b) {
+      const size_t index = index_of(b);
+      if (buckets_[index].empty()) continue;
+      moved.insert(moved.end(), buckets_[index].begin(), buckets_[index].end());
+      wheel_count_ -= buckets_[index].size();
+      buckets_[index].clear();
+      bits_[index / 64] &= ~(uint64_t{1} << (index % 64));
     }
-    heap_[i] = key;
+    current_bucket_ = bucket;
+    for (const Entry& e : moved) place(e);
   }
 
-  std::vector<Key> heap_;
-  std::vector<EventPayload> payloads_;
-  std::vector<uint32_t> free_slots_;
+  // The first non-empty bucket at or after `from` within the horizon (a wheel index), or -1.
+  int64_t next_bucket_from(int64_t from) const {
+    for (int64_t b = from; b < current_bucket_ + static_cast<int64_t>(kBuckets);) {
+      const size_t index = index_of(b);
+      const uint64_t word = bits_[index / 64] >> (index % 64);
+      if (word != 0) return b + __builtin_ctzll(word);
+      b += static_cast<int64_t>(64 - index % 64);
+    }
+    return -1;
+  }
+
+  void load_next_bucket_if_needed() {
+    if (read_ < current_.size()) return;
+    current_.clear();
+    read_ = 0;
+    int64_t next = wheel_count_ > 0 ? next_bucket_from(current_bucket_) : -1;
+    if (next < 0) {
+      // The wheel is empty: jump to the earliest far event's bucket.
+      MSGSIM_ASSERT(!far_.empty());
+      next = bucket_of(far_.front().time_ns);
+    }
+    current_bucket_ = next;
+    // Far events that the turned wheel now covers move in.
+    const auto later = [](const Entry& x, const Entry& y) { return before(y, x); };
+    while (!far_.empty() && bucket_of(far_.front().time_ns) < current_bucket_ + static_cast<int64_t>(kBuckets)) {
+      std::pop_heap(far_.begin(), far_.end(), later);
+      const Entry e = far_.back();
+      far_.pop_back();
+      const size_t index = index_of(bucket_of(e.time_ns));
+      buckets_[index].push_back(e);
+      bits_[index / 64] |= uint64_t{1} << (index % 64);
+      wheel_count_++;
+    }
+    const size_t index = index_of(current_bucket_);
+    MSGSIM_ASSERT(!buckets_[index].empty());
+    // The bucket gives its storage to the run and starts over empty: were buckets to keep their
+    // high-water capacity, every bucket the wheel ever turned through would hold memory.
+    current_ = std::move(buckets_[index]);
+    buckets_[index] = std::vector<Entry>();
+    bits_[index / 64] &= ~(uint64_t{1} << (index % 64));
+    wheel_count_ -= current_.size();
+    std::sort(current_.begin(), current_.end(), before);
+  }
+
+  std::vector<std::vector<Entry>> buckets_;  // the wheel, by index_of(bucket)
+  std::vector<uint64_t> bits_;               // bit i: buckets_[i] is not empty
+  std::vector<Entry> current_;               // the current bucket's events, sorted
+  size_t read_ = 0;                          // current_[read_] is the next to pop
+  int64_t current_bucket_ = 0;
+  size_t wheel_count_ = 0;                   // events in buckets_ (not counting current_)
+  std::vector<Entry> far_;                   // a min-heap of events beyond the horizon
+  size_t size_ = 0;
   uint64_t next_sequence_ = 0;
+  int64_t last_popped_ns_ = 0;
 };
 
 }  // namespace msgsim::sim

@@ -634,6 +634,12 @@ void Simulator::on_link_event(const EventPayload& event) {
     dir.head = 0;
     if (dir.frames.capacity() > kIdleFrameCapacityMax) dir.frames.shrink_to_fit();
   } else {
+    // A direction that never drains (steady traffic) must not grow without bound: drop the
+    // delivered prefix once it is most of the vector.
+    if (dir.head >= 64 && dir.head * 2 >= dir.frames.size()) {
+      dir.frames.erase(dir.frames.begin(), dir.frames.begin() + dir.head);
+      dir.head = 0;
+    }
     schedule_head(slot, d);
   }
   deliver(slot, d, std::move(frame));
