@@ -42,7 +42,8 @@ enum MessageFlag : uint8_t {
   kInternedAtSend = 32,  // first seen at its send: message ids are then in send order
 };
 
-// Per message: what its send, ack, reject and first seq said. 80 bytes.
+// Per message: what its send, ack, reject and first seq said. 80 bytes: this record is most of
+// the checker's memory, so every field earns its place.
 struct Message {
   int64_t seq = kNoSeq;
   int64_t send_t = 0;
@@ -53,17 +54,21 @@ struct Message {
   uint32_t ordinal = 0;  // index among its conversation's messages
   uint32_t sender_user = kNone;
   uint32_t sender_device = kNone;
-  uint32_t to_user = kNone;
   uint32_t causal_floor_msg = kNone;
   uint32_t send_line = 0;
   uint32_t ack_line = 0;
   uint32_t reject_line = 0;
-  uint32_t seq_line = 0;
   uint32_t first_show_line = 0;
   uint8_t flags = 0;
 
   bool has(MessageFlag f) const { return (flags & f) != 0; }
+  // The line that first gave the seq: its ack or its first show, whichever came first.
+  uint32_t seq_line() const {
+    if (ack_line != 0 && (first_show_line == 0 || ack_line < first_show_line)) return ack_line;
+    return first_show_line;
+  }
 };
+static_assert(sizeof(Message) == 80);
 
 // Per (device, conversation).
 struct DeviceConv {
@@ -74,8 +79,6 @@ struct DeviceConv {
   uint32_t max_shown_line = 0;
   int64_t max_acked_own_seq = kNoSeq;
   uint32_t max_acked_own_msg = kNone;
-  uint32_t fifo_max_msg = kNone;  // used by finish() only
-  int64_t fifo_max_seq = kNoSeq;
   // Two bits per message of the conversation, by ordinal from `base` (a multiple of 32):
   // bit 2k = shown on this device, bit 2k+1 = expired on this device.
   uint32_t base = 0;
@@ -95,7 +98,10 @@ struct DeviceConv {
     const size_t word = (ordinal - base) / 32;
     if (word >= bits.size()) {
       if (!grow) return nullptr;
-      bits.resize(std::max(word + 1, bits.size() + bits.size() / 4 + 1), 0);
+      // Grow by a quarter, not the vector's default doubling: these bits are per message.
+      const size_t want = std::max(word + 1, bits.size() + bits.size() / 4 + 1);
+      if (want > bits.capacity()) bits.reserve(want);
+      bits.resize(want, 0);
     }
     return &bits[word];
   }
@@ -193,9 +199,8 @@ class LatencyHistogram {
   static constexpr size_t kLinear = size_t{1} << (kSubBits + 1);  // exact below 256 ns
   static constexpr size_t kBuckets = kLinear + (64 - kSubBits - 1) * (size_t{1} << kSubBits);
 
-  LatencyHistogram() : counts_(kBuckets, 0) {}
-
   void add(int64_t value_ns) {
+    if (counts_.empty()) counts_.assign(kBuckets, 0);  // on first use
     const uint64_t v = value_ns < 0 ? 0 : static_cast<uint64_t>(value_ns);
     ++counts_[bucket(v)];
     ++samples_;
@@ -209,7 +214,7 @@ class LatencyHistogram {
     if (samples_ == 0) return 0;
     const uint64_t rank = rank_of(q);
     uint64_t seen = 0;
-    for (size_t b = 0; b < kBuckets; ++b) {
+    for (size_t b = 0; b < counts_.size(); ++b) {
       seen += counts_[b];
       if (seen >= rank) return std::min(midpoint(b), max_ns_);
     }
@@ -288,8 +293,9 @@ struct Checker::State {
   std::map<std::pair<uint32_t, int64_t>, MembershipEvent> membership_events;  // (conv, seq)
   std::vector<MembershipSuspect> membership_suspects;
 
-  // (conv, seq) -> the message that first claimed it: slots of (hash tag, msg + 1).
-  std::vector<uint64_t> seq_slots = std::vector<uint64_t>(1024, 0);
+  // (conv, seq) -> the message that first claimed it: slots of msg + 1, compared through the
+  // message's own record.
+  std::vector<uint32_t> seq_slots = std::vector<uint32_t>(1024, 0);
   size_t seq_slots_used = 0;
 
   std::map<std::string, uint32_t, std::less<>> active_faults;
@@ -407,35 +413,29 @@ struct Checker::State {
     return mix64(static_cast<uint64_t>(seq) ^ mix64(uint64_t{conv} + 0x9e3779b97f4a7c15ULL));
   }
   uint32_t find_seq(uint32_t conv, int64_t seq) const {
-    const uint64_t h = seq_hash(conv, seq);
-    const uint32_t tag = static_cast<uint32_t>(h >> 32);
     const size_t mask = seq_slots.size() - 1;
-    for (size_t i = h & mask;; i = (i + 1) & mask) {
-      const uint64_t slot = seq_slots[i];
+    for (size_t i = seq_hash(conv, seq) & mask;; i = (i + 1) & mask) {
+      const uint32_t slot = seq_slots[i];
       if (slot == 0) return kNone;
-      if (static_cast<uint32_t>(slot >> 32) == tag) {
-        const uint32_t m = static_cast<uint32_t>(slot) - 1;
-        const Message& msg = messages[m];
-        if (msg.conv == conv && msg.seq == seq) return m;
-      }
+      const Message& msg = messages[slot - 1];
+      if (msg.conv == conv && msg.seq == seq) return slot - 1;
     }
   }
   void insert_seq(uint32_t conv, int64_t seq, uint32_t m) {
     if ((seq_slots_used + 1) * 4 > seq_slots.size() * 3) {
-      std::vector<uint64_t> old;
+      std::vector<uint32_t> old;
       old.swap(seq_slots);
       seq_slots.assign(old.size() * 2, 0);
-      for (const uint64_t slot : old) {
+      for (const uint32_t slot : old) {
         if (slot == 0) continue;
-        const Message& msg = messages[static_cast<uint32_t>(slot) - 1];
+        const Message& msg = messages[slot - 1];
         place_seq(seq_hash(msg.conv, msg.seq), slot);
       }
     }
-    const uint64_t h = seq_hash(conv, seq);
-    place_seq(h, (h >> 32 << 32) | (uint64_t{m} + 1));
+    place_seq(seq_hash(conv, seq), m + 1);
     ++seq_slots_used;
   }
-  void place_seq(uint64_t h, uint64_t slot) {
+  void place_seq(uint64_t h, uint32_t slot) {
     const size_t mask = seq_slots.size() - 1;
     size_t i = h & mask;
     while (seq_slots[i] != 0) i = (i + 1) & mask;
@@ -456,11 +456,6 @@ struct Checker::State {
     return std::prev(it)->join;
   }
   bool pair_conversation(const Message& m, uint32_t& a, uint32_t& b) const {
-    if (m.to_user != kNone) {
-      a = m.sender_user;
-      b = m.to_user;
-      return true;
-    }
     const Conv& c = convs[m.conv];
     if (c.one_to_one) {
       a = c.user_a;
@@ -510,7 +505,7 @@ struct Checker::State {
     if (m.seq != kNoSeq) {
       if (m.seq != seq) {
         violate(Invariant::seq_agreement, [&] {
-          return Example{{msg_name(mi)}, {m.seq_line, line},
+          return Example{{msg_name(mi)}, {m.seq_line(), line},
                          std::string(source) + " says seq " + std::to_string(seq) + " but the message already has seq " +
                              std::to_string(m.seq)};
         });
@@ -518,11 +513,10 @@ struct Checker::State {
       return;
     }
     m.seq = seq;
-    m.seq_line = line32();
     const uint32_t other = find_seq(m.conv, seq);
     if (other != kNone) {
       violate(Invariant::seq_agreement, [&] {
-        return Example{{msg_name(other), msg_name(mi)}, {messages[other].seq_line, line},
+        return Example{{msg_name(other), msg_name(mi)}, {messages[other].seq_line(), line},
                        "two messages have seq " + std::to_string(seq) + " in conv " + conv_name(m.conv)};
       });
     } else {
@@ -536,7 +530,7 @@ struct Checker::State {
                            " of " + user_name(event->second.user)};
       });
     }
-    if (m.causal_floor != kNoSeq && seq <= m.causal_floor) report_causal(mi);
+    if (m.causal_floor != kNoSeq && seq <= m.causal_floor) report_causal(mi, line32());
     // A delivered receipt written before this seq was known covered it if its up_to reaches it.
     const Conv& c = convs[m.conv];
     for (const uint32_t ri : c.readers) {
@@ -552,13 +546,13 @@ struct Checker::State {
     }
   }
 
-  void report_causal(uint32_t mi) {
+  void report_causal(uint32_t mi, uint32_t seq_line) {
     const Message& m = messages[mi];
     violate(Invariant::causal, [&] {
       Example e;
       e.msgs = {msg_name(mi)};
       if (m.causal_floor_msg != kNone) e.msgs.push_back(msg_name(m.causal_floor_msg));
-      e.lines = {m.send_line, m.seq_line};
+      e.lines = {m.send_line, seq_line};
       e.detail = "sent after its device had seen seq " + std::to_string(m.causal_floor) + " but got seq " +
                  std::to_string(m.seq);
       return e;
@@ -585,12 +579,13 @@ struct Checker::State {
     if (e.expires_at) m.expires_at = *e.expires_at;
     if (e.view_once) m.flags |= kViewOnce;
     if (e.to) {
-      m.to_user = user_of(*e.to);
+      // The members of a 1:1 conversation: the two users of its first send with `to`.
+      const uint32_t to = user_of(*e.to);
       Conv& c = convs[conv];
       if (!c.one_to_one) {
         c.one_to_one = true;
         c.user_a = user;
-        c.user_b = m.to_user;
+        c.user_b = to;
       }
     }
     if (m.conv != conv) return;  // first seen in another conversation; no-phantom reports it
@@ -602,7 +597,7 @@ struct Checker::State {
       m.causal_floor = dc.max_acked_own_seq;
       m.causal_floor_msg = dc.max_acked_own_msg;
     }
-    if (m.seq != kNoSeq && m.causal_floor != kNoSeq && m.seq <= m.causal_floor) report_causal(mi);
+    if (m.seq != kNoSeq && m.causal_floor != kNoSeq && m.seq <= m.causal_floor) report_causal(mi, m.seq_line());
   }
 
   void on_ack(const Event& e) {
@@ -833,7 +828,7 @@ struct Checker::State {
         return;
       if (meant_for_user(m, rc.user) && !handled_by_user(m, rc.user)) {
         violate(Invariant::receipts, [&] {
-          return Example{{msg_name(mi)}, {m.seq_line, line},
+          return Example{{msg_name(mi)}, {m.seq_line(), line},
                          "delivered receipt for " + user_name(rc.user) + " up to " + std::to_string(up_to) +
                              " but seq " + std::to_string(m.seq) + " was not shown on any of its devices"};
         });
@@ -870,7 +865,7 @@ struct Checker::State {
     const uint32_t mi = find_seq(conv, e.seq);
     if (mi != kNone) {
       violate(Invariant::seq_agreement, [&] {
-        return Example{{msg_name(mi)}, {messages[mi].seq_line, line},
+        return Example{{msg_name(mi)}, {messages[mi].seq_line(), line},
                        "seq " + std::to_string(e.seq) + " is both a message and the " + (join ? "join" : "leave") +
                            " of " + user_name(user)};
       });
@@ -1077,7 +1072,7 @@ struct Checker::State {
           const auto id = static_cast<uint32_t>(mi);
           if (dc != nullptr && dc->max_shown_seq > m.seq) {
             violate(Invariant::gap_free, [&] {
-              return Example{{msg_name(dc->max_shown_msg), msg_name(id)}, {dc->max_shown_line, m.seq_line},
+              return Example{{msg_name(dc->max_shown_msg), msg_name(id)}, {dc->max_shown_line, m.seq_line()},
                              device_name(device) + " showed seq " + std::to_string(dc->max_shown_seq) + " but never seq " +
                                  std::to_string(m.seq)};
             });
@@ -1138,20 +1133,25 @@ struct Checker::State {
     std::sort(late.begin(), late.end(),
               [&](uint32_t a, uint32_t b) { return messages[a].send_line < messages[b].send_line; });
     size_t next_late = 0;
+    // Per (device, conversation): the highest seq among its acked messages so far, in send order.
+    std::vector<int64_t> max_seq(device_convs.size(), kNoSeq);
+    std::vector<uint32_t> max_msg(device_convs.size(), kNone);
     auto visit = [&](uint32_t mi) {
       const Message& m = messages[mi];
-      DeviceConv* dc = find_device_conv(m.sender_device, m.conv);
-      if (dc == nullptr) return;
-      if (dc->fifo_max_seq != kNoSeq && m.seq < dc->fifo_max_seq) {
-        const Message& earlier = messages[dc->fifo_max_msg];
+      const uint32_t* dci = device_conv_index.find(pack(m.sender_device, m.conv));
+      if (dci == nullptr) return;
+      int64_t& fifo_max_seq = max_seq[*dci];
+      uint32_t& fifo_max_msg = max_msg[*dci];
+      if (fifo_max_seq != kNoSeq && m.seq < fifo_max_seq) {
+        const Message& earlier = messages[fifo_max_msg];
         violate(Invariant::sender_fifo, [&] {
-          return Example{{msg_name(dc->fifo_max_msg), msg_name(mi)}, {earlier.send_line, m.send_line},
+          return Example{{msg_name(fifo_max_msg), msg_name(mi)}, {earlier.send_line, m.send_line},
                          "sent in this order by " + device_name(m.sender_device) + " but got seqs " +
                              std::to_string(earlier.seq) + " and " + std::to_string(m.seq)};
         });
-      } else if (m.seq > dc->fifo_max_seq) {
-        dc->fifo_max_seq = m.seq;
-        dc->fifo_max_msg = mi;
+      } else if (m.seq > fifo_max_seq) {
+        fifo_max_seq = m.seq;
+        fifo_max_msg = mi;
       }
     };
     for (size_t mi = 0; mi < messages.size(); ++mi) {
@@ -1181,7 +1181,7 @@ struct Checker::State {
     bytes += receipt_index.memory_bytes() + receipt_states.memory_bytes();
     bytes += membership_events.size() * (sizeof(std::pair<uint32_t, int64_t>) + sizeof(MembershipEvent) + 48);
     bytes += membership_suspects.capacity() * sizeof(MembershipSuspect);
-    bytes += seq_slots.capacity() * sizeof(uint64_t);
+    bytes += seq_slots.capacity() * sizeof(uint32_t);
     bytes += latency.memory_bytes();
     return bytes;
   }

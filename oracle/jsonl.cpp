@@ -1,5 +1,6 @@
 #include "oracle/jsonl.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
@@ -647,7 +648,13 @@ Status parse_event_line(std::string_view line, Event& out) {
   return {};
 }
 
-LineReader::LineReader(std::istream& in) : in_(in) { buffer_.resize(2 * kLineBytesMax + 2); }
+namespace {
+// The buffer starts small and doubles up to twice the longest line allowed.
+constexpr size_t kBufferBytesInitial = size_t{64} * 1024;
+constexpr size_t kBufferBytesMax = 2 * kLineBytesMax + 2;
+}  // namespace
+
+LineReader::LineReader(std::istream& in) : in_(in) { buffer_.resize(kBufferBytesInitial); }
 
 bool LineReader::refill() {
   if (eof_) return false;
@@ -656,7 +663,10 @@ bool LineReader::refill() {
     end_ -= begin_;
     begin_ = 0;
   }
-  if (end_ == buffer_.size()) return true;
+  if (end_ == buffer_.size()) {
+    if (buffer_.size() >= kBufferBytesMax) return true;
+    buffer_.resize(std::min(buffer_.size() * 2, kBufferBytesMax));
+  }
   in_.read(buffer_.data() + end_, static_cast<std::streamsize>(buffer_.size() - end_));
   const size_t got = static_cast<size_t>(in_.gcount());
   end_ += got;

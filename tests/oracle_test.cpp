@@ -291,6 +291,15 @@ TEST(OracleReader, LongLinesAreBadInputAndTheLastLineNeedsNoNewline) {
   EXPECT_EQ(last->stats.events, 2u);
   EXPECT_TRUE(last->stats.quiescent);
 
+  // A long but allowed line, after short ones, makes the reader's buffer grow mid-stream.
+  std::string grown;
+  for (int i = 0; i < 3000; ++i) grown += R"({"type":"online","t":1,"user":"u","device":"d"})" "\n";
+  grown += "{\"type\":\"online\",\"t\":1,\"user\":\"u\",\"device\":\"d\",\"pad\":\"" + std::string(700000, 'p') + "\"}\n";
+  grown += R"({"type":"end","t":2,"quiescent":true})" "\n";
+  Result<Verdict> long_ok = check_text(grown);
+  ASSERT_TRUE(long_ok.ok()) << long_ok.error().message;
+  EXPECT_EQ(long_ok->stats.events, 3002u);
+
   Result<Verdict> empty = check_text("");
   ASSERT_TRUE(empty.ok());
   EXPECT_TRUE(empty->valid);
