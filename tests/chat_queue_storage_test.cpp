@@ -323,13 +323,15 @@ std::vector<uint64_t> produce_many(Rig& rig, const std::string& prefix, int coun
   return seqs;
 }
 
-TEST(Queue, ACrashKeepsEveryAckedRecordAndSeqsContinue) {
+class QueueCrash : public ::testing::TestWithParam<CrashDisk> {};
+
+TEST_P(QueueCrash, KeepsEveryAckedRecordAndSeqsContinue) {
   Rig rig;
   rig.start_all();
   const std::vector<uint64_t> acked = produce_many(rig, "a", 50);
   ASSERT_EQ(acked.size(), 50u);
   EXPECT_EQ(acked.back(), 50u);
-  rig.sim.crash(rig.queue_id, CrashDisk::lose_unsynced);
+  rig.sim.crash(rig.queue_id, GetParam());
   rig.settle();
   rig.sim.start(rig.queue_id);
   rig.settle();
@@ -344,6 +346,8 @@ TEST(Queue, ACrashKeepsEveryAckedRecordAndSeqsContinue) {
   ASSERT_EQ(entries.size(), 51u);
   for (size_t i = 0; i < entries.size(); ++i) EXPECT_EQ(entries[i], "dm:u1:u2#" + std::to_string(i + 1));
 }
+
+INSTANTIATE_TEST_SUITE_P(DiskModes, QueueCrash, ::testing::Values(CrashDisk::lose_unsynced, CrashDisk::torn));
 
 TEST(Queue, AckBeforeDurableBugLosesAckedRecordsInACrash) {
   Rig rig(with(Bug::ack_before_durable));

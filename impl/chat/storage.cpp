@@ -52,6 +52,8 @@ StorageNode::StorageNode(const ChatConfig& config) : config_(config) {
   devices_of_user_.reserve(config.users.size());
   for (const UserPlan& plan : config.users) devices_of_user_[plan.user] = plan.devices;
   chat_servers_.insert(config.topology.chat_servers.begin(), config.topology.chat_servers.end());
+  const ChatTopology& t = config.topology;
+  links_max_ = t.queues.size() + t.registries.size() + t.chat_servers.size() + t.push.size();
 }
 
 uint64_t StorageNode::last_offset(uint32_t partition) const {
@@ -639,6 +641,8 @@ void StorageNode::invariants() const {
   MSGSIM_ASSERT_LE(state_.pending.size(), config_.tuning.server_pending_max);
   MSGSIM_ASSERT_LE(state_.groups.size(), kGroupsMax);
   MSGSIM_ASSERT_LE(state_.known_direct.size(), kKnownDirectMax);
+  // Links go only to nodes of the topology (chat servers are checked before a Route).
+  MSGSIM_ASSERT_LE(state_.links.size(), links_max_);
   MSGSIM_ASSERT(state_.pending.empty() || state_.sweep_armed, "pending lookups without a sweep timer");
   MSGSIM_ASSERT_EQ(state_.link_of_conn.size(),
                    static_cast<size_t>(std::count_if(state_.links.begin(), state_.links.end(),

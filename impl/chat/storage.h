@@ -122,6 +122,7 @@ class StorageNode final : public Node {
   NodeId self_ = kNoNode;
   std::unordered_map<std::string, uint32_t> devices_of_user_;  // from config.users; lookups only
   std::set<NodeId> chat_servers_;
+  size_t links_max_ = 0;
   State state_;
   sqlite3* db_ = nullptr;
   Bytes scratch_;
