@@ -30,9 +30,12 @@ template <typename T>
 Result<Frame> decode_one(wire::Reader& reader) {
   T message;
   message.fields(reader);
-  if (reader.ok() && !reader.at_end()) reader.fail("trailing bytes after the last field");
   if (!reader.ok()) {
     return make_error(ErrorCode::bad_input, std::string(FrameNames<T>::name) + "." + reader.error());
+  }
+  // Not the last field's fault, so the error names only the frame.
+  if (!reader.at_end()) {
+    return make_error(ErrorCode::bad_input, std::string(FrameNames<T>::name) + ": trailing bytes after the last field");
   }
   return Frame{std::move(message)};
 }

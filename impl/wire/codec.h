@@ -168,12 +168,15 @@ class Reader {
       }
       field.clear();
       field.resize(static_cast<size_t>(count));
-      const char* list = name;
-      for (auto& item : field) {
-        item.fields(*this);
-        if (!ok()) return;
-        field_ = list;
+      // An element's error names its place in the list: "cursors[3].conv: ...".
+      for (size_t i = 0; i < field.size(); ++i) {
+        field[i].fields(*this);
+        if (!ok()) {
+          error_ = std::string(name) + "[" + std::to_string(i) + "]." + error_;
+          return;
+        }
       }
+      field_ = name;
     }
   }
 
