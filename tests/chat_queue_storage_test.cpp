@@ -312,6 +312,14 @@ TEST(Queue, AMalformedFrameClosesTheConnectionWithoutACrash) {
   EXPECT_FALSE(rig.queue().halted());
 }
 
+TEST(Queue, ASubscribeToAPartitionLedElsewhereClosesTheConnection) {
+  Rig rig(BugSet{}, /*partitions=*/4);
+  rig.start_all();
+  rig.chat_send(rig.to_queue, encode(Frame{Subscribe{9, 1}}));  // partitions are 0..3
+  rig.settle();
+  EXPECT_EQ(rig.chat.count("disconnect:closed_by_peer"), 1u);
+}
+
 // Produces `count` messages of one 1:1 conversation, one at a time, and returns the seqs acked.
 std::vector<uint64_t> produce_many(Rig& rig, const std::string& prefix, int count) {
   const size_t before = frames_of<Produced>(rig.chat).size();
@@ -440,6 +448,19 @@ TEST(Storage, LeaveOneLateBugFansTheNextEntryOutToTheLeaver) {
   EXPECT_EQ(routed.at("g:a#4"), (std::set<std::string>{"u1.d1", "u2.d1"}));
   EXPECT_EQ(routed.at("g:a#5"), (std::set<std::string>{"u1.d1"}));
   EXPECT_EQ(Rig::seqs(rig.sync("u2", {})), (std::vector<std::string>{"g:a#2", "g:a#3", "g:a#4"}));
+}
+
+TEST(Storage, BadFramesCloseTheConnectionAndNothingElse) {
+  Rig rig;
+  rig.start_all();
+  rig.chat_send(rig.to_storage, Bytes{1, 50, 7, 200});  // a SyncQuery whose user runs past the end
+  rig.settle();
+  EXPECT_EQ(rig.chat.count("disconnect:closed_by_peer"), 1u);
+  EXPECT_FALSE(rig.storage().halted());
+  rig.restart_chat();
+  // It goes on storing.
+  ASSERT_EQ(produce_many(rig, "a", 3).size(), 3u);
+  EXPECT_EQ(rig.storage().stored(), 3u);
 }
 
 TEST(Storage, LookupsTheRegistryNeverAnswersTimeOut) {
