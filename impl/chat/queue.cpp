@@ -274,6 +274,16 @@ bool QueueNode::open_batch(Context& ctx) {
 
 void QueueNode::commit_batch(Context& ctx) {
   if (!state_.batch_open) return;
+  for (const std::string& conv : state_.dirty_convs) {
+    sqlite3_stmt* upsert = upsert_conv_.get();
+    bind_text(upsert, 1, conv);
+    bind_int(upsert, 2, static_cast<int64_t>(state_.conversations.at(conv).next_seq));
+    if (!run(upsert)) {
+      halt(ctx, "writing the next seq of " + conv);
+      return;
+    }
+  }
+  state_.dirty_convs.clear();
   if (!run(commit_.get())) {
     halt(ctx, "committing a batch of " + std::to_string(state_.replies.size()) + " answers");
     return;
@@ -386,12 +396,8 @@ bool QueueNode::write_accepted(Context& ctx, uint32_t partition, const Entry& en
     bind_blob(log, 3, blob);
     ok = run(log);
   }
-  if (ok) {
-    sqlite3_stmt* conv = upsert_conv_.get();
-    bind_text(conv, 1, entry.conv);
-    bind_int(conv, 2, static_cast<int64_t>(entry.seq + 1));
-    ok = run(conv);
-  }
+  // The conversation's next seq is written once per batch, at its commit (dirty_convs).
+  if (ok) state_.dirty_convs.insert(entry.conv);
   if (ok && group && entry.kind != EntryKind::message) {
     sqlite3_stmt* member = entry.kind == EntryKind::join ? insert_member_.get() : delete_member_.get();
     bind_text(member, 1, entry.conv);
@@ -583,7 +589,7 @@ void QueueNode::invariants() const {
   MSGSIM_ASSERT_LE(state_.conversations.size(), kConversationsMax);
   MSGSIM_ASSERT_LE(state_.replies.size(), kBatchMax);
   if (state_.halted) return;  // memory may be ahead of the disk; nothing is answered any more
-  MSGSIM_ASSERT(state_.batch_open || (state_.replies.empty() && state_.committing.empty()),
+  MSGSIM_ASSERT(state_.batch_open || (state_.replies.empty() && state_.committing.empty() && state_.dirty_convs.empty()),
                 "answers or records waiting without an open batch");
   MSGSIM_ASSERT(!state_.batch_open || state_.commit_armed, "an open batch without a commit timer");
   for (const auto& [p, part] : state_.partitions) {

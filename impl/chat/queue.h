@@ -115,6 +115,7 @@ class QueueNode final : public Node {
     bool commit_armed = false;
     std::vector<std::pair<ConnId, Bytes>> replies;
     std::vector<std::pair<uint32_t, RecordAt>> committing;
+    std::set<std::string> dirty_convs;  // conversations whose next seq the batch moved
     bool halted = false;  // a SQLite write failed: fail-stop, answer nothing more
     uint64_t accepted = 0, rejected = 0, duplicates = 0;
   };
