@@ -165,8 +165,8 @@ ConnId StorageNode::link_conn(Context& ctx, NodeId peer) {
 
 void StorageNode::on_connected(Context&, ConnId conn) {
   const auto it = state_.link_of_conn.find(conn);
-  if (it == state_.link_of_conn.end()) return;
-  state_.links.at(it->second).backoff_ns = config_.tuning.backoff_initial_ns;
+  if (it != state_.link_of_conn.end()) state_.links.at(it->second).backoff_ns = config_.tuning.backoff_initial_ns;
+  invariants();
 }
 
 void StorageNode::on_disconnect(Context& ctx, ConnId conn, DisconnectReason reason) {
