@@ -87,6 +87,9 @@ INSTANTIATE_TEST_SUITE_P(Oracle, HandWritten, ::testing::Values(
     // Showing seq 2 and then seq 1 breaks order, and gap-free too: when seq 2 was shown, seq 1
     // (meant for b1) had not been shown or expired there.
     Case{"order_breaks", {"order", "gap-free"}},
+    // The same on a device that first appears after both sends: nothing was owed to it, so the
+    // late seq 1 breaks order only.
+    Case{"order_breaks_only", {"order"}},
     // A disappearing message that expired before it reached the device: expired, not shown.
     Case{"gap_free_holds", {}},
     Case{"gap_free_breaks", {"gap-free"}},
