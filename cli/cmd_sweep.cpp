@@ -65,7 +65,9 @@ struct SweepArgs {
   std::vector<std::string> bugs;
   bool stop_at_first_failure = false;
   bool quiet = false;
+  std::optional<double> timeout_s;      // per seed; none: a seed may run as long as it takes
   std::optional<uint64_t> crash_seed;  // for tests: the worker running this seed aborts
+  std::optional<uint64_t> hang_seed;   // for tests: the worker running this seed never answers
 };
 
 struct FailedCheck {
@@ -81,7 +83,10 @@ struct SeedResult {
   double wall_seconds = 0;
   std::string digest_hex;
   std::vector<FailedCheck> failed_checks;
-  std::string crash;  // non-empty when the worker died running the seed: "signal 6 (SIGABRT)"
+  // Non-empty when the seed has no result because its worker died or overran the timeout:
+  // "crashed: the worker died of signal 6 (SIGABRT)", "timed out after 60 s (...)".
+  std::string crash;
+  bool timed_out = false;
 };
 
 struct SeedRange {
@@ -119,6 +124,13 @@ Result<SeedRange> parse_seed_range(const std::string& text) {
                       "--seeds " + text + ": at most " + std::to_string(kSeedsPerSweepMax) + " seeds per sweep");
   }
   return range;
+}
+
+// Seconds with millisecond precision, as JUnit has them.
+std::string seconds_text(double seconds) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3f", seconds);
+  return text;
 }
 
 // The scenario path as a shell word: unchanged when it is made of safe characters only, else in
@@ -309,7 +321,8 @@ SeedResult run_one_seed(const sim::Scenario& scenario, const chat::BugSet& bugs,
 }
 
 [[noreturn]] void worker_main(pid_t parent, int task_fd, int result_fd, const sim::Scenario& scenario,
-                              const chat::BugSet& bugs, std::optional<uint64_t> crash_seed) {
+                              const chat::BugSet& bugs, std::optional<uint64_t> crash_seed,
+                              std::optional<uint64_t> hang_seed) {
   // Ctrl-C reaches the whole foreground process group; the parent alone decides what happens,
   // and kills the workers itself.
   ::signal(SIGINT, SIG_IGN);
@@ -325,6 +338,7 @@ SeedResult run_one_seed(const sim::Scenario& scenario, const chat::BugSet& bugs,
     uint64_t seed = 0;
     std::memcpy(&seed, seed_bytes, sizeof seed);
     if (crash_seed && *crash_seed == seed) std::abort();
+    while (hang_seed && *hang_seed == seed) ::pause();
     const SeedResult result = run_one_seed(scenario, bugs, seed);
     if (!write_frame(result_fd, encode_result(result))) ::_exit(3);
   }
@@ -340,6 +354,8 @@ struct Worker {
   int task_fd = -1;    // the parent writes seeds here
   int result_fd = -1;  // and reads results here
   std::optional<uint64_t> seed_in_flight;
+  std::chrono::steady_clock::time_point deadline;  // of the seed in flight, when there is a timeout
+  bool timed_out = false;                          // killed for overrunning it
 };
 
 class Sweep {
@@ -365,6 +381,8 @@ class Sweep {
   void record(SeedResult result);
   void report_failure(const SeedResult& result);
   void show_progress(bool final_update);
+  int poll_timeout_ms() const;
+  void kill_overdue_workers();
   std::string progress_text() const;
 
   const SweepArgs& args_;
@@ -411,7 +429,7 @@ bool Sweep::start_worker(Worker& worker) {
     }
     ::close(task_pipe[1]);
     ::close(result_pipe[0]);
-    worker_main(parent, task_pipe[0], result_pipe[1], scenario_, bugs_, args_.crash_seed);
+    worker_main(parent, task_pipe[0], result_pipe[1], scenario_, bugs_, args_.crash_seed, args_.hang_seed);
   }
   ::close(task_pipe[0]);
   ::close(result_pipe[1]);
@@ -421,6 +439,7 @@ bool Sweep::start_worker(Worker& worker) {
   worker.task_fd = task_pipe[1];
   worker.result_fd = result_pipe[0];
   worker.seed_in_flight.reset();
+  worker.timed_out = false;
   return true;
 }
 
@@ -441,7 +460,8 @@ void Sweep::stop_worker(Worker& worker, bool kill_it) {
 }
 
 bool Sweep::dispatch(Worker& worker) {
-  if (stopping_ || next_index_ >= range_.count()) return false;
+  // A worker killed for a timeout may have answered just before the kill; it gets nothing more.
+  if (stopping_ || next_index_ >= range_.count() || worker.timed_out) return false;
   const uint64_t seed = range_.first + next_index_;
   char seed_bytes[8];
   std::memcpy(seed_bytes, &seed, sizeof seed);
@@ -449,6 +469,11 @@ bool Sweep::dispatch(Worker& worker) {
   // collect() then sees its end of file and restarts it, and the seed is not lost.
   if (!write_all(worker.task_fd, seed_bytes, sizeof seed_bytes)) return false;
   worker.seed_in_flight = seed;
+  if (args_.timeout_s) {
+    worker.deadline = std::chrono::steady_clock::now() +
+                      std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                          std::chrono::duration<double>(*args_.timeout_s));
+  }
   ++next_index_;
   return true;
 }
@@ -484,7 +509,17 @@ void Sweep::collect(Worker& worker) {
     crashed.seed = *seed;
     crashed.done = true;
     crashed.passed = false;
-    crashed.crash = frame ? std::string("the worker sent a malformed result") : describe_wait_status(status);
+    if (worker.timed_out) {
+      char limit[32];
+      std::snprintf(limit, sizeof limit, "%g", *args_.timeout_s);
+      crashed.crash = std::string("timed out after ") + limit + " s (the worker was killed)";
+      crashed.timed_out = true;
+      crashed.wall_seconds = *args_.timeout_s;
+    } else if (frame) {
+      crashed.crash = "crashed: the worker sent a malformed result";
+    } else {
+      crashed.crash = "crashed: " + describe_wait_status(status);
+    }
     record(std::move(crashed));
   }
   if (!stopping_ && next_index_ < range_.count()) {
@@ -512,7 +547,7 @@ void Sweep::report_failure(const SeedResult& result) {
   if (show_bar_) std::cout << "\r\033[K";  // the progress bar is redrawn after
   std::cout << "FAIL seed " << result.seed << ": ";
   if (!result.crash.empty()) {
-    std::cout << "crashed: " << result.crash;
+    std::cout << result.crash;
   } else {
     for (size_t i = 0; i < result.failed_checks.size(); ++i) {
       std::cout << (i ? "," : "") << result.failed_checks[i].name;
@@ -561,6 +596,33 @@ void Sweep::show_progress(bool final_update) {
   last_decile_shown_ = decile;
   std::cout << "progress: " << progress_text() << "\n";
   std::cout.flush();
+}
+
+// How long the main loop may wait for a result: until the nearest deadline of a seed in flight,
+// and at most half a second when a progress bar wants redrawing; else indefinitely.
+int Sweep::poll_timeout_ms() const {
+  int64_t wait_ms = show_bar_ ? 500 : -1;
+  if (!args_.timeout_s) return static_cast<int>(wait_ms);
+  const auto now = std::chrono::steady_clock::now();
+  for (const Worker& worker : workers_) {
+    if (worker.pid < 0 || !worker.seed_in_flight || worker.timed_out) continue;
+    const int64_t left_ms =
+        std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::milliseconds>(worker.deadline - now).count() + 1);
+    if (wait_ms < 0 || left_ms < wait_ms) wait_ms = left_ms;
+  }
+  return static_cast<int>(std::min<int64_t>(wait_ms, 60'000));
+}
+
+// A seed past its deadline: its worker is killed; the end of file that follows makes collect()
+// report the seed as timed out and start a replacement.
+void Sweep::kill_overdue_workers() {
+  if (!args_.timeout_s) return;
+  const auto now = std::chrono::steady_clock::now();
+  for (Worker& worker : workers_) {
+    if (worker.pid < 0 || !worker.seed_in_flight || worker.timed_out || now < worker.deadline) continue;
+    worker.timed_out = true;
+    ::kill(worker.pid, SIGKILL);
+  }
 }
 
 int Sweep::run() {
@@ -613,7 +675,7 @@ int Sweep::run() {
         break;
       }
     }
-    const int ready = ::poll(polled.data(), polled.size(), show_bar_ ? 500 : -1);
+    const int ready = ::poll(polled.data(), polled.size(), poll_timeout_ms());
     if (ready < 0) {
       if (errno == EINTR) continue;
       std::cerr << "msgsim sweep: poll: " << std::strerror(errno) << "\n";
@@ -621,6 +683,7 @@ int Sweep::run() {
       break;
     }
     if (ready == 0) {
+      kill_overdue_workers();
       show_progress(false);
       continue;
     }
@@ -674,12 +737,6 @@ std::string xml_escape(std::string_view text) {
   return out;
 }
 
-std::string seconds_text(double seconds) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.3f", seconds);
-  return text;
-}
-
 Result<void> write_junit(const std::string& path, const SweepArgs& args, const sim::Scenario& scenario,
                          const Sweep& sweep, double wall_seconds) {
   uint64_t failures = 0;
@@ -709,8 +766,8 @@ Result<void> write_junit(const std::string& path, const SweepArgs& args, const s
                                   : "not run: the sweep stopped at the first failure")
           << "\"/>\n";
     } else if (!r.crash.empty()) {
-      xml << "    <failure type=\"crash\" message=\"" << xml_escape("crashed: " + r.crash) << "\">"
-          << xml_escape("crashed: " + r.crash + "\nreplay: " + replay_command(args, r.seed)) << "</failure>\n";
+      xml << "    <failure type=\"" << (r.timed_out ? "timeout" : "crash") << "\" message=\"" << xml_escape(r.crash)
+          << "\">" << xml_escape(r.crash + "\nreplay: " + replay_command(args, r.seed)) << "</failure>\n";
     } else {
       std::string names;
       std::string body;
@@ -747,6 +804,12 @@ int sweep(const SweepArgs& args) {
   const uint32_t jobs_asked = args.jobs.value_or(static_cast<uint32_t>(std::min<long>(cpus, kJobsMax)));
   if (jobs_asked == 0 || jobs_asked > kJobsMax) {
     std::cerr << "msgsim sweep: --jobs " << jobs_asked << ": expected 1.." << kJobsMax << "\n";
+    return kExitBadInput;
+  }
+  constexpr double kTimeoutSecondsMax = 1e6;
+  if (args.timeout_s && !(*args.timeout_s > 0 && *args.timeout_s <= kTimeoutSecondsMax)) {
+    std::cerr << "msgsim sweep: --timeout-s " << *args.timeout_s << ": expected a number of seconds in (0, "
+              << kTimeoutSecondsMax << "]\n";
     return kExitBadInput;
   }
   // Loaded once here, before any fork: a bad scenario is reported once, and every worker
@@ -804,10 +867,15 @@ void add_sweep_command(CLI::App& app, Outcome& outcome) {
   cmd->add_option("--bug", args->bugs, "switch on a planted bug (see `msgsim bugs`); repeatable");
   cmd->add_flag("--stop-at-first-failure", args->stop_at_first_failure,
                 "dispatch no more seeds once one has failed (the seeds under way finish)");
+  cmd->add_option("--timeout-s", args->timeout_s,
+                  "a seed still running after this many seconds fails as timed out and its worker is replaced "
+                  "(default: no limit)");
   cmd->add_flag("--quiet,-q", args->quiet, "no progress output: only failures and the summary");
   // For tests of the crash path: the worker that is given this seed aborts, as a failed
   // assertion would. Hidden from --help.
   cmd->add_option("--crash-seed", args->crash_seed, "")->group("");
+  // Likewise for the timeout: the worker given this seed never answers.
+  cmd->add_option("--hang-seed", args->hang_seed, "")->group("");
   cmd->callback([args, &outcome] { outcome.exit_code = sweep(*args); });
 }
 

@@ -306,6 +306,31 @@ TEST_F(CliTest, SweepFindsPlantedBugAndItsReplayCommandFailsToo) {
   EXPECT_THAT(xml, HasSubstr("chat faults &amp; &apos;\\&apos;&apos;co&apos;\\&apos;&apos;.json&apos; --seed " + seed));
 }
 
+// Seeds run in sequence in one worker, or spread over several in whatever order they finish,
+// give the same digests: nothing a run leaves behind in a worker process changes the next.
+TEST_F(CliTest, SweepDigestsDoNotDependOnWorkerCount) {
+  const std::filesystem::path scenario = dir_ / "faults.json";
+  const std::string text = chat_with_server_faults();
+  ASSERT_FALSE(text.empty());
+  std::ofstream(scenario) << text;
+  std::vector<std::string> digests[2];
+  const char* jobs[2] = {"1", "3"};
+  for (int i = 0; i < 2; ++i) {
+    const std::string junit = (dir_ / (std::string("jobs") + jobs[i] + ".xml")).string();
+    const Ran sweep = msgsim({"sweep", scenario.string(), "--seeds", "11..16", "--jobs", jobs[i], "--quiet", "--junit", junit});
+    ASSERT_EQ(sweep.exit_code, 0) << sweep.out << sweep.err;
+    const std::string xml = read_file(junit);
+    const std::regex digest(R"re(trace digest: ([0-9a-f]{16}))re");
+    for (auto it = std::sregex_iterator(xml.begin(), xml.end(), digest); it != std::sregex_iterator(); ++it) {
+      digests[i].push_back((*it)[1]);
+    }
+    EXPECT_EQ(digests[i].size(), 6u) << xml;
+  }
+  EXPECT_EQ(digests[0], digests[1]);
+  std::set<std::string> distinct(digests[0].begin(), digests[0].end());
+  EXPECT_EQ(distinct.size(), 6u) << "each seed is a different run";
+}
+
 // A worker that dies mid-seed costs that seed only: it is reported with its signal, a new
 // worker takes over, and the remaining seeds run.
 TEST_F(CliTest, SweepReportsACrashedWorkerAndCarriesOn) {
@@ -315,6 +340,29 @@ TEST_F(CliTest, SweepReportsACrashedWorkerAndCarriesOn) {
                                    "  replay: msgsim run " + kChatSmall + " --seed 2\n"));
   EXPECT_THAT(sweep.out, HasSubstr("sweep: 3 seeds, 2 passed, 1 failed\n"));
   EXPECT_THAT(sweep.out, Not(HasSubstr("progress:")));  // --quiet
+}
+
+// A seed that runs past --timeout-s fails as timed out, its worker is killed and replaced, and
+// a crash elsewhere in the same sweep is still told apart.
+TEST_F(CliTest, SweepTimesOutAHungSeedAndCarriesOn) {
+  const std::string junit = (dir_ / "timeout.xml").string();
+  const Ran sweep = msgsim({"sweep", kChatSmall, "--seeds", "1..4", "--jobs", "2", "--crash-seed", "2", "--hang-seed", "3",
+                            "--timeout-s", "1", "--quiet", "--junit", junit});
+  EXPECT_EQ(sweep.exit_code, 1) << sweep.out << sweep.err;
+  EXPECT_THAT(sweep.out, HasSubstr("FAIL seed 2: crashed: the worker died of signal 6 (SIGABRT)\n"));
+  EXPECT_THAT(sweep.out, HasSubstr("FAIL seed 3: timed out after 1 s (the worker was killed)\n"));
+  EXPECT_THAT(sweep.out, HasSubstr("sweep: 4 seeds, 2 passed, 2 failed\n"));
+  const std::string xml = read_file(junit);
+  int testcases = 0;
+  std::vector<std::string> names;
+  EXPECT_EQ(check_xml(xml, testcases, names), "") << xml;
+  EXPECT_EQ(testcases, 4);
+  EXPECT_THAT(xml, HasSubstr("<failure type=\"timeout\""));
+  EXPECT_THAT(xml, HasSubstr("<failure type=\"crash\""));
+
+  const Ran bad = msgsim({"sweep", kChatSmall, "--seeds", "1..2", "--timeout-s", "0"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("--timeout-s 0: expected a number of seconds"));
 }
 
 TEST_F(CliTest, SweepBadInputExitsTwoWithAMessage) {
