@@ -6,7 +6,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <regex>
 #include <set>
@@ -52,8 +54,10 @@ class CliTest : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
-  // Runs argv[0] (a path) with stdout into a pipe and stderr into a file.
-  Ran spawn(const std::vector<std::string>& argv) {
+  // Runs argv[0] (a path) with stdout into a pipe and stderr into a file. `on_output` sees the
+  // output so far each time more arrives, with the child's pid (to signal it).
+  Ran spawn(const std::vector<std::string>& argv,
+            const std::function<void(const std::string&, pid_t)>& on_output = {}) {
     const std::string err_path = (dir_ / "stderr.txt").string();
     int out_pipe[2];
     EXPECT_EQ(::pipe(out_pipe), 0);
@@ -78,6 +82,7 @@ class CliTest : public ::testing::Test {
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;
       ran.out.append(buffer, static_cast<size_t>(n));
+      if (on_output) on_output(ran.out, pid);
     }
     ::close(out_pipe[0]);
     if (spawned != 0) return ran;
@@ -89,9 +94,9 @@ class CliTest : public ::testing::Test {
     return ran;
   }
 
-  Ran msgsim(std::vector<std::string> args) {
+  Ran msgsim(std::vector<std::string> args, const std::function<void(const std::string&, pid_t)>& on_output = {}) {
     args.insert(args.begin(), kBinary);
-    return spawn(args);
+    return spawn(args, on_output);
   }
 
   std::filesystem::path dir_;
@@ -363,6 +368,30 @@ TEST_F(CliTest, SweepTimesOutAHungSeedAndCarriesOn) {
   const Ran bad = msgsim({"sweep", kChatSmall, "--seeds", "1..2", "--timeout-s", "0"});
   EXPECT_EQ(bad.exit_code, 2);
   EXPECT_THAT(bad.err, HasSubstr("--timeout-s 0: expected a number of seconds"));
+}
+
+// Ctrl-C: the workers are killed (seed 2 would otherwise never end), the summary says so, the
+// JUnit file lists the seeds not run as skipped, and the exit code is 2.
+TEST_F(CliTest, SweepInterruptedKillsItsWorkersAndExitsTwo) {
+  const std::string junit = (dir_ / "interrupted.xml").string();
+  bool signalled = false;
+  const Ran sweep = msgsim({"sweep", kChatSmall, "--seeds", "1..3", "--jobs", "1", "--hang-seed", "2", "--junit", junit},
+                           [&](const std::string& out, pid_t pid) {
+                             // Seed 1 is done, so the sweep is under way and seed 2 hangs.
+                             if (!signalled && out.find("progress: 1/3") != std::string::npos) {
+                               signalled = true;
+                               ::kill(pid, SIGINT);
+                             }
+                           });
+  ASSERT_TRUE(signalled) << sweep.out;
+  EXPECT_EQ(sweep.exit_code, 2) << sweep.out << sweep.err;
+  EXPECT_THAT(sweep.out, HasSubstr("sweep: 1 seeds, 1 passed, 0 failed (2 of 3 not run: interrupted)\n"));
+  const std::string xml = read_file(junit);
+  int testcases = 0;
+  std::vector<std::string> names;
+  EXPECT_EQ(check_xml(xml, testcases, names), "") << xml;
+  EXPECT_EQ(testcases, 3);
+  EXPECT_THAT(xml, HasSubstr("skipped=\"2\""));
 }
 
 TEST_F(CliTest, SweepBadInputExitsTwoWithAMessage) {
