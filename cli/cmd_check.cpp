@@ -1,8 +1,10 @@
 // `msgsim check FILE|- [--json] [--latency-p99-ms N]`: judge any history (simulated, live,
 // third-party) against spec/history.md. Exit 0 valid, 1 a violation, 2 bad input.
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -21,7 +23,10 @@ struct CheckArgs {
 
 int run_check(const CheckArgs& args) {
   history::CheckerOptions options;
-  if (args.latency_p99_ms >= 0) options.latency_p99_bound_ns = args.latency_p99_ms * 1'000'000;
+  if (args.latency_p99_ms >= 0) {
+    constexpr int64_t kMaxMs = std::numeric_limits<int64_t>::max() / 1'000'000;  // no overflow
+    options.latency_p99_bound_ns = std::min(args.latency_p99_ms, kMaxMs) * 1'000'000;
+  }
   std::ifstream file;
   std::istream* in = &std::cin;
   if (args.path != "-") {
