@@ -20,5 +20,6 @@ void add_sweep_command(CLI::App& app, Outcome& outcome);
 void add_replay_command(CLI::App& app, Outcome& outcome);
 void add_check_command(CLI::App& app, Outcome& outcome);
 void add_e2ee_command(CLI::App& app, Outcome& outcome);
+void add_bugs_command(CLI::App& app, Outcome& outcome);
 
 }  // namespace msgsim::cli

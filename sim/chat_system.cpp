@@ -142,6 +142,14 @@ class ChatSystem final : public SystemUnderTest {
   bool quiescent(Simulator& sim) override {
     for (NodeId id : devices_) {
       auto* device = dynamic_cast<chat::DeviceNode*>(sim.node_object(id));
+      if (device == nullptr || !device->online()) return false;
+    }
+    return true;
+  }
+
+  bool settled(Simulator& sim) override {
+    for (NodeId id : devices_) {
+      auto* device = dynamic_cast<chat::DeviceNode*>(sim.node_object(id));
       if (device == nullptr || !device->settled()) return false;
     }
     return true;
@@ -149,10 +157,12 @@ class ChatSystem final : public SystemUnderTest {
 
   void judge(Simulator& sim, RunReport& report) override {
     size_t online = 0, settled = 0;
+    std::vector<std::string> unsettled;
     for (NodeId id : devices_) {
       auto* device = dynamic_cast<chat::DeviceNode*>(sim.node_object(id));
       online += device != nullptr && device->online();
       settled += device != nullptr && device->settled();
+      if (device != nullptr && !device->settled() && unsettled.size() < 5) unsettled.push_back(device->describe());
     }
     uint64_t peak = 0;
     for (const auto& [second, count] : balancer_stats_.routed_per_second) peak = std::max(peak, count);
@@ -160,6 +170,11 @@ class ChatSystem final : public SystemUnderTest {
                              std::to_string(devices_.size()) + " devices (" + std::to_string(online) + " online, " +
                              std::to_string(settled) + " settled at the end), " + std::to_string(config_.groups.size()) +
                              " groups, " + std::to_string(config_.topology.chat_servers.size()) + " chat servers");
+ for (const std::string& line : unsettled) report.summary.push_back("  unsettled: " + line);
+    report.checks.push_back({"liveness", settled == devices_.size(),
+                             settled == devices_.size()
+                                 ? "every device settled: sends acknowledged, no gap open, receipts sent"
+                                 : std::to_string(devices_.size() - settled) + " devices still had work in flight at the end"});
     report.summary.push_back("load balancer: " + std::to_string(balancer_stats_.routed) + " routed, " +
                              std::to_string(balancer_stats_.refused) + " refused, peak " + std::to_string(peak) +
                              " routes/s");

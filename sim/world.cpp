@@ -403,6 +403,11 @@ std::vector<FaultSpec> draw_nemesis(const Scenario& scenario, uint64_t seed) {
   return drawn;
 }
 
+namespace {
+constexpr int kSettleGraceSteps = 50;
+constexpr int64_t kSettleGraceStepNs = 100 * kNanosPerMilli;
+}  // namespace
+
 RunReport run_world(const Scenario& scenario, const RunOptions& options) {
   RunReport report;
   report.scenario = scenario.name;
@@ -432,6 +437,11 @@ RunReport run_world(const Scenario& scenario, const RunOptions& options) {
   system->start(sim);
   sim.run_until(scenario.duration_ns + scenario.quiescence_ns);
 
+  // Settledness is judged at an instant, and devices do periodic work (anti-entropy syncs,
+  // receipt batches) that may be in flight at the end: give it a short grace to finish.
+  for (int step = 0; !system->settled(sim) && step < kSettleGraceSteps; ++step) {
+    sim.run_until(sim.now_ns() + kSettleGraceStepNs);
+  }
   system->judge(sim, report);
   if (history) {
     const bool quiescent = system->quiescent(sim);
@@ -443,8 +453,8 @@ RunReport run_world(const Scenario& scenario, const RunOptions& options) {
       report.checks.push_back({r.name, r.valid, detail});
     }
     report.checks.push_back({"quiescence", quiescent,
-                             quiescent ? "every device online and settled at the end"
-                                       : "some devices were offline or unsettled at the end of the quiescence period"});
+                             quiescent ? "every device online at the end, so no-loss was judged"
+                                       : "some devices were offline at the end of the quiescence period"});
   }
   report.digest_hex = sim.digest_hex();
   report.virtual_ns = sim.now_ns();

@@ -8,7 +8,8 @@
 //  2. At duration: every fault still active is healed (crashed nodes restart, partitions heal,
 //     clocks and speeds return to normal, disk faults clear) and the workload stops creating
 //     work.
-//  3. [duration, duration + quiescence): the system must settle; the run is judged at the end.
+//  3. [duration, duration + quiescence): the system must settle; the run is judged at the end,
+//     after at most 5 s more for periodic work in flight (a sync, a receipt batch) to finish.
 #pragma once
 
 #include <cstdint>
@@ -72,8 +73,12 @@ class SystemUnderTest {
   virtual void judge(Simulator& sim, RunReport& report) = 0;
   // Whether its nodes emit a history for the oracle (client devices do).
   virtual bool emits_history() const { return false; }
-  // At the end: whether every device is online and settled (the history's end.quiescent).
+  // At the end, after every fault healed: whether every device is online, so every message
+  // can have reached it (the history's end.quiescent: the oracle then judges no-loss).
   virtual bool quiescent(Simulator&) { return true; }
+  // Whether the system has nothing in flight (sends acknowledged, gaps filled, receipts sent).
+  // The end waits a little for this; the system's own liveness check reports it.
+  virtual bool settled(Simulator&) { return true; }
 };
 
 std::unique_ptr<SystemUnderTest> make_system(const Scenario& scenario, const RunOptions& options);

@@ -104,6 +104,12 @@ void ChatServerNode::on_device_frame(Context& ctx, ConnId conn, Session& s, Fram
     produces_[id] = PendingProduce{conn, send->msg_id, send->conv, queue, ctx.now_ns()};
     ctx.send(upstream(ctx, queue), encode_as(produce));
   } else if (auto* op = std::get_if<GroupOp>(&frame)) {
+    if (op->kind == EntryKind::message) {
+      ctx.log(LogLevel::warn, "chat: a GroupOp that is no join or leave from " + s.device + "; closing");
+      on_disconnect(ctx, conn, DisconnectReason::closed_by_peer);
+      ctx.close(conn);
+      return;
+    }
     if (produces_.size() >= config_.tuning.server_pending_max) return;
     const uint64_t id = next_request_id_++;
     Produce produce;
@@ -118,6 +124,7 @@ void ChatServerNode::on_device_frame(Context& ctx, ConnId conn, Session& s, Fram
     produces_[id] = PendingProduce{conn, op->op_id, op->conv, queue, ctx.now_ns()};
     ctx.send(upstream(ctx, queue), encode_as(produce));
   } else if (auto* sync = std::get_if<SyncRequest>(&frame)) {
+    ctx.log(LogLevel::debug, "chat: sync request from " + s.device);
     if (syncs_.size() >= config_.tuning.server_pending_max) return;
     const uint64_t id = next_request_id_++;
     const auto& storages = config_.topology.storages;

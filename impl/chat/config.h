@@ -18,7 +18,7 @@ namespace msgsim::chat {
 enum class Bug : uint8_t {
   ack_before_durable,   // queue: commits with synchronous=OFF, so an acked produce can be lost
   retry_new_seq,        // queue: no msg_id dedup, a retried send gets a second seq
-  forget_rejections,    // queue: rejections are not remembered, a retry may later be accepted
+  reject_after_append,  // queue: checks membership after appending, so a refused message is still stored
   leave_one_late,       // storage: a leave takes effect one seq late in fan-out and sync
   sync_off_by_one,      // storage: sync skips the first entry after each cursor
   client_no_dedup,      // device: shows an entry again when it is delivered twice
@@ -74,6 +74,10 @@ struct ChatTuning {
   int64_t send_timeout_ns = 10 * kNanosPerSecond;           // an unacked send is retried
   int64_t receipt_batch_ns = 200 * kNanosPerMilli;          // receipts are batched this long
   int64_t gap_timeout_ns = 2 * kNanosPerSecond;             // a seq gap this old triggers a sync
+  // An online device syncs this often anyway (anti-entropy): a delivery lost while its presence
+  // entry was missing (a registry crash) shows no gap until the next message, and there may be
+  // none.
+  int64_t resync_interval_ns = 30 * kNanosPerSecond;
   int64_t server_request_timeout_ns = 5 * kNanosPerSecond;  // chat server's calls to other servers
   uint32_t device_pending_max = 256;                        // unacked sends a device keeps
   uint32_t reorder_buffer_max = 1024;                       // out-of-order entries a device holds

@@ -68,6 +68,7 @@ void DeviceNode::on_start(Context& ctx) {
                 kSendTimer);
   ctx.set_timer(config_.tuning.heartbeat_interval_ns, kHeartbeatTimer);
   ctx.set_timer(kRetryIntervalNs, kRetryTimer);
+  ctx.set_timer(ctx.rng().range(config_.tuning.resync_interval_ns / 2, config_.tuning.resync_interval_ns), kResyncTimer);
   invariants();
 }
 
@@ -109,6 +110,7 @@ void DeviceNode::go_offline(Context& ctx) {
   conn_ = kNoConn;
   server_ = kNoNode;
   phase_ = Phase::backoff;
+  syncing_ = false;
   for (auto& [conv, c] : convs_)
     if (!c.outbox.empty()) c.outbox.front().sent_at_ns = -1;  // resend on the next connection
 }
@@ -127,6 +129,8 @@ void DeviceNode::request_sync(Context& ctx) {
     request.cursors.push_back(Cursor{conv, c.cursor});
   }
   ctx.send(conn_, encode_as(request));
+  ctx.log(LogLevel::debug, device_ + ": sync requested, " + std::to_string(request.cursors.size()) + " cursors");
+  syncing_ = true;
   for (auto& [conv, c] : convs_)
     if (c.gap_since_ns >= 0) c.gap_since_ns = ctx.now_ns();
 }
@@ -160,6 +164,8 @@ void DeviceNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
   } else if (auto* deliver = std::get_if<Deliver>(&frame)) {
     on_deliver(ctx, std::move(deliver->entry));
   } else if (std::holds_alternative<SyncDone>(frame)) {
+    ctx.log(LogLevel::debug, device_ + ": sync done");
+    syncing_ = false;
     if (phase_ == Phase::syncing) phase_ = Phase::online;
     for (auto& [conv, c] : convs_) send_next(ctx, conv, c);
     flush_receipts(ctx);
@@ -452,7 +458,7 @@ void DeviceNode::check_gaps(Context& ctx) {
       stale_gap = true;
     }
   }
-  if (stale_gap && phase_ == Phase::online) request_sync(ctx);
+  if (stale_gap && phase_ == Phase::online && !syncing_) request_sync(ctx);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -486,6 +492,11 @@ void DeviceNode::on_timer(Context& ctx, uint64_t tag) {
         if (phase_ == Phase::online || phase_ == Phase::syncing) ctx.send(conn_, encode_as(Heartbeat{}));
         ctx.set_timer(config_.tuning.heartbeat_interval_ns, kHeartbeatTimer);
         break;
+      case kResyncTimer:
+        if (phase_ == Phase::online && !syncing_) request_sync(ctx);
+        ctx.set_timer(ctx.rng().range(config_.tuning.resync_interval_ns / 2, config_.tuning.resync_interval_ns),
+                      kResyncTimer);
+        break;
       case kReceiptTimer:
         receipt_timer_armed_ = false;
         flush_receipts(ctx);
@@ -518,7 +529,7 @@ void DeviceNode::on_timer(Context& ctx, uint64_t tag) {
 }
 
 bool DeviceNode::settled() const {
-  if (phase_ != Phase::online) return false;
+  if (phase_ != Phase::online || syncing_) return false;
   for (const auto& [conv, c] : convs_) {
     if (!c.outbox.empty() || !c.waiting.empty() || c.delivered_sent != c.cursor || c.read_sent < c.read_upto) return false;
   }
@@ -526,13 +537,18 @@ bool DeviceNode::settled() const {
 }
 
 std::string DeviceNode::describe() const {
-  size_t outbox = 0, waiting = 0;
+  static constexpr const char* phases[] = {"backoff", "routing", "connecting", "syncing", "online"};
+  std::string out = device_ + " " + phases[static_cast<int>(phase_)] + (syncing_ ? " (sync out)" : "");
   for (const auto& [conv, c] : convs_) {
-    outbox += c.outbox.size();
-    waiting += c.waiting.size();
+    if (c.outbox.empty() && c.waiting.empty() && c.delivered_sent == c.cursor && c.read_sent >= c.read_upto) continue;
+    out += " | " + conv + " cursor " + std::to_string(c.cursor) + " delivered-sent " + std::to_string(c.delivered_sent);
+    if (!c.outbox.empty()) {
+      out += " outbox " + std::to_string(c.outbox.size()) + (c.outbox.front().group_op ? " (group op)" : "") +
+             (c.outbox.front().sent_at_ns >= 0 ? " in flight" : "");
+    }
+    if (!c.waiting.empty()) out += " waiting " + std::to_string(c.waiting.begin()->first) + ".." + std::to_string(c.waiting.rbegin()->first);
   }
-  return device_ + " phase=" + std::to_string(static_cast<int>(phase_)) + " convs=" + std::to_string(convs_.size()) +
-         " outbox=" + std::to_string(outbox) + " waiting=" + std::to_string(waiting);
+  return out;
 }
 
 void DeviceNode::invariants() const {

@@ -77,6 +77,7 @@ class DeviceNode final : public Node {
     kHeartbeatTimer = 3,
     kReceiptTimer = 4,
     kRetryTimer = 5,
+    kResyncTimer = 6,
     kGroupChangeBase = 1'000,
     kExpiryBase = 1'000'000,
   };
@@ -113,6 +114,7 @@ class DeviceNode final : public Node {
   uint32_t backoff_attempt_ = 0;
   int64_t last_heard_ns_ = 0;
   bool receipt_timer_armed_ = false;
+  bool syncing_ = false;  // a SyncRequest is out and its SyncDone has not come
   std::map<std::string, Conversation> convs_;
   // (conv, reader, kind) -> the highest up_to this device has reported learning.
   std::map<std::tuple<std::string, std::string, ReceiptKind>, uint64_t> receipts_known_;

@@ -7,7 +7,8 @@
 //   device   <-> chat      Hello, Welcome, Send, GroupOp, SendAck, SendReject, Deliver,
 //                          SyncRequest, SyncDone, ReceiptSend, ReceiptNotice, Heartbeat,
 //                          HeartbeatAck, Drain
-//   chat     <-> registry  Register, Unregister, Lookup, Located
+//   chat      -> registry  Register, Unregister
+//   storage  <-> registry  Lookup, Located
 //   chat     <-> queue     Produce, Produced, ProduceRejected
 //   storage  <-> queue     Subscribe, Records
 //   chat     <-> storage   SyncQuery, SyncResult, ReceiptUpdate
@@ -222,8 +223,8 @@ using Frame = std::variant<RouteRequest, RouteReply, Hello, Welcome, Send, Group
 // version | type | fields. Asserts the frame is within its bounds (the sender's bug if not).
 Bytes encode(const Frame& frame);
 template <typename T>
-Bytes encode_as(const T& message) {
-  return encode(Frame{message});
+Bytes encode_as(T message) {
+  return encode(Frame{std::move(message)});
 }
 
 // Never crashes, whatever the bytes; a bad frame is an ErrorCode::bad_input error naming the

@@ -354,8 +354,12 @@ void QueueNode::on_produce(Context& ctx, ConnId conn, Produce& produce) {
   sqlite3_reset(find);
 
   std::string reason = check(entry);
-  if (!reason.empty()) {
-    if (!config_.bugs.on(Bug::forget_rejections) && !write_rejected(ctx, entry, reason)) return;
+  // Bug::reject_after_append: a message that fails the check is appended anyway and refused
+  // only afterwards, as code that validates after the write would do.
+  const bool append_then_refuse = !reason.empty() && entry.kind == EntryKind::message &&
+                                  config_.bugs.on(Bug::reject_after_append);
+  if (!reason.empty() && !append_then_refuse) {
+    if (!write_rejected(ctx, entry, reason)) return;
     state_.rejected++;
     reply(ctx, conn, encode(Frame{ProduceRejected{produce.request_id, entry.msg_id, entry.conv, std::move(reason)}}));
     close_batch_if_full(ctx);
@@ -375,7 +379,11 @@ void QueueNode::on_produce(Context& ctx, ConnId conn, Produce& produce) {
   if (entry.kind == EntryKind::leave) conversation.members.erase(entry.member);
   part->second.next_offset = offset + 1;
   state_.accepted++;
-  reply(ctx, conn, encode(Frame{Produced{produce.request_id, entry.msg_id, entry.conv, entry.seq}}));
+  if (append_then_refuse) {
+    reply(ctx, conn, encode(Frame{ProduceRejected{produce.request_id, entry.msg_id, entry.conv, std::move(reason)}}));
+  } else {
+    reply(ctx, conn, encode(Frame{Produced{produce.request_id, entry.msg_id, entry.conv, entry.seq}}));
+  }
   state_.committing.emplace_back(partition, RecordAt{offset, std::move(entry)});
   close_batch_if_full(ctx);
 }

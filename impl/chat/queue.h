@@ -22,7 +22,8 @@
 // subscriber stores them in one transaction, instead of one frame and transaction each.
 //
 // Planted bugs (config.h): ack_before_durable (synchronous=OFF), retry_new_seq (no msg_id
-// dedup for accepted entries), forget_rejections (rejections are not recorded).
+// dedup for accepted entries), reject_after_append (a message that fails the membership check
+// is appended anyway, then refused).
 #pragma once
 
 #include <cstdint>
