@@ -80,8 +80,10 @@ TEST(ScenarioFiles, EveryExampleLoads) {
     EXPECT_TRUE(scenario.ok()) << entry.path() << ": " << (scenario.ok() ? "" : scenario.error().message);
     if (!scenario.ok()) continue;
     EXPECT_EQ(scenario->file, entry.path().string());
-    EXPECT_FALSE(scenario->nodes_with_role("ledger-server").empty());
-    EXPECT_FALSE(scenario->nodes_with_role("ledger-client").empty());
+    // Every role of the system has nodes.
+    for (const std::string_view role : system_roles(scenario->system)) {
+      EXPECT_FALSE(scenario->nodes_with_role(role).empty()) << entry.path() << ": no " << role;
+    }
     ++loaded;
   }
   EXPECT_GE(loaded, 4);
@@ -197,7 +199,7 @@ const BadCase kBadCases[] = {
      ": $.faults[0].heal_after_s: expected one of the fields at_s, disk, kind, nodes, restart_after_s, got an unknown field"},
     {"missing-topology.json", ": $.topology: expected an object (a required field), got nothing"},
     {"missing-fault-field.json", ": $.faults[0].extra_ms: expected a number > 0 (a required field), got nothing"},
-    {"bad-system.json", ": $.system: expected \"ledger\", got \"chat\""},
+    {"bad-system.json", ": $.system: expected one of \"ledger\", \"chat\", got \"irc\""},
     {"bad-name-pattern.json", ": $.name: expected a string matching ^[a-z0-9][a-z0-9-]*$, got \"Ledger Test\""},
     {"unknown-fault-kind.json", ": $.faults[0].kind: expected one of \"crash\", \"shutdown\", \"host-loss\", \"partition\""},
     {"negative-count.json", ": $.topology.nodes[1].count: expected a number >= 1, got -5"},
@@ -279,7 +281,7 @@ TEST(BadScenarios, DirectoryIsNotAFile) {
 TEST(BadScenarios, SchemaErrorsListTheFirstFive) {
   const std::string message = load_error(small_scenario(R"("a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6, "g": 7)"));
   EXPECT_EQ(std::count(message.begin(), message.end(), '\n'), 4) << message;
-  EXPECT_NE(message.find("test.json: $.a: expected one of the fields checks, description, duration_s"), std::string::npos)
+  EXPECT_NE(message.find("test.json: $.a: expected one of the fields bugs, checks, description, duration_s"), std::string::npos)
       << message;
   EXPECT_NE(message.find("test.json: $.e: expected"), std::string::npos);
   EXPECT_EQ(message.find("$.f:"), std::string::npos);
