@@ -1,0 +1,185 @@
+// The planted bugs are caught: every bug of the catalogue, switched on alone in the small faulty
+// scenario (scenarios/chat-faulty.json), makes some seed in 1..200 fail the check that names
+// its damage. The test iterates the catalogue itself, so a bug added later without an expected
+// check here fails, and so does an expectation left behind for a bug that is gone. The clean
+// side (every bug off, every seed passes) is the `sweep_chat_faulty` ctest and the 1,000-seed
+// sweep (tests/CMakeLists.txt).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "impl/chat/config.h"
+#include "sim/scenario.h"
+#include "sim/world.h"
+
+namespace msgsim::sim {
+namespace {
+
+constexpr uint64_t kSeedsMax = 200;
+const char* const kScenario = "scenarios/chat-faulty.json";
+
+// For each bug, the check whose failure names the damage the bug does. These are the oracle's
+// invariants of spec/history.md (and the world's own `liveness`); the reasons:
+//  - ack-before-durable: a crash loses a message the queue already acknowledged, so an acked
+//    message never reaches its recipients.
+//  - retry-new-seq: a retried send is stored twice under two seqs, so one msg has two seqs.
+//  - reject-after-append: the refused message is still stored and fanned out.
+//  - leave-one-late: the message after a leave still reaches the leaver.
+//  - sync-off-by-one: the entry right after a device's cursor never comes in a sync, so a
+//    device that missed it live never shows it (the reorder buffer waits on the gap forever,
+//    which also fails liveness, but the loss is the damage).
+//  - client-no-dedup: the same message is shown twice.
+//  - no-reorder-buffer: a later seq is shown before an earlier one arrives, and the earlier one
+//    is then dropped as old; delivered seqs still increase, so `order` holds and the damage is
+//    the skipped message (gap-free).
+//  - gap-skip: the device moves past a missing seq.
+//  - read-before-display: a read receipt covers messages the reader has not shown.
+//  - expiry-ignored: a shown disappearing message is never expired.
+const std::map<std::string, std::string>& expected_checks() {
+  static const std::map<std::string, std::string> table = {
+      {"ack-before-durable", "no-loss"},
+      {"retry-new-seq", "seq-agreement"},
+      {"reject-after-append", "no-rejected-delivery"},
+      {"leave-one-late", "membership"},
+      {"sync-off-by-one", "no-loss"},
+      {"client-no-dedup", "no-duplicate"},
+      {"no-reorder-buffer", "gap-free"},
+      {"gap-skip", "gap-free"},
+      {"read-before-display", "receipts"},
+      {"expiry-ignored", "expiry"},
+  };
+  return table;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+const Scenario& faulty_scenario() {
+  static const Scenario scenario = [] {
+    Result<Scenario> loaded = load_scenario_file(std::string(MSGSIM_SOURCE_DIR) + "/" + kScenario);
+    if (!loaded.ok()) {
+      ADD_FAILURE() << kScenario << ": " << loaded.error().message;
+      return Scenario{};
+    }
+    return std::move(loaded).value();
+  }();
+  return scenario;
+}
+
+const CheckResult* find_check(const RunReport& report, const std::string& name) {
+  for (const auto& check : report.checks)
+    if (check.name == name) return &check;
+  return nullptr;
+}
+
+std::string failed_check_names(const RunReport& report) {
+  std::string out;
+  for (const auto& check : report.checks) {
+    if (check.passed) continue;
+    if (!out.empty()) out += ", ";
+    out += check.name;
+  }
+  return out.empty() ? "none" : out;
+}
+
+// A gtest parameter name: letters, digits and underscores only.
+std::string test_name(const std::string& bug_name) {
+  std::string out = bug_name;
+  std::replace(out.begin(), out.end(), '-', '_');
+  return out;
+}
+
+class EveryBug : public ::testing::TestWithParam<chat::BugInfo> {};
+
+TEST_P(EveryBug, CaughtWithinSeedsUnderTheCheckNamingItsDamage) {
+  const chat::BugInfo& bug = GetParam();
+  const auto expected = expected_checks().find(bug.name);
+  ASSERT_NE(expected, expected_checks().end())
+      << "bug " << bug.name << " has no expected check in bugs_test.cpp's table: add the invariant it must be caught under";
+  const std::string& check_name = expected->second;
+
+  const Scenario& scenario = faulty_scenario();
+  ASSERT_EQ(scenario.system, "chat");
+  std::string seen;  // the failed checks of the first few seeds, for the message when none is found
+  for (uint64_t seed = 1; seed <= kSeedsMax; ++seed) {
+    RunOptions options;
+    options.seed = seed;
+    options.bugs.enable(bug.bug);
+    const RunReport report = run_world(scenario, options);
+    const CheckResult* check = find_check(report, check_name);
+    // Every run reports every check, so a name missing here is a typo in the table, not a pass.
+    ASSERT_NE(check, nullptr) << "the run reports no check named " << check_name << " (bug " << bug.name << ")";
+    if (!check->passed) {
+      RecordProperty("first_seed", static_cast<int>(seed));
+      RecordProperty("failed_checks", failed_check_names(report));
+      std::cout << "[ bug      ] " << bug.name << ": " << check_name << " violated at seed " << seed
+                << " (failed: " << failed_check_names(report) << ")\n";
+      return;
+    }
+    if (seed <= 5) seen += "\n  seed " + std::to_string(seed) + ": failed " + failed_check_names(report);
+  }
+  ADD_FAILURE() << "bug " << bug.name << " was not caught under " << check_name << " in seeds 1.." << kSeedsMax
+                << " of " << kScenario << seen;
+}
+
+INSTANTIATE_TEST_SUITE_P(Catalogue, EveryBug, ::testing::ValuesIn(chat::bug_catalogue()),
+                         [](const ::testing::TestParamInfo<chat::BugInfo>& info) { return test_name(info.param.name); });
+
+TEST(BugCatalogue, NamesAreUniqueAndEveryBugIsListedOnce) {
+  const auto& catalogue = chat::bug_catalogue();
+  EXPECT_EQ(catalogue.size(), static_cast<size_t>(chat::Bug::count));
+  std::set<std::string> names;
+  std::set<int> bugs;
+  for (const auto& info : catalogue) {
+    EXPECT_TRUE(names.insert(info.name).second) << "duplicate bug name " << info.name;
+    EXPECT_TRUE(bugs.insert(static_cast<int>(info.bug)).second) << "bug " << info.name << " listed twice";
+    EXPECT_NE(std::string(info.what), "") << info.name;
+  }
+}
+
+TEST(BugCatalogue, EveryExpectationNamesABugOfTheCatalogue) {
+  std::set<std::string> names;
+  for (const auto& info : chat::bug_catalogue()) names.insert(info.name);
+  for (const auto& [bug, check] : expected_checks()) {
+    EXPECT_TRUE(names.count(bug)) << "bugs_test.cpp expects " << check << " for " << bug << ", which is not in the catalogue";
+  }
+}
+
+TEST(BugCatalogue, MatchesTheSchemaEnum) {
+  const std::string path = std::string(MSGSIM_SOURCE_DIR) + "/scenarios/schema.json";
+  const nlohmann::json schema = nlohmann::json::parse(read_text(path), nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(schema.is_discarded()) << path << " is not JSON";
+  const nlohmann::json::json_pointer enum_path("/properties/bugs/items/enum");
+  ASSERT_TRUE(schema.contains(enum_path)) << path << " has no " << enum_path.to_string();
+  const nlohmann::json& listed = schema.at(enum_path);
+  ASSERT_TRUE(listed.is_array());
+
+  std::set<std::string> in_schema;
+  for (const auto& name : listed) {
+    ASSERT_TRUE(name.is_string()) << enum_path.to_string() << " holds " << name.dump();
+    EXPECT_TRUE(in_schema.insert(name.get<std::string>()).second) << "schema lists " << name << " twice";
+  }
+  std::set<std::string> in_catalogue;
+  for (const auto& info : chat::bug_catalogue()) {
+    in_catalogue.insert(info.name);
+    EXPECT_TRUE(in_schema.count(info.name)) << "bug " << info.name << " is missing from " << enum_path.to_string();
+  }
+  for (const auto& name : in_schema) {
+    EXPECT_TRUE(in_catalogue.count(name)) << "schema lists bug " << name << ", which is not in the catalogue";
+  }
+}
+
+}  // namespace
+}  // namespace msgsim::sim
