@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
+#include <ostream>
 #include <set>
 #include <sstream>
 #include <string>
@@ -19,6 +20,11 @@
 #include "impl/chat/config.h"
 #include "sim/scenario.h"
 #include "sim/world.h"
+
+namespace msgsim::chat {
+// How gtest prints a parameter (found by argument-dependent lookup): the bug's name, not bytes.
+void PrintTo(const BugInfo& info, std::ostream* out) { *out << info.name; }
+}  // namespace msgsim::chat
 
 namespace msgsim::sim {
 namespace {
