@@ -70,12 +70,13 @@ void BM_Oracle(benchmark::State& state) {
     const size_t heap_before = heap_in_use();
     Checker checker;
     LineReader reader(in);
-    Event event;
+    EventParser parser;
+    EventView event;
     std::string_view line;
     for (;;) {
       Result<bool> more = reader.next(line);
       if (!more.ok() || !*more) break;
-      if (!parse_event_line(line, event).ok()) {
+      if (!parser.parse(line, event).ok()) {
         state.SkipWithError("the generated history did not parse");
         return;
       }
@@ -106,13 +107,14 @@ void BM_OracleParseOnly(benchmark::State& state) {
     MemoryBuffer buffer(h.text.data(), h.text.size());
     std::istream in(&buffer);
     LineReader reader(in);
-    Event event;
+    EventParser parser;
+    EventView event;
     std::string_view line;
     uint64_t parsed = 0;
     for (;;) {
       Result<bool> more = reader.next(line);
       if (!more.ok() || !*more) break;
-      parsed += parse_event_line(line, event).ok() ? 1 : 0;
+      parsed += parser.parse(line, event).ok() ? 1 : 0;
     }
     benchmark::DoNotOptimize(parsed);
   }

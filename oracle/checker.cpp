@@ -560,11 +560,12 @@ struct Checker::State {
   }
 
   // ---- events ----
-  void on_send(const Event& e) {
+  void on_send(const EventView& e) {
     ++stats.sends;
     const uint32_t user = user_of(e.user);
     const uint32_t device = device_of(e.device, user);
     const uint32_t conv = conv_of(e.conv);
+    device_conv_index.prefetch(pack(device, conv));
     bool added = false;
     const uint32_t mi = message_of(e.msg, conv, added);
     Message& m = messages[mi];
@@ -600,10 +601,11 @@ struct Checker::State {
     if (m.seq != kNoSeq && m.causal_floor != kNoSeq && m.seq <= m.causal_floor) report_causal(mi, m.seq_line());
   }
 
-  void on_ack(const Event& e) {
+  void on_ack(const EventView& e) {
     ++stats.acks;
     const uint32_t device = device_of(e.device);
     const uint32_t conv = conv_of(e.conv);
+    device_conv_index.prefetch(pack(device, conv));
     bool added = false;
     const uint32_t mi = message_of(e.msg, conv, added);
     Message& m = messages[mi];
@@ -625,7 +627,7 @@ struct Checker::State {
     }
   }
 
-  void on_reject(const Event& e) {
+  void on_reject(const EventView& e) {
     device_of(e.device);
     const uint32_t conv = conv_of(e.conv);
     bool added = false;
@@ -647,11 +649,12 @@ struct Checker::State {
     }
   }
 
-  void on_deliver(const Event& e) {
+  void on_deliver(const EventView& e) {
     ++stats.delivers;
     const uint32_t user = user_of(e.user);
     const uint32_t device = device_of(e.device, user);
     const uint32_t conv = conv_of(e.conv);
+    device_conv_index.prefetch(pack(device, conv));
     const uint32_t from = user_of(e.from);
     bool added = false;
     const uint32_t mi = message_of(e.msg, conv, added);
@@ -756,7 +759,7 @@ struct Checker::State {
     }
   }
 
-  void on_read(const Event& e) {
+  void on_read(const EventView& e) {
     const uint32_t user = user_of(e.user);
     device_of(e.device, user);
     const uint32_t conv = conv_of(e.conv);
@@ -767,7 +770,7 @@ struct Checker::State {
     }
   }
 
-  void on_receipt(const Event& e) {
+  void on_receipt(const EventView& e) {
     const uint32_t device = device_of(e.device);
     const uint32_t conv = conv_of(e.conv);
     const uint32_t reader = user_of(e.reader);
@@ -846,7 +849,7 @@ struct Checker::State {
     }
   }
 
-  void on_membership(const Event& e, bool join) {
+  void on_membership(const EventView& e, bool join) {
     const uint32_t conv = conv_of(e.conv);
     const uint32_t user = user_of(e.user);
     auto [it, inserted] = membership_events.try_emplace({conv, e.seq}, MembershipEvent{user, join, line32()});
@@ -885,7 +888,7 @@ struct Checker::State {
     changes.insert(at, change);
   }
 
-  void on_expire(const Event& e) {
+  void on_expire(const EventView& e) {
     const uint32_t device = device_of(e.device);
     const std::optional<uint32_t> found = msg_ids.find(e.msg);
     if (!found) return;  // nothing known about it: nothing to judge
@@ -913,7 +916,7 @@ struct Checker::State {
     }
   }
 
-  void on_decrypt_error(const Event& e) {
+  void on_decrypt_error(const EventView& e) {
     device_of(e.device);
     const std::optional<uint32_t> found = msg_ids.find(e.msg);
     if (!found) return;
@@ -931,22 +934,23 @@ struct Checker::State {
     if (current_member) {
       violate(Invariant::decrypt, [&] {
         return Example{{msg_name(*found)}, {m.send_line, line},
-                       "decrypt_error on " + std::string(e.device) + " (" + e.reason + ") for a message from member " +
+                       "decrypt_error on " + std::string(e.device) + " (" + std::string(e.reason) + ") for a message from member " +
                            user_name(m.sender_user)};
       });
     }
   }
 
-  void on_online(const Event& e, bool online) {
+  void on_online(const EventView& e, bool online) {
     const uint32_t user = user_of(e.user);
     Device& d = devices[device_of(e.device, user)];
     if (online && !d.online) d.online_since_t = e.t;
     d.online = online;
   }
 
-  void on_fault(const Event& e, bool begins) {
+  void on_fault(const EventView& e, bool begins) {
     if (begins) {
-      ++active_faults[e.name];
+      auto [it, added] = active_faults.try_emplace(std::string(e.name), 0);
+      ++it->second;
       return;
     }
     auto it = active_faults.find(e.name);
@@ -955,7 +959,55 @@ struct Checker::State {
     last_heal_t = e.t;
   }
 
-  void observe(const Event& e) {
+  // The id tables are far bigger than the caches, so each lookup is a cache miss: start them
+  // all before the first one waits.
+  void prefetch_ids(const EventView& e) const {
+    switch (e.type) {
+      case EventType::deliver:
+        users_ids.prefetch(e.from);
+        [[fallthrough]];
+      case EventType::send:
+        users_ids.prefetch(e.user);
+        device_ids.prefetch(e.device);
+        conv_ids.prefetch(e.conv);
+        msg_ids.prefetch(e.msg);
+        break;
+      case EventType::ack:
+      case EventType::reject:
+        device_ids.prefetch(e.device);
+        conv_ids.prefetch(e.conv);
+        msg_ids.prefetch(e.msg);
+        break;
+      case EventType::expire:
+      case EventType::decrypt_error:
+        device_ids.prefetch(e.device);
+        msg_ids.prefetch(e.msg);
+        break;
+      case EventType::receipt:
+        users_ids.prefetch(e.reader);
+        device_ids.prefetch(e.device);
+        conv_ids.prefetch(e.conv);
+        break;
+      case EventType::read:
+      case EventType::online:
+      case EventType::offline:
+        users_ids.prefetch(e.user);
+        device_ids.prefetch(e.device);
+        if (e.type == EventType::read) conv_ids.prefetch(e.conv);
+        break;
+      case EventType::join:
+      case EventType::leave:
+        users_ids.prefetch(e.user);
+        conv_ids.prefetch(e.conv);
+        break;
+      case EventType::fault:
+      case EventType::heal:
+      case EventType::end:
+        break;
+    }
+  }
+
+  void observe(const EventView& e) {
     if (input_error) return;
     if (line >= kLinesMax) {
       input_error = make_error(ErrorCode::bad_input, "line " + std::to_string(line + 1) + ": history longer than " +
@@ -970,6 +1022,7 @@ struct Checker::State {
     ++line;
     last_t = e.t;
     ++stats.events;
+    prefetch_ids(e);
     switch (e.type) {
       case EventType::send: on_send(e); break;
       case EventType::ack: on_ack(e); break;
@@ -1042,49 +1095,73 @@ struct Checker::State {
     }
   }
 
-  template <typename F>
-  void for_each_member(const Message& m, F&& f) {
-    uint32_t a = kNone;
-    uint32_t b = kNone;
-    if (pair_conversation(m, a, b)) {
-      f(a);
-      if (b != a) f(b);
-      return;
+  // Every (message, device) pair the message was meant for must have been shown or expired
+  // there. The candidate devices of a conversation (its members' devices, each with its
+  // DeviceConv looked up once) are listed per conversation first, so the loop over messages
+  // does no hash lookups. The order of the checks, and so of the examples, is members in
+  // pair or membership order, then each member's devices in order of appearance.
+  struct Candidate {
+    uint32_t user;
+    uint32_t device;
+    uint32_t device_conv;  // kNone: the device never did anything in the conversation
+    uint32_t membership;   // kNone: a member of the 1:1 pair
+  };
+
+  void list_candidates(std::vector<uint32_t>& starts, std::vector<Candidate>& candidates) {
+    starts.assign(convs.size() + 1, 0);
+    auto add_user = [&](uint32_t conv, uint32_t user, uint32_t membership) {
+      if (user == kNone) return;
+      for (const uint32_t device : users[user].devices) {
+        const uint32_t* dci = device_conv_index.find(pack(device, conv));
+        candidates.push_back({user, device, dci == nullptr ? kNone : *dci, membership});
+      }
+    };
+    for (size_t ci = 0; ci < convs.size(); ++ci) {
+      const auto conv = static_cast<uint32_t>(ci);
+      const Conv& c = convs[ci];
+      starts[ci] = static_cast<uint32_t>(candidates.size());
+      if (c.one_to_one) {
+        add_user(conv, c.user_a, kNone);
+        if (c.user_b != c.user_a) add_user(conv, c.user_b, kNone);
+      } else {
+        for (const uint32_t index : c.memberships) add_user(conv, memberships[index].user, index);
+      }
     }
-    for (const uint32_t index : convs[m.conv].memberships) {
-      const Membership& ms = memberships[index];
-      if (member_in(ms, m.seq)) f(ms.user);
-    }
+    starts[convs.size()] = static_cast<uint32_t>(candidates.size());
   }
 
   void judge_meant_for(bool judge_no_loss) {
     const int64_t end_t = last_t;
+    std::vector<uint32_t> starts;
+    std::vector<Candidate> candidates;
+    list_candidates(starts, candidates);
     for (size_t mi = 0; mi < messages.size(); ++mi) {
       const Message& m = messages[mi];
       if (!m.has(kSent) || m.seq == kNoSeq || m.sender_user == kNone) continue;
       const bool owed = judge_no_loss && m.has(kAcked) && !m.has(kRejected) && m.expires_at > end_t;
-      for_each_member(m, [&](uint32_t user) {
-        if (user == kNone) return;
-        for (const uint32_t device : users[user].devices) {
-          if (device == m.sender_device || devices[device].first_line > m.send_line) continue;
-          DeviceConv* dc = find_device_conv(device, m.conv);
-          if (dc != nullptr && dc->handled(m.ordinal)) continue;
-          const auto id = static_cast<uint32_t>(mi);
-          if (dc != nullptr && dc->max_shown_seq > m.seq) {
-            violate(Invariant::gap_free, [&] {
-              return Example{{msg_name(dc->max_shown_msg), msg_name(id)}, {dc->max_shown_line, m.seq_line()},
-                             device_name(device) + " showed seq " + std::to_string(dc->max_shown_seq) + " but never seq " +
-                                 std::to_string(m.seq)};
-            });
-          }
-          if (owed) {
-            violate(Invariant::no_loss, [&] {
-              return Example{{msg_name(id)}, {m.send_line, m.ack_line},
-                             "acked but never shown on " + device_name(device) + " (" + user_name(user) + ")"};
-            });
-          }
+      for (uint32_t k = starts[m.conv]; k < starts[m.conv + 1]; ++k) {
+        const Candidate& cand = candidates[k];
+        if (cand.membership != kNone && !member_in(memberships[cand.membership], m.seq)) continue;
+        const uint32_t device = cand.device;
+        if (device == m.sender_device || devices[device].first_line > m.send_line) continue;
+        DeviceConv* dc = cand.device_conv == kNone ? nullptr : &device_convs[cand.device_conv];
+        if (dc != nullptr && dc->handled(m.ordinal)) continue;
+        const auto id = static_cast<uint32_t>(mi);
+        const uint32_t user = cand.user;
+        if (dc != nullptr && dc->max_shown_seq > m.seq) {
+          violate(Invariant::gap_free, [&] {
+            return Example{{msg_name(dc->max_shown_msg), msg_name(id)}, {dc->max_shown_line, m.seq_line()},
+                           device_name(device) + " showed seq " + std::to_string(dc->max_shown_seq) + " but never seq " +
+                               std::to_string(m.seq)};
+          });
         }
-      });
+        if (owed) {
+          violate(Invariant::no_loss, [&] {
+            return Example{{msg_name(id)}, {m.send_line, m.ack_line},
+                           "acked but never shown on " + device_name(device) + " (" + user_name(user) + ")"};
+          });
+        }
+      }
     }
   }
 
@@ -1243,7 +1320,8 @@ struct Checker::State {
 
 Checker::Checker(CheckerOptions options) : state_(std::make_unique<State>(options)) {}
 Checker::~Checker() = default;
-void Checker::observe(const Event& event) { state_->observe(event); }
+void Checker::observe(const Event& event) { state_->observe(EventView(event)); }
+void Checker::observe(const EventView& event) { state_->observe(event); }
 Verdict Checker::finish() { return state_->finish(); }
 const std::optional<Error>& Checker::input_error() const { return state_->input_error; }
 uint64_t Checker::events_observed() const { return state_->line; }
@@ -1252,13 +1330,14 @@ size_t Checker::memory_bytes() const { return state_->memory_bytes(); }
 Result<Verdict> check_stream(std::istream& in, CheckerOptions options) {
   Checker checker(options);
   LineReader reader(in);
-  Event event;
+  EventParser parser;
+  EventView event;
   std::string_view line;
   for (;;) {
     Result<bool> more = reader.next(line);
     if (!more.ok()) return more.error();
     if (!*more) break;
-    Status parsed = parse_event_line(line, event);
+    Status parsed = parser.parse(line, event);
     if (!parsed.ok()) {
       return make_error(ErrorCode::bad_input,
                         "line " + std::to_string(reader.line_number()) + ": " + parsed.error().message);

@@ -118,6 +118,8 @@ class Checker {
   // The event on history line events_observed() + 1. An event whose t is smaller than the
   // previous one is bad input: it is recorded in input_error() and otherwise ignored.
   void observe(const Event& event);
+  // The same for an event whose strings are views (what EventParser gives).
+  void observe(const EventView& event);
   // The verdict over everything observed. Call once.
   Verdict finish();
 

@@ -41,6 +41,50 @@ struct Writer {
 
 }  // namespace
 
+EventView::EventView(const Event& e)
+    : type(e.type),
+      t(e.t),
+      user(e.user),
+      device(e.device),
+      conv(e.conv),
+      msg(e.msg),
+      body(e.body),
+      expires_at(e.expires_at),
+      view_once(e.view_once),
+      seq(e.seq),
+      from(e.from),
+      reason(e.reason),
+      up_to(e.up_to),
+      reader(e.reader),
+      kind(e.kind),
+      name(e.name),
+      quiescent(e.quiescent) {
+  if (e.to) to = std::string_view(*e.to);
+}
+
+Event EventView::to_event() const {
+  Event e;
+  e.type = type;
+  e.t = t;
+  e.user = user;
+  e.device = device;
+  e.conv = conv;
+  e.msg = msg;
+  e.body = body;
+  if (to) e.to = std::string(*to);
+  e.expires_at = expires_at;
+  e.view_once = view_once;
+  e.seq = seq;
+  e.from = from;
+  e.reason = reason;
+  e.up_to = up_to;
+  e.reader = reader;
+  e.kind = kind;
+  e.name = name;
+  e.quiescent = quiescent;
+  return e;
+}
+
 void append_json_string(std::string& out, std::string_view text) {
   static constexpr char kHex[] = "0123456789abcdef";
   out.push_back('"');

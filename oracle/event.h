@@ -53,6 +53,35 @@ struct Event {
   bool quiescent = false;  // end
 };
 
+// The same event with its strings as views: what the checker reads. The parser fills one with
+// views into the line it parsed (no string is copied per event); EventView(event) views an
+// Event's own strings. Either way the views live only as long as what they point into.
+struct EventView {
+  EventType type = EventType::send;
+  int64_t t = 0;
+  std::string_view user{};
+  std::string_view device{};
+  std::string_view conv{};
+  std::string_view msg{};
+  std::string_view body{};
+  std::optional<std::string_view> to{};
+  std::optional<int64_t> expires_at{};
+  bool view_once = false;
+  int64_t seq = 0;
+  std::string_view from{};
+  std::string_view reason{};
+  int64_t up_to = 0;
+  std::string_view reader{};
+  ReceiptKind kind = ReceiptKind::delivered;
+  std::string_view name{};
+  bool quiescent = false;
+
+  EventView() = default;
+  explicit EventView(const Event& e);
+  // An Event that owns copies of the strings.
+  Event to_event() const;
+};
+
 const char* to_string(EventType type);
 std::optional<EventType> event_type_from_string(std::string_view text);
 const char* to_string(ReceiptKind kind);

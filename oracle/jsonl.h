@@ -27,6 +27,20 @@ void append_json_string(std::string& out, std::string_view text);
 // and resetting the others. On bad input returns an error whose message is the reason only.
 Status parse_event_line(std::string_view line, Event& out);
 
+// The same parser without copies: `out`'s strings view the line, except strings written with
+// escapes, which are decoded into this parser's buffers. The views stay valid until the next
+// parse or until the line's bytes go away, whichever is first.
+class EventParser {
+ public:
+  Status parse(std::string_view line, EventView& out);
+
+ private:
+  // One buffer per string field (indexed like the parser's field table), so that two escaped
+  // fields of one line do not share storage.
+  static constexpr size_t kStringFieldsMax = 18;
+  std::string decoded_[kStringFieldsMax];
+};
+
 // Splits an istream into lines without copying each one: reads blocks into a bounded buffer.
 class LineReader {
  public:

@@ -29,6 +29,10 @@ class ChunkedVector {
   T& operator[](size_t i) { return chunks_[i >> kChunkBits][i & (kChunk - 1)]; }
   const T& operator[](size_t i) const { return chunks_[i >> kChunkBits][i & (kChunk - 1)]; }
   size_t size() const { return size_; }
+  // Starts loading element i into the cache (nothing when it does not exist yet).
+  void prefetch(size_t i) const {
+    if (i < size_) __builtin_prefetch(&(*this)[i]);
+  }
   T& push_back(T value) {
     if ((size_ & (kChunk - 1)) == 0 && (size_ >> kChunkBits) == chunks_.size()) {
       chunks_.push_back(std::make_unique<T[]>(kChunk));
@@ -65,6 +69,13 @@ class Interner {
     last_text_.assign(text.data(), std::min(text.size(), kCachedMax));
     last_id_ = text.size() <= kCachedMax ? id : kNone;
     return id;
+  }
+
+  // Starts loading the table slot where `text` would be found, so that the lookups of one event
+  // wait for their cache misses together rather than one after another.
+  void prefetch(std::string_view text) const {
+    if (last_id_ != kNone && text == last_text_) return;
+    __builtin_prefetch(&slots_[hash_string(text) & (slots_.size() - 1)]);
   }
 
   uint32_t intern_uncached(std::string_view text, bool& added) {
@@ -212,62 +223,72 @@ class Interner {
 };
 
 // uint64 key -> uint32 value, open addressing. The all-ones key is reserved (never a key here:
-// keys pack two 32-bit ids that are below kNone).
+// keys pack two 32-bit ids that are below kNone). Key and value share one 12-byte entry, so a
+// lookup usually costs one cache miss, not one for the key and one for the value.
 class FlatMap64 {
  public:
   static constexpr uint64_t kEmpty = ~uint64_t{0};
 
-  FlatMap64() {
-    keys_.assign(16, kEmpty);
-    values_.assign(16, 0);
-  }
+  FlatMap64() { entries_.assign(16, Entry{}); }
 
   uint32_t* find(uint64_t key) {
-    const size_t mask = keys_.size() - 1;
+    const size_t mask = entries_.size() - 1;
     for (size_t i = mix64(key) & mask;; i = (i + 1) & mask) {
-      if (keys_[i] == key) return &values_[i];
-      if (keys_[i] == kEmpty) return nullptr;
+      Entry& entry = entries_[i];
+      const uint64_t stored = entry.key();
+      if (stored == key) return &entry.value;
+      if (stored == kEmpty) return nullptr;
     }
   }
   const uint32_t* find(uint64_t key) const { return const_cast<FlatMap64*>(this)->find(key); }
+  // Starts loading the entry where `key` would be found.
+  void prefetch(uint64_t key) const { __builtin_prefetch(&entries_[mix64(key) & (entries_.size() - 1)]); }
 
   // Inserts key -> value unless present; returns the stored value.
   uint32_t insert(uint64_t key, uint32_t value) {
     MSGSIM_ASSERT(key != kEmpty);
-    const size_t mask = keys_.size() - 1;
+    const size_t mask = entries_.size() - 1;
     size_t i = mix64(key) & mask;
     for (;; i = (i + 1) & mask) {
-      if (keys_[i] == key) return values_[i];
-      if (keys_[i] == kEmpty) break;
+      const uint64_t stored = entries_[i].key();
+      if (stored == key) return entries_[i].value;
+      if (stored == kEmpty) break;
     }
-    keys_[i] = key;
-    values_[i] = value;
-    if (++size_ * 4 > keys_.size() * 3) grow();
+    entries_[i] = Entry(key, value);
+    if (++size_ * 4 > entries_.size() * 3) grow();
     return value;
   }
 
-  size_t memory_bytes() const { return keys_.capacity() * sizeof(uint64_t) + values_.capacity() * sizeof(uint32_t); }
+  size_t memory_bytes() const { return entries_.capacity() * sizeof(Entry); }
 
  private:
+  struct Entry {
+    uint32_t key_low = UINT32_MAX;
+    uint32_t key_high = UINT32_MAX;
+    uint32_t value = 0;
+
+    Entry() = default;
+    Entry(uint64_t key, uint32_t v)
+        : key_low(static_cast<uint32_t>(key)), key_high(static_cast<uint32_t>(key >> 32)), value(v) {}
+    uint64_t key() const { return (uint64_t{key_high} << 32) | key_low; }
+  };
+  static_assert(sizeof(Entry) == 12);
+
   void grow() {
-    std::vector<uint64_t> old_keys;
-    std::vector<uint32_t> old_values;
-    old_keys.swap(keys_);
-    old_values.swap(values_);
-    keys_.assign(old_keys.size() * 2, kEmpty);
-    values_.assign(old_keys.size() * 2, 0);
-    const size_t mask = keys_.size() - 1;
-    for (size_t j = 0; j < old_keys.size(); ++j) {
-      if (old_keys[j] == kEmpty) continue;
-      size_t i = mix64(old_keys[j]) & mask;
-      while (keys_[i] != kEmpty) i = (i + 1) & mask;
-      keys_[i] = old_keys[j];
-      values_[i] = old_values[j];
+    std::vector<Entry> old;
+    old.swap(entries_);
+    entries_.assign(old.size() * 2, Entry{});
+    const size_t mask = entries_.size() - 1;
+    for (const Entry& entry : old) {
+      const uint64_t key = entry.key();
+      if (key == kEmpty) continue;
+      size_t i = mix64(key) & mask;
+      while (entries_[i].key() != kEmpty) i = (i + 1) & mask;
+      entries_[i] = entry;
     }
   }
 
-  std::vector<uint64_t> keys_;
-  std::vector<uint32_t> values_;
+  std::vector<Entry> entries_;
   size_t size_ = 0;
 };
 
