@@ -655,6 +655,8 @@ struct Checker::State {
     const uint32_t device = device_of(e.device, user);
     const uint32_t conv = conv_of(e.conv);
     device_conv_index.prefetch(pack(device, conv));
+    membership_index.prefetch(pack(conv, user));
+    devices.prefetch(device);
     const uint32_t from = user_of(e.from);
     bool added = false;
     const uint32_t mi = message_of(e.msg, conv, added);
@@ -1322,6 +1324,7 @@ Checker::Checker(CheckerOptions options) : state_(std::make_unique<State>(option
 Checker::~Checker() = default;
 void Checker::observe(const Event& event) { state_->observe(EventView(event)); }
 void Checker::observe(const EventView& event) { state_->observe(event); }
+void Checker::prefetch(const EventView& event) const { state_->prefetch_ids(event); }
 Verdict Checker::finish() { return state_->finish(); }
 const std::optional<Error>& Checker::input_error() const { return state_->input_error; }
 uint64_t Checker::events_observed() const { return state_->line; }
@@ -1330,19 +1333,37 @@ size_t Checker::memory_bytes() const { return state_->memory_bytes(); }
 Result<Verdict> check_stream(std::istream& in, CheckerOptions options) {
   Checker checker(options);
   LineReader reader(in);
-  EventParser parser;
-  EventView event;
+  // One line ahead: the next event is parsed (into its own copy of the line) and prefetched
+  // before the current one is observed.
+  EventParser parsers[2];
+  EventView events[2];
+  size_t current = 0;
+  bool pending = false;  // events[current] is parsed and not yet observed
   std::string_view line;
   for (;;) {
     Result<bool> more = reader.next(line);
-    if (!more.ok()) return more.error();
+    if (!more.ok()) {
+      if (pending) checker.observe(events[current]);
+      if (checker.input_error()) return *checker.input_error();
+      return more.error();
+    }
     if (!*more) break;
-    Status parsed = parser.parse(line, event);
+    const size_t next = 1 - current;
+    Status parsed = parsers[next].parse_copy(line, events[next]);
+    if (pending) {
+      if (parsed.ok()) checker.prefetch(events[next]);
+      checker.observe(events[current]);
+      if (checker.input_error()) return *checker.input_error();
+    }
     if (!parsed.ok()) {
       return make_error(ErrorCode::bad_input,
                         "line " + std::to_string(reader.line_number()) + ": " + parsed.error().message);
     }
-    checker.observe(event);
+    current = next;
+    pending = true;
+  }
+  if (pending) {
+    checker.observe(events[current]);
     if (checker.input_error()) return *checker.input_error();
   }
   if (in.bad()) return make_error(ErrorCode::io_error, "reading the history failed");

@@ -33,8 +33,15 @@ Status parse_event_line(std::string_view line, Event& out);
 class EventParser {
  public:
   Status parse(std::string_view line, EventView& out);
+  // The same over a copy of the line that this parser keeps, so the views stay valid after the
+  // reader moves on (until this parser's next parse): a caller can parse one line ahead.
+  Status parse_copy(std::string_view line, EventView& out) {
+    line_.assign(line.data(), line.size());
+    return parse(line_, out);
+  }
 
  private:
+  std::string line_;
   // One buffer per string field (indexed like the parser's field table), so that two escaped
   // fields of one line do not share storage.
   static constexpr size_t kStringFieldsMax = 18;
