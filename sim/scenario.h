@@ -58,8 +58,8 @@ struct FaultSpec {
   // How long after at_ns the fault ends: restart_after_s (crash, shutdown), replace_after_s
   // (host-loss), heal_after_s (partition, isolate, region-split), duration_s (latency-spike,
   // clock, slow, disk). Absent: the fault lasts until the quiescence phase begins at
-  // duration_ns, which heals every fault. at_ns + *end_after_ns may fall after duration_ns;
-  // the end then happens during quiescence.
+  // duration_ns, which heals every fault still active then (sim/world.cpp), so an end after
+  // duration_ns comes at duration_ns.
   std::optional<int64_t> end_after_ns;
   // The target nodes (sorted, unique) for crash, shutdown, host-loss, isolate, latency-spike,
   // clock, slow and disk.
