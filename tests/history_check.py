@@ -16,14 +16,16 @@ Readings where the spec leaves room (one line each):
   message only when that line comes before the message's `send` line.
 - A conversation is 1:1 when a `send` in it carries `to`; its members are every user named as
   sender or `to` in its sends, and its join/leave events then count only for seq-agreement.
-- A conversation with no `to` on any send and no join/leave is of unknown kind: membership is
-  not judged in it (a deliver there is a phantom, judged by no-phantom alone).
+  Otherwise a send without `to` or a join/leave makes it a group.
+- A conversation with neither a send nor a join/leave is of unknown kind: membership is not
+  judged in it (a deliver there is a phantom, judged by no-phantom alone).
 - A group member at seq s: the user's join/leave with the highest seq below s (over the whole
   history, whenever written) is a join.
 - A message is meant for devices only when it has a `send`, a known seq (from an ack or a
   deliver, the first one seen) and no `reject`.
 - A msg id names one message; a repeated `send` of the same msg id is ignored (the first counts).
-- no-phantom matches a deliver against the `send` anywhere in the history, before or after it.
+- no-phantom matches a deliver against a `send` earlier in the history (shown before it was
+  sent is a phantom); the expiry rules of a deliver use that send too.
 - A repeated deliver of (device, msg) is judged only by no-duplicate (and expiry), not by order,
   gap-free or as a new step.
 - order compares each deliver's seq with the previous non-repeated deliver on (device, conv).
@@ -38,8 +40,8 @@ Readings where the spec leaves room (one line each):
   a join repeated for the same user at the same seq agrees with itself.
 - expiry: an expire of (device, msg) with t <= expires_at + 1 s satisfies the 1 s rule; the
   run "ends first" when end.t <= expires_at + 1 s.
-- expiry (view-once): after showing a view-once message a device must expire it before it shows
-  any other message, and by the end of the history.
+- expiry (view-once): "right after" = before the device shows any other message and within 1 s
+  (as for disappearing messages) of the show, unless the run ends first.
 - no-loss counts an `expire` of the message on the device as delivered (the message disappeared).
 - decrypt: the sender (from the msg's `send`) is a "current member" at the decrypt_error when
   the conversation is 1:1, or when their join/leave with the highest seq written before that line
@@ -150,6 +152,7 @@ class Checker:
         self.device_first_line = {}    # device -> first line naming it
         self.sends = {}                # msg -> send event (with "line")
         self.one_to_one = {}           # conv -> set of users (sender or `to`)
+        self.group_convs = set()       # convs with a send without `to`, or a join/leave
         self.msg_seq = {}              # msg -> (seq, line) first seen on an ack or deliver
         self.msg_conv = {}             # msg -> conv of the first ack/deliver
         self.acks = {}                 # msg -> first ack event
@@ -227,6 +230,8 @@ class Checker:
             users = self.one_to_one.setdefault(e["conv"], set())
             users.add(e["user"])
             users.add(e["to"])
+        else:
+            self.group_convs.add(e["conv"])
         floor = self.seen_max.get((e["device"], e["conv"]))
         if floor is not None:
             self.causal_floor[msg] = (floor, line)
@@ -254,6 +259,7 @@ class Checker:
         key = (device, msg)
         repeat = key in self.first_deliver
         e["repeat"] = repeat
+        e["sent_before"] = msg in self.sends
         self.delivers.append(e)
         if repeat:
             self.v.violate("no-duplicate",
@@ -280,8 +286,12 @@ class Checker:
         if send is not None and send.get("view_once") is True:
             if repeat:
                 self.v.violate("expiry", f"line {line}: view-once {msg} shown again on {device}")
-            self.view_once_pending[device] = (msg, line)
+            self.view_once_pending[device] = (msg, line, e["t"])
         self.measure_latency(e, line)
+
+    def view_once_late(self, pending, t):
+        """Whether time t is more than 1 s after the pending view-once show (too late to expire)."""
+        return t > pending[2] + ONE_SECOND_NS
 
     def measure_latency(self, e, line):
         if e["repeat"]:
@@ -338,6 +348,7 @@ class Checker:
         conv, user, seq, kind = e["conv"], e["user"], e["seq"], e["type"]
         self.claim_seq(conv, seq, (kind, user), line, f"{kind} of {user}")
         self.membership.setdefault(conv, []).append((seq, line, kind, user))
+        self.group_convs.add(conv)
         self.member_events.setdefault((conv, user), []).append((seq, line, kind))
 
     def on_expire(self, e, line):
@@ -345,6 +356,10 @@ class Checker:
         self.first_expire.setdefault(key, (line, e["t"]))
         pending = self.view_once_pending.get(e["device"])
         if pending is not None and pending[0] == e["msg"]:
+            if self.view_once_late(pending, e["t"]):
+                self.v.violate("expiry",
+                               f"line {line}: view-once {e['msg']} expired on {e['device']} at "
+                               f"t {e['t']}, shown at t {pending[2]} (line {pending[1]})")
             del self.view_once_pending[e["device"]]
 
     def on_decrypt_error(self, e, line):
@@ -383,9 +398,9 @@ class Checker:
         # no-phantom, membership, expiry (too late a show; 1 s rule), no-rejected-delivery.
         for d in self.delivers:
             line, msg, device = d["line"], d["msg"], d["device"]
-            send = self.sends.get(msg)
+            send = self.sends.get(msg) if d["sent_before"] else None
             if send is None:
-                v.violate("no-phantom", f"line {line}: {device} shows {msg}, never sent")
+                v.violate("no-phantom", f"line {line}: {device} shows {msg}, not sent before")
             elif (send["conv"], send["user"], send["body"]) != (d["conv"], d["from"], d["body"]):
                 v.violate("no-phantom",
                           f"line {line}: {device} shows {msg} as (conv {d['conv']}, from "
@@ -411,8 +426,10 @@ class Checker:
                         v.violate("expiry",
                                   f"line {line}: {device} shows disappearing {msg} "
                                   f"(expires_at {expires_at}), expired {when}")
-        for device, (msg, line) in sorted(self.view_once_pending.items()):
-            v.violate("expiry", f"line {line}: view-once {msg} shown on {device}, never expired")
+        for device, pending in sorted(self.view_once_pending.items()):
+            if self.view_once_late(pending, run_end_t):
+                v.violate("expiry", f"line {pending[1]}: view-once {pending[0]} shown on "
+                                    f"{device}, never expired")
         for msg, line in self.rejects.items():
             if msg in self.acks:
                 v.violate("no-rejected-delivery",
@@ -478,7 +495,7 @@ class Checker:
     def member_is(self, conv, user, seq):
         if conv in self.one_to_one:
             return user in self.one_to_one[conv]
-        if conv not in self.membership:
+        if conv not in self.group_convs:
             return True  # neither 1:1 nor a group: a conversation of unknown kind
         events = self.member_events.get((conv, user))
         if not events:
