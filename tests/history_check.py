@@ -5,51 +5,38 @@ Usage: history_check.py FILE [--latency-p99-ms N]
 Prints one line per invariant and exits 0 (valid), 1 (a violation) or 2 (bad input).
 
 Readings where the spec leaves room (one line each):
-- A wrongly typed field (t, seq or up_to not an integer, an id not a string, quiescent or
-  view_once not a bool, a receipt kind other than delivered/read, a non-object line) is a malformed line.
-- A blank line is a malformed line, as is an integer outside the signed 64-bit range.
-- A device belongs to the first user named with it (a later, different user is not bad input:
-  the spec lists bad input exhaustively).
-- Events after an `end` are accepted; the last `end` decides quiescence and the run's end time.
+- Malformed line: not a JSON object, blank, or a field of the wrong type (ints must fit 64 bits).
+- A receipt `kind` other than delivered/read is a malformed line.
+- A device belongs to the first user named with it; a later other user is not bad input.
+- Events after `end` are accepted; the last `end` decides quiescence and the run's end time.
 - Without an `end` the run is not quiescent and ends at the last event's `t`.
-- A device "appears" at the first line naming it in a `device` field of any event; it is owed a
-  message only when that line comes before the message's `send` line.
-- A conversation is 1:1 when a `send` in it carries `to`; its members are every user named as
-  sender or `to` in its sends, and its join/leave events then count only for seq-agreement.
-  Otherwise a send without `to` or a join/leave makes it a group.
-- A conversation with neither a send nor a join/leave is of unknown kind: membership is not
-  judged in it (a deliver there is a phantom, judged by no-phantom alone).
-- A group member at seq s: the user's join/leave with the highest seq below s (over the whole
-  history, whenever written) is a join.
-- A message is meant for devices only when it has a `send`, a known seq (from an ack or a
-  deliver, the first one seen) and no `reject`.
-- A msg id names one message; a repeated `send` of the same msg id is ignored (the first counts).
-- no-phantom matches a deliver against a `send` earlier in the history (shown before it was
-  sent is a phantom); the expiry rules of a deliver use that send too.
-- A repeated deliver of (device, msg) is judged only by no-duplicate (and expiry), not by order,
-  gap-free or as a new step.
-- order compares each deliver's seq with the previous non-repeated deliver on (device, conv).
-- gap-free and delivered receipts count a message as shown/expired at the first deliver or
-  expire line of it (on the device, resp. any of the reader's devices), compared by line order.
-- "Meant for the reader" (receipts) = meant for at least one of the reader's devices; a message
-  the reader sent counts as shown on the reader's sending device from its send line on.
-- causal: "before it sent m2" is by line order; the shown/acked seqs are those written on the
-  deliver/ack lines; judged when m2's seq is known.
-- sender-fifo compares consecutive acked sends of one (device, conv), by their first ack's seq.
-- seq-agreement: a (conv, seq) names a msg (ack, deliver), a join of a user or a leave of a user;
-  a join repeated for the same user at the same seq agrees with itself.
-- expiry: an expire of (device, msg) with t <= expires_at + 1 s satisfies the 1 s rule; the
-  run "ends first" when end.t <= expires_at + 1 s.
-- expiry (view-once): "right after" = before the device shows any other message and within 1 s
-  (as for disappearing messages) of the show, unless the run ends first.
-- no-loss counts an `expire` of the message on the device as delivered (the message disappeared).
-- decrypt: the sender (from the msg's `send`) is a "current member" at the decrypt_error when
-  the conversation is 1:1, or when their join/leave with the highest seq written before that line
-  is a join; without a `send` the sender is unknown and nothing is judged.
-- latency: a device is online between its `online` and `offline` (offline before its first
-  `online`); a deliver is measured when both devices were online, with no fault active and no
-  online/offline/fault/heal change of them in between, from the send line to the deliver line.
-- latency percentiles are nearest-rank over the measured (non-repeated) delivers.
+- A device appears at the first line naming it (any event); it is owed only messages sent after.
+- A conv is 1:1 when a send in it carries `to`; members: every sender and `to` of its sends.
+- Otherwise a send without `to` or a join/leave makes it a group; with neither, kind unknown.
+- In a conv of unknown kind (no send, no join/leave) membership is not judged.
+- Group member at seq s: the user's join/leave with the highest seq below s is a join.
+- Group membership uses every join/leave of the history, whenever it was written.
+- Meant for devices: messages with a send, a known seq (first ack/deliver) and no reject.
+- A repeated send of one msg id is ignored: the first send counts.
+- no-phantom: the matching send must come earlier in the history than the deliver.
+- A repeated deliver of (device, msg) is not judged by order or gap-free (only no-duplicate).
+- order compares a deliver with the previous non-repeated deliver on (device, conv).
+- Shown/expired (gap-free, receipts): the first deliver or expire line, compared by line.
+- Meant for the reader: meant for at least one of the reader's devices.
+- A message the reader sent counts as shown on the reader's side from its send line on.
+- causal: seen before the send by line order; judged when m2's seq is known.
+- sender-fifo compares consecutive acked sends of one (device, conv) by their first ack's seq.
+- seq-agreement: (conv, seq) names a msg, a join of a user or a leave of a user.
+- expiry: an expire with t <= expires_at + 1 s is in time; the run ends first if end.t <= that.
+- view-once "right after": before the device's next deliver and within 1 s, unless the run ends.
+- no-loss counts an `expire` of the message on the device as reaching it.
+- no-loss has no exemption for a disappearing message past expires_at (spec has none).
+- decrypt "current member": 1:1 always; group: the sender's last join/leave written before.
+- decrypt without a send for the msg (sender unknown) is not judged.
+- latency: a device is offline until its first `online`.
+- latency: measured when both devices stayed online and no fault/heal occurred, send to deliver.
+- latency percentiles are nearest-rank over first delivers.
+- Counts: no-loss per (msg, device), gap-free per deliver, delivered receipts per receipt.
 """
 
 import bisect
