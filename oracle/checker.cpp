@@ -1137,14 +1137,15 @@ struct Checker::State {
   }
 
   void judge_meant_for(bool judge_no_loss) {
-    const int64_t end_t = last_t;
     std::vector<uint32_t> starts;
     std::vector<Candidate> candidates;
     list_candidates(starts, candidates);
     for (size_t mi = 0; mi < messages.size(); ++mi) {
       const Message& m = messages[mi];
       if (!m.has(kSent) || m.seq == kNoSeq || m.sender_user == kNone) continue;
-      const bool owed = judge_no_loss && m.has(kAcked) && !m.has(kRejected) && m.expires_at > end_t;
+      // Owed to every device it is meant for, disappearing or not: "shown or expired there"
+      // (handled) is what settles a device, as for gap-free.
+      const bool owed = judge_no_loss && m.has(kAcked) && !m.has(kRejected);
       for (uint32_t k = starts[m.conv]; k < starts[m.conv + 1]; ++k) {
         const Candidate& cand = candidates[k];
         if (cand.membership != kNone && !member_in(memberships[cand.membership], m.seq)) continue;
