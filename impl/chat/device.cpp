@@ -111,6 +111,7 @@ void DeviceNode::go_offline(Context& ctx) {
   server_ = kNoNode;
   phase_ = Phase::backoff;
   syncing_ = false;
+  sync_owed_ = false;
   for (auto& [conv, c] : convs_)
     if (!c.outbox.empty()) c.outbox.front().sent_at_ns = -1;  // resend on the next connection
 }
@@ -119,10 +120,10 @@ void DeviceNode::on_welcome(Context& ctx) {
   phase_ = Phase::syncing;
   backoff_attempt_ = 0;
   ctx.emit(event(history::EventType::online, user_, device_));
-  request_sync(ctx);
+  request_sync(ctx, /*owed=*/true);
 }
 
-void DeviceNode::request_sync(Context& ctx) {
+void DeviceNode::request_sync(Context& ctx, bool owed) {
   SyncRequest request;
   for (const auto& [conv, c] : convs_) {
     if (request.cursors.size() >= kCursorsMax) break;
@@ -131,6 +132,7 @@ void DeviceNode::request_sync(Context& ctx) {
   ctx.send(conn_, encode_as(request));
   ctx.log(LogLevel::debug, device_ + ": sync requested, " + std::to_string(request.cursors.size()) + " cursors");
   syncing_ = true;
+  sync_owed_ = owed;
   for (auto& [conv, c] : convs_)
     if (c.gap_since_ns >= 0) c.gap_since_ns = ctx.now_ns();
 }
@@ -166,6 +168,7 @@ void DeviceNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
   } else if (std::holds_alternative<SyncDone>(frame)) {
     ctx.log(LogLevel::debug, device_ + ": sync done");
     syncing_ = false;
+    sync_owed_ = false;
     if (phase_ == Phase::syncing) phase_ = Phase::online;
     for (auto& [conv, c] : convs_) send_next(ctx, conv, c);
     flush_receipts(ctx);
@@ -458,7 +461,7 @@ void DeviceNode::check_gaps(Context& ctx) {
       stale_gap = true;
     }
   }
-  if (stale_gap && phase_ == Phase::online && !syncing_) request_sync(ctx);
+  if (stale_gap && phase_ == Phase::online && !syncing_) request_sync(ctx, /*owed=*/true);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -493,7 +496,7 @@ void DeviceNode::on_timer(Context& ctx, uint64_t tag) {
         ctx.set_timer(config_.tuning.heartbeat_interval_ns, kHeartbeatTimer);
         break;
       case kResyncTimer:
-        if (phase_ == Phase::online && !syncing_) request_sync(ctx);
+        if (phase_ == Phase::online && !syncing_) request_sync(ctx, /*owed=*/false);
         ctx.set_timer(ctx.rng().range(config_.tuning.resync_interval_ns / 2, config_.tuning.resync_interval_ns),
                       kResyncTimer);
         break;
@@ -529,7 +532,7 @@ void DeviceNode::on_timer(Context& ctx, uint64_t tag) {
 }
 
 bool DeviceNode::settled() const {
-  if (phase_ != Phase::online || syncing_) return false;
+  if (phase_ != Phase::online || sync_owed_) return false;
   for (const auto& [conv, c] : convs_) {
     if (!c.outbox.empty() || !c.waiting.empty() || c.delivered_sent != c.cursor || c.read_sent < c.read_upto) return false;
   }
@@ -538,7 +541,8 @@ bool DeviceNode::settled() const {
 
 std::string DeviceNode::describe() const {
   static constexpr const char* phases[] = {"backoff", "routing", "connecting", "syncing", "online"};
-  std::string out = device_ + " " + phases[static_cast<int>(phase_)] + (syncing_ ? " (sync out)" : "");
+  std::string out = device_ + " " + phases[static_cast<int>(phase_)] +
+                    (syncing_ ? (sync_owed_ ? " (owed sync out)" : " (periodic sync out)") : "");
   for (const auto& [conv, c] : convs_) {
     if (c.outbox.empty() && c.waiting.empty() && c.delivered_sent == c.cursor && c.read_sent >= c.read_upto) continue;
     out += " | " + conv + " cursor " + std::to_string(c.cursor) + " delivered-sent " + std::to_string(c.delivered_sent);

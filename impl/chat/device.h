@@ -86,7 +86,7 @@ class DeviceNode final : public Node {
   void go_offline(Context& ctx);
   void reconnect_later(Context& ctx, bool immediately);
   void on_welcome(Context& ctx);
-  void request_sync(Context& ctx);
+  void request_sync(Context& ctx, bool owed);
   void send_next(Context& ctx, const std::string& conv, Conversation& c);
   void create_message(Context& ctx);
   void enqueue_group_op(Context& ctx, const std::string& conv, EntryKind kind, const std::string& member);
@@ -115,6 +115,10 @@ class DeviceNode final : public Node {
   int64_t last_heard_ns_ = 0;
   bool receipt_timer_armed_ = false;
   bool syncing_ = false;  // a SyncRequest is out and its SyncDone has not come
+  // Whether that sync is owed for correctness (after a connect, or for a gap) rather than the
+  // periodic anti-entropy one: only an owed sync keeps the device from being settled, since at
+  // scale some device is always in the middle of a periodic one.
+  bool sync_owed_ = false;
   std::map<std::string, Conversation> convs_;
   // (conv, reader, kind) -> the highest up_to this device has reported learning.
   std::map<std::tuple<std::string, std::string, ReceiptKind>, uint64_t> receipts_known_;
