@@ -1,5 +1,7 @@
 #include "cli/run_output.h"
 
+#include "oracle/jsonl.h"
+
 #include <cstdio>
 #include <string>
 
@@ -16,26 +18,8 @@ std::string seconds(int64_t ns) {
 }  // namespace
 
 std::string json_quote(std::string_view text) {
-  std::string out = "\"";
-  for (const char c : text) {
-    const auto u = static_cast<unsigned char>(c);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (u < 0x20) {
-          char escaped[8];
-          std::snprintf(escaped, sizeof escaped, "\\u%04x", u);
-          out += escaped;
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
+  std::string out;
+  history::append_json_string(out, text);
   return out;
 }
 
