@@ -1,6 +1,7 @@
 #include "sim/chat_system.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <set>
 
 #include "impl/chat/chat_server.h"
@@ -166,6 +167,32 @@ class ChatSystem final : public SystemUnderTest {
     }
     uint64_t peak = 0;
     for (const auto& [second, count] : balancer_stats_.routed_per_second) peak = std::max(peak, count);
+    if (report.first_fault_ns >= 0) {
+      // The reconnect storm: what the load balancers saw from the first fault on, and when the
+      // last device that came online after it did.
+      const int64_t fault_s = report.first_fault_ns / kNanosPerSecond;
+      uint64_t storm_peak = 0, storm_routes = 0;
+      for (const auto& [second, count] : balancer_stats_.routed_per_second) {
+        if (second < fault_s) continue;
+        storm_peak = std::max(storm_peak, count);
+        storm_routes += count;
+      }
+      int64_t last_back_ns = -1;
+      for (NodeId id : devices_) {
+        auto* device = dynamic_cast<chat::DeviceNode*>(sim.node_object(id));
+        if (device == nullptr || device->last_online_ns() < 0) continue;
+        const int64_t back = sim.true_time_of(id, device->last_online_ns());
+        if (back >= report.first_fault_ns) last_back_ns = std::max(last_back_ns, back);
+      }
+      char line[256];
+      std::snprintf(line, sizeof line,
+                    "reconnects after the first fault (%.3fs): %llu routes, peak %llu routes/s; last device back online "
+                    "%.3fs after it",
+                    static_cast<double>(report.first_fault_ns) / 1e9, static_cast<unsigned long long>(storm_routes),
+                    static_cast<unsigned long long>(storm_peak),
+                    last_back_ns < 0 ? 0.0 : static_cast<double>(last_back_ns - report.first_fault_ns) / 1e9);
+      report.summary.push_back(line);
+    }
     report.summary.push_back("chat: " + std::to_string(config_.users.size()) + " users, " +
                              std::to_string(devices_.size()) + " devices (" + std::to_string(online) + " online, " +
                              std::to_string(settled) + " settled at the end), " + std::to_string(config_.groups.size()) +

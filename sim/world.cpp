@@ -297,6 +297,7 @@ class FaultScheduler {
       }
     }
     note("fault " + label);
+    if (report_.first_fault_ns < 0) report_.first_fault_ns = sim_.now_ns();
     if (history_ != nullptr) history_->fault(true, label);
     const size_t index = active_.size();
     active_.push_back(ActiveFault{label, std::move(end), false});

@@ -49,6 +49,7 @@ struct RunReport {
   int64_t virtual_ns = 0;
   SimStats stats;
   std::vector<std::string> faults;  // what struck and when, in order
+  int64_t first_fault_ns = -1;      // when the first fault began; -1 if none did
   std::vector<std::string> summary;  // system-specific lines
   std::vector<CheckResult> checks;
   std::optional<history::Verdict> verdict;  // the oracle's, for systems that emit a history

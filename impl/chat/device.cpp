@@ -118,6 +118,7 @@ void DeviceNode::go_offline(Context& ctx) {
 
 void DeviceNode::on_welcome(Context& ctx) {
   phase_ = Phase::syncing;
+  last_online_ns_ = ctx.now_ns();
   backoff_attempt_ = 0;
   ctx.emit(event(history::EventType::online, user_, device_));
   request_sync(ctx, /*owed=*/true);

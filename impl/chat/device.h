@@ -40,6 +40,8 @@ class DeviceNode final : public Node {
 
   const std::string& device_id() const { return device_; }
   bool online() const { return phase_ == Phase::online; }
+  // When this device last came online (Welcome), on its own clock; -1 before the first time.
+  int64_t last_online_ns() const { return last_online_ns_; }
   // Online, nothing waiting to be sent or acknowledged, no gap open, no receipt unsent.
   bool settled() const;
 
@@ -113,6 +115,7 @@ class DeviceNode final : public Node {
   NodeId server_ = kNoNode;
   uint32_t backoff_attempt_ = 0;
   int64_t last_heard_ns_ = 0;
+  int64_t last_online_ns_ = -1;
   bool receipt_timer_armed_ = false;
   bool syncing_ = false;  // a SyncRequest is out and its SyncDone has not come
   // Whether that sync is owed for correctness (after a connect, or for a gap) rather than the
