@@ -297,7 +297,7 @@ void DeviceNode::on_ack(Context& ctx, const SendAck& ack) {
     e.seq = static_cast<int64_t>(ack.seq);
     ctx.emit(e);
   }
-  c.outbox.pop_front();
+  c.outbox.erase(c.outbox.begin());
   send_next(ctx, ack.conv, c);
 }
 
@@ -314,7 +314,7 @@ void DeviceNode::on_reject(Context& ctx, const SendReject& reject) {
   } else {
     ctx.log(LogLevel::info, device_ + ": membership change refused: " + reject.reason);
   }
-  c.outbox.pop_front();
+  c.outbox.erase(c.outbox.begin());
   send_next(ctx, reject.conv, c);
 }
 
