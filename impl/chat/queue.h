@@ -35,29 +35,10 @@
 
 #include "impl/base/sqlite.h"
 #include "impl/chat/config.h"
+#include "impl/chat/entry_store.h"
 #include "impl/chat/protocol.h"
 
 namespace msgsim::chat {
-
-// An entry's fields in the wire encoding, without frame header: how the queue's log and the
-// storage keep entries in SQLite. decode_entry is false on bytes that are not one whole entry.
-void encode_entry(const Entry& entry, Bytes& out);
-bool decode_entry(ByteView bytes, Entry& entry);
-// The bytes an entry adds to a frame, at most (for keeping frames under wire::kFrameBytesMax).
-size_t entry_bytes_max(const Entry& entry);
-
-// The hot path's SQLite calls, on statements kept for the node's lifetime: no error strings
-// are built unless something fails. Text and blobs are bound without copying (SQLITE_STATIC),
-// so they must outlive the step that uses them.
-namespace fast_sql {
-void bind_int(sqlite3_stmt* stmt, int index, int64_t value);
-void bind_text(sqlite3_stmt* stmt, int index, std::string_view text);
-void bind_blob(sqlite3_stmt* stmt, int index, ByteView blob);
-// Steps a statement that returns no rows, then resets it; false on an error.
-bool run(sqlite3_stmt* stmt);
-// Steps once: 1 a row is ready, 0 done, -1 an error. The caller resets.
-int next_row(sqlite3_stmt* stmt);
-}  // namespace fast_sql
 
 class QueueNode final : public Node {
  public:

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <utility>
 
-#include "impl/chat/queue.h"  // encode_entry, decode_entry, fast_sql
+#include "impl/chat/entry_store.h"
 
 namespace msgsim::chat {
 
@@ -20,8 +20,6 @@ using fast_sql::run;
 constexpr uint64_t kReconnectTag = uint64_t{1} << 32;  // | queue node id
 constexpr uint64_t kSweepTag = uint64_t{2} << 32;
 
-bool starts_with(std::string_view text, std::string_view prefix) { return text.substr(0, prefix.size()) == prefix; }
-
 // The two users of "dm:<a>:<b>"; false when the id is not of that shape.
 bool direct_users(std::string_view conv, std::string_view& a, std::string_view& b) {
   if (!starts_with(conv, "dm:")) return false;
@@ -31,12 +29,6 @@ bool direct_users(std::string_view conv, std::string_view& a, std::string_view& 
   a = users.substr(0, colon);
   b = users.substr(colon + 1);
   return !a.empty() && !b.empty();
-}
-
-sql::Statement must_prepare(sqlite3* db, std::string_view text) {
-  Result<sql::Statement> stmt = sql::prepare(db, text);
-  MSGSIM_ASSERT(stmt.ok(), stmt.ok() ? std::string() : stmt.error().message);
-  return std::move(stmt.value());
 }
 
 std::string column_string(sqlite3_stmt* stmt, int index) {
@@ -66,14 +58,7 @@ bool StorageNode::owns(const std::string& conv) const {
 }
 
 void StorageNode::open_database(Context& ctx) {
-  db_ = ctx.db();
-  // Small pages: every commit writes each page it dirtied to the WAL, and a commit here touches
-  // a few rows in a few tables, so 1 KiB pages write (and the simulated disk copies) a quarter
-  // of what 4 KiB pages would. Only takes effect when the database is created.
-  const Status pages = sql::exec(db_, "PRAGMA page_size=1024");
-  MSGSIM_ASSERT(pages.ok(), pages.ok() ? std::string() : pages.error().message);
-  const Status durable = sql::configure_durable(db_);
-  MSGSIM_ASSERT(durable.ok(), durable.ok() ? std::string() : durable.error().message);
+  db_ = open_entry_database(ctx);
   const Status schema = sql::exec(db_,
       "CREATE TABLE IF NOT EXISTS offsets (partition INTEGER PRIMARY KEY, last_offset INTEGER NOT NULL);"
       "CREATE TABLE IF NOT EXISTS entries (conv TEXT NOT NULL, seq INTEGER NOT NULL, msg_id TEXT NOT NULL UNIQUE,"
