@@ -6,7 +6,6 @@
 #include <cstring>
 
 #include "impl/base/assert.h"
-#include "impl/base/sqlite.h"
 
 namespace msgsim::ledger {
 
@@ -117,10 +116,9 @@ LedgerServer::~LedgerServer() = default;
 void LedgerServer::on_start(Context& ctx) {
   ctx_ = &ctx;
   sqlite3* db = ctx.db();
-  const Status durable = sql::configure_durable(db);
-  MSGSIM_ASSERT(durable.ok(), durable.ok() ? std::string() : durable.error().message);
-  // The planted lost-write mode: commits return before the WAL reaches the disk.
-  if (!config_.synchronous_full) exec_or_die(db, "PRAGMA synchronous=OFF");
+  exec_or_die(db, "PRAGMA locking_mode=EXCLUSIVE");
+  exec_or_die(db, "PRAGMA journal_mode=WAL");
+  exec_or_die(db, config_.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=OFF");
   exec_or_die(db,
               "CREATE TABLE IF NOT EXISTS entries (client INTEGER NOT NULL, seq INTEGER NOT NULL, "
               "payload BLOB NOT NULL, PRIMARY KEY (client, seq)) WITHOUT ROWID");
