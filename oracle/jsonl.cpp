@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 #include <limits>
+#include <optional>
 
 namespace msgsim::history {
 
@@ -540,11 +542,300 @@ Status read_bool(const Slot (&slots)[f_count], Field f, EventType type, bool& ou
 
 bool present(const Slot& s) { return s.kind != Kind::none && s.kind != Kind::null; }
 
+
+// ---- The fast path ----
+// Histories are written by to_jsonl (or by writers like it): one flat object, no whitespace,
+// strings of printable ASCII without escapes, integers of at most 18 digits, true/false. Such a
+// line is scanned once, left to right, with no per-field bookkeeping beyond a kind per known
+// field. The moment a line steps outside that shape (whitespace, an escape, a non-ASCII byte, a
+// fraction, null, a nested value, a missing or mistyped field, an unknown type) the fast path
+// gives up and the general parser judges the line from the start, so every error message and
+// every unusual-but-valid line is exactly as before. What the fast path accepts is valid JSON and
+// it reads it exactly as the general parser would (the parser test compares the two).
+
+enum class PlainKind : uint8_t { none, string, integer, boolean_true, boolean_false };
+
+struct PlainFields {
+  PlainKind kind[f_count];
+  std::string_view text[f_count];
+  int64_t number[f_count];
+};
+
+// The first byte at or after p that is a quote, a backslash, a control character or non-ASCII:
+// the closing quote of a plain string, or nullptr when the string is not plain (or the line
+// ends first). The line's last byte is '}', so an unterminated string also gives nullptr.
+inline const char* scan_plain_string(const char* p, const char* end) {
+  constexpr uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr uint64_t kHighs = 0x8080808080808080ULL;
+  while (end - p >= 8) {
+    uint64_t word;
+    std::memcpy(&word, p, sizeof word);
+    const uint64_t quote = word ^ (kOnes * '"');
+    const uint64_t backslash = word ^ (kOnes * '\\');
+    // Exact for the lowest flagged byte (borrows only flag bytes above a true hit).
+    const uint64_t special =
+        (((quote - kOnes) & ~quote) | ((backslash - kOnes) & ~backslash) | ((word - kOnes * 0x20) & ~word) | word) &
+        kHighs;
+    if (special != 0) {
+      p += __builtin_ctzll(special) / 8;
+      return *p == '"' ? p : nullptr;
+    }
+    p += 8;
+  }
+  for (; p < end; ++p) {
+    const unsigned char c = static_cast<unsigned char>(*p);
+    if (c == '"') return p;
+    if (c == '\\' || c < 0x20 || c >= 0x80) return nullptr;
+  }
+  return nullptr;
+}
+
+inline std::optional<EventType> plain_type(std::string_view name) {
+  switch (name.size()) {
+    case 3:
+      if (name == "ack") return EventType::ack;
+      if (name == "end") return EventType::end;
+      break;
+    case 4:
+      if (name == "send") return EventType::send;
+      if (name == "read") return EventType::read;
+      if (name == "join") return EventType::join;
+      if (name == "heal") return EventType::heal;
+      break;
+    case 5:
+      if (name == "leave") return EventType::leave;
+      if (name == "fault") return EventType::fault;
+      break;
+    case 6:
+      if (name == "reject") return EventType::reject;
+      if (name == "expire") return EventType::expire;
+      if (name == "online") return EventType::online;
+      break;
+    case 7:
+      if (name == "deliver") return EventType::deliver;
+      if (name == "receipt") return EventType::receipt;
+      if (name == "offline") return EventType::offline;
+      break;
+    case 13:
+      if (name == "decrypt_error") return EventType::decrypt_error;
+      break;
+    default: break;
+  }
+  return std::nullopt;
+}
+
+// Scans the line into `fields`; false when it is not of the plain shape.
+bool scan_plain_line(std::string_view line, PlainFields& fields) {
+  const char* p = line.data();
+  const char* const end = p + line.size();
+  if (line.size() < 2 || p[0] != '{' || end[-1] != '}') return false;
+  ++p;
+  for (;;) {
+    if (*p != '"') return false;  // also an empty object: the general parser names what is missing
+    const char* key = ++p;
+    p = scan_plain_string(p, end);
+    if (p == nullptr) return false;
+    const auto key_size = static_cast<size_t>(p - key);
+    ++p;
+    if (end - p < 2 || *p != ':') return false;  // a value and a '}' must follow
+    ++p;
+    const Field field = field_of(std::string_view(key, key_size));
+    PlainKind kind;
+    const char c = *p;
+    if (c == '"') {
+      const char* begin = ++p;
+      p = scan_plain_string(p, end);
+      if (p == nullptr) return false;
+      kind = PlainKind::string;
+      if (field != f_unknown) fields.text[field] = std::string_view(begin, static_cast<size_t>(p - begin));
+      ++p;
+    } else if ((c >= '0' && c <= '9') || c == '-') {
+      const bool negative = c == '-';
+      if (negative) ++p;
+      int64_t value = 0;
+      if (*p == '0') {
+        ++p;
+      } else if (*p >= '1' && *p <= '9') {
+        const char* digits = p;
+        while (*p >= '0' && *p <= '9') value = value * 10 + (*p++ - '0');  // '}' ends the line
+        if (p - digits > 18) return false;  // may not fit: the general parser decides
+      } else {
+        return false;
+      }
+      kind = PlainKind::integer;
+      if (field != f_unknown) fields.number[field] = negative ? -value : value;
+    } else if (c == 't' && end - p >= 4 && std::memcmp(p, "true", 4) == 0) {
+      p += 4;
+      kind = PlainKind::boolean_true;
+    } else if (c == 'f' && end - p >= 5 && std::memcmp(p, "false", 5) == 0) {
+      p += 5;
+      kind = PlainKind::boolean_false;
+    } else {
+      return false;
+    }
+    if (field != f_unknown) fields.kind[field] = kind;  // a repeated key: the last one wins
+    if (*p == ',') {
+      ++p;
+      continue;
+    }
+    return *p == '}' && p + 1 == end;
+  }
+}
+
+// The plain-shaped line as an event; false (and `out` in no particular state) when the line is
+// not plain or its fields do not make a valid event, for the general parser to explain.
+bool parse_plain_line(std::string_view line, EventView& out) {
+  PlainFields f;
+  std::memset(f.kind, 0, sizeof f.kind);
+  if (!scan_plain_line(line, f)) return false;
+  if (f.kind[f_type] != PlainKind::string || f.kind[f_t] != PlainKind::integer) return false;
+  const std::optional<EventType> type = plain_type(f.text[f_type]);
+  if (!type) return false;
+  auto is = [&](Field field, PlainKind kind) { return f.kind[field] == kind; };
+  auto strings = [&](std::initializer_list<Field> list) {
+    for (const Field field : list)
+      if (!is(field, PlainKind::string)) return false;
+    return true;
+  };
+  out = EventView{};
+  out.type = *type;
+  out.t = f.number[f_t];
+  switch (*type) {
+    case EventType::send:
+      if (!strings({f_user, f_device, f_conv, f_msg, f_body})) return false;
+      if (is(f_to, PlainKind::string)) {
+        out.to = f.text[f_to];
+      } else if (!is(f_to, PlainKind::none)) {
+        return false;
+      }
+      if (is(f_expires_at, PlainKind::integer)) {
+        out.expires_at = f.number[f_expires_at];
+      } else if (!is(f_expires_at, PlainKind::none)) {
+        return false;
+      }
+      if (is(f_view_once, PlainKind::boolean_true)) {
+        out.view_once = true;
+      } else if (!is(f_view_once, PlainKind::boolean_false) && !is(f_view_once, PlainKind::none)) {
+        return false;
+      }
+      break;
+    case EventType::ack:
+      if (!strings({f_device, f_conv, f_msg}) || !is(f_seq, PlainKind::integer)) return false;
+      out.seq = f.number[f_seq];
+      break;
+    case EventType::reject:
+    case EventType::decrypt_error:
+      if (!strings({f_device, f_conv, f_msg, f_reason})) return false;
+      out.reason = f.text[f_reason];
+      break;
+    case EventType::deliver:
+      if (!strings({f_user, f_device, f_conv, f_msg, f_from, f_body}) || !is(f_seq, PlainKind::integer)) return false;
+      out.seq = f.number[f_seq];
+      out.from = f.text[f_from];
+      break;
+    case EventType::read:
+      if (!strings({f_user, f_device, f_conv}) || !is(f_up_to, PlainKind::integer)) return false;
+      out.up_to = f.number[f_up_to];
+      break;
+    case EventType::receipt:
+      if (!strings({f_device, f_conv, f_reader, f_kind}) || !is(f_up_to, PlainKind::integer)) return false;
+      if (f.text[f_kind] == "delivered") {
+        out.kind = ReceiptKind::delivered;
+      } else if (f.text[f_kind] == "read") {
+        out.kind = ReceiptKind::read;
+      } else {
+        return false;
+      }
+      out.reader = f.text[f_reader];
+      out.up_to = f.number[f_up_to];
+      break;
+    case EventType::join:
+    case EventType::leave:
+      if (!strings({f_conv, f_user}) || !is(f_seq, PlainKind::integer)) return false;
+      out.seq = f.number[f_seq];
+      break;
+    case EventType::expire:
+      if (!strings({f_device, f_msg})) return false;
+      break;
+    case EventType::online:
+    case EventType::offline:
+      if (!strings({f_user, f_device})) return false;
+      break;
+    case EventType::fault:
+    case EventType::heal:
+      if (!strings({f_name})) return false;
+      out.name = f.text[f_name];
+      break;
+    case EventType::end:
+      if (is(f_quiescent, PlainKind::boolean_true)) {
+        out.quiescent = true;
+      } else if (!is(f_quiescent, PlainKind::boolean_false)) {
+        return false;
+      }
+      break;
+  }
+  // The fields each type reads, checked present above; the others stay empty as the general
+  // parser leaves them.
+  switch (*type) {
+    case EventType::send:
+      out.body = f.text[f_body];
+      [[fallthrough]];
+    case EventType::read:
+      out.user = f.text[f_user];
+      out.device = f.text[f_device];
+      out.conv = f.text[f_conv];
+      if (*type == EventType::send) out.msg = f.text[f_msg];
+      break;
+    case EventType::deliver:
+      out.body = f.text[f_body];
+      out.user = f.text[f_user];
+      out.device = f.text[f_device];
+      out.conv = f.text[f_conv];
+      out.msg = f.text[f_msg];
+      break;
+    case EventType::ack:
+    case EventType::reject:
+    case EventType::decrypt_error:
+      out.device = f.text[f_device];
+      out.conv = f.text[f_conv];
+      out.msg = f.text[f_msg];
+      break;
+    case EventType::receipt:
+      out.device = f.text[f_device];
+      out.conv = f.text[f_conv];
+      break;
+    case EventType::join:
+    case EventType::leave:
+      out.conv = f.text[f_conv];
+      out.user = f.text[f_user];
+      break;
+    case EventType::expire:
+      out.device = f.text[f_device];
+      out.msg = f.text[f_msg];
+      break;
+    case EventType::online:
+    case EventType::offline:
+      out.user = f.text[f_user];
+      out.device = f.text[f_device];
+      break;
+    case EventType::fault:
+    case EventType::heal:
+    case EventType::end:
+      break;
+  }
+  return true;
+}
+
 }  // namespace
 
 static_assert(f_count <= 18, "EventParser keeps one decode buffer per field");
 
 Status EventParser::parse(std::string_view line, EventView& out) {
+  if (parse_plain_line(line, out)) return {};
+  return parse_general(line, out);
+}
+
+Status EventParser::parse_general(std::string_view line, EventView& out) {
   Slot slots[f_count];
   for (Slot& slot : slots) slot.kind = Kind::none;
   Parser parser(line.data(), line.data() + line.size());

@@ -33,6 +33,10 @@ Status parse_event_line(std::string_view line, Event& out);
 class EventParser {
  public:
   Status parse(std::string_view line, EventView& out);
+  // The general parser alone, without the fast path for plainly written lines that parse()
+  // tries first: parse() must agree with it on every line (the tests and the fuzz target
+  // compare them).
+  Status parse_general(std::string_view line, EventView& out);
   // The same over a copy of the line that this parser keeps, so the views stay valid after the
   // reader moves on (until this parser's next parse): a caller can parse one line ahead.
   Status parse_copy(std::string_view line, EventView& out) {

@@ -1,6 +1,7 @@
 // Fuzzes the oracle end to end: any bytes as a JSON Lines history. Nothing may crash, hang or
 // trip a sanitizer; bad input must come back as an error naming a line. Every line that parses
-// must survive the writer and parse back to the same line.
+// must survive the writer and parse back to the same line, and the parser's fast path for
+// plainly written lines must agree with the general parser on every line.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -29,10 +30,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view rest(text);
   Event event;
   Event back;
+  EventParser parser;
+  EventParser general;
+  EventView parsed;
+  EventView parsed_general;
   while (!rest.empty()) {
     const size_t newline = rest.find('\n');
     const std::string_view line = rest.substr(0, newline);
     rest = newline == std::string_view::npos ? std::string_view() : rest.substr(newline + 1);
+    const Status fast_status = parser.parse(line, parsed);
+    const Status general_status = general.parse_general(line, parsed_general);
+    if (fast_status.ok() != general_status.ok()) std::abort();
+    if (!fast_status.ok() && fast_status.error().message != general_status.error().message) std::abort();
+    if (fast_status.ok() && to_jsonl(parsed.to_event()) != to_jsonl(parsed_general.to_event())) std::abort();
     if (!parse_event_line(line, event).ok()) continue;
     const std::string written = to_jsonl(event);
     if (!parse_event_line(std::string_view(written).substr(0, written.size() - 1), back).ok()) std::abort();

@@ -1,0 +1,176 @@
+// EventParser::parse tries a fast path for plainly written lines before the general parser; the
+// two must agree on every line: the same event, or the same error message. Checked over every
+// line of the hand-written histories, a generated history, and lines built to sit on each edge
+// of the fast path's shape (whitespace, escapes, number forms, literals, nesting, repeated keys,
+// missing and mistyped fields, non-ASCII).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "oracle/generate.h"
+#include "oracle/jsonl.h"
+
+namespace msgsim::history {
+namespace {
+
+// Every field, so that a difference in any of them shows.
+std::string describe(const EventView& e) {
+  std::string out = std::string(to_string(e.type)) + " t=" + std::to_string(e.t);
+  auto add = [&](const char* name, std::string_view value) { out += std::string(" ") + name + "=[" + std::string(value) + "]"; };
+  add("user", e.user);
+  add("device", e.device);
+  add("conv", e.conv);
+  add("msg", e.msg);
+  add("body", e.body);
+  out += e.to ? " to=[" + std::string(*e.to) + "]" : std::string(" to=none");
+  out += e.expires_at ? " expires_at=" + std::to_string(*e.expires_at) : std::string(" expires_at=none");
+  out += std::string(" view_once=") + (e.view_once ? "1" : "0");
+  out += " seq=" + std::to_string(e.seq);
+  add("from", e.from);
+  add("reason", e.reason);
+  out += " up_to=" + std::to_string(e.up_to);
+  add("reader", e.reader);
+  out += std::string(" kind=") + to_string(e.kind);
+  add("name", e.name);
+  out += std::string(" quiescent=") + (e.quiescent ? "1" : "0");
+  return out;
+}
+
+// parse() and parse_general() on one line: "ok: <event>" or "error: <message>".
+std::string outcome(std::string_view line, bool general) {
+  EventParser parser;
+  EventView view;
+  Status status = general ? parser.parse_general(line, view) : parser.parse(line, view);
+  return status.ok() ? "ok: " + describe(view) : "error: " + status.error().message;
+}
+
+void expect_agree(std::string_view line) {
+  EXPECT_EQ(outcome(line, false), outcome(line, true)) << "line: " << line;
+}
+
+TEST(OracleParser, AgreesOnTheHandWrittenHistories) {
+  size_t lines = 0;
+  const std::filesystem::path dir = std::string(MSGSIM_SOURCE_DIR) + "/tests/data/oracle";
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".jsonl") continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::string line;
+    while (std::getline(in, line)) {
+      expect_agree(line);
+      ++lines;
+    }
+  }
+  EXPECT_GT(lines, 100u);
+}
+
+TEST(OracleParser, AgreesOnAGeneratedHistory) {
+  GeneratorOptions options;
+  options.seed = 7;
+  options.events = 3000;
+  size_t lines = 0;
+  generate_history(options, [&](const Event& e) {
+    std::string line = to_jsonl(e);
+    line.pop_back();  // the '\n'
+    const std::string parsed = outcome(line, false);
+    EXPECT_EQ(parsed.rfind("ok: ", 0), 0u) << line;
+    EXPECT_EQ(parsed, outcome(line, true)) << line;
+    ++lines;
+  });
+  EXPECT_GT(lines, 2000u);
+}
+
+TEST(OracleParser, AgreesOnTheEdgesOfThePlainShape) {
+  const std::string deliver_tail = R"("user":"bob","device":"b1","conv":"ab","msg":"m1","seq":3,"from":"alice","body":"h1"})";
+  const std::vector<std::string> lines = {
+      // Plain lines of each type, and plain lines with unknown fields of plain values.
+      R"({"type":"deliver","t":5,)" + deliver_tail,
+      R"({"type":"send","t":1,"user":"a","device":"a1","conv":"c","msg":"m","body":"b","to":"z","expires_at":9,"view_once":true})",
+      R"({"type":"send","t":1,"user":"a","device":"a1","conv":"c","msg":"m","body":"b","view_once":false})",
+      R"({"type":"ack","t":2,"device":"a1","conv":"c","msg":"m","seq":1,"extra":"x","n":-4,"b":false})",
+      R"({"type":"reject","t":2,"device":"a1","conv":"c","msg":"m","reason":"rate"})",
+      R"({"type":"decrypt_error","t":2,"device":"a1","conv":"c","msg":"m","reason":"bad mac"})",
+      R"({"type":"read","t":2,"user":"a","device":"a1","conv":"c","up_to":7})",
+      R"({"type":"receipt","t":2,"device":"a1","conv":"c","reader":"b","kind":"read","up_to":7})",
+      R"({"type":"receipt","t":2,"device":"a1","conv":"c","reader":"b","kind":"delivered","up_to":0})",
+      R"({"type":"join","t":2,"conv":"c","user":"a","seq":1})",
+      R"({"type":"leave","t":2,"conv":"c","user":"a","seq":2})",
+      R"({"type":"expire","t":2,"device":"a1","msg":"m"})",
+      R"({"type":"online","t":2,"user":"a","device":"a1"})",
+      R"({"type":"offline","t":2,"user":"a","device":"a1"})",
+      R"({"type":"fault","t":2,"name":"partition"})",
+      R"({"type":"heal","t":2,"name":"partition"})",
+      R"({"type":"end","t":2,"quiescent":true})",
+      R"({"type":"end","t":2,"quiescent":false})",
+      // Numbers: sign, zero, leading zeros, 18/19/20 digits, fractions and exponents.
+      R"({"type":"end","t":-0,"quiescent":true})",
+      R"({"type":"end","t":-5,"quiescent":true})",
+      R"({"type":"end","t":0,"quiescent":true})",
+      R"({"type":"end","t":01,"quiescent":true})",
+      R"({"type":"end","t":-,"quiescent":true})",
+      R"({"type":"end","t":999999999999999999,"quiescent":true})",
+      R"({"type":"end","t":9223372036854775807,"quiescent":true})",
+      R"({"type":"end","t":9223372036854775808,"quiescent":true})",
+      R"({"type":"end","t":-9223372036854775808,"quiescent":true})",
+      R"({"type":"end","t":7.0,"quiescent":true})",
+      R"({"type":"end","t":7.5,"quiescent":true})",
+      R"({"type":"end","t":1e3,"quiescent":true})",
+      R"({"type":"end","t":1E+2,"quiescent":true})",
+      // Literals, null, nesting, whitespace, escapes, non-ASCII, control bytes.
+      R"({"type":"end","t":1,"quiescent":tru})",
+      R"({"type":"end","t":1,"quiescent":"true"})",
+      R"({"type":"end","t":1,"quiescent":null})",
+      R"({"type":"send","t":1,"user":"a","device":"a1","conv":"c","msg":"m","body":"b","to":null})",
+      R"({"type":"send","t":1,"user":"a","device":"a1","conv":"c","msg":"m","body":"b","to":5})",
+      R"({"type":"send","t":1,"user":"a","device":"a1","conv":"c","msg":"m","body":"b","expires_at":"5"})",
+      R"({"type":"send","t":1,"user":"a","device":"a1","conv":"c","msg":"m","body":"b","view_once":1})",
+      R"({"type":"ack","t":2,"device":"a1","conv":"c","msg":"m","seq":1,"extra":{"a":[1,2,{"b":null}]}})",
+      R"({"type":"ack","t":2,"device":"a1","conv":"c","msg":"m","seq":1,"extra":[]})",
+      R"( {"type":"end","t":1,"quiescent":true})",
+      R"({"type":"end","t":1,"quiescent":true} )",
+      R"({"type": "end","t":1,"quiescent":true})",
+      "{\"type\":\"end\",\"t\":1,\"quiescent\":true}\r",
+      R"({"type":"deliver","t":5,"user":"b\u006fb","device":"b1","conv":"ab","msg":"m1","seq":3,"from":"alice","body":"h1"})",
+      R"({"type":"deliver","t":5,"user":"b\"b","device":"b1","conv":"ab","msg":"m1","seq":3,"from":"alice","body":"h1"})",
+      R"({"ty\u0070e":"end","t":1,"quiescent":true})",
+      "{\"type\":\"online\",\"t\":1,\"user\":\"\xc3\xa9\",\"device\":\"d\"}",
+      "{\"type\":\"online\",\"t\":1,\"user\":\"\xc3\",\"device\":\"d\"}",
+      "{\"type\":\"online\",\"t\":1,\"user\":\"a\tb\",\"device\":\"d\"}",
+      R"({"type":"online","t":1,"user":"","device":""})",
+      // Repeated keys (the last wins), missing and mistyped fields, unknown types, bad shapes.
+      R"({"type":"end","t":1,"t":2,"quiescent":true})",
+      R"({"type":"send","type":"end","t":1,"quiescent":true})",
+      R"({"type":"deliver","t":5,"user":"bob","device":"b1","conv":"ab","msg":"m1","from":"alice","body":"h1"})",
+      R"({"type":"deliver","t":5,"user":"bob","device":"b1","conv":"ab","msg":"m1","seq":"3","from":"alice","body":"h1"})",
+      R"({"type":"receipt","t":2,"device":"a1","conv":"c","reader":"b","kind":"seen","up_to":7})",
+      R"({"type":"bogus","t":1})",
+      R"({"type":5,"t":1})",
+      R"({"t":1})",
+      R"({"type":"end","quiescent":true})",
+      R"({"type":"end","t":"1","quiescent":true})",
+      R"({})",
+      R"({)",
+      R"(})",
+      R"()",
+      R"([1])",
+      R"({"type":"end","t":1,"quiescent":true,})",
+      R"({"type":"end","t":1,"quiescent":true}})",
+      R"({"type":"end","t":1,"quiescent":true}x)",
+      R"({"type":"end","t":1 "quiescent":true})",
+      R"({"type":"end","t":1,"quiescent")",
+      R"({"type":"end","t":1,"quiescent":)",
+      R"({"type":"end","t":1,"quiescent":true)",
+      R"({"type":"end","t":1,quiescent:true})",
+      R"({"type":"end,"t":1,"quiescent":true})",
+      R"({"type":"end","t":1,"quiescent":"})",
+  };
+  for (const std::string& line : lines) expect_agree(line);
+  // Every prefix of a plain line is malformed in some way; both parsers must say the same.
+  const std::string plain = R"({"type":"deliver","t":5,)" + deliver_tail;
+  for (size_t n = 0; n <= plain.size(); ++n) expect_agree(std::string_view(plain).substr(0, n));
+}
+
+}  // namespace
+}  // namespace msgsim::history
