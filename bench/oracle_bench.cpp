@@ -70,28 +70,18 @@ void BM_Oracle(benchmark::State& state) {
     const size_t heap_before = heap_in_use();
     Checker checker;
     LineReader reader(in);
-    // As check_stream does: parse one line ahead and prefetch it while observing the current.
-    EventParser parsers[2];
-    EventView events[2];
-    size_t current = 0;
-    bool pending = false;
+    // As check_stream does: through the LineFeed pipeline.
+    LineFeed feed(checker);
     std::string_view line;
     for (;;) {
       Result<bool> more = reader.next(line);
       if (!more.ok() || !*more) break;
-      const size_t next = 1 - current;
-      if (!parsers[next].parse_copy(line, events[next]).ok()) {
+      if (!feed.push(line).ok()) {
         state.SkipWithError("the generated history did not parse");
         return;
       }
-      if (pending) {
-        checker.prefetch(events[next]);
-        checker.observe(events[current]);
-      }
-      current = next;
-      pending = true;
     }
-    if (pending) checker.observe(events[current]);
+    feed.drain();
     const size_t heap_after = heap_in_use();
     state_bytes = static_cast<double>(checker.memory_bytes());
     heap_bytes = static_cast<double>(heap_after - heap_before);
@@ -110,8 +100,8 @@ void BM_Oracle(benchmark::State& state) {
 }
 BENCHMARK(BM_Oracle)->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kMillisecond)->Iterations(1);
 
-// The reader and parser alone (with the same copy of each line as BM_Oracle), for the split of
-// the time: BM_Oracle's time per event minus this one's is the judging.
+// The reader and parser alone (with the same copy of each line as LineFeed makes), for the
+// split of the time: BM_Oracle's time per event minus this one's is the judging.
 void BM_OracleParseOnly(benchmark::State& state) {
   const History& h = history_of(static_cast<uint64_t>(state.range(0)));
   for (auto _ : state) {

@@ -19,6 +19,7 @@ using detail::FlatMap64;
 using detail::Interner;
 using detail::kNone;
 using detail::pack;
+using detail::text_hash;
 
 constexpr int64_t kNoSeq = std::numeric_limits<int64_t>::min();
 constexpr int64_t kNoExpiry = std::numeric_limits<int64_t>::max();
@@ -185,6 +186,24 @@ struct MembershipEvent {
   uint32_t line;
 };
 
+// The hashes of one event's ids (0 for fields its type does not use).
+struct IdHashes {
+  uint64_t user = 0;
+  uint64_t device = 0;
+  uint64_t conv = 0;
+  uint64_t msg = 0;
+  uint64_t from = 0;
+  uint64_t reader = 0;
+  uint64_t to = 0;
+};
+
+// A join or leave as the (conv, seq) table keeps it.
+struct MembershipEventRecord {
+  int64_t seq;
+  uint32_t conv;
+  MembershipEvent event;
+};
+
 struct MembershipSuspect {
   uint32_t user;
   uint32_t device;
@@ -290,7 +309,9 @@ struct Checker::State {
   ChunkedVector<ReaderConv, 10> readers;
   FlatMap64 receipt_index;  // (DeviceConv, reader, kind) -> ReceiptState
   ChunkedVector<ReceiptState, 10> receipt_states;
-  std::map<std::pair<uint32_t, int64_t>, MembershipEvent> membership_events;  // (conv, seq)
+  // (conv, seq) -> the join or leave that claimed it: slots of record index + 1.
+  std::vector<MembershipEventRecord> membership_events;
+  std::vector<uint32_t> membership_event_slots = std::vector<uint32_t>(64, 0);
   std::vector<MembershipSuspect> membership_suspects;
 
   // (conv, seq) -> the message that first claimed it: slots of msg + 1, compared through the
@@ -328,15 +349,15 @@ struct Checker::State {
   // ---- interning ----
   uint32_t line32() const { return static_cast<uint32_t>(line); }
 
-  uint32_t user_of(std::string_view name) {
+  uint32_t user_of(std::string_view name, uint64_t h) {
     bool added = false;
-    const uint32_t id = users_ids.intern(name, added);
+    const uint32_t id = users_ids.intern(name, h, added);
     if (added) users.push_back(User{});
     return id;
   }
-  uint32_t device_of(std::string_view name) {
+  uint32_t device_of(std::string_view name, uint64_t h) {
     bool added = false;
-    const uint32_t id = device_ids.intern(name, added);
+    const uint32_t id = device_ids.intern(name, h, added);
     if (added) {
       Device d;
       d.first_line = line32();
@@ -345,8 +366,8 @@ struct Checker::State {
     return id;
   }
   // A device belongs to the first user named with it.
-  uint32_t device_of(std::string_view name, uint32_t user) {
-    const uint32_t id = device_of(name);
+  uint32_t device_of(std::string_view name, uint64_t h, uint32_t user) {
+    const uint32_t id = device_of(name, h);
     Device& d = devices[id];
     if (d.user == kNone) {
       d.user = user;
@@ -354,15 +375,15 @@ struct Checker::State {
     }
     return id;
   }
-  uint32_t conv_of(std::string_view name) {
+  uint32_t conv_of(std::string_view name, uint64_t h) {
     bool added = false;
-    const uint32_t id = conv_ids.intern(name, added);
+    const uint32_t id = conv_ids.intern(name, h, added);
     if (added) convs.push_back(Conv{});
     return id;
   }
   // The message named `name`; a new one is placed in `conv`.
-  uint32_t message_of(std::string_view name, uint32_t conv, bool& added) {
-    const uint32_t id = msg_ids.intern(name, added);
+  uint32_t message_of(std::string_view name, uint64_t h, uint32_t conv, bool& added) {
+    const uint32_t id = msg_ids.intern(name, h, added);
     if (added) {
       Message m;
       m.conv = conv;
@@ -440,6 +461,41 @@ struct Checker::State {
     size_t i = h & mask;
     while (seq_slots[i] != 0) i = (i + 1) & mask;
     seq_slots[i] = slot;
+  }
+
+  // ---- the (conv, seq) -> join/leave table ----
+  const MembershipEventRecord* find_membership_event(uint32_t conv, int64_t seq) const {
+    const size_t mask = membership_event_slots.size() - 1;
+    for (size_t i = seq_hash(conv, seq) & mask;; i = (i + 1) & mask) {
+      const uint32_t slot = membership_event_slots[i];
+      if (slot == 0) return nullptr;
+      const MembershipEventRecord& r = membership_events[slot - 1];
+      if (r.conv == conv && r.seq == seq) return &r;
+    }
+  }
+  // Adds the change unless (conv, seq) is taken; returns the record that holds it either way.
+  const MembershipEventRecord& insert_membership_event(uint32_t conv, int64_t seq, MembershipEvent event, bool& inserted) {
+    if (const MembershipEventRecord* found = find_membership_event(conv, seq)) {
+      inserted = false;
+      return *found;
+    }
+    inserted = true;
+    membership_events.push_back({seq, conv, event});
+    if (membership_events.size() * 4 > membership_event_slots.size() * 3) {
+      membership_event_slots.assign(membership_event_slots.size() * 2, 0);
+      for (size_t r = 0; r < membership_events.size(); ++r)
+        place_membership_event(static_cast<uint32_t>(r) + 1);
+    } else {
+      place_membership_event(static_cast<uint32_t>(membership_events.size()));
+    }
+    return membership_events.back();
+  }
+  void place_membership_event(uint32_t slot) {
+    const MembershipEventRecord& r = membership_events[slot - 1];
+    const size_t mask = membership_event_slots.size() - 1;
+    size_t i = seq_hash(r.conv, r.seq) & mask;
+    while (membership_event_slots[i] != 0) i = (i + 1) & mask;
+    membership_event_slots[i] = slot;
   }
 
   // ---- membership ----
@@ -522,12 +578,12 @@ struct Checker::State {
     } else {
       insert_seq(m.conv, seq, mi);
     }
-    const auto event = membership_events.find({m.conv, seq});
-    if (event != membership_events.end()) {
+    if (const MembershipEventRecord* record = find_membership_event(m.conv, seq)) {
+      const MembershipEvent& event = record->event;
       violate(Invariant::seq_agreement, [&] {
-        return Example{{msg_name(mi)}, {event->second.line, line},
-                       "seq " + std::to_string(seq) + " is also the " + (event->second.join ? "join" : "leave") +
-                           " of " + user_name(event->second.user)};
+        return Example{{msg_name(mi)}, {event.line, line},
+                       "seq " + std::to_string(seq) + " is also the " + (event.join ? "join" : "leave") + " of " +
+                           user_name(event.user)};
       });
     }
     if (m.causal_floor != kNoSeq && seq <= m.causal_floor) report_causal(mi, line32());
@@ -560,14 +616,14 @@ struct Checker::State {
   }
 
   // ---- events ----
-  void on_send(const EventView& e) {
+  void on_send(const EventView& e, const IdHashes& h) {
     ++stats.sends;
-    const uint32_t user = user_of(e.user);
-    const uint32_t device = device_of(e.device, user);
-    const uint32_t conv = conv_of(e.conv);
+    const uint32_t user = user_of(e.user, h.user);
+    const uint32_t device = device_of(e.device, h.device, user);
+    const uint32_t conv = conv_of(e.conv, h.conv);
     device_conv_index.prefetch(pack(device, conv));
     bool added = false;
-    const uint32_t mi = message_of(e.msg, conv, added);
+    const uint32_t mi = message_of(e.msg, h.msg, conv, added);
     Message& m = messages[mi];
     if (m.has(kSent)) return;  // a repeated send of the same msg id: the first one counts
     m.flags |= kSent;
@@ -576,12 +632,12 @@ struct Checker::State {
     m.sender_device = device;
     m.send_t = e.t;
     m.send_line = line32();
-    m.body_hash = hash_string(e.body);
+    m.body_hash = text_hash(e.body);
     if (e.expires_at) m.expires_at = *e.expires_at;
     if (e.view_once) m.flags |= kViewOnce;
     if (e.to) {
       // The members of a 1:1 conversation: the two users of its first send with `to`.
-      const uint32_t to = user_of(*e.to);
+      const uint32_t to = user_of(*e.to, h.to);
       Conv& c = convs[conv];
       if (!c.one_to_one) {
         c.one_to_one = true;
@@ -601,13 +657,13 @@ struct Checker::State {
     if (m.seq != kNoSeq && m.causal_floor != kNoSeq && m.seq <= m.causal_floor) report_causal(mi, m.seq_line());
   }
 
-  void on_ack(const EventView& e) {
+  void on_ack(const EventView& e, const IdHashes& h) {
     ++stats.acks;
-    const uint32_t device = device_of(e.device);
-    const uint32_t conv = conv_of(e.conv);
+    const uint32_t device = device_of(e.device, h.device);
+    const uint32_t conv = conv_of(e.conv, h.conv);
     device_conv_index.prefetch(pack(device, conv));
     bool added = false;
-    const uint32_t mi = message_of(e.msg, conv, added);
+    const uint32_t mi = message_of(e.msg, h.msg, conv, added);
     Message& m = messages[mi];
     if (m.has(kRejected)) {
       violate(Invariant::no_rejected_delivery, [&] {
@@ -627,11 +683,11 @@ struct Checker::State {
     }
   }
 
-  void on_reject(const EventView& e) {
-    device_of(e.device);
-    const uint32_t conv = conv_of(e.conv);
+  void on_reject(const EventView& e, const IdHashes& h) {
+    device_of(e.device, h.device);
+    const uint32_t conv = conv_of(e.conv, h.conv);
     bool added = false;
-    const uint32_t mi = message_of(e.msg, conv, added);
+    const uint32_t mi = message_of(e.msg, h.msg, conv, added);
     Message& m = messages[mi];
     if (m.has(kAcked)) {
       violate(Invariant::no_rejected_delivery, [&] {
@@ -649,22 +705,22 @@ struct Checker::State {
     }
   }
 
-  void on_deliver(const EventView& e) {
+  void on_deliver(const EventView& e, const IdHashes& h) {
     ++stats.delivers;
-    const uint32_t user = user_of(e.user);
-    const uint32_t device = device_of(e.device, user);
-    const uint32_t conv = conv_of(e.conv);
+    const uint32_t user = user_of(e.user, h.user);
+    const uint32_t device = device_of(e.device, h.device, user);
+    const uint32_t conv = conv_of(e.conv, h.conv);
     device_conv_index.prefetch(pack(device, conv));
     membership_index.prefetch(pack(conv, user));
     devices.prefetch(device);
-    const uint32_t from = user_of(e.from);
+    const uint32_t from = user_of(e.from, h.from);
     bool added = false;
-    const uint32_t mi = message_of(e.msg, conv, added);
+    const uint32_t mi = message_of(e.msg, h.msg, conv, added);
     Message& m = messages[mi];
 
     if (!m.has(kSent)) {
       violate(Invariant::no_phantom, [&] { return Example{{msg_name(mi)}, {line}, "shown but never sent"}; });
-    } else if (m.conv != conv || m.sender_user != from || m.body_hash != hash_string(e.body)) {
+    } else if (m.conv != conv || m.sender_user != from || m.body_hash != text_hash(e.body)) {
       violate(Invariant::no_phantom, [&] {
         std::string what = m.conv != conv ? "conv " + conv_name(conv) + " but it was sent in " + conv_name(m.conv)
                            : m.sender_user != from ? "from " + user_name(from) + " but " + user_name(m.sender_user) + " sent it"
@@ -761,10 +817,10 @@ struct Checker::State {
     }
   }
 
-  void on_read(const EventView& e) {
-    const uint32_t user = user_of(e.user);
-    device_of(e.device, user);
-    const uint32_t conv = conv_of(e.conv);
+  void on_read(const EventView& e, const IdHashes& h) {
+    const uint32_t user = user_of(e.user, h.user);
+    device_of(e.device, h.device, user);
+    const uint32_t conv = conv_of(e.conv, h.conv);
     ReaderConv& rc = reader_conv(user, conv);
     if (e.up_to > rc.max_read_up_to) {
       rc.max_read_up_to = e.up_to;
@@ -772,10 +828,10 @@ struct Checker::State {
     }
   }
 
-  void on_receipt(const EventView& e) {
-    const uint32_t device = device_of(e.device);
-    const uint32_t conv = conv_of(e.conv);
-    const uint32_t reader = user_of(e.reader);
+  void on_receipt(const EventView& e, const IdHashes& h) {
+    const uint32_t device = device_of(e.device, h.device);
+    const uint32_t conv = conv_of(e.conv, h.conv);
+    const uint32_t reader = user_of(e.reader, h.reader);
     // Keyed by (the receiving device's DeviceConv, reader, kind): 31 + 32 + 1 bits.
     const uint64_t key = (uint64_t{device_conv_index_of(device, conv)} << 33) | (uint64_t{reader} << 1) |
                          (e.kind == ReceiptKind::read ? 1u : 0u);
@@ -851,13 +907,14 @@ struct Checker::State {
     }
   }
 
-  void on_membership(const EventView& e, bool join) {
-    const uint32_t conv = conv_of(e.conv);
-    const uint32_t user = user_of(e.user);
-    auto [it, inserted] = membership_events.try_emplace({conv, e.seq}, MembershipEvent{user, join, line32()});
+  void on_membership(const EventView& e, const IdHashes& h, bool join) {
+    const uint32_t conv = conv_of(e.conv, h.conv);
+    const uint32_t user = user_of(e.user, h.user);
+    bool inserted = false;
+    const MembershipEventRecord& record = insert_membership_event(conv, e.seq, MembershipEvent{user, join, line32()}, inserted);
     if (!inserted) {
-      if (it->second.user == user && it->second.join == join) return;  // the same change, seen again
-      const MembershipEvent first = it->second;
+      if (record.event.user == user && record.event.join == join) return;  // the same change, seen again
+      const MembershipEvent first = record.event;
       violate(Invariant::seq_agreement, [&] {
         return Example{{}, {first.line, line},
                        "seq " + std::to_string(e.seq) + " in conv " + conv_name(conv) + " is both the " +
@@ -890,9 +947,9 @@ struct Checker::State {
     changes.insert(at, change);
   }
 
-  void on_expire(const EventView& e) {
-    const uint32_t device = device_of(e.device);
-    const std::optional<uint32_t> found = msg_ids.find(e.msg);
+  void on_expire(const EventView& e, const IdHashes& h) {
+    const uint32_t device = device_of(e.device, h.device);
+    const std::optional<uint32_t> found = msg_ids.find(e.msg, h.msg);
     if (!found) return;  // nothing known about it: nothing to judge
     const uint32_t mi = *found;
     const Message& m = messages[mi];
@@ -918,9 +975,9 @@ struct Checker::State {
     }
   }
 
-  void on_decrypt_error(const EventView& e) {
-    device_of(e.device);
-    const std::optional<uint32_t> found = msg_ids.find(e.msg);
+  void on_decrypt_error(const EventView& e, const IdHashes& h) {
+    device_of(e.device, h.device);
+    const std::optional<uint32_t> found = msg_ids.find(e.msg, h.msg);
     if (!found) return;
     const Message& m = messages[*found];
     if (!m.has(kSent)) return;  // the sender is unknown
@@ -942,9 +999,9 @@ struct Checker::State {
     }
   }
 
-  void on_online(const EventView& e, bool online) {
-    const uint32_t user = user_of(e.user);
-    Device& d = devices[device_of(e.device, user)];
+  void on_online(const EventView& e, const IdHashes& h, bool online) {
+    const uint32_t user = user_of(e.user, h.user);
+    Device& d = devices[device_of(e.device, h.device, user)];
     if (online && !d.online) d.online_since_t = e.t;
     d.online = online;
   }
@@ -961,50 +1018,97 @@ struct Checker::State {
     last_heal_t = e.t;
   }
 
-  // Set once the caller prefetches each next event itself (Checker::prefetch): observe then
-  // skips its own prefetch, which would hash the same ids again.
-  bool driver_prefetches = false;
-
-  // The id tables are far bigger than the caches, so each lookup is a cache miss: start them
-  // all before the first one waits.
-  void prefetch_ids(const EventView& e) const {
+  // The hashes of the ids `e` names (those its type uses; the others stay 0), computed once per
+  // event: prefetching and interning both use them.
+  static IdHashes hash_ids(const EventView& e) {
+    IdHashes h;
     switch (e.type) {
       case EventType::deliver:
-        users_ids.prefetch(e.from);
+        h.from = text_hash(e.from);
         [[fallthrough]];
       case EventType::send:
-        users_ids.prefetch(e.user);
-        device_ids.prefetch(e.device);
-        conv_ids.prefetch(e.conv);
-        msg_ids.prefetch(e.msg);
+        h.user = text_hash(e.user);
+        h.device = text_hash(e.device);
+        h.conv = text_hash(e.conv);
+        h.msg = text_hash(e.msg);
+        if (e.type == EventType::send && e.to) h.to = text_hash(*e.to);
         break;
       case EventType::ack:
       case EventType::reject:
-        device_ids.prefetch(e.device);
-        conv_ids.prefetch(e.conv);
-        msg_ids.prefetch(e.msg);
+        h.device = text_hash(e.device);
+        h.conv = text_hash(e.conv);
+        h.msg = text_hash(e.msg);
         break;
       case EventType::expire:
       case EventType::decrypt_error:
-        device_ids.prefetch(e.device);
-        msg_ids.prefetch(e.msg);
+        h.device = text_hash(e.device);
+        h.msg = text_hash(e.msg);
         break;
       case EventType::receipt:
-        users_ids.prefetch(e.reader);
-        device_ids.prefetch(e.device);
-        conv_ids.prefetch(e.conv);
+        h.reader = text_hash(e.reader);
+        h.device = text_hash(e.device);
+        h.conv = text_hash(e.conv);
         break;
       case EventType::read:
       case EventType::online:
       case EventType::offline:
-        users_ids.prefetch(e.user);
-        device_ids.prefetch(e.device);
-        if (e.type == EventType::read) conv_ids.prefetch(e.conv);
+        h.user = text_hash(e.user);
+        h.device = text_hash(e.device);
+        if (e.type == EventType::read) h.conv = text_hash(e.conv);
         break;
       case EventType::join:
       case EventType::leave:
-        users_ids.prefetch(e.user);
-        conv_ids.prefetch(e.conv);
+        h.user = text_hash(e.user);
+        h.conv = text_hash(e.conv);
+        break;
+      case EventType::fault:
+      case EventType::heal:
+      case EventType::end:
+        break;
+    }
+    return h;
+  }
+
+  // The id tables are far bigger than the caches, so each lookup is a cache miss: start them
+  // all before the first one waits.
+  void prefetch_slots(const EventView& e, const IdHashes& h) const {
+    switch (e.type) {
+      case EventType::deliver:
+        users_ids.prefetch(h.from);
+        [[fallthrough]];
+      case EventType::send:
+        users_ids.prefetch(h.user);
+        device_ids.prefetch(h.device);
+        conv_ids.prefetch(h.conv);
+        msg_ids.prefetch(h.msg);
+        break;
+      case EventType::ack:
+      case EventType::reject:
+        device_ids.prefetch(h.device);
+        conv_ids.prefetch(h.conv);
+        msg_ids.prefetch(h.msg);
+        break;
+      case EventType::expire:
+      case EventType::decrypt_error:
+        device_ids.prefetch(h.device);
+        msg_ids.prefetch(h.msg);
+        break;
+      case EventType::receipt:
+        users_ids.prefetch(h.reader);
+        device_ids.prefetch(h.device);
+        conv_ids.prefetch(h.conv);
+        break;
+      case EventType::read:
+      case EventType::online:
+      case EventType::offline:
+        users_ids.prefetch(h.user);
+        device_ids.prefetch(h.device);
+        if (e.type == EventType::read) conv_ids.prefetch(h.conv);
+        break;
+      case EventType::join:
+      case EventType::leave:
+        users_ids.prefetch(h.user);
+        conv_ids.prefetch(h.conv);
         break;
       case EventType::fault:
       case EventType::heal:
@@ -1013,7 +1117,49 @@ struct Checker::State {
     }
   }
 
-  void observe(const EventView& e) {
+  // The second stage, a few events later, once the slots are in the cache: looks the ids up
+  // without adding any (an id that an event in between adds is simply not prefetched) and starts
+  // loading the records observing `e` will touch. Changes nothing.
+  void prefetch_records(const EventView& e, const IdHashes& h) const {
+    uint32_t device = kNone;
+    uint32_t conv = kNone;
+    switch (e.type) {
+      case EventType::deliver:
+      case EventType::send:
+      case EventType::ack:
+      case EventType::reject:
+      case EventType::expire:
+      case EventType::decrypt_error: {
+        if (const std::optional<uint32_t> d = device_ids.find(e.device, h.device)) {
+          device = *d;
+          devices.prefetch(device);
+        }
+        if (const std::optional<uint32_t> m = msg_ids.find(e.msg, h.msg)) {
+          messages.prefetch(*m);
+          if (e.type == EventType::expire || e.type == EventType::decrypt_error) {
+            conv = messages[*m].conv;  // a miss only when the message record is not yet loaded
+          }
+        }
+        if (e.type != EventType::expire && e.type != EventType::decrypt_error) {
+          if (const std::optional<uint32_t> c = conv_ids.find(e.conv, h.conv)) conv = *c;
+        }
+        if (device != kNone && conv != kNone && e.type != EventType::decrypt_error) {
+          device_conv_index.prefetch(pack(device, conv));
+        }
+        if (e.type == EventType::deliver && conv != kNone) {
+          if (const std::optional<uint32_t> u = users_ids.find(e.user, h.user)) {
+            membership_index.prefetch(pack(conv, *u));
+          }
+        }
+        break;
+      }
+      default: break;
+    }
+  }
+
+  void observe(const EventView& e) { observe(e, hash_ids(e)); }
+
+  void observe(const EventView& e, const IdHashes& h) {
     if (input_error) return;
     if (line >= kLinesMax) {
       input_error = make_error(ErrorCode::bad_input, "line " + std::to_string(line + 1) + ": history longer than " +
@@ -1028,20 +1174,19 @@ struct Checker::State {
     ++line;
     last_t = e.t;
     ++stats.events;
-    if (!driver_prefetches) prefetch_ids(e);
     switch (e.type) {
-      case EventType::send: on_send(e); break;
-      case EventType::ack: on_ack(e); break;
-      case EventType::reject: on_reject(e); break;
-      case EventType::deliver: on_deliver(e); break;
-      case EventType::read: on_read(e); break;
-      case EventType::receipt: on_receipt(e); break;
-      case EventType::join: on_membership(e, true); break;
-      case EventType::leave: on_membership(e, false); break;
-      case EventType::expire: on_expire(e); break;
-      case EventType::decrypt_error: on_decrypt_error(e); break;
-      case EventType::online: on_online(e, true); break;
-      case EventType::offline: on_online(e, false); break;
+      case EventType::send: on_send(e, h); break;
+      case EventType::ack: on_ack(e, h); break;
+      case EventType::reject: on_reject(e, h); break;
+      case EventType::deliver: on_deliver(e, h); break;
+      case EventType::read: on_read(e, h); break;
+      case EventType::receipt: on_receipt(e, h); break;
+      case EventType::join: on_membership(e, h, true); break;
+      case EventType::leave: on_membership(e, h, false); break;
+      case EventType::expire: on_expire(e, h); break;
+      case EventType::decrypt_error: on_decrypt_error(e, h); break;
+      case EventType::online: on_online(e, h, true); break;
+      case EventType::offline: on_online(e, h, false); break;
       case EventType::fault: on_fault(e, true); break;
       case EventType::heal: on_fault(e, false); break;
       case EventType::end:
@@ -1263,7 +1408,8 @@ struct Checker::State {
     bytes += device_conv_index.memory_bytes() + membership_index.memory_bytes() + reader_index.memory_bytes();
     // Hash and tree nodes: the element plus two pointers and the allocator's header.
     bytes += receipt_index.memory_bytes() + receipt_states.memory_bytes();
-    bytes += membership_events.size() * (sizeof(std::pair<uint32_t, int64_t>) + sizeof(MembershipEvent) + 48);
+    bytes += membership_events.capacity() * sizeof(MembershipEventRecord) +
+             membership_event_slots.capacity() * sizeof(uint32_t);
     bytes += membership_suspects.capacity() * sizeof(MembershipSuspect);
     bytes += seq_slots.capacity() * sizeof(uint32_t);
     bytes += latency.memory_bytes();
@@ -1329,51 +1475,87 @@ Checker::Checker(CheckerOptions options) : state_(std::make_unique<State>(option
 Checker::~Checker() = default;
 void Checker::observe(const Event& event) { state_->observe(EventView(event)); }
 void Checker::observe(const EventView& event) { state_->observe(event); }
-void Checker::prefetch(const EventView& event) {
-  state_->driver_prefetches = true;
-  state_->prefetch_ids(event);
-}
+void Checker::prefetch(const EventView& event) { state_->prefetch_slots(event, State::hash_ids(event)); }
 Verdict Checker::finish() { return state_->finish(); }
 const std::optional<Error>& Checker::input_error() const { return state_->input_error; }
 uint64_t Checker::events_observed() const { return state_->line; }
 size_t Checker::memory_bytes() const { return state_->memory_bytes(); }
 
+// One slot per line in flight: the parser keeps the line's bytes, so the view stays valid
+// until the slot is reused kLinesAhead + 1 lines later.
+struct LineFeed::Ring {
+  static constexpr size_t kSlots = kLinesAhead + 1;
+  static constexpr size_t kRecordsAhead = kLinesAhead / 2;  // lines between the two prefetches
+  struct Slot {
+    EventParser parser;
+    EventView event;
+    IdHashes hashes;
+  };
+  Slot slots[kSlots];
+  uint64_t pushed = 0;    // lines parsed into the ring
+  uint64_t observed = 0;  // lines observed (always <= pushed)
+
+  Slot& at(uint64_t index) { return slots[index % kSlots]; }
+};
+
+LineFeed::LineFeed(Checker& checker) : checker_(checker), ring_(std::make_unique<Ring>()) {}
+LineFeed::~LineFeed() = default;
+
+Status LineFeed::push(std::string_view line) {
+  Ring& ring = *ring_;
+  Checker::State& state = *checker_.state_;
+  // The slot the new line takes must be free: observe the oldest line when the ring is full.
+  if (ring.pushed - ring.observed == Ring::kSlots) {
+    Ring::Slot& oldest = ring.at(ring.observed++);
+    state.observe(oldest.event, oldest.hashes);
+  }
+  Ring::Slot& slot = ring.at(ring.pushed);
+  Status parsed = slot.parser.parse_copy(line, slot.event);
+  if (!parsed.ok()) {
+    drain();
+    return parsed;
+  }
+  slot.hashes = Checker::State::hash_ids(slot.event);
+  state.prefetch_slots(slot.event, slot.hashes);
+  ++ring.pushed;
+  if (ring.pushed > Ring::kRecordsAhead) {
+    const uint64_t middle = ring.pushed - 1 - Ring::kRecordsAhead;
+    if (middle >= ring.observed) state.prefetch_records(ring.at(middle).event, ring.at(middle).hashes);
+  }
+  return {};
+}
+
+void LineFeed::drain() {
+  Ring& ring = *ring_;
+  while (ring.observed < ring.pushed) {
+    Ring::Slot& slot = ring.at(ring.observed++);
+    checker_.state_->observe(slot.event, slot.hashes);
+  }
+}
+
 Result<Verdict> check_stream(std::istream& in, CheckerOptions options) {
   Checker checker(options);
   LineReader reader(in);
-  // One line ahead: the next event is parsed (into its own copy of the line) and prefetched
-  // before the current one is observed.
-  EventParser parsers[2];
-  EventView events[2];
-  size_t current = 0;
-  bool pending = false;  // events[current] is parsed and not yet observed
+  LineFeed feed(checker);
   std::string_view line;
   for (;;) {
     Result<bool> more = reader.next(line);
     if (!more.ok()) {
-      if (pending) checker.observe(events[current]);
+      feed.drain();
       if (checker.input_error()) return *checker.input_error();
       return more.error();
     }
     if (!*more) break;
-    const size_t next = 1 - current;
-    Status parsed = parsers[next].parse_copy(line, events[next]);
-    if (pending) {
-      if (parsed.ok()) checker.prefetch(events[next]);
-      checker.observe(events[current]);
-      if (checker.input_error()) return *checker.input_error();
-    }
+    Status parsed = feed.push(line);
+    // The checker's error is on an earlier line than a parse error of this one.
+    if (checker.input_error()) return *checker.input_error();
     if (!parsed.ok()) {
       return make_error(ErrorCode::bad_input,
                         "line " + std::to_string(reader.line_number()) + ": " + parsed.error().message);
     }
-    current = next;
-    pending = true;
   }
-  if (pending) {
-    checker.observe(events[current]);
-    if (checker.input_error()) return *checker.input_error();
-  }
+  feed.drain();
+  if (checker.input_error()) return *checker.input_error();
   if (in.bad()) return make_error(ErrorCode::io_error, "reading the history failed");
   return checker.finish();
 }

@@ -19,6 +19,60 @@ namespace msgsim::history::detail {
 
 inline constexpr uint32_t kNone = UINT32_MAX;
 
+// Starts loading the cache line holding `p`. GCC 12 at -O2 silently dropped the builtin
+// prefetch from the checker's inlined lookups (its object code had no prefetch instruction at
+// all), so on x86 the instruction is written out and marked volatile.
+inline void prefetch_address(const void* p) {
+#if defined(__x86_64__) || defined(__i386__)
+  asm volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p);
+#endif
+}
+
+inline uint64_t load64(const char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline uint64_t load32(const char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// The hash of an id (or a body) for the checker's tables. Ids are mostly short, so up to 16
+// bytes are read as two (possibly overlapping) fixed-size loads and folded by one multiply:
+// no loop and no variable-length copy, a few nanoseconds. Longer texts take 16 bytes a round.
+// Never persisted: any good 64-bit mix will do, and collisions are settled by comparing bytes.
+inline uint64_t text_hash(std::string_view text) {
+  constexpr uint64_t k0 = 0xa0761d6478bd642fULL;
+  constexpr uint64_t k1 = 0xe7037ed1a0b428dbULL;
+  const char* p = text.data();
+  const size_t n = text.size();
+  uint64_t a = 0;
+  uint64_t b = 0;
+  uint64_t h = k0 ^ (n * k1);
+  if (n <= 16) {
+    if (n >= 8) {
+      a = load64(p);
+      b = load64(p + n - 8);
+    } else if (n >= 4) {
+      a = load32(p);
+      b = load32(p + n - 4);
+    } else if (n > 0) {
+      const auto byte = [&](size_t i) { return uint64_t{static_cast<uint8_t>(p[i])}; };
+      a = (byte(0) << 16) | (byte(n >> 1) << 8) | byte(n - 1);
+    }
+  } else {
+    size_t i = 0;
+    for (; n - i > 16; i += 16) h = mix_mul(load64(p + i) ^ k1, load64(p + i + 8) ^ h);
+    a = load64(p + n - 16);
+    b = load64(p + n - 8);
+  }
+  return mix_mul(a ^ k1, b ^ h) ^ h;
+}
+
 // A vector that grows by fixed chunks: references stay valid and no capacity is wasted beyond
 // the last chunk.
 template <typename T, size_t kChunkBits = 12>
@@ -31,7 +85,7 @@ class ChunkedVector {
   size_t size() const { return size_; }
   // Starts loading element i into the cache (nothing when it does not exist yet).
   void prefetch(size_t i) const {
-    if (i < size_) __builtin_prefetch(&(*this)[i]);
+    if (i < size_) prefetch_address(&(*this)[i]);
   }
   T& push_back(T value) {
     if ((size_ & (kChunk - 1)) == 0 && (size_ >> kChunkBits) == chunks_.size()) {
@@ -58,28 +112,8 @@ class Interner {
  public:
   Interner() { slots_.assign(16, Slot{}); }
 
-  // The id of `text`, adding it when new; `added` tells which.
-  uint32_t intern(std::string_view text, bool& added) {
-    // Consecutive events often name the same conversation, device or message.
-    if (last_id_ != kNone && text == last_text_) {
-      added = false;
-      return last_id_;
-    }
-    const uint32_t id = intern_uncached(text, added);
-    last_text_.assign(text.data(), std::min(text.size(), kCachedMax));
-    last_id_ = text.size() <= kCachedMax ? id : kNone;
-    return id;
-  }
-
-  // Starts loading the table slot where `text` would be found, so that the lookups of one event
-  // wait for their cache misses together rather than one after another.
-  void prefetch(std::string_view text) const {
-    if (last_id_ != kNone && text == last_text_) return;
-    __builtin_prefetch(&slots_[hash_string(text) & (slots_.size() - 1)]);
-  }
-
-  uint32_t intern_uncached(std::string_view text, bool& added) {
-    const uint64_t h = hash_string(text);
+  // The id of `text` (whose text_hash is `h`), adding it when new; `added` tells which.
+  uint32_t intern(std::string_view text, uint64_t h, bool& added) {
     const Slot probe = make_probe(text, h);
     size_t mask = slots_.size() - 1;
     size_t i = h & mask;
@@ -105,13 +139,18 @@ class Interner {
     if (positions_.size() * 4 > slots_.size() * 3) grow();
     return id;
   }
+  uint32_t intern(std::string_view text, bool& added) { return intern(text, text_hash(text), added); }
   uint32_t intern(std::string_view text) {
     bool added = false;
     return intern(text, added);
   }
 
-  std::optional<uint32_t> find(std::string_view text) const {
-    const uint64_t h = hash_string(text);
+  // Starts loading the table slot where the text of hash `h` would be found, so that the lookups
+  // of one event wait for their cache misses together rather than one after another.
+  void prefetch(uint64_t h) const { prefetch_address(&slots_[h & (slots_.size() - 1)]); }
+
+  std::optional<uint32_t> find(std::string_view text) const { return find(text, text_hash(text)); }
+  std::optional<uint32_t> find(std::string_view text, uint64_t h) const {
     const Slot probe = make_probe(text, h);
     const size_t mask = slots_.size() - 1;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
@@ -132,7 +171,6 @@ class Interner {
 
  private:
   static constexpr size_t kBlockBytes = 64 * 1024;
-  static constexpr size_t kCachedMax = 64;  // longer ids are not cached
   static constexpr uint8_t kInlineMax = 11;
   static constexpr uint8_t kLong = 255;
 
@@ -205,7 +243,7 @@ class Interner {
     const size_t mask = slots_.size() - 1;
     for (const Slot& slot : old) {
       if (slot.id_plus1 == 0) continue;
-      size_t i = hash_string(name_of(slot)) & mask;
+      size_t i = text_hash(name_of(slot)) & mask;
       while (slots_[i].id_plus1 != 0) i = (i + 1) & mask;
       slots_[i] = slot;
       positions_[slot.id_plus1 - 1] = static_cast<uint32_t>(i);
@@ -214,8 +252,6 @@ class Interner {
 
   std::vector<Slot> slots_;
   ChunkedVector<uint32_t> positions_;  // id -> slot index
-  std::string last_text_;
-  uint32_t last_id_ = kNone;
   std::vector<std::unique_ptr<char[]>> blocks_;
   char* current_ = nullptr;  // the block being filled
   size_t block_used_ = 0;
@@ -242,7 +278,7 @@ class FlatMap64 {
   }
   const uint32_t* find(uint64_t key) const { return const_cast<FlatMap64*>(this)->find(key); }
   // Starts loading the entry where `key` would be found.
-  void prefetch(uint64_t key) const { __builtin_prefetch(&entries_[mix64(key) & (entries_.size() - 1)]); }
+  void prefetch(uint64_t key) const { prefetch_address(&entries_[mix64(key) & (entries_.size() - 1)]); }
 
   // Inserts key -> value unless present; returns the stored value.
   uint32_t insert(uint64_t key, uint32_t value) {
