@@ -38,8 +38,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const size_t newline = rest.find('\n');
     const std::string_view line = rest.substr(0, newline);
     rest = newline == std::string_view::npos ? std::string_view() : rest.substr(newline + 1);
-    const Status fast_status = parser.parse(line, parsed);
-    const Status general_status = general.parse_general(line, parsed_general);
+    const msgsim::Status fast_status = parser.parse(line, parsed);
+    const msgsim::Status general_status = general.parse_general(line, parsed_general);
     if (fast_status.ok() != general_status.ok()) std::abort();
     if (!fast_status.ok() && fast_status.error().message != general_status.error().message) std::abort();
     if (fast_status.ok() && to_jsonl(parsed.to_event()) != to_jsonl(parsed_general.to_event())) std::abort();
