@@ -229,6 +229,7 @@ chat::ChatConfig chat_config_for(const Scenario& scenario, uint64_t seed) {
   config.topology.storages = ids("storage");
   config.topology.push = ids("push");
   config.topology.partitions = scenario.chat.partitions;
+  config.topology.replication_factor = scenario.chat.replication_factor;
 
   const ChatWorkloadSpec& spec = scenario.chat;
   config.workload.send_interval_mean_ns = spec.send_interval_mean_ns;

@@ -602,6 +602,7 @@ class ScenarioReader {
     count("group_size", c.group_size, 2, 10'000);
     count("membership_changes", c.membership_changes, 0, 64);
     count("partitions", c.partitions, 1, 4096);
+    count("replication_factor", c.replication_factor, 1, 16);
     if (const json* v = member(chat, "send_interval_ms")) {
       c.send_interval_mean_ns = positive_time_ns_at(*v, base + ".send_interval_ms", kNsPerMs, "ms");
     }

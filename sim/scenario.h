@@ -119,6 +119,8 @@ struct ChatWorkloadSpec {
   int64_t disappearing_ttl_ns = 30'000'000'000;
   double read_share = 0.5;
   uint32_t partitions = 16;
+  // Copies of each queue partition (leader + followers), capped by the number of queue nodes.
+  uint32_t replication_factor = 3;
 };
 
 struct Scenario {

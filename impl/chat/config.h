@@ -4,6 +4,7 @@
 // nodes only read it.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -54,11 +55,24 @@ struct ChatTopology {
   std::vector<NodeId> storages;
   std::vector<NodeId> push;
   uint32_t partitions = 16;
+  // Copies of each partition's log (the scenario's replication factor, capped by the queues).
+  uint32_t replication_factor = 1;
 
   uint32_t partition_of(std::string_view conv) const {
     return static_cast<uint32_t>(hash_string(conv) % partitions);
   }
+  // The partition's preferred leader: its first replica.
   NodeId queue_of(uint32_t partition) const { return queues[partition % queues.size()]; }
+  // Partition p's replicas are queues (p + k) mod Q for k < replicas(); k = 0 leads.
+  uint32_t replicas() const {
+    return std::max<uint32_t>(1, std::min<uint32_t>(replication_factor, static_cast<uint32_t>(queues.size())));
+  }
+  NodeId replica_of(uint32_t partition, uint32_t k) const { return queues[(partition + k) % queues.size()]; }
+  bool is_replica(uint32_t partition, NodeId node) const {
+    for (uint32_t k = 0; k < replicas(); ++k)
+      if (replica_of(partition, k) == node) return true;
+    return false;
+  }
   NodeId storage_of(uint32_t partition) const { return storages[partition % storages.size()]; }
   NodeId registry_of(std::string_view user) const { return registries[hash_string(user, 7) % registries.size()]; }
 };

@@ -11,6 +11,7 @@
 //   storage  <-> registry  Lookup, Located
 //   chat     <-> queue     Produce, Produced, ProduceRejected
 //   storage  <-> queue     Subscribe, Records
+//   queue    <-> queue     Replicate, ReplicaAck (leader -> followers of a partition)
 //   chat     <-> storage   SyncQuery, SyncResult, ReceiptUpdate
 //   storage   -> chat      Route (an entry or a receipt for devices connected there)
 //   storage   -> push      Notify
@@ -183,6 +184,25 @@ struct Records { static constexpr uint8_t kType = 44;
   uint32_t partition = 0; std::vector<RecordAt> records;
   template <class V> void fields(V& v) { v("partition", partition); v("records", records, wire::Max{kEntriesPerFrameMax}); } };
 
+// --- queue leader <-> queue followers (replication; queue.h, docs/protocol.md)
+// One record of a partition's replicated log: where, and in which leader epoch it was written.
+struct ReplicaRecord {
+  uint64_t offset = 0; uint64_t epoch = 0; Entry entry;
+  template <class V> void fields(V& v) { v("offset", offset); v("epoch", epoch); entry.fields(v); } };
+// Leader -> follower: the records after prev_offset (whose epoch must be prev_epoch at the
+// follower), the leader's high watermark, and whether the records reach the leader's log end.
+struct Replicate { static constexpr uint8_t kType = 45;
+  uint32_t partition = 0; uint64_t epoch = 0; uint64_t prev_offset = 0; uint64_t prev_epoch = 0;
+  uint64_t high_watermark = 0; bool to_end = false; std::vector<ReplicaRecord> records;
+  template <class V> void fields(V& v) {
+    v("partition", partition); v("epoch", epoch); v("prev_offset", prev_offset); v("prev_epoch", prev_epoch);
+    v("high_watermark", high_watermark); v("to_end", to_end); v("records", records, wire::Max{kEntriesPerFrameMax}); } };
+// Follower -> leader, once the records are synced: ok = they matched and are stored; log_end is
+// the follower's log end (the offset it expects next); epoch is the highest it knows.
+struct ReplicaAck { static constexpr uint8_t kType = 46;
+  uint32_t partition = 0; uint64_t epoch = 0; bool ok = false; uint64_t log_end = 0;
+  template <class V> void fields(V& v) { v("partition", partition); v("epoch", epoch); v("ok", ok); v("log_end", log_end); } };
+
 // --- chat server <-> storage
 struct SyncQuery { static constexpr uint8_t kType = 50;
   uint64_t request_id = 0; std::string user; std::vector<Cursor> cursors;
@@ -218,7 +238,7 @@ struct Health { static constexpr uint8_t kType = 71;
 using Frame = std::variant<RouteRequest, RouteReply, Hello, Welcome, Send, GroupOp, SendAck, SendReject, Deliver,
                            SyncRequest, SyncDone, ReceiptSend, ReceiptNotice, Heartbeat, HeartbeatAck, Drain,
                            Register, Unregister, Lookup, Located, Produce, Produced, ProduceRejected, Subscribe,
-                           Records, SyncQuery, SyncResult, ReceiptUpdate, Route, Notify, HealthCheck, Health>;
+                           Records, SyncQuery, SyncResult, ReceiptUpdate, Route, Notify, HealthCheck, Health, Replicate, ReplicaAck>;
 
 // version | type | fields. Asserts the frame is within its bounds (the sender's bug if not).
 Bytes encode(const Frame& frame);

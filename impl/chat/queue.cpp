@@ -2,6 +2,8 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
+
 
 namespace msgsim::chat {
 
@@ -16,6 +18,8 @@ using fast_sql::run;
 constexpr uint64_t kCommitTag = 1;
 constexpr uint64_t kCatchUpTag = 2;
 constexpr uint64_t kFlushTag = uint64_t{1} << 32;  // | partition
+constexpr uint64_t kPeerTag = uint64_t{2} << 32;   // | follower node: reconnect to it
+constexpr uint32_t kNoPartition = UINT32_MAX;
 
 }  // namespace
 
@@ -27,6 +31,16 @@ QueueNode::QueueNode(const ChatConfig& config) : config_(config) {}
 uint64_t QueueNode::next_offset(uint32_t partition) const {
   const auto it = state_.partitions.find(partition);
   return it == state_.partitions.end() ? 0 : it->second.next_offset;
+}
+
+uint64_t QueueNode::high_watermark(uint32_t partition) const {
+  const auto it = state_.partitions.find(partition);
+  return it == state_.partitions.end() ? 0 : it->second.committed_next_offset;
+}
+
+bool QueueNode::leads(uint32_t partition) const {
+  const auto it = state_.partitions.find(partition);
+  return it != state_.partitions.end() && it->second.leader;
 }
 
 uint64_t QueueNode::next_seq(const std::string& conv) const {
@@ -43,32 +57,51 @@ void QueueNode::open_database(Context& ctx) {
     MSGSIM_ASSERT(off.ok(), off.ok() ? std::string() : off.error().message);
   }
   const Status schema = sql::exec(db_,
-      "CREATE TABLE IF NOT EXISTS log (partition INTEGER NOT NULL, offset INTEGER NOT NULL, entry BLOB NOT NULL,"
+      "CREATE TABLE IF NOT EXISTS log (partition INTEGER NOT NULL, offset INTEGER NOT NULL, epoch INTEGER NOT NULL,"
+      " entry BLOB NOT NULL,"
       " PRIMARY KEY (partition, offset)) WITHOUT ROWID;"
       "CREATE TABLE IF NOT EXISTS conversations (conv TEXT PRIMARY KEY, next_seq INTEGER NOT NULL) WITHOUT ROWID;"
       "CREATE TABLE IF NOT EXISTS members (conv TEXT NOT NULL, user TEXT NOT NULL,"
       " PRIMARY KEY (conv, user)) WITHOUT ROWID;"
       // seq > 0: accepted with that seq; seq = 0: rejected for `reason`.
       "CREATE TABLE IF NOT EXISTS produced (msg_id TEXT PRIMARY KEY, conv TEXT NOT NULL, seq INTEGER NOT NULL,"
-      " reason TEXT NOT NULL) WITHOUT ROWID;");
+      " reason TEXT NOT NULL) WITHOUT ROWID;"
+      // Replication: the high watermark as last written (it may lag), and the highest leader
+      // epoch this replica has seen, which fences older leaders across restarts.
+      "CREATE TABLE IF NOT EXISTS high_watermarks (partition INTEGER PRIMARY KEY, hw INTEGER NOT NULL);"
+      "CREATE TABLE IF NOT EXISTS epochs (partition INTEGER PRIMARY KEY, epoch INTEGER NOT NULL);");
   MSGSIM_ASSERT(schema.ok(), schema.ok() ? std::string() : schema.error().message);
   find_msg_ = must_prepare(db_, "SELECT conv, seq, reason FROM produced WHERE msg_id = ?");
   insert_msg_ = must_prepare(db_, "INSERT OR REPLACE INTO produced (msg_id, conv, seq, reason) VALUES (?, ?, ?, ?)");
-  insert_log_ = must_prepare(db_, "INSERT INTO log (partition, offset, entry) VALUES (?, ?, ?)");
+  insert_log_ = must_prepare(db_, "INSERT INTO log (partition, offset, epoch, entry) VALUES (?, ?, ?, ?)");
   upsert_conv_ = must_prepare(db_,
       "INSERT INTO conversations (conv, next_seq) VALUES (?, ?) ON CONFLICT (conv) DO UPDATE SET next_seq = excluded.next_seq");
   insert_member_ = must_prepare(db_, "INSERT INTO members (conv, user) VALUES (?, ?)");
   delete_member_ = must_prepare(db_, "DELETE FROM members WHERE conv = ? AND user = ?");
   read_log_ = must_prepare(db_,
-      "SELECT offset, entry FROM log WHERE partition = ? AND offset >= ? AND offset < ? ORDER BY offset");
+      "SELECT offset, entry, epoch FROM log WHERE partition = ? AND offset >= ? AND offset < ? ORDER BY offset");
+  read_epoch_ = must_prepare(db_, "SELECT epoch FROM log WHERE partition = ? AND offset = ?");
+  upsert_hw_ = must_prepare(db_,
+      "INSERT INTO high_watermarks (partition, hw) VALUES (?, ?) ON CONFLICT (partition) DO UPDATE SET hw = excluded.hw");
+  upsert_epoch_ = must_prepare(db_,
+      "INSERT INTO epochs (partition, epoch) VALUES (?, ?) ON CONFLICT (partition) DO UPDATE SET epoch = excluded.epoch");
+  delete_msg_ = must_prepare(db_, "DELETE FROM produced WHERE msg_id = ?");
+  delete_conv_ = must_prepare(db_, "DELETE FROM conversations WHERE conv = ?");
+  truncate_log_ = must_prepare(db_, "DELETE FROM log WHERE partition = ? AND offset >= ?");
   begin_ = must_prepare(db_, "BEGIN");
   commit_ = must_prepare(db_, "COMMIT");
   rollback_ = must_prepare(db_, "ROLLBACK");
 }
 
 void QueueNode::recover(Context& ctx) {
-  for (uint32_t p = 0; p < config_.topology.partitions; ++p) {
-    if (config_.topology.queue_of(p) == ctx.self()) state_.partitions[p] = Partition{};
+  const ChatTopology& t = config_.topology;
+  for (uint32_t p = 0; p < t.partitions; ++p) {
+    if (!t.is_replica(p, ctx.self())) continue;
+    Partition& part = state_.partitions[p];
+    part.leader = t.replica_of(p, 0) == ctx.self();
+    if (part.leader) {
+      for (uint32_t k = 1; k < t.replicas(); ++k) part.followers[t.replica_of(p, k)] = FollowerProgress{};
+    }
   }
   {
     sql::Statement stmt = must_prepare(db_, "SELECT conv, next_seq FROM conversations");
@@ -83,15 +116,46 @@ void QueueNode::recover(Context& ctx) {
     }
   }
   {
+    sql::Statement stmt = must_prepare(db_, "SELECT partition, epoch FROM epochs");
+    while (next_row(stmt.get()) == 1) {
+      const auto it = state_.partitions.find(static_cast<uint32_t>(stmt.column_int64(0)));
+      if (it != state_.partitions.end()) it->second.epoch = static_cast<uint64_t>(stmt.column_int64(1));
+    }
+  }
+  {
     sql::Statement stmt = must_prepare(db_, "SELECT partition, max(offset) FROM log GROUP BY partition");
     while (next_row(stmt.get()) == 1) {
       const auto partition = static_cast<uint32_t>(stmt.column_int64(0));
       const auto it = state_.partitions.find(partition);
-      // A log of a partition this node no longer leads stays on disk, unused.
+      // A log of a partition this node no longer holds stays on disk, unused.
       if (it != state_.partitions.end()) {
         it->second.next_offset = static_cast<uint64_t>(stmt.column_int64(1)) + 1;
-        it->second.committed_next_offset = it->second.next_offset;
+        it->second.log_end = it->second.next_offset;
       }
+    }
+  }
+  // With one copy, whatever is synced is committed. With more, only what the HW covered when it
+  // was last written: the records above it wait for the followers again.
+  for (auto& [p, part] : state_.partitions) {
+    if (part.followers.empty()) part.committed_next_offset = part.log_end;
+  }
+  {
+    sql::Statement stmt = must_prepare(db_, "SELECT partition, hw FROM high_watermarks");
+    while (next_row(stmt.get()) == 1) {
+      const auto it = state_.partitions.find(static_cast<uint32_t>(stmt.column_int64(0)));
+      if (it == state_.partitions.end() || it->second.followers.empty()) continue;
+      it->second.committed_next_offset = std::min(it->second.log_end, static_cast<uint64_t>(stmt.column_int64(1)));
+    }
+  }
+  for (auto& [p, part] : state_.partitions) {
+    if (!part.leader) continue;
+    for (auto& [node, follower] : part.followers) follower.send_next = part.log_end;
+    std::vector<ReplicaRecord> records;
+    for (uint64_t from = part.committed_next_offset; from < part.log_end; from = records.back().offset + 1) {
+      records.clear();
+      MSGSIM_ASSERT(read_records(p, from, part.log_end, records) && !records.empty(),
+                    "queue: cannot read back partition " + std::to_string(p) + " from offset " + std::to_string(from));
+      for (ReplicaRecord& r : records) part.uncommitted.push_back(RecordAt{r.offset, std::move(r.entry)});
     }
   }
 }
@@ -101,11 +165,14 @@ void QueueNode::on_start(Context& ctx) {
   open_database(ctx);
   recover(ctx);
   ctx.log(LogLevel::info, "queue: recovered " + describe());
+  for (auto& [p, part] : state_.partitions)
+    if (part.leader) replicate_all(ctx, p);
   invariants();
 }
 
 void QueueNode::close_bad(Context& ctx, ConnId conn, const std::string& why) {
   ctx.log(LogLevel::warn, "queue: closing a connection: " + why);
+  on_disconnect(ctx, conn, DisconnectReason::closed_by_peer);
   for (auto it = state_.subscriptions.lower_bound({conn, 0}); it != state_.subscriptions.end() && it->first.first == conn;)
     it = state_.subscriptions.erase(it);
   ctx.close(conn);
@@ -113,10 +180,12 @@ void QueueNode::close_bad(Context& ctx, ConnId conn, const std::string& why) {
 
 void QueueNode::halt(Context& ctx, const std::string& what) {
   // A write that did not commit may or may not be on disk: the only safe answer is none. The
-  // node stops answering (fail-stop); a restart recovers from what the disk kept.
+  // node stops answering and stops itself (fail-stop, ctx.exit); its supervisor restarts it,
+  // and the restart recovers from what the disk kept.
   ctx.log(LogLevel::error, "queue: halting: " + what + ": " + sqlite3_errmsg(db_));
   if (!sqlite3_get_autocommit(db_)) run(rollback_.get());
   state_.halted = true;
+  ctx.exit();
 }
 
 void QueueNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
@@ -133,6 +202,10 @@ void QueueNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
     on_produce(ctx, conn, *produce);
   } else if (const auto* subscribe = std::get_if<Subscribe>(&*decoded)) {
     on_subscribe(ctx, conn, *subscribe);
+  } else if (auto* replicate = std::get_if<Replicate>(&*decoded)) {
+    on_replicate(ctx, conn, *replicate);
+  } else if (const auto* ack = std::get_if<ReplicaAck>(&*decoded)) {
+    on_replica_ack(ctx, conn, *ack);
   } else {
     close_bad(ctx, conn, std::string("unexpected ") + frame_name(*decoded));
   }
@@ -178,14 +251,21 @@ std::string QueueNode::check(const Entry& entry) const {
   return "unknown conversation";
 }
 
-void QueueNode::reply(Context& ctx, ConnId conn, Bytes frame) {
+void QueueNode::reply(Context& ctx, ConnId conn, Bytes frame, uint32_t partition, uint64_t until) {
   // While a batch is open, every answer waits for its commit: even a duplicate's answer may
   // name a seq that only the open batch holds.
   if (state_.batch_open) {
-    state_.replies.emplace_back(conn, std::move(frame));
-  } else {
-    ctx.send(conn, std::move(frame));
+    state_.replies.push_back(PendingReply{conn, partition, until, std::move(frame)});
+    return;
   }
+  if (partition != kNoPartition) {
+    Partition& part = state_.partitions.at(partition);
+    if (part.committed_next_offset < until) {
+      part.waiting.push_back(PendingReply{conn, partition, until, std::move(frame)});
+      return;
+    }
+  }
+  ctx.send(conn, std::move(frame));
 }
 
 bool QueueNode::open_batch(Context& ctx) {
@@ -205,31 +285,56 @@ bool QueueNode::open_batch(Context& ctx) {
 void QueueNode::commit_batch(Context& ctx) {
   if (!state_.batch_open) return;
   for (const std::string& conv : state_.dirty_convs) {
-    sqlite3_stmt* upsert = upsert_conv_.get();
-    bind_text(upsert, 1, conv);
-    bind_int(upsert, 2, static_cast<int64_t>(state_.conversations.at(conv).next_seq));
-    if (!run(upsert)) {
+    const auto it = state_.conversations.find(conv);
+    // A truncation may have undone a conversation's every record: then its row goes.
+    sqlite3_stmt* write = it == state_.conversations.end() ? delete_conv_.get() : upsert_conv_.get();
+    bind_text(write, 1, conv);
+    if (it != state_.conversations.end()) bind_int(write, 2, static_cast<int64_t>(it->second.next_seq));
+    if (!run(write)) {
       halt(ctx, "writing the next seq of " + conv);
       return;
     }
   }
   state_.dirty_convs.clear();
+  for (auto& [p, part] : state_.partitions) {
+    if (!part.hw_dirty) continue;
+    sqlite3_stmt* write = upsert_hw_.get();
+    bind_int(write, 1, static_cast<int64_t>(p));
+    bind_int(write, 2, static_cast<int64_t>(part.committed_next_offset));
+    if (!run(write)) {
+      halt(ctx, "writing the high watermark of partition " + std::to_string(p));
+      return;
+    }
+    part.hw_dirty = false;
+  }
   if (!run(commit_.get())) {
     halt(ctx, "committing a batch of " + std::to_string(state_.replies.size()) + " answers");
     return;
   }
-  // Durable (synced, unless the planted bug is on): now the producers hear, and subscribers
-  // get the records.
+  // Durable (synced, unless the planted bug is on): the records count as this replica's log,
+  // and wait for the followers (if any) before producers and subscribers hear of them.
   state_.batch_open = false;
+  std::set<uint32_t> grown;
+  for (auto& [p, part] : state_.partitions) {
+    if (part.log_end != part.next_offset) grown.insert(p);
+    part.log_end = part.next_offset;
+  }
   for (auto& [partition, record] : state_.committing) {
     Partition& part = state_.partitions.at(partition);
-    MSGSIM_ASSERT_EQ(record.offset, part.committed_next_offset);
-    part.committed_next_offset = record.offset + 1;
-    append_unflushed(ctx, partition, std::move(record));
+    MSGSIM_ASSERT(part.uncommitted.empty() ? record.offset == part.committed_next_offset
+                                           : record.offset == part.uncommitted.back().offset + 1,
+                  "queue: a committed record out of order in partition " + std::to_string(partition));
+    part.uncommitted.push_back(std::move(record));
   }
   state_.committing.clear();
-  for (auto& [conn, frame] : state_.replies) ctx.send(conn, std::move(frame));
+  std::vector<PendingReply> replies = std::move(state_.replies);
   state_.replies.clear();
+  for (PendingReply& r : replies) reply(ctx, r.conn, std::move(r.frame), r.partition, r.until);
+  for (uint32_t p : grown) {
+    if (!state_.partitions.at(p).leader) continue;
+    advance_hw(ctx, p);
+    replicate_all(ctx, p);
+  }
 }
 
 void QueueNode::on_produce(Context& ctx, ConnId conn, Produce& produce) {
@@ -240,11 +345,16 @@ void QueueNode::on_produce(Context& ctx, ConnId conn, Produce& produce) {
   }
   const uint32_t partition = config_.topology.partition_of(entry.conv);
   const auto part = state_.partitions.find(partition);
-  if (part == state_.partitions.end()) {
+  if (part == state_.partitions.end() || !part->second.leader) {
     // Misrouted by the producer: not an answer about the message, so nothing is recorded.
     ctx.log(LogLevel::warn, "queue: Produce for " + entry.conv + " of partition " + std::to_string(partition) +
                                 " that this node does not lead");
     reply(ctx, conn, encode(Frame{ProduceRejected{produce.request_id, entry.msg_id, entry.conv, "not the partition leader"}}));
+    return;
+  }
+  if (part->second.uncommitted.size() >= kUncommittedMax || part->second.waiting.size() >= kWaitingMax) {
+    // The followers lag far behind: no answer, so the producer retries later.
+    ctx.log(LogLevel::warn, "queue: partition " + std::to_string(partition) + " is full, dropping a Produce");
     return;
   }
   // Group commit: this produce's writes join the open batch (a transaction), and its answer
@@ -271,11 +381,14 @@ void QueueNode::on_produce(Context& ctx, ConnId conn, Produce& produce) {
                          static_cast<size_t>(sqlite3_column_bytes(find, 2)));
       sqlite3_reset(find);
       state_.duplicates++;
+      // The first answer may name a record the followers do not have yet: wait for all of it.
+      const uint64_t until = part->second.next_offset;
       if (seq > 0) {
-        reply(ctx, conn, encode(Frame{Produced{produce.request_id, std::move(entry.msg_id), std::move(conv), seq}}));
+        reply(ctx, conn, encode(Frame{Produced{produce.request_id, std::move(entry.msg_id), std::move(conv), seq}}),
+              partition, until);
       } else {
         reply(ctx, conn, encode(Frame{ProduceRejected{produce.request_id, std::move(entry.msg_id), std::move(conv),
-                                                      std::move(reason)}}));
+                                                      std::move(reason)}}), partition, until);
       }
       close_batch_if_full(ctx);
       return;
@@ -291,7 +404,9 @@ void QueueNode::on_produce(Context& ctx, ConnId conn, Produce& produce) {
   if (!reason.empty() && !append_then_refuse) {
     if (!write_rejected(ctx, entry, reason)) return;
     state_.rejected++;
-    reply(ctx, conn, encode(Frame{ProduceRejected{produce.request_id, entry.msg_id, entry.conv, std::move(reason)}}));
+    // Decided against state that may hold unreplicated records: answered once they are safe.
+    reply(ctx, conn, encode(Frame{ProduceRejected{produce.request_id, entry.msg_id, entry.conv, std::move(reason)}}),
+          partition, part->second.next_offset);
     close_batch_if_full(ctx);
     return;
   }
@@ -299,20 +414,14 @@ void QueueNode::on_produce(Context& ctx, ConnId conn, Produce& produce) {
   const auto conv_it = state_.conversations.find(entry.conv);
   entry.seq = conv_it == state_.conversations.end() ? 1 : conv_it->second.next_seq;
   const uint64_t offset = part->second.next_offset;
-  if (!write_accepted(ctx, partition, entry, offset)) return;
-
-  // Memory follows the batch at once, so later produces of the batch are checked against it;
-  // if the batch does not commit, the node halts and a restart recovers from the disk.
-  Conversation& conversation = state_.conversations[entry.conv];
-  conversation.next_seq = entry.seq + 1;
-  if (entry.kind == EntryKind::join) conversation.members.insert(entry.member);
-  if (entry.kind == EntryKind::leave) conversation.members.erase(entry.member);
-  part->second.next_offset = offset + 1;
+  if (!apply_record(ctx, partition, offset, part->second.epoch, entry)) return;
   state_.accepted++;
   if (append_then_refuse) {
-    reply(ctx, conn, encode(Frame{ProduceRejected{produce.request_id, entry.msg_id, entry.conv, std::move(reason)}}));
+    reply(ctx, conn, encode(Frame{ProduceRejected{produce.request_id, entry.msg_id, entry.conv, std::move(reason)}}),
+          partition, offset + 1);
   } else {
-    reply(ctx, conn, encode(Frame{Produced{produce.request_id, entry.msg_id, entry.conv, entry.seq}}));
+    reply(ctx, conn, encode(Frame{Produced{produce.request_id, entry.msg_id, entry.conv, entry.seq}}), partition,
+          offset + 1);
   }
   state_.committing.emplace_back(partition, RecordAt{offset, std::move(entry)});
   close_batch_if_full(ctx);
@@ -322,7 +431,7 @@ void QueueNode::close_batch_if_full(Context& ctx) {
   if (state_.replies.size() >= kBatchMax) commit_batch(ctx);
 }
 
-bool QueueNode::write_accepted(Context& ctx, uint32_t partition, const Entry& entry, uint64_t offset) {
+bool QueueNode::apply_record(Context& ctx, uint32_t partition, uint64_t offset, uint64_t epoch, const Entry& entry) {
   Bytes& blob = scratch_;
   encode_entry(entry, blob);
   const bool group = starts_with(entry.conv, "g:");
@@ -331,7 +440,8 @@ bool QueueNode::write_accepted(Context& ctx, uint32_t partition, const Entry& en
     sqlite3_stmt* log = insert_log_.get();
     bind_int(log, 1, static_cast<int64_t>(partition));
     bind_int(log, 2, static_cast<int64_t>(offset));
-    bind_blob(log, 3, blob);
+    bind_int(log, 3, static_cast<int64_t>(epoch));
+    bind_blob(log, 4, blob);
     ok = run(log);
   }
   // The conversation's next seq is written once per batch, at its commit (dirty_convs).
@@ -350,8 +460,22 @@ bool QueueNode::write_accepted(Context& ctx, uint32_t partition, const Entry& en
     bind_text(msg, 4, std::string_view());
     ok = run(msg);
   }
-  if (!ok) halt(ctx, "appending " + entry.msg_id + " to partition " + std::to_string(partition));
-  return ok;
+  if (!ok) {
+    halt(ctx, "appending " + entry.msg_id + " to partition " + std::to_string(partition));
+    return false;
+  }
+  // Memory follows the batch at once, so later produces of the batch are checked against it;
+  // if the batch does not commit, the node halts and a restart recovers from the disk.
+  if (state_.conversations.count(entry.conv) == 0 && state_.conversations.size() >= kConversationsMax) {
+    halt(ctx, "over kConversationsMax conversations");
+    return false;
+  }
+  Conversation& conversation = state_.conversations[entry.conv];
+  conversation.next_seq = entry.seq + 1;
+  if (entry.kind == EntryKind::join) conversation.members.insert(entry.member);
+  if (entry.kind == EntryKind::leave) conversation.members.erase(entry.member);
+  state_.partitions.at(partition).next_offset = offset + 1;
+  return true;
 }
 
 bool QueueNode::write_rejected(Context& ctx, const Entry& entry, const std::string& reason) {
@@ -406,7 +530,7 @@ void QueueNode::flush(Context& ctx, uint32_t partition) {
 
 void QueueNode::on_subscribe(Context& ctx, ConnId conn, const Subscribe& subscribe) {
   const auto part = state_.partitions.find(subscribe.partition);
-  if (part == state_.partitions.end()) {
+  if (part == state_.partitions.end() || !part->second.leader) {
     close_bad(ctx, conn, "Subscribe to partition " + std::to_string(subscribe.partition) + " that this node does not lead");
     return;
   }
@@ -483,10 +607,293 @@ void QueueNode::catch_up(Context& ctx) {
   }
 }
 
-void QueueNode::on_disconnect(Context&, ConnId conn, DisconnectReason) {
+void QueueNode::on_disconnect(Context& ctx, ConnId conn, DisconnectReason) {
   for (auto it = state_.subscriptions.lower_bound({conn, 0}); it != state_.subscriptions.end() && it->first.first == conn;)
     it = state_.subscriptions.erase(it);
-  invariants();
+  for (auto it = state_.peers.begin(); it != state_.peers.end(); ++it) {
+    if (it->second != conn) continue;
+    // A follower link broke: what was in flight is gone. Reconnect after a pause and probe
+    // again; until then the follower's log end is what it last acked.
+    const NodeId node = it->first;
+    state_.peers.erase(it);
+    for (auto& [p, part] : state_.partitions) {
+      const auto f = part.followers.find(node);
+      if (f != part.followers.end()) f->second.inflight = false;
+    }
+    if (!state_.halted && state_.peer_retry_armed.insert(node).second) ctx.set_timer(kPeerRetryNs, kPeerTag | node);
+    break;
+  }
+}
+
+ConnId QueueNode::peer_conn(Context& ctx, NodeId node) {
+  const auto it = state_.peers.find(node);
+  if (it != state_.peers.end()) return it->second;
+  if (state_.peer_retry_armed.count(node) != 0) return kNoConn;  // a reconnect waits
+  const ConnId conn = ctx.connect(node);
+  state_.peers[node] = conn;
+  return conn;
+}
+
+int64_t QueueNode::epoch_at(uint32_t partition, uint64_t offset) {
+  sqlite3_stmt* read = read_epoch_.get();
+  bind_int(read, 1, static_cast<int64_t>(partition));
+  bind_int(read, 2, static_cast<int64_t>(offset));
+  const int row = next_row(read);
+  const int64_t epoch = row == 1 ? sqlite3_column_int64(read, 0) : row == 0 ? 0 : -1;
+  sqlite3_reset(read);
+  return epoch;
+}
+
+bool QueueNode::read_records(uint32_t partition, uint64_t from, uint64_t end, std::vector<ReplicaRecord>& out) {
+  sqlite3_stmt* read = read_log_.get();
+  bind_int(read, 1, static_cast<int64_t>(partition));
+  bind_int(read, 2, static_cast<int64_t>(from));
+  bind_int(read, 3, static_cast<int64_t>(end));
+  size_t bytes = 0;
+  int row = 0;
+  while (out.size() < kEntriesPerFrameMax && (row = next_row(read)) == 1) {
+    ReplicaRecord record;
+    record.offset = static_cast<uint64_t>(sqlite3_column_int64(read, 0));
+    const auto* data = static_cast<const uint8_t*>(sqlite3_column_blob(read, 1));
+    const ByteView blob(data, static_cast<size_t>(sqlite3_column_bytes(read, 1)));
+    MSGSIM_ASSERT(decode_entry(blob, record.entry), "queue: undecodable log record at offset " +
+                                                        std::to_string(record.offset));
+    record.epoch = static_cast<uint64_t>(sqlite3_column_int64(read, 2));
+    const size_t size = entry_bytes_max(record.entry) + 30;
+    if (!out.empty() && bytes + size > kFrameBytesBudget) break;
+    bytes += size;
+    out.push_back(std::move(record));
+  }
+  sqlite3_reset(read);
+  return row >= 0;
+}
+
+void QueueNode::replicate_all(Context& ctx, uint32_t partition) {
+  Partition& part = state_.partitions.at(partition);
+  for (auto& [node, follower] : part.followers) replicate_to(ctx, partition, node);
+}
+
+void QueueNode::replicate_to(Context& ctx, uint32_t partition, NodeId node) {
+  Partition& part = state_.partitions.at(partition);
+  FollowerProgress& f = part.followers.at(node);
+  if (f.inflight || state_.halted) return;
+  // Nothing to send and its log end confirmed: idle.
+  if (f.send_next >= part.log_end && f.match_end == part.log_end) return;
+  const ConnId conn = peer_conn(ctx, node);
+  if (conn == kNoConn) return;
+  Replicate frame;
+  frame.partition = partition;
+  frame.epoch = part.epoch;
+  frame.high_watermark = part.committed_next_offset;
+  f.send_next = std::clamp<uint64_t>(f.send_next, 1, part.log_end);
+  frame.prev_offset = f.send_next - 1;
+  if (frame.prev_offset > 0) {
+    const int64_t prev_epoch = epoch_at(partition, frame.prev_offset);
+    if (prev_epoch <= 0) {
+      halt(ctx, "reading the epoch at offset " + std::to_string(frame.prev_offset) + " of partition " +
+                    std::to_string(partition));
+      return;
+    }
+    frame.prev_epoch = static_cast<uint64_t>(prev_epoch);
+  }
+  if (!read_records(partition, f.send_next, part.log_end, frame.records)) {
+    halt(ctx, "reading partition " + std::to_string(partition) + " for a follower");
+    return;
+  }
+  frame.to_end = (frame.records.empty() ? f.send_next : frame.records.back().offset + 1) == part.log_end;
+  f.inflight = true;
+  ctx.send(conn, encode(Frame{std::move(frame)}));
+}
+
+void QueueNode::on_replica_ack(Context& ctx, ConnId conn, const ReplicaAck& ack) {
+  const auto part_it = state_.partitions.find(ack.partition);
+  NodeId node = kNoNode;
+  for (const auto& [n, c] : state_.peers)
+    if (c == conn) node = n;
+  if (part_it == state_.partitions.end() || !part_it->second.leader || node == kNoNode ||
+      part_it->second.followers.count(node) == 0) {
+    close_bad(ctx, conn, "ReplicaAck of partition " + std::to_string(ack.partition) + " from a node not its follower");
+    return;
+  }
+  Partition& part = part_it->second;
+  FollowerProgress& f = part.followers.at(node);
+  f.inflight = false;
+  if (ack.epoch > part.epoch) {
+    // A newer leader exists: this one must not count the ack. (Failover: see the coordinator.)
+    ctx.log(LogLevel::warn, "queue: follower " + std::to_string(node) + " of partition " +
+                                std::to_string(ack.partition) + " knows epoch " + std::to_string(ack.epoch));
+    return;
+  }
+  const uint64_t end = std::min(ack.log_end, part.log_end);
+  if (ack.ok) {
+    f.match_end = end;
+    f.send_next = end;
+    advance_hw(ctx, ack.partition);
+  } else {
+    // Its log is shorter, or did not match at prev_offset and was cut there: back off.
+    f.match_end = 0;
+    f.send_next = std::max<uint64_t>(1, std::min(end, f.send_next > 1 ? f.send_next - 1 : 1));
+    if (ack.log_end < f.send_next) f.send_next = std::max<uint64_t>(1, ack.log_end);
+  }
+  replicate_to(ctx, ack.partition, node);
+}
+
+void QueueNode::advance_hw(Context& ctx, uint32_t partition) {
+  Partition& part = state_.partitions.at(partition);
+  MSGSIM_ASSERT(part.leader, "advance_hw on a follower");
+  uint64_t hw = part.log_end;
+  for (const auto& [node, f] : part.followers) hw = std::min(hw, f.match_end);
+  if (hw > part.committed_next_offset) {
+    part.committed_next_offset = hw;
+    part.hw_dirty = true;
+    while (!part.uncommitted.empty() && part.uncommitted.front().offset < hw) {
+      RecordAt record = std::move(part.uncommitted.front());
+      part.uncommitted.pop_front();
+      append_unflushed(ctx, partition, std::move(record));
+    }
+  }
+  while (!part.waiting.empty() && part.waiting.front().until <= part.committed_next_offset) {
+    ctx.send(part.waiting.front().conn, std::move(part.waiting.front().frame));
+    part.waiting.pop_front();
+  }
+}
+
+void QueueNode::on_replicate(Context& ctx, ConnId conn, Replicate& replicate) {
+  const auto part_it = state_.partitions.find(replicate.partition);
+  if (part_it == state_.partitions.end()) {
+    close_bad(ctx, conn, "Replicate of partition " + std::to_string(replicate.partition) + " this node does not hold");
+    return;
+  }
+  Partition& part = part_it->second;
+  const uint32_t partition = replicate.partition;
+  auto answer = [&](bool ok) {
+    reply(ctx, conn, encode(Frame{ReplicaAck{partition, part.epoch, ok, part.next_offset}}));
+  };
+  if (replicate.epoch < part.epoch) {
+    answer(false);  // a stale leader: it learns the newer epoch from the answer
+    return;
+  }
+  if (part.leader && replicate.epoch == part.epoch) {
+    close_bad(ctx, conn, "Replicate of partition " + std::to_string(partition) + " from another leader of epoch " +
+                             std::to_string(part.epoch));
+    return;
+  }
+  if (!open_batch(ctx)) return;
+  if (replicate.epoch > part.epoch) {
+    part.epoch = replicate.epoch;
+    part.leader = false;
+    sqlite3_stmt* write = upsert_epoch_.get();
+    bind_int(write, 1, static_cast<int64_t>(partition));
+    bind_int(write, 2, static_cast<int64_t>(part.epoch));
+    if (!run(write)) {
+      halt(ctx, "writing the epoch of partition " + std::to_string(partition));
+      return;
+    }
+  }
+  // The consistency check: this log must hold the leader's record at prev_offset.
+  if (replicate.prev_offset >= part.next_offset) {
+    answer(false);
+    return;
+  }
+  if (replicate.prev_offset > 0) {
+    const int64_t epoch = epoch_at(partition, replicate.prev_offset);
+    if (epoch < 0) {
+      halt(ctx, "reading partition " + std::to_string(partition));
+      return;
+    }
+    if (static_cast<uint64_t>(epoch) != replicate.prev_epoch) {
+      // Diverged at prev_offset: that record and everything after it never committed.
+      if (!truncate_from(ctx, partition, replicate.prev_offset)) return;
+      answer(false);
+      return;
+    }
+  }
+  uint64_t expected = replicate.prev_offset + 1;
+  for (ReplicaRecord& record : replicate.records) {
+    if (record.offset != expected || record.epoch == 0 || record.epoch > replicate.epoch ||
+        config_.topology.partition_of(record.entry.conv) != partition || record.entry.seq == 0) {
+      close_bad(ctx, conn, "Replicate of partition " + std::to_string(partition) + " with a bad record at offset " +
+                               std::to_string(record.offset));
+      return;
+    }
+    expected++;
+    if (record.offset < part.next_offset) {
+      const int64_t epoch = epoch_at(partition, record.offset);
+      if (epoch < 0) {
+        halt(ctx, "reading partition " + std::to_string(partition));
+        return;
+      }
+      if (static_cast<uint64_t>(epoch) == record.epoch) continue;  // has it already
+      if (!truncate_from(ctx, partition, record.offset)) return;
+    }
+    if (!apply_record(ctx, partition, record.offset, record.epoch, record.entry)) return;
+  }
+  // Records past the leader's log end are an older leader's that never committed.
+  if (replicate.to_end && expected < part.next_offset && !truncate_from(ctx, partition, expected)) return;
+  const uint64_t hw = std::min(replicate.high_watermark, part.next_offset);
+  if (hw > part.committed_next_offset) {
+    part.committed_next_offset = hw;
+    part.hw_dirty = true;
+  }
+  answer(true);  // sent at the batch's commit: after the records are synced
+}
+
+bool QueueNode::truncate_from(Context& ctx, uint32_t partition, uint64_t from) {
+  Partition& part = state_.partitions.at(partition);
+  if (from >= part.next_offset) return true;
+  std::vector<ReplicaRecord> records;
+  for (uint64_t at = from; at < part.next_offset; at = records.back().offset + 1) {
+    const size_t before = records.size();
+    if (!read_records(partition, at, part.next_offset, records) || records.size() == before) {
+      halt(ctx, "reading partition " + std::to_string(partition) + " to truncate it");
+      return false;
+    }
+  }
+  ctx.log(LogLevel::info, "queue: partition " + std::to_string(partition) + " drops " + std::to_string(records.size()) +
+                              " records from offset " + std::to_string(from));
+  // Undo newest first: each record's seq becomes its conversation's next seq again, a join is
+  // unmade, a leave restored, its msg_id forgotten (a retry may then be appended again).
+  for (auto it = records.rbegin(); it != records.rend(); ++it) {
+    const Entry& entry = it->entry;
+    const auto conv = state_.conversations.find(entry.conv);
+    if (conv != state_.conversations.end()) {
+      conv->second.next_seq = entry.seq;
+      if (entry.kind == EntryKind::join) conv->second.members.erase(entry.member);
+      if (entry.kind == EntryKind::leave) conv->second.members.insert(entry.member);
+      bool ok = true;
+      if (starts_with(entry.conv, "g:") && entry.kind != EntryKind::message) {
+        sqlite3_stmt* member = entry.kind == EntryKind::join ? delete_member_.get() : insert_member_.get();
+        bind_text(member, 1, entry.conv);
+        bind_text(member, 2, entry.member);
+        ok = run(member);
+      }
+      if (ok && conv->second.next_seq <= 1 && conv->second.members.empty()) state_.conversations.erase(conv);
+      state_.dirty_convs.insert(entry.conv);
+      if (!ok) {
+        halt(ctx, "undoing a membership change in " + entry.conv);
+        return false;
+      }
+    }
+    sqlite3_stmt* forget = delete_msg_.get();
+    bind_text(forget, 1, entry.msg_id);
+    if (!run(forget)) {
+      halt(ctx, "forgetting " + entry.msg_id);
+      return false;
+    }
+  }
+  sqlite3_stmt* cut = truncate_log_.get();
+  bind_int(cut, 1, static_cast<int64_t>(partition));
+  bind_int(cut, 2, static_cast<int64_t>(from));
+  if (!run(cut)) {
+    halt(ctx, "truncating partition " + std::to_string(partition));
+    return false;
+  }
+  part.next_offset = from;
+  part.log_end = std::min(part.log_end, from);  // what stays below is still synced
+  if (part.committed_next_offset > from) part.committed_next_offset = from;  // never for a committed record
+  std::erase_if(state_.committing, [&](const auto& c) { return c.first == partition && c.second.offset >= from; });
+  while (!part.uncommitted.empty() && part.uncommitted.back().offset >= from) part.uncommitted.pop_back();
+  return true;
 }
 
 void QueueNode::on_timer(Context& ctx, uint64_t tag) {
@@ -497,6 +904,11 @@ void QueueNode::on_timer(Context& ctx, uint64_t tag) {
   } else if (tag == kCommitTag) {
     state_.commit_armed = false;
     commit_batch(ctx);
+  } else if ((tag & ~uint64_t{UINT32_MAX}) == kPeerTag) {
+    const auto node = static_cast<NodeId>(tag & UINT32_MAX);
+    state_.peer_retry_armed.erase(node);
+    for (auto& [p, part] : state_.partitions)
+      if (part.leader && part.followers.count(node) != 0) replicate_to(ctx, p, node);
   } else if ((tag & ~uint64_t{UINT32_MAX}) == kFlushTag) {
     const auto partition = static_cast<uint32_t>(tag & UINT32_MAX);
     state_.partitions.at(partition).flush_armed = false;
@@ -516,8 +928,9 @@ std::string QueueNode::describe() const {
                     (state_.batch_open ? " batch=" + std::to_string(state_.replies.size()) : std::string()) +
                     (state_.halted ? " HALTED" : "");
   for (const auto& [p, part] : state_.partitions) {
-    out += " p" + std::to_string(p) + ":next=" + std::to_string(part.next_offset);
-    if (part.committed_next_offset != part.next_offset) out += ",committed=" + std::to_string(part.committed_next_offset);
+    out += " p" + std::to_string(p) + (part.leader ? "L" : "F") + std::to_string(part.epoch) +
+           ":next=" + std::to_string(part.next_offset);
+    if (part.committed_next_offset != part.next_offset) out += ",hw=" + std::to_string(part.committed_next_offset);
   }
   return out;
 }
@@ -531,13 +944,26 @@ void QueueNode::invariants() const {
                 "answers or records waiting without an open batch");
   MSGSIM_ASSERT(!state_.batch_open || state_.commit_armed, "an open batch without a commit timer");
   for (const auto& [p, part] : state_.partitions) {
-    MSGSIM_ASSERT_EQ(config_.topology.queue_of(p), self_);
+    MSGSIM_ASSERT(config_.topology.is_replica(p, self_), "a partition this node does not hold");
     MSGSIM_ASSERT_GE(part.committed_next_offset, uint64_t{1});
-    MSGSIM_ASSERT_LE(part.committed_next_offset, part.next_offset);
+    MSGSIM_ASSERT_LE(part.committed_next_offset, part.log_end);
+    MSGSIM_ASSERT_LE(part.log_end, part.next_offset);
     MSGSIM_ASSERT_LE(part.unflushed.size(), kEntriesPerFrameMax);
     MSGSIM_ASSERT(part.unflushed.empty() || part.flush_armed, "unsent records without a flush timer");
     if (!part.unflushed.empty()) MSGSIM_ASSERT_EQ(part.unflushed.back().offset + 1, part.committed_next_offset);
-    if (!state_.batch_open) MSGSIM_ASSERT_EQ(part.committed_next_offset, part.next_offset);
+    if (!state_.batch_open) MSGSIM_ASSERT_EQ(part.log_end, part.next_offset);
+    if (part.leader) {
+      MSGSIM_ASSERT_EQ(part.followers.size() + 1, size_t{config_.topology.replicas()});
+      if (!part.uncommitted.empty()) {
+        MSGSIM_ASSERT_EQ(part.uncommitted.front().offset, part.committed_next_offset);
+        MSGSIM_ASSERT_EQ(part.uncommitted.back().offset + 1, part.log_end);
+      } else {
+        MSGSIM_ASSERT_EQ(part.committed_next_offset, part.log_end);
+      }
+    } else {
+      MSGSIM_ASSERT(part.uncommitted.empty() && part.waiting.empty() && part.followers.empty(),
+                    "a follower with leader state");
+    }
   }
   for (const auto& [key, sub] : state_.subscriptions) {
     MSGSIM_ASSERT(state_.partitions.count(key.second) == 1, "a subscription to a partition not led here");

@@ -21,12 +21,39 @@
 // `kLingerNs` (Kafka's linger.ms) so a busy partition sends frames of many records, and its
 // subscriber stores them in one transaction, instead of one frame and transaction each.
 //
+// Replication (replication factor RF = topology.replicas(), from the scenario; RF = 1 is the
+// single-copy queue described above). Partition p's replicas are queue nodes (p + k) mod Q for
+// k < RF; replica 0 leads. Every record of the log carries the leader epoch it was written in.
+//  - The leader appends and syncs a record as above, then pushes it to each follower in a
+//    Replicate frame (one frame in flight per follower and partition, read from the synced log)
+//    naming the record before it (prev_offset, prev_epoch). A follower whose log does not hold
+//    that record answers ok = false with its log end (after dropping a mismatching suffix), and
+//    the leader backs off to there (Raft's consistency check). A follower applies the records
+//    to the same state the leader keeps (log, conversation seqs, members, accepted msg_ids, so
+//    a retry is recognised whoever leads next), syncs, and only then acks with its log end.
+//    A frame that reaches the leader's log end also drops any longer suffix the follower has
+//    (records of an older epoch that never committed), undoing their effect on seqs, members
+//    and msg_ids.
+//  - The high watermark (HW) is the smallest log end among the leader and its followers: every
+//    replica has every record below it, synced. The leader answers a produce (accepted,
+//    rejected or duplicate) only once the HW reaches the partition's log end as it was when
+//    the produce was decided, and subscribers get only records below the HW. The HW is kept on
+//    disk (lazily, with the next batch); after a restart the records above it wait for the
+//    followers again.
+//  - Epochs fence a stale leader: a follower refuses frames of an epoch below the highest it
+//    knows (kept on disk). Rejections are not replicated: they are the answering leader's own
+//    record, and a retry that reaches another leader is checked again.
+//  - Backpressure: while followers lag, records above the HW and answers waiting for it pile up
+//    to kUncommittedMax / kWaitingMax; past that, new produces get no answer and the producer
+//    retries.
+//
 // Planted bugs (config.h): ack_before_durable (synchronous=OFF), retry_new_seq (no msg_id
 // dedup for accepted entries), reject_after_append (a message that fails the membership check
 // is appended anyway, then refused).
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <set>
 #include <string>
@@ -50,6 +77,9 @@ class QueueNode final : public Node {
   static constexpr size_t kBatchMax = 1024;                   // answers one batch holds, at most
   static constexpr int64_t kLingerNs = 1 * kNanosPerMilli;    // committed records wait this long
   static constexpr int64_t kCatchUpStepNs = 1 * kNanosPerMilli;
+  static constexpr size_t kUncommittedMax = 100'000;  // records above the HW, per partition
+  static constexpr size_t kWaitingMax = 100'000;      // answers waiting for the HW, per partition
+  static constexpr int64_t kPeerRetryNs = 200 * kNanosPerMilli;  // reconnect to a follower
 
   explicit QueueNode(const ChatConfig& config);
   ~QueueNode() override = default;
@@ -68,6 +98,9 @@ class QueueNode final : public Node {
   uint64_t duplicates() const { return state_.duplicates; }
   bool halted() const { return state_.halted; }
   uint64_t next_offset(uint32_t partition) const;
+  // The partition's high watermark: records below it are on every replica (0: not a replica).
+  uint64_t high_watermark(uint32_t partition) const;
+  bool leads(uint32_t partition) const;
   uint64_t next_seq(const std::string& conv) const;
 
  private:
@@ -79,9 +112,29 @@ class QueueNode final : public Node {
     uint64_t next_offset = 0;  // the next record this subscriber gets
     bool caught_up = false;    // true: it gets new records from the linger buffer
   };
+  // What a leader knows of one follower of one partition.
+  struct FollowerProgress {
+    uint64_t send_next = 1;  // the next record to send it
+    uint64_t match_end = 0;  // its log matches ours below this (0: not yet known)
+    bool inflight = false;   // a Replicate awaits its ack
+  };
+  // An answer that waits: for the batch's commit, then for the HW to reach `until`.
+  struct PendingReply {
+    ConnId conn = kNoConn;
+    uint32_t partition = UINT32_MAX;  // UINT32_MAX: waits for the commit only
+    uint64_t until = 0;
+    Bytes frame;
+  };
   struct Partition {
+    bool leader = false;
+    uint64_t epoch = 1;                  // the highest leader epoch this replica knows
     uint64_t next_offset = 1;            // offsets start at 1, so "stored up to 0" means none
-    uint64_t committed_next_offset = 1;  // the open batch's records are below next_offset only
+    uint64_t log_end = 1;                // synced: the open batch's records are below next_offset only
+    uint64_t committed_next_offset = 1;  // the high watermark: on every replica, visible to consumers
+    bool hw_dirty = false;               // the HW moved since it was last written
+    std::deque<RecordAt> uncommitted;    // leader: synced here, at or above the HW
+    std::deque<PendingReply> waiting;    // leader: answers waiting for the HW, in order
+    std::map<NodeId, FollowerProgress> followers;  // leader: the other replicas
     std::vector<RecordAt> unflushed;     // committed, not yet sent to caught-up subscribers
     size_t unflushed_bytes = 0;
     bool flush_armed = false;
@@ -95,9 +148,11 @@ class QueueNode final : public Node {
     // Group commit: the open transaction, the answers and records that wait for its commit.
     bool batch_open = false;
     bool commit_armed = false;
-    std::vector<std::pair<ConnId, Bytes>> replies;
+    std::vector<PendingReply> replies;
     std::vector<std::pair<uint32_t, RecordAt>> committing;
     std::set<std::string> dirty_convs;  // conversations whose next seq the batch moved
+    std::map<NodeId, ConnId> peers;     // connections to followers this node opened
+    std::set<NodeId> peer_retry_armed;
     bool halted = false;  // a SQLite write failed: fail-stop, answer nothing more
     uint64_t accepted = 0, rejected = 0, duplicates = 0;
   };
@@ -112,14 +167,30 @@ class QueueNode final : public Node {
   void recover(Context& ctx);
   void on_produce(Context& ctx, ConnId conn, Produce& produce);
   void on_subscribe(Context& ctx, ConnId conn, const Subscribe& subscribe);
+  void on_replicate(Context& ctx, ConnId conn, Replicate& replicate);
+  void on_replica_ack(Context& ctx, ConnId conn, const ReplicaAck& ack);
+  // Leader: sends `follower` what it lacks (or a probe), unless a frame is in flight.
+  void replicate_to(Context& ctx, uint32_t partition, NodeId follower);
+  void replicate_all(Context& ctx, uint32_t partition);
+  // Leader: moves the HW to the smallest log end of the replicas; releases answers and records.
+  void advance_hw(Context& ctx, uint32_t partition);
+  ConnId peer_conn(Context& ctx, NodeId node);
+  // Appends one record (leader or follower) and applies it to the conversation state.
+  bool apply_record(Context& ctx, uint32_t partition, uint64_t offset, uint64_t epoch, const Entry& entry);
+  // Drops the records at and after `from` and undoes their effect (seqs, members, msg_ids).
+  bool truncate_from(Context& ctx, uint32_t partition, uint64_t from);
+  // The epoch of the record at `offset`: 0 if there is none; -1 on a read error.
+  int64_t epoch_at(uint32_t partition, uint64_t offset);
+  // Reads synced records from `from` below `end`, at most one frame's worth; false on an error.
+  bool read_records(uint32_t partition, uint64_t from, uint64_t end, std::vector<ReplicaRecord>& out);
   // Membership and shape checks; empty when the entry may be appended.
   std::string check(const Entry& entry) const;
-  bool write_accepted(Context& ctx, uint32_t partition, const Entry& entry, uint64_t offset);
   bool write_rejected(Context& ctx, const Entry& entry, const std::string& reason);
   bool open_batch(Context& ctx);
   void commit_batch(Context& ctx);
   void close_batch_if_full(Context& ctx);
-  void reply(Context& ctx, ConnId conn, Bytes frame);
+  // Answers now, or at the batch's commit; with a partition, once its HW reaches `until`.
+  void reply(Context& ctx, ConnId conn, Bytes frame, uint32_t partition = UINT32_MAX, uint64_t until = 0);
   void append_unflushed(Context& ctx, uint32_t partition, RecordAt record);
   void flush(Context& ctx, uint32_t partition);
   void catch_up(Context& ctx);
@@ -140,6 +211,12 @@ class QueueNode final : public Node {
   sql::Statement insert_member_;
   sql::Statement delete_member_;
   sql::Statement read_log_;
+  sql::Statement read_epoch_;
+  sql::Statement upsert_hw_;
+  sql::Statement upsert_epoch_;
+  sql::Statement delete_msg_;
+  sql::Statement delete_conv_;
+  sql::Statement truncate_log_;
   sql::Statement begin_, commit_, rollback_;
 };
 

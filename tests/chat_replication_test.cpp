@@ -1,0 +1,302 @@
+// The replicated queue (queue.h "Replication"), driven in the simulator: three real queue
+// nodes hold every partition (RF = 3), a real storage node consumes, and a scripted chat server
+// produces. A scripted "leader" node speaks the replication frames to a follower directly, to
+// check the follower's side of the protocol (consistency check, truncation, epoch fencing).
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "impl/chat/queue.h"
+#include "impl/chat/storage.h"
+#include "sim/disk.h"
+#include "sim/simulator.h"
+#include "tests/sim_test_node.h"
+
+namespace msgsim::chat {
+namespace {
+
+using sim::CrashDisk;
+using sim::Simulator;
+using testing::Script;
+using testing::ScriptNode;
+
+constexpr int64_t kMs = kNanosPerMilli;
+constexpr int64_t kS = kNanosPerSecond;
+
+sim::NetworkConfig one_region() {
+  sim::NetworkConfig net;
+  net.regions = {"here"};
+  net.base_ns = {{400'000}};
+  net.jitter_mean_ns = {{100'000}};
+  net.connection_timeout_ns = 5 * kS;
+  return net;
+}
+
+Entry message(const std::string& conv, const std::string& from, const std::string& msg_id, const std::string& to) {
+  Entry e;
+  e.kind = EntryKind::message;
+  e.conv = conv;
+  e.msg_id = msg_id;
+  e.from_user = from;
+  e.from_device = from + ".d1";
+  e.to = to;
+  e.body = Bytes{'x'};
+  return e;
+}
+
+Entry join(const std::string& conv, const std::string& user, const std::string& op_id) {
+  Entry e;
+  e.kind = EntryKind::join;
+  e.conv = conv;
+  e.msg_id = op_id;
+  e.from_user = user;
+  e.from_device = user + ".d1";
+  e.member = user;
+  return e;
+}
+
+template <typename T>
+std::vector<T> frames_of(const Script& script) {
+  std::vector<T> out;
+  for (const std::string& text : script.frames()) {
+    Result<Frame> frame = decode(ByteView(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+    EXPECT_TRUE(frame.ok());
+    if (!frame.ok()) continue;
+    if (auto* f = std::get_if<T>(&*frame)) out.push_back(std::move(*f));
+  }
+  return out;
+}
+
+// One partition, so every conversation is in partition 0: queue 0 leads, queues 1 and 2 follow.
+struct Rig {
+  Rig() : sim(11, one_region()) {
+    config.topology.partitions = 1;
+    config.topology.replication_factor = 3;
+    chat_id = sim.add_node("chat", 0, [this] { return std::make_unique<ScriptNode>(chat); });
+    registry_id = sim.add_node("registry", 0, [this] { return std::make_unique<ScriptNode>(registry); });
+    for (int q = 0; q < 3; ++q) {
+      queue_ids.push_back(sim.add_node("queue" + std::to_string(q), 0, [this] { return std::make_unique<QueueNode>(config); }));
+    }
+    storage_id = sim.add_node("storage", 0, [this] { return std::make_unique<StorageNode>(config); });
+    config.topology.chat_servers = {chat_id};
+    config.topology.registries = {registry_id};
+    config.topology.queues = queue_ids;
+    config.topology.storages = {storage_id};
+    chat.on_start = [this](Context& ctx) {
+      chat_ctx = &ctx;
+      to_leader = ctx.connect(queue_ids[0]);
+    };
+  }
+
+  void start_all() {
+    if (std::getenv("MSGSIM_TEST_LOG") != nullptr) {
+      sim.set_trace_sink([](const sim::TraceRecord& r) {
+        if (!r.detail.empty()) std::fprintf(stderr, "%ld node%u %s %.*s\n", static_cast<long>(r.time_ns), r.node, r.kind,
+                                            static_cast<int>(r.detail.size()), r.detail.data());
+      });
+    }
+    for (NodeId id : {chat_id, registry_id, queue_ids[0], queue_ids[1], queue_ids[2], storage_id}) sim.start(id);
+    settle(10 * kMs);
+  }
+  void settle(int64_t ns = 50 * kMs) { sim.run_until(sim.now_ns() + ns); }
+
+  void produce(const Entry& entry, uint64_t request_id) {
+    sim.at(sim.now_ns(), [this, entry, request_id] { chat_ctx->send(to_leader, encode(Frame{Produce{request_id, entry}})); });
+    sim.run_until(sim.now_ns());
+  }
+  // The answer the chat server got for `request_id`: "seq:N", "rejected:REASON" or "none".
+  std::string answer(uint64_t request_id) const {
+    for (const auto& p : frames_of<Produced>(chat))
+      if (p.request_id == request_id) return "seq:" + std::to_string(p.seq);
+    for (const auto& r : frames_of<ProduceRejected>(chat))
+      if (r.request_id == request_id) return "rejected:" + r.reason;
+    return "none";
+  }
+
+  QueueNode& queue(int q) {
+    auto* node = dynamic_cast<QueueNode*>(sim.node_object(queue_ids[static_cast<size_t>(q)]));
+    EXPECT_NE(node, nullptr);
+    return *node;
+  }
+  StorageNode& storage() { return *dynamic_cast<StorageNode*>(sim.node_object(storage_id)); }
+
+  ChatConfig config;
+  Simulator sim;
+  Script chat, registry;
+  NodeId chat_id = kNoNode, registry_id = kNoNode, storage_id = kNoNode;
+  std::vector<NodeId> queue_ids;
+  Context* chat_ctx = nullptr;
+  ConnId to_leader = kNoConn;
+};
+
+TEST(Replication, EveryReplicaHoldsTheRecordsAndStorageGetsThem) {
+  Rig rig;
+  rig.start_all();
+  EXPECT_TRUE(rig.queue(0).leads(0));
+  EXPECT_FALSE(rig.queue(1).leads(0));
+  for (uint64_t i = 1; i <= 20; ++i) rig.produce(message("dm:u1:u2", "u1", "m" + std::to_string(i), "u2"), i);
+  rig.settle(200 * kMs);
+  for (uint64_t i = 1; i <= 20; ++i) EXPECT_EQ(rig.answer(i), "seq:" + std::to_string(i));
+  for (int q = 0; q < 3; ++q) {
+    EXPECT_EQ(rig.queue(q).next_offset(0), 21u) << "queue " << q;
+    EXPECT_EQ(rig.queue(q).next_seq("dm:u1:u2"), 21u) << "queue " << q;
+  }
+  EXPECT_EQ(rig.queue(0).high_watermark(0), 21u);
+  EXPECT_EQ(rig.storage().last_offset(0), 20u);
+}
+
+TEST(Replication, TheLeaderAnswersOnlyOnceEveryFollowerHasTheRecord) {
+  Rig rig;
+  rig.start_all();
+  rig.produce(message("dm:u1:u2", "u1", "m1", "u2"), 1);
+  rig.settle();
+  ASSERT_EQ(rig.answer(1), "seq:1");
+  // A follower is down: the leader appends and syncs, but neither answers nor publishes.
+  rig.sim.crash(rig.queue_ids[2], CrashDisk::keep_unsynced);
+  rig.settle(10 * kMs);
+  rig.produce(message("dm:u1:u2", "u1", "m2", "u2"), 2);
+  rig.produce(message("dm:u1:u2", "u1", "m1", "u2"), 3);  // a retry: its answer waits as well
+  rig.settle(500 * kMs);
+  EXPECT_EQ(rig.answer(2), "none");
+  EXPECT_EQ(rig.answer(3), "none");
+  EXPECT_EQ(rig.queue(0).next_offset(0), 3u);
+  EXPECT_EQ(rig.queue(0).high_watermark(0), 2u);
+  EXPECT_EQ(rig.storage().last_offset(0), 1u);
+  // It comes back, catches up, and then the answers and the record go out.
+  rig.sim.start(rig.queue_ids[2]);
+  rig.settle(1 * kS);
+  EXPECT_EQ(rig.answer(2), "seq:2");
+  EXPECT_EQ(rig.answer(3), "seq:1");
+  EXPECT_EQ(rig.queue(2).next_offset(0), 3u);
+  EXPECT_EQ(rig.queue(0).high_watermark(0), 3u);
+  EXPECT_EQ(rig.storage().last_offset(0), 2u);
+}
+
+TEST(Replication, ALeaderRestartKeepsTheHighWatermarkConservativeAndRecovers) {
+  Rig rig;
+  rig.start_all();
+  for (uint64_t i = 1; i <= 5; ++i) rig.produce(message("dm:u1:u2", "u1", "m" + std::to_string(i), "u2"), i);
+  rig.settle(100 * kMs);
+  rig.sim.crash(rig.queue_ids[0], CrashDisk::lose_unsynced);
+  rig.sim.start(rig.queue_ids[0]);
+  rig.settle(1 * kS);
+  EXPECT_EQ(rig.queue(0).next_offset(0), 6u);
+  EXPECT_EQ(rig.queue(0).high_watermark(0), 6u);  // the followers confirmed what it kept
+  EXPECT_EQ(rig.queue(0).next_seq("dm:u1:u2"), 6u);
+}
+
+// A scripted leader at epoch 2 drives follower queue 1 directly.
+struct FollowerRig : Rig {
+  FollowerRig() {
+    fake_id = sim.add_node("fake-leader", 0, [this] { return std::make_unique<ScriptNode>(fake); });
+    fake.on_start = [this](Context& ctx) {
+      fake_ctx = &ctx;
+      to_follower = ctx.connect(queue_ids[1]);
+    };
+  }
+  void start_fake() {
+    sim.start(fake_id);
+    settle(10 * kMs);
+  }
+  ReplicaAck replicate(Replicate frame) {
+    const size_t before = frames_of<ReplicaAck>(fake).size();
+    sim.at(sim.now_ns(), [this, frame] { fake_ctx->send(to_follower, encode(Frame{frame})); });
+    settle(20 * kMs);
+    const auto acks = frames_of<ReplicaAck>(fake);
+    EXPECT_EQ(acks.size(), before + 1);
+    return acks.empty() ? ReplicaAck{} : acks.back();
+  }
+  Script fake;
+  NodeId fake_id = kNoNode;
+  Context* fake_ctx = nullptr;
+  ConnId to_follower = kNoConn;
+};
+
+ReplicaRecord at(uint64_t offset, uint64_t epoch, Entry entry, uint64_t seq) {
+  entry.seq = seq;
+  return ReplicaRecord{offset, epoch, std::move(entry)};
+}
+
+TEST(Replication, AFollowerDropsADivergedSuffixAndUndoesItsEffects) {
+  FollowerRig rig;
+  rig.start_all();
+  // The real leader writes three records (epoch 1): a group's creation and two messages.
+  rig.produce(join("g:a", "u1", "op1"), 1);
+  rig.produce(message("g:a", "u1", "m1", ""), 2);
+  rig.produce(message("g:a", "u1", "m2", ""), 3);
+  rig.settle(100 * kMs);
+  ASSERT_EQ(rig.queue(1).next_offset(0), 4u);
+  // Stop the real leader so only the scripted one speaks to queue 1.
+  rig.sim.crash(rig.queue_ids[0], CrashDisk::keep_unsynced);
+  rig.start_fake();
+  // Epoch 2's leader has offset 1 (epoch 1) but a different record at offset 2.
+  Replicate frame;
+  frame.partition = 0;
+  frame.epoch = 2;
+  frame.prev_offset = 2;
+  frame.prev_epoch = 2;
+  frame.high_watermark = 2;
+  ReplicaAck ack = rig.replicate(frame);
+  EXPECT_FALSE(ack.ok);
+  EXPECT_EQ(ack.epoch, 2u);
+  EXPECT_EQ(ack.log_end, 2u);  // the mismatching record at 2 and the one after it are gone
+  EXPECT_EQ(rig.queue(1).next_seq("g:a"), 2u);
+  frame.prev_offset = 1;
+  frame.prev_epoch = 1;
+  frame.to_end = true;
+  frame.records = {at(2, 2, message("g:a", "u1", "m9", ""), 2)};
+  ack = rig.replicate(frame);
+  EXPECT_TRUE(ack.ok);
+  EXPECT_EQ(ack.log_end, 3u);
+  EXPECT_EQ(rig.queue(1).next_seq("g:a"), 3u);
+  // m1 and m2 were undone: m2 may be appended again, as a new record.
+  frame.prev_offset = 2;
+  frame.prev_epoch = 2;
+  frame.records = {at(3, 2, message("g:a", "u1", "m2", ""), 3)};
+  ack = rig.replicate(frame);
+  EXPECT_TRUE(ack.ok);
+  EXPECT_EQ(ack.log_end, 4u);
+  // A restart recovers exactly this log and state.
+  rig.sim.crash(rig.queue_ids[1], CrashDisk::lose_unsynced);
+  rig.sim.start(rig.queue_ids[1]);
+  rig.settle(10 * kMs);
+  EXPECT_EQ(rig.queue(1).next_offset(0), 4u);
+  EXPECT_EQ(rig.queue(1).next_seq("g:a"), 4u);
+}
+
+TEST(Replication, AFollowerRefusesAnOlderEpochEvenAfterARestart) {
+  FollowerRig rig;
+  rig.start_all();
+  rig.produce(message("dm:u1:u2", "u1", "m1", "u2"), 1);
+  rig.settle(100 * kMs);
+  rig.sim.crash(rig.queue_ids[0], CrashDisk::keep_unsynced);
+  rig.start_fake();
+  Replicate frame;
+  frame.partition = 0;
+  frame.epoch = 3;
+  frame.prev_offset = 1;
+  frame.prev_epoch = 1;
+  frame.to_end = true;
+  ASSERT_TRUE(rig.replicate(frame).ok);
+  // The follower restarts; then an epoch-1 leader tries to append: refused, naming epoch 3.
+  rig.sim.crash(rig.queue_ids[1], CrashDisk::lose_unsynced);
+  rig.sim.start(rig.queue_ids[1]);
+  rig.settle(10 * kMs);
+  // A fresh connection (the old one broke with the follower's crash).
+  rig.sim.crash(rig.fake_id, CrashDisk::keep_unsynced);
+  rig.sim.start(rig.fake_id);
+  rig.settle(10 * kMs);
+  frame.epoch = 1;
+  frame.records = {at(2, 1, message("dm:u1:u2", "u1", "m2", "u2"), 2)};
+  const ReplicaAck ack = rig.replicate(frame);
+  EXPECT_FALSE(ack.ok);
+  EXPECT_EQ(ack.epoch, 3u);
+  EXPECT_EQ(rig.queue(1).next_offset(0), 2u);
+}
+
+}  // namespace
+}  // namespace msgsim::chat
