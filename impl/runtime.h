@@ -110,7 +110,10 @@ class Context {
   // Charges virtual CPU time to this node: the node is busy, and later events wait. No-op live.
   virtual void charge_cpu(int64_t cost_ns) = 0;
 
-  // Called by a draining node when its handoff is complete; the runtime then stops it.
+  // Called by a draining node when its handoff is complete; the runtime then stops it. Called
+  // outside a drain, it is a fail-stop: the node met an error it must not carry on from (a
+  // write or an fsync failed), the runtime stops it, and a supervisor restarts it later, when it
+  // recovers from its database.
   virtual void exit() = 0;
 };
 

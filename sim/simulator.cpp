@@ -355,8 +355,27 @@ void SimContext::exit() {
   Simulator& sim = sim_;
   const NodeId id = id_;
   auto& slot = *sim.nodes_[id];
-  if (slot.state != Simulator::NodeState::draining) return;
   const uint32_t incarnation = slot.incarnation;
+  if (slot.state == Simulator::NodeState::up) {
+    // Fail-stop: the node hit an error it cannot carry on from (a write or fsync failed) and
+    // stopped itself. The process exits (its sockets close, the page cache survives); a
+    // supervisor restarts it after kFailStopRestartNs, and it recovers from what the disk kept.
+    sim.at(sim.now_ns_, [&sim, id, incarnation] {
+      auto& s = *sim.nodes_[id];
+      if (s.state != Simulator::NodeState::up || s.incarnation != incarnation) return;
+      sim.stats_.fail_stops++;
+      sim.trace(id, "fail-stop", 0);
+      sim.reset_connections_of(id, Simulator::ResetHow::graceful);
+      sim.stop(id, CrashDisk::keep_unsynced, /*graceful=*/false);
+      const uint32_t stopped = s.incarnation;
+      sim.at(sim.now_ns_ + Simulator::kFailStopRestartNs, [&sim, id, stopped] {
+        auto& again = *sim.nodes_[id];
+        if (again.state == Simulator::NodeState::down && again.incarnation == stopped) sim.start(id);
+      });
+    });
+    return;
+  }
+  if (slot.state != Simulator::NodeState::draining) return;
   // Not from inside the node's own handler: the stop destroys the node.
   sim.at(sim.now_ns_, [&sim, id, incarnation] {
     auto& s = *sim.nodes_[id];

@@ -57,6 +57,7 @@ struct SimStats {
   uint64_t timers_fired = 0;
   uint64_t crashes = 0;
   uint64_t restarts = 0;
+  uint64_t fail_stops = 0;  // nodes that stopped themselves (Context::exit while not draining)
 };
 
 // One line of the trace (--trace FILE): what was dispatched, to whom, when.
@@ -101,6 +102,10 @@ class Simulator {
   void run_until(int64_t time_ns);
   bool idle() const { return queue_.empty(); }
   size_t pending_events() const { return queue_.size(); }
+
+  // A node that stops itself (Context::exit outside a drain: fail-stop after an I/O error) is
+  // restarted this long after, as a process supervisor would.
+  static constexpr int64_t kFailStopRestartNs = 1'000'000'000;
 
   // --- node lifecycle and faults (all take effect at now_ns())
   void start(NodeId node);                          // first boot, or restart after a crash

@@ -75,4 +75,8 @@ sqlite3* open_entry_database(Context& ctx) {
   return db;
 }
 
+bool make_recovered_state_durable(sqlite3* db) {
+  return sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_FULL, nullptr, nullptr) == SQLITE_OK;
+}
+
 }  // namespace msgsim::chat

@@ -39,6 +39,14 @@ sql::Statement must_prepare(sqlite3* db, std::string_view text);
 // The node's database, made durable (WAL, synchronous=FULL) with 1 KiB pages.
 sqlite3* open_entry_database(Context& ctx);
 
+// Makes what a restarted node reads durable before it acts on it. After a failed fsync (the
+// node then stopped) the page cache may still hold the failed commit: SQLite reads it back as
+// committed, yet one power loss takes it away. A node that answered from it (a retried
+// produce's seq, records sent to subscribers) could see it vanish and the seq reused. A full
+// checkpoint syncs the WAL and the database file; false if that fails, and the node must stop
+// again rather than serve.
+bool make_recovered_state_durable(sqlite3* db);
+
 inline bool starts_with(std::string_view text, std::string_view prefix) {
   return text.substr(0, prefix.size()) == prefix;
 }

@@ -163,6 +163,10 @@ void QueueNode::recover(Context& ctx) {
 void QueueNode::on_start(Context& ctx) {
   self_ = ctx.self();
   open_database(ctx);
+  if (!make_recovered_state_durable(db_)) {
+    halt(ctx, "syncing the recovered log");
+    return;
+  }
   recover(ctx);
   ctx.log(LogLevel::info, "queue: recovered " + describe());
   for (auto& [p, part] : state_.partitions)
@@ -198,6 +202,7 @@ void QueueNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
     close_bad(ctx, conn, "bad frame: " + decoded.error().message);
     return;
   }
+  ctx.charge_cpu(config_.cpu_costs.frame_cost_ns(CostRole::queue, *decoded));
   if (auto* produce = std::get_if<Produce>(&*decoded)) {
     on_produce(ctx, conn, *produce);
   } else if (const auto* subscribe = std::get_if<Subscribe>(&*decoded)) {

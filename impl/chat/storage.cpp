@@ -114,6 +114,10 @@ void StorageNode::recover(Context& ctx) {
 void StorageNode::on_start(Context& ctx) {
   self_ = ctx.self();
   open_database(ctx);
+  if (!make_recovered_state_durable(db_)) {
+    halt(ctx, "syncing the recovered entries");
+    return;
+  }
   recover(ctx);
   std::set<NodeId> queues;
   for (const auto& [p, last] : state_.last_offset) queues.insert(config_.topology.queue_of(p));
@@ -200,9 +204,14 @@ void StorageNode::close_bad(Context& ctx, ConnId conn, const std::string& why) {
 }
 
 void StorageNode::halt(Context& ctx, const std::string& what) {
+  // A write that did not commit may or may not be on disk, and memory (offsets, membership)
+  // may already be ahead of what is: carrying on could store past a hole. Fail-stop: answer
+  // nothing more and stop (ctx.exit); the supervisor restarts the node, which recovers from what
+  // the disk kept and resubscribes from the last offset stored there.
   ctx.log(LogLevel::error, "storage: halting: " + what + ": " + sqlite3_errmsg(db_));
   if (!sqlite3_get_autocommit(db_)) run(rollback_.get());
   state_.halted = true;
+  ctx.exit();
 }
 
 void StorageNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
