@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cstring>
 #include <initializer_list>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <limits>
 #include <optional>
 
@@ -565,6 +568,25 @@ struct PlainFields {
 // the closing quote of a plain string, or nullptr when the string is not plain (or the line
 // ends first). The line's last byte is '}', so an unterminated string also gives nullptr.
 inline const char* scan_plain_string(const char* p, const char* end) {
+#if defined(__SSE2__)
+  // Sixteen bytes a step: a quote, a backslash, a control byte (unsigned < 0x20) or a byte with
+  // the high bit set (negative as a signed char) ends the plain run.
+  const __m128i quote16 = _mm_set1_epi8('"');
+  const __m128i backslash16 = _mm_set1_epi8('\\');
+  const __m128i space16 = _mm_set1_epi8(0x20);
+  while (end - p >= 16) {
+    const __m128i chunk = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i special = _mm_or_si128(
+        _mm_or_si128(_mm_cmpeq_epi8(chunk, quote16), _mm_cmpeq_epi8(chunk, backslash16)),
+        _mm_cmplt_epi8(chunk, space16));  // signed: catches both < 0x20 and >= 0x80
+    const int mask = _mm_movemask_epi8(special);
+    if (mask != 0) {
+      p += __builtin_ctz(static_cast<unsigned>(mask));
+      return *p == '"' ? p : nullptr;
+    }
+    p += 16;
+  }
+#endif
   constexpr uint64_t kOnes = 0x0101010101010101ULL;
   constexpr uint64_t kHighs = 0x8080808080808080ULL;
   while (end - p >= 8) {
@@ -624,6 +646,72 @@ inline std::optional<EventType> plain_type(std::string_view name) {
   return std::nullopt;
 }
 
+// The bytes of a key of 1 to 16 bytes as two words (overlapping loads for 4..16 bytes), so a
+// key compares with a known name in two integer comparisons. Same size, same words: same bytes.
+struct KeyWords {
+  uint64_t first;
+  uint64_t last;
+  bool operator==(const KeyWords&) const = default;
+};
+constexpr uint64_t little_endian(const char* p, size_t n) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; ++i) v |= uint64_t{static_cast<uint8_t>(p[i])} << (8 * i);
+  return v;
+}
+constexpr KeyWords key_words(const char* p, size_t n) {
+  if (n >= 8) return {little_endian(p, 8), little_endian(p + n - 8, 8)};
+  if (n >= 4) return {little_endian(p, 4), little_endian(p + n - 4, 4)};
+  return {little_endian(p, n), 0};
+}
+inline KeyWords load_key_words(const char* p, size_t n) {
+  auto load = [](const char* q, size_t bytes) {
+    uint64_t v = 0;
+    std::memcpy(&v, q, bytes);  // little-endian, as key_words builds them
+    return v;
+  };
+  if (n >= 8) return {load(p, 8), load(p + n - 8, 8)};
+  if (n >= 4) return {load(p, 4), load(p + n - 4, 4)};
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; ++i) v |= uint64_t{static_cast<uint8_t>(p[i])} << (8 * i);
+  return {v, 0};
+}
+template <size_t kSize>
+constexpr KeyWords name_words(const char (&name)[kSize]) {
+  return key_words(name, kSize - 1);
+}
+
+// field_of for the plain path: whole-word comparisons instead of memcmp calls.
+inline Field plain_field_of(const char* key, size_t n) {
+  if (n == 0 || n > 10) return f_unknown;
+  const KeyWords w = load_key_words(key, n);
+  switch (n) {
+    case 1: return w == name_words("t") ? f_t : f_unknown;
+    case 2: return w == name_words("to") ? f_to : f_unknown;
+    case 3: return w == name_words("msg") ? f_msg : w == name_words("seq") ? f_seq : f_unknown;
+    case 4:
+      if (w == name_words("type")) return f_type;
+      if (w == name_words("user")) return f_user;
+      if (w == name_words("conv")) return f_conv;
+      if (w == name_words("body")) return f_body;
+      if (w == name_words("from")) return f_from;
+      if (w == name_words("kind")) return f_kind;
+      if (w == name_words("name")) return f_name;
+      return f_unknown;
+    case 5: return w == name_words("up_to") ? f_up_to : f_unknown;
+    case 6:
+      if (w == name_words("device")) return f_device;
+      if (w == name_words("reason")) return f_reason;
+      if (w == name_words("reader")) return f_reader;
+      return f_unknown;
+    case 9:
+      if (w == name_words("view_once")) return f_view_once;
+      if (w == name_words("quiescent")) return f_quiescent;
+      return f_unknown;
+    case 10: return w == name_words("expires_at") ? f_expires_at : f_unknown;
+    default: return f_unknown;
+  }
+}
+
 // Scans the line into `fields`; false when it is not of the plain shape.
 bool scan_plain_line(std::string_view line, PlainFields& fields) {
   const char* p = line.data();
@@ -639,7 +727,7 @@ bool scan_plain_line(std::string_view line, PlainFields& fields) {
     ++p;
     if (end - p < 2 || *p != ':') return false;  // a value and a '}' must follow
     ++p;
-    const Field field = field_of(std::string_view(key, key_size));
+    const Field field = plain_field_of(key, key_size);
     PlainKind kind;
     const char c = *p;
     if (c == '"') {

@@ -184,8 +184,19 @@ class Interner {
   static Slot make_probe(std::string_view text, uint64_t h) {
     Slot probe;
     if (text.size() <= kInlineMax) {
-      probe.length = static_cast<uint8_t>(text.size());
-      if (!text.empty()) std::memcpy(probe.bytes, text.data(), text.size());
+      // Fixed-size (possibly overlapping) copies: no call to a variable-length memcpy.
+      const size_t n = text.size();
+      const char* p = text.data();
+      probe.length = static_cast<uint8_t>(n);
+      if (n >= 8) {
+        std::memcpy(probe.bytes, p, 8);
+        std::memcpy(probe.bytes + n - 8, p + n - 8, 8);
+      } else if (n >= 4) {
+        std::memcpy(probe.bytes, p, 4);
+        std::memcpy(probe.bytes + n - 4, p + n - 4, 4);
+      } else {
+        for (size_t i = 0; i < n; ++i) probe.bytes[i] = p[i];
+      }
     } else {
       probe.length = kLong;
       const uint32_t tag = static_cast<uint32_t>(h >> 40);

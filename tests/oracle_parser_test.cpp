@@ -139,6 +139,11 @@ TEST(OracleParser, AgreesOnTheEdgesOfThePlainShape) {
       "{\"type\":\"online\",\"t\":1,\"user\":\"\xc3\",\"device\":\"d\"}",
       "{\"type\":\"online\",\"t\":1,\"user\":\"a\tb\",\"device\":\"d\"}",
       R"({"type":"online","t":1,"user":"","device":""})",
+      // Keys one byte away from a known one are unknown fields (their values would break the
+      // event if they were taken for the known field).
+      R"({"type":"end","t":1,"quiescent":true,"typf":"x","u":"y","tp":3,"seg":"s","quiescenT":5})",
+      R"({"type":"end","t":1,"quiescent":true,"expires_aT":"x","view_oncf":3,"devicf":1,"up_tp":"z"})",
+      R"({"type":"end","t":1,"quiescent":true,"readerx":1,"Type":2,"kinds":3,"namf":4,"frim":5})",
       // Repeated keys (the last wins), missing and mistyped fields, unknown types, bad shapes.
       R"({"type":"end","t":1,"t":2,"quiescent":true})",
       R"({"type":"send","type":"end","t":1,"quiescent":true})",
