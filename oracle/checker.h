@@ -120,9 +120,9 @@ class Checker {
   void observe(const Event& event);
   // The same for an event whose strings are views (what EventParser gives).
   void observe(const EventView& event);
-  // A hint that `event` comes next: starts loading what observing it will look up, so those
-  // cache misses overlap with observing the current event. Changes no verdict. A caller that
-  // calls it should call it for every event (observe then leaves prefetching to the caller).
+  // A hint that `event` comes next: starts loading the id-table slots observing it will look
+  // up, so those cache misses overlap with observing the current event. Changes no verdict.
+  // (LineFeed does this, and more, for a JSON Lines stream.)
   void prefetch(const EventView& event);
   // The verdict over everything observed. Call once.
   Verdict finish();
