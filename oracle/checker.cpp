@@ -1256,6 +1256,7 @@ struct Checker::State {
     uint32_t device;
     uint32_t device_conv;  // kNone: the device never did anything in the conversation
     uint32_t membership;   // kNone: a member of the 1:1 pair
+    uint32_t first_line;   // the device's, copied here so the loop over messages skips its record
   };
 
   void list_candidates(std::vector<uint32_t>& starts, std::vector<Candidate>& candidates) {
@@ -1264,7 +1265,7 @@ struct Checker::State {
       if (user == kNone) return;
       for (const uint32_t device : users[user].devices) {
         const uint32_t* dci = device_conv_index.find(pack(device, conv));
-        candidates.push_back({user, device, dci == nullptr ? kNone : *dci, membership});
+        candidates.push_back({user, device, dci == nullptr ? kNone : *dci, membership, devices[device].first_line});
       }
     };
     for (size_t ci = 0; ci < convs.size(); ++ci) {
@@ -1295,7 +1296,7 @@ struct Checker::State {
         const Candidate& cand = candidates[k];
         if (cand.membership != kNone && !member_in(memberships[cand.membership], m.seq)) continue;
         const uint32_t device = cand.device;
-        if (device == m.sender_device || devices[device].first_line > m.send_line) continue;
+        if (device == m.sender_device || cand.first_line > m.send_line) continue;
         DeviceConv* dc = cand.device_conv == kNone ? nullptr : &device_convs[cand.device_conv];
         if (dc != nullptr && dc->handled(m.ordinal)) continue;
         const auto id = static_cast<uint32_t>(mi);
