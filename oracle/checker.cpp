@@ -186,15 +186,23 @@ struct MembershipEvent {
   uint32_t line;
 };
 
-// The hashes of one event's ids (0 for fields its type does not use).
+// One id an event names: its text's hash, and its id once a lookup ahead of observing found
+// it. A found id is final (ids are never removed or renumbered), so observing uses it without
+// a second lookup; kNone means "not looked up or not there yet", and observing interns.
+struct IdKey {
+  uint64_t hash = 0;
+  uint32_t id = kNone;
+};
+
+// The keys of one event's ids (empty for fields its type does not use).
 struct IdHashes {
-  uint64_t user = 0;
-  uint64_t device = 0;
-  uint64_t conv = 0;
-  uint64_t msg = 0;
-  uint64_t from = 0;
-  uint64_t reader = 0;
-  uint64_t to = 0;
+  IdKey user;
+  IdKey device;
+  IdKey conv;
+  IdKey msg;
+  IdKey from;
+  IdKey reader;
+  IdKey to;
 };
 
 // A join or leave as the (conv, seq) table keeps it.
@@ -349,15 +357,17 @@ struct Checker::State {
   // ---- interning ----
   uint32_t line32() const { return static_cast<uint32_t>(line); }
 
-  uint32_t user_of(std::string_view name, uint64_t h) {
+  uint32_t user_of(std::string_view name, const IdKey& key) {
+    if (key.id != kNone) return key.id;
     bool added = false;
-    const uint32_t id = users_ids.intern(name, h, added);
+    const uint32_t id = users_ids.intern(name, key.hash, added);
     if (added) users.push_back(User{});
     return id;
   }
-  uint32_t device_of(std::string_view name, uint64_t h) {
+  uint32_t device_of(std::string_view name, const IdKey& key) {
+    if (key.id != kNone) return key.id;
     bool added = false;
-    const uint32_t id = device_ids.intern(name, h, added);
+    const uint32_t id = device_ids.intern(name, key.hash, added);
     if (added) {
       Device d;
       d.first_line = line32();
@@ -366,8 +376,8 @@ struct Checker::State {
     return id;
   }
   // A device belongs to the first user named with it.
-  uint32_t device_of(std::string_view name, uint64_t h, uint32_t user) {
-    const uint32_t id = device_of(name, h);
+  uint32_t device_of(std::string_view name, const IdKey& key, uint32_t user) {
+    const uint32_t id = device_of(name, key);
     Device& d = devices[id];
     if (d.user == kNone) {
       d.user = user;
@@ -375,15 +385,20 @@ struct Checker::State {
     }
     return id;
   }
-  uint32_t conv_of(std::string_view name, uint64_t h) {
+  uint32_t conv_of(std::string_view name, const IdKey& key) {
+    if (key.id != kNone) return key.id;
     bool added = false;
-    const uint32_t id = conv_ids.intern(name, h, added);
+    const uint32_t id = conv_ids.intern(name, key.hash, added);
     if (added) convs.push_back(Conv{});
     return id;
   }
   // The message named `name`; a new one is placed in `conv`.
-  uint32_t message_of(std::string_view name, uint64_t h, uint32_t conv, bool& added) {
-    const uint32_t id = msg_ids.intern(name, h, added);
+  uint32_t message_of(std::string_view name, const IdKey& key, uint32_t conv, bool& added) {
+    if (key.id != kNone) {
+      added = false;
+      return key.id;
+    }
+    const uint32_t id = msg_ids.intern(name, key.hash, added);
     if (added) {
       Message m;
       m.conv = conv;
@@ -393,6 +408,10 @@ struct Checker::State {
       messages.push_back(m);
     }
     return id;
+  }
+  std::optional<uint32_t> find_message(std::string_view name, const IdKey& key) const {
+    if (key.id != kNone) return key.id;
+    return msg_ids.find(name, key.hash);
   }
   DeviceConv& device_conv(uint32_t device, uint32_t conv) {
     const uint32_t index = device_conv_index.insert(pack(device, conv), static_cast<uint32_t>(device_convs.size()));
@@ -949,7 +968,7 @@ struct Checker::State {
 
   void on_expire(const EventView& e, const IdHashes& h) {
     const uint32_t device = device_of(e.device, h.device);
-    const std::optional<uint32_t> found = msg_ids.find(e.msg, h.msg);
+    const std::optional<uint32_t> found = find_message(e.msg, h.msg);
     if (!found) return;  // nothing known about it: nothing to judge
     const uint32_t mi = *found;
     const Message& m = messages[mi];
@@ -977,7 +996,7 @@ struct Checker::State {
 
   void on_decrypt_error(const EventView& e, const IdHashes& h) {
     device_of(e.device, h.device);
-    const std::optional<uint32_t> found = msg_ids.find(e.msg, h.msg);
+    const std::optional<uint32_t> found = find_message(e.msg, h.msg);
     if (!found) return;
     const Message& m = messages[*found];
     if (!m.has(kSent)) return;  // the sender is unknown
@@ -1024,42 +1043,42 @@ struct Checker::State {
     IdHashes h;
     switch (e.type) {
       case EventType::deliver:
-        h.from = text_hash(e.from);
+        h.from.hash = text_hash(e.from);
         [[fallthrough]];
       case EventType::send:
-        h.user = text_hash(e.user);
-        h.device = text_hash(e.device);
-        h.conv = text_hash(e.conv);
-        h.msg = text_hash(e.msg);
-        if (e.type == EventType::send && e.to) h.to = text_hash(*e.to);
+        h.user.hash = text_hash(e.user);
+        h.device.hash = text_hash(e.device);
+        h.conv.hash = text_hash(e.conv);
+        h.msg.hash = text_hash(e.msg);
+        if (e.type == EventType::send && e.to) h.to.hash = text_hash(*e.to);
         break;
       case EventType::ack:
       case EventType::reject:
-        h.device = text_hash(e.device);
-        h.conv = text_hash(e.conv);
-        h.msg = text_hash(e.msg);
+        h.device.hash = text_hash(e.device);
+        h.conv.hash = text_hash(e.conv);
+        h.msg.hash = text_hash(e.msg);
         break;
       case EventType::expire:
       case EventType::decrypt_error:
-        h.device = text_hash(e.device);
-        h.msg = text_hash(e.msg);
+        h.device.hash = text_hash(e.device);
+        h.msg.hash = text_hash(e.msg);
         break;
       case EventType::receipt:
-        h.reader = text_hash(e.reader);
-        h.device = text_hash(e.device);
-        h.conv = text_hash(e.conv);
+        h.reader.hash = text_hash(e.reader);
+        h.device.hash = text_hash(e.device);
+        h.conv.hash = text_hash(e.conv);
         break;
       case EventType::read:
       case EventType::online:
       case EventType::offline:
-        h.user = text_hash(e.user);
-        h.device = text_hash(e.device);
-        if (e.type == EventType::read) h.conv = text_hash(e.conv);
+        h.user.hash = text_hash(e.user);
+        h.device.hash = text_hash(e.device);
+        if (e.type == EventType::read) h.conv.hash = text_hash(e.conv);
         break;
       case EventType::join:
       case EventType::leave:
-        h.user = text_hash(e.user);
-        h.conv = text_hash(e.conv);
+        h.user.hash = text_hash(e.user);
+        h.conv.hash = text_hash(e.conv);
         break;
       case EventType::fault:
       case EventType::heal:
@@ -1074,41 +1093,41 @@ struct Checker::State {
   void prefetch_slots(const EventView& e, const IdHashes& h) const {
     switch (e.type) {
       case EventType::deliver:
-        users_ids.prefetch(h.from);
+        users_ids.prefetch(h.from.hash);
         [[fallthrough]];
       case EventType::send:
-        users_ids.prefetch(h.user);
-        device_ids.prefetch(h.device);
-        conv_ids.prefetch(h.conv);
-        msg_ids.prefetch(h.msg);
+        users_ids.prefetch(h.user.hash);
+        device_ids.prefetch(h.device.hash);
+        conv_ids.prefetch(h.conv.hash);
+        msg_ids.prefetch(h.msg.hash);
         break;
       case EventType::ack:
       case EventType::reject:
-        device_ids.prefetch(h.device);
-        conv_ids.prefetch(h.conv);
-        msg_ids.prefetch(h.msg);
+        device_ids.prefetch(h.device.hash);
+        conv_ids.prefetch(h.conv.hash);
+        msg_ids.prefetch(h.msg.hash);
         break;
       case EventType::expire:
       case EventType::decrypt_error:
-        device_ids.prefetch(h.device);
-        msg_ids.prefetch(h.msg);
+        device_ids.prefetch(h.device.hash);
+        msg_ids.prefetch(h.msg.hash);
         break;
       case EventType::receipt:
-        users_ids.prefetch(h.reader);
-        device_ids.prefetch(h.device);
-        conv_ids.prefetch(h.conv);
+        users_ids.prefetch(h.reader.hash);
+        device_ids.prefetch(h.device.hash);
+        conv_ids.prefetch(h.conv.hash);
         break;
       case EventType::read:
       case EventType::online:
       case EventType::offline:
-        users_ids.prefetch(h.user);
-        device_ids.prefetch(h.device);
-        if (e.type == EventType::read) conv_ids.prefetch(h.conv);
+        users_ids.prefetch(h.user.hash);
+        device_ids.prefetch(h.device.hash);
+        if (e.type == EventType::read) conv_ids.prefetch(h.conv.hash);
         break;
       case EventType::join:
       case EventType::leave:
-        users_ids.prefetch(h.user);
-        conv_ids.prefetch(h.conv);
+        users_ids.prefetch(h.user.hash);
+        conv_ids.prefetch(h.conv.hash);
         break;
       case EventType::fault:
       case EventType::heal:
@@ -1118,11 +1137,11 @@ struct Checker::State {
   }
 
   // The second stage, a few events later, once the slots are in the cache: looks the ids up
-  // without adding any (an id that an event in between adds is simply not prefetched) and starts
-  // loading the records observing `e` will touch. Changes nothing.
-  void prefetch_records(const EventView& e, const IdHashes& h) const {
-    uint32_t device = kNone;
-    uint32_t conv = kNone;
+  // without adding any and starts loading the records observing `e` will touch. An id found
+  // here is kept in `h` (it is final: ids are never removed or renumbered), so observing does
+  // not look it up again; an id that an event in between adds is simply not found here, and
+  // observing interns it as usual. Changes no state of the checker.
+  void prefetch_records(const EventView& e, IdHashes& h) const {
     switch (e.type) {
       case EventType::deliver:
       case EventType::send:
@@ -1130,25 +1149,31 @@ struct Checker::State {
       case EventType::reject:
       case EventType::expire:
       case EventType::decrypt_error: {
-        if (const std::optional<uint32_t> d = device_ids.find(e.device, h.device)) {
-          device = *d;
-          devices.prefetch(device);
+        if (const std::optional<uint32_t> d = device_ids.find(e.device, h.device.hash)) {
+          h.device.id = *d;
+          devices.prefetch(*d);
         }
-        if (const std::optional<uint32_t> m = msg_ids.find(e.msg, h.msg)) {
+        uint32_t conv = kNone;
+        if (const std::optional<uint32_t> m = msg_ids.find(e.msg, h.msg.hash)) {
+          h.msg.id = *m;
           messages.prefetch(*m);
           if (e.type == EventType::expire || e.type == EventType::decrypt_error) {
             conv = messages[*m].conv;  // a miss only when the message record is not yet loaded
           }
         }
         if (e.type != EventType::expire && e.type != EventType::decrypt_error) {
-          if (const std::optional<uint32_t> c = conv_ids.find(e.conv, h.conv)) conv = *c;
+          if (const std::optional<uint32_t> c = conv_ids.find(e.conv, h.conv.hash)) {
+            h.conv.id = *c;
+            conv = *c;
+          }
         }
-        if (device != kNone && conv != kNone && e.type != EventType::decrypt_error) {
-          device_conv_index.prefetch(pack(device, conv));
+        if (h.device.id != kNone && conv != kNone && e.type != EventType::decrypt_error) {
+          device_conv_index.prefetch(pack(h.device.id, conv));
         }
-        if (e.type == EventType::deliver && conv != kNone) {
-          if (const std::optional<uint32_t> u = users_ids.find(e.user, h.user)) {
-            membership_index.prefetch(pack(conv, *u));
+        if ((e.type == EventType::deliver || e.type == EventType::send) && conv != kNone) {
+          if (const std::optional<uint32_t> u = users_ids.find(e.user, h.user.hash)) {
+            h.user.id = *u;
+            if (e.type == EventType::deliver) membership_index.prefetch(pack(conv, *u));
           }
         }
         break;
