@@ -71,10 +71,11 @@ std::vector<T> frames_of(const Script& script) {
   return out;
 }
 
-// One partition, so every conversation is in partition 0: queue 0 leads, queues 1 and 2 follow.
+// By default one partition, so every conversation is in partition 0: queue 0 (also the
+// controller) leads, queues 1 and 2 follow.
 struct Rig {
-  Rig() : sim(11, one_region()) {
-    config.topology.partitions = 1;
+  explicit Rig(uint32_t partitions = 1) : sim(11, one_region()) {
+    config.topology.partitions = partitions;
     config.topology.replication_factor = 3;
     chat_id = sim.add_node("chat", 0, [this] { return std::make_unique<ScriptNode>(chat); });
     registry_id = sim.add_node("registry", 0, [this] { return std::make_unique<ScriptNode>(registry); });
@@ -88,7 +89,9 @@ struct Rig {
     config.topology.storages = {storage_id};
     chat.on_start = [this](Context& ctx) {
       chat_ctx = &ctx;
-      to_leader = ctx.connect(queue_ids[0]);
+      to_queue.clear();
+      for (NodeId q : queue_ids) to_queue.push_back(ctx.connect(q));
+      to_leader = to_queue[0];
     };
   }
 
@@ -104,9 +107,17 @@ struct Rig {
   }
   void settle(int64_t ns = 50 * kMs) { sim.run_until(sim.now_ns() + ns); }
 
-  void produce(const Entry& entry, uint64_t request_id) {
-    sim.at(sim.now_ns(), [this, entry, request_id] { chat_ctx->send(to_leader, encode(Frame{Produce{request_id, entry}})); });
+  void produce(const Entry& entry, uint64_t request_id, int q = 0) {
+    sim.at(sim.now_ns(), [this, entry, request_id, q] {
+      chat_ctx->send(to_queue[static_cast<size_t>(q)], encode(Frame{Produce{request_id, entry}}));
+    });
     sim.run_until(sim.now_ns());
+  }
+  // A redirect the chat server got for `request_id`: the leader it names, or kNoNode.
+  NodeId redirected_to(uint64_t request_id) const {
+    for (const auto& r : frames_of<NotLeader>(chat))
+      if (r.request_id == request_id) return r.leader;
+    return kNoNode;
   }
   // The answer the chat server got for `request_id`: "seq:N", "rejected:REASON" or "none".
   std::string answer(uint64_t request_id) const {
@@ -131,6 +142,7 @@ struct Rig {
   std::vector<NodeId> queue_ids;
   Context* chat_ctx = nullptr;
   ConnId to_leader = kNoConn;
+  std::vector<ConnId> to_queue;
 };
 
 TEST(Replication, EveryReplicaHoldsTheRecordsAndStorageGetsThem) {
@@ -162,7 +174,7 @@ TEST(Replication, TheLeaderAnswersOnlyOnceEveryFollowerHasTheRecord) {
   rig.produce(message("dm:u1:u2", "u1", "m1", "u2"), 3);  // a retry: its answer waits as well
   rig.settle(500 * kMs);
   EXPECT_EQ(rig.answer(2), "none");
-  EXPECT_EQ(rig.answer(3), "none");
+  EXPECT_EQ(rig.answer(3), "none");  // and within kLagMaxNs queue 2 stays in the ISR
   EXPECT_EQ(rig.queue(0).next_offset(0), 3u);
   EXPECT_EQ(rig.queue(0).high_watermark(0), 2u);
   EXPECT_EQ(rig.storage().last_offset(0), 1u);
@@ -187,6 +199,102 @@ TEST(Replication, ALeaderRestartKeepsTheHighWatermarkConservativeAndRecovers) {
   EXPECT_EQ(rig.queue(0).next_offset(0), 6u);
   EXPECT_EQ(rig.queue(0).high_watermark(0), 6u);  // the followers confirmed what it kept
   EXPECT_EQ(rig.queue(0).next_seq("dm:u1:u2"), 6u);
+}
+
+// A 1:1 conversation of partition 1 of 2: queue 1 leads it, queue 2 follows first, then queue 0
+// (the controller).
+std::string conv_of_partition_1(const ChatConfig& config) {
+  for (int b = 2; b < 100; ++b) {
+    const std::string conv = direct_conversation("u1", "u" + std::to_string(b));
+    if (config.topology.partition_of(conv) == 1) return conv;
+  }
+  ADD_FAILURE() << "no conversation in partition 1";
+  return {};
+}
+
+std::string peer_of(const std::string& conv) { return conv.substr(conv.rfind(':') + 1); }
+
+TEST(Failover, TheControllerPromotesAnInSyncFollowerAndSeqsAndDedupCarryOn) {
+  Rig rig(/*partitions=*/2);
+  rig.start_all();
+  const std::string conv = conv_of_partition_1(rig.config);
+  const std::string peer = peer_of(conv);
+  ASSERT_TRUE(rig.queue(1).leads(1));
+  for (uint64_t i = 1; i <= 5; ++i) rig.produce(message(conv, "u1", "m" + std::to_string(i), peer), i, 1);
+  rig.settle(100 * kMs);
+  ASSERT_EQ(rig.answer(5), "seq:5");
+  rig.sim.crash(rig.queue_ids[1], CrashDisk::lose_unsynced);
+  rig.settle(3 * kS);
+  ASSERT_TRUE(rig.queue(2).leads(1));
+  EXPECT_FALSE(rig.queue(0).leads(1));
+  // A replica that does not lead redirects to the one that does.
+  rig.produce(message(conv, "u1", "m6", peer), 6, 0);
+  rig.settle();
+  EXPECT_EQ(rig.answer(6), "none");
+  EXPECT_EQ(rig.redirected_to(6), rig.queue_ids[2]);
+  rig.produce(message(conv, "u1", "m6", peer), 7, 2);
+  rig.produce(message(conv, "u1", "m3", peer), 8, 2);  // a retry of an earlier send: same seq
+  rig.settle(100 * kMs);
+  EXPECT_EQ(rig.answer(7), "seq:6");
+  EXPECT_EQ(rig.answer(8), "seq:3");
+  // The old leader comes back as a follower and catches up; storage has everything once.
+  rig.sim.start(rig.queue_ids[1]);
+  rig.settle(3 * kS);
+  EXPECT_FALSE(rig.queue(1).leads(1));
+  for (int q = 0; q < 3; ++q) EXPECT_EQ(rig.queue(q).next_offset(1), 7u) << "queue " << q;
+  EXPECT_EQ(rig.storage().last_offset(1), 6u);
+}
+
+TEST(Failover, AnIsolatedLeaderCannotCommitAndDropsItsSuffixWhenItReturns) {
+  Rig rig(/*partitions=*/2);
+  rig.start_all();
+  const std::string conv = conv_of_partition_1(rig.config);
+  const std::string peer = peer_of(conv);
+  rig.produce(message(conv, "u1", "m1", peer), 1, 1);
+  rig.settle(100 * kMs);
+  ASSERT_EQ(rig.answer(1), "seq:1");
+  // Queue 1 (the leader) loses the other queues but not the chat server.
+  const auto cut = rig.sim.partition({rig.queue_ids[1]}, {rig.queue_ids[0], rig.queue_ids[2]}, false);
+  rig.produce(message(conv, "u1", "m2", peer), 2, 1);  // appended there, never committed
+  rig.settle(3 * kS);
+  EXPECT_EQ(rig.answer(2), "none");
+  EXPECT_EQ(rig.queue(1).next_offset(1), 3u);
+  ASSERT_TRUE(rig.queue(2).leads(1));
+  rig.produce(message(conv, "u1", "m3", peer), 3, 2);
+  rig.settle(100 * kMs);
+  EXPECT_EQ(rig.answer(3), "seq:2");  // the same seq m2 got at the old leader: m2 never counted
+  rig.sim.heal(cut);
+  rig.settle(3 * kS);
+  EXPECT_EQ(rig.answer(2), "none");
+  EXPECT_FALSE(rig.queue(1).leads(1));
+  for (int q = 0; q < 3; ++q) {
+    EXPECT_EQ(rig.queue(q).next_offset(1), 3u) << "queue " << q;
+    EXPECT_EQ(rig.queue(q).next_seq(conv), 3u) << "queue " << q;
+  }
+  // m2's id was forgotten with its record: sent again, it is a new message.
+  rig.produce(message(conv, "u1", "m2", peer), 4, 2);
+  rig.settle(100 * kMs);
+  EXPECT_EQ(rig.answer(4), "seq:3");
+  EXPECT_EQ(rig.storage().last_offset(1), 3u);
+}
+
+TEST(Failover, ALaggingFollowerLeavesTheIsrSoTheLeaderCommitsWithoutIt) {
+  Rig rig;
+  rig.start_all();
+  rig.sim.crash(rig.queue_ids[2], CrashDisk::keep_unsynced);
+  rig.produce(message("dm:u1:u2", "u1", "m1", "u2"), 1);
+  rig.settle(300 * kMs);
+  EXPECT_EQ(rig.answer(1), "none");
+  rig.settle(3 * kS);
+  EXPECT_EQ(rig.answer(1), "seq:1");  // after kLagMaxNs queue 2 left the ISR
+  rig.sim.start(rig.queue_ids[2]);
+  rig.settle(3 * kS);
+  EXPECT_EQ(rig.queue(2).next_offset(0), 2u);  // caught up (and back in the ISR)
+  rig.sim.crash(rig.queue_ids[1], CrashDisk::keep_unsynced);
+  rig.produce(message("dm:u1:u2", "u1", "m2", "u2"), 2);
+  rig.settle(3 * kS);
+  EXPECT_EQ(rig.answer(2), "seq:2");
+  EXPECT_EQ(rig.queue(2).next_offset(0), 3u);
 }
 
 // A scripted leader at epoch 2 drives follower queue 1 directly.

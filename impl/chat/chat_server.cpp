@@ -100,9 +100,10 @@ void ChatServerNode::on_device_frame(Context& ctx, ConnId conn, Session& s, Fram
     produce.entry.body = std::move(send->body);
     produce.entry.expires_at_ns = send->expires_at_ns;
     produce.entry.view_once = send->view_once;
-    const NodeId queue = config_.topology.queue_of(config_.topology.partition_of(send->conv));
-    produces_[id] = PendingProduce{conn, send->msg_id, send->conv, queue, ctx.now_ns()};
-    ctx.send(upstream(ctx, queue), encode_as(produce));
+    const NodeId queue = queue_leader(config_.topology.partition_of(send->conv));
+    Bytes frame = encode_as(produce);
+    produces_[id] = PendingProduce{conn, send->msg_id, send->conv, queue, ctx.now_ns(), frame};
+    ctx.send(upstream(ctx, queue), std::move(frame));
   } else if (auto* op = std::get_if<GroupOp>(&frame)) {
     if (op->kind == EntryKind::message) {
       ctx.log(LogLevel::warn, "chat: a GroupOp that is no join or leave from " + s.device + "; closing");
@@ -120,9 +121,10 @@ void ChatServerNode::on_device_frame(Context& ctx, ConnId conn, Session& s, Fram
     produce.entry.from_user = s.user;
     produce.entry.from_device = s.device;
     produce.entry.member = op->member;
-    const NodeId queue = config_.topology.queue_of(config_.topology.partition_of(op->conv));
-    produces_[id] = PendingProduce{conn, op->op_id, op->conv, queue, ctx.now_ns()};
-    ctx.send(upstream(ctx, queue), encode_as(produce));
+    const NodeId queue = queue_leader(config_.topology.partition_of(op->conv));
+    Bytes frame = encode_as(produce);
+    produces_[id] = PendingProduce{conn, op->op_id, op->conv, queue, ctx.now_ns(), frame};
+    ctx.send(upstream(ctx, queue), std::move(frame));
   } else if (auto* sync = std::get_if<SyncRequest>(&frame)) {
     ctx.log(LogLevel::debug, "chat: sync request from " + s.device);
     if (syncs_.size() >= config_.tuning.server_pending_max) return;
@@ -143,7 +145,39 @@ void ChatServerNode::on_device_frame(Context& ctx, ConnId conn, Session& s, Fram
   }
 }
 
+NodeId ChatServerNode::queue_leader(uint32_t partition) const {
+  const auto it = queue_leaders_.find(partition);
+  return it == queue_leaders_.end() ? config_.topology.queue_of(partition) : it->second;
+}
+
+void ChatServerNode::on_not_leader(Context& ctx, const NotLeader& redirect) {
+  const ChatTopology& t = config_.topology;
+  if (redirect.partition >= t.partitions) return;
+  auto it = produces_.find(redirect.request_id);
+  const NodeId asked = it == produces_.end() ? queue_leader(redirect.partition) : it->second.queue;
+  // The leader it names, or (none known yet) the replica after the one asked.
+  NodeId next = redirect.leader;
+  if (!t.is_replica(redirect.partition, next)) {
+    uint32_t k = 0;
+    while (k < t.replicas() && t.replica_of(redirect.partition, k) != asked) ++k;
+    next = t.replica_of(redirect.partition, (k + 1) % t.replicas());
+  }
+  queue_leaders_[redirect.partition] = next;
+  if (it == produces_.end()) return;
+  if (next == asked || it->second.redirects >= kRedirectsMax) {
+    produces_.erase(it);  // the device retries
+    return;
+  }
+  it->second.redirects++;
+  it->second.queue = next;
+  ctx.send(upstream(ctx, next), it->second.produce);
+}
+
 void ChatServerNode::on_server_frame(Context& ctx, ConnId conn, Frame& frame) {
+  if (const auto* redirect = std::get_if<NotLeader>(&frame)) {
+    on_not_leader(ctx, *redirect);
+    return;
+  }
   if (const auto* produced = std::get_if<Produced>(&frame)) {
     auto it = produces_.find(produced->request_id);
     if (it == produces_.end()) return;  // timed out meanwhile; the device retries
@@ -215,6 +249,14 @@ void ChatServerNode::on_disconnect(Context& ctx, ConnId conn, DisconnectReason) 
     if (it->second != conn) continue;
     const NodeId node = it->first;
     upstreams_.erase(it);
+    // A queue node gone: its partitions' next replica is the best guess until a redirect says.
+    const ChatTopology& t = config_.topology;
+    for (uint32_t p = 0; t.replicas() > 1 && p < t.partitions; ++p) {
+      if (queue_leader(p) != node) continue;
+      uint32_t k = 0;
+      while (k < t.replicas() && t.replica_of(p, k) != node) ++k;
+      queue_leaders_[p] = t.replica_of(p, (k + 1) % t.replicas());
+    }
     for (auto p = produces_.begin(); p != produces_.end();) {
       p = p->second.queue == node ? produces_.erase(p) : std::next(p);
     }

@@ -46,7 +46,13 @@ class ChatServerNode final : public Node {
     std::string conv;
     NodeId queue;
     int64_t sent_at_ns;
+    Bytes produce;           // the Produce frame, resent after a NotLeader redirect
+    uint32_t redirects = 0;  // bounded by kRedirectsMax; then the device's retry takes over
   };
+  static constexpr uint32_t kRedirectsMax = 3;
+  // The queue node this server believes leads the partition (queue.h "Failover").
+  NodeId queue_leader(uint32_t partition) const;
+  void on_not_leader(Context& ctx, const NotLeader& redirect);
   struct PendingSync {
     ConnId device_conn;
     uint32_t storages_left;
@@ -69,6 +75,7 @@ class ChatServerNode final : public Node {
   std::map<uint64_t, PendingProduce> produces_;  // request id -> what to answer
   std::map<uint64_t, PendingSync> syncs_;
   uint64_t next_request_id_ = 1;
+  std::map<uint32_t, NodeId> queue_leaders_;  // partition -> leader, where it is not the first replica
 };
 
 }  // namespace msgsim::chat

@@ -27,6 +27,8 @@ enum class Bug : uint8_t {
   gap_skip,             // device: gives up on a gap after the timeout and moves past it
   read_before_display,  // device: read receipts cover entries received but not yet shown
   expiry_ignored,       // device: never deletes a disappearing message
+  leader_ack_before_replication,  // queue: the leader answers a produce once it synced, before its followers have it
+  no_epoch_fencing,               // queue: followers take records from a leader of an older epoch
   count,
 };
 

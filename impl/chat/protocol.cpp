@@ -21,7 +21,8 @@ MSGSIM_FRAME_NAME(Register) MSGSIM_FRAME_NAME(Unregister) MSGSIM_FRAME_NAME(Look
 MSGSIM_FRAME_NAME(Produce) MSGSIM_FRAME_NAME(Produced) MSGSIM_FRAME_NAME(ProduceRejected) MSGSIM_FRAME_NAME(Subscribe)
 MSGSIM_FRAME_NAME(Records) MSGSIM_FRAME_NAME(SyncQuery) MSGSIM_FRAME_NAME(SyncResult) MSGSIM_FRAME_NAME(ReceiptUpdate)
 MSGSIM_FRAME_NAME(Route) MSGSIM_FRAME_NAME(Notify) MSGSIM_FRAME_NAME(HealthCheck) MSGSIM_FRAME_NAME(Health)
-MSGSIM_FRAME_NAME(Replicate) MSGSIM_FRAME_NAME(ReplicaAck)
+MSGSIM_FRAME_NAME(Replicate) MSGSIM_FRAME_NAME(ReplicaAck) MSGSIM_FRAME_NAME(QueueHeartbeat)
+MSGSIM_FRAME_NAME(PartitionStates) MSGSIM_FRAME_NAME(AlterIsr) MSGSIM_FRAME_NAME(NotLeader)
 #undef MSGSIM_FRAME_NAME
 
 // type byte -> decoder of that alternative, built once from the variant's alternatives.

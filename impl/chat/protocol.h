@@ -12,6 +12,7 @@
 //   chat     <-> queue     Produce, Produced, ProduceRejected
 //   storage  <-> queue     Subscribe, Records
 //   queue    <-> queue     Replicate, ReplicaAck (leader -> followers of a partition)
+//   queue    <-> controller QueueHeartbeat, PartitionStates, AlterIsr; queue -> chat, storage: NotLeader
 //   chat     <-> storage   SyncQuery, SyncResult, ReceiptUpdate
 //   storage   -> chat      Route (an entry or a receipt for devices connected there)
 //   storage   -> push      Notify
@@ -37,6 +38,7 @@ inline constexpr size_t kEntriesPerFrameMax = 512;   // entries in one Records /
 inline constexpr size_t kCursorsMax = 4096;          // conversations in one SyncRequest
 inline constexpr size_t kTargetsMax = 4096;          // devices in one Route / Lookup answer
 inline constexpr size_t kUsersPerLookupMax = 1024;
+inline constexpr size_t kPartitionsMax = 4096;          // partitions in one PartitionStates
 
 enum class EntryKind : uint8_t { message = 0, join = 1, leave = 2, max_value = 2 };
 enum class ReceiptKind : uint8_t { delivered = 0, read = 1, max_value = 1 };
@@ -203,6 +205,28 @@ struct ReplicaAck { static constexpr uint8_t kType = 46;
   uint32_t partition = 0; uint64_t epoch = 0; bool ok = false; uint64_t log_end = 0;
   template <class V> void fields(V& v) { v("partition", partition); v("epoch", epoch); v("ok", ok); v("log_end", log_end); } };
 
+// --- queue nodes <-> the queue controller (the first queue node; queue.h "Failover")
+// A partition's leadership as the controller decided it: bit k of isr_mask stands for the
+// partition's replica k, (partition + k) mod Q.
+struct PartitionState {
+  uint32_t partition = 0; uint64_t epoch = 0; uint32_t leader = 0; uint64_t isr_mask = 0;
+  template <class V> void fields(V& v) { v("partition", partition); v("epoch", epoch); v("leader", leader); v("isr_mask", isr_mask); } };
+struct QueueHeartbeat { static constexpr uint8_t kType = 90;
+  template <class V> void fields(V&) {} };
+// Controller -> queue node: the answer to every heartbeat, and news after every change.
+struct PartitionStates { static constexpr uint8_t kType = 91;
+  std::vector<PartitionState> states;
+  template <class V> void fields(V& v) { v("states", states, wire::Max{kPartitionsMax}); } };
+// Leader -> controller: asks for this in-sync set, in this epoch (the controller bumps it).
+struct AlterIsr { static constexpr uint8_t kType = 92;
+  uint32_t partition = 0; uint64_t epoch = 0; uint64_t isr_mask = 0;
+  template <class V> void fields(V& v) { v("partition", partition); v("epoch", epoch); v("isr_mask", isr_mask); } };
+// A queue node that does not lead the partition, to a producer (request_id of its Produce) or a
+// subscriber (request_id 0): the leader it knows (kNoNode: none yet) at that epoch.
+struct NotLeader { static constexpr uint8_t kType = 47;
+  uint64_t request_id = 0; uint32_t partition = 0; uint64_t epoch = 0; uint32_t leader = 0;
+  template <class V> void fields(V& v) { v("request_id", request_id); v("partition", partition); v("epoch", epoch); v("leader", leader); } };
+
 // --- chat server <-> storage
 struct SyncQuery { static constexpr uint8_t kType = 50;
   uint64_t request_id = 0; std::string user; std::vector<Cursor> cursors;
@@ -238,7 +262,8 @@ struct Health { static constexpr uint8_t kType = 71;
 using Frame = std::variant<RouteRequest, RouteReply, Hello, Welcome, Send, GroupOp, SendAck, SendReject, Deliver,
                            SyncRequest, SyncDone, ReceiptSend, ReceiptNotice, Heartbeat, HeartbeatAck, Drain,
                            Register, Unregister, Lookup, Located, Produce, Produced, ProduceRejected, Subscribe,
-                           Records, SyncQuery, SyncResult, ReceiptUpdate, Route, Notify, HealthCheck, Health, Replicate, ReplicaAck>;
+                           Records, SyncQuery, SyncResult, ReceiptUpdate, Route, Notify, HealthCheck, Health, Replicate, ReplicaAck,
+                           QueueHeartbeat, PartitionStates, AlterIsr, NotLeader>;
 
 // version | type | fields. Asserts the frame is within its bounds (the sender's bug if not).
 Bytes encode(const Frame& frame);

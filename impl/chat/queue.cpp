@@ -17,6 +17,7 @@ using fast_sql::run;
 
 constexpr uint64_t kCommitTag = 1;
 constexpr uint64_t kCatchUpTag = 2;
+constexpr uint64_t kHeartbeatTag = 3;
 constexpr uint64_t kFlushTag = uint64_t{1} << 32;  // | partition
 constexpr uint64_t kPeerTag = uint64_t{2} << 32;   // | follower node: reconnect to it
 constexpr uint32_t kNoPartition = UINT32_MAX;
@@ -69,7 +70,10 @@ void QueueNode::open_database(Context& ctx) {
       // Replication: the high watermark as last written (it may lag), and the highest leader
       // epoch this replica has seen, which fences older leaders across restarts.
       "CREATE TABLE IF NOT EXISTS high_watermarks (partition INTEGER PRIMARY KEY, hw INTEGER NOT NULL);"
-      "CREATE TABLE IF NOT EXISTS epochs (partition INTEGER PRIMARY KEY, epoch INTEGER NOT NULL);");
+      "CREATE TABLE IF NOT EXISTS epochs (partition INTEGER PRIMARY KEY, epoch INTEGER NOT NULL);"
+      // The controller's decisions (the first queue node only).
+      "CREATE TABLE IF NOT EXISTS control (partition INTEGER PRIMARY KEY, epoch INTEGER NOT NULL,"
+      " leader INTEGER NOT NULL, isr_mask INTEGER NOT NULL);");
   MSGSIM_ASSERT(schema.ok(), schema.ok() ? std::string() : schema.error().message);
   find_msg_ = must_prepare(db_, "SELECT conv, seq, reason FROM produced WHERE msg_id = ?");
   insert_msg_ = must_prepare(db_, "INSERT OR REPLACE INTO produced (msg_id, conv, seq, reason) VALUES (?, ?, ?, ?)");
@@ -97,11 +101,8 @@ void QueueNode::recover(Context& ctx) {
   const ChatTopology& t = config_.topology;
   for (uint32_t p = 0; p < t.partitions; ++p) {
     if (!t.is_replica(p, ctx.self())) continue;
-    Partition& part = state_.partitions[p];
-    part.leader = t.replica_of(p, 0) == ctx.self();
-    if (part.leader) {
-      for (uint32_t k = 1; k < t.replicas(); ++k) part.followers[t.replica_of(p, k)] = FollowerProgress{};
-    }
+    // With copies, a replica leads only once the controller says so (on_start asks).
+    state_.partitions[p].leader = t.replicas() == 1;
   }
   {
     sql::Statement stmt = must_prepare(db_, "SELECT conv, next_seq FROM conversations");
@@ -147,17 +148,6 @@ void QueueNode::recover(Context& ctx) {
       it->second.committed_next_offset = std::min(it->second.log_end, static_cast<uint64_t>(stmt.column_int64(1)));
     }
   }
-  for (auto& [p, part] : state_.partitions) {
-    if (!part.leader) continue;
-    for (auto& [node, follower] : part.followers) follower.send_next = part.log_end;
-    std::vector<ReplicaRecord> records;
-    for (uint64_t from = part.committed_next_offset; from < part.log_end; from = records.back().offset + 1) {
-      records.clear();
-      MSGSIM_ASSERT(read_records(p, from, part.log_end, records) && !records.empty(),
-                    "queue: cannot read back partition " + std::to_string(p) + " from offset " + std::to_string(from));
-      for (ReplicaRecord& r : records) part.uncommitted.push_back(RecordAt{r.offset, std::move(r.entry)});
-    }
-  }
 }
 
 void QueueNode::on_start(Context& ctx) {
@@ -169,8 +159,10 @@ void QueueNode::on_start(Context& ctx) {
   }
   recover(ctx);
   ctx.log(LogLevel::info, "queue: recovered " + describe());
-  for (auto& [p, part] : state_.partitions)
-    if (part.leader) replicate_all(ctx, p);
+  if (replicated()) {
+    if (is_controller()) control_start(ctx);
+    heartbeat(ctx);
+  }
   invariants();
 }
 
@@ -202,7 +194,6 @@ void QueueNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
     close_bad(ctx, conn, "bad frame: " + decoded.error().message);
     return;
   }
-  ctx.charge_cpu(config_.cpu_costs.frame_cost_ns(CostRole::queue, *decoded));
   if (auto* produce = std::get_if<Produce>(&*decoded)) {
     on_produce(ctx, conn, *produce);
   } else if (const auto* subscribe = std::get_if<Subscribe>(&*decoded)) {
@@ -211,6 +202,23 @@ void QueueNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
     on_replicate(ctx, conn, *replicate);
   } else if (const auto* ack = std::get_if<ReplicaAck>(&*decoded)) {
     on_replica_ack(ctx, conn, *ack);
+  } else if (std::holds_alternative<QueueHeartbeat>(*decoded) && is_controller()) {
+    const auto from = accepted_from_.find(conn);
+    const auto& queues = config_.topology.queues;
+    if (from == accepted_from_.end() || std::find(queues.begin(), queues.end(), from->second) == queues.end()) {
+      close_bad(ctx, conn, "QueueHeartbeat from a node that is no queue");
+      return;
+    }
+    on_heartbeat(ctx, conn, from->second);
+  } else if (const auto* alter = std::get_if<AlterIsr>(&*decoded); alter != nullptr && is_controller()) {
+    const auto from = state_.heartbeat_conns.find(conn);
+    if (from == state_.heartbeat_conns.end()) {
+      close_bad(ctx, conn, "AlterIsr before any QueueHeartbeat");
+      return;
+    }
+    on_alter_isr(ctx, from->second, *alter);
+  } else if (const auto* states = std::get_if<PartitionStates>(&*decoded); states != nullptr && conn == state_.to_controller) {
+    for (const PartitionState& state : states->states) apply_state(ctx, state);
   } else {
     close_bad(ctx, conn, std::string("unexpected ") + frame_name(*decoded));
   }
@@ -265,7 +273,10 @@ void QueueNode::reply(Context& ctx, ConnId conn, Bytes frame, uint32_t partition
   }
   if (partition != kNoPartition) {
     Partition& part = state_.partitions.at(partition);
-    if (part.committed_next_offset < until) {
+    if (!part.leader) return;  // stepped down meanwhile: the producer retries with the new leader
+    // Bug::leader_ack_before_replication: the answer goes out once the leader synced, whether
+    // or not the followers have the record.
+    if (part.committed_next_offset < until && !config_.bugs.on(Bug::leader_ack_before_replication)) {
       part.waiting.push_back(PendingReply{conn, partition, until, std::move(frame)});
       return;
     }
@@ -350,7 +361,11 @@ void QueueNode::on_produce(Context& ctx, ConnId conn, Produce& produce) {
   }
   const uint32_t partition = config_.topology.partition_of(entry.conv);
   const auto part = state_.partitions.find(partition);
-  if (part == state_.partitions.end() || !part->second.leader) {
+  if (part != state_.partitions.end() && !part->second.leader) {
+    ctx.send(conn, encode(Frame{NotLeader{produce.request_id, partition, part->second.epoch, part->second.leader_node}}));
+    return;
+  }
+  if (part == state_.partitions.end()) {
     // Misrouted by the producer: not an answer about the message, so nothing is recorded.
     ctx.log(LogLevel::warn, "queue: Produce for " + entry.conv + " of partition " + std::to_string(partition) +
                                 " that this node does not lead");
@@ -535,8 +550,8 @@ void QueueNode::flush(Context& ctx, uint32_t partition) {
 
 void QueueNode::on_subscribe(Context& ctx, ConnId conn, const Subscribe& subscribe) {
   const auto part = state_.partitions.find(subscribe.partition);
-  if (part == state_.partitions.end() || !part->second.leader) {
-    close_bad(ctx, conn, "Subscribe to partition " + std::to_string(subscribe.partition) + " that this node does not lead");
+  if (part == state_.partitions.end()) {
+    close_bad(ctx, conn, "Subscribe to partition " + std::to_string(subscribe.partition) + " that this node does not hold");
     return;
   }
   const std::pair<ConnId, uint32_t> key{conn, subscribe.partition};
@@ -548,14 +563,15 @@ void QueueNode::on_subscribe(Context& ctx, ConnId conn, const Subscribe& subscri
   sub.next_offset = std::max<uint64_t>(subscribe.from_offset, 1);
   // It is caught up once it has every committed record; from then on every commit sends it
   // the new records.
-  sub.caught_up = sub.next_offset >= part->second.committed_next_offset;
+  // A replica that does not lead keeps the subscription and serves it once it leads.
+  sub.caught_up = part->second.leader && sub.next_offset >= part->second.committed_next_offset;
   if (!sub.caught_up) catch_up(ctx);
 }
 
 void QueueNode::catch_up(Context& ctx) {
   bool more = false;
   for (auto& [key, sub] : state_.subscriptions) {
-    if (sub.caught_up) continue;
+    if (sub.caught_up || !state_.partitions.at(key.second).leader) continue;
     const uint32_t partition = key.second;
     // Only committed records: the open batch's rows are visible to this connection, but a crash
     // could still take them back.
@@ -615,6 +631,9 @@ void QueueNode::catch_up(Context& ctx) {
 void QueueNode::on_disconnect(Context& ctx, ConnId conn, DisconnectReason) {
   for (auto it = state_.subscriptions.lower_bound({conn, 0}); it != state_.subscriptions.end() && it->first.first == conn;)
     it = state_.subscriptions.erase(it);
+  accepted_from_.erase(conn);
+  state_.heartbeat_conns.erase(conn);
+  if (conn == state_.to_controller) state_.to_controller = kNoConn;  // the next heartbeat reconnects
   for (auto it = state_.peers.begin(); it != state_.peers.end(); ++it) {
     if (it->second != conn) continue;
     // A follower link broke: what was in flight is gone. Reconnect after a pause and probe
@@ -723,7 +742,7 @@ void QueueNode::on_replica_ack(Context& ctx, ConnId conn, const ReplicaAck& ack)
   Partition& part = part_it->second;
   FollowerProgress& f = part.followers.at(node);
   f.inflight = false;
-  if (ack.epoch > part.epoch) {
+  if (ack.epoch > part.epoch && (!ack.ok || !config_.bugs.on(Bug::no_epoch_fencing))) {
     // A newer leader exists: this one must not count the ack. (Failover: see the coordinator.)
     ctx.log(LogLevel::warn, "queue: follower " + std::to_string(node) + " of partition " +
                                 std::to_string(ack.partition) + " knows epoch " + std::to_string(ack.epoch));
@@ -733,6 +752,7 @@ void QueueNode::on_replica_ack(Context& ctx, ConnId conn, const ReplicaAck& ack)
   if (ack.ok) {
     f.match_end = end;
     f.send_next = end;
+    if (end == part.log_end) f.behind_since_ns = -1;
     advance_hw(ctx, ack.partition);
   } else {
     // Its log is shorter, or did not match at prev_offset and was cut there: back off.
@@ -747,7 +767,9 @@ void QueueNode::advance_hw(Context& ctx, uint32_t partition) {
   Partition& part = state_.partitions.at(partition);
   MSGSIM_ASSERT(part.leader, "advance_hw on a follower");
   uint64_t hw = part.log_end;
-  for (const auto& [node, f] : part.followers) hw = std::min(hw, f.match_end);
+  for (const auto& [node, f] : part.followers) {
+    if ((part.isr_mask >> replica_index(partition, node)) & 1) hw = std::min(hw, f.match_end);
+  }
   if (hw > part.committed_next_offset) {
     part.committed_next_offset = hw;
     part.hw_dirty = true;
@@ -774,7 +796,14 @@ void QueueNode::on_replicate(Context& ctx, ConnId conn, Replicate& replicate) {
   auto answer = [&](bool ok) {
     reply(ctx, conn, encode(Frame{ReplicaAck{partition, part.epoch, ok, part.next_offset}}));
   };
-  if (replicate.epoch < part.epoch) {
+  // Bug::no_epoch_fencing: epochs are not compared; whoever sends records is followed, even by
+  // a leader, so a deposed leader that still reaches the replicas keeps writing through them.
+  const bool fencing = !config_.bugs.on(Bug::no_epoch_fencing);
+  if (!fencing && part.leader) {
+    step_down(ctx, partition);
+    part.state_known = false;  // the controller's word counts again
+  }
+  if (replicate.epoch < part.epoch && fencing) {
     answer(false);  // a stale leader: it learns the newer epoch from the answer
     return;
   }
@@ -783,10 +812,13 @@ void QueueNode::on_replicate(Context& ctx, ConnId conn, Replicate& replicate) {
                              std::to_string(part.epoch));
     return;
   }
+  if (replicate.epoch > part.epoch && part.leader) step_down(ctx, partition);
   if (!open_batch(ctx)) return;
   if (replicate.epoch > part.epoch) {
     part.epoch = replicate.epoch;
-    part.leader = false;
+    part.state_known = false;  // the controller's state for it has not arrived yet
+    const auto from = accepted_from_.find(conn);
+    part.leader_node = from == accepted_from_.end() ? kNoNode : from->second;
     sqlite3_stmt* write = upsert_epoch_.get();
     bind_int(write, 1, static_cast<int64_t>(partition));
     bind_int(write, 2, static_cast<int64_t>(part.epoch));
@@ -909,6 +941,8 @@ void QueueNode::on_timer(Context& ctx, uint64_t tag) {
   } else if (tag == kCommitTag) {
     state_.commit_armed = false;
     commit_batch(ctx);
+  } else if (tag == kHeartbeatTag) {
+    heartbeat(ctx);
   } else if ((tag & ~uint64_t{UINT32_MAX}) == kPeerTag) {
     const auto node = static_cast<NodeId>(tag & UINT32_MAX);
     state_.peer_retry_armed.erase(node);
@@ -922,6 +956,242 @@ void QueueNode::on_timer(Context& ctx, uint64_t tag) {
     MSGSIM_UNREACHABLE("queue: unknown timer tag " + std::to_string(tag));
   }
   invariants();
+}
+
+uint32_t QueueNode::replica_index(uint32_t partition, NodeId node) const {
+  for (uint32_t k = 0; k < config_.topology.replicas(); ++k)
+    if (config_.topology.replica_of(partition, k) == node) return k;
+  MSGSIM_UNREACHABLE("queue: node " + std::to_string(node) + " holds no copy of partition " + std::to_string(partition));
+}
+
+void QueueNode::heartbeat(Context& ctx) {
+  if (state_.halted) return;
+  if (is_controller()) {
+    control_tick(ctx);
+  } else {
+    if (state_.to_controller == kNoConn) state_.to_controller = ctx.connect(config_.topology.queues.front());
+    ctx.send(state_.to_controller, encode(Frame{QueueHeartbeat{}}));
+  }
+  check_isr(ctx);
+  ctx.set_timer(kHeartbeatNs, kHeartbeatTag);
+}
+
+void QueueNode::apply_state(Context& ctx, const PartitionState& state) {
+  const auto it = state_.partitions.find(state.partition);
+  if (it == state_.partitions.end()) return;  // not a replica of it
+  Partition& part = it->second;
+  if (state.epoch < part.epoch || (state.epoch == part.epoch && part.state_known)) return;
+  if (state.epoch > part.epoch) {
+    if (!open_batch(ctx)) return;
+    sqlite3_stmt* write = upsert_epoch_.get();
+    bind_int(write, 1, static_cast<int64_t>(state.partition));
+    bind_int(write, 2, static_cast<int64_t>(state.epoch));
+    if (!run(write)) {
+      halt(ctx, "writing the epoch of partition " + std::to_string(state.partition));
+      return;
+    }
+  }
+  part.epoch = state.epoch;
+  part.state_known = true;
+  part.leader_node = state.leader;
+  part.isr_mask = state.isr_mask;
+  if (state.leader == self_) {
+    if (!part.leader) {
+      become_leader(ctx, state.partition);
+    } else {
+      // The same leader in a new epoch (its ISR changed): carry on.
+      part.isr_asked_ns = -1;
+      advance_hw(ctx, state.partition);
+      replicate_all(ctx, state.partition);
+    }
+  } else if (part.leader) {
+    step_down(ctx, state.partition);
+  }
+}
+
+void QueueNode::become_leader(Context& ctx, uint32_t partition) {
+  // The open batch may hold records this replica appended as a follower: commit them first,
+  // so the records above the HW are all in the synced log.
+  commit_batch(ctx);
+  if (state_.halted) return;
+  Partition& part = state_.partitions.at(partition);
+  ctx.log(LogLevel::info, "queue: leading partition " + std::to_string(partition) + " at epoch " +
+                              std::to_string(part.epoch) + " from offset " + std::to_string(part.log_end));
+  part.leader = true;
+  part.isr_asked_ns = -1;
+  const int64_t now = ctx.now_ns();
+  for (uint32_t k = 0; k < config_.topology.replicas(); ++k) {
+    const NodeId node = config_.topology.replica_of(partition, k);
+    if (node == self_) continue;
+    FollowerProgress& f = part.followers[node];
+    f = FollowerProgress{};
+    f.send_next = part.log_end;
+    f.behind_since_ns = now;  // until it proves it has our log
+  }
+  part.uncommitted.clear();
+  std::vector<ReplicaRecord> records;
+  for (uint64_t from = part.committed_next_offset; from < part.log_end; from = records.back().offset + 1) {
+    records.clear();
+    if (!read_records(partition, from, part.log_end, records) || records.empty()) {
+      halt(ctx, "reading back partition " + std::to_string(partition) + " from offset " + std::to_string(from));
+      return;
+    }
+    for (ReplicaRecord& r : records) part.uncommitted.push_back(RecordAt{r.offset, std::move(r.entry)});
+  }
+  for (auto& [key, sub] : state_.subscriptions) {
+    if (key.second == partition) sub.caught_up = sub.next_offset >= part.committed_next_offset;
+  }
+  advance_hw(ctx, partition);
+  replicate_all(ctx, partition);
+  catch_up(ctx);
+}
+
+void QueueNode::step_down(Context& ctx, uint32_t partition) {
+  commit_batch(ctx);
+  if (state_.halted) return;
+  Partition& part = state_.partitions.at(partition);
+  ctx.log(LogLevel::info, "queue: no longer leading partition " + std::to_string(partition) + " (epoch " +
+                              std::to_string(part.epoch) + ")");
+  flush(ctx, partition);  // committed records still go out
+  part.leader = false;
+  part.followers.clear();
+  part.uncommitted.clear();
+  part.waiting.clear();  // unanswered: the producers retry at the new leader
+  for (auto& [key, sub] : state_.subscriptions) {
+    if (key.second == partition) sub.caught_up = false;
+  }
+}
+
+void QueueNode::check_isr(Context& ctx) {
+  const int64_t now = ctx.now_ns();
+  for (auto& [p, part] : state_.partitions) {
+    if (!part.leader || !part.state_known) continue;
+    uint64_t wanted = part.isr_mask;
+    for (auto& [node, f] : part.followers) {
+      const uint64_t bit = uint64_t{1} << replica_index(p, node);
+      if (f.match_end >= part.log_end) f.behind_since_ns = -1;
+      else if (f.behind_since_ns < 0) f.behind_since_ns = now;
+      const bool lagging = f.behind_since_ns >= 0 && now - f.behind_since_ns > kLagMaxNs;
+      if ((wanted & bit) && lagging) wanted &= ~bit;
+      // Back in: it has every record below the HW, so every committed record.
+      if (!(wanted & bit) && !lagging && f.match_end >= part.committed_next_offset) wanted |= bit;
+    }
+    if (wanted == part.isr_mask) continue;
+    if (part.isr_asked_ns >= 0 && now - part.isr_asked_ns < 2 * kHeartbeatNs) continue;
+    part.isr_asked_ns = now;
+    const AlterIsr alter{p, part.epoch, wanted};
+    if (is_controller()) {
+      on_alter_isr(ctx, self_, alter);
+    } else if (state_.to_controller != kNoConn) {
+      ctx.send(state_.to_controller, encode(Frame{alter}));
+    }
+  }
+}
+
+// --- the controller --------------------------------------------------------------------------
+
+void QueueNode::control_start(Context& ctx) {
+  const ChatTopology& t = config_.topology;
+  {
+    sql::Statement stmt = must_prepare(db_, "SELECT partition, epoch, leader, isr_mask FROM control");
+    while (next_row(stmt.get()) == 1) {
+      const auto p = static_cast<uint32_t>(stmt.column_int64(0));
+      if (p >= t.partitions) continue;
+      Control& c = state_.control[p];
+      c.epoch = static_cast<uint64_t>(stmt.column_int64(1));
+      c.leader = static_cast<NodeId>(stmt.column_int64(2));
+      c.isr_mask = static_cast<uint64_t>(stmt.column_int64(3));
+    }
+  }
+  for (uint32_t p = 0; p < t.partitions; ++p) {
+    if (state_.control.count(p) != 0) continue;
+    Control& c = state_.control[p];
+    c.epoch = 1;
+    c.leader = t.replica_of(p, 0);
+    c.isr_mask = (uint64_t{1} << t.replicas()) - 1;
+    if (!persist_control(ctx, p)) return;
+  }
+  // Every queue node gets a full lease from the controller's start before it may be replaced.
+  for (NodeId node : t.queues) state_.last_heard_ns[node] = ctx.now_ns();
+  publish_control(ctx);
+}
+
+bool QueueNode::persist_control(Context& ctx, uint32_t partition) {
+  // Persist before anyone hears: the open batch commits first, then this decision on its own.
+  commit_batch(ctx);
+  if (state_.halted) return false;
+  const Control& c = state_.control.at(partition);
+  const Status written = sql::exec(db_, "BEGIN; INSERT OR REPLACE INTO control (partition, epoch, leader, isr_mask) VALUES (" +
+                                            std::to_string(partition) + ", " + std::to_string(c.epoch) + ", " +
+                                            std::to_string(c.leader) + ", " + std::to_string(c.isr_mask) + "); COMMIT;");
+  if (!written.ok()) {
+    halt(ctx, "writing the controller's state of partition " + std::to_string(partition));
+    return false;
+  }
+  return true;
+}
+
+PartitionStates QueueNode::control_states() const {
+  PartitionStates out;
+  for (const auto& [p, c] : state_.control) out.states.push_back(PartitionState{p, c.epoch, c.leader, c.isr_mask});
+  return out;
+}
+
+void QueueNode::publish_control(Context& ctx) {
+  const PartitionStates states = control_states();
+  const Bytes frame = encode(Frame{states});
+  for (const auto& [conn, node] : state_.heartbeat_conns) ctx.send(conn, frame);
+  for (const PartitionState& state : states.states) apply_state(ctx, state);
+}
+
+void QueueNode::on_heartbeat(Context& ctx, ConnId conn, NodeId node) {
+  state_.last_heard_ns[node] = ctx.now_ns();
+  state_.heartbeat_conns[conn] = node;
+  ctx.send(conn, encode(Frame{control_states()}));
+}
+
+void QueueNode::control_tick(Context& ctx) {
+  const ChatTopology& t = config_.topology;
+  const int64_t now = ctx.now_ns();
+  auto alive = [&](NodeId node) { return node == self_ || now - state_.last_heard_ns[node] <= kLeaderDeadNs; };
+  bool changed = false;
+  for (auto& [p, c] : state_.control) {
+    if (alive(c.leader)) continue;
+    for (uint32_t k = 0; k < t.replicas(); ++k) {
+      const NodeId candidate = t.replica_of(p, k);
+      if (candidate == c.leader || !((c.isr_mask >> k) & 1) || !alive(candidate)) continue;
+      ctx.log(LogLevel::info, "queue controller: partition " + std::to_string(p) + " leader " +
+                                  std::to_string(c.leader) + " lost; " + std::to_string(candidate) + " leads at epoch " +
+                                  std::to_string(c.epoch + 1));
+      c.isr_mask &= ~(uint64_t{1} << replica_index(p, c.leader));
+      c.leader = candidate;
+      c.epoch++;
+      if (!persist_control(ctx, p)) return;
+      changed = true;
+      break;
+    }
+  }
+  if (changed) publish_control(ctx);
+}
+
+void QueueNode::on_alter_isr(Context& ctx, NodeId node, const AlterIsr& alter) {
+  const auto it = state_.control.find(alter.partition);
+  if (it == state_.control.end()) return;
+  Control& c = it->second;
+  const ChatTopology& t = config_.topology;
+  const uint64_t all = (uint64_t{1} << t.replicas()) - 1;
+  // Only the current leader, about the current epoch; it stays in the set; only replicas.
+  if (alter.epoch != c.epoch || node != c.leader || alter.isr_mask == c.isr_mask || (alter.isr_mask & ~all) != 0 ||
+      !((alter.isr_mask >> replica_index(alter.partition, node)) & 1)) {
+    return;
+  }
+  ctx.log(LogLevel::info, "queue controller: partition " + std::to_string(alter.partition) + " ISR " +
+                              std::to_string(c.isr_mask) + " -> " + std::to_string(alter.isr_mask) + " at epoch " +
+                              std::to_string(c.epoch + 1));
+  c.isr_mask = alter.isr_mask;
+  c.epoch++;
+  if (!persist_control(ctx, alter.partition)) return;
+  publish_control(ctx);
 }
 
 std::string QueueNode::describe() const {
@@ -951,7 +1221,8 @@ void QueueNode::invariants() const {
   for (const auto& [p, part] : state_.partitions) {
     MSGSIM_ASSERT(config_.topology.is_replica(p, self_), "a partition this node does not hold");
     MSGSIM_ASSERT_GE(part.committed_next_offset, uint64_t{1});
-    MSGSIM_ASSERT_LE(part.committed_next_offset, part.log_end);
+    // A follower learns the HW with records its open batch has not committed yet.
+    MSGSIM_ASSERT_LE(part.committed_next_offset, part.leader ? part.log_end : part.next_offset);
     MSGSIM_ASSERT_LE(part.log_end, part.next_offset);
     MSGSIM_ASSERT_LE(part.unflushed.size(), kEntriesPerFrameMax);
     MSGSIM_ASSERT(part.unflushed.empty() || part.flush_armed, "unsent records without a flush timer");
@@ -971,8 +1242,9 @@ void QueueNode::invariants() const {
     }
   }
   for (const auto& [key, sub] : state_.subscriptions) {
-    MSGSIM_ASSERT(state_.partitions.count(key.second) == 1, "a subscription to a partition not led here");
+    MSGSIM_ASSERT(state_.partitions.count(key.second) == 1, "a subscription to a partition not held here");
     if (sub.caught_up) {
+      MSGSIM_ASSERT(state_.partitions.at(key.second).leader, "a caught-up subscription on a follower");
       const Partition& part = state_.partitions.at(key.second);
       MSGSIM_ASSERT_GE(sub.next_offset, part.unflushed.empty() ? part.committed_next_offset : part.unflushed.front().offset);
     }

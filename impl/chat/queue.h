@@ -47,9 +47,34 @@
 //    to kUncommittedMax / kWaitingMax; past that, new produces get no answer and the producer
 //    retries.
 //
+// Failover (RF > 1). The first queue node is the controller: it keeps (epoch, leader, in-sync
+// set) per partition in its database, synced before anyone hears of a change. Every queue node
+// sends it QueueHeartbeat every kHeartbeatNs and gets every partition's state back. A replica
+// leads only when the controller's state says so (after a restart it waits for it).
+//  - A leader that the controller has not heard from for kLeaderDeadNs is replaced by the first
+//    live member of its in-sync set (ISR), at epoch + 1, and leaves the ISR. None alive: the
+//    partition waits (no unclean election).
+//  - The HW counts the ISR only. The leader asks (AlterIsr, naming its epoch) to drop a follower
+//    that has lagged for kLagMaxNs, and to add back one whose log end reached the leader's; the
+//    controller applies a request only from the current leader at the current epoch, and every
+//    change bumps the epoch. A new member has every record the leader has, so every committed
+//    record is on every ISR member, and every possible next leader has it.
+//  - Two leaders of one epoch cannot exist: only the controller makes epochs. An old leader
+//    cut off from the controller cannot commit: the new leader was in its ISR and refuses its
+//    epoch. It steps down when it hears of a newer epoch (controller, follower answer, or frame).
+//  - Producers and subscribers that reach a replica that does not lead get NotLeader naming the
+//    leader it knows. Subscriptions are kept by every replica but served only while it leads, so
+//    a storage node may subscribe to all replicas and take records from whichever leads: the
+//    records below any leader's HW are the same on every replica.
+//  - Left open: a leader cut off from the controller may still answer a duplicate or a
+//    rejection from its own (committed) state for a while after the controller replaced it.
+//
 // Planted bugs (config.h): ack_before_durable (synchronous=OFF), retry_new_seq (no msg_id
 // dedup for accepted entries), reject_after_append (a message that fails the membership check
-// is appended anyway, then refused).
+// is appended anyway, then refused), leader_ack_before_replication (answers once the leader
+// synced, not once the HW covers the record), no_epoch_fencing (replicas follow whoever sends
+// Replicate frames, whatever its epoch, so a deposed leader that comes back overwrites records
+// the new leader committed).
 #pragma once
 
 #include <cstdint>
@@ -80,12 +105,15 @@ class QueueNode final : public Node {
   static constexpr size_t kUncommittedMax = 100'000;  // records above the HW, per partition
   static constexpr size_t kWaitingMax = 100'000;      // answers waiting for the HW, per partition
   static constexpr int64_t kPeerRetryNs = 200 * kNanosPerMilli;  // reconnect to a follower
+  static constexpr int64_t kHeartbeatNs = 200 * kNanosPerMilli;   // queue -> controller
+  static constexpr int64_t kLeaderDeadNs = 1500 * kNanosPerMilli;  // no heartbeat this long: replaced
+  static constexpr int64_t kLagMaxNs = 1000 * kNanosPerMilli;      // a follower behind this long leaves the ISR
 
   explicit QueueNode(const ChatConfig& config);
   ~QueueNode() override = default;
 
   void on_start(Context& ctx) override;
-  void on_accept(Context&, ConnId, NodeId) override {}
+  void on_accept(Context&, ConnId conn, NodeId peer) override { accepted_from_[conn] = peer; }
   void on_connected(Context&, ConnId) override {}
   void on_frame(Context& ctx, ConnId conn, ByteView frame) override;
   void on_disconnect(Context& ctx, ConnId conn, DisconnectReason reason) override;
@@ -117,6 +145,13 @@ class QueueNode final : public Node {
     uint64_t send_next = 1;  // the next record to send it
     uint64_t match_end = 0;  // its log matches ours below this (0: not yet known)
     bool inflight = false;   // a Replicate awaits its ack
+    int64_t behind_since_ns = -1;  // when it last fell behind the leader's log end (-1: caught up)
+  };
+  // The controller's record of one partition.
+  struct Control {
+    uint64_t epoch = 1;
+    NodeId leader = kNoNode;
+    uint64_t isr_mask = 0;
   };
   // An answer that waits: for the batch's commit, then for the HW to reach `until`.
   struct PendingReply {
@@ -127,6 +162,10 @@ class QueueNode final : public Node {
   };
   struct Partition {
     bool leader = false;
+    bool state_known = false;            // the controller's state for `epoch` arrived
+    NodeId leader_node = kNoNode;        // as the controller said, for redirects
+    uint64_t isr_mask = 0;               // bit k: replica k is in sync (the leader's HW counts these)
+    int64_t isr_asked_ns = -1;           // leader: when it last sent AlterIsr
     uint64_t epoch = 1;                  // the highest leader epoch this replica knows
     uint64_t next_offset = 1;            // offsets start at 1, so "stored up to 0" means none
     uint64_t log_end = 1;                // synced: the open batch's records are below next_offset only
@@ -152,6 +191,11 @@ class QueueNode final : public Node {
     std::vector<std::pair<uint32_t, RecordAt>> committing;
     std::set<std::string> dirty_convs;  // conversations whose next seq the batch moved
     std::map<NodeId, ConnId> peers;     // connections to followers this node opened
+    ConnId to_controller = kNoConn;
+    // The controller's own state (the first queue node only).
+    std::map<uint32_t, Control> control;
+    std::map<NodeId, int64_t> last_heard_ns;  // queue node -> its last heartbeat here
+    std::map<ConnId, NodeId> heartbeat_conns;  // accepted connections of queue nodes
     std::set<NodeId> peer_retry_armed;
     bool halted = false;  // a SQLite write failed: fail-stop, answer nothing more
     uint64_t accepted = 0, rejected = 0, duplicates = 0;
@@ -169,6 +213,23 @@ class QueueNode final : public Node {
   void on_subscribe(Context& ctx, ConnId conn, const Subscribe& subscribe);
   void on_replicate(Context& ctx, ConnId conn, Replicate& replicate);
   void on_replica_ack(Context& ctx, ConnId conn, const ReplicaAck& ack);
+  bool replicated() const { return config_.topology.replicas() > 1; }
+  bool is_controller() const { return replicated() && self_ == config_.topology.queues.front(); }
+  // Failover: a state from the controller; becoming leader, staying, or stepping down.
+  void apply_state(Context& ctx, const PartitionState& state);
+  void become_leader(Context& ctx, uint32_t partition);
+  void step_down(Context& ctx, uint32_t partition);
+  void heartbeat(Context& ctx);
+  void check_isr(Context& ctx);
+  uint32_t replica_index(uint32_t partition, NodeId node) const;
+  // The controller's part.
+  void control_start(Context& ctx);
+  void control_tick(Context& ctx);
+  void on_heartbeat(Context& ctx, ConnId conn, NodeId node);
+  void on_alter_isr(Context& ctx, NodeId node, const AlterIsr& alter);
+  bool persist_control(Context& ctx, uint32_t partition);
+  PartitionStates control_states() const;
+  void publish_control(Context& ctx);
   // Leader: sends `follower` what it lacks (or a probe), unless a frame is in flight.
   void replicate_to(Context& ctx, uint32_t partition, NodeId follower);
   void replicate_all(Context& ctx, uint32_t partition);
@@ -200,6 +261,7 @@ class QueueNode final : public Node {
 
   const ChatConfig& config_;
   NodeId self_ = kNoNode;
+  std::map<ConnId, NodeId> accepted_from_;  // who opened each accepted connection
   State state_;
   sqlite3* db_ = nullptr;
   Bytes scratch_;  // the encode buffer of log records, reused: no allocation per message

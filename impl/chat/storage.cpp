@@ -120,7 +120,11 @@ void StorageNode::on_start(Context& ctx) {
   }
   recover(ctx);
   std::set<NodeId> queues;
-  for (const auto& [p, last] : state_.last_offset) queues.insert(config_.topology.queue_of(p));
+  // Every replica of each owned partition: the one that leads serves the subscription, and
+  // after a failover the next one does, from the same offsets (queue.h "Failover").
+  for (const auto& [p, last] : state_.last_offset) {
+    for (uint32_t k = 0; k < config_.topology.replicas(); ++k) queues.insert(config_.topology.replica_of(p, k));
+  }
   for (NodeId queue : queues) {
     Link& link = state_.links[queue];
     link.is_queue = true;
@@ -138,7 +142,7 @@ void StorageNode::connect_queue(Context& ctx, NodeId queue) {
   state_.link_of_conn[link.conn] = queue;
   // Frames queue behind the handshake: subscribe at once, from the offset after the last stored.
   for (const auto& [p, last] : state_.last_offset) {
-    if (config_.topology.queue_of(p) == queue) ctx.send(link.conn, encode(Frame{Subscribe{p, last + 1}}));
+    if (config_.topology.is_replica(p, queue)) ctx.send(link.conn, encode(Frame{Subscribe{p, last + 1}}));
   }
 }
 
@@ -285,8 +289,8 @@ void StorageNode::on_records(Context& ctx, ConnId conn, Records& records) {
     return;
   }
   const auto link = state_.link_of_conn.find(conn);
-  if (link == state_.link_of_conn.end() || link->second != config_.topology.queue_of(records.partition)) {
-    close_bad(ctx, conn, "Records of partition " + std::to_string(records.partition) + " from a node not its leader");
+  if (link == state_.link_of_conn.end() || !config_.topology.is_replica(records.partition, link->second)) {
+    close_bad(ctx, conn, "Records of partition " + std::to_string(records.partition) + " from a node not its replica");
     return;
   }
   uint64_t last = last_it->second;
