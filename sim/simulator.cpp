@@ -505,6 +505,7 @@ void SimContext::send(ConnId id, Bytes frame) {
   MSGSIM_ASSERT_EQ(conn.end[side], id_);
   if (!conn.attached[side]) return;
   sim.stats_.frames_sent++;
+  if (sim.frame_observer_) sim.frame_observer_(id_, conn.end[1 - side], frame);
   sim.push_frame(slot, side, Simulator::FrameKind::data, std::move(frame));
 }
 

@@ -70,6 +70,8 @@ struct TraceRecord {
 };
 using TraceSink = std::function<void(const TraceRecord&)>;
 using HistorySink = std::function<void(NodeId, const history::Event&)>;
+// Sees every data frame a node sends, with both ends (the E2EE confidentiality check).
+using FrameObserver = std::function<void(NodeId from, NodeId to, ByteView frame)>;
 
 class Simulator {
  public:
@@ -90,6 +92,7 @@ class Simulator {
   Node* node_object(NodeId node);  // the live incarnation, or nullptr when down
   void set_trace_sink(TraceSink sink) { trace_sink_ = std::move(sink); }
   void set_history_sink(HistorySink sink) { history_sink_ = std::move(sink); }
+  void set_frame_observer(FrameObserver observer) { frame_observer_ = std::move(observer); }
   SimDisk& disk() { return *disk_; }
 
   // --- running
@@ -223,6 +226,7 @@ class Simulator {
   std::unique_ptr<SimDisk> disk_;
   TraceSink trace_sink_;
   HistorySink history_sink_;
+  FrameObserver frame_observer_;
   bool in_handler_ = false;
 };
 

@@ -49,6 +49,8 @@ const char* const kScenario = "scenarios/chat-faulty.json";
 //  - gap-skip: the device moves past a missing seq.
 //  - read-before-display: a read receipt covers messages the reader has not shown.
 //  - expiry-ignored: a shown disappearing message is never expired.
+//  - server-sees-plaintext: a message body's plaintext travels through the servers (the
+//    simulator's own check, not a history invariant: a history cannot show it).
 const std::map<std::string, std::string>& expected_checks() {
   static const std::map<std::string, std::string> table = {
       {"ack-before-durable", "no-loss"},
@@ -61,6 +63,7 @@ const std::map<std::string, std::string>& expected_checks() {
       {"gap-skip", "gap-free"},
       {"read-before-display", "receipts"},
       {"expiry-ignored", "expiry"},
+      {"server-sees-plaintext", "e2ee-confidentiality"},
       // The replicated queue's (scenarios/chat-replicated.json, see replicated_bugs()):
       //  - leader-ack-before-replication: the leader acks, then fails before its followers have
       //    the message; the new leader never had it, so an acked message is never delivered.

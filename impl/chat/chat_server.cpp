@@ -121,6 +121,7 @@ void ChatServerNode::on_device_frame(Context& ctx, ConnId conn, Session& s, Fram
     produce.entry.from_user = s.user;
     produce.entry.from_device = s.device;
     produce.entry.member = op->member;
+    if (op->kind == EntryKind::join) produce.entry.body = std::move(op->members);  // the member list (E2EE)
     const NodeId queue = queue_leader(config_.topology.partition_of(op->conv));
     Bytes frame = encode_as(produce);
     produces_[id] = PendingProduce{conn, op->op_id, op->conv, queue, ctx.now_ns(), frame};

@@ -20,6 +20,8 @@ const std::vector<BugInfo>& bug_catalogue() {
       {Bug::read_before_display, "read-before-display",
        "a device sends read receipts for messages it received but has not shown yet"},
       {Bug::expiry_ignored, "expiry-ignored", "a device never deletes disappearing or view-once messages"},
+      {Bug::server_sees_plaintext, "server-sees-plaintext",
+       "a device sends each message's plaintext alongside its ciphertexts, so the servers can read it"},
       {Bug::leader_ack_before_replication, "leader-ack-before-replication",
        "the queue leader acknowledges a message once it synced it, before its followers have it, so a failover can lose it"},
       {Bug::no_epoch_fencing, "no-epoch-fencing",

@@ -27,6 +27,7 @@ enum class Bug : uint8_t {
   gap_skip,             // device: gives up on a gap after the timeout and moves past it
   read_before_display,  // device: read receipts cover entries received but not yet shown
   expiry_ignored,       // device: never deletes a disappearing message
+  server_sees_plaintext,  // device: sends the plaintext along with the ciphertexts (E2EE broken)
   leader_ack_before_replication,  // queue: the leader answers a produce once it synced, before its followers have it
   no_epoch_fencing,               // queue: followers take records from a leader of an older epoch
   count,
@@ -56,6 +57,7 @@ struct ChatTopology {
   std::vector<NodeId> queues;
   std::vector<NodeId> storages;
   std::vector<NodeId> push;
+  std::vector<NodeId> key_services;  // empty: no key service, so devices send plaintext (E2EE off)
   uint32_t partitions = 16;
   // Copies of each partition's log (the scenario's replication factor, capped by the queues).
   uint32_t replication_factor = 1;
@@ -77,6 +79,9 @@ struct ChatTopology {
   }
   NodeId storage_of(uint32_t partition) const { return storages[partition % storages.size()]; }
   NodeId registry_of(std::string_view user) const { return registries[hash_string(user, 7) % registries.size()]; }
+  // Every device talks to one key service (the first); more key service nodes are spares that
+  // a scenario may fail over to by hand. One node keeps "an OPK handed out once" a local fact.
+  NodeId key_service() const { return key_services.empty() ? kNoNode : key_services.front(); }
 };
 
 struct ChatTuning {
@@ -129,7 +134,12 @@ struct ChatWorkload {
   int64_t disappearing_ttl_ns = 30 * kNanosPerSecond;
   double read_share = 0.5;           // of shown messages, the share the user reads
   bool sending = true;               // false once the workload phase is over
+  // End-to-end encryption (spec/e2ee.md): on whenever the topology has a key service, unless
+  // the scenario turns it off (for benchmark comparisons).
+  bool e2ee = true;
 };
+
+class PlaintextObserver;  // device.h
 
 struct ChatConfig {
   ChatTopology topology;
@@ -138,6 +148,8 @@ struct ChatConfig {
   BugSet bugs;
   std::vector<UserPlan> users;    // by user index
   std::vector<GroupPlan> groups;
+  // The simulator's confidentiality check, told every plaintext a device writes; null live.
+  PlaintextObserver* plaintext_observer = nullptr;
 };
 
 // 1:1 conversation ids are "dm:<a>:<b>" with a < b, so both sides name it the same way.

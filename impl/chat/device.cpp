@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "impl/chat/e2ee_client.h"
 #include "oracle/event.h"
 
 namespace msgsim::chat {
@@ -12,6 +13,10 @@ namespace {
 
 constexpr int64_t kRetryIntervalNs = 1 * kNanosPerSecond;
 constexpr size_t kOutboxPerConversationMax = 64;
+constexpr size_t kShownDigestsMax = 256;
+// Signed prekeys rotate this often (Signal rotates weekly to monthly; the simulated runs are
+// minutes to hours, so hourly lets long runs exercise it without a publish storm at scale).
+constexpr int64_t kSignedPrekeyRotationNs = 3600 * kNanosPerSecond;
 
 history::Event event(history::EventType type, const std::string& user, const std::string& device) {
   history::Event e;
@@ -49,7 +54,17 @@ DeviceNode::DeviceNode(const ChatConfig& config, uint32_t user_index, uint32_t d
   }
 }
 
+DeviceNode::~DeviceNode() = default;
+
+size_t DeviceNode::e2ee_memory_bytes() const { return e2ee_ ? e2ee_->memory_bytes() : 0; }
+
 void DeviceNode::on_start(Context& ctx) {
+  if (config_.workload.e2ee && config_.topology.key_service() != kNoNode) {
+    // Keys are made here, inside a handler, so they come from this node's seeded stream.
+    e2ee_ = std::make_unique<E2eeClient>(user_, device_);
+    publish_keys(ctx);
+    ctx.set_timer(kSignedPrekeyRotationNs + ctx.rng().range(0, kSignedPrekeyRotationNs / 10), kSignedPrekeyTimer);
+  }
   // The admin's first device creates its groups and makes their planned membership changes.
   if (device_number_ == 1) {
     for (size_t i = 0; i < config_.groups.size(); ++i) {
@@ -112,8 +127,17 @@ void DeviceNode::go_offline(Context& ctx) {
   phase_ = Phase::backoff;
   syncing_ = false;
   sync_owed_ = false;
-  for (auto& [conv, c] : convs_)
-    if (!c.outbox.empty()) c.outbox.front().sent_at_ns = -1;  // resend on the next connection
+  for (auto& [conv, c] : convs_) {
+    if (c.outbox.empty()) continue;
+    Outgoing& front = c.outbox.front();
+    front.sent_at_ns = -1;  // resend on the next connection
+    if (front.sealed && c.group && !front.plaintext.empty()) {
+      // Sealed again after the next sync, for the members known then.
+      front.body = std::move(front.plaintext);
+      front.plaintext.clear();
+      front.sealed = false;
+    }
+  }
 }
 
 void DeviceNode::on_welcome(Context& ctx) {
@@ -160,6 +184,11 @@ void DeviceNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
     invariants();
     return;
   }
+  if (conn == key_conn_ && key_conn_ != kNoConn) {
+    on_key_frame(ctx, frame);
+    invariants();
+    return;
+  }
   if (conn != conn_) return;  // a connection this device already gave up on
   last_heard_ns_ = ctx.now_ns();
   if (std::holds_alternative<Welcome>(frame)) {
@@ -191,7 +220,9 @@ void DeviceNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
 }
 
 void DeviceNode::on_disconnect(Context& ctx, ConnId conn, DisconnectReason) {
-  if (conn == lb_conn_) {
+  if (conn == key_conn_ && key_conn_ != kNoConn) {
+    reset_key_connection();  // the retry timer asks again
+  } else if (conn == lb_conn_) {
     lb_conn_ = kNoConn;
     if (phase_ == Phase::routing) reconnect_later(ctx, false);
   } else if (conn == conn_) {
@@ -246,6 +277,7 @@ void DeviceNode::create_message(Context& ctx) {
   const auto size = static_cast<size_t>(ctx.rng().range(config_.workload.body_bytes_min, config_.workload.body_bytes_max));
   out.body.resize(size);
   ctx.rng().fill(out.body);
+  if (config_.plaintext_observer != nullptr) config_.plaintext_observer->on_plaintext(out.body);
   if (ctx.rng().chance(config_.workload.disappearing_share)) {
     if (ctx.rng().chance(0.5)) out.view_once = true;
     else out.expires_at_ns = ctx.now_ns() + config_.workload.disappearing_ttl_ns;
@@ -278,9 +310,20 @@ void DeviceNode::send_next(Context& ctx, const std::string& conv, Conversation& 
   if (phase_ != Phase::online || c.outbox.empty()) return;
   Outgoing& out = c.outbox.front();
   if (out.sent_at_ns >= 0) return;  // in flight: one unanswered send per conversation
+  if (e2ee_ && !out.group_op && !out.sealed && !seal(ctx, conv, c, out)) return;  // waits for keys
   out.sent_at_ns = ctx.now_ns();
   if (out.group_op) {
-    ctx.send(conn_, encode_as(GroupOp{out.id, conv, out.op_kind, out.member}));
+    Bytes members;
+    if (e2ee_ && out.op_kind == EntryKind::join) {
+      std::vector<std::string> after = c.members;
+      if (std::find(after.begin(), after.end(), out.member) == after.end()) after.push_back(out.member);
+      std::sort(after.begin(), after.end());
+      for (const std::string& m : after) {
+        members.insert(members.end(), m.begin(), m.end());
+        members.push_back('\n');
+      }
+    }
+    ctx.send(conn_, encode_as(GroupOp{out.id, conv, out.op_kind, out.member, std::move(members)}));
   } else {
     ctx.send(conn_, encode_as(Send{out.id, conv, c.group ? std::string() : c.peer, out.body, out.expires_at_ns, out.view_once}));
   }
@@ -290,6 +333,14 @@ void DeviceNode::on_ack(Context& ctx, const SendAck& ack) {
   auto it = convs_.find(ack.conv);
   if (it == convs_.end() || it->second.outbox.empty() || it->second.outbox.front().id != ack.msg_id) return;  // a repeat
   Conversation& c = it->second;
+  if (c.outbox.front().group_op && e2ee_) {
+    // The change is committed: this device's member list follows at once, so that its next
+    // change lists the members right (its echo, processed later, changes nothing more).
+    Entry change;
+    change.kind = c.outbox.front().op_kind;
+    change.member = c.outbox.front().member;
+    apply_membership(ack.conv, c, change);
+  }
   if (!c.outbox.front().group_op) {
     history::Event e = event(history::EventType::ack, user_, device_);
     e.conv = ack.conv;
@@ -311,6 +362,8 @@ void DeviceNode::on_reject(Context& ctx, const SendReject& reject) {
     e.msg = reject.msg_id;
     e.reason = reject.reason;
     ctx.emit(e);
+    // Its sender key distribution never reached anyone: the next group message starts afresh.
+    if (e2ee_ && c.group) e2ee_->rotate_group_key(reject.conv);
   } else {
     ctx.log(LogLevel::info, device_ + ": membership change refused: " + reject.reason);
   }
@@ -369,8 +422,52 @@ void DeviceNode::drain_ready(Context& ctx, const std::string& conv, Conversation
 void DeviceNode::process(Context& ctx, const std::string& conv, Conversation& c, const Entry& entry) {
   switch (entry.kind) {
     case EntryKind::message: {
-      if (entry.from_device == device_) break;  // this device's own message, echoed
+      if (entry.from_device == device_) {
+        // This device's own message, echoed. For a group, the log now holds its sender key
+        // distributions: the devices they address need no more.
+        if (e2ee_ && c.group) e2ee_->note_own_echo(conv, entry.body);
+        break;
+      }
       const int64_t now = ctx.now_ns();
+      std::string digest;
+      if (e2ee_) {
+        // Opened before anything else, even a message that arrived expired: a group message
+        // may carry a sender key that later messages need. Duplicates were dropped by seq
+        // before this point; a repeat under another seq opens as a duplicate, with no state
+        // change, and is not shown again.
+        const bool bug_repeat = config_.bugs.on(Bug::client_no_dedup) && entry.seq <= c.cursor;
+        if (bug_repeat) {
+          auto cached = shown_digests_.find(entry.msg_id);
+          if (cached == shown_digests_.end()) break;
+          digest = cached->second;
+        } else {
+          Result<E2eeClient::Opened> opened = e2ee_->open(conv, entry.from_device, entry.body);
+          if (!opened.ok()) {
+            history::Event x = event(history::EventType::decrypt_error, user_, device_);
+            x.conv = conv;
+            x.msg = entry.msg_id;
+            x.reason = opened.error().message.substr(0, kReasonMax);
+            ctx.emit(x);
+            ctx.log(LogLevel::warn, device_ + ": cannot decrypt " + entry.msg_id + " in " + conv + ": " + opened.error().message);
+            break;
+          }
+          if (opened->duplicate) break;
+          if (opened->used_one_time_prekey && publish_request_ == 0 && keys_published_) {
+            // Someone fetched one of this device's one-time prekeys: ask how many are left.
+            PublishKeys query;
+            query.user = user_;
+            query.device = device_;
+            key_request(ctx, query);
+          }
+          digest = body_digest_hex(opened->plaintext);
+          if (config_.bugs.on(Bug::client_no_dedup)) {
+            if (shown_digests_.size() >= kShownDigestsMax) shown_digests_.erase(shown_digests_.begin());
+            shown_digests_[entry.msg_id] = digest;
+          }
+        }
+      } else {
+        digest = body_digest_hex(entry.body);
+      }
       if (entry.expires_at_ns != 0 && entry.expires_at_ns <= now && !config_.bugs.on(Bug::expiry_ignored)) {
         history::Event e = event(history::EventType::expire, user_, device_);
         e.msg = entry.msg_id;
@@ -382,7 +479,7 @@ void DeviceNode::process(Context& ctx, const std::string& conv, Conversation& c,
       e.msg = entry.msg_id;
       e.seq = static_cast<int64_t>(entry.seq);
       e.from = entry.from_user;
-      e.body = body_digest_hex(entry.body);
+      e.body = std::move(digest);
       ctx.emit(e);
       if (!config_.bugs.on(Bug::expiry_ignored)) {
         if (entry.view_once) {
@@ -402,6 +499,7 @@ void DeviceNode::process(Context& ctx, const std::string& conv, Conversation& c,
     case EntryKind::leave: {
       const bool join = entry.kind == EntryKind::join;
       if (entry.member == user_) c.member = join;
+      if (e2ee_) apply_membership(conv, c, entry);
       history::Event e = event(join ? history::EventType::join : history::EventType::leave, entry.member, device_);
       e.device.clear();
       e.conv = conv;
@@ -466,6 +564,167 @@ void DeviceNode::check_gaps(Context& ctx) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// E2EE: membership, sealing, the key service
+
+void DeviceNode::apply_membership(const std::string& conv, Conversation& c, const Entry& entry) {
+  if (!c.group) return;
+  if (entry.kind == EntryKind::join) {
+    if (entry.member == user_ && !entry.body.empty() && c.members.empty()) {
+      // The queue lists the members after this join in its body: a new member learns them here.
+      c.members.clear();
+      std::string_view list(reinterpret_cast<const char*>(entry.body.data()), entry.body.size());
+      while (!list.empty()) {
+        const size_t end = std::min(list.find('\n'), list.size());
+        if (end > 0 && end <= kIdMax) c.members.emplace_back(list.substr(0, end));
+        list.remove_prefix(std::min(end + 1, list.size()));
+      }
+      std::sort(c.members.begin(), c.members.end());
+      c.members.erase(std::unique(c.members.begin(), c.members.end()), c.members.end());
+    }
+    auto at = std::lower_bound(c.members.begin(), c.members.end(), entry.member);
+    if (at == c.members.end() || *at != entry.member) c.members.insert(at, entry.member);
+    return;
+  }
+  std::erase(c.members, entry.member);
+  if (entry.member == user_) {
+    c.members.clear();
+    return;
+  }
+  for (const std::string& d : devices_of(entry.member, device_count(entry.member))) e2ee_->forget_group_sender(conv, d);
+  e2ee_->rotate_group_key(conv);  // before the next group message, to the current members only
+}
+
+uint32_t DeviceNode::device_count(const std::string& user) const {
+  // Users are "u<index + 1>" (sim/chat_system.cpp); the plan is the user service's device list.
+  if (user.size() > 1 && user[0] == 'u') {
+    size_t index = 0;
+    bool digits = true;
+    for (size_t i = 1; i < user.size() && digits; ++i) {
+      digits = user[i] >= '0' && user[i] <= '9';
+      index = index * 10 + static_cast<size_t>(user[i] - '0');
+    }
+    if (digits && index >= 1 && index <= config_.users.size() && config_.users[index - 1].user == user) {
+      return config_.users[index - 1].devices;
+    }
+  }
+  return plan_.devices;
+}
+
+std::vector<std::string> DeviceNode::recipients_of(const Conversation& c) const {
+  std::vector<std::string> out;
+  auto add_user = [&](const std::string& user) {
+    for (std::string& d : devices_of(user, device_count(user)))
+      if (d != device_) out.push_back(std::move(d));
+  };
+  if (c.group) {
+    for (const std::string& member : c.members) add_user(member);
+  } else {
+    add_user(c.peer);
+    add_user(user_);  // this user's other devices show what it sent
+  }
+  return out;
+}
+
+bool DeviceNode::seal(Context& ctx, const std::string& conv, Conversation& c, Outgoing& out) {
+  const std::vector<std::string> recipients = recipients_of(c);
+  std::vector<std::string> missing_users;
+  for (const std::string& d : recipients) {
+    if (e2ee_->has_session(d)) continue;
+    const std::string user = d.substr(0, d.rfind(".d"));
+    if (std::find(missing_users.begin(), missing_users.end(), user) == missing_users.end()) missing_users.push_back(user);
+  }
+  if (!missing_users.empty()) {
+    fetch_bundles(ctx, std::move(missing_users));
+    return false;
+  }
+  Result<Bytes> body = c.group ? e2ee_->seal_group(conv, out.body, recipients) : e2ee_->seal_direct(out.body, recipients);
+  if (!body.ok()) {
+    // Not reachable with keys this device checked; if it happens the message cannot go out.
+    ctx.log(LogLevel::error, device_ + ": cannot seal " + out.id + " in " + conv + ": " + body.error().message);
+    return false;
+  }
+  if (config_.bugs.on(Bug::server_sees_plaintext)) {
+    // The planted bug: a "debug copy" of the plaintext as one more envelope, addressed to no
+    // device, which every server on the path stores and forwards.
+    Bytes& b = *body;
+    const size_t count = (size_t{b[2]} << 8 | b[3]) + 1;
+    b[2] = static_cast<uint8_t>(count >> 8);
+    b[3] = static_cast<uint8_t>(count);
+    Bytes copy{0};
+    for (int shift = 24; shift >= 0; shift -= 8) copy.push_back(static_cast<uint8_t>(out.body.size() >> shift));
+    copy.insert(copy.end(), out.body.begin(), out.body.end());
+    b.insert(b.begin() + 4, copy.begin(), copy.end());
+  }
+  if (c.group) out.plaintext = std::move(out.body);
+  out.body = std::move(*body);
+  out.sealed = true;
+  return true;
+}
+
+void DeviceNode::key_request(Context& ctx, Frame frame) {
+  const uint64_t id = next_key_request_++;
+  if (auto* publish = std::get_if<PublishKeys>(&frame)) {
+    publish->request_id = id;
+    publish_request_ = id;
+  } else if (auto* fetch = std::get_if<FetchBundles>(&frame)) {
+    fetch->request_id = id;
+    fetch_request_ = id;
+  }
+  if (key_conn_ == kNoConn) key_conn_ = ctx.connect(config_.topology.key_service());
+  key_request_sent_ns_ = ctx.now_ns();
+  ctx.send(key_conn_, encode(frame));
+}
+
+void DeviceNode::reset_key_connection() {
+  key_conn_ = kNoConn;
+  publish_request_ = 0;
+  fetch_request_ = 0;
+}
+
+void DeviceNode::publish_keys(Context& ctx) {
+  if (publish_request_ != 0) return;
+  key_request(ctx, e2ee_->initial_publish(0));
+}
+
+void DeviceNode::fetch_bundles(Context& ctx, std::vector<std::string> users) {
+  if (fetch_request_ != 0) return;  // one at a time; what is still missing is asked next
+  FetchBundles fetch;
+  for (std::string& user : users) {
+    if (fetch.users.size() >= kUsersPerLookupMax) break;
+    fetch.users.push_back(UserRef{std::move(user)});
+  }
+  key_request(ctx, fetch);
+}
+
+void DeviceNode::on_key_frame(Context& ctx, Frame& frame) {
+  if (const auto* published = std::get_if<KeysPublished>(&frame)) {
+    if (published->request_id != publish_request_) return;
+    publish_request_ = 0;
+    keys_published_ = true;
+    if (published->opks_available < E2eeClient::kReplenishBelow) {
+      PublishKeys more = e2ee_->replenish(0);
+      if (!more.opks.empty()) key_request(ctx, more);
+    }
+  } else if (const auto* bundles = std::get_if<Bundles>(&frame)) {
+    if (bundles->request_id != fetch_request_) return;
+    fetch_request_ = 0;
+    for (const DeviceBundle& bundle : bundles->bundles) {
+      Status added = e2ee_->add_bundle(bundle);
+      // A bundle whose signature does not verify is refused (spec: abort X3DH); messages for
+      // that device wait, and the fetch is retried, until the key service hands out good keys.
+      if (!added.ok()) ctx.log(LogLevel::error, device_ + ": " + added.error().message);
+    }
+    for (auto& [conv, c] : convs_) send_next(ctx, conv, c);
+  } else if (const auto* failed = std::get_if<KeyRequestFailed>(&frame)) {
+    ctx.log(LogLevel::warn, device_ + ": key service refused request " + std::to_string(failed->request_id) + ": " + failed->reason);
+    if (failed->request_id == publish_request_) publish_request_ = 0;
+    if (failed->request_id == fetch_request_) fetch_request_ = 0;
+  } else {
+    ctx.log(LogLevel::warn, device_ + std::string(": unexpected ") + frame_name(frame) + " from the key service");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Timers
 
 void DeviceNode::on_timer(Context& ctx, uint64_t tag) {
@@ -501,6 +760,13 @@ void DeviceNode::on_timer(Context& ctx, uint64_t tag) {
         ctx.set_timer(ctx.rng().range(config_.tuning.resync_interval_ns / 2, config_.tuning.resync_interval_ns),
                       kResyncTimer);
         break;
+      case kSignedPrekeyTimer:
+        // The new key is published like the first: until the key service has it, bundles
+        // still name the previous one, which this device keeps accepting.
+        keys_published_ = false;
+        if (publish_request_ == 0) key_request(ctx, e2ee_->rotate_signed_prekey(0));
+        ctx.set_timer(kSignedPrekeyRotationNs, kSignedPrekeyTimer);
+        break;
       case kReceiptTimer:
         receipt_timer_armed_ = false;
         flush_receipts(ctx);
@@ -520,6 +786,20 @@ void DeviceNode::on_timer(Context& ctx, uint64_t tag) {
               c.outbox.front().sent_at_ns = -1;  // no answer: send the same id again
               send_next(ctx, conv, c);
             }
+          }
+        }
+        if (e2ee_) {
+          // A key request unanswered for too long: the key service is gone or cut off.
+          if ((publish_request_ != 0 || fetch_request_ != 0) &&
+              now - key_request_sent_ns_ > config_.tuning.server_request_timeout_ns) {
+            ctx.close(key_conn_);
+            reset_key_connection();
+          }
+          if (!keys_published_) publish_keys(ctx);
+          // Messages waiting for keys (a device that had not published yet): ask again.
+          if (phase_ == Phase::online) {
+            for (auto& [conv, c] : convs_)
+              if (!c.outbox.empty() && !c.outbox.front().sealed && !c.outbox.front().group_op) send_next(ctx, conv, c);
           }
         }
         check_gaps(ctx);

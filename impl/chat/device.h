@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,10 +26,21 @@
 
 namespace msgsim::chat {
 
+class E2eeClient;
+
+// Sees every plaintext a device's user writes, before it is sealed: the simulator's
+// confidentiality check (sim/chat_system.cpp) looks for these bytes in what the servers see.
+class PlaintextObserver {
+ public:
+  virtual ~PlaintextObserver() = default;
+  virtual void on_plaintext(ByteView plaintext) = 0;
+};
+
 class DeviceNode final : public Node {
  public:
   // `user_index` into config.users; devices of a user are numbered from 1.
   DeviceNode(const ChatConfig& config, uint32_t user_index, uint32_t device_number);
+  ~DeviceNode() override;
   void on_start(Context& ctx) override;
   void on_accept(Context& ctx, ConnId conn, NodeId peer) override;
   void on_connected(Context&, ConnId) override {}
@@ -43,6 +55,10 @@ class DeviceNode final : public Node {
   int64_t last_online_ns() const { return last_online_ns_; }
   // Online, nothing waiting to be sent or acknowledged, no gap open, no receipt unsent.
   bool settled() const;
+  // Whether this device encrypts (spec/e2ee.md): the scenario has a key service and E2EE on.
+  bool e2ee() const { return e2ee_ != nullptr; }
+  // Bytes of E2EE state (keys, sessions), 0 with E2EE off.
+  size_t e2ee_memory_bytes() const;
 
  private:
   enum class Phase : uint8_t { backoff, routing, connecting, syncing, online };
@@ -56,6 +72,13 @@ class DeviceNode final : public Node {
     EntryKind op_kind = EntryKind::join;
     std::string member;
     int64_t sent_at_ns = -1;  // -1: not sent on this connection yet
+    // With E2EE, `body` holds the plaintext until the message reaches the front of the outbox
+    // and is sealed for the recipients known then (after the device synced, so its view of a
+    // group's members is as fresh as it can be); then the sealed body, sent as is on retries.
+    bool sealed = false;
+    // A sealed group message keeps its plaintext until acknowledged: after a reconnect it is
+    // sealed again for the members known then (see e2ee_client.h).
+    Bytes plaintext;
   };
 
   struct Conversation {
@@ -72,6 +95,9 @@ class DeviceNode final : public Node {
     // about 600 bytes even when empty, and 150,000 devices hold several conversations each;
     // the outbox is bounded (kOutboxPerConversationMax) so erasing the front is cheap.
     std::vector<Outgoing> outbox;
+    // Groups with E2EE: the members (users, sorted) as this device has processed the log, so
+    // its sender key goes to exactly them. A join entry's body lists the members after it.
+    std::vector<std::string> members;
   };
 
   // Timer tags: fixed ones below; expiry timers are kExpiryBase + a counter.
@@ -82,6 +108,7 @@ class DeviceNode final : public Node {
     kReceiptTimer = 4,
     kRetryTimer = 5,
     kResyncTimer = 6,
+    kSignedPrekeyTimer = 7,
     kGroupChangeBase = 1'000,
     kExpiryBase = 1'000'000,
   };
@@ -103,6 +130,16 @@ class DeviceNode final : public Node {
   void flush_receipts(Context& ctx);
   void check_gaps(Context& ctx);
   Conversation& conversation(const std::string& conv);
+  // E2EE: sealing, the key service connection, opening what arrives.
+  bool seal(Context& ctx, const std::string& conv, Conversation& c, Outgoing& out);
+  std::vector<std::string> recipients_of(const Conversation& c) const;
+  uint32_t device_count(const std::string& user) const;
+  void key_request(Context& ctx, Frame frame);
+  void publish_keys(Context& ctx);
+  void fetch_bundles(Context& ctx, std::vector<std::string> users);
+  void on_key_frame(Context& ctx, Frame& frame);
+  void reset_key_connection();
+  void apply_membership(const std::string& conv, Conversation& c, const Entry& entry);
   std::string new_uuid(Context& ctx);
   void invariants() const;
 
@@ -130,6 +167,19 @@ class DeviceNode final : public Node {
   // Pending expiries: timer tag -> (conv, msg id).
   std::map<uint64_t, std::pair<std::string, std::string>> expiries_;
   uint64_t next_expiry_tag_ = kExpiryBase;
+
+  // E2EE (null when off). The key service connection is opened when needed; one publish (or
+  // one-time prekey count query) and one bundle fetch are out at a time.
+  std::unique_ptr<E2eeClient> e2ee_;
+  ConnId key_conn_ = kNoConn;
+  uint64_t next_key_request_ = 1;
+  bool keys_published_ = false;
+  uint64_t publish_request_ = 0;  // 0: none out
+  uint64_t fetch_request_ = 0;
+  int64_t key_request_sent_ns_ = 0;
+  // client-no-dedup bug only: the digests of recently shown messages, so that the buggy device
+  // can show a repeat without decrypting it (the ratchet refuses a replay). Bounded.
+  std::map<std::string, std::string> shown_digests_;
 };
 
 // Hex SHA-256 of `bytes`: the history's `body` field.

@@ -17,6 +17,7 @@
 //   storage   -> chat      Route (an entry or a receipt for devices connected there)
 //   storage   -> push      Notify
 //   lb       <-> chat      HealthCheck, Health
+//   device   <-> keys      PublishKeys / KeysPublished, FetchBundles / Bundles, KeyRequestFailed
 #pragma once
 
 #include <cstdint>
@@ -38,6 +39,10 @@ inline constexpr size_t kEntriesPerFrameMax = 512;   // entries in one Records /
 inline constexpr size_t kCursorsMax = 4096;          // conversations in one SyncRequest
 inline constexpr size_t kTargetsMax = 4096;          // devices in one Route / Lookup answer
 inline constexpr size_t kUsersPerLookupMax = 1024;
+inline constexpr size_t kKeyBytes = 32;                 // X25519 and Ed25519 public keys
+inline constexpr size_t kSignatureBytes = 64;           // Ed25519 signatures
+inline constexpr size_t kOneTimePrekeysPerPublishMax = 100;
+inline constexpr size_t kBundlesPerFrameMax = 4096;     // device bundles in one Bundles answer
 inline constexpr size_t kPartitionsMax = 4096;          // partitions in one PartitionStates
 
 enum class EntryKind : uint8_t { message = 0, join = 1, leave = 2, max_value = 2 };
@@ -113,11 +118,14 @@ struct Send { static constexpr uint8_t kType = 12;
   template <class V> void fields(V& v) {
     v("msg_id", msg_id, wire::Max{kIdMax}); v("conv", conv, wire::Max{kIdMax}); v("to", to, wire::Max{kIdMax});
     v("body", body, wire::Max{kBodyMax}); v("expires_at_ns", expires_at_ns); v("view_once", view_once); } };
+// `members`: the group's members after this change as the requesting device knows them, one
+// user id per line; the join entry carries it (Entry.body) so that a joining member's devices
+// learn whom to send their sender keys to (E2EE). Empty when the device does not track members.
 struct GroupOp { static constexpr uint8_t kType = 13;
-  std::string op_id; std::string conv; EntryKind kind = EntryKind::join; std::string member;
+  std::string op_id; std::string conv; EntryKind kind = EntryKind::join; std::string member; Bytes members;
   template <class V> void fields(V& v) {
     v("op_id", op_id, wire::Max{kIdMax}); v("conv", conv, wire::Max{kIdMax}); v("kind", kind);
-    v("member", member, wire::Max{kIdMax}); } };
+    v("member", member, wire::Max{kIdMax}); v("members", members, wire::Max{kBodyMax}); } };
 struct SendAck { static constexpr uint8_t kType = 14;
   std::string msg_id; std::string conv; uint64_t seq = 0;
   template <class V> void fields(V& v) { v("msg_id", msg_id, wire::Max{kIdMax}); v("conv", conv, wire::Max{kIdMax}); v("seq", seq); } };
@@ -259,11 +267,46 @@ struct Health { static constexpr uint8_t kType = 71;
   HealthStatus status = HealthStatus::ok; uint32_t connections = 0;
   template <class V> void fields(V& v) { v("status", status); v("connections", connections); } };
 
+// --- device <-> key service (spec/e2ee.md "Keys a user publishes"; docs/protocol.md)
+struct OneTimeKey {
+  uint32_t id = 0; Bytes key;  // an X25519 public key
+  template <class V> void fields(V& v) { v("id", id); v("key", key, wire::Max{kKeyBytes}); } };
+// A device publishes (or re-publishes) its identity and signed prekey and adds one-time
+// prekeys; with no keys at all it only asks how many of its one-time prekeys are left.
+struct PublishKeys { static constexpr uint8_t kType = 80;
+  uint64_t request_id = 0; std::string user; std::string device; Bytes identity; uint32_t spk_id = 0; Bytes spk;
+  Bytes spk_sig; std::vector<OneTimeKey> opks;
+  template <class V> void fields(V& v) {
+    v("request_id", request_id); v("user", user, wire::Max{kIdMax}); v("device", device, wire::Max{kIdMax});
+    v("identity", identity, wire::Max{kKeyBytes}); v("spk_id", spk_id); v("spk", spk, wire::Max{kKeyBytes});
+    v("spk_sig", spk_sig, wire::Max{kSignatureBytes}); v("opks", opks, wire::Max{kOneTimePrekeysPerPublishMax}); } };
+struct KeysPublished { static constexpr uint8_t kType = 81;
+  uint64_t request_id = 0; uint32_t opks_available = 0;
+  template <class V> void fields(V& v) { v("request_id", request_id); v("opks_available", opks_available); } };
+struct FetchBundles { static constexpr uint8_t kType = 82;
+  uint64_t request_id = 0; std::vector<UserRef> users;
+  template <class V> void fields(V& v) { v("request_id", request_id); v("users", users, wire::Max{kUsersPerLookupMax}); } };
+// One device's prekey bundle; has_opk false when its one-time prekeys ran out (X3DH without DH4).
+struct DeviceBundle {
+  std::string user; std::string device; Bytes identity; uint32_t spk_id = 0; Bytes spk; Bytes spk_sig;
+  bool has_opk = false; uint32_t opk_id = 0; Bytes opk;
+  template <class V> void fields(V& v) {
+    v("user", user, wire::Max{kIdMax}); v("device", device, wire::Max{kIdMax}); v("identity", identity, wire::Max{kKeyBytes});
+    v("spk_id", spk_id); v("spk", spk, wire::Max{kKeyBytes}); v("spk_sig", spk_sig, wire::Max{kSignatureBytes});
+    v("has_opk", has_opk); v("opk_id", opk_id); v("opk", opk, wire::Max{kKeyBytes}); } };
+struct Bundles { static constexpr uint8_t kType = 83;
+  uint64_t request_id = 0; std::vector<DeviceBundle> bundles;
+  template <class V> void fields(V& v) { v("request_id", request_id); v("bundles", bundles, wire::Max{kBundlesPerFrameMax}); } };
+struct KeyRequestFailed { static constexpr uint8_t kType = 84;
+  uint64_t request_id = 0; std::string reason;
+  template <class V> void fields(V& v) { v("request_id", request_id); v("reason", reason, wire::Max{kReasonMax}); } };
+
 using Frame = std::variant<RouteRequest, RouteReply, Hello, Welcome, Send, GroupOp, SendAck, SendReject, Deliver,
                            SyncRequest, SyncDone, ReceiptSend, ReceiptNotice, Heartbeat, HeartbeatAck, Drain,
                            Register, Unregister, Lookup, Located, Produce, Produced, ProduceRejected, Subscribe,
                            Records, SyncQuery, SyncResult, ReceiptUpdate, Route, Notify, HealthCheck, Health, Replicate, ReplicaAck,
-                           QueueHeartbeat, PartitionStates, AlterIsr, NotLeader>;
+                           QueueHeartbeat, PartitionStates, AlterIsr, NotLeader,
+                           PublishKeys, KeysPublished, FetchBundles, Bundles, KeyRequestFailed>;
 
 // version | type | fields. Asserts the frame is within its bounds (the sender's bug if not).
 Bytes encode(const Frame& frame);
