@@ -195,7 +195,7 @@ struct IdKey {
 };
 
 // The keys of one event's ids (empty for fields its type does not use).
-struct IdHashes {
+struct EventIdKeys {
   IdKey user;
   IdKey device;
   IdKey conv;
@@ -307,7 +307,8 @@ struct Checker::State {
   ChunkedVector<User, 10> users;
   ChunkedVector<Device, 10> devices;
   ChunkedVector<Conv, 10> convs;
-  ChunkedVector<Message> messages;
+  // 65,536 records (5 MB) a chunk, large enough for huge pages; at most one chunk is slack.
+  ChunkedVector<Message, 16> messages;
 
   FlatMap64 device_conv_index;  // (device, conv) -> DeviceConv
   ChunkedVector<DeviceConv, 10> device_convs;
@@ -465,7 +466,7 @@ struct Checker::State {
     if ((seq_slots_used + 1) * 4 > seq_slots.size() * 3) {
       std::vector<uint32_t> old;
       old.swap(seq_slots);
-      seq_slots.assign(old.size() * 2, 0);
+      detail::assign_advised(seq_slots, old.size() * 2, uint32_t{0});
       for (const uint32_t slot : old) {
         if (slot == 0) continue;
         const Message& msg = messages[slot - 1];
@@ -635,7 +636,7 @@ struct Checker::State {
   }
 
   // ---- events ----
-  void on_send(const EventView& e, const IdHashes& h) {
+  void on_send(const EventView& e, const EventIdKeys& h) {
     ++stats.sends;
     const uint32_t user = user_of(e.user, h.user);
     const uint32_t device = device_of(e.device, h.device, user);
@@ -676,7 +677,7 @@ struct Checker::State {
     if (m.seq != kNoSeq && m.causal_floor != kNoSeq && m.seq <= m.causal_floor) report_causal(mi, m.seq_line());
   }
 
-  void on_ack(const EventView& e, const IdHashes& h) {
+  void on_ack(const EventView& e, const EventIdKeys& h) {
     ++stats.acks;
     const uint32_t device = device_of(e.device, h.device);
     const uint32_t conv = conv_of(e.conv, h.conv);
@@ -702,7 +703,7 @@ struct Checker::State {
     }
   }
 
-  void on_reject(const EventView& e, const IdHashes& h) {
+  void on_reject(const EventView& e, const EventIdKeys& h) {
     device_of(e.device, h.device);
     const uint32_t conv = conv_of(e.conv, h.conv);
     bool added = false;
@@ -724,7 +725,7 @@ struct Checker::State {
     }
   }
 
-  void on_deliver(const EventView& e, const IdHashes& h) {
+  void on_deliver(const EventView& e, const EventIdKeys& h) {
     ++stats.delivers;
     const uint32_t user = user_of(e.user, h.user);
     const uint32_t device = device_of(e.device, h.device, user);
@@ -836,7 +837,7 @@ struct Checker::State {
     }
   }
 
-  void on_read(const EventView& e, const IdHashes& h) {
+  void on_read(const EventView& e, const EventIdKeys& h) {
     const uint32_t user = user_of(e.user, h.user);
     device_of(e.device, h.device, user);
     const uint32_t conv = conv_of(e.conv, h.conv);
@@ -847,7 +848,7 @@ struct Checker::State {
     }
   }
 
-  void on_receipt(const EventView& e, const IdHashes& h) {
+  void on_receipt(const EventView& e, const EventIdKeys& h) {
     const uint32_t device = device_of(e.device, h.device);
     const uint32_t conv = conv_of(e.conv, h.conv);
     const uint32_t reader = user_of(e.reader, h.reader);
@@ -926,7 +927,7 @@ struct Checker::State {
     }
   }
 
-  void on_membership(const EventView& e, const IdHashes& h, bool join) {
+  void on_membership(const EventView& e, const EventIdKeys& h, bool join) {
     const uint32_t conv = conv_of(e.conv, h.conv);
     const uint32_t user = user_of(e.user, h.user);
     bool inserted = false;
@@ -966,7 +967,7 @@ struct Checker::State {
     changes.insert(at, change);
   }
 
-  void on_expire(const EventView& e, const IdHashes& h) {
+  void on_expire(const EventView& e, const EventIdKeys& h) {
     const uint32_t device = device_of(e.device, h.device);
     const std::optional<uint32_t> found = find_message(e.msg, h.msg);
     if (!found) return;  // nothing known about it: nothing to judge
@@ -994,7 +995,7 @@ struct Checker::State {
     }
   }
 
-  void on_decrypt_error(const EventView& e, const IdHashes& h) {
+  void on_decrypt_error(const EventView& e, const EventIdKeys& h) {
     device_of(e.device, h.device);
     const std::optional<uint32_t> found = find_message(e.msg, h.msg);
     if (!found) return;
@@ -1018,7 +1019,7 @@ struct Checker::State {
     }
   }
 
-  void on_online(const EventView& e, const IdHashes& h, bool online) {
+  void on_online(const EventView& e, const EventIdKeys& h, bool online) {
     const uint32_t user = user_of(e.user, h.user);
     Device& d = devices[device_of(e.device, h.device, user)];
     if (online && !d.online) d.online_since_t = e.t;
@@ -1039,8 +1040,8 @@ struct Checker::State {
 
   // The hashes of the ids `e` names (those its type uses; the others stay 0), computed once per
   // event: prefetching and interning both use them.
-  static IdHashes hash_ids(const EventView& e) {
-    IdHashes h;
+  static EventIdKeys hash_ids(const EventView& e) {
+    EventIdKeys h;
     switch (e.type) {
       case EventType::deliver:
         h.from.hash = text_hash(e.from);
@@ -1090,7 +1091,7 @@ struct Checker::State {
 
   // The id tables are far bigger than the caches, so each lookup is a cache miss: start them
   // all before the first one waits.
-  void prefetch_slots(const EventView& e, const IdHashes& h) const {
+  void prefetch_slots(const EventView& e, const EventIdKeys& h) const {
     switch (e.type) {
       case EventType::deliver:
         users_ids.prefetch(h.from.hash);
@@ -1141,7 +1142,7 @@ struct Checker::State {
   // here is kept in `h` (it is final: ids are never removed or renumbered), so observing does
   // not look it up again; an id that an event in between adds is simply not found here, and
   // observing interns it as usual. Changes no state of the checker.
-  void prefetch_records(const EventView& e, IdHashes& h) const {
+  void prefetch_records(const EventView& e, EventIdKeys& h) const {
     switch (e.type) {
       case EventType::deliver:
       case EventType::send:
@@ -1184,7 +1185,7 @@ struct Checker::State {
 
   void observe(const EventView& e) { observe(e, hash_ids(e)); }
 
-  void observe(const EventView& e, const IdHashes& h) {
+  void observe(const EventView& e, const EventIdKeys& h) {
     if (input_error) return;
     if (line >= kLinesMax) {
       input_error = make_error(ErrorCode::bad_input, "line " + std::to_string(line + 1) + ": history longer than " +
@@ -1515,7 +1516,7 @@ struct LineFeed::Ring {
   struct Slot {
     EventParser parser;
     EventView event;
-    IdHashes hashes;
+    EventIdKeys hashes;
   };
   Slot slots[kSlots];
   uint64_t pushed = 0;    // lines parsed into the ring
