@@ -18,6 +18,7 @@ struct Outcome {
 void add_run_command(CLI::App& app, Outcome& outcome);
 void add_sweep_command(CLI::App& app, Outcome& outcome);
 void add_replay_command(CLI::App& app, Outcome& outcome);
+void add_shrink_command(CLI::App& app, Outcome& outcome);
 void add_check_command(CLI::App& app, Outcome& outcome);
 void add_e2ee_command(CLI::App& app, Outcome& outcome);
 void add_bugs_command(CLI::App& app, Outcome& outcome);

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   msgsim::cli::add_run_command(app, outcome);
   msgsim::cli::add_sweep_command(app, outcome);
   msgsim::cli::add_replay_command(app, outcome);
+  msgsim::cli::add_shrink_command(app, outcome);
   msgsim::cli::add_bugs_command(app, outcome);
   msgsim::cli::add_check_command(app, outcome);
   msgsim::cli::add_e2ee_command(app, outcome);

@@ -39,6 +39,16 @@ void print_run_report(std::ostream& out, const sim::Scenario& scenario, const si
     for (size_t i = 0; i < report.faults.size() && i < kShownMax; ++i) out << "  " << report.faults[i] << "\n";
     if (report.faults.size() > kShownMax) out << "  ... " << report.faults.size() - kShownMax << " more\n";
   }
+  if (!report.nemesis.empty()) out << "nemesis: " << report.nemesis << "\n";
+  // The liveness phase's line, for systems that report settledness (a check named liveness).
+  bool has_liveness = false;
+  for (const auto& check : report.checks) has_liveness |= check.name == "liveness";
+  if (has_liveness) {
+    out << "liveness: ";
+    if (report.settled_after_heal_ns >= 0) out << "settled " << seconds(report.settled_after_heal_ns) << " after the heal";
+    else out << "NOT settled";
+    out << " (bound " << seconds(report.liveness_bound_ns) << ")\n";
+  }
   for (const auto& line : report.summary) out << line << "\n";
   if (report.verdict) {
     const history::Stats& h = report.verdict->stats;

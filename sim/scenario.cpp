@@ -386,6 +386,9 @@ class ScenarioReader {
     if (const json* v = member(root, "quiescence_s")) {
       out_.quiescence_ns = time_ns_at(*v, "$.quiescence_s", kNsPerSecond, "s");
     }
+    if (const json* v = member(root, "liveness_s")) {
+      out_.liveness_ns = positive_time_ns_at(*v, "$.liveness_s", kNsPerSecond, "s");
+    }
     read_topology(object_at(required_member(root, "topology", "$"), "$.topology"));
     static const json empty_object = json::object();
     const json* network = member(root, "network");
@@ -481,8 +484,6 @@ class ScenarioReader {
       }
     }
     for (const std::string_view role : roles_) {
-      // The key service is optional: a chat scenario without one runs with E2EE off.
-      if (role == "keys") continue;
       if (std::find(group_roles.begin(), group_roles.end(), role) == group_roles.end()) {
         problem("$.topology.nodes",
                 "at least one group with role " + quote_text(role) + " (system " + quote_text(out_.system) + " needs it)",
@@ -852,6 +853,7 @@ class ScenarioReader {
     } else {
       spec.targets = selector_at(json("*"), "$.nemesis.targets");
     }
+    if (const json* v = member(nemesis, "swarm")) spec.swarm = bool_at(*v, "$.nemesis.swarm");
     out_.nemesis = std::move(spec);
   }
 
@@ -885,7 +887,7 @@ std::optional<FaultKind> fault_kind_from_string(std::string_view text) {
 
 std::vector<std::string_view> system_roles(std::string_view system) {
   if (system == "ledger") return {"ledger-server", "ledger-client"};
-  if (system == "chat") return {"lb", "chat", "registry", "queue", "storage", "push", "device", "keys"};
+  if (system == "chat") return {"lb", "chat", "registry", "queue", "storage", "push", "device"};
   return {};
 }
 

@@ -91,6 +91,9 @@ struct NemesisSpec {
   int64_t duration_max_ns = 5'000'000'000;
   uint32_t max_concurrent = 1;
   std::vector<uint32_t> targets;  // sorted, unique, non-empty
+  // Swarm testing: per seed, a random non-empty subset of kinds and varied rates (see
+  // sim/world.h, nemesis_choice).
+  bool swarm = false;
 };
 
 // The ledger system's workload: each client appends every append_interval_ns and gives up on a
@@ -129,6 +132,9 @@ struct Scenario {
   uint64_t seed = 1;  // the run's seed when the command line gives none
   int64_t duration_ns = 0;      // the workload-and-faults phase
   int64_t quiescence_ns = 10'000'000'000;  // then: faults healed, no new work
+  // The liveness bound: after every fault healed at duration_ns, the system must settle within
+  // this; absent, quiescence_ns plus the end grace (sim/world.cpp).
+  std::optional<int64_t> liveness_ns;
   std::vector<std::string> regions;
   // One-way latency from region a to region b, latency[a][b]; square, symmetric, complete. The
   // diagonal is the intra-region latency.

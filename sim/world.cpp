@@ -1,6 +1,7 @@
 #include "sim/world.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "impl/base/assert.h"
 #include "impl/ledger/ledger.h"
@@ -11,6 +12,12 @@
 namespace msgsim::sim {
 
 namespace {
+
+// The end grace: settledness is judged at an instant, and devices do periodic work (anti-entropy
+// syncs, receipt batches) that may be in flight at the end, so the end waits up to this long,
+// in steps, for it to finish. The liveness phase polls settledness at the same step.
+constexpr int64_t kSettleGraceStepNs = 100 * kNanosPerMilli;
+constexpr int64_t kSettleGraceNs = 50 * kSettleGraceStepNs;
 
 NetworkConfig network_of(const Scenario& scenario) {
   NetworkConfig net;
@@ -332,20 +339,58 @@ std::unique_ptr<SystemUnderTest> make_system(const Scenario& scenario, const Run
   MSGSIM_UNREACHABLE("the scenario loader accepted an unknown system: " + scenario.system);
 }
 
+std::string NemesisChoice::describe() const {
+  std::string out = swarm ? "swarm: " : "";
+  for (size_t i = 0; i < kinds.size(); ++i) out += (i ? ", " : "") + std::string(to_string(kinds[i]));
+  char rates[96];
+  std::snprintf(rates, sizeof rates, "; mean interval %.3fs, at most %u at once",
+                static_cast<double>(mean_interval_ns) / 1e9, max_concurrent);
+  return out + rates;
+}
+
+NemesisChoice nemesis_choice(const Scenario& scenario, uint64_t seed) {
+  MSGSIM_ASSERT(scenario.nemesis.has_value(), "nemesis_choice needs a scenario with a nemesis");
+  const NemesisSpec& nemesis = *scenario.nemesis;
+  NemesisChoice choice;
+  choice.kinds = nemesis.kinds;
+  choice.mean_interval_ns = nemesis.mean_interval_ns;
+  choice.max_concurrent = nemesis.max_concurrent;
+  if (!nemesis.swarm) return choice;
+  // Its own stream, so that the fault draws below do not depend on how many numbers this took.
+  Prng rng = Prng(seed).split("nemesis.swarm");
+  choice.swarm = true;
+  choice.kinds.clear();
+  for (const FaultKind kind : nemesis.kinds)
+    if (rng.chance(0.5)) choice.kinds.push_back(kind);
+  if (choice.kinds.empty()) choice.kinds.push_back(nemesis.kinds[rng.below(nemesis.kinds.size())]);
+  // Rates: a mean interval from half to twice the scenario's, as many steps below as above (no
+  // libm call, so the same on every machine).
+  static constexpr int64_t kIntervalPercent[] = {50, 71, 100, 141, 200};
+  const int64_t percent = kIntervalPercent[rng.below(std::size(kIntervalPercent))];
+  choice.mean_interval_ns = std::max<int64_t>(1, nemesis.mean_interval_ns / 100 * percent);
+  choice.max_concurrent = static_cast<uint32_t>(rng.range(1, nemesis.max_concurrent));
+  return choice;
+}
+
+int64_t liveness_bound_ns(const Scenario& scenario) {
+  return scenario.liveness_ns.value_or(scenario.quiescence_ns + kSettleGraceNs);
+}
+
 std::vector<FaultSpec> draw_nemesis(const Scenario& scenario, uint64_t seed) {
   std::vector<FaultSpec> drawn;
   if (!scenario.nemesis) return drawn;
   const NemesisSpec& nemesis = *scenario.nemesis;
+  const NemesisChoice choice = nemesis_choice(scenario, seed);
   Prng rng = Prng(seed).split("nemesis");
   std::vector<int64_t> ends;  // end times of the faults drawn so far
   int64_t t = 0;
   for (size_t attempt = 0; attempt < 100'000; ++attempt) {
-    t += std::max<int64_t>(1, static_cast<int64_t>(rng.exponential(static_cast<double>(nemesis.mean_interval_ns))));
+    t += std::max<int64_t>(1, static_cast<int64_t>(rng.exponential(static_cast<double>(choice.mean_interval_ns))));
     if (t >= scenario.duration_ns) break;
     const int64_t length = rng.range(nemesis.duration_min_ns, nemesis.duration_max_ns);
-    const FaultKind kind = nemesis.kinds[rng.below(nemesis.kinds.size())];
+    const FaultKind kind = choice.kinds[rng.below(choice.kinds.size())];
     const auto concurrent = std::count_if(ends.begin(), ends.end(), [t](int64_t end) { return end > t; });
-    if (static_cast<uint32_t>(concurrent) >= nemesis.max_concurrent) continue;
+    if (static_cast<uint32_t>(concurrent) >= choice.max_concurrent) continue;
     FaultSpec f;
     f.kind = kind;
     f.at_ns = t;
@@ -394,8 +439,9 @@ std::vector<FaultSpec> draw_nemesis(const Scenario& scenario, uint64_t seed) {
         f.slow_factor = static_cast<uint32_t>(rng.range(2, 20));
         break;
       case FaultKind::disk:
+        // Without swarm, the draws stay what they were before the nemesis could fill a disk.
         f.nodes = {target};
-        f.disk_fault = DiskFaultKind::fsync_fail;
+        f.disk_fault = choice.swarm && rng.below(3) == 0 ? DiskFaultKind::full : DiskFaultKind::fsync_fail;
         break;
     }
     ends.push_back(t + length);
@@ -404,9 +450,30 @@ std::vector<FaultSpec> draw_nemesis(const Scenario& scenario, uint64_t seed) {
   return drawn;
 }
 
+
 namespace {
-constexpr int kSettleGraceSteps = 50;
-constexpr int64_t kSettleGraceStepNs = 100 * kNanosPerMilli;
+
+// The liveness check: the system's own (settled at the end, named "liveness"), made to also
+// fail when the system did not settle within the bound after the heal, with what was unsettled
+// then. A system without its own gets one.
+void judge_liveness(RunReport& report, const std::vector<std::string>& unsettled_at_bound) {
+  CheckResult* check = nullptr;
+  for (CheckResult& c : report.checks)
+    if (c.name == "liveness") check = &c;
+  // Systems without one (the ledger judges its clients in ledger.liveness and reports no
+  // settledness to poll) get none: a check that cannot fail says nothing.
+  if (check == nullptr) return;
+  if (report.settled_after_heal_ns >= 0) {
+    check->detail += "; settled " + seconds_text(report.settled_after_heal_ns) + " after the heal (bound " +
+                     seconds_text(report.liveness_bound_ns) + ")";
+    return;
+  }
+  check->passed = false;
+  std::string detail = "not settled within " + seconds_text(report.liveness_bound_ns) + " after every fault healed";
+  for (size_t i = 0; i < unsettled_at_bound.size(); ++i) detail += (i ? "; " : ": ") + unsettled_at_bound[i];
+  check->detail = detail + " (at the end: " + check->detail + ")";
+}
+
 }  // namespace
 
 RunReport run_world(const Scenario& scenario, const RunOptions& options) {
@@ -431,19 +498,42 @@ RunReport run_world(const Scenario& scenario, const RunOptions& options) {
   for (const FaultSpec& f : scenario.faults) faults.schedule(f);
   for (const FaultSpec& f : draw_nemesis(scenario, options.seed)) faults.schedule(f);
 
+  if (scenario.nemesis) report.nemesis = nemesis_choice(scenario, options.seed).describe();
   sim.at(scenario.duration_ns, [&] {
     faults.end_all();
     system->stop_workload(sim);
   });
   system->start(sim);
-  sim.run_until(scenario.duration_ns + scenario.quiescence_ns);
+  // Phases 1 and 2: the workload and the faults, then the heal (the event at duration_ns).
+  sim.run_until(scenario.duration_ns);
 
-  // Settledness is judged at an instant, and devices do periodic work (anti-entropy syncs,
-  // receipt batches) that may be in flight at the end: give it a short grace to finish.
-  for (int step = 0; !system->settled(sim) && step < kSettleGraceSteps; ++step) {
-    sim.run_until(sim.now_ns() + kSettleGraceStepNs);
+  // Phase 3, liveness: the system must settle within the bound after the heal. Polling reads
+  // state only, and run_until in steps dispatches what one call would, so the run is the same.
+  report.liveness_bound_ns = liveness_bound_ns(scenario);
+  const int64_t run_end_ns = scenario.duration_ns + scenario.quiescence_ns;
+  const int64_t liveness_deadline_ns = scenario.duration_ns + report.liveness_bound_ns;
+  std::vector<std::string> unsettled_at_bound;
+  for (;;) {
+    if (system->settled(sim)) {
+      report.settled_after_heal_ns = sim.now_ns() - scenario.duration_ns;
+      break;
+    }
+    if (sim.now_ns() >= liveness_deadline_ns) {
+      unsettled_at_bound = system->unsettled(sim);
+      break;
+    }
+    sim.run_until(std::min(sim.now_ns() + kSettleGraceStepNs, liveness_deadline_ns));
+  }
+
+  // Phase 4: the rest of the quiescence period, then a short grace for periodic work in flight
+  // at the end (settledness is judged at an instant).
+  if (sim.now_ns() < run_end_ns) sim.run_until(run_end_ns);
+  const int64_t grace_end_ns = std::max(run_end_ns + kSettleGraceNs, sim.now_ns());
+  while (!system->settled(sim) && sim.now_ns() < grace_end_ns) {
+    sim.run_until(std::min(sim.now_ns() + kSettleGraceStepNs, grace_end_ns));
   }
   system->judge(sim, report);
+  judge_liveness(report, unsettled_at_bound);
   if (history) {
     const bool quiescent = system->quiescent(sim);
     report.verdict = history->end(quiescent);

@@ -8,8 +8,20 @@
 //  2. At duration: every fault still active is healed (crashed nodes restart, partitions heal,
 //     clocks and speeds return to normal, disk faults clear) and the workload stops creating
 //     work.
-//  3. [duration, duration + quiescence): the system must settle; the run is judged at the end,
+//  3. The liveness phase, as TigerBeetle's VOPR's liveness mode: from duration on, with every
+//     fault healed and (for systems with devices) every device back online, the system must
+//     settle (nothing in flight: sends acknowledged, gaps filled, receipts sent) within the
+//     scenario's liveness bound (liveness_s; default quiescence_s + the 5 s end grace). The
+//     world polls SystemUnderTest::settled every 100 ms of virtual time (reading state only, so
+//     the run is the same as without polling) and fails the check `liveness`, naming what is
+//     still unsettled, when the bound passes first.
+//  4. [duration, duration + quiescence): the run continues to its end; it is judged there,
 //     after at most 5 s more for periodic work in flight (a sync, a receipt batch) to finish.
+//
+// Swarm testing (nemesis "swarm": true): per seed, the nemesis uses a random non-empty subset
+// of its kinds and varied rates (nemesis_choice), so that some seeds see only crashes, others
+// only partitions and clock faults, and so on: a bug one kind of fault masks shows up in the
+// seeds where that kind is off.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +64,9 @@ struct RunReport {
   int64_t first_fault_ns = -1;      // when the first fault began; -1 if none did
   std::vector<std::string> summary;  // system-specific lines
   std::vector<CheckResult> checks;
+  std::string nemesis;             // the nemesis's choice for this seed (kinds, rates), empty without one
+  int64_t liveness_bound_ns = 0;   // the liveness phase's bound
+  int64_t settled_after_heal_ns = -1;  // when the system first settled after the heal; -1 if never
   std::optional<history::Verdict> verdict;  // the oracle's, for systems that emit a history
   bool passed() const {
     for (const auto& c : checks)
@@ -80,6 +95,8 @@ class SystemUnderTest {
   // Whether the system has nothing in flight (sends acknowledged, gaps filled, receipts sent).
   // The end waits a little for this; the system's own liveness check reports it.
   virtual bool settled(Simulator&) { return true; }
+  // What keeps it from being settled, a line per thing (at most a few), for the liveness check.
+  virtual std::vector<std::string> unsettled(Simulator&) { return {}; }
 };
 
 std::unique_ptr<SystemUnderTest> make_system(const Scenario& scenario, const RunOptions& options);
@@ -87,7 +104,24 @@ std::unique_ptr<SystemUnderTest> make_system(const Scenario& scenario, const Run
 // Runs the scenario with the given seed, start to end.
 RunReport run_world(const Scenario& scenario, const RunOptions& options);
 
-// The nemesis's draws for a seed, as timeline faults (exposed for tests and `shrink`).
+// What the nemesis does in one seed's run: the scenario's kinds and rates, or with swarm on,
+// a random non-empty subset of the kinds, a mean interval from half to twice the scenario's and
+// a max_concurrent from 1 to the scenario's, all drawn from the seed.
+struct NemesisChoice {
+  std::vector<FaultKind> kinds;  // non-empty, in the scenario's order
+  int64_t mean_interval_ns = 0;
+  uint32_t max_concurrent = 1;
+  bool swarm = false;
+  std::string describe() const;  // "swarm: crash, slow; mean interval 4.2s, at most 2 at once"
+};
+// Requires scenario.nemesis.
+NemesisChoice nemesis_choice(const Scenario& scenario, uint64_t seed);
+
+// The nemesis's draws for a seed, as timeline faults (exposed for tests and `shrink`): a run
+// of the scenario with its nemesis replaced by these faults in its timeline is the same run.
 std::vector<FaultSpec> draw_nemesis(const Scenario& scenario, uint64_t seed);
+
+// The liveness bound of a scenario: liveness_ns, or quiescence_ns plus the end grace.
+int64_t liveness_bound_ns(const Scenario& scenario);
 
 }  // namespace msgsim::sim

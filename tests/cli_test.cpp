@@ -443,4 +443,35 @@ TEST_F(CliTest, ReplayConfirmsADigestAndCatchesAWrongOne) {
   EXPECT_THAT(mismatch.out, HasSubstr("replay: DIGEST MISMATCH expected " + wrong + " got " + digest + "\n"));
 }
 
+// `msgsim shrink`: a planted bug's failing seed becomes a small scenario file that fails on its
+// own under `msgsim run` (no --bug, no --seed: both are inside).
+TEST_F(CliTest, ShrinkWritesASmallScenarioThatFailsOnItsOwn) {
+  const std::string faulty = MSGSIM_SOURCE_DIR "/scenarios/chat-faulty.json";
+  const Ran original = msgsim({"run", faulty, "--seed", "1", "--bug", "leave-one-late"});
+  ASSERT_EQ(original.exit_code, 1) << original.out << original.err;
+  ASSERT_THAT(original.out, HasSubstr("membership: VIOLATED"));
+
+  const std::string out = (dir_ / "shrunk.json").string();
+  const Ran shrunk = msgsim({"shrink", faulty, "--seed", "1", "--bug", "leave-one-late", "--check", "membership",
+                             "--max-runs", "60", "-o", out});
+  ASSERT_EQ(shrunk.exit_code, 0) << shrunk.out << shrunk.err;
+  EXPECT_THAT(shrunk.out, HasSubstr("run 1: fails "));
+  EXPECT_THAT(shrunk.out, HasSubstr("fails:  membership\n"));
+  const std::string after = line_after(shrunk.out, "after:  ");
+  std::smatch sizes;
+  ASSERT_TRUE(std::regex_search(after, sizes, std::regex("^([0-9]+) faults, ([0-9]+) clients"))) << after;
+  EXPECT_LE(std::stoi(sizes[1]), 3);
+  EXPECT_LE(std::stoi(sizes[2]), 10);
+
+  const Ran alone = msgsim({"run", out});
+  EXPECT_EQ(alone.exit_code, 1) << alone.out << alone.err;
+  EXPECT_THAT(alone.out, HasSubstr("membership: VIOLATED"));
+  EXPECT_THAT(alone.out, HasSubstr(", seed 1\n"));
+  EXPECT_THAT(read_file(out), HasSubstr("\"leave-one-late\""));
+
+  const Ran passing = msgsim({"shrink", faulty, "--seed", "1", "-o", out});
+  EXPECT_EQ(passing.exit_code, 2);
+  EXPECT_THAT(passing.err, HasSubstr("passes every check: there is no failure to shrink"));
+}
+
 }  // namespace

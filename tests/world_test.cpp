@@ -3,9 +3,12 @@
 // runtime contract holds up under crashes, restarts, partitions and reconnects.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 
 #include "sim/scenario.h"
+#include "impl/chat/config.h"
 #include "sim/world.h"
 
 namespace msgsim::sim {
@@ -156,6 +159,66 @@ TEST(Nemesis, DrawsAreDeterministicAndWithinTheRun) {
   for (size_t i = 0; !differs && i < a.size(); ++i) differs = a[i].at_ns != c[i].at_ns;
   EXPECT_TRUE(differs);
   const RunReport report = run_world(*loaded, seeded(9));
+  for (const auto& check : report.checks) EXPECT_TRUE(check.passed) << check.name << ": " << check.detail;
+}
+
+TEST(Nemesis, SwarmPicksANonEmptySubsetOfKindsPerSeedAndDrawsOnlyThose) {
+  Scenario scenario = load("scenarios/chat-faulty.json");
+  ASSERT_TRUE(scenario.nemesis && scenario.nemesis->swarm);
+  const std::vector<FaultKind>& all = scenario.nemesis->kinds;
+  std::set<std::vector<FaultKind>> subsets;
+  for (uint64_t seed = 1; seed <= 40; ++seed) {
+    const NemesisChoice choice = nemesis_choice(scenario, seed);
+    EXPECT_TRUE(choice.swarm);
+    ASSERT_FALSE(choice.kinds.empty());
+    for (FaultKind k : choice.kinds) EXPECT_NE(std::find(all.begin(), all.end(), k), all.end());
+    EXPECT_GE(choice.mean_interval_ns, scenario.nemesis->mean_interval_ns / 2);
+    EXPECT_LE(choice.mean_interval_ns, scenario.nemesis->mean_interval_ns * 2);
+    EXPECT_GE(choice.max_concurrent, 1u);
+    EXPECT_LE(choice.max_concurrent, scenario.nemesis->max_concurrent);
+    for (const FaultSpec& f : draw_nemesis(scenario, seed)) {
+      EXPECT_NE(std::find(choice.kinds.begin(), choice.kinds.end(), f.kind), choice.kinds.end()) << "seed " << seed;
+    }
+    EXPECT_EQ(run_world(scenario, seeded(seed)).nemesis, choice.describe()) << "the run report names the choice";
+    subsets.insert(choice.kinds);
+    if (seed >= 3) break;  // runs are the slow part; the choice alone for the rest below
+  }
+  for (uint64_t seed = 4; seed <= 200; ++seed) subsets.insert(nemesis_choice(scenario, seed).kinds);
+  EXPECT_GE(subsets.size(), 10u) << "swarm should vary the kinds from seed to seed";
+  // Without swarm, every seed uses the scenario's kinds and rates.
+  scenario.nemesis->swarm = false;
+  const NemesisChoice plain = nemesis_choice(scenario, 5);
+  EXPECT_EQ(plain.kinds, all);
+  EXPECT_EQ(plain.mean_interval_ns, scenario.nemesis->mean_interval_ns);
+  EXPECT_FALSE(plain.swarm);
+}
+
+TEST(Liveness, ASystemThatNeverSettlesFailsLivenessNamingWhatIsUnsettled) {
+  Scenario scenario = load("scenarios/chat-faulty.json");
+  RunOptions options = seeded(1);
+  // The storage skips an entry in every sync: devices wait on the gap forever.
+  options.bugs.enable(chat::Bug::sync_off_by_one);
+  scenario.liveness_ns = 2 * kS;
+  const RunReport report = run_world(scenario, options);
+  EXPECT_EQ(report.liveness_bound_ns, 2 * kS);
+  EXPECT_LT(report.settled_after_heal_ns, 0);
+  bool found = false;
+  for (const auto& check : report.checks) {
+    if (check.name != "liveness") continue;
+    found = true;
+    EXPECT_FALSE(check.passed);
+    EXPECT_NE(check.detail.find("not settled within 2.000s after every fault healed"), std::string::npos) << check.detail;
+    EXPECT_NE(check.detail.find("waiting"), std::string::npos) << "names the devices' open gaps: " << check.detail;
+  }
+  EXPECT_TRUE(found);
+}
+
+TEST(Liveness, ACleanRunSettlesWithinTheBoundAndReportsWhen) {
+  const Scenario scenario = load("scenarios/chat-faulty.json");
+  const RunReport report = run_world(scenario, seeded(2));
+  EXPECT_EQ(report.liveness_bound_ns, scenario.quiescence_ns + 5 * kS);  // the default
+  EXPECT_GE(report.settled_after_heal_ns, 0);
+  EXPECT_LE(report.settled_after_heal_ns, report.liveness_bound_ns);
   for (const auto& check : report.checks) EXPECT_TRUE(check.passed) << check.name << ": " << check.detail;
 }
 
