@@ -6,11 +6,14 @@
 
 #include "impl/chat/chat_server.h"
 #include "impl/chat/device.h"
+#include "impl/chat/key_service.h"
 #include "impl/chat/load_balancer.h"
 #include "impl/chat/push.h"
 #include "impl/chat/queue.h"
 #include "impl/chat/registry.h"
 #include "impl/chat/storage.h"
+#include "sim/disk.h"
+#include "sim/e2ee_scan.h"
 
 namespace msgsim::sim {
 
@@ -122,6 +125,8 @@ class ChatSystem final : public SystemUnderTest {
         factory = [this] { return std::make_unique<chat::StorageNode>(config_); };
       } else if (role == "push") {
         factory = [this] { return std::make_unique<chat::PushNode>(config_); };
+      } else if (role == "keys") {
+        factory = [this] { return std::make_unique<chat::KeyServiceNode>(config_); };
       } else {
         MSGSIM_ASSERT_EQ(role, std::string("device"));
         const DeviceSlot slot{device_index / per_user, device_index % per_user + 1};
@@ -131,10 +136,28 @@ class ChatSystem final : public SystemUnderTest {
       }
       const NodeId id = sim.add_node(spec.name, spec.region, std::move(factory));
       MSGSIM_ASSERT_EQ(id, i);
+      is_device_.push_back(role == "device");
     }
   }
 
+  // The confidentiality check: devices report their plaintexts, every frame from or to a server
+  // is scanned as it is sent (devices talk only to servers, so that is every frame).
+  void watch_plaintexts(Simulator& sim) {
+    if (!e2ee_on()) return;
+    config_.plaintext_observer = &scanner_;
+    sim.set_frame_observer([this](NodeId from, NodeId to, ByteView frame) {
+      if (from < is_device_.size() && to < is_device_.size() && is_device_[from] && is_device_[to]) return;
+      frames_scanned_++;
+      if (scanner_.hits() == 0) {
+        scanner_.scan(frame, "a frame from node " + std::to_string(from) + " to node " + std::to_string(to));
+      }
+    });
+  }
+
+  bool e2ee_on() const { return config_.workload.e2ee && config_.topology.key_service() != kNoNode; }
+
   void start(Simulator& sim) override {
+    watch_plaintexts(sim);
     for (NodeId id = 0; id < sim.node_count(); ++id) sim.start(id);
   }
 
@@ -211,6 +234,25 @@ class ChatSystem final : public SystemUnderTest {
                              std::to_string(settled) + " settled at the end), " + std::to_string(config_.groups.size()) +
                              " groups, " + std::to_string(config_.topology.chat_servers.size()) + " chat servers");
  for (const std::string& line : unsettled) report.summary.push_back("  unsettled: " + line);
+    if (e2ee_on()) {
+      // The servers' disks, as they are at the end (current images: what a server could read).
+      for (NodeId id = 0; id < is_device_.size(); ++id) {
+        if (is_device_[id]) continue;
+        sim.disk().for_each_file(id, [&](const std::string& name, ByteView bytes) {
+          scanner_.scan(bytes, "file " + name + " of " + sim.node_name(id));
+        });
+      }
+      const bool clean = scanner_.hits() == 0;
+      report.checks.push_back(
+          {"e2ee-confidentiality", clean,
+           clean ? "no plaintext of " + std::to_string(scanner_.tracked()) + " message bodies in " +
+                       std::to_string(frames_scanned_) + " server frames or the servers' databases (" +
+                       std::to_string(scanner_.bytes_scanned()) + " bytes scanned)"
+                 : "a message body's plaintext seen by a server: " + scanner_.first_hit() + " (" +
+                       std::to_string(scanner_.hits()) + " places)"});
+    } else {
+      report.summary.push_back("e2ee: off (no key service in the topology): bodies travel as plaintext");
+    }
     report.checks.push_back({"liveness", settled == devices_.size(),
                              settled == devices_.size()
                                  ? "every device settled: sends acknowledged, no gap open, receipts sent"
@@ -224,6 +266,9 @@ class ChatSystem final : public SystemUnderTest {
   chat::ChatConfig config_;
   chat::BalancerStats balancer_stats_;
   std::vector<NodeId> devices_;
+  std::vector<bool> is_device_;  // by node id
+  PlaintextScanner scanner_;
+  uint64_t frames_scanned_ = 0;
 };
 
 }  // namespace
@@ -241,6 +286,7 @@ chat::ChatConfig chat_config_for(const Scenario& scenario, uint64_t seed) {
   config.topology.queues = ids("queue");
   config.topology.storages = ids("storage");
   config.topology.push = ids("push");
+  config.topology.key_services = ids("keys");
   config.topology.partitions = scenario.chat.partitions;
   config.topology.replication_factor = scenario.chat.replication_factor;
 

@@ -484,6 +484,8 @@ class ScenarioReader {
       }
     }
     for (const std::string_view role : roles_) {
+      // The key service is optional: a chat scenario without one runs with E2EE off.
+      if (role == "keys") continue;
       if (std::find(group_roles.begin(), group_roles.end(), role) == group_roles.end()) {
         problem("$.topology.nodes",
                 "at least one group with role " + quote_text(role) + " (system " + quote_text(out_.system) + " needs it)",
@@ -887,7 +889,7 @@ std::optional<FaultKind> fault_kind_from_string(std::string_view text) {
 
 std::vector<std::string_view> system_roles(std::string_view system) {
   if (system == "ledger") return {"ledger-server", "ledger-client"};
-  if (system == "chat") return {"lb", "chat", "registry", "queue", "storage", "push", "device"};
+  if (system == "chat") return {"lb", "chat", "registry", "queue", "storage", "push", "device", "keys"};
   return {};
 }
 
