@@ -22,5 +22,6 @@ void add_shrink_command(CLI::App& app, Outcome& outcome);
 void add_check_command(CLI::App& app, Outcome& outcome);
 void add_e2ee_command(CLI::App& app, Outcome& outcome);
 void add_bugs_command(CLI::App& app, Outcome& outcome);
+void add_live_command(CLI::App& app, Outcome& outcome);
 
 }  // namespace msgsim::cli

@@ -1,0 +1,982 @@
+#include "live/live_host.h"
+
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/websocket/stream.hpp>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <iostream>
+#include <sstream>
+
+#include "impl/base/assert.h"
+#include "impl/base/sqlite.h"
+#include "oracle/event.h"
+
+namespace msgsim::live {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using error_code = boost::system::error_code;
+
+namespace {
+
+constexpr uint32_t kGoodbyeLength = 0xFFFFFFFFu;
+constexpr uint8_t kHelloMagic[4] = {'M', 'S', 'L', '1'};
+constexpr uint8_t kHelloAckMagic[4] = {'M', 'S', 'L', 'A'};
+// A read buffer that grew past this while a large frame came in is released once idle, so an
+// idle connection holds no buffer at all.
+constexpr size_t kIdleBufferKeepBytes = 0;
+constexpr size_t kReadChunkBytes = 4096;
+
+int64_t steady_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+void put_u32(uint8_t* out, uint32_t v) {
+  out[0] = static_cast<uint8_t>(v >> 24);
+  out[1] = static_cast<uint8_t>(v >> 16);
+  out[2] = static_cast<uint8_t>(v >> 8);
+  out[3] = static_cast<uint8_t>(v);
+}
+uint32_t get_u32(const uint8_t* in) {
+  return (uint32_t{in[0]} << 24) | (uint32_t{in[1]} << 16) | (uint32_t{in[2]} << 8) | uint32_t{in[3]};
+}
+
+}  // namespace
+
+Result<Directory> parse_directory(std::string_view text) {
+  Directory out;
+  std::istringstream in{std::string(text)};
+  std::string line;
+  size_t number = 0;
+  while (std::getline(in, line)) {
+    number++;
+    if (line.empty()) continue;
+    std::istringstream fields(line);
+    uint64_t id = 0, port = 0;
+    std::string transport;
+    if (!(fields >> id >> port >> transport) || id >= kNoNode || port == 0 || port > 65535 ||
+        (transport != "tcp" && transport != "ws")) {
+      return make_error(ErrorCode::bad_input, "directory line " + std::to_string(number) +
+                                                  ": expected \"<node id> <port> <tcp|ws>\", got \"" + line + "\"");
+    }
+    out[static_cast<NodeId>(id)] = {static_cast<uint16_t>(port),
+                                    transport == "ws" ? Transport::websocket : Transport::tcp_frames};
+  }
+  return out;
+}
+
+std::string format_directory(const Directory& directory) {
+  std::string out;
+  for (const auto& [id, e] : directory) {
+    out += std::to_string(id) + " " + std::to_string(e.port) + (e.transport == Transport::websocket ? " ws\n" : " tcp\n");
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The host's state and the connection types.
+
+class Conn;
+
+struct NodeSlot {
+  NodeId id = kNoNode;
+  std::string name, region;
+  NodeFactory factory;
+  std::unique_ptr<Node> node;
+  std::unique_ptr<Context> ctx;
+  bool running = false;
+  bool stopping = false;  // exit() was called: no handler runs any more
+  bool draining = false;
+  uint64_t generation = 0;  // counts starts within this host, so stale timers stay silent
+  Prng rng;
+  sqlite3* db = nullptr;
+  std::map<ConnId, std::shared_ptr<Conn>> conns;  // connections the node may use
+  std::map<TimerId, std::unique_ptr<asio::steady_timer>> timers;
+  std::unique_ptr<asio::steady_timer> drain_timer;
+  std::unique_ptr<tcp::acceptor> acceptor;
+};
+
+class LiveHost::Impl {
+ public:
+  Impl(asio::io_context& io, LiveHostOptions options, Directory directory)
+      : io_(io), options_(std::move(options)), directory_(std::move(directory)) {
+    if (options_.clock_origin_ns == 0) options_.clock_origin_ns = steady_now_ns();
+  }
+  ~Impl() { shutdown(); }
+
+  asio::io_context& io_;
+  LiveHostOptions options_;
+  Directory directory_;
+  std::map<NodeId, NodeSlot> slots_;
+  LiveHostStats stats_;
+  ConnId next_conn_ = 1;
+  TimerId next_timer_ = 1;
+  bool in_handler_ = false;
+  bool shut_down_ = false;
+
+  int64_t now_ns() const { return steady_now_ns() - options_.clock_origin_ns; }
+
+  void log(NodeId node, LogLevel level, std::string_view message) {
+    if (level == LogLevel::debug && !options_.log_debug) return;
+    static constexpr const char* kNames[] = {"debug", "info", "warn", "error"};
+    char stamp[32];
+    std::snprintf(stamp, sizeof stamp, "%.3f", static_cast<double>(now_ns()) / 1e9);
+    auto it = slots_.find(node);
+    const std::string who = it != slots_.end() ? it->second.name : "node " + std::to_string(node);
+    std::cerr << "[" << stamp << " " << who << " " << kNames[static_cast<int>(level)] << "] " << message << "\n";
+  }
+
+  NodeSlot* slot(NodeId id) {
+    auto it = slots_.find(id);
+    return it == slots_.end() ? nullptr : &it->second;
+  }
+
+  // Runs one node handler; the only way a node is called. Asserts the call-order rule that no
+  // handler is entered from inside another.
+  template <class F>
+  void dispatch(NodeSlot& s, F&& f) {
+    if (!s.running || s.stopping || shut_down_) return;
+    MSGSIM_ASSERT(!in_handler_, "a node handler was entered from inside another");
+    in_handler_ = true;
+    f(*s.node, *s.ctx);
+    in_handler_ = false;
+  }
+
+  // Connection events.
+  void opened(Conn& conn);
+  void accepted(Conn& conn);
+  void frame(Conn& conn, ByteView bytes);
+  void broken(Conn& conn, DisconnectReason reason);
+
+  // Context calls.
+  ConnId connect(NodeSlot& s, NodeId peer);
+  void send(NodeSlot& s, ConnId conn, Bytes frame);
+  void close(NodeSlot& s, ConnId conn);
+  TimerId set_timer(NodeSlot& s, int64_t delay_ns, uint64_t tag);
+  void cancel_timer(NodeSlot& s, TimerId timer);
+  sqlite3* db(NodeSlot& s);
+  void exit(NodeSlot& s);
+
+  void start(NodeId id);
+  void stop_node(NodeSlot& s);
+  void do_accept(NodeSlot& s);
+  void shutdown();
+};
+
+// One connection of one node. Lives as long as the node holds it (NodeSlot::conns) or an
+// asynchronous operation is in flight on it.
+class Conn : public std::enable_shared_from_this<Conn> {
+ public:
+  Conn(LiveHost::Impl& host, NodeId local, bool outbound)
+      : host_(host), local_(local), outbound_(outbound), timer_(host.io_) {}
+  virtual ~Conn() = default;
+
+  ConnId id = kNoConn;
+  NodeId peer = kNoNode;
+  bool attached = false;  // in the node's table: events reach the node
+  bool established = false;
+
+  NodeId local() const { return local_; }
+  bool outbound() const { return outbound_; }
+
+  // Queues a frame; false when the bound on queued bytes was hit (the caller resets the link).
+  bool enqueue(Bytes frame) {
+    if (dead_ || closing_) return true;
+    if (queued_bytes_ + frame.size() > host_.options_.outbound_bytes_max) return false;
+    queued_bytes_ += frame.size();
+    queue_.push_back(std::move(frame));
+    if (ready_to_write_ && !writing_) write_next();
+    return true;
+  }
+  // The local node closed: flush, say goodbye, shut down.
+  void close_gracefully() {
+    attached = false;
+    closing_ = true;
+    if (ready_to_write_ && !writing_) write_next();
+  }
+  // Drops everything at once (the node stopped, a bound was hit).
+  void abort() {
+    attached = false;
+    if (dead_) return;
+    dead_ = true;
+    timer_.cancel();
+    queue_.clear();
+    queued_bytes_ = 0;
+    close_transport();
+  }
+  size_t queued_bytes() const { return queued_bytes_; }
+
+  virtual void start_connect(uint16_t port) = 0;
+
+ protected:
+  virtual void write_next() = 0;
+  virtual void close_transport() = 0;
+
+  // The connection failed or ended: tell the node (once) and drop the socket.
+  void fail(DisconnectReason reason, std::string_view why, bool rejected = false) {
+    if (dead_) return;
+    if (rejected) {
+      host_.stats_.connections_rejected++;
+      host_.log(local_, LogLevel::warn,
+                "connection " + std::to_string(id) + " from node " + (peer == kNoNode ? std::string("?") : std::to_string(peer)) +
+                    " closed: " + std::string(why));
+    } else if (!why.empty()) {
+      host_.log(local_, LogLevel::debug, "connection " + std::to_string(id) + ": " + std::string(why));
+    }
+    if (reason != DisconnectReason::closed_by_peer) host_.stats_.connections_broken++;
+    auto self = shared_from_this();
+    abort();
+    host_.broken(*this, reason);
+  }
+  void arm_timer(int64_t delay_ns, std::string what) {
+    timer_.expires_after(std::chrono::nanoseconds(delay_ns));
+    timer_.async_wait([self = shared_from_this(), what = std::move(what)](error_code ec) {
+      if (ec) return;
+      self->fail(self->established ? DisconnectReason::reset : DisconnectReason::refused, what, true);
+    });
+  }
+
+  LiveHost::Impl& host_;
+  NodeId local_;
+  bool outbound_;
+  asio::steady_timer timer_;
+  std::deque<Bytes> queue_;
+  size_t queued_bytes_ = 0;
+  bool ready_to_write_ = false;
+  bool writing_ = false;
+  bool closing_ = false;
+  bool dead_ = false;
+};
+
+// A framed TCP link between server nodes.
+class FrameConn final : public Conn {
+ public:
+  FrameConn(LiveHost::Impl& host, NodeId local, bool outbound, tcp::socket socket, beast::flat_buffer buffer)
+      : Conn(host, local, outbound), socket_(std::move(socket)), buffer_(std::move(buffer)) {}
+
+  void start_connect(uint16_t port) override {
+    arm_timer(host_.options_.connect_timeout_ns, "no answer to the connect within the timeout");
+    socket_.async_connect(tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), port),
+                          [self = shared_self()](error_code ec) { self->on_connect(ec); });
+  }
+
+  // Inbound: the first byte has been read into buffer_ by the sniffer.
+  void start_inbound() {
+    arm_timer(host_.options_.handshake_timeout_ns, "no hello within the handshake timeout");
+    parse_and_read();
+  }
+
+ private:
+  std::shared_ptr<FrameConn> shared_self() { return std::static_pointer_cast<FrameConn>(shared_from_this()); }
+
+  void on_connect(error_code ec) {
+    if (dead_) return;
+    if (ec) return fail(DisconnectReason::refused, "connect: " + ec.message());
+    error_code ignored;
+    socket_.set_option(tcp::no_delay(true), ignored);
+    // The hello goes first; frames the node already queued follow it (pipelined behind the
+    // handshake; dropped with the connection if the peer refuses).
+    Bytes hello(12);
+    std::memcpy(hello.data(), kHelloMagic, 4);
+    put_u32(hello.data() + 4, local_);
+    put_u32(hello.data() + 8, peer);
+    queued_bytes_ += hello.size();
+    queue_.push_front(std::move(hello));
+    ready_to_write_ = true;
+    write_next();
+    parse_and_read();
+  }
+
+  void write_next() override {
+    if (dead_ || writing_) return;
+    if (queue_.empty()) {
+      if (closing_ && !goodbye_sent_) {
+        goodbye_sent_ = true;
+        put_u32(header_, kGoodbyeLength);
+        writing_ = true;
+        asio::async_write(socket_, asio::buffer(header_, 4), [self = shared_self()](error_code ec, size_t) {
+          self->writing_ = false;
+          error_code ignored;
+          if (!ec) self->socket_.shutdown(tcp::socket::shutdown_send, ignored);
+          // Wait for the peer's end of stream (or a timeout) before closing, so the goodbye
+          // is not lost to an RST from unread data.
+          if (ec || !self->reading_) self->abort();
+          else self->arm_timer(self->host_.options_.handshake_timeout_ns, "peer did not close after the goodbye");
+        });
+      }
+      return;
+    }
+    put_u32(header_, static_cast<uint32_t>(queue_.front().size()));
+    const std::array<asio::const_buffer, 2> buffers{asio::buffer(header_, 4), asio::buffer(queue_.front())};
+    writing_ = true;
+    asio::async_write(socket_, buffers, [self = shared_self()](error_code ec, size_t) {
+      self->writing_ = false;
+      if (self->dead_) return;
+      if (ec) return self->fail(DisconnectReason::reset, "write: " + ec.message());
+      self->queued_bytes_ -= self->queue_.front().size();
+      self->queue_.pop_front();
+      self->host_.stats_.frames_sent++;
+      self->write_next();
+    });
+  }
+
+  void close_transport() override {
+    error_code ignored;
+    socket_.close(ignored);
+  }
+
+  // Delivers every whole frame in the buffer, then waits for more.
+  void parse_and_read() {
+    const size_t frame_max = host_.options_.frame_bytes_max;
+    bool progressed = false;
+    while (!dead_) {
+      const size_t have = buffer_.size();
+      if (have < 4) break;
+      const auto* data = static_cast<const uint8_t*>(buffer_.data().data());
+      const uint32_t length = get_u32(data);
+      if (length == kGoodbyeLength) {
+        if (!established) return fail(DisconnectReason::refused, "goodbye before the handshake", true);
+        reading_ = false;
+        if (closing_) return abort();  // both ends closed
+        return fail(DisconnectReason::closed_by_peer, "closed by peer");
+      }
+      if (length > frame_max) {
+        return fail(established ? DisconnectReason::reset : DisconnectReason::refused,
+                    "oversized frame: " + std::to_string(length) + " bytes, the bound is " + std::to_string(frame_max),
+                    true);
+      }
+      if (have < 4 + size_t{length}) break;
+      const ByteView frame(data + 4, length);
+      if (!established) {
+        if (!handshake(frame)) return;
+      } else if (attached) {
+        host_.stats_.frames_delivered++;
+        host_.stats_.bytes_delivered += length;
+        host_.frame(*this, frame);
+      }
+      buffer_.consume(4 + size_t{length});
+      progressed = true;
+    }
+    if (dead_) return;
+    if (buffer_.size() == 0) {
+      // Idle between frames: release the buffer and stop the frame deadline.
+      if (buffer_.capacity() > kIdleBufferKeepBytes) buffer_ = beast::flat_buffer();
+      if (established && frame_timer_armed_) timer_.cancel();
+      frame_timer_armed_ = false;
+    } else if (established && (progressed || !frame_timer_armed_)) {
+      // A frame has begun: it must be complete within the frame timeout, counted afresh after
+      // every whole frame, so a steady stream never trips it but a stalled writer does.
+      frame_timer_armed_ = true;
+      arm_timer(host_.options_.frame_timeout_ns, "a frame begun and not finished within the frame timeout (slow writer)");
+    }
+    read_more();
+  }
+
+  void read_more() {
+    reading_ = true;
+    // Waiting for readability needs no buffer, so an idle connection holds none.
+    socket_.async_wait(tcp::socket::wait_read, [self = shared_self()](error_code ec) {
+      if (self->dead_) return;
+      if (ec) return self->fail(DisconnectReason::reset, "wait: " + ec.message());
+      error_code read_ec;
+      const size_t available = std::max<size_t>(self->socket_.available(read_ec), 1);
+      const size_t chunk = std::min<size_t>(std::max<size_t>(available, 64), 64 * kReadChunkBytes);
+      const size_t n = self->socket_.read_some(self->buffer_.prepare(chunk), read_ec);
+      self->buffer_.commit(n);
+      if (read_ec == asio::error::would_block || read_ec == asio::error::try_again) return self->read_more();
+      if (read_ec == asio::error::eof) {
+        self->reading_ = false;
+        if (self->closing_) return self->abort();
+        if (!self->established) return self->fail(DisconnectReason::refused, "peer closed before the handshake");
+        return self->fail(DisconnectReason::reset, "end of stream without a goodbye (peer crashed)");
+      }
+      if (read_ec) {
+        return self->fail(self->established ? DisconnectReason::reset : DisconnectReason::refused,
+                          "read: " + read_ec.message());
+      }
+      self->parse_and_read();
+    });
+  }
+
+  // The first frame: for an accepted link the opener's hello, for an opened one the ack.
+  bool handshake(ByteView frame) {
+    timer_.cancel();
+    if (outbound_) {
+      if (frame.size() != 4 || std::memcmp(frame.data(), kHelloAckMagic, 4) != 0) {
+        fail(DisconnectReason::refused, "bad hello acknowledgement", true);
+        return false;
+      }
+      established = true;
+      host_.opened(*this);
+      return !dead_;
+    }
+    if (frame.size() != 12 || std::memcmp(frame.data(), kHelloMagic, 4) != 0) {
+      fail(DisconnectReason::refused, "malformed hello", true);
+      return false;
+    }
+    const NodeId from = get_u32(frame.data() + 4);
+    const NodeId to = get_u32(frame.data() + 8);
+    if (to != local_) {
+      fail(DisconnectReason::refused, "hello for node " + std::to_string(to) + " reached node " + std::to_string(local_), true);
+      return false;
+    }
+    peer = from;
+    established = true;
+    Bytes ack(kHelloAckMagic, kHelloAckMagic + 4);
+    queued_bytes_ += ack.size();
+    queue_.push_front(std::move(ack));
+    ready_to_write_ = true;
+    write_next();
+    host_.accepted(*this);
+    return !dead_;
+  }
+
+  tcp::socket socket_;
+  beast::flat_buffer buffer_;
+  uint8_t header_[4] = {};
+  bool reading_ = false;
+  bool goodbye_sent_ = false;
+  bool frame_timer_armed_ = false;
+};
+
+// A WebSocket connection from a client device (the opener) to a load balancer or chat server.
+class WsConn final : public Conn {
+ public:
+  WsConn(LiveHost::Impl& host, NodeId local, bool outbound, tcp::socket socket)
+      : Conn(host, local, outbound), ws_(beast::tcp_stream(std::move(socket))) {}
+
+  void start_connect(uint16_t port) override {
+    port_ = port;
+    arm_timer(host_.options_.connect_timeout_ns, "no answer to the connect within the timeout");
+    beast::get_lowest_layer(ws_).socket().async_connect(
+        tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), port),
+        [self = shared_self()](error_code ec) { self->on_connect(ec); });
+  }
+
+  // Inbound: the sniffer read the start of an HTTP request into `buffer`.
+  void start_inbound(beast::flat_buffer buffer) {
+    buffer_ = std::move(buffer);
+    arm_timer(host_.options_.handshake_timeout_ns, "no WebSocket upgrade within the handshake timeout");
+    parser_ = std::make_unique<http::request_parser<http::empty_body>>();
+    parser_->header_limit(8 * 1024);
+    parser_->body_limit(0);
+    http::async_read(beast::get_lowest_layer(ws_), buffer_, *parser_,
+                     [self = shared_self()](error_code ec, size_t) { self->on_request(ec); });
+  }
+
+ private:
+  std::shared_ptr<WsConn> shared_self() { return std::static_pointer_cast<WsConn>(shared_from_this()); }
+
+  void configure() {
+    ws_.binary(true);
+    ws_.read_message_max(host_.options_.frame_bytes_max);
+    ws_.auto_fragment(false);
+    error_code ignored;
+    beast::get_lowest_layer(ws_).socket().set_option(tcp::no_delay(true), ignored);
+    websocket::stream_base::timeout timeouts{};
+    timeouts.handshake_timeout = std::chrono::nanoseconds(host_.options_.handshake_timeout_ns);
+    timeouts.idle_timeout = websocket::stream_base::none();
+    timeouts.keep_alive_pings = false;
+    ws_.set_option(timeouts);
+  }
+
+  void on_connect(error_code ec) {
+    if (dead_) return;
+    if (ec) return fail(DisconnectReason::refused, "connect: " + ec.message());
+    configure();
+    ws_.async_handshake("127.0.0.1:" + std::to_string(port_), "/node/" + std::to_string(local_),
+                        [self = shared_self()](error_code ec) {
+                          if (self->dead_) return;
+                          if (ec) return self->fail(DisconnectReason::refused, "WebSocket handshake: " + ec.message());
+                          self->timer_.cancel();
+                          self->established = true;
+                          self->ready_to_write_ = true;
+                          self->host_.opened(*self);
+                          if (self->dead_) return;
+                          self->write_next();
+                          self->read_next();
+                        });
+  }
+
+  void on_request(error_code ec) {
+    if (dead_) return;
+    if (ec) return fail(DisconnectReason::refused, "bad HTTP upgrade request: " + ec.message(), true);
+    const auto& request = parser_->get();
+    const std::string_view target(request.target().data(), request.target().size());
+    constexpr std::string_view kPrefix = "/node/";
+    uint64_t from = kNoNode;
+    bool ok = websocket::is_upgrade(request) && target.substr(0, kPrefix.size()) == kPrefix &&
+              target.size() > kPrefix.size() && target.size() <= kPrefix.size() + 10;
+    if (ok) {
+      from = 0;
+      for (char c : target.substr(kPrefix.size())) {
+        if (c < '0' || c > '9') ok = false;
+        else from = from * 10 + static_cast<uint64_t>(c - '0');
+      }
+      ok = ok && from < kNoNode;
+    }
+    if (!ok) return fail(DisconnectReason::refused, "not a WebSocket upgrade to /node/<id>: " + std::string(target), true);
+    peer = static_cast<NodeId>(from);
+    configure();
+    ws_.async_accept(request, [self = shared_self()](error_code ec) {
+      if (self->dead_) return;
+      if (ec) return self->fail(DisconnectReason::refused, "WebSocket accept: " + ec.message(), true);
+      self->parser_.reset();
+      self->buffer_ = beast::flat_buffer();
+      self->timer_.cancel();
+      self->established = true;
+      self->ready_to_write_ = true;
+      self->host_.accepted(*self);
+      if (self->dead_) return;
+      self->write_next();
+      self->read_next();
+    });
+  }
+
+  void read_next() {
+    ws_.async_read(buffer_, [self = shared_self()](error_code ec, size_t) {
+      if (self->dead_) return;
+      if (ec == websocket::error::closed) {
+        if (self->closing_) return self->abort();
+        return self->fail(DisconnectReason::closed_by_peer, "closed by peer");
+      }
+      if (ec == websocket::error::message_too_big) {
+        return self->fail(DisconnectReason::reset,
+                          "oversized message: more than " + std::to_string(self->host_.options_.frame_bytes_max) + " bytes",
+                          true);
+      }
+      if (ec) {
+        const bool protocol = ec == websocket::condition::protocol_violation;
+        return self->fail(DisconnectReason::reset, "read: " + ec.message(), protocol);
+      }
+      if (!self->ws_.got_binary()) {
+        return self->fail(DisconnectReason::reset, "a text message where binary frames are expected", true);
+      }
+      const auto data = self->buffer_.data();
+      const ByteView frame(static_cast<const uint8_t*>(data.data()), data.size());
+      if (self->attached) {
+        self->host_.stats_.frames_delivered++;
+        self->host_.stats_.bytes_delivered += frame.size();
+        self->host_.frame(*self, frame);
+      }
+      if (self->dead_) return;
+      self->buffer_ = beast::flat_buffer();  // idle connections hold no read buffer
+      if (!self->closing_) self->read_next();
+    });
+  }
+
+  void write_next() override {
+    if (dead_ || writing_) return;
+    if (queue_.empty()) {
+      if (closing_ && !close_sent_) {
+        close_sent_ = true;
+        writing_ = true;
+        ws_.async_close(websocket::close_code::normal, [self = shared_self()](error_code) {
+          self->writing_ = false;
+          self->abort();
+        });
+      }
+      return;
+    }
+    writing_ = true;
+    ws_.async_write(asio::buffer(queue_.front()), [self = shared_self()](error_code ec, size_t) {
+      self->writing_ = false;
+      if (self->dead_) return;
+      if (ec) return self->fail(DisconnectReason::reset, "write: " + ec.message());
+      self->queued_bytes_ -= self->queue_.front().size();
+      self->queue_.pop_front();
+      self->host_.stats_.frames_sent++;
+      self->write_next();
+    });
+  }
+
+  void close_transport() override {
+    error_code ignored;
+    beast::get_lowest_layer(ws_).socket().close(ignored);
+  }
+
+  websocket::stream<beast::tcp_stream> ws_;
+  beast::flat_buffer buffer_;
+  std::unique_ptr<http::request_parser<http::empty_body>> parser_;
+  uint16_t port_ = 0;
+  bool close_sent_ = false;
+};
+
+// Reads the first bytes of an accepted connection and hands it to the transport they name.
+class Sniffer : public std::enable_shared_from_this<Sniffer> {
+ public:
+  Sniffer(LiveHost::Impl& host, NodeId local, tcp::socket socket)
+      : host_(host), local_(local), socket_(std::move(socket)), timer_(host.io_) {}
+
+  void start() {
+    timer_.expires_after(std::chrono::nanoseconds(host_.options_.handshake_timeout_ns));
+    timer_.async_wait([self = shared_from_this()](error_code ec) {
+      if (ec || self->handed_over_) return;
+      self->host_.stats_.connections_rejected++;
+      self->host_.log(self->local_, LogLevel::warn, "accepted connection closed: silent past the handshake timeout");
+      error_code ignored;
+      self->socket_.close(ignored);
+    });
+    socket_.async_read_some(buffer_.prepare(512), [self = shared_from_this()](error_code ec, size_t n) {
+      self->timer_.cancel();
+      if (ec) return;  // gone before saying anything: nothing to tell the node
+      self->handed_over_ = true;
+      self->buffer_.commit(n);
+      self->hand_over();
+    });
+  }
+
+ private:
+  void hand_over() {
+    const auto* first = static_cast<const uint8_t*>(buffer_.data().data());
+    const ConnId id = host_.next_conn_++;
+    if (first[0] == 'G') {
+      auto conn = std::make_shared<WsConn>(host_, local_, false, std::move(socket_));
+      conn->id = id;
+      conn->start_inbound(std::move(buffer_));
+    } else {
+      auto conn = std::make_shared<FrameConn>(host_, local_, false, std::move(socket_), std::move(buffer_));
+      conn->id = id;
+      conn->start_inbound();
+    }
+  }
+
+  LiveHost::Impl& host_;
+  NodeId local_;
+  tcp::socket socket_;
+  beast::flat_buffer buffer_;
+  asio::steady_timer timer_;
+  bool handed_over_ = false;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Context for one node.
+
+class SlotContext final : public Context {
+ public:
+  SlotContext(LiveHost::Impl& host, NodeSlot& slot) : host_(host), slot_(slot) {}
+  int64_t now_ns() const override { return host_.now_ns(); }
+  NodeId self() const override { return slot_.id; }
+  std::string_view region() const override { return slot_.region; }
+  ConnId connect(NodeId peer) override { return host_.connect(slot_, peer); }
+  void send(ConnId conn, Bytes frame) override { host_.send(slot_, conn, std::move(frame)); }
+  void close(ConnId conn) override { host_.close(slot_, conn); }
+  TimerId set_timer(int64_t delay_ns, uint64_t tag) override { return host_.set_timer(slot_, delay_ns, tag); }
+  void cancel_timer(TimerId timer) override { host_.cancel_timer(slot_, timer); }
+  Prng& rng() override { return slot_.rng; }
+  sqlite3* db() override { return host_.db(slot_); }
+  void emit(const history::Event& event) override {
+    if (host_.options_.history_sink) host_.options_.history_sink(slot_.id, event);
+  }
+  void log(LogLevel level, std::string_view message) override { host_.log(slot_.id, level, message); }
+  void charge_cpu(int64_t) override {}
+  void exit() override { host_.exit(slot_); }
+
+ private:
+  LiveHost::Impl& host_;
+  NodeSlot& slot_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Impl
+
+void LiveHost::Impl::opened(Conn& conn) {
+  NodeSlot* s = slot(conn.local());
+  if (s == nullptr || !conn.attached) return;
+  stats_.connections_opened++;
+  dispatch(*s, [&](Node& n, Context& c) { n.on_connected(c, conn.id); });
+}
+
+void LiveHost::Impl::accepted(Conn& conn) {
+  NodeSlot* s = slot(conn.local());
+  if (s == nullptr || !s->running) {
+    conn.abort();
+    return;
+  }
+  stats_.connections_opened++;
+  conn.attached = true;
+  s->conns[conn.id] = conn.shared_from_this();
+  dispatch(*s, [&](Node& n, Context& c) { n.on_accept(c, conn.id, conn.peer); });
+}
+
+void LiveHost::Impl::frame(Conn& conn, ByteView bytes) {
+  NodeSlot* s = slot(conn.local());
+  if (s == nullptr || !conn.attached) return;
+  dispatch(*s, [&](Node& n, Context& c) { n.on_frame(c, conn.id, bytes); });
+}
+
+void LiveHost::Impl::broken(Conn& conn, DisconnectReason reason) {
+  NodeSlot* s = slot(conn.local());
+  if (s == nullptr) return;
+  auto it = s->conns.find(conn.id);
+  if (it == s->conns.end()) return;  // closed by this node already: nothing more to say
+  s->conns.erase(it);
+  dispatch(*s, [&](Node& n, Context& c) { n.on_disconnect(c, conn.id, reason); });
+}
+
+ConnId LiveHost::Impl::connect(NodeSlot& s, NodeId peer) {
+  const ConnId id = next_conn_++;
+  auto where = directory_.find(peer);
+  std::shared_ptr<Conn> conn;
+  if (where != directory_.end() && where->second.transport == Transport::websocket) {
+    conn = std::make_shared<WsConn>(*this, s.id, true, tcp::socket(io_));
+  } else {
+    conn = std::make_shared<FrameConn>(*this, s.id, true, tcp::socket(io_), beast::flat_buffer());
+  }
+  conn->id = id;
+  conn->peer = peer;
+  conn->attached = true;
+  s.conns[id] = conn;
+  if (where == directory_.end()) {
+    log(s.id, LogLevel::warn, "connect to node " + std::to_string(peer) + ": not in the directory");
+    // Refused, from the loop (never inside the connect call).
+    asio::post(io_, [this, conn] {
+      NodeSlot* owner = slot(conn->local());
+      if (owner == nullptr || owner->conns.erase(conn->id) == 0) return;
+      stats_.connections_broken++;
+      dispatch(*owner, [&](Node& n, Context& c) { n.on_disconnect(c, conn->id, DisconnectReason::refused); });
+    });
+  } else {
+    conn->start_connect(where->second.port);
+  }
+  return id;
+}
+
+void LiveHost::Impl::send(NodeSlot& s, ConnId id, Bytes frame) {
+  auto it = s.conns.find(id);
+  if (it == s.conns.end()) return;  // closed or broken: frames to it are gone
+  std::shared_ptr<Conn> conn = it->second;
+  if (conn->enqueue(std::move(frame))) return;
+  // A slow reader: its queue passed the bound. Reset only this connection, and tell the node
+  // from the loop.
+  stats_.connections_rejected++;
+  stats_.connections_broken++;
+  log(s.id, LogLevel::warn,
+      "connection " + std::to_string(id) + " to node " + std::to_string(conn->peer) +
+          " reset: slow reader, outbound queue passed " + std::to_string(options_.outbound_bytes_max) + " bytes");
+  conn->abort();
+  asio::post(io_, [this, conn] {
+    NodeSlot* owner = slot(conn->local());
+    if (owner == nullptr || owner->conns.erase(conn->id) == 0) return;
+    dispatch(*owner, [&](Node& n, Context& c) { n.on_disconnect(c, conn->id, DisconnectReason::reset); });
+  });
+}
+
+void LiveHost::Impl::close(NodeSlot& s, ConnId id) {
+  auto it = s.conns.find(id);
+  if (it == s.conns.end()) return;
+  std::shared_ptr<Conn> conn = it->second;
+  s.conns.erase(it);
+  conn->close_gracefully();
+}
+
+TimerId LiveHost::Impl::set_timer(NodeSlot& s, int64_t delay_ns, uint64_t tag) {
+  const TimerId id = next_timer_++;
+  auto timer = std::make_unique<asio::steady_timer>(io_);
+  timer->expires_after(std::chrono::nanoseconds(std::max<int64_t>(0, delay_ns)));
+  timer->async_wait([this, node = s.id, generation = s.generation, id, tag](error_code ec) {
+    if (ec) return;  // cancelled
+    NodeSlot* owner = slot(node);
+    if (owner == nullptr || owner->generation != generation || owner->timers.erase(id) == 0) return;
+    stats_.timers_fired++;
+    dispatch(*owner, [&](Node& n, Context& c) { n.on_timer(c, tag); });
+  });
+  s.timers[id] = std::move(timer);
+  return id;
+}
+
+void LiveHost::Impl::cancel_timer(NodeSlot& s, TimerId id) { s.timers.erase(id); }
+
+sqlite3* LiveHost::Impl::db(NodeSlot& s) {
+  if (s.db != nullptr) return s.db;
+  const std::string path = options_.run_dir + "/node-" + std::to_string(s.id) + ".db";
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 nullptr);
+  MSGSIM_ASSERT(rc == SQLITE_OK, "cannot open " + path + ": " + (db ? sqlite3_errmsg(db) : "out of memory"));
+  const Status configured = sql::configure_durable(db);
+  MSGSIM_ASSERT(configured.ok(), "cannot configure " + path + ": " + configured.error().message);
+  s.db = db;
+  return db;
+}
+
+void LiveHost::Impl::exit(NodeSlot& s) {
+  if (!s.running) return;
+  const bool draining = s.draining;
+  log(s.id, LogLevel::info, draining ? "drained, stopping" : "fail-stop: the node asked to stop");
+  s.stopping = true;
+  // The node's handler is still on the stack: stop it from the loop.
+  asio::post(io_, [this, id = s.id, draining] {
+    NodeSlot* owner = slot(id);
+    if (owner == nullptr || !owner->running) return;
+    stop_node(*owner);
+    if (options_.on_exit) options_.on_exit(id, draining);
+  });
+  s.draining = false;
+}
+
+void LiveHost::Impl::start(NodeId id) {
+  NodeSlot* s = slot(id);
+  MSGSIM_ASSERT(s != nullptr, "start of a node this host does not hold: " + std::to_string(id));
+  if (s->running) return;
+  s->generation++;
+  s->rng = Prng(options_.seed).split("node").split(id).split(options_.incarnation * 1000 + s->generation);
+  s->node = s->factory();
+  s->ctx = std::make_unique<SlotContext>(*this, *s);
+  s->running = true;
+  s->stopping = false;
+  s->draining = false;
+  asio::post(io_, [this, id, generation = s->generation] {
+    NodeSlot* owner = slot(id);
+    if (owner == nullptr || owner->generation != generation) return;
+    dispatch(*owner, [&](Node& n, Context& c) { n.on_start(c); });
+  });
+}
+
+void LiveHost::Impl::stop_node(NodeSlot& s) {
+  s.running = false;
+  s.draining = false;
+  for (auto& [id, conn] : s.conns) conn->abort();
+  s.conns.clear();
+  s.timers.clear();
+  s.drain_timer.reset();
+  s.node.reset();
+  s.ctx.reset();
+  if (s.db != nullptr) {
+    sqlite3_close_v2(s.db);
+    s.db = nullptr;
+  }
+}
+
+void LiveHost::Impl::do_accept(NodeSlot& s) {
+  s.acceptor->async_accept([this, id = s.id](error_code ec, tcp::socket socket) {
+    NodeSlot* owner = slot(id);
+    if (owner == nullptr || !owner->acceptor || shut_down_) return;
+    if (ec == asio::error::operation_aborted) return;
+    if (!ec) std::make_shared<Sniffer>(*this, id, std::move(socket))->start();
+    else log(id, LogLevel::warn, "accept: " + ec.message());
+    do_accept(*owner);
+  });
+}
+
+void LiveHost::Impl::shutdown() {
+  if (shut_down_) return;
+  for (auto& [id, s] : slots_) {
+    if (s.acceptor) {
+      error_code ignored;
+      s.acceptor->close(ignored);
+    }
+    stop_node(s);
+  }
+  shut_down_ = true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// LiveHost
+
+LiveHost::LiveHost(asio::io_context& io, LiveHostOptions options, Directory directory)
+    : impl_(std::make_unique<Impl>(io, std::move(options), std::move(directory))) {}
+
+LiveHost::~LiveHost() = default;
+
+void LiveHost::add_node(NodeId id, std::string name, std::string region, NodeFactory factory) {
+  NodeSlot& s = impl_->slots_[id];
+  MSGSIM_ASSERT(!s.factory, "node added twice: " + std::to_string(id));
+  s.id = id;
+  s.name = std::move(name);
+  s.region = std::move(region);
+  s.factory = std::move(factory);
+}
+
+Result<uint16_t> LiveHost::listen(NodeId id, uint16_t port) {
+  NodeSlot* s = impl_->slot(id);
+  MSGSIM_ASSERT(s != nullptr, "listen for a node this host does not hold");
+  auto acceptor = std::make_unique<tcp::acceptor>(impl_->io_);
+  error_code ec;
+  const tcp::endpoint endpoint(asio::ip::make_address_v4("127.0.0.1"), port);
+  acceptor->open(endpoint.protocol(), ec);
+  if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor->bind(endpoint, ec);
+  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return make_error(ErrorCode::io_error, "listen on 127.0.0.1:" + std::to_string(port) + ": " + ec.message());
+  const uint16_t bound = acceptor->local_endpoint().port();
+  s->acceptor = std::move(acceptor);
+  impl_->do_accept(*s);
+  return bound;
+}
+
+Status LiveHost::listen_on_fd(NodeId id, int fd) {
+  NodeSlot* s = impl_->slot(id);
+  MSGSIM_ASSERT(s != nullptr, "listen for a node this host does not hold");
+  auto acceptor = std::make_unique<tcp::acceptor>(impl_->io_);
+  error_code ec;
+  acceptor->assign(tcp::v4(), fd, ec);
+  if (ec) return make_error(ErrorCode::io_error, "listening socket " + std::to_string(fd) + ": " + ec.message());
+  s->acceptor = std::move(acceptor);
+  impl_->do_accept(*s);
+  return {};
+}
+
+void LiveHost::start(NodeId id) { impl_->start(id); }
+
+void LiveHost::drain(NodeId id, int64_t drain_ns) {
+  NodeSlot* s = impl_->slot(id);
+  if (s == nullptr || !s->running) return;
+  s->draining = true;
+  const int64_t deadline = impl_->now_ns() + drain_ns;
+  s->drain_timer = std::make_unique<asio::steady_timer>(impl_->io_);
+  s->drain_timer->expires_after(std::chrono::nanoseconds(drain_ns));
+  s->drain_timer->async_wait([impl = impl_.get(), id, generation = s->generation](error_code ec) {
+    if (ec) return;
+    NodeSlot* owner = impl->slot(id);
+    if (owner == nullptr || owner->generation != generation || !owner->running) return;
+    impl->log(id, LogLevel::warn, "drain deadline passed: stopping");
+    impl->stop_node(*owner);
+    if (impl->options_.on_exit) impl->options_.on_exit(id, true);
+  });
+  asio::post(impl_->io_, [impl = impl_.get(), id, deadline] {
+    NodeSlot* owner = impl->slot(id);
+    if (owner == nullptr) return;
+    impl->dispatch(*owner, [&](Node& n, Context& c) { n.on_drain(c, deadline); });
+  });
+}
+
+void LiveHost::shutdown() { impl_->shutdown(); }
+
+Node* LiveHost::node(NodeId id) {
+  NodeSlot* s = impl_->slot(id);
+  return s != nullptr && s->running ? s->node.get() : nullptr;
+}
+
+bool LiveHost::running(NodeId id) const {
+  auto it = impl_->slots_.find(id);
+  return it != impl_->slots_.end() && it->second.running;
+}
+
+int64_t LiveHost::now_ns() const { return impl_->now_ns(); }
+
+const LiveHostStats& LiveHost::stats() const { return impl_->stats_; }
+
+size_t LiveHost::open_connections() const {
+  size_t n = 0;
+  for (const auto& [id, s] : impl_->slots_) n += s.conns.size();
+  return n;
+}
+
+}  // namespace msgsim::live

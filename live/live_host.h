@@ -1,0 +1,115 @@
+// The live runtime: the runtime contract (impl/runtime.h) over Boost.Asio, real sockets, real
+// SQLite files. A LiveHost runs one or many nodes on one io_context in one thread (a server
+// process hosts one node; the load process hosts every client device).
+//
+// Transports (live/README.md):
+//  - Between server nodes: TCP with length-prefixed frames (4-byte big-endian length, then the
+//    frame). The first frame of a link is a hello that names the opener and the node it meant
+//    to reach, so on_accept gets `peer`. A length of 0xFFFFFFFF is the goodbye: the opener
+//    called close(), every frame before it was delivered (closed_by_peer); an end of stream
+//    without it is a crash (reset).
+//  - From client devices to load balancers and chat servers: WebSocket (Boost.Beast), binary
+//    messages, one frame per message; the URL path /node/<id> names the opener. A close frame
+//    with code 1000 is closed_by_peer; anything else ending the stream is a reset.
+//  A node listens on one port for both: a connection whose first byte is 'G' (an HTTP GET) is
+//  a WebSocket upgrade, anything else a framed TCP link.
+//
+// Call order (impl/runtime.h): every handler runs from a completion handler of the io_context,
+// never from inside a Context call; sends, connects and timers only start asynchronous work;
+// after close(conn) or on_disconnect(conn) nothing more is delivered on conn; a node that exit()s
+// gets no further call, and its connections are reset.
+//
+// Bounds, each of which closes only the offending connection with a log line: an inbound frame
+// larger than frame_bytes_max; an outbound queue beyond outbound_bytes_max (a slow reader); a
+// hello or WebSocket upgrade not finished within handshake_timeout_ns, or a frame begun and not
+// finished within frame_timeout_ns (slow writers, slowloris); a bad hello or upgrade.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "impl/base/result.h"
+#include "impl/runtime.h"
+
+namespace msgsim::live {
+
+enum class Transport : uint8_t { tcp_frames, websocket };
+
+// Where this host dials a node: 127.0.0.1:port (a node's own port, or a fault proxy's), and how.
+struct Endpoint {
+  uint16_t port = 0;
+  Transport transport = Transport::tcp_frames;
+};
+using Directory = std::map<NodeId, Endpoint>;
+
+// Reads a directory file: one "<node id> <port> <tcp|ws>" line per node.
+Result<Directory> parse_directory(std::string_view text);
+std::string format_directory(const Directory& directory);
+
+struct LiveHostOptions {
+  std::string run_dir = ".";  // each node's database is <run_dir>/node-<id>.db
+  uint64_t seed = 1;          // node id's stream: Prng(seed).split("node").split(id).split(incarnation)
+  uint64_t incarnation = 0;   // which start of the node this is (the supervisor counts restarts)
+  size_t frame_bytes_max = 1 << 20;
+  size_t outbound_bytes_max = 8 << 20;  // per connection
+  int64_t handshake_timeout_ns = 5 * kNanosPerSecond;
+  int64_t frame_timeout_ns = 10 * kNanosPerSecond;
+  int64_t connect_timeout_ns = 3 * kNanosPerSecond;
+  // The origin of now_ns(): nanoseconds of steady_clock at which the run started (0: at
+  // construction). Every host of a run given the same origin shares one clock.
+  int64_t clock_origin_ns = 0;
+  // Where emit() goes (client devices); events arrive with t = now_ns().
+  std::function<void(NodeId, const history::Event&)> history_sink;
+  // Called (from the loop) when a node calls exit(); `draining` says whether it was asked to.
+  std::function<void(NodeId, bool draining)> on_exit;
+  bool log_debug = false;
+};
+
+struct LiveHostStats {
+  uint64_t frames_sent = 0;
+  uint64_t frames_delivered = 0;
+  uint64_t bytes_delivered = 0;
+  uint64_t connections_opened = 0;   // by connect() or accepted
+  uint64_t connections_broken = 0;   // reset, refused, or closed by a bound
+  uint64_t connections_rejected = 0; // closed by a bound or bad input (oversized, slow, bad hello)
+  uint64_t timers_fired = 0;
+};
+
+class LiveHost {
+ public:
+  LiveHost(boost::asio::io_context& io, LiveHostOptions options, Directory directory);
+  ~LiveHost();
+  LiveHost(const LiveHost&) = delete;
+  LiveHost& operator=(const LiveHost&) = delete;
+
+  // A node hosted here, not yet started.
+  void add_node(NodeId id, std::string name, std::string region, NodeFactory factory);
+  // Accepts connections for `id` on 127.0.0.1:port (0: any); returns the port.
+  Result<uint16_t> listen(NodeId id, uint16_t port);
+  // The same on a listening socket handed over by a supervisor.
+  Status listen_on_fd(NodeId id, int fd);
+  // Calls on_start (from the loop).
+  void start(NodeId id);
+  // Asks for a graceful shutdown: on_drain(now + drain_ns); at the deadline the node stops.
+  void drain(NodeId id, int64_t drain_ns);
+  // Stops every node and closes every socket (no further handler runs).
+  void shutdown();
+
+  Node* node(NodeId id);
+  bool running(NodeId id) const;
+  int64_t now_ns() const;
+  const LiveHostStats& stats() const;
+  size_t open_connections() const;
+
+  class Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace msgsim::live

@@ -1,0 +1,405 @@
+// LiveHost (live/live_host.h): the runtime contract over real loopback sockets. Two test nodes
+// over framed TCP and over WebSocket (frames in order, disconnect reasons, refusals, timers),
+// and raw sockets that misbehave (malformed hellos and upgrades, oversized frames, slow
+// writers, slow readers, abrupt disconnects): each closes only its own connection, with a log
+// line, and the node never hears from it.
+#include <gtest/gtest.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "live/live_host.h"
+
+namespace msgsim::live {
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+// What a test node saw, as lines: "start", "accept 1 from 0", "connected 1", "frame 1 abc",
+// "disconnect 1 closed_by_peer", "timer 7".
+struct Probe {
+  std::vector<std::string> events;
+  std::function<void(Context&)> on_start;
+  std::function<void(Context&, ConnId, ByteView)> on_frame;
+  std::function<void(Context&, ConnId)> on_connected;
+  std::function<void(Context&, ConnId)> on_accept;
+  bool in_handler = false;
+  bool reentered = false;
+  size_t count(std::string_view prefix) const {
+    size_t n = 0;
+    for (const auto& e : events) n += e.rfind(prefix, 0) == 0;
+    return n;
+  }
+};
+
+class ProbeNode final : public Node {
+ public:
+  explicit ProbeNode(Probe& probe) : probe_(probe) {}
+  void on_start(Context& ctx) override {
+    enter();
+    probe_.events.push_back("start");
+    if (probe_.on_start) probe_.on_start(ctx);
+    leave();
+  }
+  void on_accept(Context& ctx, ConnId conn, NodeId peer) override {
+    enter();
+    probe_.events.push_back("accept " + std::to_string(conn) + " from " + std::to_string(peer));
+    if (probe_.on_accept) probe_.on_accept(ctx, conn);
+    leave();
+  }
+  void on_connected(Context& ctx, ConnId conn) override {
+    enter();
+    probe_.events.push_back("connected " + std::to_string(conn));
+    if (probe_.on_connected) probe_.on_connected(ctx, conn);
+    leave();
+  }
+  void on_frame(Context& ctx, ConnId conn, ByteView frame) override {
+    enter();
+    probe_.events.push_back("frame " + std::to_string(conn) + " " + std::string(frame.begin(), frame.end()));
+    if (probe_.on_frame) probe_.on_frame(ctx, conn, frame);
+    leave();
+  }
+  void on_disconnect(Context&, ConnId conn, DisconnectReason reason) override {
+    enter();
+    probe_.events.push_back("disconnect " + std::to_string(conn) + " " + to_string(reason));
+    leave();
+  }
+  void on_timer(Context&, uint64_t tag) override {
+    enter();
+    probe_.events.push_back("timer " + std::to_string(tag));
+    leave();
+  }
+
+ private:
+  void enter() {
+    if (probe_.in_handler) probe_.reentered = true;
+    probe_.in_handler = true;
+  }
+  void leave() { probe_.in_handler = false; }
+  Probe& probe_;
+};
+
+Bytes bytes_of(std::string_view s) { return Bytes(s.begin(), s.end()); }
+
+// Runs the loop until `done` holds or 5 s pass.
+bool run_until(asio::io_context& io, const std::function<bool()>& done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    io.run_for(std::chrono::milliseconds(5));
+    io.restart();
+  }
+  return done();
+}
+
+void put_u32(uint8_t* out, uint32_t v) {
+  out[0] = static_cast<uint8_t>(v >> 24);
+  out[1] = static_cast<uint8_t>(v >> 16);
+  out[2] = static_cast<uint8_t>(v >> 8);
+  out[3] = static_cast<uint8_t>(v);
+}
+
+std::string hello(NodeId from, NodeId to) {
+  std::string out(16, '\0');
+  put_u32(reinterpret_cast<uint8_t*>(out.data()), 12);
+  out.replace(4, 4, "MSL1");
+  put_u32(reinterpret_cast<uint8_t*>(out.data()) + 8, from);
+  put_u32(reinterpret_cast<uint8_t*>(out.data()) + 12, to);
+  return out;
+}
+
+// A server node 1 on its own host, and a client node 0 on another host of the same loop.
+struct Pair {
+  explicit Pair(Transport transport, LiveHostOptions server_options = {}) {
+    server_options.run_dir = ::testing::TempDir();
+    server = std::make_unique<LiveHost>(io, server_options, Directory{});
+    server->add_node(1, "server", "local", [this] { return std::make_unique<ProbeNode>(server_probe); });
+    port = *server->listen(1, 0);
+    LiveHostOptions client_options;
+    client_options.run_dir = ::testing::TempDir();
+    client = std::make_unique<LiveHost>(io, client_options, Directory{{1, {port, transport}}, {9, {1, transport}}});
+    client->add_node(0, "client", "local", [this] { return std::make_unique<ProbeNode>(client_probe); });
+  }
+  ~Pair() {
+    client->shutdown();
+    server->shutdown();
+  }
+  asio::io_context io;
+  Probe server_probe, client_probe;
+  std::unique_ptr<LiveHost> server, client;
+  uint16_t port = 0;
+};
+
+class LiveHostTransport : public ::testing::TestWithParam<Transport> {};
+
+TEST_P(LiveHostTransport, FramesArriveInOrderThenClosedByPeer) {
+  Pair pair(GetParam());
+  ConnId conn = kNoConn;
+  pair.client_probe.on_start = [&](Context& ctx) {
+    conn = ctx.connect(1);
+    // Sent before on_connected: queued behind the handshake.
+    for (int i = 0; i < 50; ++i) ctx.send(conn, bytes_of("m" + std::to_string(i)));
+  };
+  pair.client_probe.on_connected = [&](Context& ctx, ConnId c) {
+    for (int i = 50; i < 100; ++i) ctx.send(c, bytes_of("m" + std::to_string(i)));
+    ctx.close(c);
+    ctx.send(c, bytes_of("after-close"));  // gone: the connection is closed
+  };
+  pair.server->start(1);
+  pair.client->start(0);
+  ASSERT_TRUE(run_until(pair.io, [&] { return pair.server_probe.count("disconnect") == 1; }));
+  const auto& e = pair.server_probe.events;
+  ASSERT_EQ(e.size(), 1u + 1u + 100u + 1u);
+  EXPECT_EQ(e[0], "start");
+  EXPECT_EQ(e[1].rfind("accept ", 0), 0u);
+  EXPECT_NE(e[1].find(" from 0"), std::string::npos);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(e[2 + i].substr(e[2 + i].rfind(' ') + 1), "m" + std::to_string(i));
+  EXPECT_NE(e.back().find("closed_by_peer"), std::string::npos);
+  // The client closed its end itself: it hears nothing more about it.
+  EXPECT_EQ(pair.client_probe.count("disconnect"), 0u);
+  EXPECT_EQ(pair.client_probe.count("connected"), 1u);
+  EXPECT_FALSE(pair.server_probe.reentered || pair.client_probe.reentered);
+}
+
+TEST_P(LiveHostTransport, RepliesFlowBackAndAServerCrashIsAReset) {
+  Pair pair(GetParam());
+  pair.server_probe.on_frame = [&](Context& ctx, ConnId conn, ByteView frame) {
+    Bytes reply(frame.begin(), frame.end());
+    reply.push_back('!');
+    ctx.send(conn, reply);
+  };
+  pair.client_probe.on_start = [&](Context& ctx) {
+    const ConnId conn = ctx.connect(1);
+    ctx.send(conn, bytes_of("ping"));
+  };
+  pair.server->start(1);
+  pair.client->start(0);
+  ASSERT_TRUE(run_until(pair.io, [&] { return pair.client_probe.count("frame") == 1; }));
+  EXPECT_NE(pair.client_probe.events.back().find("ping!"), std::string::npos);
+  // The server's node stops without closing (as a killed process does): the client sees a reset.
+  pair.server->shutdown();
+  ASSERT_TRUE(run_until(pair.io, [&] { return pair.client_probe.count("disconnect") == 1; }));
+  EXPECT_NE(pair.client_probe.events.back().find("reset"), std::string::npos);
+}
+
+TEST_P(LiveHostTransport, NothingListeningIsRefusedWithoutConnected) {
+  Pair pair(GetParam());
+  pair.client_probe.on_start = [&](Context& ctx) {
+    const ConnId a = ctx.connect(9);   // the directory says port 1: nothing listens there
+    const ConnId b = ctx.connect(42);  // not in the directory at all
+    ctx.send(a, bytes_of("lost"));
+    ctx.send(b, bytes_of("lost"));
+  };
+  pair.client->start(0);
+  ASSERT_TRUE(run_until(pair.io, [&] { return pair.client_probe.count("disconnect") == 2; }));
+  EXPECT_EQ(pair.client_probe.count("connected"), 0u);
+  for (const auto& e : pair.client_probe.events)
+    if (e.rfind("disconnect", 0) == 0) {
+      EXPECT_NE(e.find("refused"), std::string::npos) << e;
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Both, LiveHostTransport, ::testing::Values(Transport::tcp_frames, Transport::websocket),
+                         [](const auto& info) { return info.param == Transport::websocket ? "websocket" : "tcp"; });
+
+TEST(LiveHost, TimersFireOnceInOrderAndCancelledOnesNever) {
+  asio::io_context io;
+  Probe probe;
+  LiveHostOptions options;
+  options.run_dir = ::testing::TempDir();
+  LiveHost host(io, options, {});
+  host.add_node(0, "n", "local", [&] { return std::make_unique<ProbeNode>(probe); });
+  probe.on_start = [&](Context& ctx) {
+    ctx.set_timer(30 * kNanosPerMilli, 3);
+    const TimerId cancelled = ctx.set_timer(20 * kNanosPerMilli, 2);
+    ctx.set_timer(10 * kNanosPerMilli, 1);
+    ctx.set_timer(0, 0);
+    ctx.cancel_timer(cancelled);
+    EXPECT_GE(ctx.now_ns(), 0);
+  };
+  host.start(0);
+  ASSERT_TRUE(run_until(io, [&] { return probe.count("timer") == 3; }));
+  io.run_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(probe.events, (std::vector<std::string>{"start", "timer 0", "timer 1", "timer 3"}));
+}
+
+TEST(LiveHost, ExitStopsTheNodeAndItsTimers) {
+  asio::io_context io;
+  Probe probe;
+  LiveHostOptions options;
+  options.run_dir = ::testing::TempDir();
+  bool exited = false;
+  options.on_exit = [&](NodeId, bool draining) {
+    exited = true;
+    EXPECT_FALSE(draining);
+  };
+  LiveHost host(io, options, {});
+  host.add_node(0, "n", "local", [&] { return std::make_unique<ProbeNode>(probe); });
+  probe.on_start = [&](Context& ctx) {
+    ctx.set_timer(10 * kNanosPerMilli, 1);
+    ctx.exit();
+  };
+  host.start(0);
+  ASSERT_TRUE(run_until(io, [&] { return exited; }));
+  io.run_for(std::chrono::milliseconds(40));
+  EXPECT_EQ(probe.events, (std::vector<std::string>{"start"}));
+  EXPECT_FALSE(host.running(0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Misbehaving peers on raw sockets: only their own connection closes; a well-behaved client on
+// the same server keeps working.
+
+struct Abuse {
+  explicit Abuse(LiveHostOptions options = {}) : pair(Transport::tcp_frames, options) {
+    pair.server_probe.on_frame = [](Context& ctx, ConnId conn, ByteView frame) { ctx.send(conn, Bytes(frame.begin(), frame.end())); };
+    pair.server->start(1);
+    run_until(pair.io, [&] { return pair.server_probe.count("start") == 1; });
+  }
+  tcp::socket raw() {
+    tcp::socket s(pair.io);
+    s.connect(tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), pair.port));
+    return s;
+  }
+  // The server closed `s`: a read ends (EOF or reset) within the time given.
+  bool closed_by_server(tcp::socket& s) {
+    bool closed = false;
+    auto buffer = std::make_shared<std::array<char, 64 * 1024>>();
+    std::function<void()> read = [&] {
+      s.async_read_some(asio::buffer(*buffer), [&, buffer](boost::system::error_code ec, size_t) {
+        if (ec) closed = true;
+        else read();
+      });
+    };
+    read();
+    return run_until(pair.io, [&] { return closed; });
+  }
+  // A well-behaved client still gets its echo.
+  void good_client_still_works() {
+    pair.client_probe.on_start = [&](Context& ctx) { ctx.send(ctx.connect(1), bytes_of("fine")); };
+    pair.client->start(0);
+    ASSERT_TRUE(run_until(pair.io, [&] { return pair.client_probe.count("frame") == 1; }));
+  }
+  Pair pair;
+};
+
+TEST(LiveHostAbuse, MalformedHelloClosesOnlyThatConnection) {
+  Abuse abuse;
+  tcp::socket s = abuse.raw();
+  asio::write(s, asio::buffer(std::string("\x00\x00\x00\x05hello", 9)));
+  EXPECT_TRUE(abuse.closed_by_server(s));
+  EXPECT_EQ(abuse.pair.server_probe.count("accept"), 0u);
+  EXPECT_EQ(abuse.pair.server->stats().connections_rejected, 1u);
+  abuse.good_client_still_works();
+}
+
+TEST(LiveHostAbuse, OversizedFrameClosesOnlyThatConnection) {
+  LiveHostOptions options;
+  options.frame_bytes_max = 1024;
+  Abuse abuse(options);
+  tcp::socket s = abuse.raw();
+  std::string data = hello(7, 1);
+  std::string header(4, '\0');
+  put_u32(reinterpret_cast<uint8_t*>(header.data()), 1'000'000);
+  data += header + "xxxx";
+  asio::write(s, asio::buffer(data));
+  EXPECT_TRUE(abuse.closed_by_server(s));
+  // The node saw the link open and then break; it never saw a frame of it.
+  EXPECT_EQ(abuse.pair.server_probe.count("frame"), 0u);
+  EXPECT_EQ(abuse.pair.server_probe.count("disconnect"), 1u);
+  abuse.good_client_still_works();
+}
+
+TEST(LiveHostAbuse, SlowWriterIsClosedAfterTheFrameTimeout) {
+  LiveHostOptions options;
+  options.frame_timeout_ns = 200 * kNanosPerMilli;
+  options.handshake_timeout_ns = 200 * kNanosPerMilli;
+  Abuse abuse(options);
+  tcp::socket slow = abuse.raw();
+  std::string data = hello(7, 1);
+  std::string header(4, '\0');
+  put_u32(reinterpret_cast<uint8_t*>(header.data()), 100);
+  data += header + "only part of it";
+  asio::write(slow, asio::buffer(data));
+  tcp::socket silent = abuse.raw();  // never says anything: the handshake timeout
+  EXPECT_TRUE(abuse.closed_by_server(slow));
+  EXPECT_TRUE(abuse.closed_by_server(silent));
+  EXPECT_EQ(abuse.pair.server_probe.count("frame"), 0u);
+  abuse.good_client_still_works();
+}
+
+TEST(LiveHostAbuse, SlowReaderIsResetWhenItsQueuePassesTheBound) {
+  LiveHostOptions options;
+  options.outbound_bytes_max = 256 * 1024;
+  Abuse abuse(options);
+  ConnId accepted = kNoConn;
+  abuse.pair.server_probe.on_accept = [&](Context&, ConnId conn) {
+    if (accepted == kNoConn) accepted = conn;  // the raw reader; the good client comes later
+  };
+  tcp::socket reader = abuse.raw();
+  asio::write(reader, asio::buffer(hello(7, 1)));
+  ASSERT_TRUE(run_until(abuse.pair.io, [&] { return accepted != kNoConn; }));
+  // Whenever anything arrives from the good client, the server's node floods the raw peer,
+  // which never reads: the kernel buffers fill, then the outbound queue passes its bound.
+  abuse.pair.server_probe.on_frame = [&](Context& ctx, ConnId, ByteView) {
+    for (int i = 0; i < 64; ++i) ctx.send(accepted, Bytes(16 * 1024, 'x'));
+  };
+  abuse.pair.client_probe.on_start = [&](Context& ctx) {
+    const ConnId c = ctx.connect(1);
+    for (int i = 0; i < 40; ++i) ctx.send(c, bytes_of("go"));
+  };
+  abuse.pair.client->start(0);
+  ASSERT_TRUE(run_until(abuse.pair.io, [&] { return abuse.pair.server_probe.count("disconnect " + std::to_string(accepted)) == 1; }));
+  EXPECT_EQ(abuse.pair.server_probe.count("disconnect " + std::to_string(accepted) + " reset"), 1u);
+  EXPECT_GE(abuse.pair.server->stats().connections_rejected, 1u);
+  // The good client's connection was not touched.
+  EXPECT_EQ(abuse.pair.server_probe.count("disconnect"), 1u);
+  EXPECT_TRUE(abuse.closed_by_server(reader));
+}
+
+TEST(LiveHostAbuse, BadWebSocketUpgradeAndTextMessagesCloseOnlyThatConnection) {
+  Abuse abuse;
+  tcp::socket s = abuse.raw();
+  asio::write(s, asio::buffer(std::string("GET /somewhere-else HTTP/1.1\r\nHost: x\r\n\r\n")));
+  EXPECT_TRUE(abuse.closed_by_server(s));
+  tcp::socket garbage = abuse.raw();
+  asio::write(garbage, asio::buffer(std::string("GARBAGE\r\n\r\n")));
+  EXPECT_TRUE(abuse.closed_by_server(garbage));
+  EXPECT_EQ(abuse.pair.server_probe.count("accept"), 0u);
+  EXPECT_EQ(abuse.pair.server->stats().connections_rejected, 2u);
+  abuse.good_client_still_works();
+}
+
+TEST(LiveHostAbuse, AbruptDisconnectIsAResetToTheNode) {
+  Abuse abuse;
+  {
+    tcp::socket s = abuse.raw();
+    asio::write(s, asio::buffer(hello(7, 1)));
+    ASSERT_TRUE(run_until(abuse.pair.io, [&] { return abuse.pair.server_probe.count("accept") == 1; }));
+  }  // closed without a goodbye
+  ASSERT_TRUE(run_until(abuse.pair.io, [&] { return abuse.pair.server_probe.count("disconnect") == 1; }));
+  EXPECT_NE(abuse.pair.server_probe.events.back().find("reset"), std::string::npos);
+  abuse.good_client_still_works();
+}
+
+TEST(LiveHost, DirectoryFilesRoundTripAndBadLinesAreErrors) {
+  const Directory d{{1, {4000, Transport::tcp_frames}}, {7, {4001, Transport::websocket}}};
+  Result<Directory> back = parse_directory(format_directory(d));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->size(), 2u);
+  EXPECT_EQ(back->at(7).port, 4001);
+  EXPECT_EQ(back->at(7).transport, Transport::websocket);
+  Result<Directory> bad = parse_directory("1 4000 tcp\n2 notaport ws\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("line 2"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace msgsim::live

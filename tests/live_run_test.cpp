@@ -1,0 +1,130 @@
+// `msgsim live run` end to end: the supervisor starts every server node of
+// scenarios/live-small.json as its own process, SIGKILLs and restarts a chat server and a queue
+// replica, partitions a chat server from the queues through the fault proxies, and the history
+// passes the oracle. Every process it started is gone afterwards, also when it is interrupted.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+const std::string kBinary = std::string(MSGSIM_BINARY_DIR) + "/msgsim";
+const std::string kScenario = std::string(MSGSIM_SOURCE_DIR) + "/scenarios/live-small.json";
+
+// The processes whose command line mentions `needle` (the run dir is on every node's).
+std::vector<int> processes_mentioning(const std::string& needle) {
+  std::vector<int> out;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "cmdline", std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    std::string cmdline = text.str();
+    for (char& c : cmdline)
+      if (c == '\0') c = ' ';
+    if (cmdline.find(needle) != std::string::npos && cmdline.find("live node") != std::string::npos) {
+      out.push_back(std::stoi(name));
+    }
+  }
+  return out;
+}
+
+std::string fresh_dir(const std::string& name) {
+  const fs::path dir = fs::path(::testing::TempDir()) / (name + "-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+TEST(LiveRun, SmallScenarioWithCrashesAndAPartitionPassesTheOracle) {
+  const std::string dir = fresh_dir("live-run");
+  const std::string history = dir + "/history.jsonl";
+  const std::string command = kBinary + " live run " + kScenario + " --dir " + dir + " --history " + history + " 2>" +
+                              dir + "/stderr.txt";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buffer[4096];
+  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  EXPECT_NE(output.find("verdict: PASS"), std::string::npos) << output;
+  EXPECT_NE(output.find("fault crash chat-1"), std::string::npos) << output;
+  EXPECT_NE(output.find("fault crash queue-2"), std::string::npos) << output;
+  EXPECT_NE(output.find("fault partition chat-2 | queue-1,queue-2"), std::string::npos) << output;
+  EXPECT_NE(output.find("no-loss: valid"), std::string::npos) << output;
+  EXPECT_NE(output.find("no-duplicate: valid"), std::string::npos) << output;
+  EXPECT_EQ(output.find("skipped:"), std::string::npos) << output;
+  // The history is there, with work in it, and `msgsim check` agrees with the run.
+  std::ifstream in(history);
+  std::string line;
+  size_t sends = 0, delivers = 0;
+  while (std::getline(in, line)) {
+    sends += line.find("\"type\":\"send\"") != std::string::npos;
+    delivers += line.find("\"type\":\"deliver\"") != std::string::npos;
+  }
+  EXPECT_GT(sends, 20u);
+  EXPECT_GT(delivers, sends);
+  EXPECT_EQ(std::system((kBinary + " check " + history + " > /dev/null").c_str()), 0);
+  EXPECT_TRUE(processes_mentioning(dir).empty());
+}
+
+TEST(LiveRun, InterruptedRunLeavesNoProcessBehind) {
+  const std::string dir = fresh_dir("live-interrupt");
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::freopen("/dev/null", "w", stdout);
+    std::freopen((dir + "/stderr.txt").c_str(), "w", stderr);
+    ::execl(kBinary.c_str(), "msgsim", "live", "run", kScenario.c_str(), "--dir", dir.c_str(), nullptr);
+    ::_exit(127);
+  }
+  // Wait until the node processes are up, then interrupt the supervisor as Ctrl-C would.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (processes_mentioning(dir).size() < 8 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(processes_mentioning(dir).size(), 8u);
+  std::this_thread::sleep_for(std::chrono::seconds(1));
+  ::kill(pid, SIGINT);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_TRUE(processes_mentioning(dir).empty());
+
+  // A supervisor killed outright takes its children with it (PR_SET_PDEATHSIG).
+  const pid_t hard = ::fork();
+  ASSERT_GE(hard, 0);
+  if (hard == 0) {
+    std::freopen("/dev/null", "w", stdout);
+    std::freopen((dir + "/stderr-kill.txt").c_str(), "w", stderr);
+    ::execl(kBinary.c_str(), "msgsim", "live", "run", kScenario.c_str(), "--dir", dir.c_str(), nullptr);
+    ::_exit(127);
+  }
+  const auto deadline2 = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (processes_mentioning(dir).size() < 8 && std::chrono::steady_clock::now() < deadline2) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ::kill(hard, SIGKILL);
+  ASSERT_EQ(::waitpid(hard, &status, 0), hard);
+  const auto deadline3 = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!processes_mentioning(dir).empty() && std::chrono::steady_clock::now() < deadline3) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_TRUE(processes_mentioning(dir).empty());
+}
+
+}  // namespace
