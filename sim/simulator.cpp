@@ -285,7 +285,13 @@ void Simulator::start(NodeId id) {
 
 void Simulator::crash(NodeId id, CrashDisk disk_mode) {
   MSGSIM_ASSERT_LT(id, nodes_.size());
-  if (!node_up(id)) return;  // crashing a node that is already down changes nothing
+  if (!node_up(id)) {
+    // No process to kill, but a power loss still takes what the disk had not synced (a node
+    // that stopped itself after a failed fsync leaves its failed commit in the page cache).
+    NodeSlot& slot = *nodes_[id];
+    if (slot.state == NodeState::down) disk_->crash(id, disk_mode, slot.disk_rng);
+    return;
+  }
   stats_.crashes++;
   trace(id, "crash", static_cast<uint64_t>(disk_mode));
   reset_connections_of(id, ResetHow::crash);

@@ -71,6 +71,13 @@ const std::map<std::string, std::string>& expected_checks() {
       //    follow it again, cutting records the new leader committed and acked.
       {"leader-ack-before-replication", "no-loss"},
       {"no-epoch-fencing", "no-loss"},
+      // The disk path's (scenarios/chat-disk-faults.json, see disk_bug()):
+      //  - fsync-error-ignored: storage drops a batch whose fsync failed and stores the next
+      //    batch's offset past it, so its entries never come in a sync. Devices that got them
+      //    live show them; a device that missed one (its chat server crashed) waits on the gap
+      //    and syncs for it in vain: the world's liveness check (a gap still open at the end)
+      //    names it, first at seed 76.
+      {"fsync-error-ignored", "liveness"},
   };
   return table;
 }
@@ -93,6 +100,21 @@ const Scenario& replicated_scenario() {
     Result<Scenario> loaded = load_scenario_file(std::string(MSGSIM_SOURCE_DIR) + "/" + kReplicatedScenario);
     if (!loaded.ok()) {
       ADD_FAILURE() << kReplicatedScenario << ": " << loaded.error().message;
+      return Scenario{};
+    }
+    return std::move(loaded).value();
+  }();
+  return scenario;
+}
+
+// Bugs on the disk path show only under disk faults (fsync failures, full disks, power loss).
+const char* const kDiskScenario = "scenarios/chat-disk-faults.json";
+bool disk_bug(const std::string& name) { return name == "fsync-error-ignored"; }
+const Scenario& disk_scenario() {
+  static const Scenario scenario = [] {
+    Result<Scenario> loaded = load_scenario_file(std::string(MSGSIM_SOURCE_DIR) + "/" + kDiskScenario);
+    if (!loaded.ok()) {
+      ADD_FAILURE() << kDiskScenario << ": " << loaded.error().message;
       return Scenario{};
     }
     return std::move(loaded).value();
@@ -144,7 +166,8 @@ TEST_P(EveryBug, CaughtWithinSeedsUnderTheCheckNamingItsDamage) {
       << "bug " << bug.name << " has no expected check in bugs_test.cpp's table: add the invariant it must be caught under";
   const std::string& check_name = expected->second;
 
-  const Scenario& scenario = replicated_bug(bug.name) ? replicated_scenario() : faulty_scenario();
+  const Scenario& scenario =
+      replicated_bug(bug.name) ? replicated_scenario() : disk_bug(bug.name) ? disk_scenario() : faulty_scenario();
   ASSERT_EQ(scenario.system, "chat");
   std::string seen;  // the failed checks of the first few seeds, for the message when none is found
   for (uint64_t seed = 1; seed <= kSeedsMax; ++seed) {
@@ -165,7 +188,8 @@ TEST_P(EveryBug, CaughtWithinSeedsUnderTheCheckNamingItsDamage) {
     if (seed <= 5) seen += "\n  seed " + std::to_string(seed) + ": failed " + failed_check_names(report);
   }
   ADD_FAILURE() << "bug " << bug.name << " was not caught under " << check_name << " in seeds 1.." << kSeedsMax
-                << " of " << (replicated_bug(bug.name) ? kReplicatedScenario : kScenario) << seen;
+                << " of " << (replicated_bug(bug.name) ? kReplicatedScenario : disk_bug(bug.name) ? kDiskScenario : kScenario)
+                << seen;
 }
 
 INSTANTIATE_TEST_SUITE_P(Catalogue, EveryBug, ::testing::ValuesIn(chat::bug_catalogue()),

@@ -86,6 +86,12 @@ void ChatServerNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
 }
 
 void ChatServerNode::on_device_frame(Context& ctx, ConnId conn, Session& s, Frame& frame) {
+  if (draining_ && (std::holds_alternative<Send>(frame) || std::holds_alternative<GroupOp>(frame) ||
+                    std::holds_alternative<SyncRequest>(frame))) {
+    // The device was told to go (Drain) and sent this before it heard: it is still unanswered
+    // when the connection closes, so the device sends it again to its next server.
+    return;
+  }
   if (auto* send = std::get_if<Send>(&frame)) {
     if (produces_.size() >= config_.tuning.server_pending_max) return;  // the device retries
     const uint64_t id = next_request_id_++;
@@ -182,17 +188,17 @@ void ChatServerNode::on_server_frame(Context& ctx, ConnId conn, Frame& frame) {
   if (const auto* produced = std::get_if<Produced>(&frame)) {
     auto it = produces_.find(produced->request_id);
     if (it == produces_.end()) return;  // timed out meanwhile; the device retries
-    if (sessions_.count(it->second.device_conn)) {
-      ctx.send(it->second.device_conn, encode_as(SendAck{produced->msg_id, produced->conv, produced->seq}));
-    }
+    const ConnId device = it->second.device_conn;
+    if (sessions_.count(device)) ctx.send(device, encode_as(SendAck{produced->msg_id, produced->conv, produced->seq}));
     produces_.erase(it);
+    close_if_handed_off(ctx, device);
   } else if (const auto* rejected = std::get_if<ProduceRejected>(&frame)) {
     auto it = produces_.find(rejected->request_id);
     if (it == produces_.end()) return;
-    if (sessions_.count(it->second.device_conn)) {
-      ctx.send(it->second.device_conn, encode_as(SendReject{rejected->msg_id, rejected->conv, rejected->reason}));
-    }
+    const ConnId device = it->second.device_conn;
+    if (sessions_.count(device)) ctx.send(device, encode_as(SendReject{rejected->msg_id, rejected->conv, rejected->reason}));
     produces_.erase(it);
+    close_if_handed_off(ctx, device);
   } else if (auto* result = std::get_if<SyncResult>(&frame)) {
     auto it = syncs_.find(result->request_id);
     if (it == syncs_.end()) return;
@@ -227,8 +233,22 @@ void ChatServerNode::on_server_frame(Context& ctx, ConnId conn, Frame& frame) {
 void ChatServerNode::finish_sync(Context& ctx, uint64_t request_id) {
   auto it = syncs_.find(request_id);
   MSGSIM_ASSERT(it != syncs_.end());
-  if (sessions_.count(it->second.device_conn)) ctx.send(it->second.device_conn, encode_as(SyncDone{}));
+  const ConnId device = it->second.device_conn;
+  if (sessions_.count(device)) ctx.send(device, encode_as(SyncDone{}));
   syncs_.erase(it);
+  close_if_handed_off(ctx, device);
+}
+
+void ChatServerNode::close_if_handed_off(Context& ctx, ConnId conn) {
+  if (!draining_ || sessions_.count(conn) == 0) return;
+  for (const auto& [id, produce] : produces_)
+    if (produce.device_conn == conn) return;  // an answer from the queue is still owed
+  for (const auto& [id, sync] : syncs_)
+    if (sync.device_conn == conn) return;  // a sync is still streaming
+  // Everything owed went out before this close, and the device hears closed_by_peer only after
+  // it: it moves on with nothing of this server's left in flight but what it sent after Drain.
+  on_disconnect(ctx, conn, DisconnectReason::closed_by_peer);
+  ctx.close(conn);
 }
 
 void ChatServerNode::on_disconnect(Context& ctx, ConnId conn, DisconnectReason) {
@@ -289,20 +309,31 @@ void ChatServerNode::on_timer(Context& ctx, uint64_t tag) {
   } else {
     MSGSIM_ASSERT_EQ(tag, kSweepTimer);
     expire_pending(ctx);
+    if (draining_) {
+      // Requests that timed out or died with an upstream connection are owed no more.
+      std::vector<ConnId> conns;
+      for (const auto& [conn, s] : sessions_) conns.push_back(conn);
+      for (ConnId conn : conns) close_if_handed_off(ctx, conn);
+    }
     ctx.set_timer(kSweepIntervalNs, kSweepTimer);
   }
   invariants();
 }
 
 void ChatServerNode::on_drain(Context& ctx, int64_t) {
+  // Graceful handoff: every device hears Drain (reconnect elsewhere; send nothing more here),
+  // and its connection stays until what this server owes it has gone out: the queue's answers
+  // to its sends in flight (acks, so it need not send them again) and the sync it asked for.
+  // Then the connection closes, and once the last one has, the server exits. What is still
+  // owed at the drain deadline the device re-drives: it resends every unanswered send to its
+  // next server (the queue answers a retry with the first answer) and syncs from its cursor.
   draining_ = true;
   const Bytes drain = encode_as(Drain{});
   std::vector<ConnId> conns;
   for (const auto& [conn, s] : sessions_) conns.push_back(conn);
   for (ConnId conn : conns) {
     ctx.send(conn, drain);
-    on_disconnect(ctx, conn, DisconnectReason::closed_by_peer);
-    ctx.close(conn);
+    close_if_handed_off(ctx, conn);
   }
   if (sessions_.empty()) ctx.exit();
 }

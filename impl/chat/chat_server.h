@@ -7,8 +7,10 @@
 //  - A SendAck is sent only after the queue's Produced for it (persist before ack).
 //  - Deliver frames of one conversation reach a device in the order storage sent them: one
 //    connection per storage node, FIFO, and no reordering here.
-//  - A draining server tells every device to go (Drain), unregisters them, answers the load
-//    balancer `draining`, and exits once every device connection is closed.
+//  - A draining server tells every device to go (Drain), answers the load balancer `draining`,
+//    keeps each device's connection until the answers to its sends in flight and its sync have
+//    gone out (handoff), then closes it and unregisters the device, and exits once every device
+//    connection is closed.
 #pragma once
 
 #include <map>
@@ -65,6 +67,8 @@ class ChatServerNode final : public Node {
   void register_device(Context& ctx, const Session& session);
   void expire_pending(Context& ctx);
   void finish_sync(Context& ctx, uint64_t request_id);
+  // While draining: closes a device's connection once nothing is owed to it.
+  void close_if_handed_off(Context& ctx, ConnId conn);
   void invariants() const;
 
   const ChatConfig& config_;

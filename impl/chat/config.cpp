@@ -26,6 +26,8 @@ const std::vector<BugInfo>& bug_catalogue() {
        "the queue leader acknowledges a message once it synced it, before its followers have it, so a failover can lose it"},
       {Bug::no_epoch_fencing, "no-epoch-fencing",
        "queue followers accept records from a leader of an older epoch, so a deposed leader keeps committing"},
+      {Bug::fsync_error_ignored, "fsync-error-ignored",
+       "storage takes a commit whose fsync failed for stored and carries on, so the batch is gone while its offset moves on"},
   };
   return catalogue;
 }

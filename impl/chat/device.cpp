@@ -127,6 +127,7 @@ void DeviceNode::go_offline(Context& ctx) {
   phase_ = Phase::backoff;
   syncing_ = false;
   sync_owed_ = false;
+  server_draining_ = false;
   for (auto& [conv, c] : convs_) {
     if (c.outbox.empty()) continue;
     Outgoing& front = c.outbox.front();
@@ -209,10 +210,10 @@ void DeviceNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
   } else if (const auto* notice = std::get_if<ReceiptNotice>(&frame)) {
     on_receipt(ctx, *notice);
   } else if (std::holds_alternative<Drain>(frame)) {
-    // The server is going away: reconnect elsewhere through the load balancer, at once.
-    ctx.close(conn_);
-    go_offline(ctx);
-    reconnect_later(ctx, true);
+    // The server is going away and hands off: it sends what it owes us (acks of sends in
+    // flight, the rest of a sync), then closes. Send it nothing more; on the close, reconnect
+    // elsewhere at once and resend whatever is still unanswered.
+    server_draining_ = true;
   } else if (!std::holds_alternative<HeartbeatAck>(frame)) {
     ctx.log(LogLevel::warn, device_ + std::string(": unexpected ") + frame_name(frame));
   }
@@ -226,8 +227,9 @@ void DeviceNode::on_disconnect(Context& ctx, ConnId conn, DisconnectReason) {
     lb_conn_ = kNoConn;
     if (phase_ == Phase::routing) reconnect_later(ctx, false);
   } else if (conn == conn_) {
+    const bool handed_off = server_draining_;
     go_offline(ctx);
-    reconnect_later(ctx, false);
+    reconnect_later(ctx, /*immediately=*/handed_off);
   }
   invariants();
 }
@@ -307,7 +309,7 @@ void DeviceNode::enqueue_group_op(Context& ctx, const std::string& conv, EntryKi
 }
 
 void DeviceNode::send_next(Context& ctx, const std::string& conv, Conversation& c) {
-  if (phase_ != Phase::online || c.outbox.empty()) return;
+  if (phase_ != Phase::online || server_draining_ || c.outbox.empty()) return;
   Outgoing& out = c.outbox.front();
   if (out.sent_at_ns >= 0) return;  // in flight: one unanswered send per conversation
   if (e2ee_ && !out.group_op && !out.sealed && !seal(ctx, conv, c, out)) return;  // waits for keys

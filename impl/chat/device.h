@@ -157,6 +157,7 @@ class DeviceNode final : public Node {
   int64_t last_online_ns_ = -1;
   bool receipt_timer_armed_ = false;
   bool syncing_ = false;  // a SyncRequest is out and its SyncDone has not come
+  bool server_draining_ = false;  // the server sent Drain: send it nothing, go when it closes
   // Whether that sync is owed for correctness (after a connect, or for a gap) rather than the
   // periodic anti-entropy one: only an owed sync keeps the device from being settled, since at
   // scale some device is always in the middle of a periodic one.
