@@ -107,11 +107,20 @@ inline uint64_t text_hash(std::string_view text) {
 }
 
 // A vector that grows by fixed chunks: references stay valid and no capacity is wasted beyond
-// the last chunk.
+// the last chunk. A chunk is allocated raw (and advised huge pages when large enough) and its
+// elements are constructed as they are pushed, so a large chunk costs no memory until used.
 template <typename T, size_t kChunkBits = 12>
 class ChunkedVector {
  public:
   static constexpr size_t kChunk = size_t{1} << kChunkBits;
+
+  ChunkedVector() = default;
+  ChunkedVector(const ChunkedVector&) = delete;
+  ChunkedVector& operator=(const ChunkedVector&) = delete;
+  ~ChunkedVector() {
+    for (size_t i = 0; i < size_; ++i) (*this)[i].~T();
+    for (T* chunk : chunks_) ::operator delete(chunk);
+  }
 
   T& operator[](size_t i) { return chunks_[i >> kChunkBits][i & (kChunk - 1)]; }
   const T& operator[](size_t i) const { return chunks_[i >> kChunkBits][i & (kChunk - 1)]; }
@@ -122,36 +131,20 @@ class ChunkedVector {
   }
   T& push_back(T value) {
     if ((size_ & (kChunk - 1)) == 0 && (size_ >> kChunkBits) == chunks_.size()) {
-      chunks_.push_back(Chunk(allocate_chunk()));
+      chunks_.reserve(chunks_.size() + 1);  // so that push_back below cannot throw and leak
+      void* raw = ::operator new(kChunk * sizeof(T));
+      advise_huge_pages(raw, kChunk * sizeof(T));
+      chunks_.push_back(static_cast<T*>(raw));
     }
-    T& slot = (*this)[size_];
-    slot = std::move(value);
+    T* slot = &(*this)[size_];
+    ::new (static_cast<void*>(slot)) T(std::move(value));
     ++size_;
-    return slot;
+    return *slot;
   }
-  size_t memory_bytes() const {
-    return chunks_.size() * kChunk * sizeof(T) + chunks_.capacity() * sizeof(Chunk);
-  }
+  size_t memory_bytes() const { return chunks_.size() * kChunk * sizeof(T) + chunks_.capacity() * sizeof(T*); }
 
  private:
-  // Chunks are allocated raw, advised huge pages (when large enough), then constructed.
-  struct ChunkDeleter {
-    void operator()(T* p) const {
-      std::destroy_n(p, kChunk);
-      ::operator delete(p);
-    }
-  };
-  using Chunk = std::unique_ptr<T[], ChunkDeleter>;
-
-  static T* allocate_chunk() {
-    void* raw = ::operator new(kChunk * sizeof(T));
-    advise_huge_pages(raw, kChunk * sizeof(T));
-    T* p = static_cast<T*>(raw);
-    std::uninitialized_value_construct_n(p, kChunk);
-    return p;
-  }
-
-  std::vector<Chunk> chunks_;
+  std::vector<T*> chunks_;
   size_t size_ = 0;
 };
 
