@@ -41,6 +41,7 @@ constexpr uint8_t kHelloAckMagic[4] = {'M', 'S', 'L', 'A'};
 // idle connection holds no buffer at all.
 constexpr size_t kIdleBufferKeepBytes = 0;
 constexpr size_t kReadChunkBytes = 4096;
+constexpr size_t kWsWriteBufferBytes = 512;
 
 int64_t steady_now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -487,6 +488,9 @@ class WsConn final : public Conn {
     ws_.binary(true);
     ws_.read_message_max(host_.options_.frame_bytes_max);
     ws_.auto_fragment(false);
+    // Beast keeps a write buffer per stream once it has written (4 KB by default): device
+    // frames are small, so a smaller one saves memory on every idle connection.
+    ws_.write_buffer_bytes(kWsWriteBufferBytes);
     error_code ignored;
     beast::get_lowest_layer(ws_).socket().set_option(tcp::no_delay(true), ignored);
     websocket::stream_base::timeout timeouts{};
