@@ -196,6 +196,7 @@ std::string scenario_to_json(const Scenario& s) {
     w["disappearing_ttl_s"] = time_in(c.disappearing_ttl_ns, kNsPerSecond);
     w["read_share"] = c.read_share;
     w["partitions"] = c.partitions;
+    w["replication_factor"] = c.replication_factor;
     workload["chat"] = w;
   }
   j["workload"] = workload;
