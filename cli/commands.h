@@ -22,6 +22,8 @@ void add_shrink_command(CLI::App& app, Outcome& outcome);
 void add_check_command(CLI::App& app, Outcome& outcome);
 void add_e2ee_command(CLI::App& app, Outcome& outcome);
 void add_bugs_command(CLI::App& app, Outcome& outcome);
+void add_calibrate_command(CLI::App& app, Outcome& outcome);
+void add_plan_command(CLI::App& app, Outcome& outcome);
 void add_live_command(CLI::App& app, Outcome& outcome);
 
 }  // namespace msgsim::cli

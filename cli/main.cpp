@@ -16,6 +16,8 @@ int main(int argc, char** argv) {
   msgsim::cli::add_bugs_command(app, outcome);
   msgsim::cli::add_check_command(app, outcome);
   msgsim::cli::add_e2ee_command(app, outcome);
+  msgsim::cli::add_calibrate_command(app, outcome);
+  msgsim::cli::add_plan_command(app, outcome);
   msgsim::cli::add_live_command(app, outcome);
   try {
     app.parse(argc, argv);

@@ -99,6 +99,8 @@ class ChatSystem final : public SystemUnderTest {
  public:
   ChatSystem(const Scenario& scenario, const RunOptions& options) {
     config_ = chat_config_for(scenario, options.seed);
+    config_.cpu_costs = options.cpu_costs;
+    server_cores_ = options.server_cores;
     for (int b = 0; b < static_cast<int>(chat::Bug::count); ++b) {
       if (options.bugs.on(static_cast<chat::Bug>(b))) config_.bugs.enable(static_cast<chat::Bug>(b));
     }
@@ -136,6 +138,7 @@ class ChatSystem final : public SystemUnderTest {
       }
       const NodeId id = sim.add_node(spec.name, spec.region, std::move(factory));
       MSGSIM_ASSERT_EQ(id, i);
+      if (server_cores_ > 1 && role != "device") sim.set_cores(id, server_cores_);
       is_device_.push_back(role == "device");
     }
   }
@@ -269,6 +272,7 @@ class ChatSystem final : public SystemUnderTest {
   std::vector<bool> is_device_;  // by node id
   PlaintextScanner scanner_;
   uint64_t frames_scanned_ = 0;
+  uint32_t server_cores_ = 1;
 };
 
 }  // namespace

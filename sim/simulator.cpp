@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <deque>
 #include <utility>
 
 #include "impl/base/assert.h"
@@ -36,7 +37,19 @@ struct Simulator::NodeSlot {
   int32_t drift_ppm = 0;
   int64_t extra_latency_ns = 0;
   uint32_t slow_factor = 1;
+  // The cost model's virtual CPU. busy_until_ns is when the node can next start a handler:
+  // with one core, when that core frees; with more, the earliest of core_free_ns (which is
+  // empty for one core). Events for the node wait until then, in arrival order.
   int64_t busy_until_ns = 0;
+  std::vector<int64_t> core_free_ns;
+  int handler_core = -1;  // the core the running handler charges, once it charged
+  // Under the cost model (set_cores, or any non-zero charge) events that find the node busy
+  // wait here in arrival order, and one node_resume event runs them as cores free; without
+  // it they are re-queued at busy_until_ns as before (so zero-cost runs keep their digests).
+  bool run_queue = false;
+  bool resume_scheduled = false;
+  bool resuming = false;
+  std::deque<EventPayload> waiting;
   sqlite3* db = nullptr;
 };
 
@@ -69,8 +82,11 @@ class SimContext final : public Context {
   }
   void charge_cpu(int64_t cost_ns) override {
     MSGSIM_ASSERT_GE(cost_ns, 0);
-    auto& slot = *sim_.nodes_[id_];
-    slot.busy_until_ns = std::max(slot.busy_until_ns, sim_.now_ns_) + cost_ns;
+    if (cost_ns == 0) return;
+    sim_.nodes_[id_]->run_queue = true;
+    sim_.occupy_cpu(*sim_.nodes_[id_], cost_ns);
+    // What the handler sends after this charge leaves when the work is done.
+    if (sim_.in_handler_) sim_.handler_cpu_ns_ += cost_ns;
   }
   void exit() override;
 
@@ -224,16 +240,47 @@ void Simulator::dispatch(const EventPayload& event, int64_t time_ns) {
     }
     case EventKind::link: on_link_event(event); return;
     case EventKind::link_timeout: on_link_timeout(event); return;
-    case EventKind::node_resume: return;
+    case EventKind::node_resume: resume(static_cast<NodeId>(event.node)); return;
   }
   MSGSIM_UNREACHABLE("unknown event kind");
 }
 
 bool Simulator::defer_if_busy(NodeId node, const EventPayload& event) {
-  const NodeSlot& slot = *nodes_[node];
+  NodeSlot& slot = *nodes_[node];
+  if (slot.run_queue) {
+    if (slot.resuming) return false;  // the event resume() is running
+    if (slot.busy_until_ns <= now_ns_ && slot.waiting.empty()) return false;
+    MSGSIM_ASSERT(slot.waiting.size() < kRunQueueMax, "run queue of " + slot.name + " over its bound");
+    slot.waiting.push_back(event);
+    schedule_resume(node);
+    return true;
+  }
   if (slot.busy_until_ns <= now_ns_) return false;
   queue_.push(slot.busy_until_ns, event);
   return true;
+}
+
+void Simulator::schedule_resume(NodeId node) {
+  NodeSlot& slot = *nodes_[node];
+  if (slot.resume_scheduled || slot.waiting.empty()) return;
+  slot.resume_scheduled = true;
+  queue_.push(std::max(now_ns_, slot.busy_until_ns), EventPayload{EventKind::node_resume, 0, 0, node, 0});
+}
+
+void Simulator::resume(NodeId node) {
+  NodeSlot& slot = *nodes_[node];
+  slot.resume_scheduled = false;
+  if (slot.waiting.empty()) return;
+  if (slot.busy_until_ns > now_ns_) {
+    schedule_resume(node);
+    return;
+  }
+  const EventPayload event = slot.waiting.front();
+  slot.waiting.pop_front();
+  slot.resuming = true;
+  dispatch(event, now_ns_);
+  slot.resuming = false;
+  schedule_resume(node);
 }
 
 template <typename F>
@@ -242,14 +289,40 @@ void Simulator::call(NodeId id, F&& handler) {
   MSGSIM_ASSERT(slot.node != nullptr, "handler call on a node that is down: " + slot.name);
   MSGSIM_ASSERT(!in_handler_, "handlers are never re-entered");
   in_handler_ = true;
+  handler_cpu_ns_ = 0;
+  slot.handler_core = -1;
   RandombytesScope randomness(&slot.crypto_rng);
   disk_->set_context(id, local_time(slot), &slot.disk_rng);
   handler(*slot.node, *slot.ctx);
   in_handler_ = false;
-  if (slot.slow_factor > 1) {
-    slot.busy_until_ns = std::max(slot.busy_until_ns, now_ns_) +
-                         static_cast<int64_t>(slot.slow_factor - 1) * kSlowEventCostNs;
+  handler_cpu_ns_ = 0;
+  if (slot.slow_factor > 1) occupy_cpu(slot, static_cast<int64_t>(slot.slow_factor - 1) * kSlowEventCostNs);
+}
+
+void Simulator::occupy_cpu(NodeSlot& slot, int64_t cost_ns) {
+  if (slot.core_free_ns.empty()) {
+    slot.busy_until_ns = std::max(slot.busy_until_ns, now_ns_) + cost_ns;
+    return;
   }
+  // Several cores: the handler runs on the core that frees first (free now, or it would not
+  // have been dispatched) and keeps that core for all its charges.
+  if (slot.handler_core < 0 || !in_handler_) {
+    size_t best = 0;
+    for (size_t c = 1; c < slot.core_free_ns.size(); ++c)
+      if (slot.core_free_ns[c] < slot.core_free_ns[best]) best = c;
+    slot.handler_core = static_cast<int>(best);
+  }
+  int64_t& core = slot.core_free_ns[static_cast<size_t>(slot.handler_core)];
+  core = std::max(core, now_ns_) + cost_ns;
+  slot.busy_until_ns = *std::min_element(slot.core_free_ns.begin(), slot.core_free_ns.end());
+}
+
+void Simulator::set_cores(NodeId id, uint32_t cores) {
+  MSGSIM_ASSERT_LT(id, nodes_.size());
+  MSGSIM_ASSERT_GE(cores, 1u);
+  NodeSlot& slot = *nodes_[id];
+  slot.core_free_ns.assign(cores == 1 ? 0 : cores, slot.busy_until_ns);
+  slot.run_queue = true;
 }
 
 void Simulator::trace(NodeId node, const char* kind, uint64_t payload_digest, std::string_view detail) {
@@ -278,6 +351,7 @@ void Simulator::start(NodeId id) {
   MSGSIM_ASSERT(slot.node != nullptr);
   slot.state = NodeState::up;
   slot.busy_until_ns = now_ns_;
+  std::fill(slot.core_free_ns.begin(), slot.core_free_ns.end(), now_ns_);
   if (slot.incarnation > 1) stats_.restarts++;
   trace(id, "start", slot.incarnation);
   call(id, [](Node& n, Context& ctx) { n.on_start(ctx); });
@@ -332,6 +406,7 @@ void Simulator::stop(NodeId id, CrashDisk disk_mode, bool graceful) {
   slot.state = NodeState::down;
   slot.incarnation++;  // timers of the dead incarnation never fire
   slot.busy_until_ns = 0;
+  std::fill(slot.core_free_ns.begin(), slot.core_free_ns.end(), 0);
 }
 
 void Simulator::lose_host(NodeId id) {
@@ -607,7 +682,7 @@ void Simulator::push_frame(uint32_t slot, int d, FrameKind kind, Bytes data) {
   Connection& conn = conns_[slot];
   Direction& dir = conn.dir[d];
   const int64_t arrival =
-      std::max(now_ns_ + sample_latency(conn.end[d], conn.end[1 - d]), dir.last_arrival_ns);
+      std::max(now_ns_ + handler_cpu_ns_ + sample_latency(conn.end[d], conn.end[1 - d]), dir.last_arrival_ns);
   dir.last_arrival_ns = arrival;
   dir.frames.push_back(InFlight{arrival, kind, std::move(data)});
   if (!dir.scheduled && !dir.held) schedule_head(slot, d);

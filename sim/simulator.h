@@ -124,6 +124,9 @@ class Simulator {
   void set_clock(NodeId node, int64_t skew_ns, int32_t drift_ppm);
   void add_latency(NodeId node, int64_t extra_ns);  // negative to remove a spike
   void set_slow(NodeId node, uint32_t factor);      // >= 1; each event costs (factor-1) x 100 us
+  // The cost model (Context::charge_cpu): how many handlers of the node may run at once. One
+  // by default; with N, up to N charged handlers overlap and the (N+1)th waits for a core.
+  void set_cores(NodeId node, uint32_t cores);
 
   // --- observation
   const SimStats& stats() const { return stats_; }
@@ -200,6 +203,10 @@ class Simulator {
   void dispatch(const EventPayload& event, int64_t time_ns);
   bool defer_if_busy(NodeId node, const EventPayload& event);
   void stop(NodeId node, CrashDisk disk_mode, bool graceful);
+  void occupy_cpu(NodeSlot& slot, int64_t cost_ns);
+  void schedule_resume(NodeId node);
+  void resume(NodeId node);
+  static constexpr size_t kRunQueueMax = 50'000'000;  // events one node may have waiting
   int64_t local_time(const NodeSlot& slot) const;
   void trace(NodeId node, const char* kind, uint64_t payload_digest, std::string_view detail = {});
   template <typename F>
@@ -228,6 +235,7 @@ class Simulator {
   HistorySink history_sink_;
   FrameObserver frame_observer_;
   bool in_handler_ = false;
+  int64_t handler_cpu_ns_ = 0;  // CPU the running handler charged so far: its sends leave after it
 };
 
 }  // namespace msgsim::sim

@@ -44,6 +44,8 @@ struct RunOptions {
   TraceSink trace;                         // every dispatched event, when set
   std::ostream* history_out = nullptr;     // the history as JSON Lines, when set
   chat::BugSet bugs;                       // planted bugs (with the scenario's own)
+  chat::CpuCosts cpu_costs;                // the cost model (zero: none); reports/cost_model.h loads one
+  uint32_t server_cores = 1;               // cores of every server node under the cost model
 };
 
 // One named check of a run: the ledger's durability, liveness, ... (the messaging system's

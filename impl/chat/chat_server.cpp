@@ -46,6 +46,7 @@ void ChatServerNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
     return;
   }
   Frame& frame = *decoded;
+  ctx.charge_cpu(config_.cpu_costs.frame_cost_ns(CostRole::chat, frame));
   auto session = sessions_.find(conn);
   if (session != sessions_.end()) {
     on_device_frame(ctx, conn, session->second, frame);

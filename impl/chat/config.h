@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "impl/base/hash.h"
+#include "impl/chat/cpu_costs.h"
 #include "impl/runtime.h"
 
 namespace msgsim::chat {
@@ -147,6 +148,7 @@ struct ChatConfig {
   ChatTuning tuning;
   ChatWorkload workload;
   BugSet bugs;
+  CpuCosts cpu_costs;  // the cost model (zero: no CPU charged); see cpu_costs.h
   std::vector<UserPlan> users;    // by user index
   std::vector<GroupPlan> groups;
   // The simulator's confidentiality check, told every plaintext a device writes; null live.

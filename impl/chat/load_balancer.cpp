@@ -53,6 +53,7 @@ void LoadBalancerNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
     ctx.close(conn);
     return;
   }
+  ctx.charge_cpu(config_.cpu_costs.frame_cost_ns(CostRole::lb, *decoded));
   if (const auto* request = std::get_if<RouteRequest>(&*decoded)) {
     const NodeId server = choose(request->user);
     if (server == kNoNode) {

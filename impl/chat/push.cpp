@@ -14,6 +14,7 @@ void PushNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
     ctx.close(conn);
     return;
   }
+  ctx.charge_cpu(config_.cpu_costs.frame_cost_ns(CostRole::push, *decoded));
   const auto* notify = std::get_if<Notify>(&*decoded);
   if (notify == nullptr) {
     ctx.log(LogLevel::warn, std::string("push: unexpected ") + frame_name(*decoded) + "; closing");

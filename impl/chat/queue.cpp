@@ -194,6 +194,7 @@ void QueueNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
     close_bad(ctx, conn, "bad frame: " + decoded.error().message);
     return;
   }
+  ctx.charge_cpu(config_.cpu_costs.frame_cost_ns(CostRole::queue, *decoded));
   if (auto* produce = std::get_if<Produce>(&*decoded)) {
     on_produce(ctx, conn, *produce);
   } else if (const auto* subscribe = std::get_if<Subscribe>(&*decoded)) {

@@ -20,6 +20,7 @@ void RegistryNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
     ctx.close(conn);
     return;
   }
+  ctx.charge_cpu(config_.cpu_costs.frame_cost_ns(CostRole::registry, *decoded));
   const int64_t now = ctx.now_ns();
   if (const auto* reg = std::get_if<Register>(&*decoded)) {
     auto key = std::make_pair(reg->user, reg->device);

@@ -225,6 +225,7 @@ void StorageNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
     close_bad(ctx, conn, "bad frame: " + decoded.error().message);
     return;
   }
+  ctx.charge_cpu(config_.cpu_costs.frame_cost_ns(CostRole::storage, *decoded));
   if (auto* records = std::get_if<Records>(&*decoded)) {
     on_records(ctx, conn, *records);
   } else if (const auto* located = std::get_if<Located>(&*decoded)) {

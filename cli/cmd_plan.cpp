@@ -1,0 +1,282 @@
+// `msgsim plan WORKLOAD.json [--cost-table FILE] [--out DIR] [--no-slices] [--live-json FILE]`:
+// the capacity arithmetic with each derivation (printed as Markdown), the simulated slices
+// with the cost model, and the report (DIR/report.html with SVG plots, DIR/report.md).
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "oracle/event.h"
+#include "reports/cost_model.h"
+#include "reports/plan.h"
+#include "reports/report.h"
+#include "reports/slices.h"
+#include "sim/scenario.h"
+#include "sim/world.h"
+
+namespace msgsim::cli {
+
+namespace {
+
+using chat::CostRole;
+using chat::Work;
+
+struct PlanArgs {
+  std::string workload;
+  std::string cost_table = "reports/cost_table.json";
+  std::string out = "plan-out";
+  std::string live_json;
+  bool no_slices = false;
+  bool small = false;  // slices at a tenth of the connections, fewer points: for tests
+  uint64_t seed = 1;
+};
+
+// What `msgsim live bench --json` reports, one entry per offered rate, end-to-end latency from
+// the sender's send to the receiver's Deliver:
+//   {"traffic": {"rates": [{"offered_per_s": 400, "latency_p50_us": 1900, "latency_p99_us": 6100}, ...]}}
+// or, simpler, {"results": [{"offered_per_s": 400, "p50_ms": 1.9, "p99_ms": 6.1}, ...]}.
+struct LivePoint {
+  double offered_per_s, p50_ms, p99_ms;
+};
+Result<std::vector<LivePoint>> read_live(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return make_error(ErrorCode::not_found, path + ": cannot open");
+  std::stringstream text;
+  text << in.rdbuf();
+  nlohmann::json doc = nlohmann::json::parse(text.str(), nullptr, false);
+  if (doc.is_discarded()) return make_error(ErrorCode::bad_input, path + ": not valid JSON");
+  const bool live_bench = doc.is_object() && doc.contains("traffic") && doc["traffic"].is_object() &&
+                          doc["traffic"].contains("rates");
+  const nlohmann::json* list = live_bench ? &doc["traffic"]["rates"] : (doc.is_object() && doc.contains("results") ? &doc["results"] : nullptr);
+  const std::string where = live_bench ? "$.traffic.rates" : "$.results";
+  if (list == nullptr || !list->is_array()) return make_error(ErrorCode::bad_input, path + ": " + where + ": expected an array");
+  const char* p50 = live_bench ? "latency_p50_us" : "p50_ms";
+  const char* p99 = live_bench ? "latency_p99_us" : "p99_ms";
+  const double to_ms = live_bench ? 1e-3 : 1.0;
+  std::vector<LivePoint> out;
+  for (size_t i = 0; i < list->size(); ++i) {
+    const auto& r = (*list)[i];
+    for (const char* k : {"offered_per_s", p50, p99}) {
+      if (!r.is_object() || !r.contains(k) || !r[k].is_number())
+        return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) + "]." + k + ": expected a number");
+    }
+    out.push_back({r["offered_per_s"].get<double>(), r[p50].get<double>() * to_ms, r[p99].get<double>() * to_ms});
+  }
+  return out;
+}
+
+// The real chat system in the simulator with the cost table, at an offered message rate:
+// end-to-end latency from the sender's send to the receiver's deliver (history events), as
+// `live bench` measures it.
+reports::ModelPoint model_at(double offered_per_s, const chat::CpuCosts& costs, uint64_t seed, std::string& error) {
+  constexpr int kDevices = 200;
+  const int interval_ms = std::max(1, static_cast<int>(std::lround(kDevices * 1000.0 / offered_per_s)));
+  const std::string text = R"({"name": "plan-model", "system": "chat", "duration_s": 100000,
+    "topology": {"regions": ["us-east"], "nodes": [
+      {"name": "lb", "role": "lb", "count": 1, "region": "us-east"},
+      {"name": "chat", "role": "chat", "count": 2, "region": "us-east"},
+      {"name": "registry", "role": "registry", "count": 1, "region": "us-east"},
+      {"name": "queue", "role": "queue", "count": 2, "region": "us-east"},
+      {"name": "storage", "role": "storage", "count": 2, "region": "us-east"},
+      {"name": "push", "role": "push", "count": 1, "region": "us-east"},
+      {"name": "device", "role": "device", "count": )" + std::to_string(kDevices) + R"(, "region": "us-east"}]},
+    "workload": {"chat": {"contacts_per_user": 1, "groups": 0, "send_interval_ms": )" + std::to_string(interval_ms) + R"(,
+                          "body_bytes": [100, 100], "read_share": 0}}})";
+  reports::ModelPoint point;
+  point.offered_per_s = kDevices * 1000.0 / interval_ms;
+  Result<sim::Scenario> loaded = sim::load_scenario_text(text, "plan-model.json");
+  if (!loaded.ok()) {
+    error = loaded.error().message;
+    return point;
+  }
+  sim::NetworkConfig net;
+  net.regions = loaded->regions;
+  net.base_ns = {{loaded->latency[0][0].base_ns}};
+  net.jitter_mean_ns = {{loaded->latency[0][0].jitter_mean_ns}};
+  net.connection_timeout_ns = loaded->connection_timeout_ns;
+  sim::Simulator simulator(seed, net);
+  sim::RunOptions options;
+  options.seed = seed;
+  options.cpu_costs = costs;
+  constexpr int64_t kWarmupNs = 5 * kNanosPerSecond, kMeasureNs = 10 * kNanosPerSecond;
+  std::map<std::string, int64_t> sent_at;  // by message id (UUIDs: unique in the run)
+  std::vector<int64_t> latency;
+  simulator.set_history_sink([&](NodeId, const history::Event& e) {
+    const int64_t now = simulator.now_ns();  // the history sink stamps events with run time
+    if (e.type == history::EventType::send && now >= kWarmupNs) sent_at.emplace(e.msg, now);
+    if (e.type == history::EventType::deliver) {
+      const auto it = sent_at.find(e.msg);
+      if (it != sent_at.end()) {
+        latency.push_back(now - it->second);
+        sent_at.erase(it);
+      }
+    }
+  });
+  std::unique_ptr<sim::SystemUnderTest> system = sim::make_system(*loaded, options);
+  system->build(simulator, *loaded);
+  system->start(simulator);
+  simulator.run_until(kWarmupNs + kMeasureNs);
+  std::sort(latency.begin(), latency.end());
+  if (!latency.empty()) {
+    point.predicted_p50_ms = static_cast<double>(latency[latency.size() / 2]) / 1e6;
+    point.predicted_p99_ms = static_cast<double>(latency[std::min(latency.size() - 1, latency.size() * 99 / 100)]) / 1e6;
+  }
+  return point;
+}
+
+int plan(const PlanArgs& args) {
+  Result<reports::Workload> workload = reports::load_workload(args.workload);
+  if (!workload.ok()) {
+    std::cerr << "msgsim plan: " << workload.error().message << "\n";
+    return kExitBadInput;
+  }
+  Result<reports::CostTable> table = reports::load_cost_table(args.cost_table);
+  if (!table.ok()) {
+    std::cerr << "msgsim plan: --cost-table: " << table.error().message << " (run `msgsim calibrate -o FILE`)\n";
+    return kExitBadInput;
+  }
+  std::optional<std::vector<LivePoint>> live;
+  if (!args.live_json.empty()) {
+    Result<std::vector<LivePoint>> read = read_live(args.live_json);
+    if (!read.ok()) {
+      std::cerr << "msgsim plan: --live-json: " << read.error().message << "\n";
+      return kExitBadInput;
+    }
+    live = *read;
+  }
+  const chat::CpuCosts& costs = table->costs;
+  reports::Report report;
+  report.plan = reports::make_plan(*workload, costs);
+  report.cost_table_label = args.cost_table + (table->machine.empty() ? "" : " (measured on " + table->machine + ")");
+  const reports::Workload& w = report.plan.workload;
+
+  // Servers against DAU, from 1 M to 10 G users.
+  const std::vector<CostRole> plotted = {CostRole::chat, CostRole::queue, CostRole::storage, CostRole::registry};
+  report.servers_series_names = {"chat", "queue", "storage", "registry", "all roles"};
+  report.servers_by_role.assign(report.servers_series_names.size(), {});
+  for (double e = 6; e <= 10.0001; e += 0.25) {
+    const double dau = std::pow(10.0, e);
+    report.dau_axis.push_back(dau);
+    const auto sizing = reports::servers_for_dau(w, costs, dau);
+    double total = 0;
+    for (const auto& [role, servers] : sizing) {
+      total += servers;
+      for (size_t k = 0; k < plotted.size(); ++k)
+        if (plotted[k] == role) report.servers_by_role[k].push_back(servers);
+    }
+    report.servers_by_role.back().push_back(total);
+  }
+
+  if (!args.no_slices) {
+    const auto started = std::chrono::steady_clock::now();
+    for (const reports::RoleSizing& sizing : report.plan.roles) {
+      reports::CurveOptions options;
+      options.seed = args.seed;
+      if (args.small) {
+        options.utilisations = {0.2, 0.6, 0.9, 1.05};
+        options.requests_per_point = 500;
+      }
+      const auto cost = std::max<int64_t>(1, std::llround(sizing.cpu_ns_per_unit));
+      report.curves.push_back(reports::role_curve(chat::to_string(sizing.role), cost, w.server_cores, options));
+    }
+    const auto c = [&](Work work) { return costs.of(CostRole::chat, work); };
+    const reports::Figure* chat_servers = report.plan.find("servers_chat");
+    const double servers = std::max(1.0, chat_servers->value);
+    reports::ChatSliceOptions slice;
+    slice.seed = args.seed;
+    slice.connections = static_cast<uint32_t>(w.connections_per_server / (args.small ? 10 : 1));
+    slice.cores = w.server_cores;
+    slice.heartbeat_interval_s = w.heartbeat_interval_s;
+    slice.sends_per_s = report.plan.find("peak_messages_per_s")->value / servers;
+    slice.deliveries_per_s = report.plan.find("online_deliveries_per_s")->value / servers;
+    slice.heartbeat_cost_ns = c(Work::decode) + c(Work::heartbeat);
+    slice.send_cost_ns = c(Work::decode) + c(Work::route);
+    slice.push_cost_ns = c(Work::decode) + c(Work::push);
+    slice.connect_cost_ns = c(Work::decode) + c(Work::connect);
+    report.chat_slice = reports::chat_server_peak(slice);
+    const std::vector<double> backoffs = args.small ? std::vector<double>{1.0} : std::vector<double>{0.5, 1.0, 2.0};
+    for (double backoff_s : backoffs) {
+      for (reports::Jitter jitter : {reports::Jitter::none, reports::Jitter::full}) {
+        reports::StormOptions storm;
+        storm.seed = args.seed;
+        storm.clients = slice.connections;
+        storm.survivors = w.storm_pool_servers;
+        storm.cores = w.server_cores;
+        storm.connect_cost_ns = slice.connect_cost_ns;
+        storm.baseline_utilisation = report.chat_slice->utilisation;
+        storm.backoff_initial_ns = static_cast<int64_t>(backoff_s * 1e9);
+        storm.jitter = jitter;
+        report.storms.push_back(reports::reconnect_storm(storm));
+      }
+    }
+    std::vector<double> loads = args.small ? std::vector<double>{200} : std::vector<double>{200, 400, 800};
+    if (live) {
+      loads.clear();
+      for (const LivePoint& p : *live) loads.push_back(p.offered_per_s);
+    }
+    for (double load : loads) {
+      std::string error;
+      reports::ModelPoint point = model_at(load, costs, args.seed, error);
+      if (!error.empty()) {
+        std::cerr << "msgsim plan: model run: " << error << "\n";
+        return kExitBadInput;
+      }
+      if (live) {
+        for (const LivePoint& p : *live) {
+          if (std::fabs(p.offered_per_s - point.offered_per_s) <= 0.05 * p.offered_per_s) {
+            point.measured_p50_ms = p.p50_ms;
+            point.measured_p99_ms = p.p99_ms;
+          }
+        }
+      }
+      report.model.push_back(point);
+    }
+    report.model_note =
+        "The real chat system (1 load balancer, 2 chat servers, 1 registry, 2 queues, 2 storage, 1 push, 200 devices "
+        "sending 100-byte 1:1 messages without E2EE) in the simulator with the cost table, one core per server, "
+        "latency from the sender's send to the receiver's deliver over 10 virtual seconds after 5 s of warm-up. "
+        "The cost table holds CPU only: fsync time and the live bench's single server thread (all server roles "
+        "in one process) are not modelled, so the live figures are expected higher until they are. " +
+        std::string(live ? "Measured: " + args.live_json + " (msgsim live bench --json)."
+                         : "No live measurement was given (--live-json FILE from `msgsim live bench --json`): "
+                           "the measured columns are empty.");
+    report.slices_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  }
+
+  const std::string markdown = reports::render_markdown(report);
+  std::cout << markdown;
+  std::error_code error;
+  std::filesystem::create_directories(args.out, error);
+  std::ofstream html(args.out + "/report.html", std::ios::binary | std::ios::trunc);
+  std::ofstream md(args.out + "/report.md", std::ios::binary | std::ios::trunc);
+  if (error || !html || !md || !(html << reports::render_html(report)) || !(md << markdown)) {
+    std::cerr << "msgsim plan: --out " << args.out << ": cannot write the report\n";
+    return kExitBadInput;
+  }
+  std::cerr << "msgsim plan: wrote " << args.out << "/report.html and " << args.out << "/report.md\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_plan_command(CLI::App& app, Outcome& outcome) {
+  auto args = std::make_shared<PlanArgs>();
+  CLI::App* cmd = app.add_subcommand("plan", "capacity plan for a workload: arithmetic, simulated slices, report");
+  cmd->add_option("workload", args->workload, "workload JSON (see workloads/seed.json)")->required();
+  cmd->add_option("--cost-table", args->cost_table, "cost table from `msgsim calibrate` (default reports/cost_table.json)");
+  cmd->add_option("--out", args->out, "directory for report.html and report.md (default plan-out)");
+  cmd->add_option("--live-json", args->live_json, "`msgsim live bench --json` output to compare the model with");
+  cmd->add_option("--seed", args->seed, "seed of the simulated slices (default 1)");
+  cmd->add_flag("--no-slices", args->no_slices, "the arithmetic only, no simulation");
+  cmd->add_flag("--small", args->small, "small slices (a tenth of the connections, fewer points): for tests");
+  cmd->callback([args, &outcome] { outcome.exit_code = plan(*args); });
+}
+
+}  // namespace msgsim::cli
