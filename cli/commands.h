@@ -25,5 +25,7 @@ void add_bugs_command(CLI::App& app, Outcome& outcome);
 void add_calibrate_command(CLI::App& app, Outcome& outcome);
 void add_plan_command(CLI::App& app, Outcome& outcome);
 void add_live_command(CLI::App& app, Outcome& outcome);
+// `msgsim live bench`, under the `live` subcommand (cli/cmd_live_bench.cpp).
+void add_live_bench_command(CLI::App& live, Outcome& outcome);
 
 }  // namespace msgsim::cli

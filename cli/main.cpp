@@ -19,6 +19,11 @@ int main(int argc, char** argv) {
   msgsim::cli::add_calibrate_command(app, outcome);
   msgsim::cli::add_plan_command(app, outcome);
   msgsim::cli::add_live_command(app, outcome);
+  // `live` gathers the real-socket commands; whichever registers first creates it.
+  CLI::App* live = nullptr;
+  for (CLI::App* sub : app.get_subcommands([](CLI::App* s) { return s->get_name() == "live"; })) live = sub;
+  if (live == nullptr) live = app.add_subcommand("live", "real sockets, real processes, real faults")->require_subcommand(1);
+  msgsim::cli::add_live_bench_command(*live, outcome);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

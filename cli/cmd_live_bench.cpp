@@ -1,0 +1,1053 @@
+// msgsim live bench: what the real system does on this machine over real sockets.
+//
+//  (a) idle: N WebSocket connections to one chat server process, each a device that said Hello
+//      and then only heartbeats. Reports the server's RSS per connection (VmRSS after the
+//      connections settled minus before, over N) and its CPU while they heartbeat
+//      (utime + stime from /proc/<pid>/stat over a window).
+//  (b) traffic: 1:1 messages from S senders to S receivers, each acked only after the queue's
+//      commit (fsync), at several offered rates: delivered msgs/s and end-to-end latency
+//      (the sender's send to the receiver's Deliver) p50/p99/p999.
+//
+// Process model. The server process hosts the system's server nodes (registry, queue, storage,
+// push, chat server: the unchanged impl/chat classes) on one io_context in one thread; nodes
+// talk to each other in process (posted to the loop, FIFO per connection, no re-entrancy),
+// devices talk WebSocket (Boost.Beast, binary frames, docs/protocol.md) to the chat server,
+// and every database is a real SQLite file with real fsync. Client load runs in separate
+// processes, as many as the descriptor limit needs, each from its own source address
+// 127.0.0.x. Everything stays on 127.0.0.0/8.
+//
+// This host exists because the bench needs the server side in one measurable process; it is
+// not the live runtime of `msgsim live run` (live/), which runs every node as its own process
+// with TCP between them: that hop is not measured here (see live/README.md, "Bench").
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "cli/commands.h"
+#include "impl/base/assert.h"
+#include "impl/chat/chat_server.h"
+#include "impl/chat/config.h"
+#include "impl/chat/protocol.h"
+#include "impl/chat/push.h"
+#include "impl/chat/queue.h"
+#include "impl/chat/registry.h"
+#include "impl/chat/storage.h"
+
+namespace msgsim::cli {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+using tcp = asio::ip::tcp;
+using beast::error_code;
+__extension__ typedef __int128 int128;
+
+int64_t monotonic_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc readings and the descriptor limit
+
+struct DescriptorLimit {
+  rlim_t soft_before = 0;
+  rlim_t soft = 0;
+  rlim_t hard = 0;
+};
+
+DescriptorLimit raise_descriptor_limit() {
+  DescriptorLimit limit;
+  rlimit r{};
+  getrlimit(RLIMIT_NOFILE, &r);
+  limit.soft_before = r.rlim_cur;
+  limit.hard = r.rlim_max;
+  r.rlim_cur = r.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &r);
+  getrlimit(RLIMIT_NOFILE, &r);
+  limit.soft = r.rlim_cur;
+  return limit;
+}
+
+// VmRSS of a process, in bytes; 0 if it cannot be read.
+uint64_t rss_bytes(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+// utime + stime of a process, in clock ticks.
+uint64_t cpu_ticks(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const size_t close_paren = text.rfind(')');
+  if (close_paren == std::string::npos) return 0;
+  std::istringstream fields(text.substr(close_paren + 2));
+  std::string field;
+  uint64_t utime = 0, stime = 0;
+  // Fields after the command: state is field 3; utime and stime are fields 14 and 15.
+  for (int index = 3; index <= 15 && fields >> field; ++index) {
+    if (index == 14) utime = std::stoull(field);
+    if (index == 15) stime = std::stoull(field);
+  }
+  return utime + stime;
+}
+
+std::pair<uint32_t, uint32_t> ephemeral_port_range() {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  uint32_t low = 32768, high = 60999;
+  in >> low >> high;
+  return {low, high};
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server process: the system's server nodes on one loop, devices over WebSocket.
+
+class BenchHost;
+
+class WsSession : public std::enable_shared_from_this<WsSession> {
+ public:
+  WsSession(BenchHost& host, tcp::socket socket) : host_(host), ws_(std::move(socket)) {}
+  void start();
+  void write(Bytes frame);
+  void close();
+
+  ConnId conn = kNoConn;
+
+ private:
+  void do_read();
+  void on_read(error_code error, size_t n);
+  void do_write();
+
+  BenchHost& host_;
+  websocket::stream<tcp::socket> ws_;
+  beast::flat_buffer buffer_;
+  std::deque<Bytes> outbox_;
+  bool writing_ = false;
+  bool closing_ = false;
+};
+
+class BenchHost {
+ public:
+  // Frames queued to one device connection, at most; a reader slower than that is dropped.
+  static constexpr size_t kDeviceOutboxMax = 4096;
+
+  BenchHost(asio::io_context& io, std::string dir) : io_(io), dir_(std::move(dir)) {}
+  ~BenchHost() {
+    for (auto& slot : slots_) {
+      slot.node.reset();
+      if (slot.db != nullptr) sqlite3_close_v2(slot.db);
+    }
+  }
+
+  void add_node(NodeId id, std::unique_ptr<Node> node) {
+    if (slots_.size() <= id) slots_.resize(id + 1);
+    slots_[id].node = std::move(node);
+    slots_[id].context = std::make_unique<NodeContext>(*this, id);
+  }
+  void start_all() {
+    for (NodeId id = 0; id < slots_.size(); ++id) {
+      if (slots_[id].node) call(id, [](Node& node, Context& ctx) { node.on_start(ctx); });
+    }
+  }
+  std::string describe(NodeId id) const { return id < slots_.size() && slots_[id].node ? slots_[id].node->describe() : ""; }
+  Result<uint16_t> listen_devices(NodeId chat_server) {
+    chat_server_ = chat_server;
+    error_code error;
+    acceptor_ = std::make_unique<tcp::acceptor>(io_);
+    const tcp::endpoint endpoint(asio::ip::make_address_v4("127.0.0.1"), 0);
+    acceptor_->open(endpoint.protocol(), error);
+    if (!error) acceptor_->bind(endpoint, error);
+    if (!error) acceptor_->listen(asio::socket_base::max_listen_connections, error);
+    if (error) return make_error(ErrorCode::unavailable, "bench server: cannot listen: " + error.message());
+    do_accept();
+    return acceptor_->local_endpoint().port();
+  }
+
+  // From WsSession.
+  void on_device_open(const std::shared_ptr<WsSession>& session) {
+    const ConnId id = next_conn_++;
+    session->conn = id;
+    conns_.emplace(id, Conn{chat_server_, kNoConn, kNoNode, true, session});
+    call(chat_server_, [id](Node& node, Context& ctx) { node.on_accept(ctx, id, kNoNode); });
+  }
+  void on_device_frame(ConnId id, ByteView frame) {
+    const auto it = conns_.find(id);
+    if (it == conns_.end() || !it->second.open) return;
+    call(chat_server_, [id, frame](Node& node, Context& ctx) { node.on_frame(ctx, id, frame); });
+  }
+  void on_device_gone(ConnId id, DisconnectReason reason) {
+    const auto it = conns_.find(id);
+    if (it == conns_.end()) return;
+    const bool was_open = it->second.open;
+    conns_.erase(it);
+    if (was_open) call(chat_server_, [id, reason](Node& node, Context& ctx) { node.on_disconnect(ctx, id, reason); });
+  }
+
+ private:
+  struct Conn {
+    NodeId owner;
+    ConnId peer_conn;  // in-process links: the other end's handle
+    NodeId peer;
+    bool open;
+    std::shared_ptr<WsSession> device;  // device links
+  };
+
+  class NodeContext final : public Context {
+   public:
+    NodeContext(BenchHost& host, NodeId id) : host_(host), id_(id), rng_(Prng(0x6c697665).split("node " + std::to_string(id))) {}
+    int64_t now_ns() const override { return monotonic_now_ns(); }
+    NodeId self() const override { return id_; }
+    std::string_view region() const override { return "local"; }
+    ConnId connect(NodeId peer) override { return host_.connect(id_, peer); }
+    void send(ConnId conn, Bytes frame) override { host_.send(conn, std::move(frame)); }
+    void close(ConnId conn) override { host_.close(conn); }
+    TimerId set_timer(int64_t delay_ns, uint64_t tag) override { return host_.set_timer(id_, delay_ns, tag); }
+    void cancel_timer(TimerId timer) override { host_.cancel_timer(timer); }
+    Prng& rng() override { return rng_; }
+    sqlite3* db() override { return host_.db(id_); }
+    void emit(const history::Event&) override { log(LogLevel::error, "a server node emitted a history event"); }
+    void log(LogLevel level, std::string_view message) override {
+      static const bool verbose = std::getenv("MSGSIM_BENCH_LOG") != nullptr;
+      if (level >= LogLevel::warn || verbose) std::fprintf(stderr, "node %u: %.*s\n", id_, static_cast<int>(message.size()), message.data());
+    }
+    void charge_cpu(int64_t) override {}
+    void exit() override {}
+
+   private:
+    BenchHost& host_;
+    NodeId id_;
+    Prng rng_;
+  };
+
+  struct Slot {
+    std::unique_ptr<Node> node;
+    std::unique_ptr<NodeContext> context;
+    sqlite3* db = nullptr;
+  };
+
+  template <typename F>
+  void call(NodeId id, F&& f) {
+    Slot& slot = slots_[id];
+    if (slot.node) f(*slot.node, *slot.context);
+  }
+
+  ConnId connect(NodeId from, NodeId to) {
+    const ConnId a = next_conn_++;
+    const ConnId b = next_conn_++;
+    if (to >= slots_.size() || !slots_[to].node) {
+      conns_.emplace(a, Conn{from, kNoConn, to, false, nullptr});
+      asio::post(io_, [this, from, a] {
+        conns_.erase(a);
+        call(from, [a](Node& node, Context& ctx) { node.on_disconnect(ctx, a, DisconnectReason::refused); });
+      });
+      return a;
+    }
+    conns_.emplace(a, Conn{from, b, to, true, nullptr});
+    conns_.emplace(b, Conn{to, a, from, true, nullptr});
+    asio::post(io_, [this, from, to, a, b] {
+      if (!is_open(a) || !is_open(b)) return;
+      call(to, [b, from](Node& node, Context& ctx) { node.on_accept(ctx, b, from); });
+      if (is_open(a)) call(from, [a](Node& node, Context& ctx) { node.on_connected(ctx, a); });
+    });
+    return a;
+  }
+  bool is_open(ConnId id) const {
+    const auto it = conns_.find(id);
+    return it != conns_.end() && it->second.open;
+  }
+  void send(ConnId id, Bytes frame) {
+    const auto it = conns_.find(id);
+    if (it == conns_.end() || !it->second.open) return;
+    if (it->second.device) {
+      it->second.device->write(std::move(frame));
+      return;
+    }
+    const ConnId to_conn = it->second.peer_conn;
+    const NodeId to = it->second.peer;
+    asio::post(io_, [this, to, to_conn, frame = std::move(frame)] {
+      if (!is_open(to_conn)) return;
+      call(to, [to_conn, &frame](Node& node, Context& ctx) { node.on_frame(ctx, to_conn, frame); });
+    });
+  }
+  void close(ConnId id) {
+    const auto it = conns_.find(id);
+    if (it == conns_.end() || !it->second.open) return;
+    it->second.open = false;
+    if (it->second.device) {
+      auto device = it->second.device;
+      conns_.erase(it);
+      device->close();
+      return;
+    }
+    const ConnId peer_conn = it->second.peer_conn;
+    const NodeId peer = it->second.peer;
+    conns_.erase(it);
+    // Posted after every frame sent before it: the peer gets them all, then the close.
+    asio::post(io_, [this, peer, peer_conn] {
+      if (!is_open(peer_conn)) return;
+      conns_.erase(peer_conn);
+      call(peer, [peer_conn](Node& node, Context& ctx) { node.on_disconnect(ctx, peer_conn, DisconnectReason::closed_by_peer); });
+    });
+  }
+  TimerId set_timer(NodeId node, int64_t delay_ns, uint64_t tag) {
+    const TimerId id = next_timer_++;
+    auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::nanoseconds(std::max<int64_t>(delay_ns, 0)));
+    timers_.emplace(id, timer);
+    timer->async_wait([this, id, node, tag](error_code error) {
+      if (error || timers_.erase(id) == 0) return;
+      call(node, [tag](Node& n, Context& ctx) { n.on_timer(ctx, tag); });
+    });
+    return id;
+  }
+  void cancel_timer(TimerId id) {
+    const auto it = timers_.find(id);
+    if (it == timers_.end()) return;
+    it->second->cancel();
+    timers_.erase(it);
+  }
+  sqlite3* db(NodeId id) {
+    Slot& slot = slots_[id];
+    if (slot.db == nullptr) {
+      const std::string path = dir_ + "/node-" + std::to_string(id) + ".db";
+      const int rc = sqlite3_open_v2(path.c_str(), &slot.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+      MSGSIM_ASSERT(rc == SQLITE_OK, "opening " + path + ": " + sqlite3_errstr(rc));
+    }
+    return slot.db;
+  }
+  void do_accept() {
+    acceptor_->async_accept([this](error_code error, tcp::socket socket) {
+      if (error == asio::error::operation_aborted) return;
+      if (!error) std::make_shared<WsSession>(*this, std::move(socket))->start();
+      do_accept();
+    });
+  }
+
+  asio::io_context& io_;
+  std::string dir_;
+  std::vector<Slot> slots_;
+  std::unordered_map<ConnId, Conn> conns_;
+  std::unordered_map<TimerId, std::shared_ptr<asio::steady_timer>> timers_;
+  std::unique_ptr<tcp::acceptor> acceptor_;
+  NodeId chat_server_ = kNoNode;
+  ConnId next_conn_ = 1;
+  TimerId next_timer_ = 1;
+};
+
+void WsSession::start() {
+  error_code ignored;
+  ws_.next_layer().set_option(tcp::no_delay(true), ignored);
+  ws_.binary(true);
+  ws_.auto_fragment(false);
+  // Beast allocates a write buffer of this size per stream; frames here are small.
+  ws_.write_buffer_bytes(256);
+  ws_.read_message_max(1 << 20);  // docs/protocol.md: a frame is at most 1 MiB
+  auto self = shared_from_this();
+  ws_.async_accept([self](error_code error) {
+    if (error) return;
+    self->host_.on_device_open(self);
+    self->do_read();
+  });
+}
+
+void WsSession::do_read() {
+  auto self = shared_from_this();
+  ws_.async_read(buffer_, [self](error_code error, size_t n) { self->on_read(error, n); });
+}
+
+void WsSession::on_read(error_code error, size_t n) {
+  if (error) {
+    host_.on_device_gone(conn, error == websocket::error::closed ? DisconnectReason::closed_by_peer : DisconnectReason::reset);
+    return;
+  }
+  const auto data = buffer_.data();
+  host_.on_device_frame(conn, ByteView(static_cast<const uint8_t*>(data.data()), n));
+  buffer_.consume(buffer_.size());
+  // An idle connection keeps no read buffer: most of 20,000 devices are idle.
+  buffer_.shrink_to_fit();
+  if (!closing_) do_read();
+}
+
+void WsSession::write(Bytes frame) {
+  if (closing_) return;
+  if (outbox_.size() >= BenchHost::kDeviceOutboxMax) {
+    std::fprintf(stderr, "bench server: a device reads too slowly (%zu frames queued); dropping it\n", outbox_.size());
+    close();
+    return;
+  }
+  outbox_.push_back(std::move(frame));
+  if (!writing_) do_write();
+}
+
+void WsSession::do_write() {
+  writing_ = true;
+  auto self = shared_from_this();
+  ws_.async_write(asio::buffer(outbox_.front()), [self](error_code error, size_t) {
+    self->writing_ = false;
+    if (error) return;
+    self->outbox_.pop_front();
+    if (!self->outbox_.empty() && !self->closing_) self->do_write();
+    if (self->outbox_.empty()) self->outbox_.shrink_to_fit();
+  });
+}
+
+void WsSession::close() {
+  if (closing_) return;
+  closing_ = true;
+  error_code ignored;
+  ws_.next_layer().close(ignored);
+  // Posted: close() may run inside a node's handler, which must not be re-entered.
+  auto self = shared_from_this();
+  asio::post(ws_.get_executor(), [self] { self->host_.on_device_gone(self->conn, DisconnectReason::reset); });
+}
+
+// The traffic part's users: run r (one per offered rate) has its own 2 x pairs users, senders
+// first. The idle part's users are u1000000 and up.
+std::string traffic_user(uint32_t run, uint32_t index) { return "u" + std::to_string(run * 10'000 + index); }
+constexpr uint32_t kIdleFirstUser = 1'000'000;
+
+// Node ids of the bench system.
+constexpr NodeId kRegistry = 0;
+constexpr NodeId kQueue = 1;
+constexpr NodeId kStorage = 2;
+constexpr NodeId kPush = 3;
+constexpr NodeId kChatServer = 4;
+
+// Storage fans a message out to the devices of the users the configuration lists (one device
+// each here), so the configuration names every user the traffic part will use.
+chat::ChatConfig bench_config(uint32_t traffic_runs, uint32_t pairs) {
+  chat::ChatConfig config;
+  for (uint32_t run = 1; run <= traffic_runs; ++run) {
+    for (uint32_t i = 0; i < 2 * pairs; ++i) config.users.push_back(chat::UserPlan{traffic_user(run, i), 1, {}});
+  }
+  config.topology.registries = {kRegistry};
+  config.topology.queues = {kQueue};
+  config.topology.storages = {kStorage};
+  config.topology.push = {kPush};
+  config.topology.chat_servers = {kChatServer};
+  config.topology.partitions = 16;
+  return config;
+}
+
+// Runs the server side until killed; writes its device port to `port_fd` first.
+[[noreturn]] void run_server_process(const std::string& dir, uint32_t traffic_runs, uint32_t pairs, int port_fd) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  static const chat::ChatConfig config = bench_config(traffic_runs, pairs);
+  asio::io_context io(1);
+  BenchHost host(io, dir);
+  host.add_node(kRegistry, std::make_unique<chat::RegistryNode>(config));
+  host.add_node(kQueue, std::make_unique<chat::QueueNode>(config));
+  host.add_node(kStorage, std::make_unique<chat::StorageNode>(config));
+  host.add_node(kPush, std::make_unique<chat::PushNode>(config));
+  host.add_node(kChatServer, std::make_unique<chat::ChatServerNode>(config));
+  host.start_all();
+  const auto port = host.listen_devices(kChatServer);
+  const std::string line = port.ok() ? std::to_string(*port) + "\n" : "0\n";
+  if (!port.ok()) std::fprintf(stderr, "%s\n", port.error().message.c_str());
+  (void)!::write(port_fd, line.data(), line.size());
+  ::close(port_fd);
+  // MSGSIM_BENCH_LOG: every node's one-line state each second, to see where a message stops.
+  asio::steady_timer describe_timer(io);
+  std::function<void(error_code)> describe_nodes = [&](error_code error) {
+    if (error) return;
+    for (NodeId id : {kQueue, kStorage, kChatServer}) std::fprintf(stderr, "node %u: %s\n", id, host.describe(id).c_str());
+    describe_timer.expires_after(std::chrono::seconds(1));
+    describe_timer.async_wait(describe_nodes);
+  };
+  if (std::getenv("MSGSIM_BENCH_LOG") != nullptr) describe_nodes({});
+  io.run();
+  std::_Exit(0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client load processes
+
+// One device's WebSocket connection, bound to a source address in 127.0.0.0/8.
+class BenchClient : public std::enable_shared_from_this<BenchClient> {
+ public:
+  using FrameHandler = std::function<void(BenchClient&, chat::Frame&)>;
+  BenchClient(asio::io_context& io, std::string user, FrameHandler on_frame)
+      : ws_(io), user_(std::move(user)), device_(user_ + ".d1"), on_frame_(std::move(on_frame)) {}
+
+  // `done(ok)` once welcomed, or failed.
+  void start(const asio::ip::address_v4& source, uint16_t port, std::function<void(bool)> done) {
+    done_ = std::move(done);
+    auto& socket = ws_.next_layer();
+    error_code error;
+    socket.open(tcp::v4(), error);
+    const int one = 1;
+    if (!error) ::setsockopt(socket.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    if (!error) socket.bind(tcp::endpoint(source, 0), error);
+    if (error) return finish(false, "bind " + source.to_string() + ": " + error.message());
+    socket.set_option(tcp::no_delay(true), error);
+    auto self = shared_from_this();
+    socket.async_connect(tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), port), [self](error_code e) {
+      if (e) return self->finish(false, "connect: " + e.message());
+      self->ws_.binary(true);
+      self->ws_.async_handshake("127.0.0.1", "/", [self](error_code h) {
+        if (h) return self->finish(false, "handshake: " + h.message());
+        self->send(chat::encode_as(chat::Hello{self->user_, self->device_, "token:" + self->device_}));
+        self->do_read();
+      });
+    });
+  }
+  void send(Bytes frame) {
+    outbox_.push_back(std::move(frame));
+    if (!writing_) do_write();
+  }
+  const std::string& user() const { return user_; }
+  const std::string& device() const { return device_; }
+  bool welcomed() const { return welcomed_; }
+  uint64_t acked = 0;
+  uint64_t in_flight = 0;
+
+ private:
+  void finish(bool ok, const std::string& why) {
+    if (!ok && failures_reported_++ == 0) std::fprintf(stderr, "bench client %s: %s\n", device_.c_str(), why.c_str());
+    if (done_) {
+      auto done = std::move(done_);
+      done_ = nullptr;
+      done(ok);
+    }
+  }
+  void do_read() {
+    auto self = shared_from_this();
+    ws_.async_read(buffer_, [self](error_code error, size_t n) {
+      if (error) return self->finish(false, "read: " + error.message());
+      const auto data = self->buffer_.data();
+      auto frame = chat::decode(ByteView(static_cast<const uint8_t*>(data.data()), n));
+      self->buffer_.consume(self->buffer_.size());
+      if (frame.ok()) {
+        if (std::holds_alternative<chat::Welcome>(*frame)) {
+          self->welcomed_ = true;
+          self->finish(true, "");
+        } else if (self->on_frame_) {
+          self->on_frame_(*self, *frame);
+        }
+      }
+      self->do_read();
+    });
+  }
+  void do_write() {
+    writing_ = true;
+    auto self = shared_from_this();
+    ws_.async_write(asio::buffer(outbox_.front()), [self](error_code error, size_t) {
+      self->writing_ = false;
+      if (error) return self->finish(false, "write: " + error.message());
+      self->outbox_.pop_front();
+      if (!self->outbox_.empty()) self->do_write();
+    });
+  }
+
+  websocket::stream<tcp::socket> ws_;
+  beast::flat_buffer buffer_;
+  std::string user_, device_;
+  FrameHandler on_frame_;
+  std::function<void(bool)> done_;
+  std::deque<Bytes> outbox_;
+  bool writing_ = false;
+  bool welcomed_ = false;
+  int failures_reported_ = 0;
+};
+
+void write_line(int fd, const std::string& line) { (void)!::write(fd, line.data(), line.size()); }
+
+// Opens `count` idle devices (users first_user..), at most `concurrent` handshakes at once,
+// reports "ready <ok> <failed>" on `report_fd`, then heartbeats each every interval until killed.
+[[noreturn]] void run_idle_clients(uint16_t port, asio::ip::address_v4 source, uint32_t first_user, uint32_t count,
+                                   int64_t heartbeat_interval_ns, int report_fd) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  asio::io_context io(1);
+  std::vector<std::shared_ptr<BenchClient>> clients;
+  clients.reserve(count);
+  uint32_t started = 0, finished = 0, failed = 0;
+  constexpr uint32_t kConcurrentHandshakes = 256;
+  std::function<void()> start_next = [&] {
+    while (started < count && started - finished < kConcurrentHandshakes) {
+      auto client = std::make_shared<BenchClient>(io, "u" + std::to_string(first_user + started), nullptr);
+      clients.push_back(client);
+      ++started;
+      client->start(source, port, [&](bool ok) {
+        ++finished;
+        failed += ok ? 0 : 1;
+        if (finished == count) write_line(report_fd, "ready " + std::to_string(count - failed) + " " + std::to_string(failed) + "\n");
+        asio::post(io, start_next);
+      });
+    }
+  };
+  start_next();
+  // Heartbeats: each device once per interval, spread evenly over it in 100 ms ticks.
+  constexpr int64_t kTickNs = 100 * kNanosPerMilli;
+  const uint64_t ticks_per_interval = static_cast<uint64_t>(std::max<int64_t>(1, heartbeat_interval_ns / kTickNs));
+  asio::steady_timer tick(io);
+  uint64_t tick_number = 0;
+  const Bytes heartbeat = chat::encode_as(chat::Heartbeat{});
+  std::function<void(error_code)> on_tick = [&](error_code error) {
+    if (error) return;
+    for (size_t i = tick_number % ticks_per_interval; i < clients.size(); i += ticks_per_interval) {
+      if (clients[i]->welcomed()) clients[i]->send(heartbeat);
+    }
+    ++tick_number;
+    tick.expires_after(std::chrono::nanoseconds(kTickNs));
+    tick.async_wait(on_tick);
+  };
+  tick.expires_after(std::chrono::nanoseconds(kTickNs));
+  tick.async_wait(on_tick);
+  io.run();
+  std::_Exit(0);
+}
+
+struct RateResult {
+  uint64_t offered_per_s = 0;
+  uint64_t sent = 0;
+  uint64_t acked = 0;
+  uint64_t delivered = 0;
+  uint64_t skipped_in_flight_max = 0;  // sends not made: the sender had too many unacked
+  double duration_s = 0;
+  double delivered_per_s = 0;
+  double p50_us = 0, p99_us = 0, p999_us = 0, max_us = 0;
+};
+
+// Senders traffic_user(run, 0..pairs-1) send to receivers traffic_user(run, pairs..) at `rate` msgs/s in
+// total for `duration_ns`, then wait up to `drain_ns` for the deliveries in flight. The body
+// carries the send time (CLOCK_MONOTONIC is the same clock in every process).
+RateResult run_rate(uint16_t port, uint32_t pairs, uint64_t rate, int64_t duration_ns,
+                    int64_t drain_ns, uint32_t run_number) {
+  asio::io_context io(1);
+  RateResult result;
+  result.offered_per_s = rate;
+  std::vector<int64_t> latencies_ns;
+  latencies_ns.reserve(static_cast<size_t>(rate * static_cast<uint64_t>(duration_ns / kNanosPerSecond + 1)));
+  int64_t measure_start_ns = 0;
+  auto on_sender_frame = [&](BenchClient& client, chat::Frame& frame) {
+    if (std::holds_alternative<chat::SendAck>(frame) || std::holds_alternative<chat::SendReject>(frame)) {
+      client.acked += std::holds_alternative<chat::SendAck>(frame) ? 1 : 0;
+      if (client.in_flight > 0) client.in_flight--;
+      result.acked += std::holds_alternative<chat::SendAck>(frame) ? 1 : 0;
+    }
+  };
+  auto on_receiver_frame = [&](BenchClient&, chat::Frame& frame) {
+    const auto* deliver = std::get_if<chat::Deliver>(&frame);
+    if (deliver == nullptr || deliver->entry.body.size() < 8) return;
+    int64_t sent_ns = 0;
+    std::memcpy(&sent_ns, deliver->entry.body.data(), sizeof sent_ns);
+    if (sent_ns < measure_start_ns) return;
+    latencies_ns.push_back(monotonic_now_ns() - sent_ns);
+  };
+  std::vector<std::shared_ptr<BenchClient>> senders, receivers;
+  uint32_t welcomed = 0, failed = 0;
+  auto on_done = [&](bool ok) {
+    (ok ? welcomed : failed)++;
+    if (welcomed + failed == 2 * pairs) io.stop();
+  };
+  for (uint32_t i = 0; i < pairs; ++i) {
+    receivers.push_back(std::make_shared<BenchClient>(io, traffic_user(run_number, pairs + i), on_receiver_frame));
+    senders.push_back(std::make_shared<BenchClient>(io, traffic_user(run_number, i), on_sender_frame));
+  }
+  const auto source = asio::ip::make_address_v4("127.0.0.2");
+  for (uint32_t i = 0; i < pairs; ++i) {
+    receivers[i]->start(source, port, on_done);
+    senders[i]->start(source, port, on_done);
+  }
+  io.run();
+  io.restart();
+  if (failed > 0) {
+    std::fprintf(stderr, "live bench: %u of %u traffic connections failed\n", failed, 2 * pairs);
+    return result;
+  }
+  // Let the registrations land before measuring.
+  std::vector<std::string> convs;
+  for (uint32_t i = 0; i < pairs; ++i) convs.push_back(chat::direct_conversation(senders[i]->user(), receivers[i]->user()));
+  constexpr uint64_t kInFlightMax = 512;  // unacked sends per sender
+  constexpr int64_t kTickNs = 1 * kNanosPerMilli;
+  asio::steady_timer tick(io);
+  const int64_t start_ns = monotonic_now_ns();
+  measure_start_ns = start_ns;
+  uint64_t next_sender = 0;
+  uint64_t msg_number = 0;
+  Bytes body(64, 'x');
+  std::function<void(error_code)> on_tick = [&](error_code error) {
+    if (error) return;
+    const int64_t now = monotonic_now_ns();
+    if (now - start_ns >= duration_ns) return;
+    // Sends owed by now at the offered rate.
+    const uint64_t owed = static_cast<uint64_t>((static_cast<int128>(now - start_ns) * rate) / kNanosPerSecond);
+    std::memcpy(body.data(), &now, sizeof now);
+    while (result.sent + result.skipped_in_flight_max < owed) {
+      const size_t i = next_sender++ % pairs;
+      BenchClient& sender = *senders[i];
+      if (sender.in_flight >= kInFlightMax) {
+        result.skipped_in_flight_max++;
+        continue;
+      }
+      chat::Send send;
+      send.msg_id = "b" + std::to_string(run_number) + "-" + std::to_string(msg_number++);
+      send.conv = convs[i];
+      send.to = receivers[i]->user();
+      send.body = body;
+      sender.in_flight++;
+      sender.send(chat::encode_as(std::move(send)));
+      result.sent++;
+    }
+    tick.expires_at(tick.expiry() + std::chrono::nanoseconds(kTickNs));
+    tick.async_wait(on_tick);
+  };
+  tick.expires_after(std::chrono::nanoseconds(kTickNs));
+  tick.async_wait(on_tick);
+  asio::steady_timer stop(io, std::chrono::nanoseconds(duration_ns + drain_ns));
+  stop.async_wait([&](error_code) { io.stop(); });
+  io.run();
+  result.duration_s = static_cast<double>(duration_ns) / 1e9;
+  result.delivered = latencies_ns.size();
+  result.delivered_per_s = static_cast<double>(result.delivered) / result.duration_s;
+  if (!latencies_ns.empty()) {
+    std::sort(latencies_ns.begin(), latencies_ns.end());
+    auto at = [&](double q) {
+      const size_t index = std::min(latencies_ns.size() - 1, static_cast<size_t>(q * static_cast<double>(latencies_ns.size())));
+      return static_cast<double>(latencies_ns[index]) / 1e3;
+    };
+    result.p50_us = at(0.50);
+    result.p99_us = at(0.99);
+    result.p999_us = at(0.999);
+    result.max_us = static_cast<double>(latencies_ns.back()) / 1e3;
+  }
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command
+
+struct BenchOptions {
+  uint32_t idle = 19'000;
+  std::vector<uint64_t> rates = {5'000, 25'000, 56'000};
+  uint32_t pairs = 500;
+  double settle_s = 5;
+  double cpu_window_s = 10;
+  double rate_duration_s = 5;
+  uint32_t per_process_max = 9'000;
+  bool json = false;
+  bool skip_idle = false;
+  bool skip_traffic = false;
+  std::string dir;
+};
+
+struct ServerProcess {
+  pid_t pid = -1;
+  uint16_t port = 0;
+};
+
+Result<ServerProcess> start_server(const std::string& dir, uint32_t traffic_runs, uint32_t pairs) {
+  std::error_code made;
+  std::filesystem::create_directories(dir, made);
+  if (made) return make_error(ErrorCode::io_error, "cannot make " + dir + ": " + made.message());
+  int fds[2];
+  if (::pipe(fds) != 0) return make_error(ErrorCode::io_error, std::string("pipe: ") + std::strerror(errno));
+  const pid_t pid = ::fork();
+  if (pid < 0) return make_error(ErrorCode::io_error, std::string("fork: ") + std::strerror(errno));
+  if (pid == 0) {
+    ::close(fds[0]);
+    run_server_process(dir, traffic_runs, pairs, fds[1]);
+  }
+  ::close(fds[1]);
+  char text[32] = {};
+  const ssize_t n = ::read(fds[0], text, sizeof text - 1);
+  ::close(fds[0]);
+  const int port = n > 0 ? std::atoi(text) : 0;
+  if (port <= 0) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    return make_error(ErrorCode::unavailable, "the bench server process did not start (see its message above)");
+  }
+  return ServerProcess{pid, static_cast<uint16_t>(port)};
+}
+
+void stop_process(pid_t pid) {
+  if (pid <= 0) return;
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+}
+
+struct IdleResult {
+  uint32_t requested = 0;
+  uint32_t connected = 0;
+  uint32_t processes = 0;
+  uint32_t source_addresses = 0;
+  uint64_t rss_before = 0, rss_after = 0;
+  double rss_per_connection = 0;
+  double cpu_percent = 0;
+  double cpu_us_per_heartbeat = 0;
+  double heartbeats_per_s = 0;
+};
+
+IdleResult run_idle(const BenchOptions& options, const ServerProcess& server) {
+  IdleResult result;
+  result.requested = options.idle;
+  const chat::ChatTuning tuning;
+  // Let the server's start-up settle (databases created, timers armed) before the baseline.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  result.rss_before = rss_bytes(server.pid);
+  const auto [port_low, port_high] = ephemeral_port_range();
+  const uint32_t ports_per_address = port_high - port_low + 1;
+  std::vector<pid_t> children;
+  std::vector<int> reports;
+  uint32_t assigned = 0;
+  std::vector<std::string> sources;
+  while (assigned < options.idle) {
+    const uint32_t count = std::min(options.per_process_max, options.idle - assigned);
+    // Each process dials from its own source address: the ephemeral ports of one address
+    // (ports_per_address) bound the connections one address can make to one server port.
+    MSGSIM_ASSERT_LE(count, ports_per_address);
+    const auto source = asio::ip::make_address_v4("127.0.0." + std::to_string(10 + children.size()));
+    sources.push_back(source.to_string());
+    int fds[2];
+    MSGSIM_ASSERT(::pipe(fds) == 0, std::strerror(errno));
+    const pid_t pid = ::fork();
+    MSGSIM_ASSERT(pid >= 0, std::strerror(errno));
+    if (pid == 0) {
+      ::close(fds[0]);
+      // Users 1,000,000 and up: disjoint from the traffic part's users.
+      run_idle_clients(server.port, source, kIdleFirstUser + assigned, count, tuning.heartbeat_interval_ns, fds[1]);
+    }
+    ::close(fds[1]);
+    children.push_back(pid);
+    reports.push_back(fds[0]);
+    assigned += count;
+  }
+  result.processes = static_cast<uint32_t>(children.size());
+  result.source_addresses = static_cast<uint32_t>(sources.size());
+  for (int fd : reports) {
+    char text[64] = {};
+    const ssize_t n = ::read(fd, text, sizeof text - 1);
+    ::close(fd);
+    unsigned ok = 0, failed = 0;
+    if (n > 0 && std::sscanf(text, "ready %u %u", &ok, &failed) == 2) result.connected += ok;
+  }
+  // Settle: the heap reaches its steady state, the first heartbeats pass, presence is registered.
+  std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(options.settle_s * 1000)));
+  result.rss_after = rss_bytes(server.pid);
+  if (result.connected > 0) {
+    result.rss_per_connection =
+        static_cast<double>(static_cast<int64_t>(result.rss_after) - static_cast<int64_t>(result.rss_before)) / result.connected;
+  }
+  const uint64_t ticks_before = cpu_ticks(server.pid);
+  const auto window_start = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(options.cpu_window_s * 1000)));
+  const uint64_t ticks_after = cpu_ticks(server.pid);
+  const double window_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
+  const double cpu_s = static_cast<double>(ticks_after - ticks_before) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  result.cpu_percent = 100.0 * cpu_s / window_s;
+  result.heartbeats_per_s = static_cast<double>(result.connected) * kNanosPerSecond / static_cast<double>(tuning.heartbeat_interval_ns);
+  if (result.heartbeats_per_s > 0) result.cpu_us_per_heartbeat = cpu_s * 1e6 / (result.heartbeats_per_s * window_s);
+  for (pid_t pid : children) stop_process(pid);
+  return result;
+}
+
+std::vector<RateResult> run_traffic(const BenchOptions& options, const ServerProcess& server) {
+  std::vector<RateResult> results;
+  uint32_t run_number = 0;
+  for (uint64_t rate : options.rates) {
+    // Each rate in its own client process, so one rate's clients and sockets are gone before
+    // the next; users are fresh per rate, so no earlier backlog is counted.
+    int fds[2];
+    MSGSIM_ASSERT(::pipe(fds) == 0, std::strerror(errno));
+    const pid_t pid = ::fork();
+    MSGSIM_ASSERT(pid >= 0, std::strerror(errno));
+    ++run_number;
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      ::close(fds[0]);
+      const RateResult r = run_rate(server.port, options.pairs, rate,
+                                    static_cast<int64_t>(options.rate_duration_s * kNanosPerSecond), 2 * kNanosPerSecond, run_number);
+      (void)!::write(fds[1], &r, sizeof r);
+      std::_Exit(0);
+    }
+    ::close(fds[1]);
+    RateResult r;
+    const ssize_t n = ::read(fds[0], &r, sizeof r);
+    ::close(fds[0]);
+    ::waitpid(pid, nullptr, 0);
+    if (n == static_cast<ssize_t>(sizeof r)) results.push_back(r);
+  }
+  return results;
+}
+
+int run_bench(const BenchOptions& options) {
+  const DescriptorLimit limit = raise_descriptor_limit();
+  std::string dir = options.dir;
+  if (dir.empty()) {
+    char pattern[] = "/tmp/msgsim-bench-XXXXXX";
+    const char* made = ::mkdtemp(pattern);
+    if (made == nullptr) {
+      std::fprintf(stderr, "live bench: cannot make a run directory: %s\n", std::strerror(errno));
+      return kExitBadInput;
+    }
+    dir = made;
+  } else {
+    std::error_code ignored;
+    std::filesystem::create_directories(dir, ignored);
+  }
+  nlohmann::json out;
+  out["descriptor_limit"] = {{"soft_before", limit.soft_before}, {"soft", limit.soft}, {"hard", limit.hard}};
+  out["run_dir"] = dir;
+  if (!options.json) {
+    std::printf("descriptor limit: soft %llu -> %llu (hard %llu)\n", static_cast<unsigned long long>(limit.soft_before),
+                static_cast<unsigned long long>(limit.soft), static_cast<unsigned long long>(limit.hard));
+    std::fflush(stdout);
+  }
+  if (!options.skip_idle && options.idle > 0) {
+    if (options.idle + 100 > limit.soft) {
+      std::fprintf(stderr, "live bench: --idle %u needs more descriptors than the limit %llu allows one server process\n",
+                   options.idle, static_cast<unsigned long long>(limit.soft));
+      return kExitBadInput;
+    }
+    auto server = start_server(dir + "/idle", 0, 0);
+    if (!server.ok()) {
+      std::fprintf(stderr, "live bench: %s\n", server.error().message.c_str());
+      return kExitViolation;
+    }
+    const IdleResult idle = run_idle(options, *server);
+    stop_process(server->pid);
+    out["idle"] = {{"requested", idle.requested},
+                   {"connected", idle.connected},
+                   {"client_processes", idle.processes},
+                   {"source_addresses", idle.source_addresses},
+                   {"server_rss_before_bytes", idle.rss_before},
+                   {"server_rss_after_bytes", idle.rss_after},
+                   {"server_rss_per_connection_bytes", idle.rss_per_connection},
+                   {"heartbeats_per_s", idle.heartbeats_per_s},
+                   {"server_cpu_percent", idle.cpu_percent},
+                   {"server_cpu_us_per_heartbeat", idle.cpu_us_per_heartbeat}};
+    if (!options.json) {
+      std::printf("\n(a) idle WebSocket connections to one chat server process\n");
+      std::printf("| connections | client processes | server RSS before | after | per connection | heartbeats/s | server CPU | CPU per heartbeat |\n");
+      std::printf("|---|---|---|---|---|---|---|---|\n");
+      std::printf("| %u of %u | %u (127.0.0.10-%u) | %.1f MB | %.1f MB | %.0f B | %.0f | %.1f %% | %.1f us |\n", idle.connected,
+                  idle.requested, idle.processes, 9 + idle.processes, static_cast<double>(idle.rss_before) / 1e6,
+                  static_cast<double>(idle.rss_after) / 1e6, idle.rss_per_connection, idle.heartbeats_per_s, idle.cpu_percent,
+                  idle.cpu_us_per_heartbeat);
+      std::fflush(stdout);
+    }
+  }
+  if (!options.skip_traffic && !options.rates.empty()) {
+    auto server = start_server(dir + "/traffic", static_cast<uint32_t>(options.rates.size()), options.pairs);
+    if (!server.ok()) {
+      std::fprintf(stderr, "live bench: %s\n", server.error().message.c_str());
+      return kExitViolation;
+    }
+    const auto rates = run_traffic(options, *server);
+    stop_process(server->pid);
+    nlohmann::json rows = nlohmann::json::array();
+    for (const RateResult& r : rates) {
+      rows.push_back({{"offered_per_s", r.offered_per_s},
+                      {"sent", r.sent},
+                      {"acked", r.acked},
+                      {"delivered", r.delivered},
+                      {"not_sent_in_flight_max", r.skipped_in_flight_max},
+                      {"duration_s", r.duration_s},
+                      {"delivered_per_s", r.delivered_per_s},
+                      {"latency_p50_us", r.p50_us},
+                      {"latency_p99_us", r.p99_us},
+                      {"latency_p999_us", r.p999_us},
+                      {"latency_max_us", r.max_us}});
+    }
+    out["traffic"] = {{"senders", options.pairs}, {"receivers", options.pairs}, {"rates", rows}};
+    if (!options.json) {
+      std::printf("\n(b) 1:1 messages, %u senders -> %u receivers, acked after the queue's fsync\n", options.pairs, options.pairs);
+      std::printf("| offered msgs/s | sent | acked | delivered | delivered msgs/s | p50 | p99 | p999 | max |\n");
+      std::printf("|---|---|---|---|---|---|---|---|---|\n");
+      for (const RateResult& r : rates) {
+        std::printf("| %llu | %llu | %llu | %llu | %.0f | %.2f ms | %.2f ms | %.2f ms | %.2f ms |\n",
+                    static_cast<unsigned long long>(r.offered_per_s), static_cast<unsigned long long>(r.sent),
+                    static_cast<unsigned long long>(r.acked), static_cast<unsigned long long>(r.delivered), r.delivered_per_s,
+                    r.p50_us / 1e3, r.p99_us / 1e3, r.p999_us / 1e3, r.max_us / 1e3);
+      }
+    }
+  }
+  if (options.json) std::printf("%s\n", out.dump(2).c_str());
+  if (options.dir.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove_all(dir, ignored);
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_live_bench_command(CLI::App& live, Outcome& outcome) {
+  auto options = std::make_shared<BenchOptions>();
+  auto rates_text = std::make_shared<std::string>();
+  CLI::App* bench = live.add_subcommand("bench", "idle WebSocket connections and 1:1 message throughput and latency, measured on this machine");
+  bench->add_option("--idle", options->idle, "idle WebSocket connections to one chat server process (0: skip)");
+  bench->add_option("--rates", *rates_text, "offered rates of 1:1 messages per second, comma separated (e.g. 5000,25000,56000)");
+  bench->add_option("--pairs", options->pairs, "senders (and as many receivers)")->check(CLI::Range(1u, 5000u));
+  bench->add_option("--settle-s", options->settle_s, "seconds to let the idle connections settle before reading RSS")->check(CLI::Range(0.0, 600.0));
+  bench->add_option("--cpu-window-s", options->cpu_window_s, "seconds of heartbeat CPU measured")->check(CLI::Range(0.1, 600.0));
+  bench->add_option("--rate-duration-s", options->rate_duration_s, "seconds each offered rate runs")->check(CLI::Range(0.1, 600.0));
+  bench->add_option("--per-process", options->per_process_max, "client connections per load process")->check(CLI::Range(1u, 19000u));
+  bench->add_option("--dir", options->dir, "run directory for the databases (default: a temporary one, removed after)");
+  bench->add_flag("--json", options->json, "JSON instead of tables");
+  bench->add_flag("--no-idle", options->skip_idle, "skip part (a)");
+  bench->add_flag("--no-traffic", options->skip_traffic, "skip part (b)");
+  bench->callback([options, rates_text, &outcome] {
+    if (!rates_text->empty()) {
+      options->rates.clear();
+      std::string_view text = *rates_text;
+      while (!text.empty()) {
+        const size_t comma = text.find(',');
+        const std::string_view item = text.substr(0, comma);
+        uint64_t rate = 0;
+        const auto [end, error] = std::from_chars(item.data(), item.data() + item.size(), rate);
+        if (error != std::errc{} || end != item.data() + item.size() || rate == 0 || rate > 10'000'000) {
+          std::fprintf(stderr, "live bench: --rates: '%.*s' is not a rate between 1 and 10000000 msgs/s\n",
+                       static_cast<int>(item.size()), item.data());
+          outcome.exit_code = kExitBadInput;
+          return;
+        }
+        if (options->rates.size() == 50) {
+          std::fprintf(stderr, "live bench: --rates: at most 50 rates\n");
+          outcome.exit_code = kExitBadInput;
+          return;
+        }
+        options->rates.push_back(rate);
+        if (comma == std::string_view::npos) break;
+        text.remove_prefix(comma + 1);
+      }
+    }
+    outcome.exit_code = run_bench(*options);
+  });
+}
+
+}  // namespace msgsim::cli
