@@ -249,7 +249,14 @@ std::string chat_with_server_faults() {
   const std::string anchor = "\"workload\":";
   const size_t at = text.find(anchor);
   if (at == std::string::npos) return "";
-  text.insert(at, R"("nemesis": {"kinds": ["crash", "isolate"], "mean_interval_s": 5, "fault_duration_s": [1, 5],
+  // Without the key service (E2EE off): under faults, a group message sealed before its sender
+  // saw a join cannot be opened by the joiner (the open sender-key gap, scenarios/README.md),
+  // and these tests are about sweeping, not E2EE.
+  const std::string keys_node = R"({"name": "keys", "role": "keys", "count": 1, "region": "us-east"},)";
+  const size_t keys_at = text.find(keys_node);
+  if (keys_at == std::string::npos) return "";
+  text.erase(keys_at, keys_node.size());
+  text.insert(text.find(anchor), R"("nemesis": {"kinds": ["crash", "isolate"], "mean_interval_s": 5, "fault_duration_s": [1, 5],
                "max_concurrent": 1, "targets": "chat"},
   )");
   return text;
