@@ -24,6 +24,7 @@
 #include "sim/scenario.h"
 #include "sim/simulator.h"
 #include "sim/world.h"
+#include "tests/chat_test_support.h"
 #include "tests/sim_test_node.h"
 
 namespace msgsim::chat {
@@ -33,34 +34,12 @@ using sim::CrashDisk;
 using sim::Simulator;
 using testing::Script;
 using testing::ScriptNode;
+using test_support::one_region;
+using test_support::decoded;
+using test_support::frames_of;
 
 constexpr int64_t kMs = kNanosPerMilli;
 constexpr int64_t kS = kNanosPerSecond;
-
-sim::NetworkConfig one_region() {
-  sim::NetworkConfig net;
-  net.regions = {"here"};
-  net.base_ns = {{400'000}};
-  net.jitter_mean_ns = {{100'000}};
-  net.connection_timeout_ns = 5 * kS;
-  return net;
-}
-
-Frame decoded(const std::string& text) {
-  Result<Frame> frame = decode(ByteView(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
-  EXPECT_TRUE(frame.ok()) << (frame.ok() ? "" : frame.error().message);
-  return frame.ok() ? *frame : Frame{};
-}
-
-template <typename T>
-std::vector<T> frames_of(const Script& script) {
-  std::vector<T> out;
-  for (const std::string& text : script.frames()) {
-    Frame frame = decoded(text);
-    if (auto* f = std::get_if<T>(&frame)) out.push_back(std::move(*f));
-  }
-  return out;
-}
 
 Entry message(const std::string& msg_id, size_t body_bytes = 6) {
   Entry e;
