@@ -245,6 +245,16 @@ class Conn : public std::enable_shared_from_this<Conn> {
     abort();
     host_.broken(*this, reason);
   }
+  // The write of the queue's front frame finished (both transports): drop it, write the next.
+  void on_frame_written(error_code ec) {
+    writing_ = false;
+    if (dead_) return;
+    if (ec) return fail(DisconnectReason::reset, "write: " + ec.message());
+    queued_bytes_ -= queue_.front().size();
+    queue_.pop_front();
+    host_.stats_.frames_sent++;
+    write_next();
+  }
   void arm_timer(int64_t delay_ns, std::string what) {
     timer_.expires_after(std::chrono::nanoseconds(delay_ns));
     timer_.async_wait([self = shared_from_this(), what = std::move(what)](error_code ec) {
@@ -327,13 +337,7 @@ class FrameConn final : public Conn {
     const std::array<asio::const_buffer, 2> buffers{asio::buffer(header_, 4), asio::buffer(queue_.front())};
     writing_ = true;
     asio::async_write(socket_, buffers, [self = shared_self()](error_code ec, size_t) {
-      self->writing_ = false;
-      if (self->dead_) return;
-      if (ec) return self->fail(DisconnectReason::reset, "write: " + ec.message());
-      self->queued_bytes_ -= self->queue_.front().size();
-      self->queue_.pop_front();
-      self->host_.stats_.frames_sent++;
-      self->write_next();
+      self->on_frame_written(ec);
     });
   }
 
@@ -600,13 +604,7 @@ class WsConn final : public Conn {
     }
     writing_ = true;
     ws_.async_write(asio::buffer(queue_.front()), [self = shared_self()](error_code ec, size_t) {
-      self->writing_ = false;
-      if (self->dead_) return;
-      if (ec) return self->fail(DisconnectReason::reset, "write: " + ec.message());
-      self->queued_bytes_ -= self->queue_.front().size();
-      self->queue_.pop_front();
-      self->host_.stats_.frames_sent++;
-      self->write_next();
+      self->on_frame_written(ec);
     });
   }
 
