@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -16,6 +17,7 @@
 
 #include "cli/commands.h"
 #include "cli/run_output.h"
+#include "sim/perfetto.h"
 #include "sim/scenario.h"
 #include "sim/world.h"
 
@@ -30,6 +32,8 @@ struct ReplayArgs {
   uint64_t seed = 0;
   std::vector<std::string> bugs;
   std::optional<std::string> expect_digest;
+  std::string perfetto_file;
+  size_t perfetto_events_max = sim::kPerfettoEventsMaxDefault;
 };
 
 // The digest as run_world prints it: 16 lowercase hex digits. Upper case is accepted.
@@ -69,10 +73,30 @@ int replay(const ReplayArgs& args) {
   options.seed = args.seed;
   options.bugs = *bugs;
 
+  // The timeline is of the first run (the second, when there is one, is the same run).
+  std::ofstream perfetto_out;
+  if (!args.perfetto_file.empty()) {
+    perfetto_out.open(args.perfetto_file, std::ios::binary | std::ios::trunc);
+    if (!perfetto_out) {
+      std::cerr << "msgsim replay: --perfetto " << args.perfetto_file << ": cannot open for writing\n";
+      return kExitBadInput;
+    }
+    options.perfetto_out = &perfetto_out;
+    options.perfetto_events_max = args.perfetto_events_max;
+  }
+
   const auto wall_start = std::chrono::steady_clock::now();
   const sim::RunReport report = sim::run_world(scenario, options);
   const double wall_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
+  if (perfetto_out.is_open()) {
+    perfetto_out.flush();
+    if (!perfetto_out) {
+      std::cerr << "msgsim replay: --perfetto " << args.perfetto_file << ": write failed\n";
+      return kExitBadInput;
+    }
+    options.perfetto_out = nullptr;
+  }
   print_run_report(std::cout, scenario, report, wall_seconds);
 
   // Without a digest to expect, the first run's is the expectation and a second run must match.
@@ -97,6 +121,7 @@ void add_replay_command(CLI::App& app, Outcome& outcome) {
   cmd->add_option("--expect-digest", args->expect_digest,
                   "the trace digest the run must have (16 hex digits); without it, the seed runs twice and "
                   "the two digests must agree");
+  add_perfetto_options(*cmd, args->perfetto_file, args->perfetto_events_max);
   cmd->callback([args, &outcome] { outcome.exit_code = replay(*args); });
 }
 

@@ -8,6 +8,7 @@
 
 #include "cli/commands.h"
 #include "cli/run_output.h"
+#include "sim/perfetto.h"
 #include "sim/scenario.h"
 #include "sim/world.h"
 
@@ -20,6 +21,8 @@ struct RunArgs {
   std::optional<uint64_t> seed;
   std::string trace_file;
   std::string history_file;
+  std::string perfetto_file;
+  size_t perfetto_events_max = sim::kPerfettoEventsMaxDefault;
   std::vector<std::string> bugs;
 };
 
@@ -58,6 +61,17 @@ int run(const RunArgs& args) {
     options.trace = make_trace_writer(trace_out);
   }
 
+  std::ofstream perfetto_out;
+  if (!args.perfetto_file.empty()) {
+    perfetto_out.open(args.perfetto_file, std::ios::binary | std::ios::trunc);
+    if (!perfetto_out) {
+      std::cerr << "msgsim run: --perfetto " << args.perfetto_file << ": cannot open for writing\n";
+      return kExitBadInput;
+    }
+    options.perfetto_out = &perfetto_out;
+    options.perfetto_events_max = args.perfetto_events_max;
+  }
+
   const auto wall_start = std::chrono::steady_clock::now();
   const sim::RunReport report = sim::run_world(scenario, options);
   const double wall_seconds =
@@ -77,6 +91,13 @@ int run(const RunArgs& args) {
       return kExitBadInput;
     }
   }
+  if (perfetto_out.is_open()) {
+    perfetto_out.flush();
+    if (!perfetto_out) {
+      std::cerr << "msgsim run: --perfetto " << args.perfetto_file << ": write failed\n";
+      return kExitBadInput;
+    }
+  }
   print_run_report(std::cout, scenario, report, wall_seconds);
   return report.passed() ? kExitOk : kExitViolation;
 }
@@ -90,6 +111,7 @@ void add_run_command(CLI::App& app, Outcome& outcome) {
   cmd->add_option("--seed", args->seed, "the run's seed (default: the scenario's)");
   cmd->add_option("--trace", args->trace_file, "write every dispatched event to this file as JSON Lines");
   cmd->add_option("--history", args->history_file, "write the devices' history (spec/history.md) to this file");
+  add_perfetto_options(*cmd, args->perfetto_file, args->perfetto_events_max);
   cmd->add_option("--bug", args->bugs, "switch on a planted bug (see `msgsim bugs`); repeatable");
   cmd->callback([args, &outcome] { outcome.exit_code = run(*args); });
 }

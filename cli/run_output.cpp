@@ -87,6 +87,16 @@ Result<chat::BugSet> parse_bugs(const std::vector<std::string>& names, const sim
   return bugs;
 }
 
+void add_perfetto_options(CLI::App& cmd, std::string& file, size_t& events_max) {
+  cmd.add_option("--perfetto", file,
+                 "write the run as a timeline in Chrome's trace event format (open it in ui.perfetto.dev or "
+                 "chrome://tracing): a track per node, frames as flows, faults and node lifecycle as slices, "
+                 "history events as instants");
+  cmd.add_option("--perfetto-events-max", events_max,
+                 "bound on the --perfetto file's events; a cut file says so (default 2,000,000, ~250 MB)")
+      ->check(CLI::Range(size_t{10}, size_t{1'000'000'000}));
+}
+
 sim::TraceSink make_trace_writer(std::ostream& out) {
   return [&out](const sim::TraceRecord& r) {
     char digest[24];

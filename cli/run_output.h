@@ -3,6 +3,8 @@
 
 #include <ostream>
 
+#include <CLI/CLI.hpp>
+
 #include "sim/scenario.h"
 #include "sim/world.h"
 
@@ -17,6 +19,9 @@ Result<chat::BugSet> parse_bugs(const std::vector<std::string>& names, const sim
 
 // A trace sink writing one JSON object per line: t (ns), node, kind, digest, detail.
 sim::TraceSink make_trace_writer(std::ostream& out);
+
+// --perfetto FILE and --perfetto-events-max N (run and replay).
+void add_perfetto_options(CLI::App& cmd, std::string& file, size_t& events_max);
 
 // `text` as a JSON string literal, quotes included.
 std::string json_quote(std::string_view text);

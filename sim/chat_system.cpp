@@ -182,6 +182,8 @@ class ChatSystem final : public SystemUnderTest {
     return true;
   }
 
+  FrameLabel frame_label() const override { return &chat::frame_type_name; }
+
   std::vector<std::string> unsettled(Simulator& sim) override {
     constexpr size_t kNamedMax = 5;
     std::vector<std::string> out;

@@ -587,6 +587,7 @@ void SimContext::send(ConnId id, Bytes frame) {
   if (!conn.attached[side]) return;
   sim.stats_.frames_sent++;
   if (sim.frame_observer_) sim.frame_observer_(id_, conn.end[1 - side], frame);
+  if (sim.frame_tracer_) sim.frame_tracer_(FrameRecord{sim.now_ns_, id_, conn.end[1 - side], id, frame, false});
   sim.push_frame(slot, side, Simulator::FrameKind::data, std::move(frame));
 }
 
@@ -792,6 +793,7 @@ void Simulator::deliver(uint32_t slot, int d, InFlight frame) {
       stats_.bytes_delivered += frame.data.size();
       trace(to, "frame", hash_bytes(frame.data, id));
       const ByteView view(frame.data);
+      if (frame_tracer_) frame_tracer_(FrameRecord{now_ns_, conn.end[d], to, id, view, true});
       call(to, [&](Node& n, Context& ctx) { n.on_frame(ctx, id, view); });
       return;
     }

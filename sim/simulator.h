@@ -72,6 +72,19 @@ using TraceSink = std::function<void(const TraceRecord&)>;
 using HistorySink = std::function<void(NodeId, const history::Event&)>;
 // Sees every data frame a node sends, with both ends (the E2EE confidentiality check).
 using FrameObserver = std::function<void(NodeId from, NodeId to, ByteView frame)>;
+// A data frame leaving its sender (delivered false, at the send) or handed to its receiver
+// (delivered true): both ends, the connection and the bytes, for the --perfetto timeline. Frames
+// of one connection and direction arrive in the order they were sent; frames lost to a crash or
+// a reset are sent and never delivered.
+struct FrameRecord {
+  int64_t time_ns;
+  NodeId from;
+  NodeId to;
+  ConnId conn;
+  ByteView data;
+  bool delivered;
+};
+using FrameTracer = std::function<void(const FrameRecord&)>;
 
 class Simulator {
  public:
@@ -93,6 +106,7 @@ class Simulator {
   void set_trace_sink(TraceSink sink) { trace_sink_ = std::move(sink); }
   void set_history_sink(HistorySink sink) { history_sink_ = std::move(sink); }
   void set_frame_observer(FrameObserver observer) { frame_observer_ = std::move(observer); }
+  void set_frame_tracer(FrameTracer tracer) { frame_tracer_ = std::move(tracer); }
   SimDisk& disk() { return *disk_; }
 
   // --- running
@@ -234,6 +248,7 @@ class Simulator {
   TraceSink trace_sink_;
   HistorySink history_sink_;
   FrameObserver frame_observer_;
+  FrameTracer frame_tracer_;
   bool in_handler_ = false;
   int64_t handler_cpu_ns_ = 0;  // CPU the running handler charged so far: its sends leave after it
 };

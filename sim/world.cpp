@@ -8,6 +8,7 @@
 #include "oracle/event.h"
 #include "sim/chat_system.h"
 #include "sim/disk.h"
+#include "sim/perfetto.h"
 
 namespace msgsim::sim {
 
@@ -134,14 +135,15 @@ class LedgerSystem final : public SystemUnderTest {
 // when asked, and judged by the oracle as they happen (no file round trip).
 class HistoryRecorder {
  public:
-  HistoryRecorder(Simulator& sim, std::ostream* out, history::CheckerOptions options)
-      : sim_(sim), out_(out), checker_(options) {}
+  HistoryRecorder(Simulator& sim, std::ostream* out, history::CheckerOptions options, PerfettoWriter* perfetto)
+      : sim_(sim), out_(out), checker_(options), perfetto_(perfetto) {}
 
   void record(NodeId node, const history::Event& event) {
     history::Event stamped = event;
     stamped.t = sim_.now_ns();
     // Devices state expiry on their own clocks; the history speaks the run's.
     if (stamped.expires_at && node != kNoNode) stamped.expires_at = sim_.true_time_of(node, *stamped.expires_at);
+    if (perfetto_ != nullptr && node != kNoNode) perfetto_->history(node, stamped.t, stamped);
     observe(stamped);
   }
   void fault(bool begins, const std::string& name) {
@@ -169,6 +171,7 @@ class HistoryRecorder {
   Simulator& sim_;
   std::ostream* out_;
   history::Checker checker_;
+  PerfettoWriter* perfetto_;
 };
 
 // A fault in progress: how to end it, once.
@@ -176,12 +179,14 @@ struct ActiveFault {
   std::string label;
   std::function<void()> end;
   bool ended = false;
+  size_t perfetto_fault = 0;  // its PerfettoWriter handle, when one is written
 };
 
 class FaultScheduler {
  public:
-  FaultScheduler(Simulator& sim, const Scenario& scenario, RunReport& report, HistoryRecorder* history)
-      : sim_(sim), scenario_(scenario), report_(report), history_(history) {}
+  FaultScheduler(Simulator& sim, const Scenario& scenario, RunReport& report, HistoryRecorder* history,
+                 PerfettoWriter* perfetto)
+      : sim_(sim), scenario_(scenario), report_(report), history_(history), perfetto_(perfetto) {}
 
   void schedule(const FaultSpec& fault) {
     sim_.at(fault.at_ns, [this, fault] { begin(fault); });
@@ -307,7 +312,8 @@ class FaultScheduler {
     if (report_.first_fault_ns < 0) report_.first_fault_ns = sim_.now_ns();
     if (history_ != nullptr) history_->fault(true, label);
     const size_t index = active_.size();
-    active_.push_back(ActiveFault{label, std::move(end), false});
+    const size_t perfetto_fault = perfetto_ != nullptr ? perfetto_->fault_begin(sim_.now_ns(), label) : 0;
+    active_.push_back(ActiveFault{label, std::move(end), false, perfetto_fault});
     if (f.end_after_ns) sim_.at(sim_.now_ns() + *f.end_after_ns, [this, index] { finish(index); });
   }
 
@@ -317,6 +323,7 @@ class FaultScheduler {
     fault.ended = true;
     note("heal " + fault.label);
     if (history_ != nullptr) history_->fault(false, fault.label);
+    if (perfetto_ != nullptr) perfetto_->fault_end(fault.perfetto_fault, sim_.now_ns());
     fault.end();
   }
 
@@ -328,6 +335,7 @@ class FaultScheduler {
   const Scenario& scenario_;
   RunReport& report_;
   HistoryRecorder* history_;
+  PerfettoWriter* perfetto_;
   std::vector<ActiveFault> active_;
 };
 
@@ -481,20 +489,30 @@ RunReport run_world(const Scenario& scenario, const RunOptions& options) {
   report.scenario = scenario.name;
   report.seed = options.seed;
   Simulator sim(options.seed, network_of(scenario));
-  if (options.trace) sim.set_trace_sink(options.trace);
   std::unique_ptr<SystemUnderTest> system = make_system(scenario, options);
+  std::optional<PerfettoWriter> perfetto;
+  if (options.perfetto_out != nullptr) {
+    perfetto.emplace(*options.perfetto_out, scenario, options.seed, options.perfetto_events_max, system->frame_label());
+    sim.set_frame_tracer([&perfetto](const FrameRecord& r) { perfetto->frame(r); });
+    sim.set_trace_sink([&perfetto, trace = options.trace](const TraceRecord& r) {
+      perfetto->lifecycle(r);
+      if (trace) trace(r);
+    });
+  } else if (options.trace) {
+    sim.set_trace_sink(options.trace);
+  }
 
   std::optional<HistoryRecorder> history;
   if (system->emits_history()) {
     history::CheckerOptions checker_options;
     checker_options.latency_p99_bound_ns = scenario.latency_p99_bound_ns;
-    history.emplace(sim, options.history_out, checker_options);
+    history.emplace(sim, options.history_out, checker_options, perfetto ? &*perfetto : nullptr);
     sim.set_history_sink([&history](NodeId node, const history::Event& e) { history->record(node, e); });
   }
   system->build(sim, scenario);
   MSGSIM_ASSERT_EQ(sim.node_count(), scenario.nodes.size());
 
-  FaultScheduler faults(sim, scenario, report, history ? &*history : nullptr);
+  FaultScheduler faults(sim, scenario, report, history ? &*history : nullptr, perfetto ? &*perfetto : nullptr);
   for (const FaultSpec& f : scenario.faults) faults.schedule(f);
   for (const FaultSpec& f : draw_nemesis(scenario, options.seed)) faults.schedule(f);
 
@@ -546,6 +564,11 @@ RunReport run_world(const Scenario& scenario, const RunOptions& options) {
     report.checks.push_back({"quiescence", quiescent,
                              quiescent ? "every device online at the end, so no-loss was judged"
                                        : "some devices were offline at the end of the quiescence period"});
+  }
+  if (perfetto) {
+    perfetto->finish(sim.now_ns());
+    sim.set_frame_tracer({});
+    sim.set_trace_sink(options.trace);
   }
   report.digest_hex = sim.digest_hex();
   report.virtual_ns = sim.now_ns();

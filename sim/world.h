@@ -46,6 +46,8 @@ struct RunOptions {
   chat::BugSet bugs;                       // planted bugs (with the scenario's own)
   chat::CpuCosts cpu_costs;                // the cost model (zero: none); reports/cost_model.h loads one
   uint32_t server_cores = 1;               // cores of every server node under the cost model
+  std::ostream* perfetto_out = nullptr;    // the run as a Perfetto timeline (sim/perfetto.h), when set
+  size_t perfetto_events_max = 2'000'000;  // bound on that file's events (kPerfettoEventsMaxDefault)
 };
 
 // One named check of a run: the ledger's durability, liveness, ... (the messaging system's
@@ -99,6 +101,11 @@ class SystemUnderTest {
   virtual bool settled(Simulator&) { return true; }
   // What keeps it from being settled, a line per thing (at most a few), for the liveness check.
   virtual std::vector<std::string> unsettled(Simulator&) { return {}; }
+  // Names a data frame's type from its bytes, for the Perfetto timeline.
+  using FrameLabel = const char* (*)(ByteView);
+  virtual FrameLabel frame_label() const {
+    return [](ByteView) { return "frame"; };
+  }
 };
 
 std::unique_ptr<SystemUnderTest> make_system(const Scenario& scenario, const RunOptions& options);

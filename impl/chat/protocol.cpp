@@ -53,6 +53,15 @@ constexpr std::array<Decoder, 256> make_decoders(std::index_sequence<I...>) {
 
 constexpr std::array<Decoder, 256> kDecoders = make_decoders(std::make_index_sequence<std::variant_size_v<Frame>>{});
 
+template <size_t... I>
+constexpr std::array<const char*, 256> make_type_names(std::index_sequence<I...>) {
+  std::array<const char*, 256> table{};
+  ((table[std::variant_alternative_t<I, Frame>::kType] = FrameNames<std::variant_alternative_t<I, Frame>>::name), ...);
+  return table;
+}
+
+constexpr std::array<const char*, 256> kTypeNames = make_type_names(std::make_index_sequence<std::variant_size_v<Frame>>{});
+
 // Every type number is used once.
 template <size_t... I>
 constexpr bool type_numbers_unique(std::index_sequence<I...>) {
@@ -96,6 +105,11 @@ Result<Frame> decode(ByteView bytes) {
   if (decoder == nullptr) return make_error(ErrorCode::bad_input, "unknown frame type " + std::to_string(bytes[1]));
   wire::Reader reader(bytes.subspan(2));
   return decoder(reader);
+}
+
+const char* frame_type_name(ByteView bytes) {
+  if (bytes.size() < 2 || bytes[0] != wire::kWireVersion || kTypeNames[bytes[1]] == nullptr) return "unknown";
+  return kTypeNames[bytes[1]];
 }
 
 const char* frame_name(const Frame& frame) {

@@ -321,5 +321,8 @@ Result<Frame> decode(ByteView bytes);
 
 // The frame's name ("Send"), for logs.
 const char* frame_name(const Frame& frame);
+// The name of an encoded frame's type from its header alone ("Send"), without decoding it;
+// "unknown" for bytes that are not a frame of this protocol version.
+const char* frame_type_name(ByteView bytes);
 
 }  // namespace msgsim::chat
