@@ -255,7 +255,7 @@ class Supervisor {
     judge();  // reads the devices' state: before they stop
     devices_->shutdown();
     processes_.kill_all();
-    print_run_report(std::cout, scenario_, report_, wall_seconds);
+    print_run_report(std::cout, scenario_, report_, RunCost{wall_seconds, -1});
     return report_.passed() ? kExitOk : kExitViolation;
   }
 

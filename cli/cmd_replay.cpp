@@ -8,7 +8,6 @@
 // a failed check (a replayed failing seed is still a failure); 2 on bad input.
 #include <algorithm>
 #include <cctype>
-#include <chrono>
 #include <fstream>
 #include <iostream>
 #include <optional>
@@ -85,10 +84,9 @@ int replay(const ReplayArgs& args) {
     options.perfetto_events_max = args.perfetto_events_max;
   }
 
-  const auto wall_start = std::chrono::steady_clock::now();
+  const RunClock clock;
   const sim::RunReport report = sim::run_world(scenario, options);
-  const double wall_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
+  const RunCost cost = clock.stop();
   if (perfetto_out.is_open()) {
     perfetto_out.flush();
     if (!perfetto_out) {
@@ -97,7 +95,7 @@ int replay(const ReplayArgs& args) {
     }
     options.perfetto_out = nullptr;
   }
-  print_run_report(std::cout, scenario, report, wall_seconds);
+  print_run_report(std::cout, scenario, report, cost);
 
   // Without a digest to expect, the first run's is the expectation and a second run must match.
   const std::string got = expected ? report.digest_hex : sim::run_world(scenario, options).digest_hex;

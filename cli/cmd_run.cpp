@@ -1,6 +1,5 @@
 // `msgsim run SCENARIO [--seed N] [--trace FILE]`: one simulated run, its summary, its verdict,
-// `trace digest: <hex>` and `speed: <factor>x real time`.
-#include <chrono>
+// `trace digest: <hex>` and `speed: <factor>x real time (<factor>x of CPU time)`.
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -72,10 +71,9 @@ int run(const RunArgs& args) {
     options.perfetto_events_max = args.perfetto_events_max;
   }
 
-  const auto wall_start = std::chrono::steady_clock::now();
+  const RunClock clock;
   const sim::RunReport report = sim::run_world(scenario, options);
-  const double wall_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
+  const RunCost cost = clock.stop();
 
   if (history_out.is_open()) {
     history_out.flush();
@@ -98,7 +96,7 @@ int run(const RunArgs& args) {
       return kExitBadInput;
     }
   }
-  print_run_report(std::cout, scenario, report, wall_seconds);
+  print_run_report(std::cout, scenario, report, cost);
   return report.passed() ? kExitOk : kExitViolation;
 }
 

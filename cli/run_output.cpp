@@ -2,6 +2,9 @@
 
 #include "oracle/jsonl.h"
 
+#include <sys/resource.h>
+
+#include <cmath>
 #include <cstdio>
 #include <string>
 
@@ -15,7 +18,34 @@ std::string seconds(int64_t ns) {
   return buffer;
 }
 
+double process_cpu_seconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  auto seconds_of = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+  return seconds_of(usage.ru_utime) + seconds_of(usage.ru_stime);
+}
+
 }  // namespace
+
+RunClock::RunClock() : wall_start_(std::chrono::steady_clock::now()), cpu_start_seconds_(process_cpu_seconds()) {}
+
+RunCost RunClock::stop() const {
+  RunCost cost;
+  cost.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start_).count();
+  cost.cpu_seconds = process_cpu_seconds() - cpu_start_seconds_;
+  return cost;
+}
+
+std::string format_factor(double factor) {
+  if (!(factor >= 0) || !std::isfinite(factor)) return "0";
+  const std::string digits = std::to_string(static_cast<uint64_t>(std::llround(factor)));
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
 
 std::string json_quote(std::string_view text) {
   std::string out;
@@ -24,7 +54,7 @@ std::string json_quote(std::string_view text) {
 }
 
 void print_run_report(std::ostream& out, const sim::Scenario& scenario, const sim::RunReport& report,
-                      double wall_seconds) {
+                      RunCost cost) {
   const sim::SimStats& s = report.stats;
   out << "scenario: " << scenario.name << " (" << scenario.file << "), seed " << report.seed << "\n";
   out << "nodes: " << scenario.nodes.size() << " in " << scenario.regions.size() << " regions; virtual time "
@@ -62,10 +92,10 @@ void print_run_report(std::ostream& out, const sim::Scenario& scenario, const si
   }
   out << "verdict: " << (report.passed() ? "PASS" : "FAIL") << "\n";
   out << "trace digest: " << report.digest_hex << "\n";
-  const double factor = wall_seconds > 0 ? (static_cast<double>(report.virtual_ns) / 1e9) / wall_seconds : 0.0;
-  char speed[64];
-  std::snprintf(speed, sizeof speed, "%.0f", factor);
-  out << "speed: " << speed << "x real time\n";
+  const double virtual_seconds = static_cast<double>(report.virtual_ns) / 1e9;
+  out << "speed: " << format_factor(cost.wall_seconds > 0 ? virtual_seconds / cost.wall_seconds : 0.0) << "x real time";
+  if (cost.cpu_seconds > 0) out << " (" << format_factor(virtual_seconds / cost.cpu_seconds) << "x of CPU time)";
+  out << "\n";
 }
 
 Result<chat::BugSet> parse_bugs(const std::vector<std::string>& names, const sim::Scenario& scenario) {

@@ -431,6 +431,9 @@ TEST_F(CliTest, ReplayConfirmsADigestAndCatchesAWrongOne) {
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
   const std::string digest = line_after(run.out, "trace digest: ");
   ASSERT_EQ(digest.size(), 16u);
+  // The speed line gives both factors: per wall second and per CPU second of the process.
+  EXPECT_TRUE(std::regex_search(run.out, std::regex(R"re(\nspeed: [0-9][0-9,]*x real time \([0-9][0-9,]*x of CPU time\)\n)re")))
+      << run.out;
 
   const Ran twice = msgsim({"replay", kChatSmall, "--seed", "7"});
   EXPECT_EQ(twice.exit_code, 0) << twice.out << twice.err;
