@@ -768,8 +768,9 @@ void QueueNode::advance_hw(Context& ctx, uint32_t partition) {
   Partition& part = state_.partitions.at(partition);
   MSGSIM_ASSERT(part.leader, "advance_hw on a follower");
   uint64_t hw = part.log_end;
+  const uint64_t counted = hw_mask(part);
   for (const auto& [node, f] : part.followers) {
-    if ((part.isr_mask >> replica_index(partition, node)) & 1) hw = std::min(hw, f.match_end);
+    if ((counted >> replica_index(partition, node)) & 1) hw = std::min(hw, f.match_end);
   }
   if (hw > part.committed_next_offset) {
     part.committed_next_offset = hw;
@@ -959,6 +960,10 @@ void QueueNode::on_timer(Context& ctx, uint64_t tag) {
   invariants();
 }
 
+uint64_t QueueNode::hw_mask(const Partition& part) {
+  return part.isr_mask | (part.isr_adding_epoch == part.epoch ? part.isr_adding_mask : 0);
+}
+
 uint32_t QueueNode::replica_index(uint32_t partition, NodeId node) const {
   for (uint32_t k = 0; k < config_.topology.replicas(); ++k)
     if (config_.topology.replica_of(partition, k) == node) return k;
@@ -1077,9 +1082,18 @@ void QueueNode::check_isr(Context& ctx) {
       // Back in: it has every record below the HW, so every committed record.
       if (!(wanted & bit) && !lagging && f.match_end >= part.committed_next_offset) wanted |= bit;
     }
-    if (wanted == part.isr_mask) continue;
+    // An addition asked for this epoch may still be applied (the request may be in flight), so
+    // the HW keeps counting it until the epoch moves on. A request for the ISR as it is (no
+    // change) makes the controller move the epoch on anyway, which ends that wait when the
+    // leader no longer wants the addition (its request was lost, or the follower fell behind).
+    const bool adding = part.isr_adding_epoch == part.epoch && part.isr_adding_mask != 0;
+    if (wanted == part.isr_mask && !adding) continue;
     if (part.isr_asked_ns >= 0 && now - part.isr_asked_ns < 2 * kHeartbeatNs) continue;
     part.isr_asked_ns = now;
+    // Count before asking: from here on every record the HW passes is on the new member too.
+    if (!adding) part.isr_adding_mask = 0;
+    part.isr_adding_epoch = part.epoch;
+    part.isr_adding_mask |= wanted & ~part.isr_mask;
     const AlterIsr alter{p, part.epoch, wanted};
     if (is_controller()) {
       on_alter_isr(ctx, self_, alter);
@@ -1181,8 +1195,10 @@ void QueueNode::on_alter_isr(Context& ctx, NodeId node, const AlterIsr& alter) {
   Control& c = it->second;
   const ChatTopology& t = config_.topology;
   const uint64_t all = (uint64_t{1} << t.replicas()) - 1;
-  // Only the current leader, about the current epoch; it stays in the set; only replicas.
-  if (alter.epoch != c.epoch || node != c.leader || alter.isr_mask == c.isr_mask || (alter.isr_mask & ~all) != 0 ||
+  // Only the current leader, about the current epoch; it stays in the set; only replicas. A
+  // request for the set as it is still moves the epoch on: the leader asks that to void an
+  // addition it asked for earlier in this epoch (see check_isr).
+  if (alter.epoch != c.epoch || node != c.leader || (alter.isr_mask & ~all) != 0 ||
       !((alter.isr_mask >> replica_index(alter.partition, node)) & 1)) {
     return;
   }

@@ -54,11 +54,17 @@
 //  - A leader that the controller has not heard from for kLeaderDeadNs is replaced by the first
 //    live member of its in-sync set (ISR), at epoch + 1, and leaves the ISR. None alive: the
 //    partition waits (no unclean election).
-//  - The HW counts the ISR only. The leader asks (AlterIsr, naming its epoch) to drop a follower
-//    that has lagged for kLagMaxNs, and to add back one whose log end reached the leader's; the
-//    controller applies a request only from the current leader at the current epoch, and every
-//    change bumps the epoch. A new member has every record the leader has, so every committed
-//    record is on every ISR member, and every possible next leader has it.
+//  - The HW counts the ISR, and every member the leader asked to add in this epoch (the
+//    "maximal ISR", as Kafka's KIP-497). The leader asks (AlterIsr, naming its epoch) to drop a
+//    follower that has lagged for kLagMaxNs, and to add back one that has every committed
+//    record; the controller applies a request only from the current leader at the current
+//    epoch, and every change bumps the epoch. Rule "count before asking": from the moment the
+//    leader asks to add F, the HW passes no record F lacks, so when the controller adds F
+//    (whenever the request arrives) F has every committed record, and so does every possible
+//    next leader. (Without it, chat-faulty seed 853: a record committed while the request was
+//    in flight was missing on the new member, which was later promoted and reused its seq.)
+//    A request for the set unchanged still bumps the epoch: the leader sends one to void an
+//    addition it no longer wants (the follower fell behind again, or the request was lost).
 //  - Two leaders of one epoch cannot exist: only the controller makes epochs. An old leader
 //    cut off from the controller cannot commit: the new leader was in its ISR and refuses its
 //    epoch. It steps down when it hears of a newer epoch (controller, follower answer, or frame).
@@ -164,8 +170,13 @@ class QueueNode final : public Node {
     bool leader = false;
     bool state_known = false;            // the controller's state for `epoch` arrived
     NodeId leader_node = kNoNode;        // as the controller said, for redirects
-    uint64_t isr_mask = 0;               // bit k: replica k is in sync (the leader's HW counts these)
+    uint64_t isr_mask = 0;               // bit k: replica k is in sync, as the controller decided
     int64_t isr_asked_ns = -1;           // leader: when it last sent AlterIsr
+    // Leader: replicas this epoch's AlterIsr requests asked to add. The controller may apply such
+    // a request at any time until the epoch moves on, so the HW counts them already (the
+    // "maximal ISR"): a replica never joins the ISR without every record committed meanwhile.
+    uint64_t isr_adding_mask = 0;
+    uint64_t isr_adding_epoch = 0;       // the epoch those requests named
     uint64_t epoch = 1;                  // the highest leader epoch this replica knows
     uint64_t next_offset = 1;            // offsets start at 1, so "stored up to 0" means none
     uint64_t log_end = 1;                // synced: the open batch's records are below next_offset only
@@ -222,6 +233,8 @@ class QueueNode final : public Node {
   void heartbeat(Context& ctx);
   void check_isr(Context& ctx);
   uint32_t replica_index(uint32_t partition, NodeId node) const;
+  // The replicas the leader's HW must count: the ISR and every addition it asked for this epoch.
+  static uint64_t hw_mask(const Partition& part);
   // The controller's part.
   void control_start(Context& ctx);
   void control_tick(Context& ctx);
