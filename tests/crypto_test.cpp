@@ -79,6 +79,101 @@ TEST(Hmac, Rfc4231Case2) {
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
 }
 
+// --- SHA-256 engines: SHA-NI and libsodium against NIST / RFC 4231 vectors and each other -------
+
+std::vector<Sha256Engine> engines_here() {
+  std::vector<Sha256Engine> out{Sha256Engine::libsodium};
+  if (sha_ni_available()) out.push_back(Sha256Engine::sha_ni);
+  return out;
+}
+
+TEST(Sha256, NistVectorsWithEachEngine) {
+  const std::string million_a(1000000, 'a');
+  const std::vector<std::pair<std::string, std::string>> vectors = {
+      {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+      {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+      {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+       "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+      {"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqrlm"
+       "nopqrsmnopqrstnopqrstu",
+       "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1"},
+      {million_a, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"},
+  };
+  for (Sha256Engine engine : engines_here()) {
+    for (const auto& [message, digest] : vectors) {
+      EXPECT_EQ(to_hex(sha256(as_bytes(message), engine)), digest)
+          << "engine " << static_cast<int>(engine) << ", " << message.size() << " bytes";
+    }
+  }
+  if (!sha_ni_available()) GTEST_SKIP() << "no SHA extensions on this CPU: libsodium checked only";
+}
+
+TEST(Hmac, Rfc4231WithEachEngine) {
+  const Bytes long_key(131, 0xaa);
+  struct Case {
+    Bytes key;
+    Bytes data;
+    std::string mac;
+  };
+  const std::vector<Case> cases = {
+      {Bytes(20, 0x0b), text("Hi There"),
+       "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"},
+      {text("Jefe"), text("what do ya want for nothing?"),
+       "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"},
+      {Bytes(20, 0xaa), Bytes(50, 0xdd),
+       "773ea91e36800e46854db8ebd09181a72959098b3ef8c122d9635514ced565fe"},
+      {range_bytes(0x01, 0x19), Bytes(50, 0xcd),
+       "82558a389a443c0ea4cc819899f2083a85f0faa3e578f8077a2e3ff46729665b"},
+      {long_key, text("Test Using Larger Than Block-Size Key - Hash Key First"),
+       "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"},
+      {long_key,
+       text("This is a test using a larger than block-size key and a larger than block-size "
+            "data. The key needs to be hashed before being used by the HMAC algorithm."),
+       "9b09ffa71b942fcb27635fbcd5b0e944bfdc63644f0713938a7f51535c3a35e2"},
+  };
+  for (Sha256Engine engine : engines_here()) {
+    for (size_t i = 0; i < cases.size(); ++i) {
+      EXPECT_EQ(to_hex(hmac_sha256(cases[i].key, cases[i].data, engine)), cases[i].mac)
+          << "engine " << static_cast<int>(engine) << ", case " << i;
+    }
+  }
+  if (!sha_ni_available()) GTEST_SKIP() << "no SHA extensions on this CPU: libsodium checked only";
+}
+
+// Key lengths around the 64-byte block and every message length up to 130 (one-block,
+// two-block and streamed MACs), split into three parts at varying points: the SHA-NI engine
+// must give libsodium's MAC, and that the plain libsodium HMAC's.
+TEST(Hmac, ShaNiEngineMatchesLibsodiumOnRandomInput) {
+  if (!sha_ni_available()) GTEST_SKIP() << "no SHA extensions on this CPU";
+  Prng prng(42);
+  Bytes key(150), message(300);
+  prng.fill(key);
+  prng.fill(message);
+  int compared = 0;
+  for (size_t key_bytes : {0, 1, 31, 32, 33, 63, 64, 65, 100, 150}) {
+    const ByteSpan k(key.data(), key_bytes);
+    const HmacKey ni(k, Sha256Engine::sha_ni), sodium(k, Sha256Engine::libsodium);
+    for (size_t bytes = 0; bytes <= message.size(); bytes += bytes < 130 ? 1 : 7) {
+      const ByteSpan m(message.data(), bytes);
+      const size_t cut1 = prng.below(bytes + 1);
+      const size_t cut2 = cut1 + prng.below(bytes - cut1 + 1);
+      const Key32 expected = sodium.mac(m);
+      Key32 reference;
+      crypto_auth_hmacsha256_state state;
+      crypto_auth_hmacsha256_init(&state, k.data(), k.size());
+      crypto_auth_hmacsha256_update(&state, m.data(), m.size());
+      crypto_auth_hmacsha256_final(&state, reference.data());
+      ASSERT_EQ(expected, reference);
+      ASSERT_EQ(ni.mac(m), expected) << key_bytes << "-byte key, " << bytes << " bytes";
+      ASSERT_EQ(ni.mac(m.first(cut1), m.subspan(cut1, cut2 - cut1), m.subspan(cut2)), expected)
+          << key_bytes << "-byte key, " << bytes << " bytes cut at " << cut1 << ", " << cut2;
+      ASSERT_EQ(sha256(m, Sha256Engine::sha_ni), sha256(m, Sha256Engine::libsodium));
+      ++compared;
+    }
+  }
+  EXPECT_GT(compared, 1000);
+}
+
 Bytes group_seal(OwnSenderKey& key, std::string_view plaintext);
 Result<std::string> group_open(PeerSenderKey& key, ByteSpan wire);
 

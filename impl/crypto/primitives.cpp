@@ -63,33 +63,123 @@ Key32 ed25519_secret_to_x25519(const Ed25519Secret& secret) {
   return out;
 }
 
-HmacKey::HmacKey(ByteSpan key) {
-  crypto_auth_hmacsha256_init(&keyed_, key.data(), key.size());
+namespace {
+
+Sha256State load_state(const uint32_t (&state)[8]) {
+  Sha256State out;
+  std::copy_n(state, 8, out.begin());
+  return out;
+}
+
+}  // namespace
+
+HmacKey::HmacKey(ByteSpan key, Sha256Engine engine) : engine_(resolve_sha256_engine(engine)) {
+  if (engine_ == Sha256Engine::libsodium) {
+    crypto_auth_hmacsha256_init(&keyed_, key.data(), key.size());
+    return;
+  }
+  // RFC 2104: a key longer than the block is hashed first, a shorter one padded with zeros.
+  sodium_memzero(&keyed_, sizeof keyed_);
+  std::array<uint8_t, 64> block{};
+  if (key.size() > block.size()) {
+    Sha256NiStream long_key(kSha256InitialState, 0);
+    long_key.update(key);
+    long_key.finish(block.data());
+    long_key.wipe();
+  } else {
+    std::copy(key.begin(), key.end(), block.begin());
+  }
+  for (uint8_t& b : block) b ^= 0x36;
+  Sha256State inner = kSha256InitialState;
+  sha256_compress_sha_ni(inner, block.data(), 1);
+  for (uint8_t& b : block) b ^= 0x36 ^ 0x5c;
+  Sha256State outer = kSha256InitialState;
+  sha256_compress_sha_ni(outer, block.data(), 1);
+  std::copy(inner.begin(), inner.end(), keyed_.ictx.state);
+  std::copy(outer.begin(), outer.end(), keyed_.octx.state);
+  keyed_.ictx.count = 512;  // bits, as libsodium counts: one block
+  keyed_.octx.count = 512;
+  wipe(block);
+  wipe(inner);
+  wipe(outer);
 }
 
 HmacKey::~HmacKey() { sodium_memzero(&keyed_, sizeof keyed_); }
 
-Key32 HmacKey::mac(ByteSpan message) const {
-  crypto_auth_hmacsha256_state state = keyed_;
-  Key32 out;
-  crypto_auth_hmacsha256_update(&state, message.data(), message.size());
-  crypto_auth_hmacsha256_final(&state, out.data());
-  sodium_memzero(&state, sizeof state);
-  return out;
-}
+Key32 HmacKey::mac(ByteSpan message) const { return mac_parts({message}); }
 
 Key32 HmacKey::mac(ByteSpan part1, ByteSpan part2, ByteSpan part3) const {
-  crypto_auth_hmacsha256_state state = keyed_;
+  return mac_parts({part1, part2, part3});
+}
+
+Key32 HmacKey::mac_parts(std::initializer_list<ByteSpan> parts) const {
   Key32 out;
-  crypto_auth_hmacsha256_update(&state, part1.data(), part1.size());
-  crypto_auth_hmacsha256_update(&state, part2.data(), part2.size());
-  crypto_auth_hmacsha256_update(&state, part3.data(), part3.size());
-  crypto_auth_hmacsha256_final(&state, out.data());
-  sodium_memzero(&state, sizeof state);
+  if (engine_ == Sha256Engine::libsodium) {
+    crypto_auth_hmacsha256_state state = keyed_;
+    for (ByteSpan part : parts) crypto_auth_hmacsha256_update(&state, part.data(), part.size());
+    crypto_auth_hmacsha256_final(&state, out.data());
+    sodium_memzero(&state, sizeof state);
+    return out;
+  }
+  size_t message_bytes = 0;
+  for (ByteSpan part : parts) message_bytes += part.size();
+  if (message_bytes > 119) {
+    // Long messages (only tests and long HKDF inputs): the general streaming code.
+    Sha256NiStream inner(load_state(keyed_.ictx.state), 64);
+    for (ByteSpan part : parts) inner.update(part);
+    Key32 inner_digest;
+    inner.finish(inner_digest.data());
+    Sha256NiStream outer(load_state(keyed_.octx.state), 64);
+    outer.update(inner_digest);
+    outer.finish(out.data());
+    inner.wipe();
+    outer.wipe();
+    wipe(inner_digest);
+    return out;
+  }
+  // Every MAC of the message path is this case: the message and its padding fill one or two
+  // blocks after the ipad block, and the outer hash is one block after the opad block.
+  std::array<uint8_t, 128> blocks{};
+  size_t at = 0;
+  for (ByteSpan part : parts) {
+    std::copy(part.begin(), part.end(), blocks.begin() + static_cast<ptrdiff_t>(at));
+    at += part.size();
+  }
+  blocks[at] = 0x80;
+  const size_t block_count = message_bytes <= 55 ? 1 : 2;
+  store_u64be(blocks.data() + 64 * block_count - 8, (64 + message_bytes) * 8);
+  Sha256State inner = load_state(keyed_.ictx.state);
+  sha256_compress_sha_ni(inner, blocks.data(), block_count);
+  // The outer block: the inner digest, padding, and the length of opad block + digest.
+  std::fill(blocks.begin(), blocks.begin() + 64, uint8_t{0});
+  for (size_t i = 0; i < 8; ++i) store_u32be(blocks.data() + 4 * i, inner[i]);
+  blocks[32] = 0x80;
+  store_u64be(blocks.data() + 56, (64 + 32) * 8);
+  Sha256State outer = load_state(keyed_.octx.state);
+  sha256_compress_sha_ni(outer, blocks.data(), 1);
+  for (size_t i = 0; i < 8; ++i) store_u32be(out.data() + 4 * i, outer[i]);
+  wipe(blocks);
+  wipe(inner);
+  wipe(outer);
   return out;
 }
 
-Key32 hmac_sha256(ByteSpan key, ByteSpan message) { return HmacKey(key).mac(message); }
+Key32 hmac_sha256(ByteSpan key, ByteSpan message, Sha256Engine engine) {
+  return HmacKey(key, engine).mac(message);
+}
+
+Key32 sha256(ByteSpan message, Sha256Engine engine) {
+  Key32 out;
+  if (resolve_sha256_engine(engine) == Sha256Engine::libsodium) {
+    crypto_hash_sha256(out.data(), message.data(), message.size());
+    return out;
+  }
+  Sha256NiStream stream(kSha256InitialState, 0);
+  stream.update(message);
+  stream.finish(out.data());
+  stream.wipe();
+  return out;
+}
 
 namespace {
 

@@ -12,12 +12,14 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "impl/base/result.h"
+#include "impl/crypto/sha256.h"
 
 namespace msgsim::crypto {
 
@@ -71,10 +73,11 @@ Key32 ed25519_secret_to_x25519(const Ed25519Secret& secret);
 
 // HMAC-SHA256 with the key's inner and outer states computed once: KDF_CK computes two MACs
 // under one key, and HKDF's extract uses a constant salt, so reusing the keyed states saves
-// two SHA-256 compressions per MAC on the message path.
+// two SHA-256 compressions per MAC on the message path. The SHA-256 engine is the SHA-NI one
+// where the CPU has it (sha256.h), libsodium's otherwise; tests pick each explicitly.
 class HmacKey {
  public:
-  explicit HmacKey(ByteSpan key);
+  explicit HmacKey(ByteSpan key, Sha256Engine engine = Sha256Engine::fastest);
   ~HmacKey();
   HmacKey(const HmacKey&) = default;
   HmacKey& operator=(const HmacKey&) = default;
@@ -83,10 +86,17 @@ class HmacKey {
   Key32 mac(ByteSpan part1, ByteSpan part2, ByteSpan part3) const;
 
  private:
+  Key32 mac_parts(std::initializer_list<ByteSpan> parts) const;
+
+  Sha256Engine engine_;  // resolved: libsodium or sha_ni
+  // The states after the ipad and opad blocks, in libsodium's layout for either engine.
   crypto_auth_hmacsha256_state keyed_;
 };
 
-Key32 hmac_sha256(ByteSpan key, ByteSpan message);
+Key32 hmac_sha256(ByteSpan key, ByteSpan message,
+                  Sha256Engine engine = Sha256Engine::fastest);
+// Plain SHA-256 with a chosen engine (the tests' check of the engines against NIST vectors).
+Key32 sha256(ByteSpan message, Sha256Engine engine = Sha256Engine::fastest);
 
 // HKDF (RFC 5869) with HMAC-SHA256. `output` may be at most 255 * 32 bytes (asserted: every
 // caller asks for a fixed length).
@@ -103,12 +113,16 @@ void aead_encrypt(const Key32& key, ByteSpan nonce, ByteSpan associated_data, By
 bool aead_decrypt(const Key32& key, ByteSpan nonce, ByteSpan associated_data, ByteSpan ciphertext,
                   MutableByteSpan out);
 
-// Big-endian u32 helpers.
+// Big-endian integer helpers.
 inline void store_u32be(uint8_t* out, uint32_t value) {
   out[0] = static_cast<uint8_t>(value >> 24);
   out[1] = static_cast<uint8_t>(value >> 16);
   out[2] = static_cast<uint8_t>(value >> 8);
   out[3] = static_cast<uint8_t>(value);
+}
+inline void store_u64be(uint8_t* out, uint64_t value) {
+  store_u32be(out, static_cast<uint32_t>(value >> 32));
+  store_u32be(out + 4, static_cast<uint32_t>(value));
 }
 inline uint32_t load_u32be(const uint8_t* in) {
   return uint32_t{in[0]} << 24 | uint32_t{in[1]} << 16 | uint32_t{in[2]} << 8 | uint32_t{in[3]};
