@@ -152,7 +152,7 @@ class ChatSystem final : public SystemUnderTest {
       if (from < is_device_.size() && to < is_device_.size() && is_device_[from] && is_device_[to]) return;
       frames_scanned_++;
       if (scanner_.hits() == 0) {
-        scanner_.scan(frame, "a frame from node " + std::to_string(from) + " to node " + std::to_string(to));
+        scanner_.scan(frame, [&] { return "a frame from node " + std::to_string(from) + " to node " + std::to_string(to); });
       }
     });
   }
@@ -244,7 +244,7 @@ class ChatSystem final : public SystemUnderTest {
       for (NodeId id = 0; id < is_device_.size(); ++id) {
         if (is_device_[id]) continue;
         sim.disk().for_each_file(id, [&](const std::string& name, ByteView bytes) {
-          scanner_.scan(bytes, "file " + name + " of " + sim.node_name(id));
+          scanner_.scan(bytes, [&] { return "file " + name + " of " + sim.node_name(id); });
         });
       }
       const bool clean = scanner_.hits() == 0;
