@@ -39,7 +39,7 @@ enum Field : uint8_t {
   f_unknown = 255,
 };
 
-const char* const kFieldNames[f_count] = {"type",   "t",      "user",      "device", "conv",
+constexpr const char* kFieldNames[f_count] = {"type",   "t",      "user",      "device", "conv",
                                           "msg",    "body",   "to",        "expires_at",
                                           "view_once", "seq", "from",      "reason", "up_to",
                                           "reader", "kind",   "name",      "quiescent"};
@@ -558,9 +558,22 @@ bool present(const Slot& s) { return s.kind != Kind::none && s.kind != Kind::nul
 
 enum class PlainKind : uint8_t { none, string, integer, boolean_true, boolean_false };
 
+// A string_view without a default constructor, so that a PlainFields costs nothing to create
+// (only `kind` is cleared; text and number are read only where kind says they were set).
+struct PlainText {
+  const char* data;
+  size_t size;
+  PlainText& operator=(std::string_view v) {
+    data = v.data();
+    size = v.size();
+    return *this;
+  }
+  operator std::string_view() const { return std::string_view(data, size); }
+};
+
 struct PlainFields {
   PlainKind kind[f_count];
-  std::string_view text[f_count];
+  PlainText text[f_count];
   int64_t number[f_count];
 };
 
@@ -662,6 +675,12 @@ constexpr KeyWords key_words(const char* p, size_t n) {
   if (n >= 8) return {little_endian(p, 8), little_endian(p + n - 8, 8)};
   if (n >= 4) return {little_endian(p, 4), little_endian(p + n - 4, 4)};
   return {little_endian(p, n), 0};
+}
+// `bytes` (4 or 8) bytes at p as a little-endian word, as key_words builds them.
+inline uint64_t load_word(const char* p, size_t bytes) {
+  uint64_t v = 0;
+  std::memcpy(&v, p, bytes);
+  return v;
 }
 inline KeyWords load_key_words(const char* p, size_t n) {
   auto load = [](const char* q, size_t bytes) {
@@ -770,15 +789,216 @@ bool scan_plain_line(std::string_view line, PlainFields& fields) {
   }
 }
 
+// ---- The canonical path ----
+// Most histories are written by to_jsonl itself, whose lines have each type's fields in one
+// fixed order. Such a line is read against that order: the bytes between two values (`,"key":`)
+// are compared with the expected ones as two whole words, string values end at the quote found
+// by scan_plain_string, and no key is looked up. The first byte that differs from the expected
+// shape sends the line to scan_plain_line, which reads it from the start as before, so this path
+// only has to be right on the lines it accepts: it fills PlainFields exactly as scan_plain_line
+// would for them (the parser test and the fuzz target hold the result to the general parser).
+
+enum class CanonValue : uint8_t { string, integer, boolean };
+
+// `,"key":` as two possibly overlapping words (5 to 16 bytes).
+struct CanonKey {
+  uint64_t first;
+  uint64_t last;
+  uint8_t size;
+};
+
+constexpr CanonKey canon_key(const char* name) {
+  char text[16] = {};
+  size_t n = 0;
+  text[n++] = ',';
+  text[n++] = '"';
+  for (size_t i = 0; name[i] != '\0'; ++i) text[n++] = name[i];
+  text[n++] = '"';
+  text[n++] = ':';
+  const KeyWords w = key_words(text, n);
+  return CanonKey{w.first, w.last, static_cast<uint8_t>(n)};
+}
+
+struct CanonField {
+  Field field;
+  CanonValue value;
+  bool optional;  // to_jsonl writes it only when set
+  CanonKey key;
+};
+
+constexpr CanonField canon(Field field, CanonValue value, bool optional = false) {
+  return CanonField{field, value, optional, canon_key(kFieldNames[field])};
+}
+
+constexpr CanonValue kStr = CanonValue::string;
+constexpr CanonValue kInt = CanonValue::integer;
+constexpr CanonValue kBool = CanonValue::boolean;
+
+// to_jsonl's order for each type (after "type"), indexed by EventType.
+constexpr size_t kCanonFieldsMax = 9;
+struct CanonShape {
+  uint8_t count;
+  CanonField fields[kCanonFieldsMax];
+};
+constexpr CanonShape kCanonShapes[kEventTypeCount] = {
+    /* send */ {9, {canon(f_t, kInt), canon(f_user, kStr), canon(f_device, kStr), canon(f_conv, kStr),
+                    canon(f_msg, kStr), canon(f_body, kStr), canon(f_to, kStr, true),
+                    canon(f_expires_at, kInt, true), canon(f_view_once, kBool, true)}},
+    /* ack */ {5, {canon(f_t, kInt), canon(f_device, kStr), canon(f_conv, kStr), canon(f_msg, kStr), canon(f_seq, kInt)}},
+    /* reject */
+    {5, {canon(f_t, kInt), canon(f_device, kStr), canon(f_conv, kStr), canon(f_msg, kStr), canon(f_reason, kStr)}},
+    /* deliver */
+    {8, {canon(f_t, kInt), canon(f_user, kStr), canon(f_device, kStr), canon(f_conv, kStr), canon(f_msg, kStr),
+         canon(f_seq, kInt), canon(f_from, kStr), canon(f_body, kStr)}},
+    /* read */ {5, {canon(f_t, kInt), canon(f_user, kStr), canon(f_device, kStr), canon(f_conv, kStr), canon(f_up_to, kInt)}},
+    /* receipt */
+    {6, {canon(f_t, kInt), canon(f_device, kStr), canon(f_conv, kStr), canon(f_reader, kStr), canon(f_kind, kStr),
+         canon(f_up_to, kInt)}},
+    /* join */ {4, {canon(f_t, kInt), canon(f_conv, kStr), canon(f_user, kStr), canon(f_seq, kInt)}},
+    /* leave */ {4, {canon(f_t, kInt), canon(f_conv, kStr), canon(f_user, kStr), canon(f_seq, kInt)}},
+    /* expire */ {3, {canon(f_t, kInt), canon(f_device, kStr), canon(f_msg, kStr)}},
+    /* decrypt_error */
+    {5, {canon(f_t, kInt), canon(f_device, kStr), canon(f_conv, kStr), canon(f_msg, kStr), canon(f_reason, kStr)}},
+    /* online */ {3, {canon(f_t, kInt), canon(f_user, kStr), canon(f_device, kStr)}},
+    /* offline */ {3, {canon(f_t, kInt), canon(f_user, kStr), canon(f_device, kStr)}},
+    /* fault */ {2, {canon(f_t, kInt), canon(f_name, kStr)}},
+    /* heal */ {2, {canon(f_t, kInt), canon(f_name, kStr)}},
+    /* end */ {2, {canon(f_t, kInt), canon(f_quiescent, kBool)}},
+};
+static_assert(static_cast<int>(EventType::end) == kEventTypeCount - 1, "kCanonShapes is indexed by EventType");
+
+// The digit run at p (which starts with a digit) as a number, 8 digits a step while 8 bytes
+// remain: a byte is a digit when its high nibble is 3 and adding 6 keeps it so. Returns the
+// byte after the run, or nullptr when the run has more than 18 digits (it may not fit: the
+// general parser decides). The line's last byte is '}', so a run always ends inside it.
+inline const char* read_digits(const char* p, const char* end, int64_t& out) {
+  constexpr uint64_t kOnes = 0x0101010101010101ULL;
+  uint64_t value = 0;
+  size_t total = 0;
+  while (end - p >= 8) {
+    const uint64_t word = load_word(p, 8);
+    const uint64_t not_digit = ((word & (kOnes * 0xF0)) ^ (kOnes * 0x30)) | (((word + kOnes * 0x06) & (kOnes * 0xF0)) ^ (kOnes * 0x30));
+    const size_t digits = not_digit == 0 ? 8 : static_cast<size_t>(__builtin_ctzll(not_digit)) / 8;
+    if (digits > 0) {
+      // The run's digits moved to the top bytes (zeros below are leading zeros), then summed in
+      // pairs, fours and eights.
+      uint64_t v = (word - kOnes * 0x30) << (8 * (8 - digits));
+      v = ((v & 0x0F0F0F0F0F0F0F0FULL) * 2561) >> 8;
+      v = ((v & 0x00FF00FF00FF00FFULL) * 6553601) >> 16;
+      v = ((v & 0x0000FFFF0000FFFFULL) * 42949672960001ULL) >> 32;
+      static constexpr uint64_t kPow10[9] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000};
+      total += digits;
+      if (total > 18) return nullptr;
+      value = value * kPow10[digits] + v;
+      p += digits;
+    }
+    if (digits < 8) {
+      out = static_cast<int64_t>(value);
+      return p;
+    }
+  }
+  while (*p >= '0' && *p <= '9') {
+    if (++total > 18) return nullptr;
+    value = value * 10 + static_cast<uint64_t>(*p++ - '0');
+  }
+  out = static_cast<int64_t>(value);
+  return p;
+}
+
+// Whether `key` is at p; the caller has checked that key.size bytes are there.
+inline bool at_canon_key(const char* p, const CanonKey& key) {
+  if (key.size >= 8) return load_word(p, 8) == key.first && load_word(p + key.size - 8, 8) == key.last;
+  return load_word(p, 4) == key.first && load_word(p + key.size - 4, 4) == key.last;
+}
+
+// Reads a line of to_jsonl's shape into `fields` and its type into `type`; false at the first
+// byte that is not of that shape (then `fields` is in no particular state).
+bool scan_canonical_line(std::string_view line, PlainFields& fields, EventType& type) {
+  const char* p = line.data();
+  const char* const end = p + line.size();
+  // {"type":" and at least a type, its quote and '}'.
+  static constexpr char kTypeKey[] = "{\"type\":\"";
+  constexpr size_t kTypeKeySize = sizeof kTypeKey - 1;
+  if (line.size() < kTypeKeySize + 3 || load_word(p, 8) != little_endian(kTypeKey, 8) || p[8] != '"' || end[-1] != '}')
+    return false;
+  const char* name = p + kTypeKeySize;
+  p = scan_plain_string(name, end);
+  if (p == nullptr) return false;
+  const std::optional<EventType> parsed_type = plain_type(std::string_view(name, static_cast<size_t>(p - name)));
+  if (!parsed_type) return false;
+  type = *parsed_type;
+  fields.kind[f_type] = PlainKind::string;
+  fields.text[f_type] = std::string_view(name, static_cast<size_t>(p - name));
+  ++p;
+  const CanonShape& shape = kCanonShapes[static_cast<size_t>(type)];
+  for (size_t i = 0; i < shape.count; ++i) {
+    const CanonField& f = shape.fields[i];
+    // The key, at least one byte of value, and the final '}'.
+    if (end - p < f.key.size + 2 || !at_canon_key(p, f.key)) {
+      if (f.optional) continue;
+      return false;
+    }
+    p += f.key.size;
+    switch (f.value) {
+      case CanonValue::string: {
+        if (*p != '"') return false;
+        const char* begin = ++p;
+        p = scan_plain_string(p, end);
+        if (p == nullptr) return false;
+        fields.text[f.field] = std::string_view(begin, static_cast<size_t>(p - begin));
+        fields.kind[f.field] = PlainKind::string;
+        ++p;
+        break;
+      }
+      case CanonValue::integer: {
+        // As scan_plain_line reads integers: '-'?, then 0 or up to 18 digits without a leading 0.
+        const bool negative = *p == '-';
+        if (negative) ++p;
+        int64_t value = 0;
+        if (*p == '0') {
+          ++p;
+        } else if (*p >= '1' && *p <= '9') {
+          p = read_digits(p, end, value);
+          if (p == nullptr) return false;
+        } else {
+          return false;
+        }
+        fields.number[f.field] = negative ? -value : value;
+        fields.kind[f.field] = PlainKind::integer;
+        break;
+      }
+      case CanonValue::boolean:
+        if (end - p >= 4 && std::memcmp(p, "true", 4) == 0) {
+          p += 4;
+          fields.kind[f.field] = PlainKind::boolean_true;
+        } else if (end - p >= 5 && std::memcmp(p, "false", 5) == 0) {
+          p += 5;
+          fields.kind[f.field] = PlainKind::boolean_false;
+        } else {
+          return false;
+        }
+        break;
+    }
+  }
+  return p + 1 == end;  // end[-1] is '}'
+}
+
 // The plain-shaped line as an event; false (and `out` in no particular state) when the line is
 // not plain or its fields do not make a valid event, for the general parser to explain.
 bool parse_plain_line(std::string_view line, EventView& out) {
   PlainFields f;
   std::memset(f.kind, 0, sizeof f.kind);
-  if (!scan_plain_line(line, f)) return false;
-  if (f.kind[f_type] != PlainKind::string || f.kind[f_t] != PlainKind::integer) return false;
-  const std::optional<EventType> type = plain_type(f.text[f_type]);
-  if (!type) return false;
+  std::optional<EventType> type;
+  EventType canonical_type = EventType::send;
+  if (scan_canonical_line(line, f, canonical_type)) {
+    type = canonical_type;
+  } else {
+    std::memset(f.kind, 0, sizeof f.kind);
+    if (!scan_plain_line(line, f)) return false;
+    if (f.kind[f_type] != PlainKind::string || f.kind[f_t] != PlainKind::integer) return false;
+    type = plain_type(f.text[f_type]);
+    if (!type) return false;
+  }
   auto is = [&](Field field, PlainKind kind) { return f.kind[field] == kind; };
   auto strings = [&](std::initializer_list<Field> list) {
     for (const Field field : list)
@@ -827,9 +1047,9 @@ bool parse_plain_line(std::string_view line, EventView& out) {
       break;
     case EventType::receipt:
       if (!strings({f_device, f_conv, f_reader, f_kind}) || !is(f_up_to, PlainKind::integer)) return false;
-      if (f.text[f_kind] == "delivered") {
+      if (std::string_view(f.text[f_kind]) == "delivered") {
         out.kind = ReceiptKind::delivered;
-      } else if (f.text[f_kind] == "read") {
+      } else if (std::string_view(f.text[f_kind]) == "read") {
         out.kind = ReceiptKind::read;
       } else {
         return false;

@@ -177,5 +177,70 @@ TEST(OracleParser, AgreesOnTheEdgesOfThePlainShape) {
   for (size_t n = 0; n <= plain.size(); ++n) expect_agree(std::string_view(plain).substr(0, n));
 }
 
+// The canonical path (to_jsonl's field order) reads integers 8 digits a step while 8 bytes
+// remain: every run length from 1 to 21 digits, with and without a sign, as t (far from the end)
+// and as the last field (a few bytes from the end), followed by each byte that may end a run.
+TEST(OracleParser, AgreesOnDigitRunsOfEveryLength) {
+  std::string digits;
+  for (int n = 1; n <= 21; ++n) {
+    digits += static_cast<char>('0' + (n * 7) % 10);
+    if (digits[0] == '0') digits[0] = '1';
+    for (const std::string sign : {"", "-"}) {
+      const std::string number = sign + digits;
+      expect_agree(R"({"type":"fault","t":)" + number + R"(,"name":"partition"})");
+      expect_agree(R"({"type":"ack","t":2,"device":"a1","conv":"c","msg":"m","seq":)" + number + "}");
+      expect_agree(R"({"type":"join","t":2,"conv":"c","user":"a","seq":)" + number + "}");
+      for (const char* after : {"x", ".5", "e3", " ", "0", ":", "\\", "\"", "\x80"}) {
+        expect_agree(R"({"type":"fault","t":)" + number + after + R"(,"name":"partition"})");
+        expect_agree(R"({"type":"ack","t":2,"device":"a1","conv":"c","msg":"m","seq":)" + number + after + "}");
+      }
+    }
+  }
+  // Leading zeros in every position of a run.
+  for (int n = 1; n <= 12; ++n) {
+    expect_agree(R"({"type":"fault","t":)" + std::string(static_cast<size_t>(n), '0') + R"(7,"name":"p"})");
+    expect_agree(R"({"type":"fault","t":7)" + std::string(static_cast<size_t>(n), '0') + R"(,"name":"p"})");
+  }
+}
+
+// Lines one step off to_jsonl's field order or shape take the general plain path (or the general
+// parser); either way the result must be the general parser's.
+TEST(OracleParser, AgreesOnNearCanonicalLines) {
+  const std::vector<std::string> lines = {
+      R"({"type":"deliver","t":5,"device":"b1","user":"bob","conv":"ab","msg":"m1","seq":3,"from":"alice","body":"h1"})",
+      R"({"type":"deliver","t":5,"user":"bob","device":"b1","conv":"ab","msg":"m1","seq":3,"from":"alice"})",
+      R"({"type":"deliver","t":5,"user":"bob","device":"b1","conv":"ab","msg":"m1","seq":3,"from":"alice","body":"h1","x":1})",
+      R"({"type":"deliver","t":5,"user":"bob","device":"b1","conv":"ab","msg":"m1","seq":3,"from":"alice","body":"h1","body":"h2"})",
+      R"({"type":"deliver","t":5,"user":bob,"device":"b1","conv":"ab","msg":"m1","seq":3,"from":"alice","body":"h1"})",
+      R"({"type":"deliver","t":5,"user":"bob","device":"b1","conv":"ab","msg":"m1","seq":true,"from":"alice","body":"h1"})",
+      R"({"type":"send","t":1,"user":"a","device":"a1","conv":"c","msg":"m","body":"b","expires_at":9,"to":"z"})",
+      R"({"type":"send","t":1,"user":"a","device":"a1","conv":"c","msg":"m","body":"b","view_once":true,"to":"z"})",
+      R"({"type":"send","t":1,"user":"a","device":"a1","conv":"c","msg":"m","body":"b","expires_at":9})",
+      R"({"type":"send","t":1,"user":"a","device":"a1","conv":"c","msg":"m","body":"b","view_once":true})",
+      R"({"type":"send","t":1,"user":"a","device":"a1","conv":"c","msg":"m","body":"b","to":"z","view_once":false})",
+      R"({"type":"end","t":2,"quiescent":truex})",
+      R"({"type":"end","t":2,"quiescent":fals})",
+      R"({"type":"end","t":2,"quiescent":true,"quiescent":false})",
+      R"({"type":"end","t":2})",
+      R"({"type":"ack","t":2,"device":"a1","conv":"c","msg":"m","seq":1})",
+      R"({"type":"ack","t":2,"device":"a1","conv":"c","msg":"m","sequ":1})",
+      R"({"type":"ack","t":2,"device":"a1","conv":"c","msg":"m","seq":1}})",
+      R"({"type":"ack","t":2,"device":"a1","conv":"c","msg":"m","seq":})",
+      R"({"type":"ack","t":2,"device":"a1","conv":"c","msg":"m","seq"})",
+      R"({"type":"ack","t":2,"device":"a1","conv":"c","msg":"m"})",
+      R"({"type":"ack"})",
+      R"({"type":"ack",})",
+      R"({"type":"ack","t")",
+      R"({"type":""})",
+      R"({"type":"})",
+      R"({"type":"t":1})",
+  };
+  for (const std::string& line : lines) expect_agree(line);
+  // Every prefix of a canonical send with all its optional fields.
+  const std::string send =
+      R"({"type":"send","t":123456789012,"user":"a","device":"a1","conv":"c","msg":"m","body":"b","to":"z","expires_at":1234567890123,"view_once":true})";
+  for (size_t n = 0; n <= send.size(); ++n) expect_agree(std::string_view(send).substr(0, n));
+}
+
 }  // namespace
 }  // namespace msgsim::history
