@@ -1,0 +1,287 @@
+#include "live/group_commit.h"
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+#include <optional>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <thread>
+#include <vector>
+
+#include "impl/base/assert.h"
+
+namespace msgsim::live {
+namespace {
+
+// A write-ahead log whose syncs are deferred: the shim's own descriptor for it, so the worker
+// can fsync the file whatever SQLite does with its own descriptor meanwhile (fsync flushes the
+// file, not the descriptor).
+struct SyncFile {
+  explicit SyncFile(int descriptor, std::string file_path) : fd(descriptor), path(std::move(file_path)) {}
+  ~SyncFile() { ::close(fd); }
+  SyncFile(const SyncFile&) = delete;
+  SyncFile& operator=(const SyncFile&) = delete;
+  int fd;
+  std::string path;
+  bool queued = false;  // in the batch being formed (loop thread only)
+};
+
+std::atomic<uint64_t> vfs_instances{0};
+
+}  // namespace
+
+class GroupCommit::Impl : public std::enable_shared_from_this<Impl> {
+ public:
+  Impl(boost::asio::io_context& io, std::function<void(uint64_t)> on_durable,
+       std::function<void(const std::string&)> on_sync_error)
+      : io_(io), on_durable_(std::move(on_durable)), on_sync_error_(std::move(on_sync_error)) {}
+
+  void register_vfs();
+  void stop();
+
+  void defer(const std::shared_ptr<SyncFile>& file) {
+    stats_.syncs_deferred++;
+    if (!file->queued) {
+      file->queued = true;
+      forming_.push_back(file);
+    }
+    // Started from the loop, never inside SQLite's call: the rest of this loop turn's commits
+    // join the batch.
+    if (!in_flight_ && !start_posted_) {
+      start_posted_ = true;
+      boost::asio::post(io_, [weak = weak_from_this()] {
+        if (auto self = weak.lock()) self->start_batch();
+      });
+    }
+  }
+
+  void start_batch() {
+    start_posted_ = false;
+    if (in_flight_ || forming_.empty()) return;
+    in_flight_ = true;
+    // The loop must not run out of work while the worker holds a batch: its completion
+    // releases the frames waiting for it.
+    in_flight_work_.emplace(io_.get_executor());
+    started_++;
+    for (auto& file : forming_) file->queued = false;
+    {
+      std::lock_guard lock(mutex_);
+      job_ = std::move(forming_);
+      job_batch_ = started_;
+      has_job_ = true;
+    }
+    forming_.clear();
+    wake_.notify_one();
+  }
+
+  void complete(uint64_t batch, uint64_t files, uint64_t errors, std::string first_error) {
+    in_flight_ = false;
+    in_flight_work_.reset();
+    stats_.files_synced += files;
+    stats_.sync_errors += errors;
+    if (errors > 0) {
+      if (on_sync_error_) on_sync_error_(first_error);
+      return;
+    }
+    durable_ = batch;
+    stats_.batches++;
+    start_batch();  // what formed meanwhile goes to the disk before anything is released
+    if (on_durable_) on_durable_(durable_);
+  }
+
+  void work() {
+    for (;;) {
+      std::vector<std::shared_ptr<SyncFile>> job;
+      uint64_t batch = 0;
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait(lock, [&] { return has_job_ || stopping_; });
+        if (!has_job_) return;
+        job = std::move(job_);
+        job_.clear();
+        batch = job_batch_;
+        has_job_ = false;
+      }
+      uint64_t errors = 0;
+      std::string first_error;
+      for (const auto& file : job) {
+        if (::fdatasync(file->fd) != 0) {
+          if (errors++ == 0) first_error = "fdatasync " + file->path + ": " + std::strerror(errno);
+        }
+      }
+      boost::asio::post(io_, [weak = weak_from_this(), batch, files = job.size(), errors, first_error] {
+        if (auto self = weak.lock()) self->complete(batch, files, errors, first_error);
+      });
+    }
+  }
+
+  boost::asio::io_context& io_;
+  std::function<void(uint64_t)> on_durable_;
+  std::function<void(const std::string&)> on_sync_error_;
+  std::string name_;
+  sqlite3_vfs vfs_{};
+  sqlite3_vfs* real_ = nullptr;
+  bool registered_ = false;
+  GroupCommitStats stats_;
+  // Loop thread.
+  std::vector<std::shared_ptr<SyncFile>> forming_;  // first deferred sync first
+  uint64_t started_ = 0;
+  uint64_t durable_ = 0;
+  bool in_flight_ = false;
+  bool start_posted_ = false;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> in_flight_work_;
+  // Shared with the worker.
+  std::thread worker_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::vector<std::shared_ptr<SyncFile>> job_;
+  uint64_t job_batch_ = 0;
+  bool has_job_ = false;
+  bool stopping_ = false;
+};
+
+namespace {
+
+// The shim's file: ours first, the wrapped VFS's file after it (szOsFile covers both).
+struct ShimFile {
+  sqlite3_file base;
+  GroupCommit::Impl* owner = nullptr;
+  std::shared_ptr<SyncFile> deferred;  // set for write-ahead logs
+};
+constexpr size_t kRealOffset = (sizeof(ShimFile) + alignof(std::max_align_t) - 1) & ~(alignof(std::max_align_t) - 1);
+
+ShimFile* shim(sqlite3_file* file) { return reinterpret_cast<ShimFile*>(file); }
+sqlite3_file* real(sqlite3_file* file) { return reinterpret_cast<sqlite3_file*>(reinterpret_cast<char*>(file) + kRealOffset); }
+
+int shim_close(sqlite3_file* file) {
+  sqlite3_file* r = real(file);
+  const int rc = r->pMethods->xClose(r);
+  shim(file)->~ShimFile();
+  return rc;
+}
+int shim_read(sqlite3_file* f, void* out, int n, sqlite3_int64 offset) { return real(f)->pMethods->xRead(real(f), out, n, offset); }
+int shim_write(sqlite3_file* f, const void* in, int n, sqlite3_int64 offset) {
+  return real(f)->pMethods->xWrite(real(f), in, n, offset);
+}
+int shim_truncate(sqlite3_file* f, sqlite3_int64 size) { return real(f)->pMethods->xTruncate(real(f), size); }
+int shim_sync(sqlite3_file* f, int flags) {
+  ShimFile* s = shim(f);
+  if (s->deferred) {
+    s->owner->defer(s->deferred);
+    return SQLITE_OK;
+  }
+  s->owner->stats_.syncs_immediate++;
+  return real(f)->pMethods->xSync(real(f), flags);
+}
+int shim_file_size(sqlite3_file* f, sqlite3_int64* size) { return real(f)->pMethods->xFileSize(real(f), size); }
+int shim_lock(sqlite3_file* f, int level) { return real(f)->pMethods->xLock(real(f), level); }
+int shim_unlock(sqlite3_file* f, int level) { return real(f)->pMethods->xUnlock(real(f), level); }
+int shim_check_reserved(sqlite3_file* f, int* out) { return real(f)->pMethods->xCheckReservedLock(real(f), out); }
+int shim_file_control(sqlite3_file* f, int op, void* arg) { return real(f)->pMethods->xFileControl(real(f), op, arg); }
+int shim_sector_size(sqlite3_file* f) { return real(f)->pMethods->xSectorSize(real(f)); }
+int shim_device_characteristics(sqlite3_file* f) { return real(f)->pMethods->xDeviceCharacteristics(real(f)); }
+int shim_shm_map(sqlite3_file* f, int region, int size, int extend, void volatile** out) {
+  return real(f)->pMethods->xShmMap(real(f), region, size, extend, out);
+}
+int shim_shm_lock(sqlite3_file* f, int offset, int n, int flags) { return real(f)->pMethods->xShmLock(real(f), offset, n, flags); }
+void shim_shm_barrier(sqlite3_file* f) { real(f)->pMethods->xShmBarrier(real(f)); }
+int shim_shm_unmap(sqlite3_file* f, int remove) { return real(f)->pMethods->xShmUnmap(real(f), remove); }
+int shim_fetch(sqlite3_file* f, sqlite3_int64 offset, int n, void** out) { return real(f)->pMethods->xFetch(real(f), offset, n, out); }
+int shim_unfetch(sqlite3_file* f, sqlite3_int64 offset, void* page) { return real(f)->pMethods->xUnfetch(real(f), offset, page); }
+
+const sqlite3_io_methods kShimMethods = {
+    3,           shim_close,  shim_read, shim_write, shim_truncate, shim_sync, shim_file_size, shim_lock, shim_unlock,
+    shim_check_reserved, shim_file_control, shim_sector_size, shim_device_characteristics, shim_shm_map, shim_shm_lock,
+    shim_shm_barrier, shim_shm_unmap, shim_fetch, shim_unfetch,
+};
+
+int shim_open(sqlite3_vfs* vfs, sqlite3_filename name, sqlite3_file* file, int flags, int* out_flags) {
+  auto* owner = static_cast<GroupCommit::Impl*>(vfs->pAppData);
+  ShimFile* s = new (file) ShimFile{};
+  s->base.pMethods = nullptr;  // SQLite calls no method of a file whose open failed
+  s->owner = owner;
+  sqlite3_file* r = real(file);
+  const int rc = owner->real_->xOpen(owner->real_, name, r, flags, out_flags);
+  if (rc != SQLITE_OK) {
+    s->~ShimFile();
+    return rc;
+  }
+  if ((flags & SQLITE_OPEN_WAL) != 0 && name != nullptr) {
+    const int fd = ::open(name, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
+      r->pMethods->xClose(r);
+      s->~ShimFile();
+      return SQLITE_CANTOPEN;
+    }
+    s->deferred = std::make_shared<SyncFile>(fd, name);
+  }
+  s->base.pMethods = &kShimMethods;
+  return SQLITE_OK;
+}
+
+}  // namespace
+
+void GroupCommit::Impl::register_vfs() {
+  real_ = sqlite3_vfs_find(nullptr);
+  MSGSIM_ASSERT(real_ != nullptr, "SQLite has no default VFS");
+  name_ = "msgsim-group-commit-" + std::to_string(vfs_instances.fetch_add(1));
+  // The wrapped VFS's methods take the VFS they belong to; only xOpen needs ours. The others
+  // are called with our struct, which carries the wrapped one's fields (mxPathname, iVersion).
+  vfs_ = *real_;
+  vfs_.szOsFile = static_cast<int>(kRealOffset) + real_->szOsFile;
+  vfs_.zName = name_.c_str();
+  vfs_.pAppData = this;
+  vfs_.pNext = nullptr;
+  vfs_.xOpen = shim_open;
+  const int rc = sqlite3_vfs_register(&vfs_, 0);
+  MSGSIM_ASSERT(rc == SQLITE_OK, "cannot register the group commit VFS");
+  registered_ = true;
+  worker_ = std::thread([this] { work(); });
+}
+
+void GroupCommit::Impl::stop() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_one();
+  if (worker_.joinable()) worker_.join();
+  if (registered_) sqlite3_vfs_unregister(&vfs_);
+  registered_ = false;
+}
+
+GroupCommit::GroupCommit(boost::asio::io_context& io, std::function<void(uint64_t)> on_durable,
+                         std::function<void(const std::string&)> on_sync_error)
+    : impl_(std::make_shared<Impl>(io, std::move(on_durable), std::move(on_sync_error))) {
+  impl_->register_vfs();
+}
+
+GroupCommit::~GroupCommit() { impl_->stop(); }
+
+Result<sqlite3*> GroupCommit::open(const std::string& path) {
+  sqlite3* db = nullptr;
+  const int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                 impl_->name_.c_str());
+  if (rc != SQLITE_OK) {
+    std::string why = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    sqlite3_close_v2(db);
+    return make_error(ErrorCode::io_error, "cannot open " + path + ": " + why);
+  }
+  return db;
+}
+
+const std::string& GroupCommit::vfs_name() const { return impl_->name_; }
+uint64_t GroupCommit::sync_point() const { return impl_->forming_.empty() ? impl_->started_ : impl_->started_ + 1; }
+uint64_t GroupCommit::durable() const { return impl_->durable_; }
+bool GroupCommit::batch_in_flight() const { return impl_->in_flight_; }
+const GroupCommitStats& GroupCommit::stats() const { return impl_->stats_; }
+
+}  // namespace msgsim::live

@@ -1,0 +1,88 @@
+// Group commit for the live runtime: one fsync per batch for every SQLite database of a process,
+// run off the event loop, with the process's outgoing frames held until the batch that covers
+// the commits before them is on disk.
+//
+// Why. The nodes (impl/chat/*, unchanged) open their databases with synchronous=FULL and act on
+// a commit as soon as sqlite3_step returns: they send acks and records right after it (persist
+// before send). Done literally, every commit blocks the one event loop thread for a whole fsync
+// (4-8 ms on this machine's disk), and each partition's commit pays its own.
+//
+// How. The databases are opened through a SQLite VFS shim (`vfs_name()`) that wraps the default
+// one. When SQLite asks to sync a write-ahead log, the shim only records that the file needs a
+// sync and returns: the commit is written to the page cache, not yet durable. Nothing the node
+// does after it can be seen outside the process yet: every frame that leaves the process asks
+// `sync_point()` for a ticket and is held until `durable()` reaches it (the caller keeps the
+// frames; see the hosts). A worker thread fsyncs every file recorded since the last batch, in
+// the order they were first recorded, then posts the completion to the loop, which releases the
+// held frames and starts the next batch with whatever accumulated meanwhile. So a batch forms
+// while the previous fsync runs, and one fsync per file covers every commit of every partition
+// and every node in that window (Kafka's and PostgreSQL's group commit).
+//
+// What stays synchronous: syncs of a main database file (SQLite's checkpoint, every few thousand
+// pages) and of anything that is not a WAL. A checkpoint syncs the WAL before it copies pages
+// into the database; that sync is deferred like any other, so a power loss during the copy could
+// tear a page whose WAL frames were not yet on disk. The process never sees that state (the
+// main-file sync that ends the checkpoint is real), only a power cut can; noted, not handled.
+// Frames between nodes of one process are not held: the nodes fail together with the process.
+// A power loss in the middle of a batch can leave a later file of the batch synced and an
+// earlier one not; files are synced in the order their first deferred sync came, which is the
+// order the nodes committed (the queue's log before the storage that read from it).
+//
+// Threads: everything here runs on the loop's thread except the worker, which only calls
+// fdatasync on descriptors the batch owns and posts its result back.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "impl/base/result.h"
+
+struct sqlite3;
+
+namespace msgsim::live {
+
+struct GroupCommitStats {
+  uint64_t syncs_deferred = 0;   // WAL syncs SQLite asked for and the shim recorded
+  uint64_t syncs_immediate = 0;  // syncs passed through (main database files, checkpoints)
+  uint64_t batches = 0;          // batches completed
+  uint64_t files_synced = 0;     // fdatasync calls made by the worker
+  uint64_t sync_errors = 0;      // fdatasync calls that failed (the process must stop)
+};
+
+class GroupCommit {
+ public:
+  // Registers a VFS of its own (a unique name per instance) wrapping SQLite's default VFS.
+  // `on_durable` runs on the loop after every batch with the new durable() value; a batch whose
+  // fsync failed calls `on_sync_error` instead (what was committed may be lost: the host must
+  // stop, as a node does when its commit fails).
+  GroupCommit(boost::asio::io_context& io, std::function<void(uint64_t durable)> on_durable,
+              std::function<void(const std::string& what)> on_sync_error);
+  // Waits for a batch in flight, stops the worker and unregisters the VFS. Every database
+  // opened through it must be closed first.
+  ~GroupCommit();
+  GroupCommit(const GroupCommit&) = delete;
+  GroupCommit& operator=(const GroupCommit&) = delete;
+
+  // Opens (creating) a database through the shim.
+  Result<sqlite3*> open(const std::string& path);
+  const std::string& vfs_name() const;
+
+  // The batch that must complete before something decided now may be seen outside: the next
+  // batch if a sync was deferred since the last one started, else the last one started (0 when
+  // nothing ever needed a sync).
+  uint64_t sync_point() const;
+  // The last batch whose fsyncs completed; a frame with ticket <= durable() may go out.
+  uint64_t durable() const;
+  bool batch_in_flight() const;
+  const GroupCommitStats& stats() const;
+
+  class Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace msgsim::live
