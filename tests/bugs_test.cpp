@@ -78,6 +78,11 @@ const std::map<std::string, std::string>& expected_checks() {
       //    and syncs for it in vain: the world's liveness check (a gap still open at the end)
       //    names it, first at seed 76.
       {"fsync-error-ignored", "liveness"},
+      //  - cursor-past-unsynced: storage commits a batch's offset, then writes its entries
+      //    without a sync; the scripted power loss of storage-1 at 8 s keeps the offset and
+      //    loses the entries, so acknowledged messages that a device missed live never come in a
+      //    sync (seed 1 already).
+      {"cursor-past-unsynced", "no-loss"},
   };
   return table;
 }
@@ -109,7 +114,7 @@ const Scenario& replicated_scenario() {
 
 // Bugs on the disk path show only under disk faults (fsync failures, full disks, power loss).
 const char* const kDiskScenario = "scenarios/chat-disk-faults.json";
-bool disk_bug(const std::string& name) { return name == "fsync-error-ignored"; }
+bool disk_bug(const std::string& name) { return name == "fsync-error-ignored" || name == "cursor-past-unsynced"; }
 const Scenario& disk_scenario() {
   static const Scenario scenario = [] {
     Result<Scenario> loaded = load_scenario_file(std::string(MSGSIM_SOURCE_DIR) + "/" + kDiskScenario);

@@ -28,6 +28,9 @@ const std::vector<BugInfo>& bug_catalogue() {
        "queue followers accept records from a leader of an older epoch, so a deposed leader keeps committing"},
       {Bug::fsync_error_ignored, "fsync-error-ignored",
        "storage takes a commit whose fsync failed for stored and carries on, so the batch is gone while its offset moves on"},
+      {Bug::cursor_past_unsynced, "cursor-past-unsynced",
+       "storage commits its queue offset first and writes the entries behind it without a sync, so a power loss leaves "
+       "the offset past entries it never stored: they are never fetched again and no sync returns them"},
   };
   return catalogue;
 }

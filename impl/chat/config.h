@@ -32,6 +32,7 @@ enum class Bug : uint8_t {
   leader_ack_before_replication,  // queue: the leader answers a produce once it synced, before its followers have it
   no_epoch_fencing,               // queue: followers take records from a leader of an older epoch
   fsync_error_ignored,            // storage: takes a commit whose fsync failed as stored and carries on
+  cursor_past_unsynced,           // storage: commits its queue offset before the entries, which are written behind
   count,
 };
 

@@ -297,7 +297,25 @@ void StorageNode::on_records(Context& ctx, ConnId conn, Records& records) {
   uint64_t last = last_it->second;
   std::vector<size_t> fresh;  // indices of records stored for the first time: they fan out
   fresh.reserve(records.records.size());
-  bool ok = run(begin_.get());
+  bool ok = true;
+  const bool offset_first = config_.bugs.on(Bug::cursor_past_unsynced);
+  if (offset_first) {
+    // The planted bug (a consumer that commits its offset before it has processed, to keep the
+    // offset table off the hot path): the offset of the whole batch is committed and synced
+    // first, and the entries are written behind it with synchronous=OFF, to be synced by the
+    // next commit. A power loss in between keeps the offset and loses the entries: the node
+    // resubscribes past them, so they are never fetched again and no sync returns them.
+    uint64_t newest = last;
+    for (const RecordAt& record : records.records) newest = std::max(newest, record.offset);
+    if (newest != last) {
+      sqlite3_stmt* offset = upsert_offset_.get();
+      bind_int(offset, 1, static_cast<int64_t>(records.partition));
+      bind_int(offset, 2, static_cast<int64_t>(newest));
+      ok = run(begin_.get()) && run(offset) && run(commit_.get());
+    }
+    ok = ok && sql::exec(db_, "PRAGMA synchronous=OFF").ok();
+  }
+  ok = ok && run(begin_.get());
   for (size_t i = 0; ok && i < records.records.size(); ++i) {
     const RecordAt& record = records.records[i];
     const Entry& entry = record.entry;
@@ -327,13 +345,14 @@ void StorageNode::on_records(Context& ctx, ConnId conn, Records& records) {
     ok = store_membership(entry);
     fresh.push_back(i);
   }
-  if (ok && last != last_it->second) {
+  if (ok && last != last_it->second && !offset_first) {
     sqlite3_stmt* offset = upsert_offset_.get();
     bind_int(offset, 1, static_cast<int64_t>(records.partition));
     bind_int(offset, 2, static_cast<int64_t>(last));
     ok = run(offset);
   }
   if (ok) ok = run(commit_.get());
+  if (ok && offset_first) ok = sql::exec(db_, "PRAGMA synchronous=FULL").ok();
   if (!ok && config_.bugs.on(Bug::fsync_error_ignored) && sqlite3_extended_errcode(db_) == SQLITE_IOERR_FSYNC) {
     // The planted bug (fsyncgate): an fsync error taken for a slow disk whose pages the kernel
     // will write back anyway. SQLite has undone the transaction, yet the offset below moves on
