@@ -7,10 +7,9 @@
 // Three figures:
 //  - BM_MessagePath: bodies are opaque plaintext bytes (no key service in the topology, E2EE off).
 //  - BM_MessagePath_E2EE: the same deployment with a key service, so every device encrypts
-//    (X3DH on first contact, a Double Ratchet per device pair; spec/e2ee.md). Each user has one
-//    contact and both send at the same rate, so the direction of a conversation changes about
-//    every other message: more DH ratchet steps than a conversation whose replies alternate
-//    every 10 messages (a pessimistic figure for the crypto).
+//    (X3DH on first contact, a Double Ratchet per device pair; spec/e2ee.md), and the
+//    workload of the E2EE bar: 1:1 conversations whose replies alternate every 10 messages
+//    (workload.chat.turn_messages = 10), so one message in 10 pays a DH ratchet step.
 //  - BM_E2eeCryptoPerMessage: the crypto alone, as the devices run it (E2eeClient seal + open),
 //    for 1:1 messages whose replies alternate every 10 messages: what E2EE adds per message.
 #include <benchmark/benchmark.h>
@@ -24,8 +23,9 @@
 namespace msgsim::sim {
 namespace {
 
-// `keys_node`: the key service's node group, or empty for a run without E2EE.
-std::string scenario_text(const std::string& keys_node) {
+// `keys_node`: the key service's node group, or empty for a run without E2EE;
+// `turn_messages`: workload.chat.turn_messages (0: both sides of a conversation send freely).
+std::string scenario_text(const std::string& keys_node, uint32_t turn_messages) {
   return R"({
   "name": "message-path", "system": "chat", "duration_s": 100000,
   "topology": {"regions": ["us-east"], "nodes": [
@@ -38,6 +38,7 @@ std::string scenario_text(const std::string& keys_node) {
          keys_node + R"(
     {"name": "device", "role": "device", "count": 400, "region": "us-east"}]},
   "workload": {"chat": {"contacts_per_user": 1, "groups": 0, "send_interval_ms": 2,
+                        "turn_messages": )" + std::to_string(turn_messages) + R"(,
                         "body_bytes": [64, 64], "read_share": 0}}
 })";
 }
@@ -45,7 +46,8 @@ std::string scenario_text(const std::string& keys_node) {
 void run_message_path(benchmark::State& state, bool e2ee) {
   const std::string text =
       scenario_text(e2ee ? R"(
-    {"name": "keys", "role": "keys", "count": 1, "region": "us-east"},)" : "");
+    {"name": "keys", "role": "keys", "count": 1, "region": "us-east"},)" : "",
+                    e2ee ? 10 : 0);
   Result<Scenario> loaded = load_scenario_text(text, "message-path.json");
   if (!loaded.ok()) {
     state.SkipWithError(loaded.error().message.c_str());

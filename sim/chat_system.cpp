@@ -298,6 +298,7 @@ chat::ChatConfig chat_config_for(const Scenario& scenario, uint64_t seed) {
 
   const ChatWorkloadSpec& spec = scenario.chat;
   config.workload.send_interval_mean_ns = spec.send_interval_mean_ns;
+  config.workload.turn_messages = spec.turn_messages;
   config.workload.body_bytes_min = spec.body_bytes_min;
   config.workload.body_bytes_max = spec.body_bytes_max;
   config.workload.group_share = spec.group_share;

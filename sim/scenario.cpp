@@ -608,6 +608,7 @@ class ScenarioReader {
     count("membership_changes", c.membership_changes, 0, 64);
     count("partitions", c.partitions, 1, 4096);
     count("replication_factor", c.replication_factor, 1, 16);
+    count("turn_messages", c.turn_messages, 0, 1'000'000);
     if (const json* v = member(chat, "send_interval_ms")) {
       c.send_interval_mean_ns = positive_time_ns_at(*v, base + ".send_interval_ms", kNsPerMs, "ms");
     }

@@ -115,6 +115,8 @@ struct ChatWorkloadSpec {
   uint32_t group_size = 5;
   uint32_t membership_changes = 0;  // per group, during the workload phase
   int64_t send_interval_mean_ns = 10'000'000'000;
+  // 1:1 conversations take turns: see ChatWorkload::turn_messages (0: no turns).
+  uint32_t turn_messages = 0;
   uint32_t body_bytes_min = 16;
   uint32_t body_bytes_max = 256;
   double group_share = 0.3;

@@ -197,6 +197,7 @@ std::string scenario_to_json(const Scenario& s) {
     w["read_share"] = c.read_share;
     w["partitions"] = c.partitions;
     w["replication_factor"] = c.replication_factor;
+    if (c.turn_messages != 0) w["turn_messages"] = c.turn_messages;
     workload["chat"] = w;
   }
   j["workload"] = workload;

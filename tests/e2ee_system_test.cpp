@@ -4,9 +4,12 @@
 // passes with E2EE and fails under the planted bug server-sees-plaintext).
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <map>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -350,6 +353,50 @@ TEST(E2eeRun, EveryCheckPassesWithE2eeAndTheRunReplays) {
   EXPECT_TRUE(first.verdict->valid);
   const sim::RunReport second = sim::run_world(scenario, options);
   EXPECT_EQ(first.digest_hex, second.digest_hex);
+}
+
+// workload.chat.turn_messages: every 1:1 conversation alternates direction every N messages,
+// starting with the user whose name sorts first, and the run still passes and replays.
+TEST(E2eeRun, TurnsAlternateEachConversationEveryTurnMessages) {
+  sim::Scenario scenario = small_scenario();
+  scenario.chat.groups = 0;
+  scenario.chat.disappearing_share = 0;
+  scenario.chat.send_interval_mean_ns = kS / 5;
+  scenario.chat.turn_messages = 3;
+  sim::RunOptions options;
+  options.seed = 4;
+  std::ostringstream history;
+  options.history_out = &history;
+  const sim::RunReport first = sim::run_world(scenario, options);
+  for (const sim::CheckResult& c : first.checks) EXPECT_TRUE(c.passed) << c.name << ": " << c.detail;
+
+  std::map<std::string, std::vector<std::string>> senders;  // conversation -> user of each send
+  std::istringstream lines(history.str());
+  for (std::string line; std::getline(lines, line);) {
+    const nlohmann::json e = nlohmann::json::parse(line);
+    if (e.value("type", "") == "send") senders[e.at("conv").get<std::string>()].push_back(e.at("user"));
+  }
+  ASSERT_GE(senders.size(), 10u);
+  size_t turns = 0;
+  for (const auto& [conv, users] : senders) {
+    ASSERT_FALSE(users.empty());
+    // "dm:<a>:<b>" with a < b: a starts.
+    EXPECT_EQ(users.front(), conv.substr(3, conv.find(':', 3) - 3)) << conv;
+    size_t run = 0;
+    for (size_t i = 0; i < users.size(); ++i) {
+      run = i > 0 && users[i] == users[i - 1] ? run + 1 : 1;
+      const bool run_ends = i + 1 == users.size() || users[i + 1] != users[i];
+      if (run_ends && i + 1 < users.size()) {
+        EXPECT_EQ(run, 3u) << conv << ": a turn of " << run << " messages ending at send " << i;
+        ++turns;
+      }
+      EXPECT_LE(run, 3u) << conv;
+    }
+  }
+  EXPECT_GE(turns, 100u);
+  std::ostringstream again;
+  options.history_out = &again;
+  EXPECT_EQ(first.digest_hex, sim::run_world(scenario, options).digest_hex);
 }
 
 TEST(E2eeRun, ThePlantedBugServerSeesPlaintextFailsTheConfidentialityCheck) {

@@ -130,6 +130,12 @@ struct GroupPlan {
 
 struct ChatWorkload {
   int64_t send_interval_mean_ns = 10 * kNanosPerSecond;  // per device, exponential
+  // When > 0, 1:1 conversations take turns, so that the direction of a conversation changes
+  // every turn_messages messages (what a conversation's DH ratchet steps depend on): the user
+  // whose name sorts first starts; a device sends turn_messages messages to a contact, then
+  // none until it has shown turn_messages from that contact. For benchmarks: under faults a
+  // lost message leaves the conversation waiting. 0 (the default): no turns.
+  uint32_t turn_messages = 0;
   uint32_t body_bytes_min = 16;
   uint32_t body_bytes_max = 256;
   double group_share = 0.3;          // of sends, the share that go to a group

@@ -47,6 +47,7 @@ DeviceNode::DeviceNode(const ChatConfig& config, uint32_t user_index, uint32_t d
   for (const std::string& contact : plan_.contacts) {
     Conversation& c = convs_[direct_conversation(user_, contact)];
     c.peer = contact;
+    c.my_turn = user_ < contact;
   }
   for (const GroupPlan& g : config_.groups) {
     if (std::find(g.members.begin(), g.members.end(), user_) == g.members.end() && g.admin != user_) continue;
@@ -261,7 +262,11 @@ DeviceNode::Conversation& DeviceNode::conversation(const std::string& conv) {
 
 void DeviceNode::create_message(Context& ctx) {
   std::vector<const std::string*> groups, directs;
-  for (const auto& [conv, c] : convs_) (c.group ? groups : directs).push_back(&conv);
+  const uint32_t turn_messages = config_.workload.turn_messages;
+  for (const auto& [conv, c] : convs_) {
+    if (c.group) groups.push_back(&conv);
+    else if (turn_messages == 0 || c.my_turn) directs.push_back(&conv);
+  }
   std::erase_if(groups, [this](const std::string* conv) { return !convs_.at(*conv).member; });
   const std::string* chosen = nullptr;
   if (!groups.empty() && (directs.empty() || ctx.rng().chance(config_.workload.group_share))) {
@@ -293,6 +298,10 @@ void DeviceNode::create_message(Context& ctx) {
   e.view_once = out.view_once;
   ctx.emit(e);
   c.outbox.push_back(std::move(out));
+  if (turn_messages != 0 && !c.group && ++c.turn_count >= turn_messages) {
+    c.my_turn = false;  // the contact's turn: wait for its messages
+    c.turn_count = 0;
+  }
   send_next(ctx, conv, c);
 }
 
@@ -483,6 +492,12 @@ void DeviceNode::process(Context& ctx, const std::string& conv, Conversation& c,
       e.from = entry.from_user;
       e.body = std::move(digest);
       ctx.emit(e);
+      const uint32_t turn_messages = config_.workload.turn_messages;
+      if (turn_messages != 0 && !c.group && !c.my_turn && entry.from_user == c.peer &&
+          ++c.turn_count >= turn_messages) {
+        c.my_turn = true;  // the contact's turn is over
+        c.turn_count = 0;
+      }
       if (!config_.bugs.on(Bug::expiry_ignored)) {
         if (entry.view_once) {
           history::Event x = event(history::EventType::expire, user_, device_);

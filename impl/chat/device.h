@@ -84,6 +84,10 @@ class DeviceNode final : public Node {
   struct Conversation {
     bool group = false;
     std::string peer;                   // 1:1: the other user
+    // 1:1 turns (ChatWorkload::turn_messages): whose turn it is, and how many messages this
+    // device sent in its turn or has shown from the peer while waiting.
+    bool my_turn = true;
+    uint32_t turn_count = 0;
     bool member = false;                // groups: this user is a member now
     uint64_t cursor = 0;                // every entry up to here is processed
     std::map<uint64_t, Entry> waiting;  // the reorder buffer: entries past cursor + 1
