@@ -9,7 +9,11 @@
 //    groups when their role has another one, keeping the topology valid (every role present,
 //    devices a multiple of devices_per_user);
 //  - the workload: groups, membership changes, contacts, disappearing messages, the send rate;
-//  - time: the workload phase (faults after the new end are dropped) and quiescence.
+//  - time: the workload phase (faults after the new end are dropped) and quiescence;
+//  - when a pass changes nothing and the result is still above the bars (3 faults, 10
+//    clients): each single fault dropped and the clients halved, under a few other seeds
+//    (shrink_by_reseeding in shrink.cpp says why); a step that fails there moves the best to
+//    that seed, and the output scenario carries it.
 // Each candidate is written as scenario JSON, loaded back and run with the same seed, so that
 // what is accepted is exactly what is written. A candidate is accepted only if every target
 // check fails in it. Changing the topology or the duration changes the seed's draws, so many
