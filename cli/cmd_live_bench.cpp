@@ -62,6 +62,7 @@
 #include "impl/chat/registry.h"
 #include "impl/chat/storage.h"
 #include "live/group_commit.h"
+#include "live/lean_websocket.h"
 
 namespace msgsim::cli {
 namespace {
@@ -139,29 +140,7 @@ std::pair<uint32_t, uint32_t> ephemeral_port_range() {
 
 class BenchHost;
 
-class WsSession : public std::enable_shared_from_this<WsSession> {
- public:
-  WsSession(BenchHost& host, tcp::socket socket) : host_(host), ws_(std::move(socket)) {}
-  void start();
-  void write(Bytes frame);
-  void close();
-
-  ConnId conn = kNoConn;
-
- private:
-  void do_read();
-  void on_read(error_code error, size_t n);
-  void do_write();
-
-  BenchHost& host_;
-  websocket::stream<tcp::socket> ws_;
-  beast::flat_buffer buffer_;
-  std::deque<Bytes> outbox_;
-  bool writing_ = false;
-  bool closing_ = false;
-};
-
-class BenchHost {
+class BenchHost final : public live::LeanWsHandler {
  public:
   // Frames queued to one device connection, at most; a reader slower than that is dropped.
   static constexpr size_t kDeviceOutboxMax = 4096;
@@ -214,19 +193,22 @@ class BenchHost {
     return acceptor_->local_endpoint().port();
   }
 
-  // From WsSession.
-  void on_device_open(const std::shared_ptr<WsSession>& session) {
+  // Device connections (live/lean_websocket.h): one handler for all of them.
+  void on_ws_open(live::LeanWsSession& session, std::string_view) override {
     const ConnId id = next_conn_++;
-    session->conn = id;
-    conns_.emplace(id, Conn{chat_server_, kNoConn, kNoNode, true, session});
+    session.tag = id;
+    conns_.emplace(id, Conn{chat_server_, kNoConn, kNoNode, true, session.shared_from_this()});
     call(chat_server_, [id](Node& node, Context& ctx) { node.on_accept(ctx, id, kNoNode); });
   }
-  void on_device_frame(ConnId id, ByteView frame) {
+  void on_ws_message(live::LeanWsSession& session, ByteView frame) override {
+    const ConnId id = session.tag;
     const auto it = conns_.find(id);
     if (it == conns_.end() || !it->second.open) return;
     call(chat_server_, [id, frame](Node& node, Context& ctx) { node.on_frame(ctx, id, frame); });
   }
-  void on_device_gone(ConnId id, DisconnectReason reason) {
+  void on_ws_gone(live::LeanWsSession& session, bool closed_by_peer) override {
+    const ConnId id = session.tag;
+    const DisconnectReason reason = closed_by_peer ? DisconnectReason::closed_by_peer : DisconnectReason::reset;
     const auto it = conns_.find(id);
     if (it == conns_.end()) return;
     const bool was_open = it->second.open;
@@ -240,7 +222,7 @@ class BenchHost {
     ConnId peer_conn;  // in-process links: the other end's handle
     NodeId peer;
     bool open;
-    std::shared_ptr<WsSession> device;  // device links
+    std::shared_ptr<live::LeanWsSession> device;  // device links
   };
 
   class NodeContext final : public Context {
@@ -345,10 +327,14 @@ class BenchHost {
   // message), so it waits for the group commit batch that covers every commit made so far
   // (live/group_commit.h). Held frames go out in the order they were sent; tickets only grow, so
   // one FIFO keeps every connection's order.
-  void to_device(const std::shared_ptr<WsSession>& device, Bytes frame) {
+  void on_ws_rejected(std::string_view why) override {
+    std::fprintf(stderr, "bench server: device connection closed: %.*s\n", static_cast<int>(why.size()), why.data());
+  }
+
+  void to_device(const std::shared_ptr<live::LeanWsSession>& device, Bytes frame) {
     const uint64_t ticket = group_commit_.sync_point();
     if (held_.empty() && ticket <= group_commit_.durable()) {
-      device->write(std::move(frame));
+      device->send(std::move(frame));
       return;
     }
     held_.push_back(Held{ticket, device, std::move(frame), false});
@@ -357,7 +343,7 @@ class BenchHost {
     while (!held_.empty() && held_.front().ticket <= durable) {
       Held& front = held_.front();
       if (front.close) front.device->close();
-      else front.device->write(std::move(front.frame));
+      else front.device->send(std::move(front.frame));
       held_.pop_front();
     }
   }
@@ -392,14 +378,14 @@ class BenchHost {
   void do_accept() {
     acceptor_->async_accept([this](error_code error, tcp::socket socket) {
       if (error == asio::error::operation_aborted) return;
-      if (!error) std::make_shared<WsSession>(*this, std::move(socket))->start();
+      if (!error) std::make_shared<live::LeanWsSession>(lean_ws_, std::move(socket))->start();
       do_accept();
     });
   }
 
   struct Held {
     uint64_t ticket;  // the group commit batch it waits for
-    std::shared_ptr<WsSession> device;
+    std::shared_ptr<live::LeanWsSession> device;
     Bytes frame;
     bool close;  // the node closed the connection after the frames before it
   };
@@ -407,6 +393,7 @@ class BenchHost {
   asio::io_context& io_;
   std::string dir_;
   live::GroupCommit group_commit_;
+  live::LeanWsShared lean_ws_{.handler = this, .message_bytes_max = 1 << 20, .outbound_frames_max = kDeviceOutboxMax, .read_chunk_bytes = 64 * 1024, .read_buffer = {}};
   std::deque<Held> held_;
   std::vector<Slot> slots_;
   std::unordered_map<ConnId, Conn> conns_;
@@ -416,73 +403,6 @@ class BenchHost {
   ConnId next_conn_ = 1;
   TimerId next_timer_ = 1;
 };
-
-void WsSession::start() {
-  error_code ignored;
-  ws_.next_layer().set_option(tcp::no_delay(true), ignored);
-  ws_.binary(true);
-  ws_.auto_fragment(false);
-  // Beast allocates a write buffer of this size per stream; frames here are small.
-  ws_.write_buffer_bytes(256);
-  ws_.read_message_max(1 << 20);  // docs/protocol.md: a frame is at most 1 MiB
-  auto self = shared_from_this();
-  ws_.async_accept([self](error_code error) {
-    if (error) return;
-    self->host_.on_device_open(self);
-    self->do_read();
-  });
-}
-
-void WsSession::do_read() {
-  auto self = shared_from_this();
-  ws_.async_read(buffer_, [self](error_code error, size_t n) { self->on_read(error, n); });
-}
-
-void WsSession::on_read(error_code error, size_t n) {
-  if (error) {
-    host_.on_device_gone(conn, error == websocket::error::closed ? DisconnectReason::closed_by_peer : DisconnectReason::reset);
-    return;
-  }
-  const auto data = buffer_.data();
-  host_.on_device_frame(conn, ByteView(static_cast<const uint8_t*>(data.data()), n));
-  buffer_.consume(buffer_.size());
-  // An idle connection keeps no read buffer: most of 20,000 devices are idle.
-  buffer_.shrink_to_fit();
-  if (!closing_) do_read();
-}
-
-void WsSession::write(Bytes frame) {
-  if (closing_) return;
-  if (outbox_.size() >= BenchHost::kDeviceOutboxMax) {
-    std::fprintf(stderr, "bench server: a device reads too slowly (%zu frames queued); dropping it\n", outbox_.size());
-    close();
-    return;
-  }
-  outbox_.push_back(std::move(frame));
-  if (!writing_) do_write();
-}
-
-void WsSession::do_write() {
-  writing_ = true;
-  auto self = shared_from_this();
-  ws_.async_write(asio::buffer(outbox_.front()), [self](error_code error, size_t) {
-    self->writing_ = false;
-    if (error) return;
-    self->outbox_.pop_front();
-    if (!self->outbox_.empty() && !self->closing_) self->do_write();
-    if (self->outbox_.empty()) self->outbox_.shrink_to_fit();
-  });
-}
-
-void WsSession::close() {
-  if (closing_) return;
-  closing_ = true;
-  error_code ignored;
-  ws_.next_layer().close(ignored);
-  // Posted: close() may run inside a node's handler, which must not be re-entered.
-  auto self = shared_from_this();
-  asio::post(ws_.get_executor(), [self] { self->host_.on_device_gone(self->conn, DisconnectReason::reset); });
-}
 
 // The traffic part's users: run r (one per offered rate) has its own 2 x pairs users, senders
 // first. The idle part's users are u1000000 and up.

@@ -1,0 +1,138 @@
+// A lean server side of WebSocket (RFC 6455) for many mostly idle device connections.
+//
+// Why not Beast's websocket::stream: every stream carries a fixed 1.5 KB read buffer, control
+// frame buffers, a timer and seven saved-handler slots whether the connection is busy or not,
+// and its pending read operation is another allocation, about 3 KB per idle connection in all
+// (live/README.md, "Bench"). Here an idle connection holds its socket, a small session object
+// and one pending wait for readability: no buffer. When bytes arrive they are read into one
+// buffer shared by every session of the loop, every whole frame in it is handled at once, and
+// only the tail of an unfinished frame is kept per connection. Queued outbound frames are written
+// with one write per connection per loop turn, and the write buffer is released afterwards.
+//
+// What is implemented: the HTTP upgrade (GET with Upgrade: websocket, Sec-WebSocket-Version 13
+// and a 16-byte key; the answer carries Sec-WebSocket-Accept, no extension and no subprotocol),
+// masked client frames (an unmasked one is a protocol error, as the RFC demands), binary and text
+// messages (payload handed over as bytes), fragmented messages, ping (answered with pong), pong
+// (ignored), close (answered with a close echoing the code, then the connection ends). Server
+// frames are unmasked, FIN set, never fragmented.
+// Bounds: the upgrade request's header (8 KiB), a message (message_bytes_max, close code 1009),
+// control frames (125 bytes, unfragmented), outbound frames queued per connection
+// (outbound_frames_max; past it the connection is dropped as a slow reader).
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "impl/base/result.h"
+#include "impl/runtime.h"
+
+namespace msgsim::live {
+
+// Opcodes of RFC 6455 section 5.2.
+enum class WsOpcode : uint8_t { continuation = 0x0, text = 0x1, binary = 0x2, close = 0x8, ping = 0x9, pong = 0xA };
+
+struct WsInbound {
+  enum class Kind : uint8_t { message, ping, pong, close };
+  Kind kind = Kind::message;
+  ByteView payload;         // valid during the callback only
+  uint16_t close_code = 0;  // for close: the code the peer sent (1005 when it sent none)
+};
+
+// Sans-IO: reads client frames out of a byte stream. `parse` unmasks every complete frame in
+// place, hands over each message and control frame, and returns how many bytes it consumed; the
+// bytes of a frame not yet complete are left for the next call (the caller keeps them). An error
+// names what was wrong (the caller closes the connection; code 1009 for an oversized message,
+// 1002 for anything else).
+class WsFrameReader {
+ public:
+  explicit WsFrameReader(size_t message_bytes_max) : message_bytes_max_(message_bytes_max) {}
+  Result<size_t> parse(std::span<uint8_t> data, const std::function<void(const WsInbound&)>& on_inbound);
+  bool oversized() const { return oversized_; }  // the last error was a message past the bound
+
+ private:
+  size_t message_bytes_max_;
+  Bytes fragments_;  // a fragmented message's parts so far (empty, and unallocated, otherwise)
+  bool in_fragmented_ = false;
+  bool oversized_ = false;
+};
+
+// Appends one server frame (FIN, unmasked) to `out`.
+void append_ws_frame(Bytes& out, WsOpcode opcode, ByteView payload);
+
+class LeanWsSession;
+
+// What a server does with its sessions; one for all of them (a session holds only a pointer).
+class LeanWsHandler {
+ public:
+  virtual ~LeanWsHandler() = default;
+  // The upgrade succeeded; `target` is the request's path.
+  virtual void on_ws_open(LeanWsSession& session, std::string_view target) = 0;
+  virtual void on_ws_message(LeanWsSession& session, ByteView payload) = 0;
+  // The connection ended: `closed_by_peer` after the peer's close frame, else a reset, an error,
+  // a bound, or close() (never called for a session whose upgrade failed).
+  virtual void on_ws_gone(LeanWsSession& session, bool closed_by_peer) = 0;
+  // A line for the log: a connection closed by a bound or bad input.
+  virtual void on_ws_rejected(std::string_view why) = 0;
+};
+
+// Shared by every session of one loop.
+struct LeanWsShared {
+  LeanWsHandler* handler = nullptr;
+  size_t message_bytes_max = 1 << 20;
+  size_t outbound_frames_max = 4096;
+  size_t read_chunk_bytes = 64 * 1024;
+  std::vector<uint8_t> read_buffer;  // read_chunk_bytes, used by one session at a time
+};
+
+class LeanWsSession : public std::enable_shared_from_this<LeanWsSession> {
+ public:
+  LeanWsSession(LeanWsShared& shared, boost::asio::ip::tcp::socket socket);
+  ~LeanWsSession();
+  // Reads the upgrade request; on_ws_open follows if it is one.
+  void start();
+  // Queues a binary message; written with the others queued in this loop turn.
+  void send(Bytes payload);
+  // Ends the connection at once (no close frame), and tells the handler from the loop.
+  void close();
+  bool open() const { return open_; }
+
+  uint64_t tag = 0;  // the server's name for the connection
+
+ private:
+  void on_request_read(boost::system::error_code ec);
+  void wait_readable();
+  void on_readable();
+  void handle(const WsInbound& inbound);
+  void queue_frame(WsOpcode opcode, ByteView payload);
+  void flush();
+  void fail(bool closed_by_peer, std::string_view rejected_why);
+  void linger_after_close();
+  void discard_until_end();
+
+  struct Handshake;
+  LeanWsShared& shared_;
+  boost::asio::ip::tcp::socket socket_;
+  std::unique_ptr<Handshake> handshake_;  // only while the upgrade is read
+  WsFrameReader reader_;
+  Bytes partial_;                // the start of a frame not yet complete
+  std::vector<Bytes> outbox_;    // binary payloads queued since the last write
+  Bytes wire_;                   // the bytes of the write in flight (released after it)
+  Bytes control_;                // pong / close frames waiting for the next write
+  bool open_ = false;
+  bool writing_ = false;
+  bool flush_posted_ = false;
+  bool gone_ = false;
+  bool close_after_write_ = false;
+  bool lingering_ = false;
+  size_t discarded_bytes_ = 0;
+  std::unique_ptr<boost::asio::steady_timer> linger_timer_;  // only while closing
+};
+
+}  // namespace msgsim::live

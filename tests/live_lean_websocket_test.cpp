@@ -1,0 +1,287 @@
+// The lean WebSocket server side (live/lean_websocket.h): WsFrameReader on hand-made client
+// frames (masking, lengths, fragments, control frames, every refusal), and LeanWsSession against
+// Beast's WebSocket client over loopback (upgrade, messages both ways in order, the peer's close,
+// an oversized message, a request that is not an upgrade).
+#include <gtest/gtest.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/websocket.hpp>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "live/lean_websocket.h"
+
+namespace msgsim::live {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+
+// A client frame: FIN per `fin`, masked with a fixed key.
+Bytes client_frame(uint8_t opcode, std::string_view payload, bool fin = true, bool masked = true) {
+  Bytes out;
+  out.push_back(static_cast<uint8_t>((fin ? 0x80 : 0) | opcode));
+  const size_t n = payload.size();
+  const uint8_t mask_bit = masked ? 0x80 : 0;
+  if (n < 126) {
+    out.push_back(static_cast<uint8_t>(mask_bit | n));
+  } else if (n <= 0xFFFF) {
+    out.push_back(mask_bit | 126);
+    out.push_back(static_cast<uint8_t>(n >> 8));
+    out.push_back(static_cast<uint8_t>(n));
+  } else {
+    out.push_back(mask_bit | 127);
+    for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(static_cast<uint64_t>(n) >> shift));
+  }
+  const uint8_t key[4] = {0x11, 0x22, 0x33, 0x44};
+  if (masked) out.insert(out.end(), key, key + 4);
+  for (size_t i = 0; i < n; ++i) out.push_back(static_cast<uint8_t>(payload[i]) ^ (masked ? key[i & 3] : 0));
+  return out;
+}
+
+struct Parsed {
+  std::vector<std::string> events;  // "message abc", "ping x", "pong", "close 1000"
+  Result<size_t> parse(WsFrameReader& reader, Bytes& bytes) {
+    return reader.parse(bytes, [&](const WsInbound& in) {
+      const std::string payload(in.payload.begin(), in.payload.end());
+      switch (in.kind) {
+        case WsInbound::Kind::message: events.push_back("message " + payload); break;
+        case WsInbound::Kind::ping: events.push_back("ping " + payload); break;
+        case WsInbound::Kind::pong: events.push_back("pong"); break;
+        case WsInbound::Kind::close: events.push_back("close " + std::to_string(in.close_code)); break;
+      }
+    });
+  }
+};
+
+TEST(WsFrameReader, ReadsWholeFramesAndLeavesAPartialOne) {
+  WsFrameReader reader(1 << 20);
+  Bytes bytes = client_frame(0x2, "hello");
+  const Bytes second = client_frame(0x2, std::string(300, 'y'));  // 16-bit length
+  bytes.insert(bytes.end(), second.begin(), second.end());
+  const Bytes third = client_frame(0x2, "tail");
+  bytes.insert(bytes.end(), third.begin(), third.end() - 2);  // incomplete
+  Parsed parsed;
+  auto consumed = parsed.parse(reader, bytes);
+  ASSERT_TRUE(consumed.ok());
+  EXPECT_EQ(*consumed, bytes.size() - (third.size() - 2));
+  ASSERT_EQ(parsed.events.size(), 2u);
+  EXPECT_EQ(parsed.events[0], "message hello");
+  EXPECT_EQ(parsed.events[1], "message " + std::string(300, 'y'));
+}
+
+TEST(WsFrameReader, AssemblesFragmentsAndHandlesControlFramesBetweenThem) {
+  WsFrameReader reader(1 << 20);
+  Bytes bytes = client_frame(0x2, "ab", false);
+  for (const Bytes& more : {client_frame(0x9, "p"), client_frame(0x0, "cd", false), client_frame(0x0, "ef", true),
+                            client_frame(0xA, ""), client_frame(0x8, std::string("\x03\xe8", 2))}) {
+    bytes.insert(bytes.end(), more.begin(), more.end());
+  }
+  Parsed parsed;
+  auto consumed = parsed.parse(reader, bytes);
+  ASSERT_TRUE(consumed.ok());
+  EXPECT_EQ(*consumed, bytes.size());
+  EXPECT_EQ(parsed.events, (std::vector<std::string>{"ping p", "message abcdef", "pong", "close 1000"}));
+}
+
+TEST(WsFrameReader, RefusesWhatTheRfcForbids) {
+  const std::vector<std::pair<Bytes, std::string>> cases = {
+      {client_frame(0x2, "x", true, false), "unmasked"},
+      {client_frame(0x9, std::string(126, 'p')), "control frame"},
+      {client_frame(0x9, "p", false), "control frame"},
+      {client_frame(0x3, "x"), "unknown opcode"},
+      {client_frame(0x0, "x"), "continuation"},
+      {client_frame(0x8, "x"), "1-byte"},
+  };
+  for (const auto& [frame, expected] : cases) {
+    WsFrameReader reader(1 << 20);
+    Bytes bytes = frame;
+    Parsed parsed;
+    auto consumed = parsed.parse(reader, bytes);
+    ASSERT_FALSE(consumed.ok()) << expected;
+    EXPECT_NE(consumed.error().message.find(expected), std::string::npos) << consumed.error().message;
+    EXPECT_FALSE(reader.oversized());
+  }
+  Bytes reserved = client_frame(0x2, "x");
+  reserved[0] |= 0x40;
+  WsFrameReader reader(1 << 20);
+  Parsed parsed;
+  EXPECT_FALSE(parsed.parse(reader, reserved).ok());
+}
+
+TEST(WsFrameReader, RefusesAnOversizedMessageFromItsHeaderAlone) {
+  WsFrameReader reader(100);
+  Bytes whole = client_frame(0x2, std::string(70'000, 'z'));  // 64-bit length
+  Bytes header_only(whole.begin(), whole.begin() + 14);
+  Parsed parsed;
+  auto consumed = parsed.parse(reader, header_only);
+  ASSERT_FALSE(consumed.ok());
+  EXPECT_TRUE(reader.oversized());
+  // Fragments count together.
+  WsFrameReader fragmented(100);
+  Bytes bytes = client_frame(0x2, std::string(60, 'a'), false);
+  const Bytes more = client_frame(0x0, std::string(60, 'b'), true);
+  bytes.insert(bytes.end(), more.begin(), more.end());
+  EXPECT_FALSE(parsed.parse(fragmented, bytes).ok());
+  EXPECT_TRUE(fragmented.oversized());
+}
+
+// A server of LeanWsSessions on 127.0.0.1 that records what its handler hears.
+struct Server final : LeanWsHandler {
+  explicit Server(asio::io_context& io) : acceptor(io, tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), 0)) {
+    shared.handler = this;
+    accept();
+  }
+  void accept() {
+    acceptor.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
+      if (ec) return;
+      auto session = std::make_shared<LeanWsSession>(shared, std::move(socket));
+      session->start();
+      accept();
+    });
+  }
+  void on_ws_open(LeanWsSession& session, std::string_view target) override {
+    events.push_back("open " + std::string(target));
+    sessions.push_back(session.shared_from_this());
+  }
+  void on_ws_message(LeanWsSession& session, ByteView payload) override {
+    const std::string text(payload.begin(), payload.end());
+    events.push_back("message " + text);
+    if (text == "echo3") {
+      for (const char* reply : {"one", "two", "three"}) session.send(Bytes(reply, reply + std::strlen(reply)));
+    }
+  }
+  void on_ws_gone(LeanWsSession&, bool closed_by_peer) override {
+    events.push_back(closed_by_peer ? "gone closed_by_peer" : "gone reset");
+  }
+  void on_ws_rejected(std::string_view why) override { events.push_back("rejected " + std::string(why)); }
+  uint16_t port() const { return acceptor.local_endpoint().port(); }
+  size_t count(std::string_view prefix) const {
+    size_t n = 0;
+    for (const auto& e : events) n += e.rfind(prefix, 0) == 0;
+    return n;
+  }
+
+  tcp::acceptor acceptor;
+  LeanWsShared shared;
+  std::vector<std::shared_ptr<LeanWsSession>> sessions;
+  std::vector<std::string> events;
+};
+
+// The client side runs blocking on its own io_context's socket while the server's loop runs in
+// steps; `pump` runs the server until `done` or a deadline.
+template <class F>
+void pump(asio::io_context& io, F done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    io.restart();
+    io.run_for(std::chrono::milliseconds(2));
+  }
+  ASSERT_TRUE(done());
+}
+
+TEST(LeanWsSession, TalksToBeastsClient) {
+  asio::io_context io;
+  Server server(io);
+  asio::io_context client_io;
+  beast::websocket::stream<tcp::socket> client(client_io);
+  client.next_layer().connect(tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), server.port()));
+  bool handshaken = false;
+  client.async_handshake("127.0.0.1", "/node/7", [&](boost::system::error_code ec) { handshaken = !ec; });
+  pump(io, [&] {
+    client_io.restart();
+    client_io.poll();
+    return handshaken;
+  });
+  client.binary(true);
+  client.write(asio::buffer(std::string("first")));
+  client.write(asio::buffer(std::string("echo3")));
+  std::vector<std::string> got;
+  beast::flat_buffer buffer;
+  std::function<void()> read_next = [&] {
+    client.async_read(buffer, [&](boost::system::error_code ec, size_t) {
+      if (ec) return;
+      got.push_back(beast::buffers_to_string(buffer.data()));
+      buffer.consume(buffer.size());
+      read_next();
+    });
+  };
+  read_next();
+  pump(io, [&] {
+    client_io.restart();
+    client_io.poll();
+    return got.size() == 3;
+  });
+  EXPECT_EQ(got, (std::vector<std::string>{"one", "two", "three"}));
+  EXPECT_TRUE(client.got_binary());
+  bool closed = false;
+  client.async_close(beast::websocket::close_code::normal, [&](boost::system::error_code) { closed = true; });
+  pump(io, [&] {
+    client_io.restart();
+    client_io.poll();
+    return closed && server.count("gone") == 1;
+  });
+  EXPECT_EQ(server.events, (std::vector<std::string>{"open /node/7", "message first", "message echo3", "gone closed_by_peer"}));
+}
+
+TEST(LeanWsSession, AnOversizedMessageClosesOnlyItsConnectionWith1009) {
+  asio::io_context io;
+  Server server(io);
+  server.shared.message_bytes_max = 1000;
+  asio::io_context client_io;
+  beast::websocket::stream<tcp::socket> big(client_io), small(client_io);
+  int handshaken = 0;
+  for (auto* client : {&big, &small}) {
+    client->next_layer().connect(tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), server.port()));
+    client->async_handshake("127.0.0.1", "/", [&](boost::system::error_code ec) { handshaken += ec ? 0 : 1; });
+  }
+  pump(io, [&] {
+    client_io.restart();
+    client_io.poll();
+    return handshaken == 2;
+  });
+  big.binary(true);
+  small.binary(true);
+  big.write(asio::buffer(std::string(5000, 'x')));
+  small.write(asio::buffer(std::string("fine")));
+  boost::system::error_code read_error;
+  beast::flat_buffer buffer;
+  bool read_done = false;
+  big.async_read(buffer, [&](boost::system::error_code ec, size_t) {
+    read_error = ec;
+    read_done = true;
+  });
+  pump(io, [&] {
+    client_io.restart();
+    client_io.poll();
+    return read_done && server.count("message fine") == 1;
+  });
+  EXPECT_EQ(read_error, beast::websocket::error::closed);
+  EXPECT_EQ(big.reason().code, beast::websocket::close_code::too_big);
+  EXPECT_EQ(server.count("rejected WebSocket message of"), 1u);
+  EXPECT_EQ(server.count("gone reset"), 1u);
+  EXPECT_EQ(server.count("open"), 2u);
+}
+
+TEST(LeanWsSession, ARequestThatIsNotAnUpgradeIsRefused) {
+  asio::io_context io;
+  Server server(io);
+  tcp::socket raw(io);
+  raw.connect(tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), server.port()));
+  const std::string request = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  asio::write(raw, asio::buffer(request));
+  pump(io, [&] { return server.count("rejected") == 1; });
+  EXPECT_EQ(server.count("open"), 0u);
+  EXPECT_NE(server.events[0].find("not a WebSocket upgrade"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace msgsim::live
