@@ -11,10 +11,12 @@
 // Process model. The server process hosts the system's server nodes (registry, queue, storage,
 // push, chat server: the unchanged impl/chat classes) on one io_context in one thread; nodes
 // talk to each other in process (posted to the loop, FIFO per connection, no re-entrancy),
-// devices talk WebSocket (Boost.Beast, binary frames, docs/protocol.md) to the chat server,
-// and every database is a real SQLite file with real fsync. Client load runs in separate
-// processes, as many as the descriptor limit needs, each from its own source address
-// 127.0.0.x. Everything stays on 127.0.0.0/8.
+// devices talk WebSocket (binary frames, docs/protocol.md; live/lean_websocket.h on the server,
+// Boost.Beast's client in the load processes) to the chat server, and every database is a real
+// SQLite file with real fsync, batched by live/group_commit.h: one fsync per batch for every
+// partition and node, off the loop, and frames to devices wait for the batch of their commits.
+// Client load runs in separate processes, as many as the descriptor limit needs, each from its
+// own source address 127.0.0.x. Everything stays on 127.0.0.0/8.
 //
 // This host exists because the bench needs the server side in one measurable process; it is
 // not the live runtime of `msgsim live run` (live/), which runs every node as its own process
