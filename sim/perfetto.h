@@ -14,9 +14,11 @@
 //    track, the history line as their arguments.
 //
 // Times are virtual, in microseconds with nanosecond decimals, so the same seed writes the same
-// file. The output is bounded: at most `events_max` events; frames and history events stop at
-// nine tenths of it so that fault and lifecycle slices still fit, and a file that was cut says
-// so in an instant event "msgsim: trace truncated ..." at the first drop and in otherData.
+// file. The output is bounded: at most `events_max` events besides the track names (two
+// metadata events per node and per group, written first and always); frames and history events
+// stop at nine tenths of it so that fault and lifecycle slices still fit, and a file that was
+// cut says so in an instant event "msgsim: trace truncated ..." at the first drop and in
+// otherData.
 #pragma once
 
 #include <cstdint>

@@ -18,6 +18,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 extern char** environ;
 
@@ -451,6 +452,36 @@ TEST_F(CliTest, ReplayConfirmsADigestAndCatchesAWrongOne) {
   const Ran mismatch = msgsim({"replay", kChatSmall, "--seed", "7", "--expect-digest", wrong});
   EXPECT_EQ(mismatch.exit_code, 1) << mismatch.out << mismatch.err;
   EXPECT_THAT(mismatch.out, HasSubstr("replay: DIGEST MISMATCH expected " + wrong + " got " + digest + "\n"));
+}
+
+// --perfetto on `run` and `replay`: a JSON timeline (its content is tests/perfetto_test's), the
+// run's digest unchanged, the bound honoured and said, and an unwritable path refused.
+TEST_F(CliTest, PerfettoWritesATimelineOnRunAndReplay) {
+  const Ran plain = msgsim({"run", kChatSmall, "--seed", "7"});
+  ASSERT_EQ(plain.exit_code, 0) << plain.out << plain.err;
+  const std::string digest = line_after(plain.out, "trace digest: ");
+
+  const std::string file = (dir_ / "run.json").string();
+  const Ran replay = msgsim({"replay", kChatSmall, "--seed", "7", "--perfetto", file});
+  EXPECT_EQ(replay.exit_code, 0) << replay.out << replay.err;
+  EXPECT_THAT(replay.out, HasSubstr("replay: digest " + digest + " confirmed\n"));
+  const nlohmann::json doc = nlohmann::json::parse(read_file(file), nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(doc.is_discarded()) << file << " is not JSON";
+  EXPECT_GT(doc["traceEvents"].size(), 1000u);
+  EXPECT_EQ(doc["otherData"]["truncated"], false);
+
+  const std::string cut = (dir_ / "cut.json").string();
+  const Ran bounded = msgsim({"run", kChatSmall, "--seed", "7", "--perfetto", cut, "--perfetto-events-max", "100"});
+  EXPECT_EQ(bounded.exit_code, 0) << bounded.out << bounded.err;
+  EXPECT_EQ(line_after(bounded.out, "trace digest: "), digest);
+  const nlohmann::json cut_doc = nlohmann::json::parse(read_file(cut), nullptr, /*allow_exceptions=*/false);
+  ASSERT_FALSE(cut_doc.is_discarded());
+  EXPECT_EQ(cut_doc["otherData"]["truncated"], true);
+  EXPECT_LE(cut_doc["traceEvents"].size(), 103u);
+
+  const Ran refused = msgsim({"run", kChatSmall, "--perfetto", (dir_ / "no" / "such" / "dir.json").string()});
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_THAT(refused.err, HasSubstr("--perfetto"));
 }
 
 // `msgsim shrink`: a planted bug's failing seed becomes a small scenario file that fails on its
