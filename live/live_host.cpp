@@ -21,6 +21,7 @@
 
 #include "impl/base/assert.h"
 #include "impl/base/sqlite.h"
+#include "live/group_commit.h"
 #include "oracle/event.h"
 
 namespace msgsim::live {
@@ -124,6 +125,20 @@ class LiveHost::Impl {
   asio::io_context& io_;
   LiveHostOptions options_;
   Directory directory_;
+  // Group commit (live/group_commit.h): the nodes' databases sync in batches off the loop, and
+  // every frame a node sends waits in held_ for the batch that covers the commits made before
+  // it (tickets only grow, so one FIFO keeps every connection's order). A close waits behind
+  // the frames held before it.
+  struct HeldSend {
+    uint64_t ticket = 0;
+    NodeId node = kNoNode;
+    std::shared_ptr<Conn> conn;
+    Bytes frame;
+    bool close = false;
+  };
+  GroupCommit group_commit_{io_, [this](uint64_t durable) { release_held(durable); },
+                            [this](const std::string& what) { sync_failed(what); }};
+  std::deque<HeldSend> held_;
   std::map<NodeId, NodeSlot> slots_;
   LiveHostStats stats_;
   ConnId next_conn_ = 1;
@@ -173,6 +188,10 @@ class LiveHost::Impl {
   void cancel_timer(NodeSlot& s, TimerId timer);
   sqlite3* db(NodeSlot& s);
   void exit(NodeSlot& s);
+
+  void send_now(NodeId node, const std::shared_ptr<Conn>& conn, Bytes frame);
+  void release_held(uint64_t durable);
+  void sync_failed(const std::string& what);
 
   void start(NodeId id);
   void stop_node(NodeSlot& s);
@@ -763,14 +782,23 @@ ConnId LiveHost::Impl::connect(NodeSlot& s, NodeId peer) {
 void LiveHost::Impl::send(NodeSlot& s, ConnId id, Bytes frame) {
   auto it = s.conns.find(id);
   if (it == s.conns.end()) return;  // closed or broken: frames to it are gone
-  std::shared_ptr<Conn> conn = it->second;
+  const uint64_t ticket = group_commit_.sync_point();
+  if (!held_.empty() || ticket > group_commit_.durable()) {
+    held_.push_back(HeldSend{ticket, s.id, it->second, std::move(frame), false});
+    stats_.frames_held_for_sync++;
+    return;
+  }
+  send_now(s.id, it->second, std::move(frame));
+}
+
+void LiveHost::Impl::send_now(NodeId node, const std::shared_ptr<Conn>& conn, Bytes frame) {
   if (conn->enqueue(std::move(frame))) return;
   // A slow reader: its queue passed the bound. Reset only this connection, and tell the node
   // from the loop.
   stats_.connections_rejected++;
   stats_.connections_broken++;
-  log(s.id, LogLevel::warn,
-      "connection " + std::to_string(id) + " to node " + std::to_string(conn->peer) +
+  log(node, LogLevel::warn,
+      "connection " + std::to_string(conn->id) + " to node " + std::to_string(conn->peer) +
           " reset: slow reader, outbound queue passed " + std::to_string(options_.outbound_bytes_max) + " bytes");
   conn->abort();
   asio::post(io_, [this, conn] {
@@ -780,11 +808,36 @@ void LiveHost::Impl::send(NodeSlot& s, ConnId id, Bytes frame) {
   });
 }
 
+void LiveHost::Impl::release_held(uint64_t durable) {
+  while (!held_.empty() && held_.front().ticket <= durable) {
+    HeldSend held = std::move(held_.front());
+    held_.pop_front();
+    if (held.close) held.conn->close_gracefully();
+    else send_now(held.node, held.conn, std::move(held.frame));  // dropped if the conn died meanwhile
+  }
+}
+
+// What the nodes took for committed may not be on the disk: they stop, as a node does when its
+// own commit fails (fail-stop), and the supervisor restarts them from what the disk kept.
+void LiveHost::Impl::sync_failed(const std::string& what) {
+  held_.clear();
+  for (auto& [id, s] : slots_) {
+    if (!s.running) continue;
+    log(id, LogLevel::error, "group commit: " + what + "; stopping");
+    stop_node(s);
+    if (options_.on_exit) options_.on_exit(id, false);
+  }
+}
+
 void LiveHost::Impl::close(NodeSlot& s, ConnId id) {
   auto it = s.conns.find(id);
   if (it == s.conns.end()) return;
   std::shared_ptr<Conn> conn = it->second;
   s.conns.erase(it);
+  if (!held_.empty()) {
+    held_.push_back(HeldSend{0, s.id, std::move(conn), {}, true});  // after the frames held before it
+    return;
+  }
   conn->close_gracefully();
 }
 
@@ -808,10 +861,11 @@ void LiveHost::Impl::cancel_timer(NodeSlot& s, TimerId id) { s.timers.erase(id);
 sqlite3* LiveHost::Impl::db(NodeSlot& s) {
   if (s.db != nullptr) return s.db;
   const std::string path = options_.run_dir + "/node-" + std::to_string(s.id) + ".db";
-  sqlite3* db = nullptr;
-  const int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                                 nullptr);
-  MSGSIM_ASSERT(rc == SQLITE_OK, "cannot open " + path + ": " + (db ? sqlite3_errmsg(db) : "out of memory"));
+  // Through the group commit shim: synchronous=FULL commits sync in batches off the loop, and
+  // the node's frames wait for them (send).
+  Result<sqlite3*> opened = group_commit_.open(path);
+  MSGSIM_ASSERT(opened.ok(), opened.ok() ? std::string() : opened.error().message);
+  sqlite3* db = *opened;
   const Status configured = sql::configure_durable(db);
   MSGSIM_ASSERT(configured.ok(), "cannot configure " + path + ": " + configured.error().message);
   s.db = db;

@@ -78,6 +78,7 @@ struct LiveHostStats {
   uint64_t connections_broken = 0;   // reset, refused, or closed by a bound
   uint64_t connections_rejected = 0; // closed by a bound or bad input (oversized, slow, bad hello)
   uint64_t timers_fired = 0;
+  uint64_t frames_held_for_sync = 0;  // sent after a commit, held until its group commit batch synced
 };
 
 class LiveHost {

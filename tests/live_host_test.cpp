@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "impl/base/sqlite.h"
 #include "live/live_host.h"
 
 namespace msgsim::live {
@@ -168,6 +169,33 @@ TEST_P(LiveHostTransport, FramesArriveInOrderThenClosedByPeer) {
   EXPECT_EQ(pair.client_probe.count("disconnect"), 0u);
   EXPECT_EQ(pair.client_probe.count("connected"), 1u);
   EXPECT_FALSE(pair.server_probe.reentered || pair.client_probe.reentered);
+}
+
+// Group commit (live/group_commit.h): frames a node sends after a commit wait for the batch
+// that syncs it; every frame still arrives, in order, and the close after them.
+TEST_P(LiveHostTransport, FramesAfterCommitsWaitForTheirSyncAndKeepTheirOrder) {
+  Pair pair(GetParam());
+  pair.client_probe.on_connected = [&](Context& ctx, ConnId c) {
+    sqlite3* db = ctx.db();
+    ASSERT_TRUE(sql::configure_durable(db).ok());
+    ASSERT_TRUE(sql::exec(db, "CREATE TABLE IF NOT EXISTS log(k INTEGER PRIMARY KEY)").ok());
+    for (int i = 0; i < 100; ++i) {
+      if (i % 10 == 0) {
+        ASSERT_TRUE(sql::exec(db, "INSERT OR REPLACE INTO log(k) VALUES(" + std::to_string(i) + ")").ok());
+      }
+      ctx.send(c, bytes_of("m" + std::to_string(i)));
+    }
+    ctx.close(c);
+  };
+  pair.client_probe.on_start = [&](Context& ctx) { ctx.connect(1); };
+  pair.server->start(1);
+  pair.client->start(0);
+  ASSERT_TRUE(run_until(pair.io, [&] { return pair.server_probe.count("disconnect") == 1; }));
+  const auto& e = pair.server_probe.events;
+  ASSERT_EQ(e.size(), 1u + 1u + 100u + 1u);
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(e[2 + i].substr(e[2 + i].rfind(' ') + 1), "m" + std::to_string(i));
+  EXPECT_NE(e.back().find("closed_by_peer"), std::string::npos);
+  EXPECT_EQ(pair.client->stats().frames_held_for_sync, 100u);  // every frame came after the first commit
 }
 
 TEST_P(LiveHostTransport, RepliesFlowBackAndAServerCrashIsAReset) {
