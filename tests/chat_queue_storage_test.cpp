@@ -118,18 +118,25 @@ struct Rig {
     sim.at(sim.now_ns(), [this, conn, frame = std::move(frame)]() mutable { chat_ctx->send(conn, std::move(frame)); });
     sim.run_until(sim.now_ns());
   }
-  void produce(const Entry& entry, uint64_t request_id = 0) {
-    chat_send(to_queue, encode(Frame{Produce{request_id == 0 ? next_request++ : request_id, entry}}));
+  void produce(const Entry& entry, uint64_t request_id = 0, uint64_t members_digest = 0) {
+    chat_send(to_queue, encode(Frame{Produce{request_id == 0 ? next_request++ : request_id, entry, members_digest}}));
   }
-  // Produces and settles; returns the answer for `request_id`: "seq:N" or "rejected:REASON".
-  std::string produce_and_wait(const Entry& entry) {
+  // Produces and settles; returns the answer for `request_id`: "seq:N", "rejected:REASON" or
+  // "stale:" and the member list it names, comma-separated.
+  std::string produce_and_wait(const Entry& entry, uint64_t members_digest = 0) {
     const uint64_t id = next_request++;
-    produce(entry, id);
+    produce(entry, id, members_digest);
     settle(20 * kMs);
     for (const auto& p : frames_of<Produced>(chat))
       if (p.request_id == id) return "seq:" + std::to_string(p.seq);
     for (const auto& r : frames_of<ProduceRejected>(chat))
       if (r.request_id == id) return "rejected:" + r.reason;
+    for (const auto& s : frames_of<ProduceStale>(chat)) {
+      if (s.request_id != id) continue;
+      std::string out = "stale:";
+      for (const std::string& user : decode_member_list(s.members)) out += (out.size() > 6 ? "," : "") + user;
+      return out;
+    }
     return "no answer";
   }
 
@@ -280,6 +287,42 @@ TEST(Queue, MembershipRules) {
   EXPECT_EQ(rig.produce_and_wait(message("x:1", "u1", "m6")), "rejected:unknown conversation");
   EXPECT_EQ(rig.produce_and_wait(message("dm:u1:u2", "u2", "m7", "u1")), "seq:1");
   EXPECT_EQ(rig.queue().rejected(), 11u);
+}
+
+uint64_t digest_of(const std::vector<std::string>& users) { return members_digest(encode_member_list(users)); }
+
+// The E2EE ordering rule (queue.h): a group message sealed for another member list than the
+// group's at its seq is answered ProduceStale with the current list, takes no seq, and is not
+// remembered, so the same msg_id sealed again for the right list is appended.
+TEST(Queue, AGroupMessageSealedForAnOldMemberListIsAnsweredStale) {
+  Rig rig;
+  rig.start_all();
+  ASSERT_EQ(rig.produce_and_wait(membership(EntryKind::join, "g:a", "u1", "u1", "op1")), "seq:1");
+  ASSERT_EQ(rig.produce_and_wait(membership(EntryKind::join, "g:a", "u1", "u2", "op2")), "seq:2");
+  EXPECT_EQ(rig.produce_and_wait(message("g:a", "u2", "m1"), digest_of({"u1", "u2"})), "seq:3");
+  ASSERT_EQ(rig.produce_and_wait(membership(EntryKind::join, "g:a", "u1", "u3", "op3")), "seq:4");
+  // u2 has not seen u3 join: sealed for u1 and u2 only.
+  EXPECT_EQ(rig.produce_and_wait(message("g:a", "u2", "m2"), digest_of({"u1", "u2"})), "stale:u1,u2,u3");
+  EXPECT_EQ(rig.queue().next_seq("g:a"), 5u);
+  EXPECT_EQ(rig.queue().stale(), 1u);
+  EXPECT_EQ(rig.produce_and_wait(message("g:a", "u2", "m2"), digest_of({"u1", "u2", "u3"})), "seq:5");
+  // A leave: a list that still names the leaver is stale too.
+  ASSERT_EQ(rig.produce_and_wait(membership(EntryKind::leave, "g:a", "u1", "u3", "op4")), "seq:6");
+  EXPECT_EQ(rig.produce_and_wait(message("g:a", "u1", "m3"), digest_of({"u1", "u2", "u3"})), "stale:u1,u2");
+  EXPECT_EQ(rig.produce_and_wait(message("g:a", "u1", "m3"), digest_of({"u1", "u2"})), "seq:7");
+  // The membership check comes first: a non-member is refused for good whatever it names.
+  EXPECT_EQ(rig.produce_and_wait(message("g:a", "u3", "m4"), digest_of({"u1", "u2"})), "rejected:not a member");
+  // 0 is "not checked" (no E2EE), and 1:1 conversations are never checked.
+  EXPECT_EQ(rig.produce_and_wait(message("g:a", "u2", "m5"), 0), "seq:8");
+  EXPECT_EQ(rig.produce_and_wait(message("dm:u1:u2", "u1", "m6", "u2"), 12345), "seq:1");
+  // After a restart the digest is computed again from the recovered members.
+  rig.sim.crash(rig.queue_id, CrashDisk::keep_unsynced);
+  rig.settle();
+  rig.sim.start(rig.queue_id);
+  rig.settle();
+  rig.restart_chat();
+  EXPECT_EQ(rig.produce_and_wait(message("g:a", "u2", "m7"), digest_of({"u1", "u2", "u3"})), "stale:u1,u2");
+  EXPECT_EQ(rig.produce_and_wait(message("g:a", "u2", "m7"), digest_of({"u1", "u2"})), "seq:9");
 }
 
 TEST(Queue, AMalformedFrameClosesTheConnectionWithoutACrash) {

@@ -307,6 +307,39 @@ TEST(E2eeGroups, ARemovedMemberDecryptsNothingSentAfterItsRemoval) {
   }
 }
 
+// The device's rule, without being told of the leave: a key that reached a device outside the
+// member list it now seals for is replaced (as after a SendStale that leaves a member out), so
+// the removed member cannot open what follows, and the remaining members get the new key.
+TEST(E2eeGroups, SealingForAListWithoutAMemberTheKeyReachedMakesANewKey) {
+  sim::reseed_randombytes(18);
+  E2eeClient admin("u1", "u1.d1"), bob("u2", "u2.d1"), carol("u3", "u3.d1");
+  size_t opk = 0;
+  for (E2eeClient* other : {&bob, &carol}) {
+    ASSERT_TRUE(admin.add_bundle(bundle_of(*other, other->device().substr(0, 2), opk++)).ok());
+    ASSERT_TRUE(other->add_bundle(bundle_of(admin, "u1", opk++)).ok());
+  }
+  Result<Bytes> before = admin.seal_group("g:3", bytes_of("all three"), {"u1.d1", "u2.d1", "u3.d1"});
+  ASSERT_TRUE(before.ok());
+  ASSERT_TRUE(carol.open("g:3", "u1.d1", *before).ok());
+  ASSERT_TRUE(bob.open("g:3", "u1.d1", *before).ok());
+  admin.note_own_echo("g:3", *before);
+  // Sealed for the same list again: the key stays, and no distribution is needed.
+  Result<Bytes> again = admin.seal_group("g:3", bytes_of("still three"), {"u1.d1", "u2.d1", "u3.d1"});
+  ASSERT_TRUE(again.ok());
+  ASSERT_TRUE(carol.open("g:3", "u1.d1", *again).ok());
+  ASSERT_TRUE(bob.open("g:3", "u1.d1", *again).ok());
+  EXPECT_EQ((*again)[2], 0);
+  EXPECT_EQ((*again)[3], 0);
+  // Carol is gone from the list: a new key, distributed to bob only.
+  const Bytes secret = bytes_of("without carol");
+  Result<Bytes> after = admin.seal_group("g:3", secret, {"u1.d1", "u2.d1"});
+  ASSERT_TRUE(after.ok());
+  EXPECT_FALSE(carol.open("g:3", "u1.d1", *after).ok()) << "the removed member opened a message sealed without her";
+  Result<E2eeClient::Opened> at_bob = bob.open("g:3", "u1.d1", *after);
+  ASSERT_TRUE(at_bob.ok()) << at_bob.error().message;
+  EXPECT_EQ(at_bob->plaintext, secret);
+}
+
 // A member who joins gets the sender's current key with the next message, not older messages.
 TEST(E2eeGroups, AJoiningMemberReadsFromItsJoinOn) {
   sim::reseed_randombytes(17);

@@ -58,4 +58,4 @@ done
 clean_run chat-offline-push.json 1
 
 buggy_run chat-faulty.json 1 client-no-dedup no-duplicate
-buggy_run chat-faulty.json 1 leave-one-late membership
+buggy_run chat-faulty.json 1 leave-one-late decrypt

@@ -86,7 +86,7 @@ TEST(Shrink, RefusesAPassingSeedAndACheckTheRunDoesNotFail) {
 const std::map<std::string, std::string>& expected_checks() {
   static const std::map<std::string, std::string> table = {
       {"ack-before-durable", "no-loss"},      {"retry-new-seq", "seq-agreement"},
-      {"reject-after-append", "no-rejected-delivery"}, {"leave-one-late", "membership"},
+      {"reject-after-append", "no-rejected-delivery"}, {"leave-one-late", "decrypt"},
       {"sync-off-by-one", "no-loss"},         {"client-no-dedup", "no-duplicate"},
       {"no-reorder-buffer", "gap-free"},      {"gap-skip", "gap-free"},
       {"read-before-display", "receipts"},    {"expiry-ignored", "expiry"},
@@ -101,7 +101,6 @@ const std::map<std::string, std::string>& expected_checks() {
 std::string scenario_of(const std::string& bug) {
   if (bug == "leader-ack-before-replication" || bug == "no-epoch-fencing") return "scenarios/chat-replicated.json";
   if (bug == "fsync-error-ignored" || bug == "cursor-past-unsynced") return "scenarios/chat-disk-faults.json";
-  if (bug == "server-sees-plaintext") return "scenarios/chat-small.json";
   return "scenarios/chat-faulty.json";
 }
 

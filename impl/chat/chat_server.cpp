@@ -107,6 +107,7 @@ void ChatServerNode::on_device_frame(Context& ctx, ConnId conn, Session& s, Fram
     produce.entry.body = std::move(send->body);
     produce.entry.expires_at_ns = send->expires_at_ns;
     produce.entry.view_once = send->view_once;
+    produce.members_digest = send->members_digest;
     const NodeId queue = queue_leader(config_.topology.partition_of(send->conv));
     Bytes frame = encode_as(produce);
     produces_[id] = PendingProduce{conn, send->msg_id, send->conv, queue, ctx.now_ns(), frame};
@@ -198,6 +199,16 @@ void ChatServerNode::on_server_frame(Context& ctx, ConnId conn, Frame& frame) {
     if (it == produces_.end()) return;
     const ConnId device = it->second.device_conn;
     if (sessions_.count(device)) ctx.send(device, encode_as(SendReject{rejected->msg_id, rejected->conv, rejected->reason}));
+    produces_.erase(it);
+    close_if_handed_off(ctx, device);
+  } else if (auto* stale = std::get_if<ProduceStale>(&frame)) {
+    // Sealed for an old member list: the device seals again for this one and resends.
+    auto it = produces_.find(stale->request_id);
+    if (it == produces_.end()) return;
+    const ConnId device = it->second.device_conn;
+    if (sessions_.count(device)) {
+      ctx.send(device, encode_as(SendStale{std::move(stale->msg_id), std::move(stale->conv), std::move(stale->members)}));
+    }
     produces_.erase(it);
     close_if_handed_off(ctx, device);
   } else if (auto* result = std::get_if<SyncResult>(&frame)) {

@@ -14,6 +14,9 @@ namespace {
 constexpr int64_t kRetryIntervalNs = 1 * kNanosPerSecond;
 constexpr size_t kOutboxPerConversationMax = 64;
 constexpr size_t kShownDigestsMax = 256;
+// A group message answered SendStale is sealed again and resent at once this many times; after
+// that (a membership that keeps changing) only by the once-a-second retry.
+constexpr uint32_t kStaleResendsAtOnceMax = 8;
 // Signed prekeys rotate this often (Signal rotates weekly to monthly; the simulated runs are
 // minutes to hours, so hourly lets long runs exercise it without a publish storm at scale).
 constexpr int64_t kSignedPrekeyRotationNs = 3600 * kNanosPerSecond;
@@ -138,6 +141,7 @@ void DeviceNode::go_offline(Context& ctx) {
       front.body = std::move(front.plaintext);
       front.plaintext.clear();
       front.sealed = false;
+      front.members_digest = 0;
     }
   }
 }
@@ -208,6 +212,8 @@ void DeviceNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
     on_ack(ctx, *ack);
   } else if (const auto* reject = std::get_if<SendReject>(&frame)) {
     on_reject(ctx, *reject);
+  } else if (const auto* stale = std::get_if<SendStale>(&frame)) {
+    on_stale(ctx, *stale);
   } else if (const auto* notice = std::get_if<ReceiptNotice>(&frame)) {
     on_receipt(ctx, *notice);
   } else if (std::holds_alternative<Drain>(frame)) {
@@ -329,14 +335,12 @@ void DeviceNode::send_next(Context& ctx, const std::string& conv, Conversation& 
       std::vector<std::string> after = c.members;
       if (std::find(after.begin(), after.end(), out.member) == after.end()) after.push_back(out.member);
       std::sort(after.begin(), after.end());
-      for (const std::string& m : after) {
-        members.insert(members.end(), m.begin(), m.end());
-        members.push_back('\n');
-      }
+      members = encode_member_list(after);
     }
     ctx.send(conn_, encode_as(GroupOp{out.id, conv, out.op_kind, out.member, std::move(members)}));
   } else {
-    ctx.send(conn_, encode_as(Send{out.id, conv, c.group ? std::string() : c.peer, out.body, out.expires_at_ns, out.view_once}));
+    ctx.send(conn_, encode_as(Send{out.id, conv, c.group ? std::string() : c.peer, out.body, out.expires_at_ns,
+                                   out.view_once, out.members_digest}));
   }
 }
 
@@ -380,6 +384,29 @@ void DeviceNode::on_reject(Context& ctx, const SendReject& reject) {
   }
   c.outbox.erase(c.outbox.begin());
   send_next(ctx, reject.conv, c);
+}
+
+void DeviceNode::on_stale(Context& ctx, const SendStale& stale) {
+  auto it = convs_.find(stale.conv);
+  if (it == convs_.end() || it->second.outbox.empty() || it->second.outbox.front().id != stale.msg_id) return;
+  Conversation& c = it->second;
+  Outgoing& out = c.outbox.front();
+  if (!e2ee_ || !c.group || out.group_op || !out.sealed || out.plaintext.empty()) return;
+  // The membership changed since this device last looked (or it learnt the list wrong). The
+  // queue's list is the group's now, perhaps ahead of the entries this device has processed:
+  // seal for it (a new sender key if someone left, the current key for whoever joined) and send
+  // the same msg_id again. The entries still to process apply their changes on top of this
+  // list; those it already holds change nothing, and by the queue's position the two agree.
+  c.members = decode_member_list(stale.members);
+  out.body = std::move(out.plaintext);
+  out.plaintext.clear();
+  out.sealed = false;
+  out.members_digest = 0;
+  out.sent_at_ns = -1;
+  out.stale_answers++;
+  ctx.log(LogLevel::debug, device_ + ": " + out.id + " in " + stale.conv + " was sealed for an old member list; sealing again");
+  // Past the bound, the retry timer sends it (once a second) instead.
+  if (out.stale_answers <= kStaleResendsAtOnceMax) send_next(ctx, stale.conv, c);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -587,16 +614,8 @@ void DeviceNode::apply_membership(const std::string& conv, Conversation& c, cons
   if (!c.group) return;
   if (entry.kind == EntryKind::join) {
     if (entry.member == user_ && !entry.body.empty() && c.members.empty()) {
-      // The queue lists the members after this join in its body: a new member learns them here.
-      c.members.clear();
-      std::string_view list(reinterpret_cast<const char*>(entry.body.data()), entry.body.size());
-      while (!list.empty()) {
-        const size_t end = std::min(list.find('\n'), list.size());
-        if (end > 0 && end <= kIdMax) c.members.emplace_back(list.substr(0, end));
-        list.remove_prefix(std::min(end + 1, list.size()));
-      }
-      std::sort(c.members.begin(), c.members.end());
-      c.members.erase(std::unique(c.members.begin(), c.members.end()), c.members.end());
+      // The join's body lists the members after it: a new member learns them here.
+      c.members = decode_member_list(entry.body);
     }
     auto at = std::lower_bound(c.members.begin(), c.members.end(), entry.member);
     if (at == c.members.end() || *at != entry.member) c.members.insert(at, entry.member);
@@ -604,11 +623,19 @@ void DeviceNode::apply_membership(const std::string& conv, Conversation& c, cons
   }
   std::erase(c.members, entry.member);
   if (entry.member == user_) {
+    // Out of the group: if this user comes back, it starts with a new sender key distributed to
+    // everyone then (spec: a joiner gets current keys; the others made new ones meanwhile).
     c.members.clear();
+    e2ee_->rotate_group_key(conv);
     return;
   }
-  for (const std::string& d : devices_of(entry.member, device_count(entry.member))) e2ee_->forget_group_sender(conv, d);
-  e2ee_->rotate_group_key(conv);  // before the next group message, to the current members only
+  // Another member left. This device's own key, if it reached the leaver, is replaced before
+  // the next group message: seal_group sees a device outside the members. The leaver's sender
+  // key is kept: the queue takes no message from a non-member, and a member that leaves and
+  // comes back may send under its old key before its device has processed its own leave (the
+  // member list is the same again, so the queue's check passes), which the others must open.
+  // The device's own change is applied on its ack, before the entries ahead of it are
+  // processed: those may still be messages of the leaver.
 }
 
 uint32_t DeviceNode::device_count(const std::string& user) const {
@@ -672,7 +699,10 @@ bool DeviceNode::seal(Context& ctx, const std::string& conv, Conversation& c, Ou
     copy.insert(copy.end(), out.body.begin(), out.body.end());
     b.insert(b.begin() + 4, copy.begin(), copy.end());
   }
-  if (c.group) out.plaintext = std::move(out.body);
+  if (c.group) {
+    out.members_digest = members_digest(encode_member_list(c.members));
+    out.plaintext = std::move(out.body);
+  }
   out.body = std::move(*body);
   out.sealed = true;
   return true;

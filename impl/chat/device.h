@@ -76,9 +76,11 @@ class DeviceNode final : public Node {
     // and is sealed for the recipients known then (after the device synced, so its view of a
     // group's members is as fresh as it can be); then the sealed body, sent as is on retries.
     bool sealed = false;
-    // A sealed group message keeps its plaintext until acknowledged: after a reconnect it is
-    // sealed again for the members known then (see e2ee_client.h).
+    // A sealed group message keeps its plaintext until acknowledged: after a reconnect, or a
+    // SendStale, it is sealed again for the members known then (see e2ee_client.h).
     Bytes plaintext;
+    uint64_t members_digest = 0;  // a sealed group message: the member list it was sealed for
+    uint32_t stale_answers = 0;   // SendStale answers so far (kStaleResendsAtOnceMax)
   };
 
   struct Conversation {
@@ -100,7 +102,8 @@ class DeviceNode final : public Node {
     // the outbox is bounded (kOutboxPerConversationMax) so erasing the front is cheap.
     std::vector<Outgoing> outbox;
     // Groups with E2EE: the members (users, sorted) as this device has processed the log, so
-    // its sender key goes to exactly them. A join entry's body lists the members after it.
+    // its sender key goes to exactly them. A join entry's body lists the members after it; a
+    // SendStale brings the queue's list, which may be ahead of the log this device processed.
     std::vector<std::string> members;
   };
 
@@ -130,6 +133,7 @@ class DeviceNode final : public Node {
   void process(Context& ctx, const std::string& conv, Conversation& c, const Entry& entry);
   void on_ack(Context& ctx, const SendAck& ack);
   void on_reject(Context& ctx, const SendReject& reject);
+  void on_stale(Context& ctx, const SendStale& stale);
   void on_receipt(Context& ctx, const ReceiptNotice& notice);
   void flush_receipts(Context& ctx);
   void check_gaps(Context& ctx);

@@ -173,7 +173,12 @@ void E2eeClient::forget_group_sender(const std::string& group_id, const std::str
 Result<Bytes> E2eeClient::seal_group(const std::string& group_id, ByteView plaintext,
                                      const std::vector<std::string>& member_devices) {
   GroupState& g = group(group_id);
-  if (!g.has_own || g.rotate) {
+  std::vector<std::string> members(member_devices);
+  std::sort(members.begin(), members.end());
+  // The current key went to a device that is no member now: it must not see this message.
+  const bool reached_a_non_member =
+      !std::includes(members.begin(), members.end(), g.sent_to.begin(), g.sent_to.end());
+  if (!g.has_own || g.rotate || reached_a_non_member) {
     Result<crypto::OwnSenderKey> fresh = crypto::create_sender_key(group_id, g.next_key_id);
     if (!fresh.ok()) return fresh.error();
     g.next_key_id++;
@@ -181,6 +186,7 @@ Result<Bytes> E2eeClient::seal_group(const std::string& group_id, ByteView plain
     g.has_own = true;
     g.rotate = false;
     g.distributed_to.clear();
+    g.sent_to.clear();
   }
   std::vector<const std::string*> needing;
   for (const std::string& d : member_devices) {
@@ -197,6 +203,11 @@ Result<Bytes> E2eeClient::seal_group(const std::string& group_id, ByteView plain
     for (const std::string* d : needing) {
       Status sealed = append_envelope(body, *d, distribution);
       if (!sealed.ok()) return sealed.error();
+      auto at = std::lower_bound(g.sent_to.begin(), g.sent_to.end(), *d);
+      if (at == g.sent_to.end() || *at != *d) {
+        MSGSIM_ASSERT_LT(g.sent_to.size(), crypto::kGroupMembersMax * 64);
+        g.sent_to.insert(at, *d);
+      }
     }
   }
   const size_t at = body.size();

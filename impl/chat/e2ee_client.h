@@ -23,8 +23,11 @@
 // the log (the sender's own echo, note_own_echo). Not the ack: a retried send is sealed again
 // after a reconnect (the membership may have changed meanwhile), and whichever of its bodies the
 // queue kept is the one the members got.
-// After a leave the key rotates before the next group message, and the new key goes to the
-// current members only.
+// A key is never used for a member list that leaves out a device it may have reached: before
+// sealing, if any device the current key's distribution was sent to (acknowledged or not) is
+// not among `member_devices`, a new key is made and distributed to the members only. That is
+// the rotation after a leave, whether the device learnt of the leave from the log or from the
+// queue refusing a message sealed for an older list (SendStale; queue.h "E2EE ordering rule").
 #pragma once
 
 #include <cstdint>
@@ -74,7 +77,8 @@ class E2eeClient {
   // Seals a direct message for `recipients` (device ids; each must have a session).
   Result<Bytes> seal_direct(ByteView plaintext, const std::vector<std::string>& recipients);
   // Seals a group message; `member_devices` are the current members' devices (self included
-  // or not), each other one with a session.
+  // or not), each other one with a session. Makes a new sender key first when the current one
+  // was sent to a device not in `member_devices` (a member left).
   Result<Bytes> seal_group(const std::string& group, ByteView plaintext, const std::vector<std::string>& member_devices);
   // Forces a new sender key before the next group message (a member left, or a sealed message
   // was refused so its distribution may never have arrived).
@@ -104,6 +108,7 @@ class E2eeClient {
     uint32_t next_key_id = 1;
     crypto::OwnSenderKey own;
     std::vector<std::string> distributed_to;  // sorted: devices holding the current own key
+    std::vector<std::string> sent_to;         // sorted: devices any body carried it to (a superset)
     std::vector<std::pair<std::string, crypto::PeerSenderKey>> peers;  // sender device -> key
   };
   Result<size_t> open_pairwise(const std::string& peer_device, ByteView envelope, crypto::MutableByteSpan out,

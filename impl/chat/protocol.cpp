@@ -1,6 +1,9 @@
 #include "impl/chat/protocol.h"
 
+#include <algorithm>
 #include <array>
+
+#include "impl/base/hash.h"
 
 namespace msgsim::chat {
 
@@ -25,6 +28,7 @@ MSGSIM_FRAME_NAME(PublishKeys) MSGSIM_FRAME_NAME(KeysPublished) MSGSIM_FRAME_NAM
 MSGSIM_FRAME_NAME(Bundles) MSGSIM_FRAME_NAME(KeyRequestFailed)
 MSGSIM_FRAME_NAME(Replicate) MSGSIM_FRAME_NAME(ReplicaAck) MSGSIM_FRAME_NAME(QueueHeartbeat)
 MSGSIM_FRAME_NAME(PartitionStates) MSGSIM_FRAME_NAME(AlterIsr) MSGSIM_FRAME_NAME(NotLeader)
+MSGSIM_FRAME_NAME(SendStale) MSGSIM_FRAME_NAME(ProduceStale)
 #undef MSGSIM_FRAME_NAME
 
 // type byte -> decoder of that alternative, built once from the variant's alternatives.
@@ -110,6 +114,24 @@ Result<Frame> decode(ByteView bytes) {
 const char* frame_type_name(ByteView bytes) {
   if (bytes.size() < 2 || bytes[0] != wire::kWireVersion || kTypeNames[bytes[1]] == nullptr) return "unknown";
   return kTypeNames[bytes[1]];
+}
+
+std::vector<std::string> decode_member_list(ByteView list) {
+  std::vector<std::string> users;
+  std::string_view rest(reinterpret_cast<const char*>(list.data()), list.size());
+  while (!rest.empty()) {
+    const size_t end = std::min(rest.find('\n'), rest.size());
+    if (end > 0 && end <= kIdMax) users.emplace_back(rest.substr(0, end));
+    rest.remove_prefix(std::min(end + 1, rest.size()));
+  }
+  std::sort(users.begin(), users.end());
+  users.erase(std::unique(users.begin(), users.end()), users.end());
+  return users;
+}
+
+uint64_t members_digest(ByteView member_list) {
+  const uint64_t digest = hash_bytes(member_list, /*seed=*/0x6d656d62657273);  // "members"
+  return digest == 0 ? 1 : digest;
 }
 
 const char* frame_name(const Frame& frame) {

@@ -6,10 +6,10 @@
 //   device   <-> lb        RouteRequest / RouteReply
 //   device   <-> chat      Hello, Welcome, Send, GroupOp, SendAck, SendReject, Deliver,
 //                          SyncRequest, SyncDone, ReceiptSend, ReceiptNotice, Heartbeat,
-//                          HeartbeatAck, Drain
+//                          HeartbeatAck, Drain, SendStale
 //   chat      -> registry  Register, Unregister
 //   storage  <-> registry  Lookup, Located
-//   chat     <-> queue     Produce, Produced, ProduceRejected
+//   chat     <-> queue     Produce, Produced, ProduceRejected, ProduceStale
 //   storage  <-> queue     Subscribe, Records
 //   queue    <-> queue     Replicate, ReplicaAck (leader -> followers of a partition)
 //   queue    <-> controller QueueHeartbeat, PartitionStates, AlterIsr; queue -> chat, storage: NotLeader
@@ -113,11 +113,16 @@ struct Hello { static constexpr uint8_t kType = 10;
 struct Welcome { static constexpr uint8_t kType = 11;
   uint32_t server = 0;
   template <class V> void fields(V& v) { v("server", server); } };
+// `members_digest`: a group message sealed with E2EE names the member list it was sealed for
+// (members_digest() of that list); the queue refuses it with ProduceStale / SendStale unless
+// that list is the group's membership at the message's place in the log. 0: not checked.
 struct Send { static constexpr uint8_t kType = 12;
   std::string msg_id; std::string conv; std::string to; Bytes body; int64_t expires_at_ns = 0; bool view_once = false;
+  uint64_t members_digest = 0;
   template <class V> void fields(V& v) {
     v("msg_id", msg_id, wire::Max{kIdMax}); v("conv", conv, wire::Max{kIdMax}); v("to", to, wire::Max{kIdMax});
-    v("body", body, wire::Max{kBodyMax}); v("expires_at_ns", expires_at_ns); v("view_once", view_once); } };
+    v("body", body, wire::Max{kBodyMax}); v("expires_at_ns", expires_at_ns); v("view_once", view_once);
+    v("members_digest", members_digest); } };
 // `members`: the group's members after this change as the requesting device knows them, one
 // user id per line; the join entry carries it (Entry.body) so that a joining member's devices
 // learn whom to send their sender keys to (E2EE). Empty when the device does not track members.
@@ -154,6 +159,13 @@ struct HeartbeatAck { static constexpr uint8_t kType = 22;
   template <class V> void fields(V&) {} };
 struct Drain { static constexpr uint8_t kType = 23;
   template <class V> void fields(V&) {} };
+// The answer to a Send whose members_digest is not the group's membership now: not a refusal
+// (the device seals the message again for `members`, the current member list, and resends it
+// with the same msg_id). The queue recorded nothing about it.
+struct SendStale { static constexpr uint8_t kType = 24;
+  std::string msg_id; std::string conv; Bytes members;
+  template <class V> void fields(V& v) {
+    v("msg_id", msg_id, wire::Max{kIdMax}); v("conv", conv, wire::Max{kIdMax}); v("members", members, wire::Max{kBodyMax}); } };
 
 // --- chat server <-> registry (presence)
 struct Register { static constexpr uint8_t kType = 30;
@@ -172,9 +184,10 @@ struct Located { static constexpr uint8_t kType = 33;
   template <class V> void fields(V& v) { v("request_id", request_id); v("locations", locations, wire::Max{kTargetsMax}); } };
 
 // --- producers <-> queue
+// members_digest: Send.members_digest, which the leader checks and does not store.
 struct Produce { static constexpr uint8_t kType = 40;
-  uint64_t request_id = 0; Entry entry;
-  template <class V> void fields(V& v) { v("request_id", request_id); entry.fields(v); } };
+  uint64_t request_id = 0; Entry entry; uint64_t members_digest = 0;
+  template <class V> void fields(V& v) { v("request_id", request_id); entry.fields(v); v("members_digest", members_digest); } };
 struct Produced { static constexpr uint8_t kType = 41;
   uint64_t request_id = 0; std::string msg_id; std::string conv; uint64_t seq = 0;
   template <class V> void fields(V& v) {
@@ -184,6 +197,13 @@ struct ProduceRejected { static constexpr uint8_t kType = 42;
   template <class V> void fields(V& v) {
     v("request_id", request_id); v("msg_id", msg_id, wire::Max{kIdMax}); v("conv", conv, wire::Max{kIdMax});
     v("reason", reason, wire::Max{kReasonMax}); } };
+// The leader's answer to a group message sealed for another member list than the group's now
+// (Produce.members_digest): `members` is the current list; nothing was recorded, no seq taken.
+struct ProduceStale { static constexpr uint8_t kType = 48;
+  uint64_t request_id = 0; std::string msg_id; std::string conv; Bytes members;
+  template <class V> void fields(V& v) {
+    v("request_id", request_id); v("msg_id", msg_id, wire::Max{kIdMax}); v("conv", conv, wire::Max{kIdMax});
+    v("members", members, wire::Max{kBodyMax}); } };
 struct RecordAt {
   uint64_t offset = 0; Entry entry;
   template <class V> void fields(V& v) { v("offset", offset); entry.fields(v); } };
@@ -306,7 +326,26 @@ using Frame = std::variant<RouteRequest, RouteReply, Hello, Welcome, Send, Group
                            Register, Unregister, Lookup, Located, Produce, Produced, ProduceRejected, Subscribe,
                            Records, SyncQuery, SyncResult, ReceiptUpdate, Route, Notify, HealthCheck, Health, Replicate, ReplicaAck,
                            QueueHeartbeat, PartitionStates, AlterIsr, NotLeader,
-                           PublishKeys, KeysPublished, FetchBundles, Bundles, KeyRequestFailed>;
+                           PublishKeys, KeysPublished, FetchBundles, Bundles, KeyRequestFailed,
+                           SendStale, ProduceStale>;
+
+// A group's member list on the wire (GroupOp.members, a join entry's body, SendStale.members):
+// user ids in ascending order, each followed by '\n'. `users` must be sorted and unique.
+template <typename Users>
+Bytes encode_member_list(const Users& users) {
+  Bytes out;
+  for (const std::string& user : users) {
+    out.insert(out.end(), user.begin(), user.end());
+    out.push_back('\n');
+  }
+  return out;
+}
+// The user ids of a member list, sorted and unique whatever the bytes; empty and over-long
+// (kIdMax) lines are skipped.
+std::vector<std::string> decode_member_list(ByteView list);
+// The digest a group Send names: a 64-bit hash of the encoded member list, never 0 (0 means
+// "not checked"). Not cryptographic: it only has to tell one membership from another.
+uint64_t members_digest(ByteView member_list);
 
 // version | type | fields. Asserts the frame is within its bounds (the sender's bug if not).
 Bytes encode(const Frame& frame);

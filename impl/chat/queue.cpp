@@ -433,6 +433,21 @@ void QueueNode::on_produce(Context& ctx, ConnId conn, Produce& produce) {
   }
 
   const auto conv_it = state_.conversations.find(entry.conv);
+  if (reason.empty() && produce.members_digest != 0 && entry.kind == EntryKind::message &&
+      conv_it != state_.conversations.end() && starts_with(entry.conv, "g:")) {
+    // The E2EE ordering rule (queue.h): sealed for the members before this seq, or sealed again.
+    Conversation& conversation = conv_it->second;
+    if (conversation.members_digest == 0) conversation.members_digest = members_digest(encode_member_list(conversation.members));
+    if (conversation.members_digest != produce.members_digest) {
+      state_.stale++;
+      // Like a rejection, decided against state that may hold unreplicated records.
+      reply(ctx, conn, encode(Frame{ProduceStale{produce.request_id, entry.msg_id, entry.conv,
+                                                 encode_member_list(conversation.members)}}),
+            partition, part->second.next_offset);
+      close_batch_if_full(ctx);
+      return;
+    }
+  }
   entry.seq = conv_it == state_.conversations.end() ? 1 : conv_it->second.next_seq;
   const uint64_t offset = part->second.next_offset;
   if (!apply_record(ctx, partition, offset, part->second.epoch, entry)) return;
@@ -495,6 +510,7 @@ bool QueueNode::apply_record(Context& ctx, uint32_t partition, uint64_t offset, 
   conversation.next_seq = entry.seq + 1;
   if (entry.kind == EntryKind::join) conversation.members.insert(entry.member);
   if (entry.kind == EntryKind::leave) conversation.members.erase(entry.member);
+  if (entry.kind != EntryKind::message) conversation.members_digest = 0;
   state_.partitions.at(partition).next_offset = offset + 1;
   return true;
 }
@@ -899,6 +915,7 @@ bool QueueNode::truncate_from(Context& ctx, uint32_t partition, uint64_t from) {
       conv->second.next_seq = entry.seq;
       if (entry.kind == EntryKind::join) conv->second.members.erase(entry.member);
       if (entry.kind == EntryKind::leave) conv->second.members.insert(entry.member);
+      if (entry.kind != EntryKind::message) conv->second.members_digest = 0;
       bool ok = true;
       if (starts_with(entry.conv, "g:") && entry.kind != EntryKind::message) {
         sqlite3_stmt* member = entry.kind == EntryKind::join ? delete_member_.get() : insert_member_.get();
@@ -1216,7 +1233,7 @@ std::string QueueNode::describe() const {
                     " conversations=" + std::to_string(state_.conversations.size()) +
                     " subscriptions=" + std::to_string(state_.subscriptions.size()) +
                     " accepted=" + std::to_string(state_.accepted) + " rejected=" + std::to_string(state_.rejected) +
-                    " duplicates=" + std::to_string(state_.duplicates) +
+                    " duplicates=" + std::to_string(state_.duplicates) + " stale=" + std::to_string(state_.stale) +
                     (state_.batch_open ? " batch=" + std::to_string(state_.replies.size()) : std::string()) +
                     (state_.halted ? " HALTED" : "");
   for (const auto& [p, part] : state_.partitions) {

@@ -11,6 +11,18 @@
 // against it; answers and records wait for the commit. A failed commit halts the node
 // (fail-stop); a restart recovers from what the disk kept.
 //
+// E2EE ordering rule (groups): a group message sealed for a member list (Produce.members_digest
+// != 0) is appended only if that list is the group's membership at the place the message takes
+// in the log, that is, this leader's membership after every record before it. Otherwise it is
+// answered ProduceStale with the current list and nothing is recorded (no seq, no msg_id): the
+// device seals again for that list and resends the same msg_id. So every member at the
+// message's seq got the sender key's distribution (a joiner with the message itself or an
+// earlier one), and no one removed before it holds the key (the device makes a new key when
+// its current one reached a device outside the list; e2ee_client.h). The check runs on
+// whichever node leads when the seq is assigned, against its own log; a record that survives a
+// leader change sits on the same log prefix in every replica that keeps it (the consistency
+// check below), so the rule holds for every committed record. Followers apply records as given.
+//
 // A retried produce (same msg_id) gets the answer the first one got, accepted with the same
 // seq or rejected with the same reason: both are recorded in the same transaction as the rest.
 // Rejected produces take no seq and no offset.
@@ -130,6 +142,7 @@ class QueueNode final : public Node {
   uint64_t accepted() const { return state_.accepted; }
   uint64_t rejected() const { return state_.rejected; }
   uint64_t duplicates() const { return state_.duplicates; }
+  uint64_t stale() const { return state_.stale; }
   bool halted() const { return state_.halted; }
   uint64_t next_offset(uint32_t partition) const;
   // The partition's high watermark: records below it are on every replica (0: not a replica).
@@ -141,6 +154,7 @@ class QueueNode final : public Node {
   struct Conversation {
     uint64_t next_seq = 1;
     std::set<std::string> members;  // groups only; a 1:1 conversation's members are in its id
+    uint64_t members_digest = 0;    // members_digest() of `members`; 0: not computed since a change
   };
   struct Subscription {
     uint64_t next_offset = 0;  // the next record this subscriber gets
@@ -209,7 +223,7 @@ class QueueNode final : public Node {
     std::map<ConnId, NodeId> heartbeat_conns;  // accepted connections of queue nodes
     std::set<NodeId> peer_retry_armed;
     bool halted = false;  // a SQLite write failed: fail-stop, answer nothing more
-    uint64_t accepted = 0, rejected = 0, duplicates = 0;
+    uint64_t accepted = 0, rejected = 0, duplicates = 0, stale = 0;
   };
   // The verdict on one produce.
   struct Verdict {
