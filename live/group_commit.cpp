@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <new>
 #include <thread>
@@ -32,9 +33,19 @@ struct SyncFile {
   int fd;
   std::string path;
   bool queued = false;  // in the batch being formed (loop thread only)
+  // Deferred syncs asked for (loop thread writes) and the count the last completed fdatasync
+  // covered (either thread writes): a checkpoint must not copy pages while they differ.
+  std::atomic<uint64_t> deferred_count{0};
+  std::atomic<uint64_t> synced_count{0};
 };
 
 std::atomic<uint64_t> vfs_instances{0};
+
+void raise_to(std::atomic<uint64_t>& value, uint64_t at_least) {
+  uint64_t now = value.load();
+  while (now < at_least && !value.compare_exchange_weak(now, at_least)) {
+  }
+}
 
 }  // namespace
 
@@ -49,6 +60,7 @@ class GroupCommit::Impl : public std::enable_shared_from_this<Impl> {
 
   void defer(const std::shared_ptr<SyncFile>& file) {
     stats_.syncs_deferred++;
+    file->deferred_count.fetch_add(1);
     if (!file->queued) {
       file->queued = true;
       forming_.push_back(file);
@@ -113,8 +125,11 @@ class GroupCommit::Impl : public std::enable_shared_from_this<Impl> {
       uint64_t errors = 0;
       std::string first_error;
       for (const auto& file : job) {
+        const uint64_t covered = file->deferred_count.load();
         if (::fdatasync(file->fd) != 0) {
           if (errors++ == 0) first_error = "fdatasync " + file->path + ": " + std::strerror(errno);
+        } else {
+          raise_to(file->synced_count, covered);
         }
       }
       boost::asio::post(io_, [weak = weak_from_this(), batch, files = job.size(), errors, first_error] {
@@ -127,6 +142,9 @@ class GroupCommit::Impl : public std::enable_shared_from_this<Impl> {
   std::function<void(uint64_t)> on_durable_;
   std::function<void(const std::string&)> on_sync_error_;
   std::string name_;
+  // The write-ahead logs opened through the shim, by path (loop thread only): a main database
+  // file's writes look up their log here (see shim_write).
+  std::map<std::string, std::weak_ptr<SyncFile>> wal_by_path_;
   sqlite3_vfs vfs_{};
   sqlite3_vfs* real_ = nullptr;
   bool registered_ = false;
@@ -155,6 +173,7 @@ struct ShimFile {
   sqlite3_file base;
   GroupCommit::Impl* owner = nullptr;
   std::shared_ptr<SyncFile> deferred;  // set for write-ahead logs
+  std::string main_db_path;            // set for main database files
 };
 constexpr size_t kRealOffset = (sizeof(ShimFile) + alignof(std::max_align_t) - 1) & ~(alignof(std::max_align_t) - 1);
 
@@ -168,7 +187,30 @@ int shim_close(sqlite3_file* file) {
   return rc;
 }
 int shim_read(sqlite3_file* f, void* out, int n, sqlite3_int64 offset) { return real(f)->pMethods->xRead(real(f), out, n, offset); }
+// In WAL mode a main database file is written only by a checkpoint, which copies pages out of
+// the log. SQLite syncs the log before that copy so that a power cut in the middle of it can be
+// repaired from the log; a deferred sync would break that rule (a torn page whose log frames are
+// not on disk). So the first write to a main database file while its log has a deferred sync not
+// yet covered syncs the log here, synchronously, before any page is copied.
+int sync_log_before_checkpoint(ShimFile* s) {
+  const auto found = s->owner->wal_by_path_.find(s->main_db_path + "-wal");
+  if (found == s->owner->wal_by_path_.end()) return SQLITE_OK;
+  const std::shared_ptr<SyncFile> log = found->second.lock();
+  if (!log) return SQLITE_OK;
+  const uint64_t covered = log->deferred_count.load();
+  if (log->synced_count.load() >= covered) return SQLITE_OK;
+  s->owner->stats_.syncs_before_checkpoint++;
+  if (::fdatasync(log->fd) != 0) return SQLITE_IOERR_FSYNC;
+  raise_to(log->synced_count, covered);
+  return SQLITE_OK;
+}
+
 int shim_write(sqlite3_file* f, const void* in, int n, sqlite3_int64 offset) {
+  ShimFile* s = shim(f);
+  if (!s->main_db_path.empty()) {
+    const int rc = sync_log_before_checkpoint(s);
+    if (rc != SQLITE_OK) return rc;
+  }
   return real(f)->pMethods->xWrite(real(f), in, n, offset);
 }
 int shim_truncate(sqlite3_file* f, sqlite3_int64 size) { return real(f)->pMethods->xTruncate(real(f), size); }
@@ -222,6 +264,9 @@ int shim_open(sqlite3_vfs* vfs, sqlite3_filename name, sqlite3_file* file, int f
       return SQLITE_CANTOPEN;
     }
     s->deferred = std::make_shared<SyncFile>(fd, name);
+    owner->wal_by_path_[name] = s->deferred;
+  } else if ((flags & SQLITE_OPEN_MAIN_DB) != 0 && name != nullptr) {
+    s->main_db_path = name;
   }
   s->base.pMethods = &kShimMethods;
   return SQLITE_OK;

@@ -20,9 +20,10 @@
 //
 // What stays synchronous: syncs of a main database file (SQLite's checkpoint, every few thousand
 // pages) and of anything that is not a WAL. A checkpoint syncs the WAL before it copies pages
-// into the database; that sync is deferred like any other, so a power loss during the copy could
-// tear a page whose WAL frames were not yet on disk. The process never sees that state (the
-// main-file sync that ends the checkpoint is real), only a power cut can; noted, not handled.
+// into the database, so that a power cut in the middle of the copy can be repaired from the log.
+// That rule survives the deferral: the first write to a main database file while its WAL has a
+// deferred sync not yet done syncs the WAL at once, on the loop thread, before any page is copied
+// (`syncs_before_checkpoint` counts them; in WAL mode only a checkpoint writes the main file).
 // Frames between nodes of one process are not held: the nodes fail together with the process.
 // A power loss in the middle of a batch can leave a later file of the batch synced and an
 // earlier one not; files are synced in the order their first deferred sync came, which is the
@@ -50,6 +51,7 @@ struct GroupCommitStats {
   uint64_t batches = 0;          // batches completed
   uint64_t files_synced = 0;     // fdatasync calls made by the worker
   uint64_t sync_errors = 0;      // fdatasync calls that failed (the process must stop)
+  uint64_t syncs_before_checkpoint = 0;  // log syncs done at once because a checkpoint began to copy
 };
 
 class GroupCommit {
