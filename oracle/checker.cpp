@@ -19,6 +19,7 @@ using detail::FlatMap64;
 using detail::Interner;
 using detail::kNone;
 using detail::pack;
+using detail::prefetch_address;
 using detail::text_hash;
 
 constexpr int64_t kNoSeq = std::numeric_limits<int64_t>::min();
@@ -203,6 +204,9 @@ struct EventIdKeys {
   IdKey from;
   IdKey reader;
   IdKey to;
+  // The (device, conversation) record a deliver or expire touches, once a lookup ahead of
+  // observing found it (final too: records are never removed or renumbered).
+  uint32_t device_conv = kNone;
 };
 
 // A join or leave as the (conv, seq) table keeps it.
@@ -773,7 +777,8 @@ struct Checker::State {
       });
     }
 
-    DeviceConv& dc = device_conv(device, conv);
+    // Found ahead for exactly this (device, conv) when h.device_conv is set.
+    DeviceConv& dc = h.device_conv != kNone ? device_convs[h.device_conv] : device_conv(device, conv);
     if (dc.shown(m.ordinal)) {
       // A second show of the same message is a duplicate, not a new step in the order.
       violate(Invariant::no_duplicate, [&] {
@@ -1171,6 +1176,9 @@ struct Checker::State {
         if (h.device.id != kNone && conv != kNone && e.type != EventType::decrypt_error) {
           device_conv_index.prefetch(pack(h.device.id, conv));
         }
+        if (conv != kNone && e.type != EventType::expire && e.type != EventType::decrypt_error) convs.prefetch(conv);
+        // An ack usually gives its message its seq: assign_seq then probes the (conv, seq) table.
+        if (conv != kNone && e.type == EventType::ack) prefetch_seq_slot(conv, e.seq);
         if ((e.type == EventType::deliver || e.type == EventType::send) && conv != kNone) {
           if (const std::optional<uint32_t> u = users_ids.find(e.user, h.user.hash)) {
             h.user.id = *u;
@@ -1181,6 +1189,37 @@ struct Checker::State {
       }
       default: break;
     }
+  }
+
+  void prefetch_seq_slot(uint32_t conv, int64_t seq) const {
+    prefetch_address(&seq_slots[seq_hash(conv, seq) & (seq_slots.size() - 1)]);
+  }
+
+  // The third stage, once the (device, conversation) index slot is in the cache: finds the
+  // record a deliver or expire will touch (kept in `h`, as ids are) and starts loading it, and
+  // the (conv, seq) slot of a deliver whose message has no seq yet. Changes no state.
+  void prefetch_device_conv(const EventView& e, EventIdKeys& h) const {
+    if (e.type != EventType::deliver && e.type != EventType::expire) return;
+    if (h.device.id == kNone || h.msg.id == kNone) return;
+    const Message& m = messages[h.msg.id];
+    const uint32_t conv = e.type == EventType::expire ? m.conv : h.conv.id;
+    if (conv == kNone) return;
+    if (e.type == EventType::deliver && m.seq == kNoSeq && m.conv == conv) prefetch_seq_slot(conv, e.seq);
+    if (const uint32_t* index = device_conv_index.find(pack(h.device.id, conv))) {
+      h.device_conv = *index;
+      device_convs.prefetch(*index);
+    }
+  }
+
+  // The last stage, once that record is in the cache: starts loading the word of its shown and
+  // expired bits that observing reads. Changes no state.
+  void prefetch_shown_bits(const EventView& e, const EventIdKeys& h) const {
+    if (h.device_conv == kNone || (e.type != EventType::deliver && e.type != EventType::expire)) return;
+    const DeviceConv& dc = device_convs[h.device_conv];
+    const uint32_t ordinal = messages[h.msg.id].ordinal;
+    if (dc.bits.empty() || ordinal < dc.base) return;
+    const size_t word = (ordinal - dc.base) / 32;
+    if (word < dc.bits.size()) prefetch_address(&dc.bits[word]);
   }
 
   void observe(const EventView& e) { observe(e, hash_ids(e)); }
@@ -1512,7 +1551,13 @@ size_t Checker::memory_bytes() const { return state_->memory_bytes(); }
 // until the slot is reused kLinesAhead + 1 lines later.
 struct LineFeed::Ring {
   static constexpr size_t kSlots = kLinesAhead + 1;
-  static constexpr size_t kRecordsAhead = kLinesAhead / 2;  // lines between the two prefetches
+  // How many lines before it is observed each later stage runs on a line: records (ids looked
+  // up, their records and the (device, conv) index slot loaded), then the (device, conv) record,
+  // then its word of shown bits; each stage reads what the one before loaded.
+  static constexpr size_t kRecordsAhead = kLinesAhead / 2;
+  static constexpr size_t kDeviceConvAhead = 4;
+  static constexpr size_t kShownBitsAhead = 2;
+  static_assert(kLinesAhead > kRecordsAhead && kRecordsAhead > kDeviceConvAhead && kDeviceConvAhead > kShownBitsAhead);
   struct Slot {
     EventParser parser;
     EventView event;
@@ -1545,10 +1590,16 @@ Status LineFeed::push(std::string_view line) {
   slot.hashes = Checker::State::hash_ids(slot.event);
   state.prefetch_slots(slot.event, slot.hashes);
   ++ring.pushed;
-  if (ring.pushed > Ring::kRecordsAhead) {
-    const uint64_t middle = ring.pushed - 1 - Ring::kRecordsAhead;
-    if (middle >= ring.observed) state.prefetch_records(ring.at(middle).event, ring.at(middle).hashes);
-  }
+  // Line `pushed - 1 - k` is observed about kLinesAhead - k pushes from now.
+  auto stage = [&](size_t lines_ahead) -> Ring::Slot* {
+    const size_t back = LineFeed::kLinesAhead - lines_ahead;
+    if (ring.pushed <= back) return nullptr;
+    const uint64_t index = ring.pushed - 1 - back;
+    return index >= ring.observed ? &ring.at(index) : nullptr;
+  };
+  if (Ring::Slot* s = stage(Ring::kRecordsAhead)) state.prefetch_records(s->event, s->hashes);
+  if (Ring::Slot* s = stage(Ring::kDeviceConvAhead)) state.prefetch_device_conv(s->event, s->hashes);
+  if (Ring::Slot* s = stage(Ring::kShownBitsAhead)) state.prefetch_shown_bits(s->event, s->hashes);
   return {};
 }
 
