@@ -174,6 +174,37 @@ TEST(Hmac, ShaNiEngineMatchesLibsodiumOnRandomInput) {
   EXPECT_GT(compared, 1000);
 }
 
+TEST(X3dh, PeerIdentityCacheGivesTheConversionAndKeepsOnlyValidKeys) {
+  sim::reseed_randombytes(77);
+  PeerIdentityCache cache;
+  const Key32 low_order{};  // y = 0: a point of order 4, refused by the conversion
+  EXPECT_FALSE(cache.x25519_of(low_order).ok());
+  EXPECT_EQ(cache.size(), 0u);
+  std::vector<Key32> identities;
+  for (size_t i = 0; i < PeerIdentityCache::kEntriesMax + 20; ++i) {
+    identities.push_back(generate_ed25519_key_pair().public_key);
+  }
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const Key32& identity : identities) {
+      auto cached = cache.x25519_of(identity);
+      auto direct = ed25519_public_to_x25519(identity);
+      ASSERT_TRUE(cached.ok() && direct.ok());
+      ASSERT_EQ(*cached, *direct);
+    }
+    EXPECT_EQ(cache.size(), PeerIdentityCache::kEntriesMax);
+  }
+  // Sessions made through the cache are the same sessions.
+  PrekeyStore bob = make_prekey_store(1, 0);
+  const IdentityKeyPair alice = generate_identity();
+  const X25519KeyPair ephemeral = generate_x25519_key_pair();
+  auto plain = x3dh_initiator_secret(alice, bob.bundle(std::nullopt), ephemeral);
+  auto through_cache = x3dh_initiator_secret(alice, bob.bundle(std::nullopt), ephemeral, &cache);
+  auto again = x3dh_initiator_secret(alice, bob.bundle(std::nullopt), ephemeral, &cache);
+  ASSERT_TRUE(plain.ok() && through_cache.ok() && again.ok());
+  EXPECT_EQ(*plain, *through_cache);
+  EXPECT_EQ(*plain, *again);
+}
+
 Bytes group_seal(OwnSenderKey& key, std::string_view plaintext);
 Result<std::string> group_open(PeerSenderKey& key, ByteSpan wire);
 

@@ -115,7 +115,7 @@ Status E2eeClient::add_bundle(const DeviceBundle& bundle) {
     return make_error(ErrorCode::bad_input, "bundle of " + bundle.device + ": a key of the wrong size");
   }
   if (bundle.has_opk) prekeys.one_time_prekey_id = bundle.opk_id;
-  Result<crypto::Session> session = crypto::initiate_session(store_.identity, prekeys);
+  Result<crypto::Session> session = crypto::initiate_session(store_.identity, prekeys, &peer_identities_);
   if (!session.ok()) return make_error(session.error().code, "X3DH with " + bundle.device + ": " + session.error().message);
   sessions_[bundle.device].push_back(std::move(*session));
   return {};
@@ -261,7 +261,7 @@ Result<size_t> E2eeClient::open_pairwise(const std::string& peer_device, ByteVie
     const bool previous = parsed.ok() && previous_signed_prekey_ &&
                           parsed->prekey_header.signed_prekey_id == previous_signed_prekey_->id;
     if (previous) std::swap(store_.signed_prekey, *previous_signed_prekey_);
-    Result<crypto::AcceptedSession> accepted = crypto::accept_prekey_message(store_, envelope, out);
+    Result<crypto::AcceptedSession> accepted = crypto::accept_prekey_message(store_, envelope, out, &peer_identities_);
     if (previous) std::swap(store_.signed_prekey, *previous_signed_prekey_);
     if (accepted.ok()) {
       used_opk = true;
@@ -340,7 +340,8 @@ Result<E2eeClient::Opened> E2eeClient::open(const std::string& conv, const std::
 }
 
 size_t E2eeClient::memory_bytes() const {
-  size_t bytes = sizeof(*this) + store_.one_time_prekeys.capacity() * sizeof(crypto::OneTimePrekey);
+  size_t bytes = sizeof(*this) + store_.one_time_prekeys.capacity() * sizeof(crypto::OneTimePrekey) +
+                 peer_identities_.size() * 2 * sizeof(crypto::Key32);
   for (const auto& [peer, sessions] : sessions_) {
     bytes += 64 + peer.capacity();
     for (const crypto::Session& s : sessions) {

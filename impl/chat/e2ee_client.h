@@ -119,6 +119,7 @@ class E2eeClient {
   std::string user_;
   std::string device_;
   crypto::PrekeyStore store_;
+  crypto::PeerIdentityCache peer_identities_;
   std::optional<crypto::SignedPrekey> previous_signed_prekey_;
   // peer device -> sessions, the one this device sends with first.
   std::map<std::string, std::vector<crypto::Session>> sessions_;

@@ -99,8 +99,32 @@ Key32 derive_shared_secret(const Key32& dh1, const Key32& dh2, const Key32& dh3,
 
 }  // namespace
 
+Result<Key32> PeerIdentityCache::x25519_of(const Key32& identity) {
+  for (const auto& [ed25519, x25519] : entries_) {
+    if (ed25519 == identity) return x25519;
+  }
+  Result<Key32> converted = ed25519_public_to_x25519(identity);
+  if (!converted) return converted;
+  if (entries_.size() < kEntriesMax) {
+    entries_.emplace_back(identity, *converted);
+  } else {
+    entries_[next_replaced_] = {identity, *converted};
+    next_replaced_ = (next_replaced_ + 1) % kEntriesMax;
+  }
+  return converted;
+}
+
+namespace {
+
+Result<Key32> peer_identity_x25519(const Key32& identity, PeerIdentityCache* identities) {
+  return identities != nullptr ? identities->x25519_of(identity) : ed25519_public_to_x25519(identity);
+}
+
+}  // namespace
+
 Result<Key32> x3dh_initiator_secret(const IdentityKeyPair& self, const PrekeyBundle& bundle,
-                                    const X25519KeyPair& ephemeral) {
+                                    const X25519KeyPair& ephemeral,
+                                    PeerIdentityCache* identities) {
   if (!verify(bundle.identity, signed_prekey_message(bundle.signed_prekey_id, bundle.signed_prekey),
               bundle.signed_prekey_signature)) {
     return make_error(ErrorCode::crypto_error,
@@ -108,7 +132,7 @@ Result<Key32> x3dh_initiator_secret(const IdentityKeyPair& self, const PrekeyBun
                           ": signed prekey " + std::to_string(bundle.signed_prekey_id) +
                           " has a bad signature");
   }
-  auto peer_identity_x = ed25519_public_to_x25519(bundle.identity);
+  auto peer_identity_x = peer_identity_x25519(bundle.identity, identities);
   if (!peer_identity_x) return peer_identity_x.error();
   auto dh1 = dh(self.x25519_secret, bundle.signed_prekey);
   if (!dh1) return dh1.error();
@@ -133,8 +157,9 @@ Result<Key32> x3dh_initiator_secret(const IdentityKeyPair& self, const PrekeyBun
 Result<Key32> x3dh_responder_secret(const IdentityKeyPair& self,
                                     const X25519KeyPair& signed_prekey,
                                     const X25519KeyPair* one_time_prekey,
-                                    const PrekeyHeader& header) {
-  auto peer_identity_x = ed25519_public_to_x25519(header.initiator_identity);
+                                    const PrekeyHeader& header,
+                                    PeerIdentityCache* identities) {
+  auto peer_identity_x = peer_identity_x25519(header.initiator_identity, identities);
   if (!peer_identity_x) return peer_identity_x.error();
   auto dh1 = dh(signed_prekey.secret, *peer_identity_x);
   if (!dh1) return dh1.error();
@@ -155,9 +180,10 @@ Result<Key32> x3dh_responder_secret(const IdentityKeyPair& self,
   return shared;
 }
 
-Result<Session> initiate_session(const IdentityKeyPair& self, const PrekeyBundle& bundle) {
+Result<Session> initiate_session(const IdentityKeyPair& self, const PrekeyBundle& bundle,
+                                 PeerIdentityCache* identities) {
   X25519KeyPair ephemeral = generate_x25519_key_pair();
-  auto shared = x3dh_initiator_secret(self, bundle, ephemeral);
+  auto shared = x3dh_initiator_secret(self, bundle, ephemeral, identities);
   if (!shared) {
     wipe(ephemeral.secret);
     return shared.error();
@@ -172,7 +198,8 @@ Result<Session> initiate_session(const IdentityKeyPair& self, const PrekeyBundle
 }
 
 Result<AcceptedSession> accept_prekey_message(PrekeyStore& store, ByteSpan envelope,
-                                              MutableByteSpan plaintext_out) {
+                                              MutableByteSpan plaintext_out,
+                                              PeerIdentityCache* identities) {
   auto parsed = parse_envelope(envelope);
   if (!parsed) return parsed.error();
   if (!parsed->has_prekey_header) {
@@ -203,7 +230,8 @@ Result<AcceptedSession> accept_prekey_message(PrekeyStore& store, ByteSpan envel
     one_time = &*it;
   }
   auto shared = x3dh_responder_secret(store.identity, store.signed_prekey.pair,
-                                      one_time != nullptr ? &one_time->pair : nullptr, header);
+                                      one_time != nullptr ? &one_time->pair : nullptr, header,
+                                      identities);
   if (!shared) return shared.error();
   AcceptedSession accepted{make_responder_session(*shared, header.initiator_identity,
                                                   store.identity.signing.public_key,

@@ -75,18 +75,40 @@ struct PrekeyStore {
 };
 PrekeyStore make_prekey_store(uint32_t signed_prekey_id, size_t one_time_prekey_count);
 
+// The X25519 forms (IKx) of peers' Ed25519 identity keys, each converted once.
+// crypto_sign_ed25519_pk_to_curve25519 checks that the point is in the prime-order subgroup (a
+// scalar multiplication by the group order): about 45 us, more than one X25519, and both sides
+// of every X3DH pay it for the peer's identity. A client keeps the keys it converted, so that
+// a peer device it meets again (a re-initiation after a failed session, simultaneous first
+// contacts, the responder side after its own initiation) costs no second conversion. A key that
+// fails the conversion is not kept. At most kEntriesMax keys, the oldest replaced first.
+class PeerIdentityCache {
+ public:
+  static constexpr size_t kEntriesMax = 256;
+  Result<Key32> x25519_of(const Key32& identity);
+  size_t size() const { return entries_.size(); }
+
+ private:
+  std::vector<std::pair<Key32, Key32>> entries_;  // (Ed25519 public, X25519 public)
+  size_t next_replaced_ = 0;
+};
+
 // The initiator's X3DH agreement with a given ephemeral pair: verifies spk_sig and returns SK.
+// `identities` (optional) converts the peer's identity key through the client's cache.
 Result<Key32> x3dh_initiator_secret(const IdentityKeyPair& self, const PrekeyBundle& bundle,
-                                    const X25519KeyPair& ephemeral);
+                                    const X25519KeyPair& ephemeral,
+                                    PeerIdentityCache* identities = nullptr);
 // The responder's side of the same agreement.
 Result<Key32> x3dh_responder_secret(const IdentityKeyPair& self,
                                     const X25519KeyPair& signed_prekey,
                                     const X25519KeyPair* one_time_prekey,
-                                    const PrekeyHeader& header);
+                                    const PrekeyHeader& header,
+                                    PeerIdentityCache* identities = nullptr);
 
 // The initiator's whole first step: X3DH with a fresh ephemeral, then the ratchet. The session
 // attaches the prekey header to its messages until the first reply.
-Result<Session> initiate_session(const IdentityKeyPair& self, const PrekeyBundle& bundle);
+Result<Session> initiate_session(const IdentityKeyPair& self, const PrekeyBundle& bundle,
+                                 PeerIdentityCache* identities = nullptr);
 
 // The responder receives a prekey message from a peer it has no session with: X3DH from its
 // store, then the first decryption. The one-time prekey is consumed (its secret wiped) only
@@ -97,6 +119,7 @@ struct AcceptedSession {
   size_t plaintext_size = 0;
 };
 Result<AcceptedSession> accept_prekey_message(PrekeyStore& store, ByteSpan envelope,
-                                              MutableByteSpan plaintext_out);
+                                              MutableByteSpan plaintext_out,
+                                              PeerIdentityCache* identities = nullptr);
 
 }  // namespace msgsim::crypto
