@@ -282,6 +282,104 @@ TEST(Failover, ALaggingFollowerLeavesTheIsrSoTheLeaderCommitsWithoutIt) {
   EXPECT_EQ(rig.queue(2).next_offset(0), 3u);
 }
 
+std::string conv_of_partition_0(const ChatConfig& config) {
+  for (int b = 2; b < 100; ++b) {
+    const std::string conv = direct_conversation("u1", "u" + std::to_string(b));
+    if (config.topology.partition_of(conv) == 0) return conv;
+  }
+  ADD_FAILURE() << "no conversation in partition 0";
+  return {};
+}
+
+// The controller role fails over (queue.h "Controller"). Queue 0 is the controller and leads
+// partition 0; queue 1 leads partition 1. Queue 0 crashes: queue 1, the lowest live queue
+// node, is elected controller in a new term, promotes an in-sync follower of partition 0 and
+// shrinks partition 1's ISR, and seqs and dedup carry on in both. Queue 0 comes back as a
+// follower of the new controller and catches up.
+TEST(Failover, TheControllerNodeCrashesAndTheNextQueueNodeTakesOverTheRole) {
+  Rig rig(/*partitions=*/2);
+  rig.start_all();
+  ASSERT_TRUE(rig.queue(0).controls());
+  EXPECT_FALSE(rig.queue(1).controls());
+  const uint64_t term = rig.queue(0).controller_term();
+  EXPECT_EQ(rig.queue(1).controller_term(), term);
+  const std::string conv0 = conv_of_partition_0(rig.config);
+  const std::string conv1 = conv_of_partition_1(rig.config);
+  ASSERT_TRUE(rig.queue(0).leads(0));
+  ASSERT_TRUE(rig.queue(1).leads(1));
+  rig.produce(message(conv0, "u1", "a1", peer_of(conv0)), 1, 0);
+  rig.produce(message(conv1, "u1", "b1", peer_of(conv1)), 2, 1);
+  rig.settle(100 * kMs);
+  ASSERT_EQ(rig.answer(1), "seq:1");
+  ASSERT_EQ(rig.answer(2), "seq:1");
+
+  rig.sim.crash(rig.queue_ids[0], CrashDisk::lose_unsynced);
+  // Partition 1's leader cannot commit while queue 0 is in its ISR and no controller can drop it.
+  rig.produce(message(conv1, "u1", "b2", peer_of(conv1)), 3, 1);
+  rig.settle(1 * kS);
+  EXPECT_EQ(rig.answer(3), "none");
+  EXPECT_FALSE(rig.queue(1).controls());
+  rig.settle(5 * kS);
+  ASSERT_TRUE(rig.queue(1).controls());
+  EXPECT_FALSE(rig.queue(2).controls());
+  EXPECT_GT(rig.queue(1).controller_term(), term);
+  EXPECT_EQ(rig.queue(2).controller_term(), rig.queue(1).controller_term());
+  EXPECT_EQ(rig.answer(3), "seq:2");  // queue 0 left partition 1's ISR under the new controller
+  ASSERT_TRUE(rig.queue(1).leads(0));  // the first live member of partition 0's ISR
+  rig.produce(message(conv0, "u1", "a2", peer_of(conv0)), 4, 1);
+  rig.produce(message(conv0, "u1", "a1", peer_of(conv0)), 5, 1);  // a retry: the same seq
+  rig.settle(100 * kMs);
+  EXPECT_EQ(rig.answer(4), "seq:2");
+  EXPECT_EQ(rig.answer(5), "seq:1");
+
+  // Queue 0 returns with its old term on disk, hears the new controller and follows it.
+  rig.sim.start(rig.queue_ids[0]);
+  rig.settle(4 * kS);
+  EXPECT_FALSE(rig.queue(0).controls());
+  EXPECT_TRUE(rig.queue(1).controls());
+  EXPECT_EQ(rig.queue(0).controller_term(), rig.queue(1).controller_term());
+  for (int q = 0; q < 3; ++q) {
+    EXPECT_EQ(rig.queue(q).next_offset(0), 3u) << "queue " << q;
+    EXPECT_EQ(rig.queue(q).next_offset(1), 3u) << "queue " << q;
+  }
+  EXPECT_EQ(rig.storage().last_offset(0), 2u);
+  EXPECT_EQ(rig.storage().last_offset(1), 2u);
+}
+
+// An old controller is fenced by the term: cut off from the other queue nodes, queue 0 stays
+// controller of its term but cannot commit a decision (no majority), while queue 1 is elected in
+// a newer term and promotes a new leader for partition 0. Healed, queue 0 hears the newer term,
+// steps down, and its partition-0 suffix that never committed is dropped.
+TEST(Failover, AnIsolatedControllerCannotDecideAndStepsDownForTheNewerTerm) {
+  Rig rig(/*partitions=*/2);
+  rig.start_all();
+  ASSERT_TRUE(rig.queue(0).controls());
+  const std::string conv0 = conv_of_partition_0(rig.config);
+  rig.produce(message(conv0, "u1", "a1", peer_of(conv0)), 1, 0);
+  rig.settle(100 * kMs);
+  ASSERT_EQ(rig.answer(1), "seq:1");
+  const auto cut = rig.sim.partition({rig.queue_ids[0]}, {rig.queue_ids[1], rig.queue_ids[2]}, false);
+  rig.produce(message(conv0, "u1", "a2", peer_of(conv0)), 2, 0);  // appended there, never committed
+  rig.settle(6 * kS);
+  EXPECT_EQ(rig.answer(2), "none");
+  EXPECT_TRUE(rig.queue(1).controls());
+  EXPECT_GT(rig.queue(1).controller_term(), rig.queue(0).controller_term());
+  ASSERT_TRUE(rig.queue(1).leads(0));
+  rig.produce(message(conv0, "u1", "a3", peer_of(conv0)), 3, 1);
+  rig.settle(100 * kMs);
+  EXPECT_EQ(rig.answer(3), "seq:2");
+  rig.sim.heal(cut);
+  rig.settle(3 * kS);
+  EXPECT_FALSE(rig.queue(0).controls());
+  EXPECT_FALSE(rig.queue(0).leads(0));
+  EXPECT_EQ(rig.answer(2), "none");
+  for (int q = 0; q < 3; ++q) {
+    EXPECT_EQ(rig.queue(q).controller_term(), rig.queue(1).controller_term()) << "queue " << q;
+    EXPECT_EQ(rig.queue(q).next_offset(0), 3u) << "queue " << q;
+    EXPECT_EQ(rig.queue(q).next_seq(conv0), 3u) << "queue " << q;
+  }
+}
+
 // A scripted leader at epoch 2 drives follower queue 1 directly.
 struct FollowerRig : Rig {
   FollowerRig() {

@@ -29,6 +29,8 @@ MSGSIM_FRAME_NAME(Bundles) MSGSIM_FRAME_NAME(KeyRequestFailed)
 MSGSIM_FRAME_NAME(Replicate) MSGSIM_FRAME_NAME(ReplicaAck) MSGSIM_FRAME_NAME(QueueHeartbeat)
 MSGSIM_FRAME_NAME(PartitionStates) MSGSIM_FRAME_NAME(AlterIsr) MSGSIM_FRAME_NAME(NotLeader)
 MSGSIM_FRAME_NAME(SendStale) MSGSIM_FRAME_NAME(ProduceStale)
+MSGSIM_FRAME_NAME(ControllerVote) MSGSIM_FRAME_NAME(ControllerVoteAck) MSGSIM_FRAME_NAME(ControllerSync)
+MSGSIM_FRAME_NAME(ControllerSyncAck)
 #undef MSGSIM_FRAME_NAME
 
 // type byte -> decoder of that alternative, built once from the variant's alternatives.

@@ -13,6 +13,7 @@
 //   storage  <-> queue     Subscribe, Records
 //   queue    <-> queue     Replicate, ReplicaAck (leader -> followers of a partition)
 //   queue    <-> controller QueueHeartbeat, PartitionStates, AlterIsr; queue -> chat, storage: NotLeader
+//   queue    <-> queue      ControllerVote, ControllerVoteAck, ControllerSync, ControllerSyncAck
 //   chat     <-> storage   SyncQuery, SyncResult, ReceiptUpdate
 //   storage   -> chat      Route (an entry or a receipt for devices connected there)
 //   storage   -> push      Notify
@@ -249,6 +250,27 @@ struct PartitionStates { static constexpr uint8_t kType = 91;
 struct AlterIsr { static constexpr uint8_t kType = 92;
   uint32_t partition = 0; uint64_t epoch = 0; uint64_t isr_mask = 0;
   template <class V> void fields(V& v) { v("partition", partition); v("epoch", epoch); v("isr_mask", isr_mask); } };
+// --- queue node <-> queue node: electing the controller and replicating its state (queue.h
+// "Controller"), Raft's election with a pre-vote and its log cut down to one snapshot.
+// A candidate (pre = true: only asking whether a vote would be granted, nobody's term moves)
+// for controller of `term`, whose controller state was written in state_term at version.
+struct ControllerVote { static constexpr uint8_t kType = 93;
+  uint64_t term = 0; uint64_t state_term = 0; uint64_t version = 0; bool pre = false;
+  template <class V> void fields(V& v) { v("term", term); v("state_term", state_term); v("version", version); v("pre", pre); } };
+// The answer: term is the voter's (for pre = true, the term asked about).
+struct ControllerVoteAck { static constexpr uint8_t kType = 94;
+  uint64_t term = 0; bool granted = false; bool pre = false;
+  template <class V> void fields(V& v) { v("term", term); v("granted", granted); v("pre", pre); } };
+// Controller of `term` -> every other queue node, every heartbeat: its state (version; written
+// in state_term, always its own term) to keep on disk. It counts only once a majority has it.
+struct ControllerSync { static constexpr uint8_t kType = 95;
+  uint64_t term = 0; uint64_t state_term = 0; uint64_t version = 0; std::vector<PartitionState> states;
+  template <class V> void fields(V& v) {
+    v("term", term); v("state_term", state_term); v("version", version); v("states", states, wire::Max{kPartitionsMax}); } };
+// The answer, once the state is synced: ok = false when the node knows a newer term (term).
+struct ControllerSyncAck { static constexpr uint8_t kType = 96;
+  uint64_t term = 0; uint64_t version = 0; bool ok = false;
+  template <class V> void fields(V& v) { v("term", term); v("version", version); v("ok", ok); } };
 // A queue node that does not lead the partition, to a producer (request_id of its Produce) or a
 // subscriber (request_id 0): the leader it knows (kNoNode: none yet) at that epoch.
 struct NotLeader { static constexpr uint8_t kType = 47;
@@ -326,6 +348,7 @@ using Frame = std::variant<RouteRequest, RouteReply, Hello, Welcome, Send, Group
                            Register, Unregister, Lookup, Located, Produce, Produced, ProduceRejected, Subscribe,
                            Records, SyncQuery, SyncResult, ReceiptUpdate, Route, Notify, HealthCheck, Health, Replicate, ReplicaAck,
                            QueueHeartbeat, PartitionStates, AlterIsr, NotLeader,
+                           ControllerVote, ControllerVoteAck, ControllerSync, ControllerSyncAck,
                            PublishKeys, KeysPublished, FetchBundles, Bundles, KeyRequestFailed,
                            SendStale, ProduceStale>;
 

@@ -71,9 +71,13 @@ void QueueNode::open_database(Context& ctx) {
       // epoch this replica has seen, which fences older leaders across restarts.
       "CREATE TABLE IF NOT EXISTS high_watermarks (partition INTEGER PRIMARY KEY, hw INTEGER NOT NULL);"
       "CREATE TABLE IF NOT EXISTS epochs (partition INTEGER PRIMARY KEY, epoch INTEGER NOT NULL);"
-      // The controller's decisions (the first queue node only).
+      // The controller state (every queue node keeps the newest it has), and this node's part in
+      // electing the controller: its term, its vote in that term, the term and version of
+      // `control` (one row, id 0).
       "CREATE TABLE IF NOT EXISTS control (partition INTEGER PRIMARY KEY, epoch INTEGER NOT NULL,"
-      " leader INTEGER NOT NULL, isr_mask INTEGER NOT NULL);");
+      " leader INTEGER NOT NULL, isr_mask INTEGER NOT NULL);"
+      "CREATE TABLE IF NOT EXISTS controller (id INTEGER PRIMARY KEY, term INTEGER NOT NULL, voted_for INTEGER NOT NULL,"
+      " state_term INTEGER NOT NULL, version INTEGER NOT NULL);");
   MSGSIM_ASSERT(schema.ok(), schema.ok() ? std::string() : schema.error().message);
   find_msg_ = must_prepare(db_, "SELECT conv, seq, reason FROM produced WHERE msg_id = ?");
   insert_msg_ = must_prepare(db_, "INSERT OR REPLACE INTO produced (msg_id, conv, seq, reason) VALUES (?, ?, ?, ?)");
@@ -160,7 +164,11 @@ void QueueNode::on_start(Context& ctx) {
   recover(ctx);
   ctx.log(LogLevel::info, "queue: recovered " + describe());
   if (replicated()) {
-    if (is_controller()) control_start(ctx);
+    load_controller_state();
+    // A node that has never known a controller starts its election clock as if the last one
+    // went silent kControllerDeadNs ago: the first queue node stands at once, the next one a
+    // heartbeat later, and so on. After a restart it first listens for a full timeout.
+    state_.ctl.heard_ns = ctx.now_ns() - (state_.ctl.term == 0 ? kControllerDeadNs : 0);
     heartbeat(ctx);
   }
   invariants();
@@ -203,7 +211,24 @@ void QueueNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
     on_replicate(ctx, conn, *replicate);
   } else if (const auto* ack = std::get_if<ReplicaAck>(&*decoded)) {
     on_replica_ack(ctx, conn, *ack);
-  } else if (std::holds_alternative<QueueHeartbeat>(*decoded) && is_controller()) {
+  } else if (std::holds_alternative<ControllerVote>(*decoded) || std::holds_alternative<ControllerVoteAck>(*decoded) ||
+             std::holds_alternative<ControllerSync>(*decoded) || std::holds_alternative<ControllerSyncAck>(*decoded)) {
+    // Between queue nodes, on either end of a connection: the peer is who opened it (accepted)
+    // or whom this node opened it to (peers).
+    NodeId from = kNoNode;
+    if (const auto it = accepted_from_.find(conn); it != accepted_from_.end()) from = it->second;
+    for (const auto& [node, c] : state_.peers)
+      if (c == conn) from = node;
+    const auto& queues = config_.topology.queues;
+    if (!replicated() || from == self_ || std::find(queues.begin(), queues.end(), from) == queues.end()) {
+      close_bad(ctx, conn, std::string(frame_name(*decoded)) + " from a node that is no other queue");
+      return;
+    }
+    if (const auto* vote = std::get_if<ControllerVote>(&*decoded)) on_controller_vote(ctx, conn, from, *vote);
+    if (const auto* ack = std::get_if<ControllerVoteAck>(&*decoded)) on_controller_vote_ack(ctx, from, *ack);
+    if (const auto* sync = std::get_if<ControllerSync>(&*decoded)) on_controller_sync(ctx, conn, from, *sync);
+    if (const auto* ack = std::get_if<ControllerSyncAck>(&*decoded)) on_controller_sync_ack(ctx, from, *ack);
+  } else if (std::holds_alternative<QueueHeartbeat>(*decoded) && state_.ctl.role == CtlRole::controller) {
     const auto from = accepted_from_.find(conn);
     const auto& queues = config_.topology.queues;
     if (from == accepted_from_.end() || std::find(queues.begin(), queues.end(), from->second) == queues.end()) {
@@ -211,7 +236,7 @@ void QueueNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
       return;
     }
     on_heartbeat(ctx, conn, from->second);
-  } else if (const auto* alter = std::get_if<AlterIsr>(&*decoded); alter != nullptr && is_controller()) {
+  } else if (const auto* alter = std::get_if<AlterIsr>(&*decoded); alter != nullptr && state_.ctl.role == CtlRole::controller) {
     const auto from = state_.heartbeat_conns.find(conn);
     if (from == state_.heartbeat_conns.end()) {
       close_bad(ctx, conn, "AlterIsr before any QueueHeartbeat");
@@ -650,7 +675,10 @@ void QueueNode::on_disconnect(Context& ctx, ConnId conn, DisconnectReason) {
     it = state_.subscriptions.erase(it);
   accepted_from_.erase(conn);
   state_.heartbeat_conns.erase(conn);
-  if (conn == state_.to_controller) state_.to_controller = kNoConn;  // the next heartbeat reconnects
+  if (conn == state_.to_controller) {
+    state_.to_controller = kNoConn;  // the next heartbeat reconnects
+    state_.to_controller_node = kNoNode;
+  }
   for (auto it = state_.peers.begin(); it != state_.peers.end(); ++it) {
     if (it->second != conn) continue;
     // A follower link broke: what was in flight is gone. Reconnect after a pause and probe
@@ -989,14 +1017,31 @@ uint32_t QueueNode::replica_index(uint32_t partition, NodeId node) const {
 
 void QueueNode::heartbeat(Context& ctx) {
   if (state_.halted) return;
-  if (is_controller()) {
+  controller_tick(ctx);
+  if (state_.halted) return;
+  if (controls()) {
     control_tick(ctx);
   } else {
-    if (state_.to_controller == kNoConn) state_.to_controller = ctx.connect(config_.topology.queues.front());
-    ctx.send(state_.to_controller, encode(Frame{QueueHeartbeat{}}));
+    heartbeat_controller(ctx);
   }
+  if (state_.halted) return;
   check_isr(ctx);
   ctx.set_timer(kHeartbeatNs, kHeartbeatTag);
+}
+
+void QueueNode::heartbeat_controller(Context& ctx) {
+  if (state_.ctl.role == CtlRole::controller || state_.ctl.leader == kNoNode) return;
+  // Heartbeats go to the controller this node follows; a new one gets a new connection.
+  if (state_.to_controller != kNoConn && state_.to_controller_node != state_.ctl.leader) {
+    const ConnId old = state_.to_controller;
+    on_disconnect(ctx, old, DisconnectReason::closed_by_peer);
+    ctx.close(old);
+  }
+  if (state_.to_controller == kNoConn) {
+    state_.to_controller = ctx.connect(state_.ctl.leader);
+    state_.to_controller_node = state_.ctl.leader;
+  }
+  ctx.send(state_.to_controller, encode(Frame{QueueHeartbeat{}}));
 }
 
 void QueueNode::apply_state(Context& ctx, const PartitionState& state) {
@@ -1112,7 +1157,7 @@ void QueueNode::check_isr(Context& ctx) {
     part.isr_adding_epoch = part.epoch;
     part.isr_adding_mask |= wanted & ~part.isr_mask;
     const AlterIsr alter{p, part.epoch, wanted};
-    if (is_controller()) {
+    if (controls()) {
       on_alter_isr(ctx, self_, alter);
     } else if (state_.to_controller != kNoConn) {
       ctx.send(state_.to_controller, encode(Frame{alter}));
@@ -1120,10 +1165,20 @@ void QueueNode::check_isr(Context& ctx) {
   }
 }
 
-// --- the controller --------------------------------------------------------------------------
+// --- electing the controller and keeping its state (queue.h "Controller") --------------------
 
-void QueueNode::control_start(Context& ctx) {
+void QueueNode::load_controller_state() {
   const ChatTopology& t = config_.topology;
+  ControllerRole& ctl = state_.ctl;
+  {
+    sql::Statement stmt = must_prepare(db_, "SELECT term, voted_for, state_term, version FROM controller WHERE id = 0");
+    if (next_row(stmt.get()) == 1) {
+      ctl.term = static_cast<uint64_t>(stmt.column_int64(0));
+      ctl.voted_for = static_cast<NodeId>(stmt.column_int64(1));
+      ctl.state_term = static_cast<uint64_t>(stmt.column_int64(2));
+      ctl.version = static_cast<uint64_t>(stmt.column_int64(3));
+    }
+  }
   {
     sql::Statement stmt = must_prepare(db_, "SELECT partition, epoch, leader, isr_mask FROM control");
     while (next_row(stmt.get()) == 1) {
@@ -1135,42 +1190,286 @@ void QueueNode::control_start(Context& ctx) {
       c.isr_mask = static_cast<uint64_t>(stmt.column_int64(3));
     }
   }
+  // Version 0, the state every queue node starts from without writing it: replica 0 leads at
+  // epoch 1 with every replica in sync.
   for (uint32_t p = 0; p < t.partitions; ++p) {
     if (state_.control.count(p) != 0) continue;
     Control& c = state_.control[p];
     c.epoch = 1;
     c.leader = t.replica_of(p, 0);
     c.isr_mask = (uint64_t{1} << t.replicas()) - 1;
-    if (!persist_control(ctx, p)) return;
   }
-  // Every queue node gets a full lease from the controller's start before it may be replaced.
-  for (NodeId node : t.queues) state_.last_heard_ns[node] = ctx.now_ns();
-  publish_control(ctx);
 }
 
-bool QueueNode::persist_control(Context& ctx, uint32_t partition) {
-  // Persist before anyone hears: the open batch commits first, then this decision on its own.
+bool QueueNode::persist_controller_state(Context& ctx) {
+  // Rule "persist before answer": a vote, a term and a controller state are synced before any
+  // frame that depends on them leaves. The open batch commits first, then this on its own.
   commit_batch(ctx);
   if (state_.halted) return false;
-  const Control& c = state_.control.at(partition);
-  const Status written = sql::exec(db_, "BEGIN; INSERT OR REPLACE INTO control (partition, epoch, leader, isr_mask) VALUES (" +
-                                            std::to_string(partition) + ", " + std::to_string(c.epoch) + ", " +
-                                            std::to_string(c.leader) + ", " + std::to_string(c.isr_mask) + "); COMMIT;");
+  const ControllerRole& ctl = state_.ctl;
+  std::string sql = "BEGIN; DELETE FROM control;";
+  for (const auto& [p, c] : state_.control) {
+    sql += "INSERT INTO control (partition, epoch, leader, isr_mask) VALUES (" + std::to_string(p) + ", " +
+           std::to_string(c.epoch) + ", " + std::to_string(c.leader) + ", " + std::to_string(c.isr_mask) + ");";
+  }
+  sql += "INSERT OR REPLACE INTO controller (id, term, voted_for, state_term, version) VALUES (0, " +
+         std::to_string(ctl.term) + ", " + std::to_string(ctl.voted_for) + ", " + std::to_string(ctl.state_term) + ", " +
+         std::to_string(ctl.version) + "); COMMIT;";
+  const Status written = sql::exec(db_, sql);
   if (!written.ok()) {
-    halt(ctx, "writing the controller's state of partition " + std::to_string(partition));
+    halt(ctx, "writing the controller state");
     return false;
   }
   return true;
 }
 
-PartitionStates QueueNode::control_states() const {
-  PartitionStates out;
-  for (const auto& [p, c] : state_.control) out.states.push_back(PartitionState{p, c.epoch, c.leader, c.isr_mask});
+uint32_t QueueNode::queue_index(NodeId node) const {
+  const auto& queues = config_.topology.queues;
+  return static_cast<uint32_t>(std::find(queues.begin(), queues.end(), node) - queues.begin());
+}
+
+uint32_t QueueNode::vote_weight(NodeId node) const {
+  const auto& queues = config_.topology.queues;
+  return node == queues.front() && queues.size() % 2 == 0 ? 2 : 1;
+}
+
+bool QueueNode::has_majority(const std::set<NodeId>& nodes) const {
+  const size_t q = config_.topology.queues.size();
+  const uint64_t total = q + (q % 2 == 0 ? 1 : 0);
+  uint64_t weight = 0;
+  for (NodeId node : nodes) weight += vote_weight(node);
+  return 2 * weight > total;
+}
+
+bool QueueNode::hears_controller(int64_t now_ns) const {
+  const ControllerRole& ctl = state_.ctl;
+  if (ctl.role == CtlRole::controller) return true;
+  return ctl.role == CtlRole::follower && ctl.leader != kNoNode && now_ns - ctl.heard_ns < kControllerDeadNs;
+}
+
+bool QueueNode::at_least_as_new(uint64_t state_term, uint64_t version) const {
+  const ControllerRole& ctl = state_.ctl;
+  return state_term > ctl.state_term || (state_term == ctl.state_term && version >= ctl.version);
+}
+
+void QueueNode::send_to_queues(Context& ctx, const Frame& frame) {
+  const Bytes bytes = encode(frame);
+  for (NodeId node : config_.topology.queues) {
+    if (node == self_) continue;
+    const ConnId conn = peer_conn(ctx, node);
+    if (conn != kNoConn) ctx.send(conn, bytes);
+  }
+}
+
+void QueueNode::controller_tick(Context& ctx) {
+  ControllerRole& ctl = state_.ctl;
+  const int64_t now = ctx.now_ns();
+  if (ctl.role == CtlRole::controller) {
+    // The state goes out every heartbeat: it is also how the others know the controller lives.
+    send_to_queues(ctx, Frame{ControllerSync{ctl.term, ctl.state_term, ctl.version, states_of(state_.control)}});
+    return;
+  }
+  const int64_t timeout = kControllerDeadNs + static_cast<int64_t>(queue_index(self_)) * kHeartbeatNs;
+  if (now - ctl.heard_ns >= timeout) start_pre_vote(ctx);
+}
+
+void QueueNode::start_pre_vote(Context& ctx) {
+  ControllerRole& ctl = state_.ctl;
+  ctl.role = CtlRole::pre_candidate;
+  ctl.heard_ns = ctx.now_ns();  // the next try comes a full timeout later
+  ctl.votes = {self_};
+  if (has_majority(ctl.votes)) {
+    start_election(ctx);
+    return;
+  }
+  send_to_queues(ctx, Frame{ControllerVote{ctl.term + 1, ctl.state_term, ctl.version, true}});
+}
+
+void QueueNode::start_election(Context& ctx) {
+  ControllerRole& ctl = state_.ctl;
+  ctl.term++;
+  ctl.voted_for = self_;
+  ctl.leader = kNoNode;
+  ctl.role = CtlRole::candidate;
+  ctl.votes = {self_};
+  ctl.heard_ns = ctx.now_ns();
+  if (!persist_controller_state(ctx)) return;
+  ctx.log(LogLevel::info, "queue: standing for controller in term " + std::to_string(ctl.term));
+  if (has_majority(ctl.votes)) {
+    become_controller(ctx);
+    return;
+  }
+  send_to_queues(ctx, Frame{ControllerVote{ctl.term, ctl.state_term, ctl.version, false}});
+}
+
+void QueueNode::become_controller(Context& ctx) {
+  ControllerRole& ctl = state_.ctl;
+  ctl.role = CtlRole::controller;
+  ctl.leader = self_;
+  ctl.ready = false;
+  ctl.acked_version.clear();
+  ctx.log(LogLevel::info, "queue: controller in term " + std::to_string(ctl.term));
+  // Its state, the newest of a majority, written again in its own term: once that commits, so
+  // has everything before it.
+  propose(ctx);
+}
+
+bool QueueNode::follow_term(Context& ctx, uint64_t term) {
+  ControllerRole& ctl = state_.ctl;
+  if (term <= ctl.term) return true;
+  if (ctl.role == CtlRole::controller) {
+    ctx.log(LogLevel::info, "queue: no longer controller (term " + std::to_string(ctl.term) + " -> " +
+                                std::to_string(term) + ")");
+  }
+  ctl.term = term;
+  ctl.voted_for = kNoNode;
+  ctl.leader = kNoNode;
+  ctl.role = CtlRole::follower;
+  ctl.ready = false;
+  ctl.votes.clear();
+  ctl.acked_version.clear();
+  state_.control_committed.clear();
+  return persist_controller_state(ctx);
+}
+
+void QueueNode::on_controller_vote(Context& ctx, ConnId conn, NodeId from, const ControllerVote& vote) {
+  ControllerRole& ctl = state_.ctl;
+  const int64_t now = ctx.now_ns();
+  // While a controller is heard, no vote and no pre-vote: a node back from isolation with a
+  // high term does not depose a working controller (Raft's pre-vote and leader stickiness).
+  if (vote.pre) {
+    const bool granted = vote.term > ctl.term && !hears_controller(now) && at_least_as_new(vote.state_term, vote.version);
+    ctx.send(conn, encode(Frame{ControllerVoteAck{vote.term, granted, true}}));
+    return;
+  }
+  if (vote.term > ctl.term && hears_controller(now)) {
+    ctx.send(conn, encode(Frame{ControllerVoteAck{ctl.term, false, false}}));
+    return;
+  }
+  if (!follow_term(ctx, vote.term)) return;
+  bool granted = false;
+  if (vote.term == ctl.term && ctl.role != CtlRole::controller && (ctl.voted_for == kNoNode || ctl.voted_for == from) &&
+      at_least_as_new(vote.state_term, vote.version)) {
+    granted = true;
+    if (ctl.voted_for != from) {
+      ctl.voted_for = from;
+      ctl.role = CtlRole::follower;
+      if (!persist_controller_state(ctx)) return;  // the vote is on disk before it is given
+    }
+    ctl.heard_ns = now;  // a vote given restarts this node's election clock
+  }
+  ctx.send(conn, encode(Frame{ControllerVoteAck{ctl.term, granted, false}}));
+}
+
+void QueueNode::on_controller_vote_ack(Context& ctx, NodeId from, const ControllerVoteAck& ack) {
+  ControllerRole& ctl = state_.ctl;
+  if (ack.pre) {
+    if (ctl.role != CtlRole::pre_candidate || ack.term != ctl.term + 1 || !ack.granted) return;
+    ctl.votes.insert(from);
+    if (has_majority(ctl.votes)) start_election(ctx);
+    return;
+  }
+  if (ack.term > ctl.term) {
+    follow_term(ctx, ack.term);
+    return;
+  }
+  if (ctl.role != CtlRole::candidate || ack.term != ctl.term || !ack.granted) return;
+  ctl.votes.insert(from);
+  if (has_majority(ctl.votes)) become_controller(ctx);
+}
+
+void QueueNode::on_controller_sync(Context& ctx, ConnId conn, NodeId from, const ControllerSync& sync) {
+  ControllerRole& ctl = state_.ctl;
+  if (sync.term < ctl.term) {
+    ctx.send(conn, encode(Frame{ControllerSyncAck{ctl.term, sync.version, false}}));  // fences the old controller
+    return;
+  }
+  if (!follow_term(ctx, sync.term)) return;
+  if (ctl.role == CtlRole::controller) {
+    // Votes make one controller per term: a second one is a peer's bug, not this node's state.
+    close_bad(ctx, conn, "ControllerSync from a second controller of term " + std::to_string(ctl.term));
+    return;
+  }
+  if (sync.state_term != sync.term || sync.states.size() != config_.topology.partitions) {
+    close_bad(ctx, conn, "ControllerSync whose state is not of its term or not of every partition");
+    return;
+  }
+  ctl.role = CtlRole::follower;
+  const bool new_controller = ctl.leader != from;
+  ctl.leader = from;
+  ctl.heard_ns = ctx.now_ns();
+  // A controller just learned of hears from this node at once, and answers with the states.
+  if (new_controller) heartbeat_controller(ctx);
+  if (at_least_as_new(sync.state_term, sync.version) &&
+      (sync.state_term != ctl.state_term || sync.version != ctl.version)) {
+    std::map<uint32_t, Control> control;
+    for (const PartitionState& state : sync.states) {
+      if (state.partition >= config_.topology.partitions || !config_.topology.is_replica(state.partition, state.leader)) {
+        close_bad(ctx, conn, "ControllerSync with a bad state of partition " + std::to_string(state.partition));
+        return;
+      }
+      control[state.partition] = Control{state.epoch, state.leader, state.isr_mask};
+    }
+    state_.control = std::move(control);
+    ctl.state_term = sync.state_term;
+    ctl.version = sync.version;
+    if (!persist_controller_state(ctx)) return;  // synced before the ack says so
+  }
+  ctx.send(conn, encode(Frame{ControllerSyncAck{ctl.term, ctl.version, true}}));
+}
+
+void QueueNode::on_controller_sync_ack(Context& ctx, NodeId from, const ControllerSyncAck& ack) {
+  ControllerRole& ctl = state_.ctl;
+  if (ack.term > ctl.term) {
+    follow_term(ctx, ack.term);
+    return;
+  }
+  if (ctl.role != CtlRole::controller || ack.term != ctl.term || !ack.ok) return;
+  uint64_t& acked = ctl.acked_version[from];
+  acked = std::max(acked, std::min(ack.version, ctl.version));
+  state_.last_heard_ns[from] = ctx.now_ns();
+  check_commit(ctx);
+}
+
+bool QueueNode::propose(Context& ctx) {
+  ControllerRole& ctl = state_.ctl;
+  MSGSIM_ASSERT(ctl.role == CtlRole::controller, "queue: a proposal from a node that is no controller");
+  ctl.state_term = ctl.term;
+  ctl.version++;
+  if (!persist_controller_state(ctx)) return false;
+  send_to_queues(ctx, Frame{ControllerSync{ctl.term, ctl.state_term, ctl.version, states_of(state_.control)}});
+  check_commit(ctx);
+  return !state_.halted;
+}
+
+void QueueNode::check_commit(Context& ctx) {
+  ControllerRole& ctl = state_.ctl;
+  if (ctl.committed_version == ctl.version && ctl.ready) return;
+  std::set<NodeId> have = {self_};
+  for (const auto& [node, version] : ctl.acked_version)
+    if (version == ctl.version) have.insert(node);
+  if (!has_majority(have)) return;
+  // Committed: a majority has it synced. Only now does anyone hear of it (commit before publish).
+  ctl.committed_version = ctl.version;
+  state_.control_committed = state_.control;
+  if (!ctl.ready) {
+    ctl.ready = true;
+    // Every queue node gets a full lease from here before it may be replaced.
+    for (NodeId node : config_.topology.queues) state_.last_heard_ns[node] = ctx.now_ns();
+  }
+  publish_control(ctx);
+}
+
+// --- the controller's decisions ----------------------------------------------------------------
+
+std::vector<PartitionState> QueueNode::states_of(const std::map<uint32_t, Control>& control) {
+  std::vector<PartitionState> out;
+  for (const auto& [p, c] : control) out.push_back(PartitionState{p, c.epoch, c.leader, c.isr_mask});
   return out;
 }
 
 void QueueNode::publish_control(Context& ctx) {
-  const PartitionStates states = control_states();
+  const PartitionStates states{states_of(state_.control_committed)};
   const Bytes frame = encode(Frame{states});
   for (const auto& [conn, node] : state_.heartbeat_conns) ctx.send(conn, frame);
   for (const PartitionState& state : states.states) apply_state(ctx, state);
@@ -1179,7 +1478,8 @@ void QueueNode::publish_control(Context& ctx) {
 void QueueNode::on_heartbeat(Context& ctx, ConnId conn, NodeId node) {
   state_.last_heard_ns[node] = ctx.now_ns();
   state_.heartbeat_conns[conn] = node;
-  ctx.send(conn, encode(Frame{control_states()}));
+  if (!controls()) return;  // elected, its state not committed yet: it answers once it is
+  ctx.send(conn, encode(Frame{PartitionStates{states_of(state_.control_committed)}}));
 }
 
 void QueueNode::control_tick(Context& ctx) {
@@ -1198,15 +1498,15 @@ void QueueNode::control_tick(Context& ctx) {
       c.isr_mask &= ~(uint64_t{1} << replica_index(p, c.leader));
       c.leader = candidate;
       c.epoch++;
-      if (!persist_control(ctx, p)) return;
       changed = true;
       break;
     }
   }
-  if (changed) publish_control(ctx);
+  if (changed) propose(ctx);
 }
 
 void QueueNode::on_alter_isr(Context& ctx, NodeId node, const AlterIsr& alter) {
+  if (!controls()) return;  // not yet: the leader asks again
   const auto it = state_.control.find(alter.partition);
   if (it == state_.control.end()) return;
   Control& c = it->second;
@@ -1224,8 +1524,7 @@ void QueueNode::on_alter_isr(Context& ctx, NodeId node, const AlterIsr& alter) {
                               std::to_string(c.epoch + 1));
   c.isr_mask = alter.isr_mask;
   c.epoch++;
-  if (!persist_control(ctx, alter.partition)) return;
-  publish_control(ctx);
+  propose(ctx);
 }
 
 std::string QueueNode::describe() const {
@@ -1236,6 +1535,11 @@ std::string QueueNode::describe() const {
                     " duplicates=" + std::to_string(state_.duplicates) + " stale=" + std::to_string(state_.stale) +
                     (state_.batch_open ? " batch=" + std::to_string(state_.replies.size()) : std::string()) +
                     (state_.halted ? " HALTED" : "");
+  if (replicated()) {
+    static constexpr const char* kRoles[] = {"follower", "pre-candidate", "candidate", "controller"};
+    out += std::string(" ctl=") + kRoles[static_cast<int>(state_.ctl.role)] + (state_.ctl.ready ? "(ready)" : "") +
+           ":term=" + std::to_string(state_.ctl.term) + ",v=" + std::to_string(state_.ctl.version);
+  }
   for (const auto& [p, part] : state_.partitions) {
     out += " p" + std::to_string(p) + (part.leader ? "L" : "F") + std::to_string(part.epoch) +
            ":next=" + std::to_string(part.next_offset);
@@ -1275,6 +1579,19 @@ void QueueNode::invariants() const {
                     "a follower with leader state");
     }
   }
+  // The controller role (queue.h "Controller"): one vote per term, for itself when it stands;
+  // nothing published before its own state commits; the controller state covers every partition.
+  const ControllerRole& ctl = state_.ctl;
+  MSGSIM_ASSERT_LE(ctl.state_term, ctl.term);
+  if (ctl.role == CtlRole::candidate || ctl.role == CtlRole::controller) MSGSIM_ASSERT_EQ(ctl.voted_for, self_);
+  if (ctl.role == CtlRole::controller) {
+    MSGSIM_ASSERT_EQ(ctl.leader, self_);
+    MSGSIM_ASSERT_LE(ctl.committed_version, ctl.version);
+    if (ctl.ready) MSGSIM_ASSERT_EQ(state_.control_committed.size(), size_t{config_.topology.partitions});
+  } else {
+    MSGSIM_ASSERT(!ctl.ready, "a controller's readiness on a node that is no controller");
+  }
+  if (replicated()) MSGSIM_ASSERT_EQ(state_.control.size(), size_t{config_.topology.partitions});
   for (const auto& [key, sub] : state_.subscriptions) {
     MSGSIM_ASSERT(state_.partitions.count(key.second) == 1, "a subscription to a partition not held here");
     if (sub.caught_up) {

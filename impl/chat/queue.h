@@ -59,10 +59,11 @@
 //    to kUncommittedMax / kWaitingMax; past that, new produces get no answer and the producer
 //    retries.
 //
-// Failover (RF > 1). The first queue node is the controller: it keeps (epoch, leader, in-sync
-// set) per partition in its database, synced before anyone hears of a change. Every queue node
-// sends it QueueHeartbeat every kHeartbeatNs and gets every partition's state back. A replica
-// leads only when the controller's state says so (after a restart it waits for it).
+// Failover (RF > 1). One queue node at a time is the controller (see "Controller" below): it
+// keeps (epoch, leader, in-sync set) per partition, and a change counts only once a majority of
+// the queue nodes has it on disk. Every queue node sends the controller QueueHeartbeat every
+// kHeartbeatNs and gets every partition's committed state back. A replica leads only when the
+// controller's state says so (after a restart it waits for it).
 //  - A leader that the controller has not heard from for kLeaderDeadNs is replaced by the first
 //    live member of its in-sync set (ISR), at epoch + 1, and leaves the ISR. None alive: the
 //    partition waits (no unclean election).
@@ -86,6 +87,30 @@
 //    records below any leader's HW are the same on every replica.
 //  - Left open: a leader cut off from the controller may still answer a duplicate or a
 //    rejection from its own (committed) state for a while after the controller replaced it.
+//
+// Controller. Elected among the queue nodes as Raft elects a leader, with its log cut down to
+// one snapshot: the controller state (every partition's Control) with a version and the term it
+// was written in, kept on every queue node's disk with the node's term and vote.
+//  - Terms (controller epochs) fence an old controller: a node that has seen term T refuses
+//    ControllerSync of a lower term and answers with T, and the old controller steps down.
+//  - A node that has heard no controller for kControllerDeadNs + its index * kHeartbeatNs (so
+//    the lowest live queue node goes first) asks every queue node for a pre-vote, then, granted a
+//    majority, moves to term + 1, votes for itself and asks for votes. A node grants one vote per
+//    term (kept on disk before it answers), only to a candidate whose state is at least as new as
+//    its own ((state_term, version) compared), and grants neither vote nor pre-vote while it
+//    hears a controller (so a node coming back from isolation does not depose a working one).
+//  - Votes are weighted so that a majority exists with two queue nodes: with an even number of
+//    them the first queue node holds two votes. Two nodes: the first alone is a majority (it is
+//    the controller whenever it is up, as before); three: any two.
+//  - The new controller writes its state again in its own term (version + 1) and sends it to
+//    every queue node (ControllerSync, every heartbeat). Rule "commit before publish": a state
+//    counts once nodes holding a majority of the votes have it synced (ControllerSyncAck), and
+//    only then do queue nodes hear it (PartitionStates) or the controller act on it. Every
+//    committed state is on a majority, every new controller has the newest state of a majority
+//    it got votes from, so no committed decision is ever lost or contradicted; a state that did
+//    not commit was never heard by anyone.
+//  - Before its first state commits the new controller decides nothing; after, every queue node
+//    gets a full kLeaderDeadNs from then before it can be replaced.
 //
 // Planted bugs (config.h): ack_before_durable (synchronous=OFF), retry_new_seq (no msg_id
 // dedup for accepted entries), reject_after_append (a message that fails the membership check
@@ -126,6 +151,7 @@ class QueueNode final : public Node {
   static constexpr int64_t kHeartbeatNs = 200 * kNanosPerMilli;   // queue -> controller
   static constexpr int64_t kLeaderDeadNs = 1500 * kNanosPerMilli;  // no heartbeat this long: replaced
   static constexpr int64_t kLagMaxNs = 1000 * kNanosPerMilli;      // a follower behind this long leaves the ISR
+  static constexpr int64_t kControllerDeadNs = 1500 * kNanosPerMilli;  // no controller heard: elect one
 
   explicit QueueNode(const ChatConfig& config);
   ~QueueNode() override = default;
@@ -148,6 +174,9 @@ class QueueNode final : public Node {
   // The partition's high watermark: records below it are on every replica (0: not a replica).
   uint64_t high_watermark(uint32_t partition) const;
   bool leads(uint32_t partition) const;
+  // The controller role: whether this node holds it (with its state committed), and its term.
+  bool controls() const { return state_.ctl.role == CtlRole::controller && state_.ctl.ready; }
+  uint64_t controller_term() const { return state_.ctl.term; }
   uint64_t next_seq(const std::string& conv) const;
 
  private:
@@ -172,6 +201,21 @@ class QueueNode final : public Node {
     uint64_t epoch = 1;
     NodeId leader = kNoNode;
     uint64_t isr_mask = 0;
+  };
+  enum class CtlRole { follower, pre_candidate, candidate, controller };
+  // This node's part in electing the controller and keeping its state (queue.h "Controller").
+  struct ControllerRole {
+    CtlRole role = CtlRole::follower;
+    uint64_t term = 0;             // on disk: the highest term seen
+    NodeId voted_for = kNoNode;    // on disk: the vote given in `term`
+    uint64_t state_term = 0;       // on disk: the term `control` was written in
+    uint64_t version = 0;          // on disk: the version of `control`
+    NodeId leader = kNoNode;       // the controller of `term` (kNoNode: none known)
+    int64_t heard_ns = 0;          // when that controller was last heard (or the election began)
+    std::set<NodeId> votes;        // candidate, pre-candidate: who granted
+    bool ready = false;            // controller: a state of its own term committed
+    uint64_t committed_version = 0;            // controller: the newest version a majority has
+    std::map<NodeId, uint64_t> acked_version;  // controller: what each queue node has synced
   };
   // An answer that waits: for the batch's commit, then for the HW to reach `until`.
   struct PendingReply {
@@ -217,9 +261,13 @@ class QueueNode final : public Node {
     std::set<std::string> dirty_convs;  // conversations whose next seq the batch moved
     std::map<NodeId, ConnId> peers;     // connections to followers this node opened
     ConnId to_controller = kNoConn;
-    // The controller's own state (the first queue node only).
+    NodeId to_controller_node = kNoNode;  // where to_controller leads
+    ControllerRole ctl;
+    // The controller state as this node has it (on disk); the controller publishes and acts on
+    // `control_committed`, the newest version a majority has.
     std::map<uint32_t, Control> control;
-    std::map<NodeId, int64_t> last_heard_ns;  // queue node -> its last heartbeat here
+    std::map<uint32_t, Control> control_committed;
+    std::map<NodeId, int64_t> last_heard_ns;  // controller: queue node -> its last heartbeat here
     std::map<ConnId, NodeId> heartbeat_conns;  // accepted connections of queue nodes
     std::set<NodeId> peer_retry_armed;
     bool halted = false;  // a SQLite write failed: fail-stop, answer nothing more
@@ -239,23 +287,43 @@ class QueueNode final : public Node {
   void on_replicate(Context& ctx, ConnId conn, Replicate& replicate);
   void on_replica_ack(Context& ctx, ConnId conn, const ReplicaAck& ack);
   bool replicated() const { return config_.topology.replicas() > 1; }
-  bool is_controller() const { return replicated() && self_ == config_.topology.queues.front(); }
   // Failover: a state from the controller; becoming leader, staying, or stepping down.
   void apply_state(Context& ctx, const PartitionState& state);
   void become_leader(Context& ctx, uint32_t partition);
   void step_down(Context& ctx, uint32_t partition);
   void heartbeat(Context& ctx);
+  void heartbeat_controller(Context& ctx);
   void check_isr(Context& ctx);
   uint32_t replica_index(uint32_t partition, NodeId node) const;
   // The replicas the leader's HW must count: the ISR and every addition it asked for this epoch.
   static uint64_t hw_mask(const Partition& part);
-  // The controller's part.
-  void control_start(Context& ctx);
+  // Electing the controller and keeping its state (queue.h "Controller").
+  void load_controller_state();
+  bool persist_controller_state(Context& ctx);
+  uint32_t queue_index(NodeId node) const;
+  uint32_t vote_weight(NodeId node) const;
+  bool has_majority(const std::set<NodeId>& nodes) const;
+  bool hears_controller(int64_t now_ns) const;
+  bool at_least_as_new(uint64_t state_term, uint64_t version) const;
+  void controller_tick(Context& ctx);
+  void start_pre_vote(Context& ctx);
+  void start_election(Context& ctx);
+  void become_controller(Context& ctx);
+  // Moves to `term` (when newer) as a follower; false if writing it failed (halted).
+  bool follow_term(Context& ctx, uint64_t term);
+  void send_to_queues(Context& ctx, const Frame& frame);
+  void on_controller_vote(Context& ctx, ConnId conn, NodeId from, const ControllerVote& vote);
+  void on_controller_vote_ack(Context& ctx, NodeId from, const ControllerVoteAck& ack);
+  void on_controller_sync(Context& ctx, ConnId conn, NodeId from, const ControllerSync& sync);
+  void on_controller_sync_ack(Context& ctx, NodeId from, const ControllerSyncAck& ack);
+  // Controller: writes its changed state (version + 1) and sends it; it counts once committed.
+  bool propose(Context& ctx);
+  void check_commit(Context& ctx);
+  // The controller's part, on its committed state.
   void control_tick(Context& ctx);
   void on_heartbeat(Context& ctx, ConnId conn, NodeId node);
   void on_alter_isr(Context& ctx, NodeId node, const AlterIsr& alter);
-  bool persist_control(Context& ctx, uint32_t partition);
-  PartitionStates control_states() const;
+  static std::vector<PartitionState> states_of(const std::map<uint32_t, Control>& control);
   void publish_control(Context& ctx);
   // Leader: sends `follower` what it lacks (or a probe), unless a frame is in flight.
   void replicate_to(Context& ctx, uint32_t partition, NodeId follower);
