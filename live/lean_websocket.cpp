@@ -196,18 +196,21 @@ void LeanWsSession::on_request_read(error_code ec) {
     Bytes pending = std::move(partial_);
     partial_.clear();
     auto consumed = reader_.parse(pending, [this](const WsInbound& inbound) { handle(inbound); });
-    if (!consumed.ok()) {
-      const uint16_t code = reader_.oversized() ? kCloseTooBig : kCloseProtocolError;
-      const uint8_t payload[2] = {static_cast<uint8_t>(code >> 8), static_cast<uint8_t>(code)};
-      queue_frame(WsOpcode::close, ByteView(payload, 2));
-      close_after_write_ = true;
-      return fail(false, consumed.error().message);
-    }
+    if (!consumed.ok()) return refuse(consumed.error().message);
     if (gone_) return;
     pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(*consumed));
     if (!pending.empty()) partial_ = std::move(pending);
   }
   wait_readable();
+}
+
+void LeanWsSession::refuse(std::string_view why) {
+  // Bad bytes from the peer: tell it why with a close code, then end only this connection.
+  const uint16_t code = reader_.oversized() ? kCloseTooBig : kCloseProtocolError;
+  const uint8_t payload[2] = {static_cast<uint8_t>(code >> 8), static_cast<uint8_t>(code)};
+  queue_frame(WsOpcode::close, ByteView(payload, 2));
+  close_after_write_ = true;
+  fail(false, why);
 }
 
 void LeanWsSession::wait_readable() {
@@ -233,13 +236,7 @@ void LeanWsSession::on_readable() {
     data = partial_;
   }
   auto consumed = reader_.parse(data, [this](const WsInbound& inbound) { handle(inbound); });
-  if (!consumed.ok()) {
-    const uint16_t code = reader_.oversized() ? kCloseTooBig : kCloseProtocolError;
-    const uint8_t payload[2] = {static_cast<uint8_t>(code >> 8), static_cast<uint8_t>(code)};
-    queue_frame(WsOpcode::close, ByteView(payload, 2));
-    close_after_write_ = true;
-    return fail(false, consumed.error().message);
-  }
+  if (!consumed.ok()) return refuse(consumed.error().message);
   if (gone_) return;
   if (!partial_.empty()) {
     partial_.erase(partial_.begin(), partial_.begin() + static_cast<std::ptrdiff_t>(*consumed));

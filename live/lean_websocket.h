@@ -109,6 +109,8 @@ class LeanWsSession : public std::enable_shared_from_this<LeanWsSession> {
   void on_request_read(boost::system::error_code ec);
   void wait_readable();
   void on_readable();
+  // The peer sent what the frame reader refuses: a close frame with the reason's code, then fail.
+  void refuse(std::string_view why);
   void handle(const WsInbound& inbound);
   void queue_frame(WsOpcode opcode, ByteView payload);
   void flush();
