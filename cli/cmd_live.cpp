@@ -30,6 +30,7 @@
 #include "cli/run_output.h"
 #include "impl/chat/chat_server.h"
 #include "impl/chat/device.h"
+#include "impl/chat/key_service.h"
 #include "impl/chat/load_balancer.h"
 #include "impl/chat/push.h"
 #include "impl/chat/queue.h"
@@ -40,6 +41,7 @@
 #include "oracle/checker.h"
 #include "oracle/event.h"
 #include "sim/chat_system.h"
+#include "sim/e2ee_scan.h"
 #include "sim/scenario.h"
 #include "sim/world.h"
 
@@ -57,7 +59,7 @@ constexpr int64_t kEndQuietNs = 1500 * kNanosPerMilli;  // no history event this
 constexpr int64_t kPollNs = 100 * kNanosPerMilli;
 
 const std::set<std::string>& server_roles() {
-  static const std::set<std::string> roles = {"lb", "chat", "registry", "queue", "storage", "push"};
+  static const std::set<std::string> roles = {"lb", "chat", "registry", "queue", "storage", "push", "keys"};
   return roles;
 }
 
@@ -69,6 +71,7 @@ std::unique_ptr<Node> make_server_node(const std::string& role, const chat::Chat
   if (role == "queue") return std::make_unique<chat::QueueNode>(config);
   if (role == "storage") return std::make_unique<chat::StorageNode>(config);
   if (role == "push") return std::make_unique<chat::PushNode>(config);
+  if (role == "keys") return std::make_unique<chat::KeyServiceNode>(config);
   return nullptr;
 }
 
@@ -255,6 +258,7 @@ class Supervisor {
     judge();  // reads the devices' state: before they stop
     devices_->shutdown();
     processes_.kill_all();
+    judge_confidentiality();  // the servers' files, once no process writes them
     print_run_report(std::cout, scenario_, report_, RunCost{wall_seconds, -1});
     return report_.passed() ? kExitOk : kExitViolation;
   }
@@ -370,7 +374,8 @@ class Supervisor {
     live::Directory directory;
     for (const auto& [id, p] : processes_.servers) {
       const std::string& role = scenario_.nodes[id].role;
-      if (role == "lb" || role == "chat") directory[id] = {p.port, live::Transport::websocket};
+      // Devices dial the load balancers, the chat servers and the key service (E2EE keys).
+      if (role == "lb" || role == "chat" || role == "keys") directory[id] = {p.port, live::Transport::websocket};
     }
     live::LiveHostOptions options;
     options.run_dir = dir_;
@@ -380,6 +385,18 @@ class Supervisor {
       stamped.t = devices_->now_ns();
       observe(stamped);
     };
+    if (e2ee_on()) {
+      // The confidentiality check of `msgsim run`, on what this process can see: devices report
+      // each plaintext as they write it, and every frame a device sends or receives (all of them
+      // to or from a server) is scanned; the servers' database files once at the end.
+      config_.plaintext_observer = &scanner_;
+      options.frame_observer = [this](NodeId node, ByteView frame) {
+        frames_scanned_++;
+        if (scanner_.hits() == 0) {
+          scanner_.scan(frame, [&] { return "a frame of " + scenario_.nodes[node].name + " (to or from a server)"; });
+        }
+      };
+    }
     devices_ = std::make_unique<live::LiveHost>(io_, options, directory);
     const uint32_t per_user = config_.users.empty() ? 1 : config_.users.front().devices;
     uint32_t device_index = 0;
@@ -615,6 +632,42 @@ class Supervisor {
     });
   }
 
+  bool e2ee_on() const { return config_.workload.e2ee && config_.topology.key_service() != kNoNode; }
+
+  // No message body's plaintext in any server frame the devices saw, nor in a server's
+  // database files (the database, its write-ahead log) as the run left them.
+  void judge_confidentiality() {
+    if (!e2ee_on()) {
+      report_.summary.push_back("e2ee: off (no key service in the topology): bodies travel as plaintext");
+      return;
+    }
+    uint64_t files = 0;
+    for (const auto& [id, p] : processes_.servers) {
+      for (const char* suffix : {".db", ".db-wal"}) {
+        const std::string path = dir_ + "/node-" + std::to_string(id) + suffix;
+        std::ifstream in(path, std::ios::binary);
+        if (!in) continue;
+        const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        files++;
+        scanner_.scan(ByteView(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()),
+                      [&] { return "file " + path + " of " + p.name; });
+      }
+    }
+    const bool clean = scanner_.hits() == 0 && scanner_.tracked() > 0;
+    std::string detail;
+    if (scanner_.hits() > 0) {
+      detail = "a message body's plaintext seen by a server: " + scanner_.first_hit() + " (" +
+               std::to_string(scanner_.hits()) + " places)";
+    } else if (scanner_.tracked() == 0) {
+      detail = "no message body was written, so nothing was judged";
+    } else {
+      detail = "no plaintext of " + std::to_string(scanner_.tracked()) + " message bodies in " +
+               std::to_string(frames_scanned_) + " frames between devices and servers or " + std::to_string(files) +
+               " server database files (" + std::to_string(scanner_.bytes_scanned()) + " bytes scanned)";
+    }
+    report_.checks.push_back({"e2ee-confidentiality", clean, detail});
+  }
+
   void judge() {
     size_t online = 0, settled = 0;
     std::vector<std::string> unsettled;
@@ -680,6 +733,8 @@ class Supervisor {
   std::unique_ptr<live::LiveHost> devices_;
   std::vector<NodeId> device_ids_;
   history::Checker checker_;
+  sim::PlaintextScanner scanner_;
+  uint64_t frames_scanned_ = 0;
   sim::RunReport report_;
   std::vector<Active> active_;
   int64_t last_event_ns_ = 0;

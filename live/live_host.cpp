@@ -739,6 +739,7 @@ void LiveHost::Impl::accepted(Conn& conn) {
 void LiveHost::Impl::frame(Conn& conn, ByteView bytes) {
   NodeSlot* s = slot(conn.local());
   if (s == nullptr || !conn.attached) return;
+  if (options_.frame_observer) options_.frame_observer(s->id, bytes);
   dispatch(*s, [&](Node& n, Context& c) { n.on_frame(c, conn.id, bytes); });
 }
 
@@ -782,6 +783,7 @@ ConnId LiveHost::Impl::connect(NodeSlot& s, NodeId peer) {
 void LiveHost::Impl::send(NodeSlot& s, ConnId id, Bytes frame) {
   auto it = s.conns.find(id);
   if (it == s.conns.end()) return;  // closed or broken: frames to it are gone
+  if (options_.frame_observer) options_.frame_observer(s.id, frame);
   const uint64_t ticket = group_commit_.sync_point();
   if (!held_.empty() || ticket > group_commit_.durable()) {
     held_.push_back(HeldSend{ticket, s.id, it->second, std::move(frame), false});

@@ -67,6 +67,9 @@ struct LiveHostOptions {
   std::function<void(NodeId, const history::Event&)> history_sink;
   // Called (from the loop) when a node calls exit(); `draining` says whether it was asked to.
   std::function<void(NodeId, bool draining)> on_exit;
+  // Sees every frame a node of this host sends (as it is handed to the runtime) and every frame
+  // delivered to one (before on_frame): a live run's devices host scans them for plaintexts.
+  std::function<void(NodeId node, ByteView frame)> frame_observer;
   bool log_debug = false;
 };
 

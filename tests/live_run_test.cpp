@@ -67,6 +67,10 @@ TEST(LiveRun, SmallScenarioWithCrashesAndAPartitionPassesTheOracle) {
   EXPECT_NE(output.find("fault partition chat-2 | queue-1,queue-2"), std::string::npos) << output;
   EXPECT_NE(output.find("no-loss: valid"), std::string::npos) << output;
   EXPECT_NE(output.find("no-duplicate: valid"), std::string::npos) << output;
+  // E2EE is on (the scenario has a key service, a server process like the others): every body
+  // decrypted, and no plaintext in a frame between devices and servers or a server's files.
+  EXPECT_NE(output.find("decrypt: valid"), std::string::npos) << output;
+  EXPECT_NE(output.find("e2ee-confidentiality: valid"), std::string::npos) << output;
   EXPECT_EQ(output.find("skipped:"), std::string::npos) << output;
   // The history is there, with work in it, and `msgsim check` agrees with the run.
   std::ifstream in(history);
@@ -82,6 +86,9 @@ TEST(LiveRun, SmallScenarioWithCrashesAndAPartitionPassesTheOracle) {
   EXPECT_TRUE(processes_mentioning(dir).empty());
 }
 
+// live-small.json's server nodes: lb, 2 chat, registry, 2 queue, storage, push, keys.
+constexpr size_t kServerProcesses = 9;
+
 TEST(LiveRun, InterruptedRunLeavesNoProcessBehind) {
   const std::string dir = fresh_dir("live-interrupt");
   const pid_t pid = ::fork();
@@ -94,10 +101,10 @@ TEST(LiveRun, InterruptedRunLeavesNoProcessBehind) {
   }
   // Wait until the node processes are up, then interrupt the supervisor as Ctrl-C would.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (processes_mentioning(dir).size() < 8 && std::chrono::steady_clock::now() < deadline) {
+  while (processes_mentioning(dir).size() < kServerProcesses && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  EXPECT_EQ(processes_mentioning(dir).size(), 8u);
+  EXPECT_EQ(processes_mentioning(dir).size(), kServerProcesses);
   std::this_thread::sleep_for(std::chrono::seconds(1));
   ::kill(pid, SIGINT);
   int status = 0;
@@ -115,7 +122,7 @@ TEST(LiveRun, InterruptedRunLeavesNoProcessBehind) {
     ::_exit(127);
   }
   const auto deadline2 = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (processes_mentioning(dir).size() < 8 && std::chrono::steady_clock::now() < deadline2) {
+  while (processes_mentioning(dir).size() < kServerProcesses && std::chrono::steady_clock::now() < deadline2) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   ::kill(hard, SIGKILL);

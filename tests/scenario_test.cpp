@@ -80,11 +80,8 @@ TEST(ScenarioFiles, EveryExampleLoads) {
     EXPECT_TRUE(scenario.ok()) << entry.path() << ": " << (scenario.ok() ? "" : scenario.error().message);
     if (!scenario.ok()) continue;
     EXPECT_EQ(scenario->file, entry.path().string());
-    // Every role of the system has nodes, so every chat client encrypts. The one exception is
-    // live-small.json: `msgsim live run` does not host the key service yet (cli/cmd_live.cpp).
-    const bool live = entry.path().filename() == "live-small.json";
+    // Every role of the system has nodes, so every chat client encrypts.
     for (const std::string_view role : system_roles(scenario->system)) {
-      if (live && role == "keys") continue;
       EXPECT_FALSE(scenario->nodes_with_role(role).empty()) << entry.path() << ": no " << role;
     }
     ++loaded;
