@@ -175,7 +175,79 @@ struct LiveRunArgs {
   std::string history_file;
   std::string dir;
   bool keep = false;
+  // Conformance mode: the devices against a running deployment (live/README.md "--target").
+  std::string target;
+  std::string target_keys;
+  std::vector<std::string> target_chat;  // "N=ws://HOST:PORT"
+  // `live serve`: where to write the --target flags that reach the deployment.
+  std::string targets_file;
 };
+
+// What a live supervisor does: a whole run, the servers only (`live serve`), or the devices
+// only against a deployment someone else started (`live run --target`).
+enum class SupervisorMode { run, serve, target };
+
+// Where a conformance run's devices dial: every load balancer at --target, the key service at
+// --target-keys, chat server N at its --target-chat, and anything else at --target.
+struct TargetPlan {
+  live::Endpoint balancer, keys;
+  std::map<NodeId, live::Endpoint> chat_servers;
+  std::string described;  // for the report
+};
+
+// `ws://HOST:PORT` given as `flag`, with HOST resolved to an IPv4 address.
+Result<live::Endpoint> resolve_target(const std::string& flag, const std::string& url) {
+  Result<live::WsUrl> parsed = live::parse_ws_url(url);
+  if (!parsed.ok()) return make_error(ErrorCode::bad_input, flag + ": " + parsed.error().message);
+  Result<std::string> address = live::resolve_ipv4(parsed->host);
+  if (!address.ok()) return make_error(ErrorCode::bad_input, flag + " " + url + ": " + address.error().message);
+  live::Endpoint endpoint;
+  endpoint.port = parsed->port;
+  endpoint.transport = live::Transport::websocket;
+  endpoint.address = *address;
+  endpoint.host_name = parsed->host;
+  if (!live::is_loopback_ipv4(*address)) {
+    // A live run stays on 127.0.0.0/8 unless the user names another address themselves.
+    std::cerr << "msgsim live run: note: " << flag << " " << url << " is " << *address
+              << ", outside 127.0.0.0/8: the devices dial it because you gave it\n";
+  }
+  return endpoint;
+}
+
+Result<TargetPlan> plan_targets(const LiveRunArgs& args, const sim::Scenario& scenario) {
+  TargetPlan plan;
+  Result<live::Endpoint> balancer = resolve_target("--target", args.target);
+  if (!balancer.ok()) return balancer.error();
+  plan.balancer = plan.keys = *balancer;
+  plan.described = "--target " + args.target;
+  if (!args.target_keys.empty()) {
+    Result<live::Endpoint> keys = resolve_target("--target-keys", args.target_keys);
+    if (!keys.ok()) return keys.error();
+    plan.keys = *keys;
+    plan.described += " --target-keys " + args.target_keys;
+  }
+  constexpr size_t kChatTargetsMax = 1024;
+  if (args.target_chat.size() > kChatTargetsMax) {
+    return make_error(ErrorCode::bad_input, "--target-chat: at most " + std::to_string(kChatTargetsMax) + " of them");
+  }
+  for (const std::string& entry : args.target_chat) {
+    const size_t equals = entry.find('=');
+    const std::string number = entry.substr(0, equals);
+    if (equals == std::string::npos || number.empty() || number.size() > 9 ||
+        number.find_first_not_of("0123456789") != std::string::npos) {
+      return make_error(ErrorCode::bad_input,
+                        "--target-chat " + entry + ": expected N=ws://HOST:PORT, N the chat server's number");
+    }
+    Result<live::Endpoint> chat = resolve_target("--target-chat " + number, entry.substr(equals + 1));
+    if (!chat.ok()) return chat.error();
+    plan.chat_servers[static_cast<NodeId>(std::stoul(number))] = *chat;
+    plan.described += " --target-chat " + entry;
+  }
+  if (scenario.nodes_with_role("lb").empty()) {
+    return make_error(ErrorCode::bad_input, scenario.file + ": --target needs a scenario with a load balancer (role lb)");
+  }
+  return plan;
+}
 
 // A listening socket on 127.0.0.1:port (0: any), close-on-exec; -1 on failure.
 int open_listener(uint16_t port, uint16_t& bound) {
@@ -228,17 +300,61 @@ class ProcessTable {
 
 class Supervisor {
  public:
-  Supervisor(const sim::Scenario& scenario, uint64_t seed, std::string dir, std::ostream* history_out)
-      : scenario_(scenario), seed_(seed), dir_(std::move(dir)), history_out_(history_out),
-        config_(sim::chat_config_for(scenario, seed)), hub_(io_, hub_config(seed)), signals_(io_, SIGINT, SIGTERM),
-        poll_(io_) {}
+  Supervisor(const sim::Scenario& scenario, uint64_t seed, std::string dir, std::ostream* history_out,
+             SupervisorMode mode = SupervisorMode::run, std::optional<TargetPlan> target = std::nullopt)
+      : scenario_(scenario), seed_(seed), dir_(std::move(dir)), history_out_(history_out), mode_(mode),
+        target_(std::move(target)), config_(sim::chat_config_for(scenario, seed)), hub_(io_, hub_config(seed)),
+        signals_(io_, SIGINT, SIGTERM), poll_(io_) {
+    MSGSIM_ASSERT_EQ(mode_ == SupervisorMode::target, target_.has_value());
+  }
+
+  // `live serve`: every server node as in a run, no devices, no faults, until SIGINT or SIGTERM.
+  // Prints (and writes to `targets_file`) the --target flags that reach the deployment.
+  int serve(const std::string& targets_file) {
+    MSGSIM_ASSERT(mode_ == SupervisorMode::serve);
+    if (!start_servers()) return kExitBadInput;
+    const std::string flags = target_flags();
+    std::cout << "serving " << scenario_.name << ": " << processes_.servers.size()
+              << " server processes on 127.0.0.1, run dir " << dir_ << "\n";
+    for (const auto& [id, p] : processes_.servers) {
+      const std::string& role = scenario_.nodes[id].role;
+      if (role == "lb" || role == "chat" || role == "keys") {
+        std::cout << "  " << p.name << " (" << role << ", number " << id << ") ws://127.0.0.1:" << p.port << "\n";
+      }
+    }
+    std::cout << "devices reach it with: msgsim live run " << scenario_.file << " " << flags << "\n" << std::flush;
+    if (!targets_file.empty()) {
+      // Written whole, then renamed: whoever waits for the file never reads half of it.
+      const std::string partial = targets_file + ".partial";
+      std::ofstream out(partial, std::ios::trunc);
+      out << flags << "\n";
+      out.close();
+      std::error_code ec;
+      if (!out) ec = std::make_error_code(std::errc::io_error);
+      if (!ec) fs::rename(partial, targets_file, ec);
+      if (ec) {
+        std::cerr << "msgsim live serve: --targets-file " << targets_file << ": " << ec.message() << "\n";
+        return kExitBadInput;
+      }
+    }
+    signals_.async_wait([this](error_code ec, int signal) {
+      if (ec) return;
+      std::cerr << "msgsim live serve: signal " << signal << ": stopping every process\n";
+      io_.stop();
+    });
+    poll();
+    io_.run();
+    processes_.kill_all();
+    return kExitOk;
+  }
 
   int run() {
+    MSGSIM_ASSERT(mode_ != SupervisorMode::serve);
     const auto wall_start = std::chrono::steady_clock::now();
     report_.scenario = scenario_.name;
     report_.seed = seed_;
     report_.digest_hex = "none (a live run is not replayable)";
-    if (!start_servers()) return kExitBadInput;
+    if (mode_ == SupervisorMode::run && !start_servers()) return kExitBadInput;
     start_devices();
     schedule_faults();
     signals_.async_wait([this](error_code ec, int signal) {
@@ -268,6 +384,21 @@ class Supervisor {
     live::FaultProxyHubConfig config;
     config.seed = seed;
     return config;
+  }
+
+  int64_t now_ns() const { return live::steady_clock_ns() - origin_ns_; }
+
+  // The flags that point `live run --target` at this supervisor's servers.
+  std::string target_flags() const {
+    std::string out;
+    for (const auto& [id, p] : processes_.servers) {
+      const std::string& role = scenario_.nodes[id].role;
+      const std::string url = "ws://127.0.0.1:" + std::to_string(p.port);
+      if (role == "lb" && out.find("--target ") == std::string::npos) out = "--target " + url + out;
+      if (role == "keys") out += " --target-keys " + url;
+      if (role == "chat") out += " --target-chat " + std::to_string(id) + "=" + url;
+    }
+    return out;
   }
 
   std::string region_of(NodeId id) const { return scenario_.regions[scenario_.nodes[id].region]; }
@@ -375,14 +506,27 @@ class Supervisor {
     for (const auto& [id, p] : processes_.servers) {
       const std::string& role = scenario_.nodes[id].role;
       // Devices dial the load balancers, the chat servers and the key service (E2EE keys).
-      if (role == "lb" || role == "chat" || role == "keys") directory[id] = {p.port, live::Transport::websocket};
+      if (role == "lb" || role == "chat" || role == "keys") {
+        live::Endpoint endpoint;
+        endpoint.port = p.port;
+        endpoint.transport = live::Transport::websocket;
+        directory[id] = endpoint;
+      }
     }
     live::LiveHostOptions options;
+    if (target_) {
+      for (NodeId id : config_.topology.load_balancers) directory[id] = target_->balancer;
+      for (NodeId id : config_.topology.key_services) directory[id] = target_->keys;
+      for (const auto& [number, endpoint] : target_->chat_servers) directory[number] = endpoint;
+      // A chat server number the scenario does not name (a third-party load balancer's own).
+      options.fallback_endpoint = target_->balancer;
+    }
     options.run_dir = dir_;
     options.seed = seed_;
+    options.clock_origin_ns = origin_ns_;
     options.history_sink = [this](NodeId, const history::Event& event) {
       history::Event stamped = event;
-      stamped.t = devices_->now_ns();
+      stamped.t = now_ns();
       observe(stamped);
     };
     if (e2ee_on()) {
@@ -420,14 +564,14 @@ class Supervisor {
 
   void note(const std::string& what) {
     char stamp[32];
-    std::snprintf(stamp, sizeof stamp, "%.3fs ", static_cast<double>(devices_->now_ns()) / 1e9);
+    std::snprintf(stamp, sizeof stamp, "%.3fs ", static_cast<double>(now_ns()) / 1e9);
     report_.faults.push_back(stamp + what);
   }
 
   void history_fault(bool begins, const std::string& name) {
     history::Event e;
     e.type = begins ? history::EventType::fault : history::EventType::heal;
-    e.t = devices_->now_ns();
+    e.t = now_ns();
     e.name = name;
     observe(e);
   }
@@ -447,7 +591,7 @@ class Supervisor {
 
   void at(int64_t t_ns, std::function<void()> f) {
     auto timer = std::make_shared<asio::steady_timer>(io_);
-    timer->expires_after(std::chrono::nanoseconds(std::max<int64_t>(0, t_ns - devices_->now_ns())));
+    timer->expires_after(std::chrono::nanoseconds(std::max<int64_t>(0, t_ns - now_ns())));
     timer->async_wait([timer, f = std::move(f)](error_code ec) {
       if (!ec) f();
     });
@@ -461,6 +605,11 @@ class Supervisor {
 
   void schedule_faults() {
     for (const sim::FaultSpec& f : scenario_.faults) {
+      // Against --target no server is ours to kill or cut off: said at once, for every fault.
+      if (mode_ == SupervisorMode::target) {
+        skip(f, "not injectable against --target");
+        continue;
+      }
       at(f.at_ns, [this, f] { begin(f); });
     }
     at(scenario_.duration_ns, [this] {
@@ -542,7 +691,7 @@ class Supervisor {
     }
     note("fault " + label);
     history_fault(true, label);
-    if (report_.first_fault_ns < 0) report_.first_fault_ns = devices_->now_ns();
+    if (report_.first_fault_ns < 0) report_.first_fault_ns = now_ns();
     const size_t index = active_.size();
     active_.push_back(Active{label, std::move(end), false});
     if (f.end_after_ns && f.at_ns + *f.end_after_ns < scenario_.duration_ns) {
@@ -552,7 +701,7 @@ class Supervisor {
 
   void skip(const sim::FaultSpec& f, const std::string& why) {
     const std::string line = "skipped: " + std::string(sim::to_string(f.kind)) + " at " + f.path + " (" + why + ")";
-    std::cout << line << "\n";
+    std::cout << line << std::endl;
     report_.faults.push_back(line);
   }
 
@@ -607,11 +756,11 @@ class Supervisor {
       report_.stats.fail_stops++;
       std::cerr << "msgsim live run: " << p.name << " stopped on its own (status " << status << "); restarting\n";
       const NodeId node = id;
-      at(devices_->now_ns() + kFailStopRestartNs, [this, node] {
+      at(now_ns() + kFailStopRestartNs, [this, node] {
         if (processes_.servers.at(node).pid <= 0 && !processes_.servers.at(node).expected_down) restart_server(node);
       });
     }
-    const int64_t now = devices_->now_ns();
+    const int64_t now = now_ns();
     if (workload_over_) {
       bool all_settled = true;
       for (NodeId id : device_ids_) {
@@ -662,8 +811,10 @@ class Supervisor {
       detail = "no message body was written, so nothing was judged";
     } else {
       detail = "no plaintext of " + std::to_string(scanner_.tracked()) + " message bodies in " +
-               std::to_string(frames_scanned_) + " frames between devices and servers or " + std::to_string(files) +
-               " server database files (" + std::to_string(scanner_.bytes_scanned()) + " bytes scanned)";
+               std::to_string(frames_scanned_) + " frames between devices and servers" +
+               (target_ ? std::string() : " or " + std::to_string(files) + " server database files") + " (" +
+               std::to_string(scanner_.bytes_scanned()) + " bytes scanned" +
+               (target_ ? "; the target's files are not ours to read)" : ")");
     }
     report_.checks.push_back({"e2ee-confidentiality", clean, detail});
   }
@@ -686,12 +837,17 @@ class Supervisor {
     report_.stats.connections_broken = s.connections_broken;
     report_.stats.timers_fired = s.timers_fired;
     report_.stats.events = checker_.events_observed();
-    report_.virtual_ns = devices_->now_ns();
+    report_.virtual_ns = now_ns();
     report_.liveness_bound_ns = scenario_.quiescence_ns;
     report_.settled_after_heal_ns = settled_at_ns_ >= 0 ? settled_at_ns_ - scenario_.duration_ns : -1;
-    report_.summary.push_back("live: " + std::to_string(processes_.servers.size()) + " server processes on 127.0.0.1, " +
-                              std::to_string(hub_.link_count()) + " proxied links, devices in the supervisor; run dir " +
-                              dir_ + "; frame counts are the devices' side");
+    if (target_) {
+      report_.summary.push_back("conformance: the devices against a running deployment (" + target_->described +
+                                "); no server process started, no fault injected; run dir " + dir_);
+    } else {
+      report_.summary.push_back("live: " + std::to_string(processes_.servers.size()) + " server processes on 127.0.0.1, " +
+                                std::to_string(hub_.link_count()) + " proxied links, devices in the supervisor; run dir " +
+                                dir_ + "; frame counts are the devices' side");
+    }
     report_.summary.push_back("chat: " + std::to_string(config_.users.size()) + " users, " +
                               std::to_string(device_ids_.size()) + " devices (" + std::to_string(online) + " online, " +
                               std::to_string(settled) + " settled at the end), " + std::to_string(config_.groups.size()) +
@@ -705,7 +861,7 @@ class Supervisor {
     const bool quiescent = online == device_ids_.size();
     history::Event end;
     end.type = history::EventType::end;
-    end.t = devices_->now_ns();
+    end.t = now_ns();
     end.quiescent = quiescent;
     observe(end);
     report_.verdict = checker_.finish();
@@ -724,6 +880,9 @@ class Supervisor {
   uint64_t seed_;
   std::string dir_;
   std::ostream* history_out_;
+  SupervisorMode mode_;
+  std::optional<TargetPlan> target_;
+  int64_t origin_ns_ = live::steady_clock_ns();  // the run clock's zero, shared with the devices' host
   chat::ChatConfig config_;
   asio::io_context io_;
   live::FaultProxyHub hub_;
@@ -744,13 +903,23 @@ class Supervisor {
   bool failed_ = false;
 };
 
-int run_live(const LiveRunArgs& args) {
+int run_live(const LiveRunArgs& args, SupervisorMode mode) {
+  const char* command = mode == SupervisorMode::serve ? "msgsim live serve" : "msgsim live run";
   Result<sim::Scenario> loaded = load_live_scenario(args.scenario);
   if (!loaded.ok()) {
-    std::cerr << "msgsim live run: " << loaded.error().message << "\n";
+    std::cerr << command << ": " << loaded.error().message << "\n";
     return kExitBadInput;
   }
   sim::Scenario scenario = *loaded;
+  std::optional<TargetPlan> target;
+  if (mode == SupervisorMode::target) {
+    Result<TargetPlan> plan = plan_targets(args, scenario);
+    if (!plan.ok()) {
+      std::cerr << command << ": " << plan.error().message << "\n";
+      return kExitBadInput;
+    }
+    target = std::move(*plan);
+  }
   // Node processes load the scenario again: give them a path that works from anywhere.
   scenario.file = fs::absolute(scenario.file).string();
   std::string dir = args.dir;
@@ -758,7 +927,7 @@ int run_live(const LiveRunArgs& args) {
   if (temporary) {
     char pattern[] = "/tmp/msgsim-live-XXXXXX";
     if (::mkdtemp(pattern) == nullptr) {
-      std::cerr << "msgsim live run: cannot create a run directory under /tmp\n";
+      std::cerr << command << ": cannot create a run directory under /tmp\n";
       return kExitBadInput;
     }
     dir = pattern;
@@ -770,7 +939,7 @@ int run_live(const LiveRunArgs& args) {
       if (entry.path().filename().string().rfind("node-", 0) == 0) fs::remove(entry.path(), ec);
     }
     if (ec) {
-      std::cerr << "msgsim live run: --dir " << dir << ": " << ec.message() << "\n";
+      std::cerr << command << ": --dir " << dir << ": " << ec.message() << "\n";
       return kExitBadInput;
     }
   }
@@ -786,8 +955,8 @@ int run_live(const LiveRunArgs& args) {
   int code;
   {
     Supervisor supervisor(scenario, args.seed.value_or(scenario.seed), dir,
-                          history_out.is_open() ? &history_out : nullptr);
-    code = supervisor.run();
+                          history_out.is_open() ? &history_out : nullptr, mode, std::move(target));
+    code = mode == SupervisorMode::serve ? supervisor.serve(args.targets_file) : supervisor.run();
   }
   if (history_out.is_open()) {
     history_out.flush();
@@ -818,7 +987,31 @@ void add_live_command(CLI::App& app, Outcome& outcome) {
   run->add_option("--history", run_args->history_file, "write the devices' history (spec/history.md) to this file");
   run->add_option("--dir", run_args->dir, "the run directory (databases, directories); default a temporary one");
   run->add_flag("--keep", run_args->keep, "keep the temporary run directory");
-  run->callback([run_args, &outcome] { outcome.exit_code = run_live(*run_args); });
+  CLI::Option* target = run->add_option(
+      "--target", run_args->target,
+      "conformance mode: drive the devices against a running deployment whose load balancer is at ws://HOST:PORT "
+      "(no server started, no fault injected)");
+  run->add_option("--target-keys", run_args->target_keys, "with --target: the key service's ws://HOST:PORT (default: --target)")
+      ->needs(target);
+  run->add_option("--target-chat", run_args->target_chat,
+                  "with --target: N=ws://HOST:PORT, where chat server number N (as the load balancer names it) is "
+                  "dialled (default: --target); repeatable")
+      ->needs(target);
+  run->callback([run_args, target, &outcome] {
+    outcome.exit_code = run_live(*run_args, target->count() > 0 ? SupervisorMode::target : SupervisorMode::run);
+  });
+
+  auto serve_args = std::make_shared<LiveRunArgs>();
+  CLI::App* serve = live->add_subcommand(
+      "serve", "start a scenario's server nodes as in `live run` (no devices, no faults) until SIGINT/SIGTERM, "
+               "for `live run --target`");
+  serve->add_option("scenario", serve_args->scenario, "the scenario file (JSON)")->required();
+  serve->add_option("--seed", serve_args->seed, "the seed (default: the scenario's); give `live run --target` the same");
+  serve->add_option("--dir", serve_args->dir, "the run directory (databases, directories); default a temporary one");
+  serve->add_flag("--keep", serve_args->keep, "keep the temporary run directory");
+  serve->add_option("--targets-file", serve_args->targets_file,
+                    "write the --target flags that reach the deployment to this file once it listens");
+  serve->callback([serve_args, &outcome] { outcome.exit_code = run_live(*serve_args, SupervisorMode::serve); });
 
   auto node_args = std::make_shared<NodeArgs>();
   CLI::App* node = live->add_subcommand("node", "(internal) one server node process of a live run");

@@ -1,5 +1,7 @@
 #include "live/live_host.h"
 
+#include <netdb.h>
+#include <netinet/in.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
@@ -90,6 +92,63 @@ std::string format_directory(const Directory& directory) {
   }
   return out;
 }
+
+Result<WsUrl> parse_ws_url(std::string_view url) {
+  constexpr size_t kUrlBytesMax = 300;
+  const std::string shown = url.size() > 80 ? std::string(url.substr(0, 80)) + "..." : std::string(url);
+  auto bad = [&](const std::string& why) {
+    return make_error(ErrorCode::bad_input, "\"" + shown + "\" is not a ws://HOST:PORT URL: " + why);
+  };
+  if (url.size() > kUrlBytesMax) return bad("longer than " + std::to_string(kUrlBytesMax) + " bytes");
+  if (url.starts_with("wss://")) return bad("TLS (wss://) is not supported");
+  if (!url.starts_with("ws://")) return bad("it must begin with ws://");
+  std::string_view rest = url.substr(5);
+  if (rest.ends_with("/")) rest.remove_suffix(1);
+  if (rest.find('/') != std::string_view::npos) return bad("no path after the port (devices open /node/<id>)");
+  if (rest.find('@') != std::string_view::npos) return bad("no credentials");
+  if (rest.starts_with("[")) return bad("IPv6 addresses are not supported");
+  const size_t colon = rest.rfind(':');
+  if (colon == std::string_view::npos) return bad("the port is missing");
+  const std::string_view host = rest.substr(0, colon), port = rest.substr(colon + 1);
+  if (host.empty()) return bad("the host is missing");
+  if (host.size() > 253) return bad("the host is longer than 253 bytes");
+  for (char c : host) {
+    const bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-';
+    if (!allowed) return bad("the host may hold letters, digits, '.' and '-' only");
+  }
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string_view::npos) {
+    return bad("the port must be a number from 1 to 65535");
+  }
+  const uint32_t number = static_cast<uint32_t>(std::stoul(std::string(port)));
+  if (number == 0 || number > 65535) return bad("the port must be a number from 1 to 65535");
+  return WsUrl{std::string(host), static_cast<uint16_t>(number)};
+}
+
+Result<std::string> resolve_ipv4(const std::string& host) {
+  error_code ec;
+  const auto literal = asio::ip::make_address_v4(host, ec);
+  if (!ec) return literal.to_string();
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
+  if (rc != 0 || found == nullptr) {
+    return make_error(ErrorCode::bad_input, "cannot resolve " + host + " to an IPv4 address: " + ::gai_strerror(rc));
+  }
+  const auto* address = reinterpret_cast<const sockaddr_in*>(found->ai_addr);
+  const std::string out = asio::ip::address_v4(ntohl(address->sin_addr.s_addr)).to_string();
+  ::freeaddrinfo(found);
+  return out;
+}
+
+bool is_loopback_ipv4(const std::string& address) {
+  error_code ec;
+  const auto parsed = asio::ip::make_address_v4(address, ec);
+  return !ec && parsed.is_loopback();
+}
+
+int64_t steady_clock_ns() { return steady_now_ns(); }
 
 // ---------------------------------------------------------------------------------------------
 // The host's state and the connection types.
@@ -242,7 +301,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
   }
   size_t queued_bytes() const { return queued_bytes_; }
 
-  virtual void start_connect(uint16_t port) = 0;
+  virtual void start_connect(const Endpoint& where) = 0;
 
  protected:
   virtual void write_next() = 0;
@@ -274,6 +333,10 @@ class Conn : public std::enable_shared_from_this<Conn> {
     host_.stats_.frames_sent++;
     write_next();
   }
+  // A connect that cannot start: refused, from the loop (never inside the connect call).
+  void post_refused(std::string why) {
+    asio::post(host_.io_, [self = shared_from_this(), why = std::move(why)] { self->fail(DisconnectReason::refused, why); });
+  }
   void arm_timer(int64_t delay_ns, std::string what) {
     timer_.expires_after(std::chrono::nanoseconds(delay_ns));
     timer_.async_wait([self = shared_from_this(), what = std::move(what)](error_code ec) {
@@ -300,9 +363,12 @@ class FrameConn final : public Conn {
   FrameConn(LiveHost::Impl& host, NodeId local, bool outbound, tcp::socket socket, beast::flat_buffer buffer)
       : Conn(host, local, outbound), socket_(std::move(socket)), buffer_(std::move(buffer)) {}
 
-  void start_connect(uint16_t port) override {
+  void start_connect(const Endpoint& where) override {
     arm_timer(host_.options_.connect_timeout_ns, "no answer to the connect within the timeout");
-    socket_.async_connect(tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), port),
+    error_code bad_address;
+    const auto address = asio::ip::make_address_v4(where.address, bad_address);
+    if (bad_address) return post_refused("not an IPv4 address: " + where.address);
+    socket_.async_connect(tcp::endpoint(address, where.port),
                           [self = shared_self()](error_code ec) { self->on_connect(ec); });
   }
 
@@ -485,12 +551,14 @@ class WsConn final : public Conn {
   WsConn(LiveHost::Impl& host, NodeId local, bool outbound, tcp::socket socket)
       : Conn(host, local, outbound), ws_(beast::tcp_stream(std::move(socket))) {}
 
-  void start_connect(uint16_t port) override {
-    port_ = port;
+  void start_connect(const Endpoint& where) override {
+    host_header_ = (where.host_name.empty() ? where.address : where.host_name) + ":" + std::to_string(where.port);
     arm_timer(host_.options_.connect_timeout_ns, "no answer to the connect within the timeout");
+    error_code bad_address;
+    const auto address = asio::ip::make_address_v4(where.address, bad_address);
+    if (bad_address) return post_refused("not an IPv4 address: " + where.address);
     beast::get_lowest_layer(ws_).socket().async_connect(
-        tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), port),
-        [self = shared_self()](error_code ec) { self->on_connect(ec); });
+        tcp::endpoint(address, where.port), [self = shared_self()](error_code ec) { self->on_connect(ec); });
   }
 
   // Inbound: the sniffer read the start of an HTTP request into `buffer`.
@@ -527,7 +595,7 @@ class WsConn final : public Conn {
     if (dead_) return;
     if (ec) return fail(DisconnectReason::refused, "connect: " + ec.message());
     configure();
-    ws_.async_handshake("127.0.0.1:" + std::to_string(port_), "/node/" + std::to_string(local_),
+    ws_.async_handshake(host_header_, "/node/" + std::to_string(local_),
                         [self = shared_self()](error_code ec) {
                           if (self->dead_) return;
                           if (ec) return self->fail(DisconnectReason::refused, "WebSocket handshake: " + ec.message());
@@ -635,7 +703,7 @@ class WsConn final : public Conn {
   websocket::stream<beast::tcp_stream> ws_;
   beast::flat_buffer buffer_;
   std::unique_ptr<http::request_parser<http::empty_body>> parser_;
-  uint16_t port_ = 0;
+  std::string host_header_;  // the upgrade request's Host: the address (or name) and port dialled
   bool close_sent_ = false;
 };
 
@@ -754,9 +822,12 @@ void LiveHost::Impl::broken(Conn& conn, DisconnectReason reason) {
 
 ConnId LiveHost::Impl::connect(NodeSlot& s, NodeId peer) {
   const ConnId id = next_conn_++;
-  auto where = directory_.find(peer);
+  auto listed = directory_.find(peer);
+  const Endpoint* where = listed != directory_.end()            ? &listed->second
+                          : options_.fallback_endpoint.has_value() ? &*options_.fallback_endpoint
+                                                                   : nullptr;
   std::shared_ptr<Conn> conn;
-  if (where != directory_.end() && where->second.transport == Transport::websocket) {
+  if (where != nullptr && where->transport == Transport::websocket) {
     conn = std::make_shared<WsConn>(*this, s.id, true, tcp::socket(io_));
   } else {
     conn = std::make_shared<FrameConn>(*this, s.id, true, tcp::socket(io_), beast::flat_buffer());
@@ -765,7 +836,7 @@ ConnId LiveHost::Impl::connect(NodeSlot& s, NodeId peer) {
   conn->peer = peer;
   conn->attached = true;
   s.conns[id] = conn;
-  if (where == directory_.end()) {
+  if (where == nullptr) {
     log(s.id, LogLevel::warn, "connect to node " + std::to_string(peer) + ": not in the directory");
     // Refused, from the loop (never inside the connect call).
     asio::post(io_, [this, conn] {
@@ -775,7 +846,7 @@ ConnId LiveHost::Impl::connect(NodeSlot& s, NodeId peer) {
       dispatch(*owner, [&](Node& n, Context& c) { n.on_disconnect(c, conn->id, DisconnectReason::refused); });
     });
   } else {
-    conn->start_connect(where->second.port);
+    conn->start_connect(*where);
   }
   return id;
 }

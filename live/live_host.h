@@ -30,6 +30,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,16 +41,34 @@ namespace msgsim::live {
 
 enum class Transport : uint8_t { tcp_frames, websocket };
 
-// Where this host dials a node: 127.0.0.1:port (a node's own port, or a fault proxy's), and how.
+// Where this host dials a node: address:port (a node's own port, or a fault proxy's), and how.
+// The address is 127.0.0.1 except in a conformance run (`live run --target`), whose devices dial
+// the address the user gave.
 struct Endpoint {
   uint16_t port = 0;
   Transport transport = Transport::tcp_frames;
+  std::string address = "127.0.0.1";  // an IPv4 literal (names are resolved by the caller)
+  std::string host_name{};             // the WebSocket upgrade's Host header; empty: the address
 };
 using Directory = std::map<NodeId, Endpoint>;
 
 // Reads a directory file: one "<node id> <port> <tcp|ws>" line per node.
 Result<Directory> parse_directory(std::string_view text);
 std::string format_directory(const Directory& directory);
+
+// A `ws://HOST:PORT` URL as `live run --target` takes it: HOST a name or an IPv4 address (no
+// IPv6, no credentials), PORT 1..65535, no path (devices choose /node/<id> themselves), no TLS.
+struct WsUrl {
+  std::string host;
+  uint16_t port = 0;
+};
+Result<WsUrl> parse_ws_url(std::string_view url);
+// The first IPv4 address of `host` (a literal, or a name through the resolver), as a literal.
+Result<std::string> resolve_ipv4(const std::string& host);
+// Whether an IPv4 literal is in 127.0.0.0/8.
+bool is_loopback_ipv4(const std::string& address);
+// steady_clock in nanoseconds: what LiveHostOptions::clock_origin_ns is measured in.
+int64_t steady_clock_ns();
 
 struct LiveHostOptions {
   std::string run_dir = ".";  // each node's database is <run_dir>/node-<id>.db
@@ -71,6 +90,10 @@ struct LiveHostOptions {
   // delivered to one (before on_frame): a live run's devices host scans them for plaintexts.
   std::function<void(NodeId node, ByteView frame)> frame_observer;
   bool log_debug = false;
+  // Where a node without a directory entry is dialled (none: such a connect is refused). A
+  // conformance run's devices dial chat servers by the number a third-party load balancer
+  // answers, which the scenario cannot list in advance.
+  std::optional<Endpoint> fallback_endpoint;
 };
 
 struct LiveHostStats {

@@ -477,5 +477,90 @@ TEST(LiveHost, DirectoryFilesRoundTripAndBadLinesAreErrors) {
   EXPECT_NE(bad.error().message.find("line 2"), std::string::npos);
 }
 
+TEST(LiveHost, WsUrlsAreCheckedAndNamedInErrors) {
+  Result<WsUrl> good = parse_ws_url("ws://127.0.0.1:8080");
+  ASSERT_TRUE(good.ok()) << good.error().message;
+  EXPECT_EQ(good->host, "127.0.0.1");
+  EXPECT_EQ(good->port, 8080);
+  Result<WsUrl> named = parse_ws_url("ws://chat.example-1.org:1/");
+  ASSERT_TRUE(named.ok()) << named.error().message;
+  EXPECT_EQ(named->host, "chat.example-1.org");
+  EXPECT_EQ(named->port, 1);
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"", "must begin with ws://"},         {"http://h:1", "must begin with ws://"},
+      {"wss://h:1", "TLS"},                  {"ws://h", "port is missing"},
+      {"ws://:80", "host is missing"},       {"ws://h:0", "from 1 to 65535"},
+      {"ws://h:65536", "from 1 to 65535"},   {"ws://h:8x", "from 1 to 65535"},
+      {"ws://h:80/chat", "no path"},         {"ws://u@h:80", "no credentials"},
+      {"ws://[::1]:80", "IPv6"},             {"ws://h_1:80", "letters, digits"},
+      {"ws://" + std::string(400, 'a') + ":1", "longer than"}};
+  for (const auto& [url, why] : bad) {
+    Result<WsUrl> parsed = parse_ws_url(url);
+    ASSERT_FALSE(parsed.ok()) << url;
+    EXPECT_NE(parsed.error().message.find(why), std::string::npos) << url << ": " << parsed.error().message;
+  }
+  EXPECT_EQ(*resolve_ipv4("127.0.0.5"), "127.0.0.5");
+  EXPECT_EQ(*resolve_ipv4("localhost"), "127.0.0.1");
+  EXPECT_TRUE(is_loopback_ipv4("127.200.0.1"));
+  EXPECT_FALSE(is_loopback_ipv4("10.0.0.1"));
+  EXPECT_FALSE(is_loopback_ipv4("not an address"));
+}
+
+// A conformance run's devices dial chat server numbers the scenario cannot list: a node
+// without a directory entry goes to the fallback endpoint, or is refused when there is none.
+TEST(LiveHost, NodesWithoutADirectoryEntryAreDialledAtTheFallbackOrRefused) {
+  asio::io_context io;
+  Probe server_probe, client_probe, lonely_probe;
+  LiveHostOptions server_options;
+  server_options.run_dir = ::testing::TempDir();
+  LiveHost server(io, server_options, Directory{});
+  server.add_node(1, "server", "local", [&] { return std::make_unique<ProbeNode>(server_probe); });
+  const uint16_t port = *server.listen(1, 0);
+
+  LiveHostOptions client_options;
+  client_options.run_dir = ::testing::TempDir();
+  Endpoint fallback;
+  fallback.port = port;
+  fallback.transport = Transport::websocket;
+  fallback.host_name = "localhost";
+  client_options.fallback_endpoint = fallback;
+  LiveHost client(io, client_options, Directory{});
+  client.add_node(0, "client", "local", [&] { return std::make_unique<ProbeNode>(client_probe); });
+  client_probe.on_start = [](Context& ctx) { ctx.send(ctx.connect(42), bytes_of("hi")); };
+
+  Endpoint unroutable;
+  unroutable.port = port;
+  unroutable.transport = Transport::websocket;
+  unroutable.address = "not-an-address";
+  LiveHost lonely(io, client_options, Directory{{7, unroutable}});
+  lonely.add_node(5, "lonely", "local", [&] { return std::make_unique<ProbeNode>(lonely_probe); });
+  lonely_probe.on_start = [](Context& ctx) { ctx.connect(7); };
+
+  LiveHostOptions no_fallback_options;
+  no_fallback_options.run_dir = ::testing::TempDir();
+  Probe unlisted_probe;
+  LiveHost unlisted(io, no_fallback_options, Directory{});
+  unlisted.add_node(6, "unlisted", "local", [&] { return std::make_unique<ProbeNode>(unlisted_probe); });
+  unlisted_probe.on_start = [](Context& ctx) { ctx.connect(42); };
+
+  server.start(1);
+  client.start(0);
+  lonely.start(5);
+  unlisted.start(6);
+  ASSERT_TRUE(run_until(io, [&] {
+    return server_probe.count("frame") == 1 && lonely_probe.count("disconnect") == 1 &&
+           unlisted_probe.count("disconnect") == 1;
+  }));
+  EXPECT_EQ(client_probe.count("connected"), 1u);
+  EXPECT_EQ(server_probe.count("accept 1 from 0"), 1u);
+  EXPECT_EQ(server_probe.events.back(), "frame 1 hi");
+  EXPECT_EQ(lonely_probe.events.back(), "disconnect 1 refused");
+  EXPECT_EQ(unlisted_probe.events.back(), "disconnect 1 refused");
+  client.shutdown();
+  lonely.shutdown();
+  unlisted.shutdown();
+  server.shutdown();
+}
+
 }  // namespace
 }  // namespace msgsim::live

@@ -14,6 +14,8 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 namespace {
 
@@ -132,6 +134,108 @@ TEST(LiveRun, InterruptedRunLeavesNoProcessBehind) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_TRUE(processes_mentioning(dir).empty());
+}
+
+// Runs a shell command; its exit code and what it wrote to stdout and stderr.
+std::pair<int, std::string> run_command(const std::string& command) {
+  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return {-1, "popen failed"};
+  std::string output;
+  char buffer[4096];
+  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+// Conformance mode against a deployment of our own system: `live serve` starts the servers of
+// live-small.json (and nothing else), `live run --target` drives the devices against them with
+// the flags serve printed, skips every fault, and the history passes the oracle.
+TEST(LiveConformance, DevicesAgainstARunningDeploymentPassTheOracle) {
+  const std::string dir = fresh_dir("live-conformance");
+  const std::string targets = dir + "/targets.txt";
+  const pid_t server = ::fork();
+  ASSERT_GE(server, 0);
+  if (server == 0) {
+    std::freopen((dir + "/serve-stdout.txt").c_str(), "w", stdout);
+    std::freopen((dir + "/serve-stderr.txt").c_str(), "w", stderr);
+    ::execl(kBinary.c_str(), "msgsim", "live", "serve", kScenario.c_str(), "--dir", (dir + "/servers").c_str(),
+            "--targets-file", targets.c_str(), nullptr);
+    ::_exit(127);
+  }
+  // Whatever fails below, the deployment goes (its node processes die with it).
+  struct KillAtExit {
+    pid_t pid;
+    ~KillAtExit() {
+      if (pid <= 0) return;
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } guard{server};
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!fs::exists(targets) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::string flags;
+  std::getline(std::ifstream(targets), flags);
+  ASSERT_NE(flags.find("--target ws://127.0.0.1:"), std::string::npos) << flags;
+  ASSERT_NE(flags.find("--target-keys ws://127.0.0.1:"), std::string::npos) << flags;
+  ASSERT_NE(flags.find("--target-chat 2=ws://127.0.0.1:"), std::string::npos) << flags;
+  EXPECT_EQ(processes_mentioning(dir + "/servers").size(), kServerProcesses);
+
+  const std::string history = dir + "/history.jsonl";
+  const auto [code, output] = run_command(kBinary + " live run " + kScenario + " " + flags + " --dir " + dir +
+                                          "/devices --history " + history);
+  EXPECT_EQ(code, 0) << output;
+  EXPECT_NE(output.find("verdict: PASS"), std::string::npos) << output;
+  EXPECT_NE(output.find("skipped: crash at $.faults[0] (not injectable against --target)"), std::string::npos) << output;
+  EXPECT_NE(output.find("skipped: crash at $.faults[1] (not injectable against --target)"), std::string::npos) << output;
+  EXPECT_NE(output.find("skipped: partition at $.faults[2] (not injectable against --target)"), std::string::npos)
+      << output;
+  EXPECT_EQ(output.find("fault crash"), std::string::npos) << output;
+  EXPECT_NE(output.find("conformance: the devices against a running deployment"), std::string::npos) << output;
+  EXPECT_NE(output.find("no-loss: valid"), std::string::npos) << output;
+  EXPECT_NE(output.find("decrypt: valid"), std::string::npos) << output;
+  EXPECT_NE(output.find("e2ee-confidentiality: valid"), std::string::npos) << output;
+  // The conformance run started no server of its own; the deployment's are still there.
+  EXPECT_EQ(processes_mentioning(dir + "/devices").size(), 0u);
+  EXPECT_EQ(processes_mentioning(dir + "/servers").size(), kServerProcesses);
+  EXPECT_EQ(std::system((kBinary + " check " + history + " > /dev/null").c_str()), 0);
+  // Work went through the deployment: sends acknowledged and delivered, every device online.
+  std::ifstream in(history);
+  std::string line;
+  size_t acks = 0, delivers = 0, online = 0;
+  while (std::getline(in, line)) {
+    acks += line.find("\"type\":\"ack\"") != std::string::npos;
+    delivers += line.find("\"type\":\"deliver\"") != std::string::npos;
+    online += line.find("\"type\":\"online\"") != std::string::npos;
+  }
+  EXPECT_GT(acks, 20u);
+  EXPECT_GT(delivers, acks);
+  EXPECT_GE(online, 16u);
+
+  ::kill(server, SIGTERM);
+  int status = 0;
+  ASSERT_EQ(::waitpid(server, &status, 0), server);
+  guard.pid = -1;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_TRUE(processes_mentioning(dir + "/servers").empty());
+}
+
+TEST(LiveConformance, ABadTargetIsAnErrorNamingTheFlag) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--target http://127.0.0.1:80", "--target: \"http://127.0.0.1:80\" is not a ws://HOST:PORT URL"},
+      {"--target ws://127.0.0.1", "--target: \"ws://127.0.0.1\" is not a ws://HOST:PORT URL: the port is missing"},
+      {"--target ws://127.0.0.1:99999", "the port must be a number from 1 to 65535"},
+      {"--target ws://127.0.0.1:1 --target-keys wss://127.0.0.1:2", "--target-keys: \"wss://127.0.0.1:2\""},
+      {"--target ws://127.0.0.1:1 --target-chat two=ws://127.0.0.1:2", "--target-chat two=ws://127.0.0.1:2: expected"},
+      {"--target ws://127.0.0.1:1 --target-chat 2=ws://127.0.0.1", "--target-chat 2: \"ws://127.0.0.1\""},
+      {"--target-keys ws://127.0.0.1:2", "--target-keys requires --target"},
+  };
+  for (const auto& [flags, message] : cases) {
+    const auto [code, output] = run_command(kBinary + " live run " + kScenario + " " + flags);
+    EXPECT_EQ(code, 2) << flags << ": " << output;
+    EXPECT_NE(output.find(message), std::string::npos) << flags << ": " << output;
+  }
 }
 
 }  // namespace
