@@ -206,6 +206,24 @@ BugSet with(Bug bug) {
 
 // --- queue ------------------------------------------------------------------------------------
 
+TEST(Queue, MsgIdFilterNeverForgetsAHashAndSaysMaybeToAllPastItsBound) {
+  MsgIdFilter filter;
+  EXPECT_FALSE(filter.may_contain(0));
+  // Hashes that share low bits collide on slots and probe past each other; 0 is a hash too.
+  for (uint64_t i = 0; i < 100'000; ++i) filter.add(i << 20);
+  filter.add(7 << 20);  // added twice, counted once
+  EXPECT_EQ(filter.size(), 100'000u);
+  for (uint64_t i = 0; i < 100'000; ++i) ASSERT_TRUE(filter.may_contain(i << 20)) << i;
+  for (uint64_t i = 1; i < 1000; ++i) EXPECT_FALSE(filter.may_contain((i << 20) + 1)) << i;
+  EXPECT_FALSE(filter.may_contain(uint64_t{100'000} << 20));
+  EXPECT_LE(filter.slot_bytes(), 32 * filter.size());
+  EXPECT_FALSE(filter.saturated());
+  for (uint64_t i = filter.size(); i <= MsgIdFilter::kHashesMax; ++i) filter.add(~i);
+  EXPECT_TRUE(filter.saturated());
+  EXPECT_EQ(filter.slot_bytes(), 0u);
+  EXPECT_TRUE(filter.may_contain(12345));  // "maybe": SQLite is asked
+}
+
 TEST(Queue, AssignsSeqsPerConversationAndAcksEachProduce) {
   Rig rig;
   rig.start_all();

@@ -3,6 +3,9 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <bit>
+
+#include "impl/base/hash.h"
 
 
 namespace msgsim::chat {
@@ -23,6 +26,56 @@ constexpr uint64_t kPeerTag = uint64_t{2} << 32;   // | follower node: reconnect
 constexpr uint32_t kNoPartition = UINT32_MAX;
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// MsgIdFilter
+
+bool MsgIdFilter::may_contain(uint64_t hash) const {
+  if (saturated_) return true;
+  if (slots_.empty()) return false;
+  const uint64_t key = stored(hash);
+  const size_t mask = slots_.size() - 1;
+  for (size_t i = home(key);; i = (i + 1) & mask) {
+    if (slots_[i] == key) return true;
+    if (slots_[i] == 0) return false;
+  }
+}
+
+void MsgIdFilter::add(uint64_t hash) {
+  if (saturated_) return;
+  if ((used_ + 1) * 2 > slots_.size()) {
+    if (used_ + 1 > kHashesMax) {
+      // Over the bound: answer "maybe" from now on, and give the memory back.
+      saturated_ = true;
+      std::vector<uint64_t>().swap(slots_);
+      return;
+    }
+    grow();
+  }
+  const uint64_t key = stored(hash);
+  const size_t mask = slots_.size() - 1;
+  for (size_t i = home(key);; i = (i + 1) & mask) {
+    if (slots_[i] == key) return;
+    if (slots_[i] == 0) {
+      slots_[i] = key;
+      used_++;
+      return;
+    }
+  }
+}
+
+void MsgIdFilter::grow() {
+  std::vector<uint64_t> old = std::move(slots_);
+  slots_.assign(old.empty() ? 1024 : old.size() * 2, 0);
+  shift_ = 64 - static_cast<unsigned>(std::countr_zero(slots_.size()));
+  const size_t mask = slots_.size() - 1;
+  for (const uint64_t key : old) {
+    if (key == 0) continue;
+    size_t i = home(key);
+    while (slots_[i] != 0) i = (i + 1) & mask;
+    slots_[i] = key;
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // QueueNode
@@ -119,6 +172,10 @@ void QueueNode::recover(Context& ctx) {
     while (next_row(stmt.get()) == 1) {
       state_.conversations[std::string(stmt.column_text(0))].members.emplace(stmt.column_text(1));
     }
+  }
+  {
+    sql::Statement stmt = must_prepare(db_, "SELECT msg_id FROM produced");
+    while (next_row(stmt.get()) == 1) state_.produced_ids.add(hash_string(stmt.column_text(0)));
   }
   {
     sql::Statement stmt = must_prepare(db_, "SELECT partition, epoch FROM epochs");
@@ -408,10 +465,15 @@ void QueueNode::on_produce(Context& ctx, ConnId conn, Produce& produce) {
   // a retry within the batch is recognised like any other.
   if (!open_batch(ctx)) return;
 
-  // A retry gets the answer the first produce got.
+  // A retry gets the answer the first produce got. The filter says for sure when the msg_id is
+  // new, and then SQLite is not asked.
+  const uint64_t msg_hash = hash_string(entry.msg_id);
   sqlite3_stmt* find = find_msg_.get();
-  bind_text(find, 1, entry.msg_id);
-  const int found = next_row(find);
+  int found = 0;
+  if (state_.produced_ids.may_contain(msg_hash)) {
+    bind_text(find, 1, entry.msg_id);
+    found = next_row(find);
+  }
   if (found < 0) {
     sqlite3_reset(find);
     halt(ctx, "reading produced msg_ids");
@@ -521,6 +583,7 @@ bool QueueNode::apply_record(Context& ctx, uint32_t partition, uint64_t offset, 
     bind_text(msg, 4, std::string_view());
     ok = run(msg);
   }
+  if (ok) state_.produced_ids.add(hash_string(entry.msg_id));
   if (!ok) {
     halt(ctx, "appending " + entry.msg_id + " to partition " + std::to_string(partition));
     return false;
@@ -547,6 +610,7 @@ bool QueueNode::write_rejected(Context& ctx, const Entry& entry, const std::stri
   bind_int(msg, 3, int64_t{0});
   bind_text(msg, 4, reason);
   const bool ok = run(msg);
+  if (ok) state_.produced_ids.add(hash_string(entry.msg_id));
   if (!ok) halt(ctx, "recording the rejection of " + entry.msg_id);
   return ok;
 }
@@ -1533,6 +1597,8 @@ std::string QueueNode::describe() const {
                     " subscriptions=" + std::to_string(state_.subscriptions.size()) +
                     " accepted=" + std::to_string(state_.accepted) + " rejected=" + std::to_string(state_.rejected) +
                     " duplicates=" + std::to_string(state_.duplicates) + " stale=" + std::to_string(state_.stale) +
+                    " msg_id_hashes=" + std::to_string(state_.produced_ids.size()) +
+                    (state_.produced_ids.saturated() ? " (saturated)" : "") +
                     (state_.batch_open ? " batch=" + std::to_string(state_.replies.size()) : std::string()) +
                     (state_.halted ? " HALTED" : "");
   if (replicated()) {

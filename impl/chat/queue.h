@@ -112,6 +112,15 @@
 //  - Before its first state commits the new controller decides nothing; after, every queue node
 //    gets a full kLeaderDeadNs from then before it can be replaced.
 //
+// Dedup without a read per produce: the node keeps in memory the 64-bit hashes of every msg_id
+// its `produced` table holds (MsgIdFilter: loaded at open, added to on every append, leader's or
+// follower's, and every recorded rejection; never removed, not even by a truncation, so it is a
+// superset). A produce whose msg_id hash is absent is new for sure and skips the SQLite lookup;
+// a hit (a retry, or a 64-bit collision) asks SQLite as before. Its memory is bounded: 8 bytes
+// a slot, at most half the slots used, so 16 to 32 bytes per msg_id and kHashesMax msg_ids
+// (64 MiB of slots at most). Past that bound it lets its slots go and says "maybe" to every
+// msg_id, so every produce asks SQLite again, as before the filter.
+//
 // Planted bugs (config.h): ack_before_durable (synchronous=OFF), retry_new_seq (no msg_id
 // dedup for accepted entries), reject_after_append (a message that fails the membership check
 // is appended anyway, then refused), leader_ack_before_replication (answers once the leader
@@ -134,6 +143,33 @@
 #include "impl/chat/protocol.h"
 
 namespace msgsim::chat {
+
+// A set of 64-bit msg_id hashes that may say "maybe" for an absent one but never "no" for one
+// added (queue.h "Dedup without a read per produce"). Open addressing, linear probing.
+class MsgIdFilter {
+ public:
+  static constexpr size_t kHashesMax = size_t{4} << 20;  // 4 Mi hashes: 64 MiB of slots at most
+
+  // False: `hash` was surely never added. True: it may have been.
+  bool may_contain(uint64_t hash) const;
+  void add(uint64_t hash);
+  size_t size() const { return used_; }
+  // Over kHashesMax: the slots are gone and may_contain is true for every hash.
+  bool saturated() const { return saturated_; }
+  size_t slot_bytes() const { return slots_.size() * sizeof(uint64_t); }
+
+ private:
+  static uint64_t stored(uint64_t hash) { return hash == 0 ? 1 : hash; }  // 0 marks an empty slot
+  // The first slot to probe: the top bits of a Fibonacci product, so hashes that differ only in
+  // high bits still spread.
+  size_t home(uint64_t key) const { return static_cast<size_t>((key * 0x9e3779b97f4a7c15ULL) >> shift_); }
+  void grow();
+
+  std::vector<uint64_t> slots_;  // a power of two, at most half used; 0: empty
+  unsigned shift_ = 64;          // 64 - log2(slots_.size())
+  size_t used_ = 0;
+  bool saturated_ = false;
+};
 
 class QueueNode final : public Node {
  public:
@@ -270,6 +306,7 @@ class QueueNode final : public Node {
     std::map<NodeId, int64_t> last_heard_ns;  // controller: queue node -> its last heartbeat here
     std::map<ConnId, NodeId> heartbeat_conns;  // accepted connections of queue nodes
     std::set<NodeId> peer_retry_armed;
+    MsgIdFilter produced_ids;  // a superset of the `produced` table's msg_ids, as hashes
     bool halted = false;  // a SQLite write failed: fail-stop, answer nothing more
     uint64_t accepted = 0, rejected = 0, duplicates = 0, stale = 0;
   };
