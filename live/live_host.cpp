@@ -10,6 +10,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/_experimental/test/stream.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -24,6 +25,7 @@
 #include "impl/base/assert.h"
 #include "impl/base/sqlite.h"
 #include "live/group_commit.h"
+#include "live/live_host_test_seam.h"
 #include "oracle/event.h"
 
 namespace msgsim::live {
@@ -545,20 +547,40 @@ class FrameConn final : public Conn {
   bool frame_timer_armed_ = false;
 };
 
+// What a WebSocket session needs of the stream under it, beyond reading and writing.
+void set_no_delay(beast::tcp_stream& stream) {
+  error_code ignored;
+  stream.socket().set_option(tcp::no_delay(true), ignored);
+}
+void close_stream(beast::tcp_stream& stream) {
+  error_code ignored;
+  stream.socket().close(ignored);
+}
+void set_no_delay(beast::test::stream&) {}
+void close_stream(beast::test::stream& stream) { stream.close(); }
+
 // A WebSocket connection from a client device (the opener) to a load balancer or chat server.
-class WsConn final : public Conn {
+// Templated on the stream under the WebSocket layer: production uses beast::tcp_stream (WsConn);
+// live/live_host_test_seam.h runs the same session over beast::test::stream, whose fail_count
+// fails its n-th operation (tests/live_ws_session_test.cpp).
+template <class NextLayer>
+class BasicWsConn final : public Conn {
  public:
-  WsConn(LiveHost::Impl& host, NodeId local, bool outbound, tcp::socket socket)
-      : Conn(host, local, outbound), ws_(beast::tcp_stream(std::move(socket))) {}
+  BasicWsConn(LiveHost::Impl& host, NodeId local, bool outbound, NextLayer next)
+      : Conn(host, local, outbound), ws_(std::move(next)) {}
 
   void start_connect(const Endpoint& where) override {
     host_header_ = (where.host_name.empty() ? where.address : where.host_name) + ":" + std::to_string(where.port);
-    arm_timer(host_.options_.connect_timeout_ns, "no answer to the connect within the timeout");
-    error_code bad_address;
-    const auto address = asio::ip::make_address_v4(where.address, bad_address);
-    if (bad_address) return post_refused("not an IPv4 address: " + where.address);
-    beast::get_lowest_layer(ws_).socket().async_connect(
-        tcp::endpoint(address, where.port), [self = shared_self()](error_code ec) { self->on_connect(ec); });
+    if constexpr (std::is_same_v<NextLayer, beast::tcp_stream>) {
+      arm_timer(host_.options_.connect_timeout_ns, "no answer to the connect within the timeout");
+      error_code bad_address;
+      const auto address = asio::ip::make_address_v4(where.address, bad_address);
+      if (bad_address) return post_refused("not an IPv4 address: " + where.address);
+      beast::get_lowest_layer(ws_).socket().async_connect(
+          tcp::endpoint(address, where.port), [self = shared_self()](error_code ec) { self->on_connect(ec); });
+    } else {
+      post_refused("this stream cannot dial " + host_header_);
+    }
   }
 
   // Inbound: the sniffer read the start of an HTTP request into `buffer`.
@@ -568,12 +590,12 @@ class WsConn final : public Conn {
     parser_ = std::make_unique<http::request_parser<http::empty_body>>();
     parser_->header_limit(8 * 1024);
     parser_->body_limit(0);
-    http::async_read(beast::get_lowest_layer(ws_), buffer_, *parser_,
+    http::async_read(ws_.next_layer(), buffer_, *parser_,
                      [self = shared_self()](error_code ec, size_t) { self->on_request(ec); });
   }
 
  private:
-  std::shared_ptr<WsConn> shared_self() { return std::static_pointer_cast<WsConn>(shared_from_this()); }
+  std::shared_ptr<BasicWsConn> shared_self() { return std::static_pointer_cast<BasicWsConn>(shared_from_this()); }
 
   void configure() {
     ws_.binary(true);
@@ -582,8 +604,7 @@ class WsConn final : public Conn {
     // Beast keeps a write buffer per stream once it has written (4 KB by default): device
     // frames are small, so a smaller one saves memory on every idle connection.
     ws_.write_buffer_bytes(kWsWriteBufferBytes);
-    error_code ignored;
-    beast::get_lowest_layer(ws_).socket().set_option(tcp::no_delay(true), ignored);
+    set_no_delay(ws_.next_layer());
     websocket::stream_base::timeout timeouts{};
     timeouts.handshake_timeout = std::chrono::nanoseconds(host_.options_.handshake_timeout_ns);
     timeouts.idle_timeout = websocket::stream_base::none();
@@ -695,17 +716,16 @@ class WsConn final : public Conn {
     });
   }
 
-  void close_transport() override {
-    error_code ignored;
-    beast::get_lowest_layer(ws_).socket().close(ignored);
-  }
+  void close_transport() override { close_stream(ws_.next_layer()); }
 
-  websocket::stream<beast::tcp_stream> ws_;
+  websocket::stream<NextLayer> ws_;
   beast::flat_buffer buffer_;
   std::unique_ptr<http::request_parser<http::empty_body>> parser_;
   std::string host_header_;  // the upgrade request's Host: the address (or name) and port dialled
   bool close_sent_ = false;
 };
+
+using WsConn = BasicWsConn<beast::tcp_stream>;
 
 // Reads the first bytes of an accepted connection and hands it to the transport they name.
 class Sniffer : public std::enable_shared_from_this<Sniffer> {
@@ -736,7 +756,7 @@ class Sniffer : public std::enable_shared_from_this<Sniffer> {
     const auto* first = static_cast<const uint8_t*>(buffer_.data().data());
     const ConnId id = host_.next_conn_++;
     if (first[0] == 'G') {
-      auto conn = std::make_shared<WsConn>(host_, local_, false, std::move(socket_));
+      auto conn = std::make_shared<WsConn>(host_, local_, false, beast::tcp_stream(std::move(socket_)));
       conn->id = id;
       conn->start_inbound(std::move(buffer_));
     } else {
@@ -828,7 +848,7 @@ ConnId LiveHost::Impl::connect(NodeSlot& s, NodeId peer) {
                                                                    : nullptr;
   std::shared_ptr<Conn> conn;
   if (where != nullptr && where->transport == Transport::websocket) {
-    conn = std::make_shared<WsConn>(*this, s.id, true, tcp::socket(io_));
+    conn = std::make_shared<WsConn>(*this, s.id, true, beast::tcp_stream(tcp::socket(io_)));
   } else {
     conn = std::make_shared<FrameConn>(*this, s.id, true, tcp::socket(io_), beast::flat_buffer());
   }
@@ -1018,6 +1038,14 @@ void LiveHost::Impl::shutdown() {
 
 // ---------------------------------------------------------------------------------------------
 // LiveHost
+
+std::weak_ptr<void> LiveHostTestSeam::accept_websocket(LiveHost& host, NodeId id, beast::test::stream stream) {
+  LiveHost::Impl& impl = *host.impl_;
+  auto conn = std::make_shared<BasicWsConn<beast::test::stream>>(impl, id, false, std::move(stream));
+  conn->id = impl.next_conn_++;
+  conn->start_inbound(beast::flat_buffer());
+  return conn;
+}
 
 LiveHost::LiveHost(asio::io_context& io, LiveHostOptions options, Directory directory)
     : impl_(std::make_unique<Impl>(io, std::move(options), std::move(directory))) {}

@@ -136,6 +136,7 @@ class LiveHost {
   class Impl;
 
  private:
+  friend struct LiveHostTestSeam;  // live/live_host_test_seam.h
   std::unique_ptr<Impl> impl_;
 };
 
