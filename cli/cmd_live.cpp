@@ -792,6 +792,7 @@ class Supervisor {
     }
     uint64_t files = 0;
     for (const auto& [id, p] : processes_.servers) {
+      const std::string& name = p.name;  // a structured binding cannot be captured before clang 16
       for (const char* suffix : {".db", ".db-wal"}) {
         const std::string path = dir_ + "/node-" + std::to_string(id) + suffix;
         std::ifstream in(path, std::ios::binary);
@@ -799,7 +800,7 @@ class Supervisor {
         const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
         files++;
         scanner_.scan(ByteView(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()),
-                      [&] { return "file " + path + " of " + p.name; });
+                      [&] { return "file " + path + " of " + name; });
       }
     }
     const bool clean = scanner_.hits() == 0 && scanner_.tracked() > 0;
