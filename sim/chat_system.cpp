@@ -262,12 +262,42 @@ class ChatSystem final : public SystemUnderTest {
                              settled == devices_.size()
                                  ? "every device settled: sends acknowledged, no gap open, receipts sent"
                                  : std::to_string(devices_.size() - settled) + " devices still had work in flight at the end"});
+    report.summary.push_back(memory_line(sim));
     report.summary.push_back("load balancer: " + std::to_string(balancer_stats_.routed) + " routed, " +
                              std::to_string(balancer_stats_.refused) + " refused, peak " + std::to_string(peak) +
                              " routes/s");
   }
 
  private:
+  // Where the run's memory goes, by the structures' own counts (the full-scale bar is memory
+  // per simulated client): the simulated disks' current images by role (they grow with
+  // messages, not clients; SQLite's page caches and the durable copies come on top), the
+  // devices' E2EE state and the network's per-connection state.
+  std::string memory_line(Simulator& sim) const {
+    const chat::ChatTopology& t = config_.topology;
+    auto disk_of = [&](const std::vector<NodeId>& nodes) {
+      uint64_t bytes = 0;
+      for (NodeId id : nodes) bytes += sim.disk().bytes_stored(id);
+      return bytes;
+    };
+    uint64_t e2ee_bytes = 0;
+    for (NodeId id : devices_) {
+      auto* device = dynamic_cast<chat::DeviceNode*>(sim.node_object(id));
+      if (device != nullptr) e2ee_bytes += device->e2ee_memory_bytes();
+    }
+    const auto mb = [](uint64_t bytes) {
+      char text[32];
+      std::snprintf(text, sizeof text, "%.1f MB", static_cast<double>(bytes) / 1e6);
+      return std::string(text);
+    };
+    const uint64_t per_device = devices_.empty() ? 0 : e2ee_bytes / devices_.size();
+    return "memory: disks (current images) queue " + mb(disk_of(t.queues)) + ", storage " + mb(disk_of(t.storages)) +
+           ", registry " + mb(disk_of(t.registries)) + ", keys " + mb(disk_of(t.key_services)) + ", devices " +
+           mb(disk_of(devices_)) + "; device E2EE state " + mb(e2ee_bytes) + " (" + std::to_string(per_device) +
+           " bytes per device); network " + mb(sim.connection_bytes()) + " (" + std::to_string(sim.connection_slots()) +
+           " connection slots); " + std::to_string(sim.pending_events()) + " events pending";
+  }
+
   chat::ChatConfig config_;
   chat::BalancerStats balancer_stats_;
   std::vector<NodeId> devices_;

@@ -161,6 +161,7 @@ class HistoryRecorder {
     observe(e);
     return checker_.finish();
   }
+  size_t oracle_bytes() const { return checker_.memory_bytes(); }
 
  private:
   void observe(const history::Event& e) {
@@ -561,6 +562,7 @@ RunReport run_world(const Scenario& scenario, const RunOptions& options) {
       if (!r.valid && !r.examples.empty()) detail += "; first: " + r.examples.front().detail;
       report.checks.push_back({r.name, r.valid, detail});
     }
+    report.summary.push_back("memory: oracle " + std::to_string(history->oracle_bytes() / 1'000'000) + " MB");
     report.checks.push_back({"quiescence", quiescent,
                              quiescent ? "every device online at the end, so no-loss was judged"
                                        : "some devices were offline at the end of the quiescence period"});
