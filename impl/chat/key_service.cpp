@@ -43,7 +43,13 @@ void KeyServiceNode::on_start(Context& ctx) {
     auto device = user->second.find(std::string(opks.column_text(1)));
     if (device == user->second.end()) continue;
     const ByteView key = opks.column_blob(3);
-    device->second.opks.emplace_back(static_cast<uint32_t>(opks.column_int64(2)), Bytes(key.begin(), key.end()));
+    if (key.size() != kKeyBytes) {  // stored only after is_key(); a row of another size is not ours
+      ctx.log(LogLevel::warn, "keys: skipped a one-time prekey of " + std::to_string(key.size()) + " bytes");
+      continue;
+    }
+    DeviceKeysRecord::OneTimePrekeyRecord& stored = device->second.opks.emplace_back();
+    stored.id = static_cast<uint32_t>(opks.column_int64(2));
+    std::copy(key.begin(), key.end(), stored.key.begin());
   }
   ctx.log(LogLevel::info, "keys: started with " + std::to_string(devices_) + " devices");
   invariants();
@@ -169,7 +175,11 @@ void KeyServiceNode::on_publish(Context& ctx, ConnId conn, const PublishKeys& pu
     record.opks.clear();
     record.opk_high = 0;
   }
-  for (const OneTimeKey* opk : storing) record.opks.emplace_back(opk->id, opk->key);
+  for (const OneTimeKey* opk : storing) {
+    DeviceKeysRecord::OneTimePrekeyRecord& stored = record.opks.emplace_back();
+    stored.id = opk->id;
+    std::copy(opk->key.begin(), opk->key.end(), stored.key.begin());  // is_key() checked above
+  }
   if (!storing.empty()) record.opk_high = high;
   ctx.send(conn, encode_as(KeysPublished{publish.request_id, static_cast<uint32_t>(record.opks.size())}));
 }
@@ -186,8 +196,8 @@ void KeyServiceNode::on_fetch(Context& ctx, ConnId conn, const FetchBundles& fet
       DeviceBundle bundle{ref.user, device, record.identity, record.spk_id, record.spk, record.spk_sig, false, 0, {}};
       if (!record.opks.empty()) {
         bundle.has_opk = true;
-        bundle.opk_id = record.opks.front().first;
-        bundle.opk = record.opks.front().second;
+        bundle.opk_id = record.opks.front().id;
+        bundle.opk.assign(record.opks.front().key.begin(), record.opks.front().key.end());
         taking.emplace_back(&record, answer.bundles.size());
       }
       answer.bundles.push_back(std::move(bundle));
@@ -203,7 +213,7 @@ void KeyServiceNode::on_fetch(Context& ctx, ConnId conn, const FetchBundles& fet
            remove.bind(3, static_cast<int64_t>(bundle.opk_id)).ok() && remove.step().ok();
     }
     if (!ok || !sql::exec(db_, "COMMIT").ok()) return halt(ctx, "handing out one-time prekeys");
-    for (const auto& [record, index] : taking) record->opks.pop_front();
+    for (const auto& [record, index] : taking) record->opks.erase(record->opks.begin());
     opks_handed_out_ += taking.size();
   }
   bundles_served_ += answer.bundles.size();

@@ -19,14 +19,15 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "impl/base/sqlite.h"
 #include "impl/chat/config.h"
 #include "impl/chat/protocol.h"
+#include "impl/crypto/primitives.h"
 
 namespace msgsim::chat {
 
@@ -55,7 +56,15 @@ class KeyServiceNode final : public Node {
     uint32_t spk_id = 0;
     Bytes spk;
     Bytes spk_sig;
-    std::deque<std::pair<uint32_t, Bytes>> opks;  // unused one-time prekeys, lowest id first
+    // Unused one-time prekeys, lowest id first, at most kOneTimePrekeysPerDeviceMax. A vector of
+    // fixed-size keys, not a deque of byte vectors: libstdc++'s deque allocates about 600 bytes
+    // even when empty and each Bytes key is an allocation of its own, and a full-scale run holds
+    // a record per device (150,000). Handing out the front shifts at most a few KB.
+    struct OneTimePrekeyRecord {
+      uint32_t id = 0;
+      crypto::Key32 key{};
+    };
+    std::vector<OneTimePrekeyRecord> opks;
     // The highest one-time prekey id ever stored for this identity: a device numbers its
     // prekeys upwards, so an id at or below it is a re-publish (a retry after a lost answer)
     // of a key that may have been handed out since, and is never stored again.
