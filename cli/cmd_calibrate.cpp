@@ -3,8 +3,20 @@
 // says where) with --benchmark_format=json, maps the results to the cost table
 // (reports/cost_model.h, reports/README.md) and writes it as JSON. --from-json maps a saved
 // Google Benchmark JSON output instead of running anything.
+// Unless --no-disk, it also measures what the live twin (reports/live_twin.h) charges besides
+// CPU: this disk's append + fdatasync latency (as live/group_commit syncs a SQLite WAL) and a
+// small-frame TCP round trip on 127.0.0.1 (the loopback hop of the live bench).
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <sys/utsname.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+#include <vector>
 
 #include <cstdio>
 #include <filesystem>
@@ -24,7 +36,102 @@ struct CalibrateArgs {
   std::string bench_dir;
   std::string from_json;
   double min_time_s = 0.05;
+  std::string disk_dir;  // where the fsync bench writes (default: the temporary directory, as live bench)
+  uint32_t fsyncs = 200;
+  bool no_disk = false;
 };
+
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// 21 evenly spaced quantiles (0 %, 5 %, ..., 100 %) of the samples.
+std::vector<int64_t> quantiles_21(std::vector<int64_t> samples) {
+  std::sort(samples.begin(), samples.end());
+  std::vector<int64_t> out;
+  for (size_t k = 0; k <= 20; ++k) out.push_back(samples[std::min(samples.size() - 1, k * (samples.size() - 1) / 20)]);
+  return out;
+}
+
+// Appends one WAL frame (a 24-byte header and a 4 KiB page) and fdatasyncs, `count` times, as
+// live/group_commit's worker syncs a SQLite WAL after the loop's commits wrote to it.
+Result<std::vector<int64_t>> measure_fsync(const std::string& dir, uint32_t count) {
+  const std::string path = dir + "/msgsim-calibrate-fsync-" + std::to_string(getpid()) + ".db-wal";
+  const int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd < 0) return make_error(ErrorCode::io_error, path + ": cannot create the fsync bench file");
+  std::vector<char> frame(24 + 4096, 'w');
+  std::vector<int64_t> samples;
+  bool failed = false;
+  for (uint32_t i = 0; i < count && !failed; ++i) {
+    const int64_t start = steady_ns();
+    failed = ::write(fd, frame.data(), frame.size()) != static_cast<ssize_t>(frame.size()) || ::fdatasync(fd) != 0;
+    samples.push_back(steady_ns() - start);
+  }
+  ::close(fd);
+  ::unlink(path.c_str());
+  if (failed) return make_error(ErrorCode::io_error, path + ": write or fdatasync failed");
+  return quantiles_21(std::move(samples));
+}
+
+// The median round trip of a 100-byte frame over TCP on 127.0.0.1 (an echo thread), TCP_NODELAY
+// as the live runtime sets it.
+Result<int64_t> measure_loopback_rtt(uint32_t rounds) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (listener < 0 || ::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(listener, 1) != 0 ||
+      ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    if (listener >= 0) ::close(listener);
+    return make_error(ErrorCode::io_error, "loopback bench: cannot listen on 127.0.0.1");
+  }
+  const int client = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (client < 0 || ::connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(listener);
+    if (client >= 0) ::close(client);
+    return make_error(ErrorCode::io_error, "loopback bench: cannot connect to 127.0.0.1");
+  }
+  const int server = ::accept(listener, nullptr, nullptr);
+  ::close(listener);
+  if (server < 0) {
+    ::close(client);
+    return make_error(ErrorCode::io_error, "loopback bench: accept failed");
+  }
+  const int one = 1;
+  ::setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  ::setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  constexpr size_t kFrameBytes = 100;
+  auto read_full = [](int fd, char* data, size_t n) {
+    size_t got = 0;
+    while (got < n) {
+      const ssize_t r = ::read(fd, data + got, n - got);
+      if (r <= 0) return false;
+      got += static_cast<size_t>(r);
+    }
+    return true;
+  };
+  std::thread echo([&] {
+    char buffer[kFrameBytes];
+    while (read_full(server, buffer, kFrameBytes) && ::write(server, buffer, kFrameBytes) == static_cast<ssize_t>(kFrameBytes)) {
+    }
+  });
+  std::vector<int64_t> samples;
+  char buffer[kFrameBytes] = {};
+  bool failed = false;
+  for (uint32_t i = 0; i < rounds && !failed; ++i) {
+    const int64_t start = steady_ns();
+    failed = ::write(client, buffer, kFrameBytes) != static_cast<ssize_t>(kFrameBytes) || !read_full(client, buffer, kFrameBytes);
+    samples.push_back(steady_ns() - start);
+  }
+  ::shutdown(client, SHUT_RDWR);
+  ::close(client);
+  echo.join();
+  ::close(server);
+  if (failed) return make_error(ErrorCode::io_error, "loopback bench: a round trip failed");
+  std::sort(samples.begin(), samples.end());
+  return samples[samples.size() / 2];
+}
 
 std::string executable_dir() {
   std::error_code error;
@@ -96,6 +203,20 @@ int calibrate(const CalibrateArgs& args) {
     std::cerr << "msgsim calibrate: " << table.error().message << "\n";
     return kExitBadInput;
   }
+  if (!args.no_disk) {
+    std::error_code error;
+    const std::string dir = args.disk_dir.empty() ? std::filesystem::temp_directory_path(error).string() : args.disk_dir;
+    Result<std::vector<int64_t>> fsync = measure_fsync(dir, args.fsyncs);
+    Result<int64_t> rtt = measure_loopback_rtt(2000);
+    if (!fsync.ok() || !rtt.ok()) {
+      std::cerr << "msgsim calibrate: " << (!fsync.ok() ? fsync.error().message : rtt.error().message) << " (or pass --no-disk)\n";
+      return kExitBadInput;
+    }
+    table->fsync_quantiles_ns = *fsync;
+    table->loopback_rtt_ns = *rtt;
+    std::cerr << "msgsim calibrate: fsync in " << dir << ": p50 " << (*fsync)[10] / 1000 << " us, p95 " << (*fsync)[19] / 1000
+              << " us, max " << (*fsync)[20] / 1000 << " us; loopback round trip " << *rtt / 1000 << " us\n";
+  }
   const std::string json = reports::cost_table_json(*table);
   if (args.out.empty()) {
     std::cout << json;
@@ -119,6 +240,9 @@ void add_calibrate_command(CLI::App& app, Outcome& outcome) {
   cmd->add_option("--bench-dir", args->bench_dir, "where cost_bench is (default: bench/ next to msgsim)");
   cmd->add_option("--from-json", args->from_json, "map this saved Google Benchmark JSON instead of running");
   cmd->add_option("--min-time", args->min_time_s, "seconds per benchmark (default 0.05)")->check(CLI::Range(0.001, 60.0));
+  cmd->add_option("--disk-dir", args->disk_dir, "directory for the fsync bench (default: the temporary directory, where live bench writes)");
+  cmd->add_option("--fsyncs", args->fsyncs, "appends + fdatasyncs measured (default 200)")->check(CLI::Range(2u, 100000u));
+  cmd->add_flag("--no-disk", args->no_disk, "skip the fsync and loopback measurements");
   cmd->callback([args, &outcome] { outcome.exit_code = calibrate(*args); });
 }
 

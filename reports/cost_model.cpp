@@ -91,6 +91,28 @@ Result<CostTable> parse_cost_table(std::string_view json_text, const std::string
       table.costs.at(role, work) = value.get<int64_t>();
     }
   }
+  constexpr int64_t kMeasuredMaxNs = 10 * kNanosPerSecond;
+  if (doc.contains("fsync_quantiles_ns")) {
+    const auto& q = doc["fsync_quantiles_ns"];
+    if (!q.is_array() || q.size() < 2 || q.size() > 1001) {
+      return make_error(ErrorCode::bad_input, label + ": $.fsync_quantiles_ns: expected an array of 2 to 1001 quantiles");
+    }
+    for (size_t i = 0; i < q.size(); ++i) {
+      if (!q[i].is_number_integer() || q[i].get<int64_t>() < 0 || q[i].get<int64_t>() > kMeasuredMaxNs ||
+          (i > 0 && q[i].get<int64_t>() < table.fsync_quantiles_ns.back())) {
+        return make_error(ErrorCode::bad_input, label + ": $.fsync_quantiles_ns[" + std::to_string(i) +
+                                                    "]: expected non-decreasing integer nanoseconds in [0, 1e10]");
+      }
+      table.fsync_quantiles_ns.push_back(q[i].get<int64_t>());
+    }
+  }
+  if (doc.contains("loopback_rtt_ns")) {
+    const auto& v = doc["loopback_rtt_ns"];
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > kMeasuredMaxNs) {
+      return make_error(ErrorCode::bad_input, label + ": $.loopback_rtt_ns: expected integer nanoseconds in [0, 1e10]");
+    }
+    table.loopback_rtt_ns = v.get<int64_t>();
+  }
   return table;
 }
 
@@ -116,6 +138,8 @@ std::string cost_table_json(const CostTable& table) {
     costs[chat::to_string(role)] = row;
   }
   doc["costs_ns"] = costs;
+  if (!table.fsync_quantiles_ns.empty()) doc["fsync_quantiles_ns"] = table.fsync_quantiles_ns;
+  if (table.loopback_rtt_ns > 0) doc["loopback_rtt_ns"] = table.loopback_rtt_ns;
   return doc.dump(2) + "\n";
 }
 

@@ -6,13 +6,17 @@
 //   {"format": "msgsim-cost-table/1",
 //    "machine": "what it was measured on",
 //    "benchmarks_ns": {"BM_CostDecode": 310.5, ...},        (what the mapping started from)
-//    "costs_ns": {"chat": {"decode": 420, "route": 900, ...}, "queue": {...}, ...}}
-// Only costs_ns is read back; a role or work missing from it costs zero.
+//    "costs_ns": {"chat": {"decode": 420, "route": 900, ...}, "queue": {...}, ...},
+//    "fsync_quantiles_ns": [0 %, 5 %, ..., 100 %],   (optional: append + fdatasync of a WAL file)
+//    "loopback_rtt_ns": 41000}                         (optional: a small-frame round trip on 127.0.0.1)
+// costs_ns, fsync_quantiles_ns and loopback_rtt_ns are read back; a role or work missing from
+// costs_ns costs zero. The last two are what the live twin (reports/live_twin.h) charges.
 #pragma once
 
 #include <map>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "impl/base/result.h"
 #include "impl/chat/cpu_costs.h"
@@ -23,6 +27,8 @@ struct CostTable {
   chat::CpuCosts costs;
   std::string machine;
   std::map<std::string, double> benchmarks_ns;  // per benchmark name, CPU ns per iteration
+  std::vector<int64_t> fsync_quantiles_ns;      // 21 evenly spaced quantiles, or empty: not measured
+  int64_t loopback_rtt_ns = 0;                  // 0: not measured
 };
 
 // `label` names the input in error messages (a file path).

@@ -163,6 +163,48 @@ const SeedRow kSeedTable[] = {
 
 }  // namespace
 
+bool below_knee(const ModelPoint& point, const std::vector<ModelPoint>& all) {
+  if (!point.measured_p99_ms || !point.measured_delivered_per_s) return false;
+  const ModelPoint* lightest = nullptr;
+  for (const ModelPoint& m : all)
+    if (m.measured_p99_ms && (lightest == nullptr || m.offered_per_s < lightest->offered_per_s)) lightest = &m;
+  return *point.measured_delivered_per_s >= 0.95 * point.offered_per_s &&
+         *point.measured_p99_ms <= 3 * *lightest->measured_p99_ms;
+}
+
+double error_percent(double predicted, double measured) {
+  return measured == 0 ? 0 : (predicted - measured) / measured * 100;
+}
+
+namespace {
+
+// The cells after the offered rate: latency and throughput, predicted and measured, the errors,
+// and the verdicts.
+struct ComparisonRow {
+  std::vector<std::string> cells;
+};
+ComparisonRow comparison_row(const ModelPoint& m, const std::vector<ModelPoint>& all) {
+  auto ms = [](const std::optional<double>& v) { return v ? fmt(*v, 2) + " ms" : std::string("not measured"); };
+  auto err = [](double predicted, const std::optional<double>& measured) {
+    if (!measured) return std::string("-");
+    const double e = error_percent(predicted, *measured);
+    return (e >= 0 ? "+" : "") + fmt(e, 0) + " %";
+  };
+  auto rate = [](const std::optional<double>& v) { return v ? with_commas(*v) : std::string("-"); };
+  ComparisonRow row;
+  row.cells = {fmt(m.predicted_p50_ms, 2) + " ms", ms(m.measured_p50_ms), err(m.predicted_p50_ms, m.measured_p50_ms),
+               fmt(m.predicted_p99_ms, 2) + " ms", ms(m.measured_p99_ms), err(m.predicted_p99_ms, m.measured_p99_ms),
+               rate(m.predicted_delivered_per_s), rate(m.measured_delivered_per_s)};
+  const bool measured = m.measured_p50_ms && m.measured_p99_ms;
+  row.cells.push_back(!measured ? "-" : below_knee(m, all) ? "yes" : "no");
+  const bool met = measured && std::fabs(error_percent(m.predicted_p50_ms, *m.measured_p50_ms)) <= kModelBarPercent &&
+                   std::fabs(error_percent(m.predicted_p99_ms, *m.measured_p99_ms)) <= kModelBarPercent;
+  row.cells.push_back(!measured ? "-" : met ? "yes" : "no");
+  return row;
+}
+
+}  // namespace
+
 std::string render_markdown(const Report& r) {
   const Workload& w = r.plan.workload;
   std::ostringstream o;
@@ -227,11 +269,14 @@ std::string render_markdown(const Report& r) {
   }
   o << "\n## Model against reality\n\n" << r.model_note << "\n\n";
   if (!r.model.empty()) {
-    o << "| offered msg/s | predicted p50 | measured p50 | predicted p99 | measured p99 |\n|---|---|---|---|---|\n";
+    o << "| offered msg/s | predicted p50 | measured p50 | error | predicted p99 | measured p99 | error | predicted msg/s "
+         "| measured msg/s | below the knee | within " << fmt(kModelBarPercent, 0) << " % |\n"
+         "|---|---|---|---|---|---|---|---|---|---|---|\n";
     for (const ModelPoint& m : r.model) {
-      auto opt = [](const std::optional<double>& v) { return v ? fmt(*v, 2) + " ms" : std::string("not measured"); };
-      o << "| " << with_commas(m.offered_per_s) << " | " << fmt(m.predicted_p50_ms, 2) << " ms | " << opt(m.measured_p50_ms)
-        << " | " << fmt(m.predicted_p99_ms, 2) << " ms | " << opt(m.measured_p99_ms) << " |\n";
+      const ComparisonRow row = comparison_row(m, r.model);
+      o << "| " << with_commas(m.offered_per_s);
+      for (const std::string& cell : row.cells) o << " | " << cell;
+      o << " |\n";
     }
   }
   o << "\nSlices simulated in " << fmt(r.slices_seconds, 1) << " s (wall clock).\n";
@@ -341,17 +386,17 @@ std::string render_html(const Report& r) {
   if (!r.model.empty()) {
     Series pred50{"predicted p50", {}, {}}, pred99{"predicted p99", {}, {}}, meas50{"measured p50", {}, {}},
         meas99{"measured p99", {}, {}};
-    o << "<table><tr><th>offered msg/s</th><th>predicted p50</th><th>measured p50</th><th>predicted p99</th>"
-         "<th>measured p99</th></tr>\n";
+    o << "<table><tr><th>offered msg/s</th><th>predicted p50</th><th>measured p50</th><th>error</th><th>predicted p99</th>"
+         "<th>measured p99</th><th>error</th><th>predicted msg/s</th><th>measured msg/s</th><th>below the knee</th><th>within "
+      << fmt(kModelBarPercent, 0) << " %</th></tr>\n";
     for (const ModelPoint& m : r.model) {
       pred50.x.push_back(m.offered_per_s), pred50.y.push_back(m.predicted_p50_ms);
       pred99.x.push_back(m.offered_per_s), pred99.y.push_back(m.predicted_p99_ms);
       if (m.measured_p50_ms) meas50.x.push_back(m.offered_per_s), meas50.y.push_back(*m.measured_p50_ms);
       if (m.measured_p99_ms) meas99.x.push_back(m.offered_per_s), meas99.y.push_back(*m.measured_p99_ms);
-      auto opt = [](const std::optional<double>& v) { return v ? fmt(*v, 2) + " ms" : std::string("not measured"); };
-      o << "<tr><td>" << with_commas(m.offered_per_s) << "</td><td>" << fmt(m.predicted_p50_ms, 2) << " ms</td><td>"
-        << opt(m.measured_p50_ms) << "</td><td>" << fmt(m.predicted_p99_ms, 2) << " ms</td><td>" << opt(m.measured_p99_ms)
-        << "</td></tr>\n";
+      o << "<tr><td>" << with_commas(m.offered_per_s) << "</td>";
+      for (const std::string& cell : comparison_row(m, r.model).cells) o << "<td>" << escape(cell) << "</td>";
+      o << "</tr>\n";
     }
     o << "</table>\n";
     std::vector<Series> series = {pred50, pred99};

@@ -19,7 +19,16 @@ struct ModelPoint {
   double offered_per_s = 0;
   double predicted_p50_ms = 0, predicted_p99_ms = 0;  // the simulator with the cost table
   std::optional<double> measured_p50_ms, measured_p99_ms;  // from `msgsim live bench --json`
+  std::optional<double> predicted_delivered_per_s, measured_delivered_per_s;
 };
+
+// The comparison's verdicts, one rule for the Markdown and the HTML report.
+// Below the knee: the live bench delivered at least 95 % of the offered rate and its p99 stayed
+// within 3x the p99 of the lightest measured load (the role curves' knee rule).
+bool below_knee(const ModelPoint& point, const std::vector<ModelPoint>& all);
+// The model's error against the measurement in percent ((predicted - measured) / measured).
+double error_percent(double predicted, double measured);
+constexpr double kModelBarPercent = 20;
 
 struct Report {
   Plan plan;

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "reports/cost_model.h"
+#include "reports/live_twin.h"
 #include "reports/plan.h"
 #include "reports/report.h"
 #include "reports/slices.h"
@@ -103,6 +104,16 @@ TEST(CostTable, RoundTripsAndRejectsBadInput) {
   ASSERT_TRUE(back.ok()) << back.error().message;
   EXPECT_EQ(back->costs.ns, table->costs.ns);
   EXPECT_EQ(back->machine, "test machine");
+  table->fsync_quantiles_ns = {100, 200, 4000};
+  table->loopback_rtt_ns = 13000;
+  Result<CostTable> with_disk = parse_cost_table(cost_table_json(*table), "t.json");
+  ASSERT_TRUE(with_disk.ok()) << with_disk.error().message;
+  EXPECT_EQ(with_disk->fsync_quantiles_ns, table->fsync_quantiles_ns);
+  EXPECT_EQ(with_disk->loopback_rtt_ns, 13000);
+  Result<CostTable> decreasing = parse_cost_table(R"({"costs_ns": {}, "fsync_quantiles_ns": [5, 3]})", "t.json");
+  ASSERT_FALSE(decreasing.ok());
+  EXPECT_NE(decreasing.error().message.find("$.fsync_quantiles_ns[1]"), std::string::npos);
+  EXPECT_FALSE(parse_cost_table(R"({"costs_ns": {}, "loopback_rtt_ns": "fast"})", "t.json").ok());
 
   bench.erase("BM_CostSync");
   Result<CostTable> incomplete = cost_table_from_benchmarks(bench, "m");
@@ -279,7 +290,7 @@ TEST(Report, HtmlHasEveryPlotAndNoScript) {
   storm.online = {0, 10};
   storm.survivor_utilisation = {0.1, 0.5};
   report.storms.push_back(storm);
-  report.model.push_back({100, 1.0, 2.0, 1.1, 2.3});
+  report.model.push_back({100, 1.0, 2.0, 1.1, 2.3, 99.0, 98.0});
   const std::string html = render_html(report);
   for (const char* id : {"plot-servers-vs-dau", "plot-latency-p99", "plot-storm-online", "plot-storm-cpu", "plot-model-vs-live"})
     EXPECT_NE(html.find(std::string("id=\"") + id + "\""), std::string::npos) << id;
@@ -293,3 +304,59 @@ TEST(Report, HtmlHasEveryPlotAndNoScript) {
 
 }  // namespace
 }  // namespace msgsim::reports
+
+namespace msgsim {
+
+// The live twin: deterministic, every message waits for a group-commit batch (so no latency is
+// below the fsync floor), and one server core saturates where the per-message CPU says.
+TEST(LiveTwin, DeterministicAndChargesFsyncAndTheSingleCore) {
+  reports::LiveTwinCosts costs;
+  costs.server_ns_per_message = 100'000;  // 10,000 msg/s capacity
+  costs.fsync_quantiles_ns = {1'000'000, 2'000'000, 3'000'000};
+  costs.loopback_rtt_ns = 20'000;
+  costs.files_per_batch = 2;
+  reports::LiveTwinOptions light;
+  light.offered_per_s = 1000;
+  light.measure_ns = 2 * kNanosPerSecond;
+  const auto a = reports::run_live_twin(costs, light);
+  const auto b = reports::run_live_twin(costs, light);
+  EXPECT_EQ(a.digest_hex, b.digest_hex);
+  EXPECT_EQ(a.p99_ms, b.p99_ms);
+  EXPECT_NEAR(a.delivered_per_s, 1000, 20);
+  EXPECT_GE(a.p50_ms, 2.0);   // two files' fsyncs at least 1 ms each
+  EXPECT_LE(a.p99_ms, 13.0);  // at most a sync in flight plus a whole batch of its own, plus CPU
+  EXPECT_GT(a.batches, 0u);
+  reports::LiveTwinOptions over = light;
+  over.offered_per_s = 20'000;  // twice the core's capacity
+  const auto c = reports::run_live_twin(costs, over);
+  EXPECT_LT(c.delivered_per_s, 15'000);
+  EXPECT_GT(c.p50_ms, 10 * a.p50_ms);
+  costs.fsync_quantiles_ns.clear();  // unmeasured: no fsync time, the CPU and the hops only
+  const auto d = reports::run_live_twin(costs, light);
+  EXPECT_LT(d.p50_ms, 1.0);
+}
+
+TEST(LiveTwin, QuantileSamplingInterpolates) {
+  const std::vector<int64_t> q = {0, 100, 300};
+  EXPECT_EQ(reports::sample_quantiles(q, 0.0), 0);
+  EXPECT_EQ(reports::sample_quantiles(q, 0.25), 50);
+  EXPECT_EQ(reports::sample_quantiles(q, 0.75), 200);
+  EXPECT_EQ(reports::sample_quantiles({}, 0.5), 0);
+}
+
+TEST(Report, ComparisonVerdicts) {
+  std::vector<reports::ModelPoint> points = {{500, 10, 20, 11.0, 21.0, 500.0, 500.0},
+                                             {1000, 10, 20, 15.0, 50.0, 1000.0, 999.0},
+                                             {2000, 10, 20, 900.0, 2000.0, 2000.0, 1500.0}};
+  EXPECT_TRUE(reports::below_knee(points[0], points));
+  EXPECT_TRUE(reports::below_knee(points[1], points));
+  EXPECT_FALSE(reports::below_knee(points[2], points));  // delivered 75 % and p99 100x
+  EXPECT_NEAR(reports::error_percent(10, 11), -9.09, 0.01);
+  reports::Report report;
+  report.model = points;
+  const std::string md = reports::render_markdown(report);
+  EXPECT_NE(md.find("| 500 | 10.00 ms | 11.00 ms | -9 % | 20.00 ms | 21.00 ms | -5 % | 500 | 500 | yes | yes |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 1,000 | 10.00 ms | 15.00 ms | -33 % |"), std::string::npos) << md;
+}
+
+}  // namespace msgsim
