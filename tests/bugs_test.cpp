@@ -75,11 +75,11 @@ const std::map<std::string, std::string>& expected_checks() {
       {"leader-ack-before-replication", "no-loss"},
       {"no-epoch-fencing", "no-loss"},
       // The disk path's (scenarios/chat-disk-faults.json, see disk_bug()):
-      //  - fsync-error-ignored: storage drops a batch whose fsync failed and stores the next
-      //    batch's offset past it, so its entries never come in a sync. Devices that got them
-      //    live show them; a device that missed one (its chat server crashed) waits on the gap
-      //    and syncs for it in vain: the world's liveness check (a gap still open at the end)
-      //    names it, first at seed 76.
+      //  - fsync-error-ignored: storage takes a commit whose fsync failed (entries or a receipt)
+      //    as done and carries on, so it stores the next batch's offset past entries it never
+      //    kept: they never come in a sync. Devices that got them live show them; a device that
+      //    missed one (its chat server crashed) waits on the gap and syncs for it in vain: the
+      //    world's liveness check (a gap still open at the end) names it, first at seed 3.
       {"fsync-error-ignored", "liveness"},
       //  - cursor-past-unsynced: storage commits a batch's offset, then writes its entries
       //    without a sync; the scripted power loss of storage-1 at 8 s keeps the offset and

@@ -207,6 +207,16 @@ void StorageNode::close_bad(Context& ctx, ConnId conn, const std::string& why) {
   on_disconnect(ctx, conn, DisconnectReason::closed_by_peer);
 }
 
+bool StorageNode::ignores_fsync_error(Context& ctx) {
+  if (!config_.bugs.on(Bug::fsync_error_ignored) || sqlite3_extended_errcode(db_) != SQLITE_IOERR_FSYNC) return false;
+  // The planted bug (fsyncgate): an fsync error taken for a slow disk whose pages the kernel
+  // will write back anyway, on every write path of the node alike, so the node carries on
+  // instead of halting (which would make it recover from what the disk kept, and hide the bug).
+  ctx.log(LogLevel::warn, "storage: fsync failed; carrying on");
+  if (!sqlite3_get_autocommit(db_)) run(rollback_.get());
+  return true;
+}
+
 void StorageNode::halt(Context& ctx, const std::string& what) {
   // A write that did not commit may or may not be on disk, and memory (offsets, membership)
   // may already be ahead of what is: carrying on could store past a hole. Fail-stop: answer
@@ -353,14 +363,9 @@ void StorageNode::on_records(Context& ctx, ConnId conn, Records& records) {
   }
   if (ok) ok = run(commit_.get());
   if (ok && offset_first) ok = sql::exec(db_, "PRAGMA synchronous=FULL").ok();
-  if (!ok && config_.bugs.on(Bug::fsync_error_ignored) && sqlite3_extended_errcode(db_) == SQLITE_IOERR_FSYNC) {
-    // The planted bug (fsyncgate): an fsync error taken for a slow disk whose pages the kernel
-    // will write back anyway. SQLite has undone the transaction, yet the offset below moves on
-    // and the entries fan out; the next batch's commit stores an offset past them.
-    ctx.log(LogLevel::warn, "storage: fsync failed; carrying on");
-    if (!sqlite3_get_autocommit(db_)) run(rollback_.get());
-    ok = true;
-  }
+  // Bug::fsync_error_ignored: SQLite has undone the transaction, yet the offset below moves on
+  // and the entries fan out; the next batch's commit stores an offset past them.
+  if (!ok && ignores_fsync_error(ctx)) ok = true;
   if (!ok) {
     halt(ctx, "storing records of partition " + std::to_string(records.partition));
     return;
@@ -629,7 +634,7 @@ void StorageNode::on_receipt(Context& ctx, ConnId conn, const ReceiptUpdate& upd
   bind_text(upsert, 2, update.reader);
   bind_int(upsert, 3, static_cast<int64_t>(update.kind));
   bind_int(upsert, 4, as_sql(update.up_to));
-  if (!run(upsert)) {  // one statement in autocommit: its own synced transaction
+  if (!run(upsert) && !ignores_fsync_error(ctx)) {  // one statement in autocommit: its own synced transaction
     halt(ctx, "storing a receipt");
     return;
   }

@@ -115,6 +115,9 @@ class StorageNode final : public Node {
   void sweep(Context& ctx);
   bool owns(const std::string& conv) const;
   void halt(Context& ctx, const std::string& what);
+  // Bug::fsync_error_ignored: true (after logging and rolling back) when the failed write was an
+  // fsync error and the planted bug is on, so that the caller carries on instead of halting.
+  bool ignores_fsync_error(Context& ctx);
   void close_bad(Context& ctx, ConnId conn, const std::string& why);
   void invariants() const;
 
