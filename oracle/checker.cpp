@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
+#include <cstring>
 #include <limits>
 #include <map>
+#include <utility>
 
 #include "impl/base/assert.h"
 #include "impl/base/hash.h"
@@ -44,85 +47,163 @@ enum MessageFlag : uint8_t {
   kInternedAtSend = 32,  // first seen at its send: message ids are then in send order
 };
 
-// Per message: what its send, ack, reject and first seq said. 80 bytes: this record is most of
-// the checker's memory, so every field earns its place.
-struct Message {
+// Per message, split in two by how often a field is touched: this record is most of the
+// checker's memory and a deliver (60% of the events) reads a message at random among up to
+// millions, a cache miss each time. `Message` holds what every deliver, ack and expire checks,
+// in exactly one 64-byte cache line (records are line-aligned); `MessageCold` holds what only
+// a send, the first seq, a reject, an example or finish() needs, in a parallel array. 64 + 20
+// bytes a message (the earlier single 80-byte record always spanned two cache lines).
+struct alignas(64) Message {
   int64_t seq = kNoSeq;
   int64_t send_t = 0;
   int64_t expires_at = kNoExpiry;
-  int64_t causal_floor = kNoSeq;  // the largest seq its device had shown or got acked in the conv
   uint64_t body_hash = 0;
   uint32_t conv = kNone;
   uint32_t ordinal = 0;  // index among its conversation's messages
   uint32_t sender_user = kNone;
   uint32_t sender_device = kNone;
-  uint32_t causal_floor_msg = kNone;
   uint32_t send_line = 0;
-  uint32_t ack_line = 0;
-  uint32_t reject_line = 0;
   uint32_t first_show_line = 0;
   uint8_t flags = 0;
 
   bool has(MessageFlag f) const { return (flags & f) != 0; }
-  // The line that first gave the seq: its ack or its first show, whichever came first.
-  uint32_t seq_line() const {
-    if (ack_line != 0 && (first_show_line == 0 || ack_line < first_show_line)) return ack_line;
-    return first_show_line;
+};
+static_assert(sizeof(Message) == 64);
+
+struct MessageCold {
+  // The largest seq the sender's device had shown or got acked in the conv at the send, kept
+  // as two 32-bit halves so that the record stays 20 bytes (4-byte aligned).
+  uint32_t causal_floor_low = static_cast<uint32_t>(static_cast<uint64_t>(kNoSeq));
+  uint32_t causal_floor_high = static_cast<uint32_t>(static_cast<uint64_t>(kNoSeq) >> 32);
+  uint32_t causal_floor_msg = kNone;
+  uint32_t ack_line = 0;
+  uint32_t reject_line = 0;
+
+  int64_t causal_floor() const {
+    return static_cast<int64_t>((uint64_t{causal_floor_high} << 32) | causal_floor_low);
+  }
+  void set_causal_floor(int64_t seq) {
+    causal_floor_low = static_cast<uint32_t>(static_cast<uint64_t>(seq));
+    causal_floor_high = static_cast<uint32_t>(static_cast<uint64_t>(seq) >> 32);
   }
 };
-static_assert(sizeof(Message) == 80);
+static_assert(sizeof(MessageCold) == 20);
 
-// Per (device, conversation).
-struct DeviceConv {
+// Two bits per message of one conversation on one device, by ordinal from base() (a multiple
+// of 32): bit 2k = shown on the device, bit 2k+1 = expired there. Nearly every deliver lands in
+// the newest word, so that word is kept inline (in the DeviceConv record, read anyway) and only
+// the earlier words live on the heap: a deliver then touches no other cache line for its bits.
+class ShownBits {
+ public:
+  ShownBits() = default;
+  ShownBits(ShownBits&& other) noexcept
+      : last_(other.last_), heap_(std::exchange(other.heap_, nullptr)), base_(other.base_),
+        words_(std::exchange(other.words_, 0)) {}
+  ShownBits(const ShownBits&) = delete;
+  ShownBits& operator=(const ShownBits&) = delete;
+  ShownBits& operator=(ShownBits&&) = delete;
+  ~ShownBits() { delete[] heap_; }
+
+  uint32_t base() const { return base_; }
+  size_t words() const { return words_; }
+  uint64_t word(size_t w) const { return w + 1 == words_ ? last_ : heap_[w]; }
+
+  // The word holding `ordinal`, or nullptr when no bit of it was ever set.
+  const uint64_t* find(uint32_t ordinal) const {
+    if (words_ == 0 || ordinal < base_) return nullptr;
+    const size_t w = (ordinal - base_) / 32;
+    if (w >= words_) return nullptr;
+    return w + 1 == words_ ? &last_ : &heap_[w];
+  }
+  uint64_t* find(uint32_t ordinal) { return const_cast<uint64_t*>(std::as_const(*this).find(ordinal)); }
+
+  // The word holding `ordinal`, adding (zero) words as needed.
+  uint64_t* grow_to(uint32_t ordinal) {
+    if (words_ == 0) {
+      base_ = ordinal & ~31u;
+      words_ = 1;
+      last_ = 0;
+    }
+    if (ordinal < base_) {
+      const uint32_t new_base = ordinal & ~31u;
+      const size_t shift = (base_ - new_base) / 32;
+      resize_heap(words_ - 1, words_ - 1 + shift, shift);
+      words_ += static_cast<uint32_t>(shift);
+      base_ = new_base;
+    }
+    const size_t w = (ordinal - base_) / 32;
+    if (w >= words_) {
+      // The inline word becomes heap word words_ - 1; a new zero word at w is the inline one.
+      const size_t heap_words = words_ - 1;
+      resize_heap(heap_words, w, 0);
+      heap_[heap_words] = last_;
+      last_ = 0;
+      words_ = static_cast<uint32_t>(w + 1);
+    }
+    return w + 1 == words_ ? &last_ : &heap_[w];
+  }
+
+  size_t heap_bytes() const { return words_ == 0 ? 0 : capacity(words_ - 1) * sizeof(uint64_t); }
+
+ private:
+  // The allocation for n heap words: n rounded up to its two leading bits (n, or at most half
+  // again), so growing one word at a time reallocates O(log n) times and wastes little: these
+  // bits are per message and device.
+  static size_t capacity(size_t n) {
+    if (n <= 4) return n;
+    const int drop = std::bit_width(n) - 2;
+    return ((n + (size_t{1} << drop) - 1) >> drop) << drop;
+  }
+  // Heap words [0, old_size) move to [offset, offset + old_size); the other words below
+  // new_size (> old_size) are zero.
+  void resize_heap(size_t old_size, size_t new_size, size_t offset) {
+    uint64_t* target = heap_;
+    if (capacity(new_size) != capacity(old_size)) target = new uint64_t[capacity(new_size)];
+    if (old_size > 0) std::memmove(target + offset, heap_, old_size * sizeof(uint64_t));
+    std::fill(target, target + offset, uint64_t{0});
+    std::fill(target + offset + old_size, target + new_size, uint64_t{0});
+    if (target != heap_) {
+      delete[] heap_;
+      heap_ = target;
+    }
+  }
+
+  uint64_t last_ = 0;          // word words_ - 1
+  uint64_t* heap_ = nullptr;   // words [0, words_ - 1)
+  uint32_t base_ = 0;
+  uint32_t words_ = 0;         // 0: no bit set yet
+};
+static_assert(sizeof(ShownBits) == 24);
+
+// Per (device, conversation). 64 bytes, line-aligned: a deliver reads and writes it, and an
+// unaligned record would span two cache lines (two misses) three times out of four.
+struct alignas(64) DeviceConv {
+  int64_t max_shown_seq = kNoSeq;
+  int64_t max_acked_own_seq = kNoSeq;
+  ShownBits bits;
   uint32_t device = kNone;
   uint32_t conv = kNone;
-  int64_t max_shown_seq = kNoSeq;
   uint32_t max_shown_msg = kNone;
   uint32_t max_shown_line = 0;
-  int64_t max_acked_own_seq = kNoSeq;
   uint32_t max_acked_own_msg = kNone;
-  // Two bits per message of the conversation, by ordinal from `base` (a multiple of 32):
-  // bit 2k = shown on this device, bit 2k+1 = expired on this device.
-  uint32_t base = 0;
-  std::vector<uint64_t> bits;
 
-  uint64_t* word_for(uint32_t ordinal, bool grow) {
-    if (bits.empty()) {
-      if (!grow) return nullptr;
-      base = ordinal & ~31u;
-    }
-    if (ordinal < base) {
-      if (!grow) return nullptr;
-      const uint32_t new_base = ordinal & ~31u;
-      bits.insert(bits.begin(), (base - new_base) / 32, 0);
-      base = new_base;
-    }
-    const size_t word = (ordinal - base) / 32;
-    if (word >= bits.size()) {
-      if (!grow) return nullptr;
-      // Grow by a quarter, not the vector's default doubling: these bits are per message.
-      const size_t want = std::max(word + 1, bits.size() + bits.size() / 4 + 1);
-      if (want > bits.capacity()) bits.reserve(want);
-      bits.resize(want, 0);
-    }
-    return &bits[word];
-  }
   static int shift(uint32_t ordinal) { return static_cast<int>((ordinal & 31u) * 2); }
-  bool shown(uint32_t ordinal) {
-    const uint64_t* w = word_for(ordinal, false);
+  bool shown(uint32_t ordinal) const {
+    const uint64_t* w = bits.find(ordinal);
     return w != nullptr && ((*w >> shift(ordinal)) & 1) != 0;
   }
-  bool expired(uint32_t ordinal) {
-    const uint64_t* w = word_for(ordinal, false);
+  bool expired(uint32_t ordinal) const {
+    const uint64_t* w = bits.find(ordinal);
     return w != nullptr && ((*w >> shift(ordinal)) & 2) != 0;
   }
-  bool handled(uint32_t ordinal) {
-    const uint64_t* w = word_for(ordinal, false);
+  bool handled(uint32_t ordinal) const {
+    const uint64_t* w = bits.find(ordinal);
     return w != nullptr && ((*w >> shift(ordinal)) & 3) != 0;
   }
-  void set_shown(uint32_t ordinal) { *word_for(ordinal, true) |= uint64_t{1} << shift(ordinal); }
-  void set_expired(uint32_t ordinal) { *word_for(ordinal, true) |= uint64_t{2} << shift(ordinal); }
+  void set_shown(uint32_t ordinal) { *bits.grow_to(ordinal) |= uint64_t{1} << shift(ordinal); }
+  void set_expired(uint32_t ordinal) { *bits.grow_to(ordinal) |= uint64_t{2} << shift(ordinal); }
 };
+static_assert(sizeof(DeviceConv) == 64);
 
 struct Device {
   uint32_t user = kNone;
@@ -311,8 +392,10 @@ struct Checker::State {
   ChunkedVector<User, 10> users;
   ChunkedVector<Device, 10> devices;
   ChunkedVector<Conv, 10> convs;
-  // 65,536 records (5 MB) a chunk, large enough for huge pages; at most one chunk is slack.
+  // 65,536 records (4 MB, and 1.25 MB of cold halves) a chunk, large enough for huge pages; at
+  // most one chunk is slack. messages[i] and message_cold[i] are the two halves of message i.
   ChunkedVector<Message, 16> messages;
+  ChunkedVector<MessageCold, 16> message_cold;
 
   FlatMap64 device_conv_index;  // (device, conv) -> DeviceConv
   ChunkedVector<DeviceConv, 10> device_convs;
@@ -411,8 +494,16 @@ struct Checker::State {
       m.ordinal = static_cast<uint32_t>(c.messages.size());
       c.messages.push_back(id);
       messages.push_back(m);
+      message_cold.push_back(MessageCold{});
     }
     return id;
+  }
+  // The line that first gave message mi its seq: its ack or its first show, whichever came first.
+  uint32_t seq_line(uint32_t mi) const {
+    const uint32_t ack_line = message_cold[mi].ack_line;
+    const uint32_t first_show_line = messages[mi].first_show_line;
+    if (ack_line != 0 && (first_show_line == 0 || ack_line < first_show_line)) return ack_line;
+    return first_show_line;
   }
   std::optional<uint32_t> find_message(std::string_view name, const IdKey& key) const {
     if (key.id != kNone) return key.id;
@@ -585,7 +676,7 @@ struct Checker::State {
     if (m.seq != kNoSeq) {
       if (m.seq != seq) {
         violate(Invariant::seq_agreement, [&] {
-          return Example{{msg_name(mi)}, {m.seq_line(), line},
+          return Example{{msg_name(mi)}, {seq_line(mi), line},
                          std::string(source) + " says seq " + std::to_string(seq) + " but the message already has seq " +
                              std::to_string(m.seq)};
         });
@@ -596,7 +687,7 @@ struct Checker::State {
     const uint32_t other = find_seq(m.conv, seq);
     if (other != kNone) {
       violate(Invariant::seq_agreement, [&] {
-        return Example{{msg_name(other), msg_name(mi)}, {messages[other].seq_line(), line},
+        return Example{{msg_name(other), msg_name(mi)}, {seq_line(other), line},
                        "two messages have seq " + std::to_string(seq) + " in conv " + conv_name(m.conv)};
       });
     } else {
@@ -610,7 +701,8 @@ struct Checker::State {
                            user_name(event.user)};
       });
     }
-    if (m.causal_floor != kNoSeq && seq <= m.causal_floor) report_causal(mi, line32());
+    const int64_t causal_floor = message_cold[mi].causal_floor();
+    if (causal_floor != kNoSeq && seq <= causal_floor) report_causal(mi, line32());
     // A delivered receipt written before this seq was known covered it if its up_to reaches it.
     const Conv& c = convs[m.conv];
     for (const uint32_t ri : c.readers) {
@@ -628,12 +720,13 @@ struct Checker::State {
 
   void report_causal(uint32_t mi, uint32_t seq_line) {
     const Message& m = messages[mi];
+    const MessageCold& cold = message_cold[mi];
     violate(Invariant::causal, [&] {
       Example e;
       e.msgs = {msg_name(mi)};
-      if (m.causal_floor_msg != kNone) e.msgs.push_back(msg_name(m.causal_floor_msg));
+      if (cold.causal_floor_msg != kNone) e.msgs.push_back(msg_name(cold.causal_floor_msg));
       e.lines = {m.send_line, seq_line};
-      e.detail = "sent after its device had seen seq " + std::to_string(m.causal_floor) + " but got seq " +
+      e.detail = "sent after its device had seen seq " + std::to_string(cold.causal_floor()) + " but got seq " +
                  std::to_string(m.seq);
       return e;
     });
@@ -671,14 +764,16 @@ struct Checker::State {
     }
     if (m.conv != conv) return;  // first seen in another conversation; no-phantom reports it
     DeviceConv& dc = device_conv(device, conv);
+    MessageCold& cold = message_cold[mi];
     if (dc.max_shown_seq >= dc.max_acked_own_seq) {
-      m.causal_floor = dc.max_shown_seq;
-      m.causal_floor_msg = dc.max_shown_msg;
+      cold.set_causal_floor(dc.max_shown_seq);
+      cold.causal_floor_msg = dc.max_shown_msg;
     } else {
-      m.causal_floor = dc.max_acked_own_seq;
-      m.causal_floor_msg = dc.max_acked_own_msg;
+      cold.set_causal_floor(dc.max_acked_own_seq);
+      cold.causal_floor_msg = dc.max_acked_own_msg;
     }
-    if (m.seq != kNoSeq && m.causal_floor != kNoSeq && m.seq <= m.causal_floor) report_causal(mi, m.seq_line());
+    const int64_t causal_floor = cold.causal_floor();
+    if (m.seq != kNoSeq && causal_floor != kNoSeq && m.seq <= causal_floor) report_causal(mi, seq_line(mi));
   }
 
   void on_ack(const EventView& e, const EventIdKeys& h) {
@@ -691,12 +786,12 @@ struct Checker::State {
     Message& m = messages[mi];
     if (m.has(kRejected)) {
       violate(Invariant::no_rejected_delivery, [&] {
-        return Example{{msg_name(mi)}, {m.reject_line, line}, "acked after it was rejected"};
+        return Example{{msg_name(mi)}, {message_cold[mi].reject_line, line}, "acked after it was rejected"};
       });
     }
     if (!m.has(kAcked)) {
       m.flags |= kAcked;
-      m.ack_line = line32();
+      message_cold[mi].ack_line = line32();
     }
     if (m.conv != conv) return;
     assign_seq(mi, e.seq, "ack");
@@ -715,7 +810,7 @@ struct Checker::State {
     Message& m = messages[mi];
     if (m.has(kAcked)) {
       violate(Invariant::no_rejected_delivery, [&] {
-        return Example{{msg_name(mi)}, {m.ack_line, line}, "rejected after it was acked"};
+        return Example{{msg_name(mi)}, {message_cold[mi].ack_line, line}, "rejected after it was acked"};
       });
     }
     if (m.has(kShownAnywhere)) {
@@ -725,7 +820,7 @@ struct Checker::State {
     }
     if (!m.has(kRejected)) {
       m.flags |= kRejected;
-      m.reject_line = line32();
+      message_cold[mi].reject_line = line32();
     }
   }
 
@@ -757,7 +852,7 @@ struct Checker::State {
     assign_seq(mi, e.seq, "deliver");
     if (m.has(kRejected)) {
       violate(Invariant::no_rejected_delivery, [&] {
-        return Example{{msg_name(mi)}, {m.reject_line, line}, "shown on " + device_name(device) + " after it was rejected"};
+        return Example{{msg_name(mi)}, {message_cold[mi].reject_line, line}, "shown on " + device_name(device) + " after it was rejected"};
       });
     }
     // Judged with what is known now. A non-member now may be made one by a join written later,
@@ -914,7 +1009,7 @@ struct Checker::State {
         return;
       if (meant_for_user(m, rc.user) && !handled_by_user(m, rc.user)) {
         violate(Invariant::receipts, [&] {
-          return Example{{msg_name(mi)}, {m.seq_line(), line},
+          return Example{{msg_name(mi)}, {seq_line(mi), line},
                          "delivered receipt for " + user_name(rc.user) + " up to " + std::to_string(up_to) +
                              " but seq " + std::to_string(m.seq) + " was not shown on any of its devices"};
         });
@@ -952,7 +1047,7 @@ struct Checker::State {
     const uint32_t mi = find_seq(conv, e.seq);
     if (mi != kNone) {
       violate(Invariant::seq_agreement, [&] {
-        return Example{{msg_name(mi)}, {messages[mi].seq_line(), line},
+        return Example{{msg_name(mi)}, {seq_line(mi), line},
                        "seq " + std::to_string(e.seq) + " is both a message and the " + (join ? "join" : "leave") +
                            " of " + user_name(user)};
       });
@@ -1217,9 +1312,8 @@ struct Checker::State {
     if (h.device_conv == kNone || (e.type != EventType::deliver && e.type != EventType::expire)) return;
     const DeviceConv& dc = device_convs[h.device_conv];
     const uint32_t ordinal = messages[h.msg.id].ordinal;
-    if (dc.bits.empty() || ordinal < dc.base) return;
-    const size_t word = (ordinal - dc.base) / 32;
-    if (word < dc.bits.size()) prefetch_address(&dc.bits[word]);
+    // The newest word is inline (already loaded); an earlier one is on the heap.
+    if (const uint64_t* word = dc.bits.find(ordinal)) prefetch_address(word);
   }
 
   void observe(const EventView& e) { observe(e, hash_ids(e)); }
@@ -1290,12 +1384,12 @@ struct Checker::State {
       if (!c.late_membership) continue;
       const uint32_t user = devices[dc.device].user;
       if (user == kNone) continue;
-      for (size_t w = 0; w < dc.bits.size(); ++w) {
-        uint64_t shown = dc.bits[w] & 0x5555555555555555ULL;
+      for (size_t w = 0; w < dc.bits.words(); ++w) {
+        uint64_t shown = dc.bits.word(w) & 0x5555555555555555ULL;
         while (shown != 0) {
           const int bit = __builtin_ctzll(shown);
           shown &= shown - 1;
-          const size_t ordinal = dc.base + w * 32 + static_cast<size_t>(bit / 2);
+          const size_t ordinal = dc.bits.base() + w * 32 + static_cast<size_t>(bit / 2);
           if (ordinal >= c.messages.size()) continue;
           const uint32_t mi = c.messages[ordinal];
           const Message& m = messages[mi];
@@ -1368,14 +1462,14 @@ struct Checker::State {
         const uint32_t user = cand.user;
         if (dc != nullptr && dc->max_shown_seq > m.seq) {
           violate(Invariant::gap_free, [&] {
-            return Example{{msg_name(dc->max_shown_msg), msg_name(id)}, {dc->max_shown_line, m.seq_line()},
+            return Example{{msg_name(dc->max_shown_msg), msg_name(id)}, {dc->max_shown_line, seq_line(id)},
                            device_name(device) + " showed seq " + std::to_string(dc->max_shown_seq) + " but never seq " +
                                std::to_string(m.seq)};
           });
         }
         if (owed) {
           violate(Invariant::no_loss, [&] {
-            return Example{{msg_name(id)}, {m.send_line, m.ack_line},
+            return Example{{msg_name(id)}, {m.send_line, message_cold[id].ack_line},
                            "acked but never shown on " + device_name(device) + " (" + user_name(user) + ")"};
           });
         }
@@ -1388,14 +1482,14 @@ struct Checker::State {
     for (size_t dci = 0; dci < device_convs.size(); ++dci) {
       const DeviceConv& dc = device_convs[dci];
       const Conv& c = convs[dc.conv];
-      for (size_t w = 0; w < dc.bits.size(); ++w) {
-        const uint64_t word = dc.bits[w];
+      for (size_t w = 0; w < dc.bits.words(); ++w) {
+        const uint64_t word = dc.bits.word(w);
         // Shown (even bits) and not expired (odd bits shifted down).
         uint64_t pending = word & ~(word >> 1) & 0x5555555555555555ULL;
         while (pending != 0) {
           const int bit = __builtin_ctzll(pending);
           pending &= pending - 1;
-          const size_t ordinal = dc.base + w * 32 + static_cast<size_t>(bit / 2);
+          const size_t ordinal = dc.bits.base() + w * 32 + static_cast<size_t>(bit / 2);
           if (ordinal >= c.messages.size()) continue;
           const uint32_t mi = c.messages[ordinal];
           const Message& m = messages[mi];
@@ -1461,7 +1555,7 @@ struct Checker::State {
   size_t memory_bytes() const {
     size_t bytes = sizeof(State);
     bytes += users_ids.memory_bytes() + device_ids.memory_bytes() + conv_ids.memory_bytes() + msg_ids.memory_bytes();
-    bytes += messages.memory_bytes();
+    bytes += messages.memory_bytes() + message_cold.memory_bytes();
     bytes += users.memory_bytes() + devices.memory_bytes() + convs.memory_bytes() + device_convs.memory_bytes() +
              memberships.memory_bytes() + readers.memory_bytes();
     for (size_t i = 0; i < users.size(); ++i) bytes += users[i].devices.capacity() * sizeof(uint32_t);
@@ -1469,7 +1563,7 @@ struct Checker::State {
       const Conv& c = convs[i];
       bytes += (c.messages.capacity() + c.memberships.capacity() + c.readers.capacity()) * sizeof(uint32_t);
     }
-    for (size_t i = 0; i < device_convs.size(); ++i) bytes += device_convs[i].bits.capacity() * sizeof(uint64_t);
+    for (size_t i = 0; i < device_convs.size(); ++i) bytes += device_convs[i].bits.heap_bytes();
     for (size_t i = 0; i < memberships.size(); ++i) bytes += memberships[i].changes.capacity() * sizeof(Change);
     bytes += device_conv_index.memory_bytes() + membership_index.memory_bytes() + reader_index.memory_bytes();
     // Hash and tree nodes: the element plus two pointers and the allocator's header.

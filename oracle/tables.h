@@ -119,7 +119,7 @@ class ChunkedVector {
   ChunkedVector& operator=(const ChunkedVector&) = delete;
   ~ChunkedVector() {
     for (size_t i = 0; i < size_; ++i) (*this)[i].~T();
-    for (T* chunk : chunks_) ::operator delete(chunk);
+    for (T* chunk : chunks_) ::operator delete(chunk, std::align_val_t{alignof(T)});
   }
 
   T& operator[](size_t i) { return chunks_[i >> kChunkBits][i & (kChunk - 1)]; }
@@ -132,7 +132,8 @@ class ChunkedVector {
   T& push_back(T value) {
     if ((size_ & (kChunk - 1)) == 0 && (size_ >> kChunkBits) == chunks_.size()) {
       chunks_.reserve(chunks_.size() + 1);  // so that push_back below cannot throw and leak
-      void* raw = ::operator new(kChunk * sizeof(T));
+      // Aligned as T asks: a record declared alignas(64) then never straddles two cache lines.
+      void* raw = ::operator new(kChunk * sizeof(T), std::align_val_t{alignof(T)});
       advise_huge_pages(raw, kChunk * sizeof(T));
       chunks_.push_back(static_cast<T*>(raw));
     }
