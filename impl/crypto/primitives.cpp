@@ -90,16 +90,17 @@ HmacKey::HmacKey(ByteSpan key, Sha256Engine engine) : engine_(resolve_sha256_eng
     std::copy(key.begin(), key.end(), block.begin());
   }
   for (uint8_t& b : block) b ^= 0x36;
+  std::array<uint8_t, 64> outer_block;
+  for (size_t i = 0; i < block.size(); ++i) outer_block[i] = block[i] ^ (0x36 ^ 0x5c);
   Sha256State inner = kSha256InitialState;
-  sha256_compress_sha_ni(inner, block.data(), 1);
-  for (uint8_t& b : block) b ^= 0x36 ^ 0x5c;
   Sha256State outer = kSha256InitialState;
-  sha256_compress_sha_ni(outer, block.data(), 1);
+  sha256_compress_two_sha_ni(inner, block.data(), outer, outer_block.data());
   std::copy(inner.begin(), inner.end(), keyed_.ictx.state);
   std::copy(outer.begin(), outer.end(), keyed_.octx.state);
   keyed_.ictx.count = 512;  // bits, as libsodium counts: one block
   keyed_.octx.count = 512;
   wipe(block);
+  wipe(outer_block);
   wipe(inner);
   wipe(outer);
 }
@@ -110,6 +111,65 @@ Key32 HmacKey::mac(ByteSpan message) const { return mac_parts({message}); }
 
 Key32 HmacKey::mac(ByteSpan part1, ByteSpan part2, ByteSpan part3) const {
   return mac_parts({part1, part2, part3});
+}
+
+namespace {
+
+// The inner hash's last blocks of an HMAC over a message of at most 119 bytes: the message,
+// the 0x80 byte, and the bit length of ipad block + message. Returns the block count (1 or 2).
+size_t pad_inner_blocks(std::initializer_list<ByteSpan> parts, size_t message_bytes,
+                        std::array<uint8_t, 128>& blocks) {
+  size_t at = 0;
+  for (ByteSpan part : parts) {
+    std::copy(part.begin(), part.end(), blocks.begin() + static_cast<ptrdiff_t>(at));
+    at += part.size();
+  }
+  blocks[at] = 0x80;
+  const size_t block_count = message_bytes <= 55 ? 1 : 2;
+  store_u64be(blocks.data() + 64 * block_count - 8, (64 + message_bytes) * 8);
+  return block_count;
+}
+
+// The outer hash's block: the inner digest, padding, and the length of opad block + digest.
+void pad_outer_block(const Sha256State& inner, std::array<uint8_t, 128>& blocks) {
+  std::fill(blocks.begin(), blocks.begin() + 64, uint8_t{0});
+  for (size_t i = 0; i < 8; ++i) store_u32be(blocks.data() + 4 * i, inner[i]);
+  blocks[32] = 0x80;
+  store_u64be(blocks.data() + 56, (64 + 32) * 8);
+}
+
+void store_digest(const Sha256State& state, Key32& out) {
+  for (size_t i = 0; i < 8; ++i) store_u32be(out.data() + 4 * i, state[i]);
+}
+
+}  // namespace
+
+void HmacKey::mac_pair(ByteSpan message_a, ByteSpan message_b, Key32& out_a,
+                       Key32& out_b) const {
+  if (engine_ == Sha256Engine::libsodium || message_a.size() > 55 || message_b.size() > 55) {
+    out_a = mac(message_a);
+    out_b = mac(message_b);
+    return;
+  }
+  // Both inner hashes are one block after the ipad block, both outer ones one block after the
+  // opad block: two interleaved compressions each.
+  std::array<uint8_t, 128> blocks_a{}, blocks_b{};
+  pad_inner_blocks({message_a}, message_a.size(), blocks_a);
+  pad_inner_blocks({message_b}, message_b.size(), blocks_b);
+  Sha256State state_a = load_state(keyed_.ictx.state);
+  Sha256State state_b = state_a;
+  sha256_compress_two_sha_ni(state_a, blocks_a.data(), state_b, blocks_b.data());
+  pad_outer_block(state_a, blocks_a);
+  pad_outer_block(state_b, blocks_b);
+  state_a = load_state(keyed_.octx.state);
+  state_b = state_a;
+  sha256_compress_two_sha_ni(state_a, blocks_a.data(), state_b, blocks_b.data());
+  store_digest(state_a, out_a);
+  store_digest(state_b, out_b);
+  wipe(blocks_a);
+  wipe(blocks_b);
+  wipe(state_a);
+  wipe(state_b);
 }
 
 Key32 HmacKey::mac_parts(std::initializer_list<ByteSpan> parts) const {
@@ -140,24 +200,13 @@ Key32 HmacKey::mac_parts(std::initializer_list<ByteSpan> parts) const {
   // Every MAC of the message path is this case: the message and its padding fill one or two
   // blocks after the ipad block, and the outer hash is one block after the opad block.
   std::array<uint8_t, 128> blocks{};
-  size_t at = 0;
-  for (ByteSpan part : parts) {
-    std::copy(part.begin(), part.end(), blocks.begin() + static_cast<ptrdiff_t>(at));
-    at += part.size();
-  }
-  blocks[at] = 0x80;
-  const size_t block_count = message_bytes <= 55 ? 1 : 2;
-  store_u64be(blocks.data() + 64 * block_count - 8, (64 + message_bytes) * 8);
+  const size_t block_count = pad_inner_blocks(parts, message_bytes, blocks);
   Sha256State inner = load_state(keyed_.ictx.state);
   sha256_compress_sha_ni(inner, blocks.data(), block_count);
-  // The outer block: the inner digest, padding, and the length of opad block + digest.
-  std::fill(blocks.begin(), blocks.begin() + 64, uint8_t{0});
-  for (size_t i = 0; i < 8; ++i) store_u32be(blocks.data() + 4 * i, inner[i]);
-  blocks[32] = 0x80;
-  store_u64be(blocks.data() + 56, (64 + 32) * 8);
+  pad_outer_block(inner, blocks);
   Sha256State outer = load_state(keyed_.octx.state);
   sha256_compress_sha_ni(outer, blocks.data(), 1);
-  for (size_t i = 0; i < 8; ++i) store_u32be(out.data() + 4 * i, outer[i]);
+  store_digest(outer, out);
   wipe(blocks);
   wipe(inner);
   wipe(outer);

@@ -21,8 +21,10 @@ ChainStep kdf_ck(const Key32& chain_key) {
   static constexpr uint8_t message_key_constant = 0x01;
   static constexpr uint8_t chain_key_constant = 0x02;
   const HmacKey keyed(chain_key);
-  return ChainStep{keyed.mac(ByteSpan(&message_key_constant, 1)),
-                   keyed.mac(ByteSpan(&chain_key_constant, 1))};
+  ChainStep step;
+  keyed.mac_pair(ByteSpan(&message_key_constant, 1), ByteSpan(&chain_key_constant, 1),
+                 step.message_key, step.next_chain_key);
+  return step;
 }
 
 void expand_message_key(const Key32& message_key, MessageKeys& out) {

@@ -34,6 +34,10 @@ inline constexpr Sha256State kSha256InitialState = {0x6a09e667, 0xbb67ae85, 0x3c
 // Compresses `block_count` consecutive 64-byte blocks into `state`. Only call it where
 // sha_ni_available() (the instructions fault otherwise).
 void sha256_compress_sha_ni(Sha256State& state, const uint8_t* blocks, size_t block_count);
+// Compresses one 64-byte block into each of two independent states, interleaved (about the
+// time of one compression: HMAC's ipad/opad pair and KDF_CK's two MACs). Same precondition.
+void sha256_compress_two_sha_ni(Sha256State& state_a, const uint8_t* block_a,
+                                Sha256State& state_b, const uint8_t* block_b);
 
 // A SHA-256 computation over the SHA-NI compression, resumable from a midstate (HMAC starts
 // from the state after its ipad/opad block). Holds message bytes: wipe() it after secret input.
