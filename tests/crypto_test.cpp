@@ -220,6 +220,57 @@ TEST(Hmac, PairedCompressionAndMacPairMatchSingleOnes) {
   EXPECT_GT(compared, 300);
 }
 
+// The cache's record of verified signed prekeys: a bundle verifies the first time and from the
+// record after; any change to the identity, id, key or signature of a recorded bundle is
+// verified afresh (and refused when the signature does not match); a bad signature is never
+// recorded, not even after the good one was; the records stay within their bound.
+TEST(X3dh, PeerIdentityCacheRecordsOnlyVerifiedSignedPrekeys) {
+  sim::reseed_randombytes(78);
+  PeerIdentityCache cache;
+  PrekeyStore bob = make_prekey_store(7, 0);
+  const IdentityKeyPair alice = generate_identity();
+  const X25519KeyPair ephemeral = generate_x25519_key_pair();
+  const PrekeyBundle good = bob.bundle(std::nullopt);
+  EXPECT_TRUE(cache.signed_prekey_valid(good));
+  EXPECT_EQ(cache.verified_signed_prekeys(), 1u);
+  EXPECT_TRUE(cache.signed_prekey_valid(good));
+  EXPECT_EQ(cache.verified_signed_prekeys(), 1u);
+
+  std::vector<PrekeyBundle> forged(4, good);
+  forged[0].signed_prekey_signature[5] ^= 1;
+  forged[1].signed_prekey_id += 1;
+  forged[2].signed_prekey[0] ^= 0x40;
+  forged[3].identity = alice.signing.public_key;
+  for (size_t i = 0; i < forged.size(); ++i) {
+    EXPECT_FALSE(cache.signed_prekey_valid(forged[i])) << "forgery " << i;
+    auto secret = x3dh_initiator_secret(alice, forged[i], ephemeral, &cache);
+    ASSERT_FALSE(secret.ok()) << "forgery " << i;
+    EXPECT_EQ(secret.error().code, ErrorCode::crypto_error);
+  }
+  EXPECT_EQ(cache.verified_signed_prekeys(), 1u);
+
+  // The same secret with and without the record.
+  auto plain = x3dh_initiator_secret(alice, good, ephemeral);
+  auto recorded = x3dh_initiator_secret(alice, good, ephemeral, &cache);
+  ASSERT_TRUE(plain.ok() && recorded.ok());
+  EXPECT_EQ(*plain, *recorded);
+
+  // The bound: more valid bundles than records, each still valid after its record was replaced.
+  std::vector<PrekeyBundle> bundles;
+  for (uint32_t id = 0; id < PeerIdentityCache::kSignedPrekeysMax + 10; ++id) {
+    PrekeyBundle bundle = good;
+    bundle.signed_prekey_id = 100 + id;
+    bundle.signed_prekey_signature =
+        sign(bob.identity.signing.secret, signed_prekey_message(bundle.signed_prekey_id,
+                                                                bundle.signed_prekey));
+    bundles.push_back(bundle);
+  }
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const PrekeyBundle& bundle : bundles) ASSERT_TRUE(cache.signed_prekey_valid(bundle));
+    EXPECT_EQ(cache.verified_signed_prekeys(), PeerIdentityCache::kSignedPrekeysMax);
+  }
+}
+
 TEST(X3dh, PeerIdentityCacheGivesTheConversionAndKeepsOnlyValidKeys) {
   sim::reseed_randombytes(77);
   PeerIdentityCache cache;

@@ -116,6 +116,36 @@ Result<Key32> PeerIdentityCache::x25519_of(const Key32& identity) {
 
 namespace {
 
+bool signed_prekey_signature_valid(const PrekeyBundle& bundle) {
+  return verify(bundle.identity,
+                signed_prekey_message(bundle.signed_prekey_id, bundle.signed_prekey),
+                bundle.signed_prekey_signature);
+}
+
+}  // namespace
+
+bool PeerIdentityCache::signed_prekey_valid(const PrekeyBundle& bundle) {
+  for (const VerifiedSignedPrekey& record : verified_) {
+    if (record.id == bundle.signed_prekey_id && record.identity == bundle.identity &&
+        record.signed_prekey == bundle.signed_prekey &&
+        record.signature == bundle.signed_prekey_signature) {
+      return true;
+    }
+  }
+  if (!signed_prekey_signature_valid(bundle)) return false;
+  const VerifiedSignedPrekey record{bundle.identity, bundle.signed_prekey_id,
+                                    bundle.signed_prekey, bundle.signed_prekey_signature};
+  if (verified_.size() < kSignedPrekeysMax) {
+    verified_.push_back(record);
+  } else {
+    verified_[next_verified_replaced_] = record;
+    next_verified_replaced_ = (next_verified_replaced_ + 1) % kSignedPrekeysMax;
+  }
+  return true;
+}
+
+namespace {
+
 Result<Key32> peer_identity_x25519(const Key32& identity, PeerIdentityCache* identities) {
   return identities != nullptr ? identities->x25519_of(identity) : ed25519_public_to_x25519(identity);
 }
@@ -125,8 +155,9 @@ Result<Key32> peer_identity_x25519(const Key32& identity, PeerIdentityCache* ide
 Result<Key32> x3dh_initiator_secret(const IdentityKeyPair& self, const PrekeyBundle& bundle,
                                     const X25519KeyPair& ephemeral,
                                     PeerIdentityCache* identities) {
-  if (!verify(bundle.identity, signed_prekey_message(bundle.signed_prekey_id, bundle.signed_prekey),
-              bundle.signed_prekey_signature)) {
+  const bool signature_valid = identities != nullptr ? identities->signed_prekey_valid(bundle)
+                                                     : signed_prekey_signature_valid(bundle);
+  if (!signature_valid) {
     return make_error(ErrorCode::crypto_error,
                       "prekey bundle of " + to_hex(bundle.identity).substr(0, 16) +
                           ": signed prekey " + std::to_string(bundle.signed_prekey_id) +
