@@ -181,6 +181,8 @@ struct LiveRunArgs {
   std::vector<std::string> target_chat;  // "N=ws://HOST:PORT"
   // `live serve`: where to write the --target flags that reach the deployment.
   std::string targets_file;
+  // The share of devices that reach servers by HTTP long polling instead of WebSocket.
+  double long_poll_share = 0.0;
 };
 
 // What a live supervisor does: a whole run, the servers only (`live serve`), or the devices
@@ -307,6 +309,10 @@ class Supervisor {
         signals_(io_, SIGINT, SIGTERM), poll_(io_) {
     MSGSIM_ASSERT_EQ(mode_ == SupervisorMode::target, target_.has_value());
   }
+
+  // Devices that use HTTP long polling (live/long_poll.h) instead of WebSocket: this share of
+  // them, spread evenly over the device order (device i when floor((i+1)*share) > floor(i*share)).
+  void set_long_poll_share(double share) { long_poll_share_ = share; }
 
   // `live serve`: every server node as in a run, no devices, no faults, until SIGINT or SIGTERM.
   // Prints (and writes to `targets_file`) the --target flags that reach the deployment.
@@ -541,6 +547,14 @@ class Supervisor {
         }
       };
     }
+    uint32_t device_count = 0;
+    for (NodeId id = 0; id < scenario_.nodes.size(); ++id) {
+      if (is_server(id)) continue;
+      const auto below = [&](uint32_t i) { return static_cast<uint64_t>(static_cast<double>(i) * long_poll_share_); };
+      if (below(device_count + 1) > below(device_count)) options.long_poll_nodes.insert(id);
+      device_count++;
+    }
+    long_poll_devices_ = options.long_poll_nodes.size();
     devices_ = std::make_unique<live::LiveHost>(io_, options, directory);
     const uint32_t per_user = config_.users.empty() ? 1 : config_.users.front().devices;
     uint32_t device_index = 0;
@@ -853,6 +867,11 @@ class Supervisor {
                               std::to_string(device_ids_.size()) + " devices (" + std::to_string(online) + " online, " +
                               std::to_string(settled) + " settled at the end), " + std::to_string(config_.groups.size()) +
                               " groups, " + std::to_string(config_.topology.chat_servers.size()) + " chat servers");
+    if (long_poll_devices_ > 0) {
+      report_.summary.push_back("long polling: " + std::to_string(long_poll_devices_) + " of " +
+                                std::to_string(device_ids_.size()) + " devices, " + std::to_string(s.long_poll_requests) +
+                                " HTTP requests, " + std::to_string(s.long_poll_retries) + " repeated after a failed connection");
+    }
     for (const std::string& line : unsettled) report_.summary.push_back("  unsettled: " + line);
     report_.checks.push_back({"liveness", settled == device_ids_.size(),
                               settled == device_ids_.size()
@@ -892,6 +911,8 @@ class Supervisor {
   ProcessTable processes_;
   std::unique_ptr<live::LiveHost> devices_;
   std::vector<NodeId> device_ids_;
+  double long_poll_share_ = 0.0;
+  size_t long_poll_devices_ = 0;
   history::Checker checker_;
   sim::PlaintextScanner scanner_;
   uint64_t frames_scanned_ = 0;
@@ -957,6 +978,7 @@ int run_live(const LiveRunArgs& args, SupervisorMode mode) {
   {
     Supervisor supervisor(scenario, args.seed.value_or(scenario.seed), dir,
                           history_out.is_open() ? &history_out : nullptr, mode, std::move(target));
+    supervisor.set_long_poll_share(args.long_poll_share);
     code = mode == SupervisorMode::serve ? supervisor.serve(args.targets_file) : supervisor.run();
   }
   if (history_out.is_open()) {
@@ -998,6 +1020,9 @@ void add_live_command(CLI::App& app, Outcome& outcome) {
                   "with --target: N=ws://HOST:PORT, where chat server number N (as the load balancer names it) is "
                   "dialled (default: --target); repeatable")
       ->needs(target);
+  run->add_option("--long-poll-share", run_args->long_poll_share,
+                  "the share of devices (0..1) that reach servers by HTTP long polling instead of WebSocket")
+      ->check(CLI::Range(0.0, 1.0));
   run->callback([run_args, target, &outcome] {
     outcome.exit_code = run_live(*run_args, target->count() > 0 ? SupervisorMode::target : SupervisorMode::run);
   });

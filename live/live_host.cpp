@@ -13,9 +13,11 @@
 #include <boost/beast/_experimental/test/stream.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/write.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/websocket/stream.hpp>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <deque>
@@ -25,6 +27,7 @@
 #include "impl/base/assert.h"
 #include "impl/base/sqlite.h"
 #include "live/group_commit.h"
+#include "live/long_poll.h"
 #include "live/live_host_test_seam.h"
 #include "oracle/event.h"
 
@@ -156,6 +159,7 @@ int64_t steady_clock_ns() { return steady_now_ns(); }
 // The host's state and the connection types.
 
 class Conn;
+class LpSession;
 
 struct NodeSlot {
   NodeId id = kNoNode;
@@ -180,6 +184,7 @@ class LiveHost::Impl {
   Impl(asio::io_context& io, LiveHostOptions options, Directory directory)
       : io_(io), options_(std::move(options)), directory_(std::move(directory)) {
     if (options_.clock_origin_ns == 0) options_.clock_origin_ns = steady_now_ns();
+    lp_tokens_ = Prng(options_.seed).split("long-poll session").split(static_cast<uint64_t>(steady_now_ns()));
   }
   ~Impl() { shutdown(); }
 
@@ -201,6 +206,10 @@ class LiveHost::Impl {
                             [this](const std::string& what) { sync_failed(what); }};
   std::deque<HeldSend> held_;
   std::map<NodeId, NodeSlot> slots_;
+  // Long-poll sessions of every node here, by token (live/long_poll.h); a session leaves the
+  // table when it ends.
+  std::map<uint64_t, std::shared_ptr<LpSession>> lp_sessions_;
+  Prng lp_tokens_;
   LiveHostStats stats_;
   ConnId next_conn_ = 1;
   TimerId next_timer_ = 1;
@@ -279,7 +288,7 @@ class Conn : public std::enable_shared_from_this<Conn> {
   // Queues a frame; false when the bound on queued bytes was hit (the caller resets the link).
   bool enqueue(Bytes frame) {
     if (dead_ || closing_) return true;
-    if (queued_bytes_ + frame.size() > host_.options_.outbound_bytes_max) return false;
+    if (queued_bytes_ + frame.size() > host_.options_.outbound_bytes_max || over_frame_bound()) return false;
     queued_bytes_ += frame.size();
     queue_.push_back(std::move(frame));
     if (ready_to_write_ && !writing_) write_next();
@@ -302,10 +311,13 @@ class Conn : public std::enable_shared_from_this<Conn> {
     close_transport();
   }
   size_t queued_bytes() const { return queued_bytes_; }
+  bool dead() const { return dead_; }
 
   virtual void start_connect(const Endpoint& where) = 0;
 
  protected:
+  // A bound on queued frames beyond the bytes bound (long polling keeps frames until acknowledged).
+  virtual bool over_frame_bound() const { return false; }
   virtual void write_next() = 0;
   virtual void close_transport() = 0;
 
@@ -727,6 +739,551 @@ class BasicWsConn final : public Conn {
 
 using WsConn = BasicWsConn<beast::tcp_stream>;
 
+// ---------------------------------------------------------------------------------------------
+// HTTP long polling (live/long_poll.h): a device that cannot open a WebSocket reaches the same
+// node on the same port with HTTP/1.1 requests. On the node's side a session (LpSession) is the
+// connection the node sees; the HTTP connections (LpHttpConn) that carry its requests come and go.
+
+class LpHttpConn;
+
+// The node's connection to one long-polling device: frames from the device arrive in sends,
+// frames to it wait (numbered) until a poll takes them and a later poll acknowledges them.
+class LpSession final : public Conn {
+ public:
+  LpSession(LiveHost::Impl& host, NodeId local, NodeId opener, uint64_t token)
+      : Conn(host, local, false), token_(token) {
+    peer = opener;
+  }
+
+  uint64_t token() const { return token_; }
+  void start_connect(const Endpoint&) override {}  // an accepted session never dials
+
+  // The device's open request: the node gets on_accept.
+  void open() {
+    established = true;
+    ready_to_write_ = true;
+    touch();
+    host_.accepted(*this);
+  }
+
+  // A send's frames, numbered from seq: the ones not delivered before go to the node in order.
+  Status deliver(uint64_t seq, std::vector<Bytes>& frames) {
+    touch();
+    Result<size_t> repeated = inbox_.already_delivered(seq, frames.size());
+    if (!repeated.ok()) return repeated.error();
+    auto self = shared_from_this();
+    for (size_t i = *repeated; i < frames.size(); ++i) {
+      inbox_.delivered(1);
+      if (dead_ || !attached) continue;  // the node closed: later frames are dropped, as on a socket
+      host_.stats_.frames_delivered++;
+      host_.stats_.bytes_delivered += frames[i].size();
+      host_.frame(*this, frames[i]);
+    }
+    return {};
+  }
+
+  // A poll: acknowledges frames up to `after`, then answers at once when frames are pending (or
+  // the node closed), else holds the request until frames come or the HTTP side's wait ends.
+  Status poll(uint64_t after, const std::shared_ptr<LpHttpConn>& http);
+  // The held poll's wait ended (or its connection is going away): answer it with what is pending.
+  void release_waiter(const LpHttpConn* http);
+  // The device's close request.
+  void device_closed() {
+    if (closing_) return abort();
+    fail(DisconnectReason::closed_by_peer, "closed by the device (long poll)");
+  }
+
+ private:
+  void touch() { arm_timer(host_.options_.long_poll_idle_expiry_ns, "long-poll session idle past its expiry"); }
+  bool over_frame_bound() const override {
+    return outbox_.pending_frames() + queue_.size() >= host_.options_.long_poll_pending_frames_max;
+  }
+  // Frames the node sent move to the outbox (their bytes stay counted in queued_bytes_ until
+  // acknowledged); a held poll is answered once per loop turn, so a burst goes in one answer.
+  void write_next() override {
+    while (!queue_.empty()) {
+      outbox_.push(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+    if (waiter_ && !wake_posted_ && (outbox_.pending_frames() > 0 || closing_)) {
+      wake_posted_ = true;
+      asio::post(host_.io_, [self = std::static_pointer_cast<LpSession>(shared_from_this())] {
+        self->wake_posted_ = false;
+        if (!self->dead_ && self->waiter_) self->answer_waiter();
+      });
+    }
+  }
+  void close_transport() override;
+  void answer_waiter();
+
+  uint64_t token_;
+  long_poll::Outbox outbox_;
+  long_poll::Inbox inbox_;
+  std::shared_ptr<LpHttpConn> waiter_;  // the held poll
+  bool wake_posted_ = false;
+};
+
+// One HTTP/1.1 connection to a node's port carrying long-poll requests (keep-alive). Requests are
+// read one at a time with Beast's parser; an idle connection holds no buffer and waits for
+// readability; a request begun must be complete within the handshake timeout.
+class LpHttpConn final : public std::enable_shared_from_this<LpHttpConn> {
+ public:
+  LpHttpConn(LiveHost::Impl& host, NodeId local, tcp::socket socket, beast::flat_buffer buffer)
+      : host_(host), local_(local), stream_(std::move(socket)), buffer_(std::move(buffer)), timer_(host.io_) {}
+
+  // Reads the first request (its first bytes are in the buffer already).
+  void start() { read_request(); }
+
+  // A poll's answer: frames numbered from `first` (the body), and whether the node closed after them.
+  void answer_poll(uint64_t first, std::string body, bool closed) {
+    timer_.cancel();
+    http::response<http::string_body> res{http::status::ok, 11};
+    res.set(http::field::content_type, "application/octet-stream");
+    res.set(long_poll::kFirstHeader, std::to_string(first));
+    if (closed) res.set(long_poll::kClosedHeader, "1");
+    res.body() = std::move(body);
+    respond(std::move(res));
+  }
+  void answer(http::status status, std::string text = {}) {
+    timer_.cancel();
+    http::response<http::string_body> res{status, 11};
+    if (!text.empty()) res.set(http::field::content_type, "text/plain");
+    res.body() = std::move(text);
+    respond(std::move(res));
+  }
+
+ private:
+  void close() {
+    error_code ignored;
+    timer_.cancel();
+    stream_.socket().close(ignored);
+  }
+
+  // Waits for the next request without a buffer (at most the idle expiry), then reads it.
+  void wait_for_request() {
+    timer_.expires_after(std::chrono::nanoseconds(host_.options_.long_poll_idle_expiry_ns));
+    timer_.async_wait([self = shared_from_this()](error_code ec) {
+      if (!ec) self->close();
+    });
+    stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
+      self->timer_.cancel();
+      if (ec || self->host_.shut_down_) return self->close();
+      self->read_request();
+    });
+  }
+
+  void read_request() {
+    parser_.emplace();
+    parser_->header_limit(8 * 1024);
+    parser_->body_limit(host_.options_.long_poll_body_bytes_max);
+    stream_.expires_after(std::chrono::nanoseconds(host_.options_.handshake_timeout_ns));
+    http::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](error_code ec, size_t) {
+      self->on_request(ec);
+    });
+  }
+
+  void on_request(error_code ec) {
+    stream_.expires_never();
+    if (ec == http::error::end_of_stream) return close();
+    if (ec) {
+      host_.stats_.connections_rejected++;
+      host_.log(local_, LogLevel::warn, "long-poll connection closed: bad or slow request: " + ec.message());
+      if (ec == http::error::body_limit) return answer_then_close(http::status::payload_too_large, "body too large");
+      return close();
+    }
+    request_ = parser_->release();
+    parser_.reset();
+    requests_++;
+    keep_alive_ = request_.keep_alive();
+    host_.stats_.long_poll_requests++;
+    const std::string_view target(request_.target().data(), request_.target().size());
+    Result<long_poll::Target> parsed = long_poll::parse_target(target);
+    if (!parsed.ok()) return answer(http::status::bad_request, parsed.error().message);
+    const long_poll::Target& t = *parsed;
+    const bool get = t.verb == long_poll::Verb::poll;
+    if (request_.method() != (get ? http::verb::get : http::verb::post)) {
+      return answer(http::status::method_not_allowed, get ? "poll is a GET" : "open, send and close are POSTs");
+    }
+    NodeSlot* s = host_.slot(local_);
+    if (s == nullptr || !s->running || s->stopping) return answer(http::status::service_unavailable, "the node is not running");
+
+    if (t.verb == long_poll::Verb::open) {
+      if (host_.lp_sessions_.size() >= host_.options_.long_poll_sessions_max) {
+        return answer(http::status::service_unavailable, "too many long-poll sessions");
+      }
+      uint64_t token = 0;
+      while (token == 0 || host_.lp_sessions_.count(token) != 0) token = host_.lp_tokens_.next_u64();
+      auto session = std::make_shared<LpSession>(host_, local_, t.opener, token);
+      session->id = host_.next_conn_++;
+      host_.lp_sessions_[token] = session;
+      session->open();
+      if (session->dead()) return answer(http::status::service_unavailable, "the node is not running");
+      http::response<http::string_body> res{http::status::ok, 11};
+      res.set(long_poll::kSessionHeader, long_poll::format_session(token));
+      return respond(std::move(res));
+    }
+
+    auto found = host_.lp_sessions_.find(t.session);
+    if (found == host_.lp_sessions_.end() || found->second->local() != local_ || found->second->peer != t.opener) {
+      return answer(http::status::not_found, "no such long-poll session");
+    }
+    std::shared_ptr<LpSession> session = found->second;
+    switch (t.verb) {
+      case long_poll::Verb::send: {
+        Result<std::vector<Bytes>> frames = long_poll::decode_frames(
+            request_.body(), host_.options_.frame_bytes_max, host_.options_.long_poll_pending_frames_max);
+        if (!frames.ok()) {
+          return answer(frames.error().code == ErrorCode::too_large ? http::status::payload_too_large
+                                                                      : http::status::bad_request,
+                        frames.error().message);
+        }
+        const Status delivered = session->deliver(t.number, *frames);
+        if (!delivered.ok()) return answer(http::status::conflict, delivered.error().message);
+        return answer(http::status::ok);
+      }
+      case long_poll::Verb::poll: {
+        const Status polled = session->poll(t.number, shared_from_this());
+        if (!polled.ok()) return answer(http::status::bad_request, polled.error().message);
+        if (!answered_) {
+          // Held: answered by the session when frames come, or empty when the wait ends.
+          timer_.expires_after(std::chrono::nanoseconds(host_.options_.long_poll_wait_ns));
+          timer_.async_wait([self = shared_from_this(), weak = std::weak_ptr<LpSession>(session),
+                             request = requests_](error_code ec) {
+            if (ec || self->requests_ != request || self->answered_) return;  // answered meanwhile
+            if (auto held = weak.lock()) held->release_waiter(self.get());
+            if (!self->answered_) self->answer(http::status::gone, "the long-poll session ended");
+          });
+        }
+        return;
+      }
+      case long_poll::Verb::close:
+        session->device_closed();
+        return answer(http::status::ok);
+      case long_poll::Verb::open:
+        break;
+    }
+  }
+
+  void answer_then_close(http::status status, std::string text) {
+    keep_alive_ = false;
+    answer(status, std::move(text));
+  }
+
+  void respond(http::response<http::string_body> res) {
+    answered_ = true;
+    response_ = std::move(res);
+    response_.keep_alive(keep_alive_);
+    response_.prepare_payload();
+    stream_.expires_after(std::chrono::nanoseconds(host_.options_.frame_timeout_ns));
+    http::async_write(stream_, response_, [self = shared_from_this()](error_code ec, size_t) {
+      self->stream_.expires_never();
+      self->response_ = {};
+      self->request_ = {};
+      self->answered_ = false;
+      if (ec || !self->keep_alive_ || self->host_.shut_down_) return self->close();
+      if (self->buffer_.size() > 0) return self->read_request();  // pipelined: already here
+      self->buffer_ = beast::flat_buffer();                        // idle: hold no buffer
+      self->wait_for_request();
+    });
+  }
+
+  LiveHost::Impl& host_;
+  NodeId local_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  asio::steady_timer timer_;  // a held poll's wait, or the idle wait for the next request
+  std::optional<http::request_parser<http::string_body>> parser_;
+  http::request<http::string_body> request_;
+  http::response<http::string_body> response_;
+  bool keep_alive_ = true;
+  bool answered_ = false;
+  uint64_t requests_ = 0;  // counts requests, so a held poll's timer knows its own
+};
+
+Status LpSession::poll(uint64_t after, const std::shared_ptr<LpHttpConn>& http) {
+  touch();
+  const size_t before = outbox_.pending_frames();
+  Result<size_t> freed = outbox_.acknowledge(after);
+  if (!freed.ok()) return freed.error();
+  queued_bytes_ -= *freed;
+  host_.stats_.frames_sent += before - outbox_.pending_frames();
+  if (waiter_) {
+    // A newer poll replaces a held one (whose answer the device no longer waits for).
+    std::shared_ptr<LpHttpConn> old = std::move(waiter_);
+    old->answer_poll(outbox_.first_number(), std::string(), false);
+  }
+  waiter_ = http;
+  if (outbox_.pending_frames() > 0 || closing_) answer_waiter();
+  return {};
+}
+
+void LpSession::answer_waiter() {
+  std::shared_ptr<LpHttpConn> http = std::move(waiter_);
+  uint64_t first = 0;
+  std::string body = outbox_.answer(host_.options_.long_poll_body_bytes_max, first);
+  size_t in_body = 0;
+  for (size_t at = 0; at + 4 <= body.size(); in_body++) {
+    const auto* p = reinterpret_cast<const uint8_t*>(body.data() + at);
+    at += 4 + ((size_t{p[0]} << 24) | (size_t{p[1]} << 16) | (size_t{p[2]} << 8) | size_t{p[3]});
+  }
+  // The node closed and every pending frame is in this answer: the device learns it with them,
+  // and the session ends (a lost answer then reads as a reset: the device's next poll gets 404).
+  const bool closed = closing_ && in_body == outbox_.pending_frames();
+  http->answer_poll(first, std::move(body), closed);
+  if (closed) abort();
+}
+
+void LpSession::release_waiter(const LpHttpConn* http) {
+  if (waiter_.get() != http) return;
+  std::shared_ptr<LpHttpConn> held = std::move(waiter_);
+  held->answer_poll(outbox_.first_number(), std::string(), false);
+}
+
+void LpSession::close_transport() {
+  auto self = shared_from_this();
+  host_.lp_sessions_.erase(token_);
+  if (waiter_) {
+    std::shared_ptr<LpHttpConn> held = std::move(waiter_);
+    held->answer(http::status::gone, "the long-poll session ended");
+  }
+}
+
+// A device's connection to a node by long polling: two HTTP/1.1 connections, one for sends and
+// one for the held poll. A request whose connection fails is repeated on a new one (at most
+// long_poll_retries_max times): the frame numbers make a repeat harmless in both directions.
+class LpClientConn final : public Conn {
+ public:
+  LpClientConn(LiveHost::Impl& host, NodeId local) : Conn(host, local, true), send_(host.io_), poll_(host.io_) {}
+
+  void start_connect(const Endpoint& where) override {
+    host_header_ = (where.host_name.empty() ? where.address : where.host_name) + ":" + std::to_string(where.port);
+    arm_timer(host_.options_.connect_timeout_ns, "no answer to the long-poll open within the timeout");
+    error_code bad_address;
+    address_ = asio::ip::make_address_v4(where.address, bad_address);
+    if (bad_address) return post_refused("not an IPv4 address: " + where.address);
+    port_ = where.port;
+    exchange(send_, http::verb::post, long_poll::format_target({local_, long_poll::Verb::open, 0, 0}), {},
+             host_.options_.connect_timeout_ns, [this](error_code ec, const Response& res) { on_open(ec, res); });
+  }
+
+ private:
+  using Response = http::response<http::string_body>;
+  struct Channel {
+    explicit Channel(asio::io_context& io) : retry_timer(io) {}
+    std::unique_ptr<beast::tcp_stream> stream;
+    beast::flat_buffer buffer;
+    http::request<http::string_body> request;
+    std::optional<http::response_parser<http::string_body>> parser;
+    asio::steady_timer retry_timer;
+    uint32_t attempts = 0;
+    int64_t timeout_ns = 0;
+    std::function<void(error_code, const Response&)> done;
+  };
+  std::shared_ptr<LpClientConn> shared_self() { return std::static_pointer_cast<LpClientConn>(shared_from_this()); }
+
+  // One request and its response on `ch`, repeated on a new connection after a failure. `done`
+  // runs once (not after the connection is dropped); it may capture `this`, as the channel's
+  // handlers keep the connection alive.
+  void exchange(Channel& ch, http::verb verb, const std::string& target, std::string body, int64_t timeout_ns,
+                std::function<void(error_code, const Response&)> done) {
+    ch.request = {verb, target, 11};
+    ch.request.set(http::field::host, host_header_);
+    ch.request.keep_alive(true);
+    if (verb == http::verb::post) ch.request.set(http::field::content_type, "application/octet-stream");
+    ch.request.body() = std::move(body);
+    ch.request.prepare_payload();
+    ch.attempts = 0;
+    ch.timeout_ns = timeout_ns;
+    ch.done = std::move(done);
+    attempt(ch);
+  }
+
+  void attempt(Channel& ch) {
+    if (ch.stream && ch.stream->socket().is_open()) return write_request(ch);
+    ch.stream = std::make_unique<beast::tcp_stream>(host_.io_);
+    ch.buffer = beast::flat_buffer();
+    ch.stream->expires_after(std::chrono::nanoseconds(host_.options_.connect_timeout_ns));
+    ch.stream->async_connect(tcp::endpoint(address_, port_), [self = shared_self(), &ch](error_code ec) {
+      if (self->dead_) return;
+      if (ec) return self->retry_or_fail(ch, ec);
+      error_code ignored;
+      ch.stream->socket().set_option(tcp::no_delay(true), ignored);
+      self->write_request(ch);
+    });
+  }
+
+  void write_request(Channel& ch) {
+    ch.stream->expires_after(std::chrono::nanoseconds(ch.timeout_ns));
+    http::async_write(*ch.stream, ch.request, [self = shared_self(), &ch](error_code ec, size_t) {
+      if (self->dead_) return;
+      if (ec) return self->retry_or_fail(ch, ec);
+      ch.parser.emplace();
+      ch.parser->header_limit(8 * 1024);
+      ch.parser->body_limit(self->host_.options_.long_poll_body_bytes_max);
+      http::async_read(*ch.stream, ch.buffer, *ch.parser, [self, &ch](error_code ec, size_t) {
+        if (self->dead_) return;
+        if (ec) return self->retry_or_fail(ch, ec);
+        ch.stream->expires_never();
+        Response res = ch.parser->release();
+        ch.parser.reset();
+        if (!res.keep_alive()) close_channel(ch);
+        if (ch.buffer.size() == 0) ch.buffer = beast::flat_buffer();
+        self->host_.stats_.long_poll_requests++;
+        auto done = std::move(ch.done);
+        ch.done = nullptr;
+        done(error_code{}, res);
+      });
+    });
+  }
+
+  void retry_or_fail(Channel& ch, error_code ec) {
+    close_channel(ch);
+    if (++ch.attempts > host_.options_.long_poll_retries_max) {
+      auto done = std::move(ch.done);
+      ch.done = nullptr;
+      if (done) done(ec, Response{});
+      return;
+    }
+    host_.stats_.long_poll_retries++;
+    ch.retry_timer.expires_after(std::chrono::nanoseconds(host_.options_.long_poll_retry_delay_ns));
+    ch.retry_timer.async_wait([self = shared_self(), &ch](error_code wait_ec) {
+      if (wait_ec || self->dead_) return;
+      self->attempt(ch);
+    });
+  }
+
+  static void close_channel(Channel& ch) {
+    if (!ch.stream) return;
+    error_code ignored;
+    ch.stream->socket().close(ignored);
+  }
+
+  void on_open(error_code ec, const Response& res) {
+    if (dead_) return;
+    if (ec) return fail(DisconnectReason::refused, "long-poll open: " + ec.message());
+    if (res.result() != http::status::ok) {
+      return fail(DisconnectReason::refused, "long-poll open answered " + std::to_string(res.result_int()));
+    }
+    const auto header = res.find(long_poll::kSessionHeader);
+    Result<uint64_t> session = header == res.end()
+                                   ? Result<uint64_t>(make_error(ErrorCode::bad_input, "no session header"))
+                                   : long_poll::parse_session(std::string_view(header->value().data(), header->value().size()));
+    if (!session.ok()) return fail(DisconnectReason::refused, "long-poll open: " + session.error().message, true);
+    session_ = *session;
+    timer_.cancel();
+    established = true;
+    ready_to_write_ = true;
+    host_.opened(*this);
+    if (dead_) return;
+    write_next();
+    poll_next();
+  }
+
+  void write_next() override {
+    if (dead_ || writing_ || !ready_to_write_) return;
+    if (queue_.empty()) {
+      if (closing_ && !close_sent_) {
+        close_sent_ = true;
+        writing_ = true;
+        exchange(send_, http::verb::post, long_poll::format_target({local_, long_poll::Verb::close, session_, 0}), {},
+                 host_.options_.frame_timeout_ns, [this](error_code, const Response&) {
+                   writing_ = false;
+                   abort();
+                 });
+      }
+      return;
+    }
+    std::string body;
+    size_t count = 0;
+    for (const Bytes& frame : queue_) {
+      if (count > 0 && body.size() + 4 + frame.size() > host_.options_.long_poll_body_bytes_max) break;
+      long_poll::append_frame(body, frame);
+      count++;
+    }
+    writing_ = true;
+    exchange(send_, http::verb::post, long_poll::format_target({local_, long_poll::Verb::send, session_, next_seq_}),
+             std::move(body), host_.options_.frame_timeout_ns, [this, count](error_code ec, const Response& res) {
+               writing_ = false;
+               if (dead_) return;
+               if (ec) return fail(DisconnectReason::reset, "long-poll send: " + ec.message());
+               if (res.result() != http::status::ok) {
+                 return fail(DisconnectReason::reset, "long-poll send answered " + std::to_string(res.result_int()) +
+                                                          ": " + res.body());
+               }
+               for (size_t i = 0; i < count; ++i) {
+                 queued_bytes_ -= queue_.front().size();
+                 queue_.pop_front();
+                 host_.stats_.frames_sent++;
+               }
+               next_seq_ += count;
+               write_next();
+             });
+  }
+
+  void poll_next() {
+    if (dead_ || closing_) return;
+    exchange(poll_, http::verb::get, long_poll::format_target({local_, long_poll::Verb::poll, session_, after_}), {},
+             host_.options_.long_poll_wait_ns + host_.options_.frame_timeout_ns,
+             [this](error_code ec, const Response& res) { on_poll(ec, res); });
+  }
+
+  void on_poll(error_code ec, const Response& res) {
+    if (dead_ || closing_) return;  // closing: the close request ends it
+    if (ec) return fail(DisconnectReason::reset, "long-poll poll: " + ec.message());
+    if (res.result() != http::status::ok) {
+      return fail(DisconnectReason::reset, "long-poll poll answered " + std::to_string(res.result_int()) + ": " + res.body());
+    }
+    const auto first_header = res.find(long_poll::kFirstHeader);
+    uint64_t first = 0;
+    const std::string_view first_text =
+        first_header == res.end() ? std::string_view() : std::string_view(first_header->value().data(), first_header->value().size());
+    const auto [end, parse_ec] = std::from_chars(first_text.data(), first_text.data() + first_text.size(), first);
+    if (first_text.empty() || parse_ec != std::errc() || end != first_text.data() + first_text.size() || first == 0) {
+      return fail(DisconnectReason::reset, "long-poll answer without a valid first frame number", true);
+    }
+    Result<std::vector<Bytes>> frames =
+        long_poll::decode_frames(res.body(), host_.options_.frame_bytes_max, host_.options_.long_poll_pending_frames_max);
+    if (!frames.ok()) return fail(DisconnectReason::reset, frames.error().message, true);
+    if (!frames->empty() && first > after_ + 1) {
+      return fail(DisconnectReason::reset, "long-poll answer skipped frames " + std::to_string(after_ + 1) + ".." +
+                                               std::to_string(first - 1), true);
+    }
+    const bool closed = res.find(long_poll::kClosedHeader) != res.end();
+    auto self = shared_from_this();
+    for (size_t i = 0; i < frames->size(); ++i) {
+      const uint64_t number = first + i;
+      if (number <= after_) continue;  // a repeated answer: delivered already
+      after_ = number;
+      if (!attached) continue;
+      host_.stats_.frames_delivered++;
+      host_.stats_.bytes_delivered += (*frames)[i].size();
+      host_.frame(*this, (*frames)[i]);
+      if (dead_ || closing_) return;
+    }
+    if (closed) return fail(DisconnectReason::closed_by_peer, "closed by peer (long poll)");
+    poll_next();
+  }
+
+  void close_transport() override {
+    close_channel(send_);
+    close_channel(poll_);
+    send_.retry_timer.cancel();
+    poll_.retry_timer.cancel();
+    // The callbacks hold no reference, but drop them so nothing runs after the end.
+    send_.done = nullptr;
+    poll_.done = nullptr;
+  }
+
+  Channel send_, poll_;
+  asio::ip::address_v4 address_;
+  uint16_t port_ = 0;
+  std::string host_header_;
+  uint64_t session_ = 0;
+  uint64_t next_seq_ = 1;  // the number of queue_.front() in the device's sends
+  uint64_t after_ = 0;     // the last frame from the node delivered
+  bool close_sent_ = false;
+};
+
 // Reads the first bytes of an accepted connection and hands it to the transport they name.
 class Sniffer : public std::enable_shared_from_this<Sniffer> {
  public:
@@ -742,18 +1299,37 @@ class Sniffer : public std::enable_shared_from_this<Sniffer> {
       error_code ignored;
       self->socket_.close(ignored);
     });
+    read_first();
+  }
+
+ private:
+  static constexpr std::string_view kLongPollGet = "GET /lp/";
+
+  void read_first() {
     socket_.async_read_some(buffer_.prepare(512), [self = shared_from_this()](error_code ec, size_t n) {
-      self->timer_.cancel();
-      if (ec) return;  // gone before saying anything: nothing to tell the node
-      self->handed_over_ = true;
+      if (ec) {
+        self->timer_.cancel();
+        return;  // gone before saying anything: nothing to tell the node
+      }
       self->buffer_.commit(n);
+      // A GET is a WebSocket upgrade unless its target is /lp/ (a long poll): read on until the
+      // request line says which (within the handshake timeout).
+      const std::string_view seen(static_cast<const char*>(self->buffer_.data().data()), self->buffer_.size());
+      if (seen.size() < kLongPollGet.size() && kLongPollGet.starts_with(seen)) return self->read_first();
+      self->timer_.cancel();
+      self->handed_over_ = true;
       self->hand_over();
     });
   }
 
- private:
   void hand_over() {
     const auto* first = static_cast<const uint8_t*>(buffer_.data().data());
+    const std::string_view seen(reinterpret_cast<const char*>(first), buffer_.size());
+    if (first[0] == 'P' || seen.starts_with(kLongPollGet)) {
+      // HTTP long polling: the requests of a session (live/long_poll.h), not a connection itself.
+      std::make_shared<LpHttpConn>(host_, local_, std::move(socket_), std::move(buffer_))->start();
+      return;
+    }
     const ConnId id = host_.next_conn_++;
     if (first[0] == 'G') {
       auto conn = std::make_shared<WsConn>(host_, local_, false, beast::tcp_stream(std::move(socket_)));
@@ -847,7 +1423,9 @@ ConnId LiveHost::Impl::connect(NodeSlot& s, NodeId peer) {
                           : options_.fallback_endpoint.has_value() ? &*options_.fallback_endpoint
                                                                    : nullptr;
   std::shared_ptr<Conn> conn;
-  if (where != nullptr && where->transport == Transport::websocket) {
+  if (where != nullptr && where->transport == Transport::websocket && options_.long_poll_nodes.count(s.id) != 0) {
+    conn = std::make_shared<LpClientConn>(*this, s.id);
+  } else if (where != nullptr && where->transport == Transport::websocket) {
     conn = std::make_shared<WsConn>(*this, s.id, true, beast::tcp_stream(tcp::socket(io_)));
   } else {
     conn = std::make_shared<FrameConn>(*this, s.id, true, tcp::socket(io_), beast::flat_buffer());

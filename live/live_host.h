@@ -31,6 +31,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -94,6 +95,22 @@ struct LiveHostOptions {
   // conformance run's devices dial chat servers by the number a third-party load balancer
   // answers, which the scenario cannot list in advance.
   std::optional<Endpoint> fallback_endpoint;
+
+  // HTTP long polling (live/long_poll.h), the devices' fallback transport. A node in this set
+  // dials every WebSocket endpoint by long polling instead (a device option).
+  std::set<NodeId> long_poll_nodes;
+  // Server side: a poll with nothing pending is held this long, then answered empty.
+  int64_t long_poll_wait_ns = 25 * kNanosPerSecond;
+  // Server side: a session without any request for this long is gone (the node gets
+  // on_disconnect(reset)); longer than the wait, so a device that keeps polling never expires.
+  int64_t long_poll_idle_expiry_ns = 35 * kNanosPerSecond;
+  size_t long_poll_sessions_max = 20000;       // per host: an open beyond it is answered 503
+  size_t long_poll_pending_frames_max = 4096;  // unacknowledged frames to one device: reset beyond
+  size_t long_poll_body_bytes_max = 2 << 20;   // a request's or a poll answer's body
+  // Device side: a request whose connection failed or timed out is repeated on a new connection
+  // this many times (the numbering makes a repeat harmless), then the connection is reset.
+  uint32_t long_poll_retries_max = 3;
+  int64_t long_poll_retry_delay_ns = 200 * kNanosPerMilli;
 };
 
 struct LiveHostStats {
@@ -105,6 +122,8 @@ struct LiveHostStats {
   uint64_t connections_rejected = 0; // closed by a bound or bad input (oversized, slow, bad hello)
   uint64_t timers_fired = 0;
   uint64_t frames_held_for_sync = 0;  // sent after a commit, held until its group commit batch synced
+  uint64_t long_poll_requests = 0;    // HTTP long-poll requests answered (server) or made (device)
+  uint64_t long_poll_retries = 0;     // device requests repeated after a failed connection
 };
 
 class LiveHost {

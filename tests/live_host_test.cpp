@@ -10,6 +10,10 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -19,6 +23,7 @@
 
 #include "impl/base/sqlite.h"
 #include "live/live_host.h"
+#include "live/long_poll.h"
 
 namespace msgsim::live {
 namespace {
@@ -34,6 +39,7 @@ struct Probe {
   std::function<void(Context&, ConnId, ByteView)> on_frame;
   std::function<void(Context&, ConnId)> on_connected;
   std::function<void(Context&, ConnId)> on_accept;
+  std::function<void(Context&, uint64_t)> on_timer;
   bool in_handler = false;
   bool reentered = false;
   size_t count(std::string_view prefix) const {
@@ -75,9 +81,10 @@ class ProbeNode final : public Node {
     probe_.events.push_back("disconnect " + std::to_string(conn) + " " + to_string(reason));
     leave();
   }
-  void on_timer(Context&, uint64_t tag) override {
+  void on_timer(Context& ctx, uint64_t tag) override {
     enter();
     probe_.events.push_back("timer " + std::to_string(tag));
+    if (probe_.on_timer) probe_.on_timer(ctx, tag);
     leave();
   }
 
@@ -118,15 +125,23 @@ std::string hello(NodeId from, NodeId to) {
   return out;
 }
 
+// How the test client reaches the server: framed TCP, WebSocket, or HTTP long polling (a
+// WebSocket endpoint that the client node dials by long polling, live/long_poll.h).
+enum class Mode { tcp, websocket, long_poll };
+
 // A server node 1 on its own host, and a client node 0 on another host of the same loop.
 struct Pair {
-  explicit Pair(Transport transport, LiveHostOptions server_options = {}) {
+  explicit Pair(Transport transport, LiveHostOptions server_options = {})
+      : Pair(transport == Transport::websocket ? Mode::websocket : Mode::tcp, std::move(server_options)) {}
+  explicit Pair(Mode mode, LiveHostOptions server_options = {}) {
+    const Transport transport = mode == Mode::tcp ? Transport::tcp_frames : Transport::websocket;
     server_options.run_dir = ::testing::TempDir();
     server = std::make_unique<LiveHost>(io, server_options, Directory{});
     server->add_node(1, "server", "local", [this] { return std::make_unique<ProbeNode>(server_probe); });
     port = *server->listen(1, 0);
     LiveHostOptions client_options;
     client_options.run_dir = ::testing::TempDir();
+    if (mode == Mode::long_poll) client_options.long_poll_nodes = {0};
     client = std::make_unique<LiveHost>(io, client_options, Directory{{1, {port, transport}}, {9, {1, transport}}});
     client->add_node(0, "client", "local", [this] { return std::make_unique<ProbeNode>(client_probe); });
   }
@@ -140,7 +155,7 @@ struct Pair {
   uint16_t port = 0;
 };
 
-class LiveHostTransport : public ::testing::TestWithParam<Transport> {};
+class LiveHostTransport : public ::testing::TestWithParam<Mode> {};
 
 TEST_P(LiveHostTransport, FramesArriveInOrderThenClosedByPeer) {
   Pair pair(GetParam());
@@ -236,8 +251,12 @@ TEST_P(LiveHostTransport, NothingListeningIsRefusedWithoutConnected) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Both, LiveHostTransport, ::testing::Values(Transport::tcp_frames, Transport::websocket),
-                         [](const auto& info) { return info.param == Transport::websocket ? "websocket" : "tcp"; });
+INSTANTIATE_TEST_SUITE_P(Every, LiveHostTransport, ::testing::Values(Mode::tcp, Mode::websocket, Mode::long_poll),
+                         [](const auto& info) {
+                           return info.param == Mode::websocket ? "websocket"
+                                  : info.param == Mode::long_poll ? "long_poll"
+                                                                  : "tcp";
+                         });
 
 TEST(LiveHost, TimersFireOnceInOrderAndCancelledOnesNever) {
   asio::io_context io;
@@ -560,6 +579,232 @@ TEST(LiveHost, NodesWithoutADirectoryEntryAreDialledAtTheFallbackOrRefused) {
   lonely.shutdown();
   unlisted.shutdown();
   server.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP long polling (live/long_poll.h) from a scripted device: the server side's numbering,
+// bounds and expiry, request by request.
+
+namespace http = boost::beast::http;
+using Response = http::response<http::string_body>;
+
+struct LongPollDevice {
+  explicit LongPollDevice(LiveHostOptions options = {}) : pair(Mode::long_poll, options) {
+    // The server node answers every frame with the frame and a '!'.
+    pair.server_probe.on_frame = [](Context& ctx, ConnId conn, ByteView frame) {
+      Bytes reply(frame.begin(), frame.end());
+      reply.push_back('!');
+      ctx.send(conn, reply);
+    };
+    pair.server->start(1);
+    run_until(pair.io, [&] { return pair.server_probe.count("start") == 1; });
+  }
+  // One request on a fresh connection; a response with status 0 when the connection ended first.
+  Response exchange(http::verb verb, const std::string& target, const std::string& body = {}) {
+    tcp::socket s(pair.io);
+    s.connect(tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), pair.port));
+    http::request<http::string_body> request{verb, target, 11};
+    request.set(http::field::host, "test");
+    request.body() = body;
+    request.prepare_payload();
+    http::write(s, request);
+    boost::beast::flat_buffer buffer;
+    Response response;
+    bool done = false;
+    http::async_read(s, buffer, response, [&](boost::system::error_code ec, size_t) {
+      if (ec) response.result(0);
+      done = true;
+    });
+    EXPECT_TRUE(run_until(pair.io, [&] { return done; })) << target;
+    return response;
+  }
+  std::string open() {
+    const Response r = exchange(http::verb::post, "/lp/7/open");
+    EXPECT_EQ(r.result_int(), 200u);
+    return std::string(r[long_poll::kSessionHeader]);
+  }
+  static std::string frames(std::initializer_list<std::string_view> list) {
+    std::string body;
+    for (std::string_view f : list) long_poll::append_frame(body, ByteView(reinterpret_cast<const uint8_t*>(f.data()), f.size()));
+    return body;
+  }
+  static std::vector<std::string> decoded(const Response& r) {
+    std::vector<std::string> out;
+    auto frames = long_poll::decode_frames(r.body(), 1 << 20, 100);
+    EXPECT_TRUE(frames.ok());
+    if (frames.ok())
+      for (const Bytes& f : *frames) out.emplace_back(f.begin(), f.end());
+    return out;
+  }
+  Pair pair;
+};
+
+TEST(LongPoll, RepeatedSendsAndPollsNeitherLoseNorDuplicate) {
+  LiveHostOptions options;
+  options.long_poll_wait_ns = 200 * kNanosPerMilli;
+  LongPollDevice device(options);
+  const std::string session = device.open();
+  ASSERT_EQ(session.size(), 16u);
+  ASSERT_EQ(device.pair.server_probe.count("accept"), 1u);
+  EXPECT_NE(device.pair.server_probe.events.back().find(" from 7"), std::string::npos);
+  const std::string send = "/lp/7/send?session=" + session + "&seq=";
+  EXPECT_EQ(device.exchange(http::verb::post, send + "1", LongPollDevice::frames({"a", "b"})).result_int(), 200u);
+  // The answer to that send was "lost": the device sends again, with one more frame.
+  EXPECT_EQ(device.exchange(http::verb::post, send + "1", LongPollDevice::frames({"a", "b", "c"})).result_int(), 200u);
+  EXPECT_EQ(device.exchange(http::verb::post, send + "9", LongPollDevice::frames({"z"})).result_int(), 409u);  // a gap
+  EXPECT_EQ(device.pair.server_probe.count("frame"), 3u);
+
+  const std::string poll = "/lp/7/poll?session=" + session + "&after=";
+  Response first = device.exchange(http::verb::get, poll + "0");
+  ASSERT_EQ(first.result_int(), 200u);
+  EXPECT_EQ(first[long_poll::kFirstHeader], "1");
+  EXPECT_EQ(LongPollDevice::decoded(first), (std::vector<std::string>{"a!", "b!", "c!"}));
+  // That answer was "lost" too: the same poll gets the same frames.
+  Response again = device.exchange(http::verb::get, poll + "0");
+  EXPECT_EQ(LongPollDevice::decoded(again), (std::vector<std::string>{"a!", "b!", "c!"}));
+  // Acknowledging 2 leaves 3.
+  Response rest = device.exchange(http::verb::get, poll + "2");
+  EXPECT_EQ(rest[long_poll::kFirstHeader], "3");
+  EXPECT_EQ(LongPollDevice::decoded(rest), (std::vector<std::string>{"c!"}));
+  // Everything acknowledged: held for the wait, then answered empty.
+  Response empty = device.exchange(http::verb::get, poll + "3");
+  EXPECT_EQ(empty.result_int(), 200u);
+  EXPECT_TRUE(empty.body().empty());
+  EXPECT_EQ(empty[long_poll::kFirstHeader], "4");
+  EXPECT_EQ(device.exchange(http::verb::get, poll + "9").result_int(), 400u);  // frames it cannot have
+  EXPECT_EQ(device.pair.server->stats().frames_sent, 3u);
+
+  EXPECT_EQ(device.exchange(http::verb::post, "/lp/7/close?session=" + session).result_int(), 200u);
+  ASSERT_TRUE(run_until(device.pair.io, [&] { return device.pair.server_probe.count("disconnect") == 1; }));
+  EXPECT_NE(device.pair.server_probe.events.back().find("closed_by_peer"), std::string::npos);
+  EXPECT_EQ(device.exchange(http::verb::get, poll + "3").result_int(), 404u);
+  EXPECT_FALSE(device.pair.server_probe.reentered);
+}
+
+TEST(LongPoll, AHeldPollIsAnsweredWhenTheNodeSendsAndAtItsClose) {
+  LongPollDevice device;
+  ConnId conn = kNoConn;
+  // The node sends 100 ms after the accept, and closes: the poll below is held until then (the
+  // default wait is 25 s).
+  device.pair.server_probe.on_accept = [&](Context& ctx, ConnId c) {
+    conn = c;
+    ctx.set_timer(100 * kNanosPerMilli, 5);
+  };
+  device.pair.server_probe.on_timer = [&](Context& ctx, uint64_t) {
+    ctx.send(conn, bytes_of("late"));
+    ctx.close(conn);
+  };
+  const std::string session = device.open();
+  const std::string poll = "/lp/7/poll?session=" + session + "&after=0";
+  const auto asked = std::chrono::steady_clock::now();
+  Response answer = device.exchange(http::verb::get, poll);
+  EXPECT_GE(std::chrono::steady_clock::now() - asked, std::chrono::milliseconds(50));
+  EXPECT_EQ(LongPollDevice::decoded(answer), (std::vector<std::string>{"late"}));
+  EXPECT_EQ(answer[long_poll::kClosedHeader], "1");  // the node closed after it
+  EXPECT_EQ(device.exchange(http::verb::get, "/lp/7/poll?session=" + session + "&after=1").result_int(), 404u);
+  EXPECT_EQ(device.pair.server_probe.count("disconnect"), 0u);  // the node closed it itself
+}
+
+TEST(LongPoll, AnIdleSessionExpiresAsAReset) {
+  LiveHostOptions options;
+  options.long_poll_idle_expiry_ns = 300 * kNanosPerMilli;
+  LongPollDevice device(options);
+  device.open();
+  ASSERT_TRUE(run_until(device.pair.io, [&] { return device.pair.server_probe.count("disconnect") == 1; }));
+  EXPECT_NE(device.pair.server_probe.events.back().find("reset"), std::string::npos);
+}
+
+TEST(LongPoll, ADeviceThatNeverPollsIsResetAtThePendingBound) {
+  LiveHostOptions options;
+  options.long_poll_pending_frames_max = 8;
+  LongPollDevice device(options);
+  ConnId conn = kNoConn;
+  device.pair.server_probe.on_accept = [&](Context& ctx, ConnId c) {
+    conn = c;
+    ctx.set_timer(0, 1);
+  };
+  device.pair.server_probe.on_timer = [&](Context& ctx, uint64_t) {
+    for (int i = 0; i < 20; ++i) ctx.send(conn, bytes_of("f" + std::to_string(i)));
+  };
+  device.open();
+  ASSERT_TRUE(run_until(device.pair.io, [&] { return device.pair.server_probe.count("disconnect") == 1; }));
+  EXPECT_NE(device.pair.server_probe.events.back().find("reset"), std::string::npos);
+  EXPECT_EQ(device.pair.server->stats().connections_rejected, 1u);
+}
+
+TEST(LongPoll, BadRequestsAreAnsweredWithErrorsAndTheNodeNeverHears) {
+  LiveHostOptions options;
+  options.long_poll_body_bytes_max = 1024;
+  LongPollDevice device(options);
+  EXPECT_EQ(device.exchange(http::verb::post, "/lp/7/launch").result_int(), 400u);
+  EXPECT_EQ(device.exchange(http::verb::post, "/lp/x/open").result_int(), 400u);
+  EXPECT_EQ(device.exchange(http::verb::get, "/lp/7/open").result_int(), 405u);
+  EXPECT_EQ(device.exchange(http::verb::get, "/lp/7/poll?session=00000000000000aa&after=0").result_int(), 404u);
+  EXPECT_EQ(device.exchange(http::verb::post, "/lp/7/send?session=00000000000000aa&seq=1", std::string(2000, 'x'))
+                .result_int(),
+            413u);
+  const std::string session = device.open();
+  // A body that is not length-prefixed frames, and a session of another opener.
+  EXPECT_EQ(device.exchange(http::verb::post, "/lp/7/send?session=" + session + "&seq=1", std::string("\x00\x00\x00\x09short", 9))
+                .result_int(),
+            400u);
+  EXPECT_EQ(device.exchange(http::verb::get, "/lp/8/poll?session=" + session + "&after=0").result_int(), 404u);
+  EXPECT_EQ(device.pair.server_probe.count("frame"), 0u);
+  EXPECT_EQ(device.pair.server_probe.count("accept"), 1u);
+}
+
+TEST(LongPoll, TargetsRoundTripAndBadOnesNameTheProblem) {
+  const long_poll::Target t{12, long_poll::Verb::send, 0xabcdefull, 5};
+  const std::string text = long_poll::format_target(t);
+  EXPECT_EQ(text, "/lp/12/send?session=0000000000abcdef&seq=5");
+  auto parsed = long_poll::parse_target(text);
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_EQ(parsed->opener, 12u);
+  EXPECT_EQ(parsed->session, 0xabcdefull);
+  EXPECT_EQ(parsed->number, 5u);
+  for (const char* bad : {"/node/1", "/lp/1", "/lp/1/poll?session=0000000000abcdef", "/lp/1/send?session=0000000000abcdef&seq=0",
+                          "/lp/1/poll?after=1", "/lp/1/open?session=0000000000abcdef", "/lp/1/close?session=zz",
+                          "/lp/1/close?session=0000000000000000", "/lp/99999999999/open",
+                          "/lp/1/poll?session=0000000000abcdef&after=1&after=2"}) {
+    auto r = long_poll::parse_target(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    if (!r.ok()) {
+      EXPECT_NE(r.error().message.find("long-poll target"), std::string::npos);
+    }
+  }
+}
+
+TEST(LongPoll, BodiesOfFramesAreBounded) {
+  const std::string body = LongPollDevice::frames({"one", "", "three"});
+  auto frames = long_poll::decode_frames(body, 16, 3);
+  ASSERT_TRUE(frames.ok());
+  ASSERT_EQ(frames->size(), 3u);
+  EXPECT_EQ(std::string((*frames)[2].begin(), (*frames)[2].end()), "three");
+  EXPECT_EQ(long_poll::decode_frames(body, 4, 3).error().code, ErrorCode::too_large);   // "three" > 4 bytes
+  EXPECT_EQ(long_poll::decode_frames(body, 16, 2).error().code, ErrorCode::too_large);  // 3 frames > 2
+  EXPECT_EQ(long_poll::decode_frames(body.substr(0, body.size() - 1), 16, 3).error().code, ErrorCode::bad_input);
+  EXPECT_EQ(long_poll::decode_frames(body.substr(0, 2), 16, 3).error().code, ErrorCode::bad_input);
+}
+
+TEST(LongPoll, OutboxAndInboxNumberFrames) {
+  long_poll::Outbox out;
+  out.push(bytes_of("a"));
+  out.push(bytes_of("bb"));
+  out.push(bytes_of("ccc"));
+  uint64_t first = 0;
+  EXPECT_EQ(out.answer(1 << 20, first).size(), 3u * 4u + 6u);
+  EXPECT_EQ(first, 1u);
+  EXPECT_EQ(out.answer(6, first).size(), 5u);  // at least one frame, then the bound
+  EXPECT_EQ(*out.acknowledge(2), 3u);
+  EXPECT_EQ(*out.acknowledge(1), 0u);  // an old acknowledgement frees nothing
+  EXPECT_EQ(out.first_number(), 3u);
+  EXPECT_FALSE(out.acknowledge(4).ok());
+  long_poll::Inbox in;
+  EXPECT_EQ(*in.already_delivered(1, 2), 0u);
+  in.delivered(2);
+  EXPECT_EQ(*in.already_delivered(1, 3), 2u);
+  EXPECT_EQ(*in.already_delivered(3, 1), 0u);
+  EXPECT_FALSE(in.already_delivered(4, 1).ok());
 }
 
 }  // namespace

@@ -88,6 +88,36 @@ TEST(LiveRun, SmallScenarioWithCrashesAndAPartitionPassesTheOracle) {
   EXPECT_TRUE(processes_mentioning(dir).empty());
 }
 
+// Half the devices reach the load balancer, the chat servers and the key service by HTTP long
+// polling (live/long_poll.h) instead of WebSocket, through the same crashes and partition: the
+// chat servers cannot tell, and the history passes the oracle.
+TEST(LiveRun, LongPollingDevicesPassTheOracle) {
+  const std::string dir = fresh_dir("live-run-long-poll");
+  const std::string history = dir + "/history.jsonl";
+  const std::string command = kBinary + " live run " + kScenario + " --long-poll-share 0.5 --dir " + dir +
+                              " --history " + history + " 2>" + dir + "/stderr.txt";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string output;
+  char buffer[4096];
+  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  EXPECT_NE(output.find("verdict: PASS"), std::string::npos) << output;
+  EXPECT_NE(output.find("long polling: 8 of 16 devices"), std::string::npos) << output;
+  EXPECT_NE(output.find("no-loss: valid"), std::string::npos) << output;
+  EXPECT_NE(output.find("no-duplicate: valid"), std::string::npos) << output;
+  EXPECT_NE(output.find("e2ee-confidentiality: valid"), std::string::npos) << output;
+  // The long-polling devices did their share of the work: many HTTP requests were answered.
+  const size_t at = output.find("long polling: ");
+  ASSERT_NE(at, std::string::npos);
+  const size_t requests = std::stoul(output.substr(output.find(", ", at) + 2));
+  EXPECT_GT(requests, 200u) << output;
+  EXPECT_EQ(std::system((kBinary + " check " + history + " > /dev/null").c_str()), 0);
+  EXPECT_TRUE(processes_mentioning(dir).empty());
+}
+
 // live-small.json's server nodes: lb, 2 chat, registry, 2 queue, storage, push, keys.
 constexpr size_t kServerProcesses = 9;
 
