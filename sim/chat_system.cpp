@@ -14,6 +14,7 @@
 #include "impl/chat/storage.h"
 #include "sim/disk.h"
 #include "sim/e2ee_scan.h"
+#include "sim/store_check.h"
 
 namespace msgsim::sim {
 
@@ -258,6 +259,7 @@ class ChatSystem final : public SystemUnderTest {
     } else {
       report.summary.push_back("e2ee: off (no key service in the topology): bodies travel as plaintext");
     }
+    judge_store(sim, report);
     report.checks.push_back({"liveness", settled == devices_.size(),
                              settled == devices_.size()
                                  ? "every device settled: sends acknowledged, no gap open, receipts sent"
@@ -296,6 +298,22 @@ class ChatSystem final : public SystemUnderTest {
            mb(disk_of(devices_)) + "; device E2EE state " + mb(e2ee_bytes) + " (" + std::to_string(per_device) +
            " bytes per device); network " + mb(sim.connection_bytes()) + " (" + std::to_string(sim.connection_slots()) +
            " connection slots); " + std::to_string(sim.pending_events()) + " events pending";
+  }
+
+  // The storage databases against each other, the queue and the devices (sim/store_check.h).
+  void judge_store(Simulator& sim, RunReport& report) {
+    std::vector<DeviceCursor> cursors;
+    for (NodeId id : devices_) {
+      auto* device = dynamic_cast<chat::DeviceNode*>(sim.node_object(id));
+      if (device == nullptr) continue;  // down: its cursors are gone with its memory
+      device->for_each_cursor([&](const std::string& conv, uint64_t cursor) {
+        cursors.push_back(DeviceCursor{sim.node_name(id), conv, cursor});
+      });
+    }
+    std::vector<std::string> names;
+    for (NodeId id = 0; id < sim.node_count(); ++id) names.push_back(sim.node_name(id));
+    const StoreCheckResult store = check_store_consistency(sim.disk(), names, config_.topology, cursors);
+    report.checks.push_back({"store-consistency", store.passed, store.detail});
   }
 
   chat::ChatConfig config_;

@@ -55,6 +55,12 @@ class DeviceNode final : public Node {
   int64_t last_online_ns() const { return last_online_ns_; }
   // Online, nothing waiting to be sent or acknowledged, no gap open, no receipt unsent.
   bool settled() const;
+  // Each conversation's cursor (every entry up to it processed), for the store-consistency
+  // check: storage routes or syncs only what it stored, so no cursor passes what it holds.
+  template <class Visit>
+  void for_each_cursor(Visit&& visit) const {
+    for (const auto& [conv, c] : convs_) visit(conv, c.cursor);
+  }
   // Whether this device encrypts (spec/e2ee.md): the scenario has a key service and E2EE on.
   bool e2ee() const { return e2ee_ != nullptr; }
   // Bytes of E2EE state (keys, sessions), 0 with E2EE off.

@@ -1,0 +1,210 @@
+#include "sim/store_check.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <utility>
+
+#include "impl/base/sqlite.h"
+#include "sim/disk.h"
+
+namespace msgsim::sim {
+
+namespace {
+
+constexpr const char* kDatabaseName = "node.db";  // SimContext::db()
+constexpr size_t kExamplesMax = 5;                // violations named in the detail
+
+struct StoredRow {
+  std::string conv;
+  uint64_t seq = 0;
+  std::string msg_id;
+};
+
+// The queue's answer for a message id on one replica: (conv, seq), seq 0 when rejected.
+using Assignment = std::pair<std::string, uint64_t>;
+
+// Opens, in `scratch`, a copy of the durable images of `node`'s files on `disk`: the database
+// a restart after a power loss now would find. Null when the node has no database file.
+sql::Database open_durable_copy(SimDisk& disk, SimDisk& scratch, NodeId node, Prng& rng, std::string& error) {
+  bool has_database = false;
+  NodeStorage& copy = scratch.storage(node);
+  disk.storage(node).for_each_durable_file([&](const std::string& name, ByteView bytes) {
+    has_database |= name == kDatabaseName;
+    const SimFilePtr file = copy.create(name);
+    MSGSIM_ASSERT(file != nullptr, "store check: cannot create the copy of " + name);
+    MSGSIM_ASSERT(copy.write(file, 0, bytes) == DiskOutcome::ok, "store check: cannot copy " + name);
+    MSGSIM_ASSERT(copy.sync(file) == DiskOutcome::ok, "store check: cannot sync the copy of " + name);
+  });
+  if (!has_database) return sql::Database();
+  scratch.set_context(node, 0, &rng);
+  Result<sqlite3*> opened = scratch.open(node, kDatabaseName);
+  if (!opened.ok()) {
+    error = opened.error().message;
+    return sql::Database();
+  }
+  return sql::Database(opened.value());
+}
+
+bool has_table(const sql::Database& db, std::string_view table) {
+  Result<sql::Statement> stmt = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?");
+  if (!stmt.ok() || !stmt->bind(1, table).ok()) return false;
+  Result<bool> row = stmt->step();
+  return row.ok() && *row;
+}
+
+// Runs `sql` and hands each row to `visit`; the error message on failure, empty on success.
+template <class Visit>
+std::string each_row(const sql::Database& db, std::string_view sql, Visit&& visit) {
+  Result<sql::Statement> stmt = db.prepare(sql);
+  if (!stmt.ok()) return stmt.error().message;
+  for (;;) {
+    Result<bool> row = stmt->step();
+    if (!row.ok()) return row.error().message;
+    if (!*row) return std::string();
+    visit(*stmt);
+  }
+}
+
+}  // namespace
+
+StoreCheckResult check_store_consistency(SimDisk& disk, const std::vector<std::string>& node_names,
+                                         const chat::ChatTopology& topology, const std::vector<DeviceCursor>& cursors) {
+  auto name_of = [&](NodeId node) { return node < node_names.size() ? node_names[node] : "node " + std::to_string(node); };
+  // Opening a WAL database recovers it, which writes: work on copies, on a disk of their own.
+  // It serves the VFS until it is destroyed, then hands it back to the run's disk.
+  SimDisk scratch;
+  Prng rng(0x5707e);
+  std::vector<std::string> violations;
+  uint64_t violation_count = 0;
+  auto violate = [&](std::string what) {
+    if (violations.size() < kExamplesMax) violations.push_back(std::move(what));
+    violation_count++;
+  };
+  std::vector<std::string> unreadable;
+
+  // The queue's assignments, by message id, one entry per replica that knows the id.
+  std::map<std::string, std::vector<std::pair<NodeId, Assignment>>> assigned;
+  std::set<NodeId> queues_read;
+  for (NodeId queue : topology.queues) {
+    std::string error;
+    sql::Database db = open_durable_copy(disk, scratch, queue, rng, error);
+    if (!db || !has_table(db, "produced")) {
+      if (!error.empty()) unreadable.push_back(name_of(queue) + ": " + error);
+      continue;
+    }
+    error = each_row(db, "SELECT msg_id, conv, seq FROM produced", [&](const sql::Statement& row) {
+      assigned[std::string(row.column_text(0))].push_back(
+          {queue, Assignment{std::string(row.column_text(1)), static_cast<uint64_t>(row.column_int64(2))}});
+    });
+    if (!error.empty()) {
+      unreadable.push_back(name_of(queue) + ": " + error);
+      continue;
+    }
+    queues_read.insert(queue);
+  }
+
+  // Per storage node: the clauses on its rows, and the highest seq it stores per conversation.
+  std::map<std::string, uint64_t> highest_stored;  // by conv, over the conversation's owner
+  std::set<NodeId> storages_read;
+  uint64_t rows = 0, unverified = 0;
+  for (NodeId storage : topology.storages) {
+    const std::string node = name_of(storage);
+    std::string error;
+    sql::Database db = open_durable_copy(disk, scratch, storage, rng, error);
+    if (!db || !has_table(db, "entries")) {
+      if (!error.empty()) unreadable.push_back(node + ": " + error);
+      if (error.empty()) storages_read.insert(storage);  // no database yet: it stores nothing
+      continue;
+    }
+    std::vector<StoredRow> stored;
+    error = each_row(db, "SELECT conv, seq, msg_id FROM entries", [&](const sql::Statement& row) {
+      stored.push_back(StoredRow{std::string(row.column_text(0)), static_cast<uint64_t>(row.column_int64(1)),
+                                 std::string(row.column_text(2))});
+    });
+    if (!error.empty()) {
+      unreadable.push_back(node + ": " + error);
+      continue;
+    }
+    storages_read.insert(storage);
+    rows += stored.size();
+
+    std::map<std::string_view, std::vector<const StoredRow*>> by_msg_id;
+    std::map<std::pair<std::string_view, uint64_t>, std::set<std::string_view>> by_place;
+    for (const StoredRow& row : stored) {
+      by_msg_id[row.msg_id].push_back(&row);
+      by_place[{row.conv, row.seq}].insert(row.msg_id);
+      if (topology.storage_of(topology.partition_of(row.conv)) == storage) {
+        uint64_t& highest = highest_stored[row.conv];
+        highest = std::max(highest, row.seq);
+      }
+    }
+    for (const auto& [msg_id, copies] : by_msg_id) {
+      if (copies.size() < 2) continue;
+      std::string where;
+      for (const StoredRow* row : copies) where += (where.empty() ? "" : ", ") + row->conv + " seq " + std::to_string(row->seq);
+      violate(node + ": message " + std::string(msg_id) + " stored " + std::to_string(copies.size()) + " times (" + where + ")");
+    }
+    for (const auto& [place, msg_ids] : by_place) {
+      if (msg_ids.size() < 2) continue;
+      std::string ids;
+      for (std::string_view id : msg_ids) ids += (ids.empty() ? "" : ", ") + std::string(id);
+      violate(node + ": " + std::string(place.first) + " seq " + std::to_string(place.second) + " holds " +
+              std::to_string(msg_ids.size()) + " messages (" + ids + ")");
+    }
+    for (const StoredRow& row : stored) {
+      const uint32_t partition = topology.partition_of(row.conv);
+      const auto known = assigned.find(row.msg_id);
+      bool agrees = false, any_replica = false;
+      std::string other;
+      if (known != assigned.end()) {
+        for (const auto& [queue, assignment] : known->second) {
+          if (!topology.is_replica(partition, queue)) continue;
+          any_replica = true;
+          if (assignment.first == row.conv && assignment.second == row.seq) {
+            agrees = true;
+          } else if (other.empty()) {
+            other = name_of(queue) + " has " + assignment.first + " seq " + std::to_string(assignment.second);
+          }
+        }
+      }
+      if (!any_replica) {
+        unverified++;
+      } else if (!agrees) {
+        violate(node + ": message " + row.msg_id + " stored at " + row.conv + " seq " + std::to_string(row.seq) +
+                ", which no queue replica assigned it (" + other + ")");
+      }
+    }
+  }
+
+  // Devices' cursors against what the conversation's owner stores.
+  for (const DeviceCursor& cursor : cursors) {
+    if (cursor.cursor == 0) continue;
+    const NodeId owner = topology.storage_of(topology.partition_of(cursor.conv));
+    if (storages_read.count(owner) == 0) continue;  // its database could not be read: reported
+    const auto it = highest_stored.find(cursor.conv);
+    const uint64_t highest = it == highest_stored.end() ? 0 : it->second;
+    if (cursor.cursor > highest) {
+      violate(cursor.device + ": cursor of " + cursor.conv + " at seq " + std::to_string(cursor.cursor) + ", past seq " +
+              std::to_string(highest) + ", the highest " + name_of(owner) + " stores");
+    }
+  }
+
+  StoreCheckResult result;
+  result.passed = violation_count == 0 && unreadable.empty();
+  if (result.passed) {
+    result.detail = std::to_string(rows) + " stored rows on " + std::to_string(storages_read.size()) +
+                    " storage nodes: one row per message id and per (conversation, seq), every seq the queue's "
+                    "(" + std::to_string(unverified) + " rows unverified: no readable replica knows the id), " +
+                    std::to_string(cursors.size()) + " device cursors within what storage holds";
+    return result;
+  }
+  std::string detail;
+  if (violation_count > 0) detail = std::to_string(violation_count) + " violations";
+  for (const std::string& v : violations) detail += "; " + v;
+  for (const std::string& u : unreadable) detail += "; unreadable database: " + u;
+  result.detail = std::move(detail);
+  return result;
+}
+
+}  // namespace msgsim::sim
