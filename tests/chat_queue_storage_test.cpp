@@ -395,6 +395,29 @@ TEST_P(QueueCrash, KeepsEveryAckedRecordAndSeqsContinue) {
   for (size_t i = 0; i < entries.size(); ++i) EXPECT_EQ(entries[i], "dm:u1:u2#" + std::to_string(i + 1));
 }
 
+TEST(Queue, NextSeqsWrittenLazilyAreReplayedFromTheLogAfterACrash) {
+  Rig rig;
+  rig.start_all();
+  // One batch per produce: past kSeqsEveryBatches batches the next seqs went to disk once, and
+  // the records after that are only in the log.
+  const int count = static_cast<int>(QueueNode::kSeqsEveryBatches) + 20;
+  ASSERT_EQ(rig.produce_and_wait(membership(EntryKind::join, "g:a", "u1", "u1", "op1")), "seq:1");
+  for (int i = 0; i < count; ++i) {
+    const Entry entry = i % 2 == 0 ? message("dm:u1:u2", "u1", "m" + std::to_string(i), "u2")
+                                   : message("g:a", "u1", "m" + std::to_string(i));
+    ASSERT_EQ(rig.produce_and_wait(entry), "seq:" + std::to_string(i / 2 + (i % 2 == 0 ? 1 : 2)));
+  }
+  rig.sim.crash(rig.queue_id, CrashDisk::lose_unsynced);
+  rig.settle();
+  rig.sim.start(rig.queue_id);
+  rig.settle();
+  EXPECT_EQ(rig.queue().next_seq("dm:u1:u2"), uint64_t(count / 2 + 1));
+  EXPECT_EQ(rig.queue().next_seq("g:a"), uint64_t(count / 2 + 2));
+  rig.restart_chat();
+  EXPECT_EQ(rig.produce_and_wait(message("dm:u1:u2", "u1", "m0", "u2")), "seq:1");  // a retry
+  EXPECT_EQ(rig.produce_and_wait(message("g:a", "u1", "n0")), "seq:" + std::to_string(count / 2 + 2));
+}
+
 INSTANTIATE_TEST_SUITE_P(DiskModes, QueueCrash, ::testing::Values(CrashDisk::lose_unsynced, CrashDisk::torn));
 
 TEST(Queue, AckBeforeDurableBugLosesAckedRecordsInACrash) {

@@ -124,6 +124,8 @@ void QueueNode::open_database(Context& ctx) {
       // epoch this replica has seen, which fences older leaders across restarts.
       "CREATE TABLE IF NOT EXISTS high_watermarks (partition INTEGER PRIMARY KEY, hw INTEGER NOT NULL);"
       "CREATE TABLE IF NOT EXISTS epochs (partition INTEGER PRIMARY KEY, epoch INTEGER NOT NULL);"
+      // `conversations` reflects every record of the partition below `offset` (queue.h "Next seqs").
+      "CREATE TABLE IF NOT EXISTS seqs_cover (partition INTEGER PRIMARY KEY, offset INTEGER NOT NULL);"
       // The controller state (every queue node keeps the newest it has), and this node's part in
       // electing the controller: its term, its vote in that term, the term and version of
       // `control` (one row, id 0).
@@ -144,6 +146,8 @@ void QueueNode::open_database(Context& ctx) {
   read_epoch_ = must_prepare(db_, "SELECT epoch FROM log WHERE partition = ? AND offset = ?");
   upsert_hw_ = must_prepare(db_,
       "INSERT INTO high_watermarks (partition, hw) VALUES (?, ?) ON CONFLICT (partition) DO UPDATE SET hw = excluded.hw");
+  upsert_seqs_cover_ = must_prepare(db_,
+      "INSERT INTO seqs_cover (partition, offset) VALUES (?, ?) ON CONFLICT (partition) DO UPDATE SET offset = excluded.offset");
   upsert_epoch_ = must_prepare(db_,
       "INSERT INTO epochs (partition, epoch) VALUES (?, ?) ON CONFLICT (partition) DO UPDATE SET epoch = excluded.epoch");
   delete_msg_ = must_prepare(db_, "DELETE FROM produced WHERE msg_id = ?");
@@ -154,7 +158,7 @@ void QueueNode::open_database(Context& ctx) {
   rollback_ = must_prepare(db_, "ROLLBACK");
 }
 
-void QueueNode::recover(Context& ctx) {
+bool QueueNode::recover(Context& ctx) {
   const ChatTopology& t = config_.topology;
   for (uint32_t p = 0; p < t.partitions; ++p) {
     if (!t.is_replica(p, ctx.self())) continue;
@@ -196,6 +200,25 @@ void QueueNode::recover(Context& ctx) {
       }
     }
   }
+  // The next seqs on disk lag the log: replay the records they do not reflect yet.
+  {
+    std::map<uint32_t, uint64_t> covered;
+    sql::Statement stmt = must_prepare(db_, "SELECT partition, offset FROM seqs_cover");
+    while (next_row(stmt.get()) == 1)
+      covered[static_cast<uint32_t>(stmt.column_int64(0))] = static_cast<uint64_t>(stmt.column_int64(1));
+    std::vector<ReplicaRecord> records;
+    for (const auto& [p, part] : state_.partitions) {
+      const auto it = covered.find(p);
+      for (uint64_t from = it == covered.end() ? 1 : it->second; from < part.next_offset; from = records.back().offset + 1) {
+        records.clear();
+        if (!read_records(p, from, part.next_offset, records) || records.empty()) {
+          halt(ctx, "replaying partition " + std::to_string(p) + " from offset " + std::to_string(from));
+          return false;
+        }
+        for (const ReplicaRecord& r : records) state_.conversations[r.entry.conv].next_seq = r.entry.seq + 1;
+      }
+    }
+  }
   // With one copy, whatever is synced is committed. With more, only what the HW covered when it
   // was last written: the records above it wait for the followers again.
   for (auto& [p, part] : state_.partitions) {
@@ -209,6 +232,7 @@ void QueueNode::recover(Context& ctx) {
       it->second.committed_next_offset = std::min(it->second.log_end, static_cast<uint64_t>(stmt.column_int64(1)));
     }
   }
+  return true;
 }
 
 void QueueNode::on_start(Context& ctx) {
@@ -218,7 +242,7 @@ void QueueNode::on_start(Context& ctx) {
     halt(ctx, "syncing the recovered log");
     return;
   }
-  recover(ctx);
+  if (!recover(ctx)) return;
   ctx.log(LogLevel::info, "queue: recovered " + describe());
   if (replicated()) {
     load_controller_state();
@@ -381,8 +405,7 @@ bool QueueNode::open_batch(Context& ctx) {
   return true;
 }
 
-void QueueNode::commit_batch(Context& ctx) {
-  if (!state_.batch_open) return;
+bool QueueNode::write_seqs(Context& ctx) {
   for (const std::string& conv : state_.dirty_convs) {
     const auto it = state_.conversations.find(conv);
     // A truncation may have undone a conversation's every record: then its row goes.
@@ -391,10 +414,27 @@ void QueueNode::commit_batch(Context& ctx) {
     if (it != state_.conversations.end()) bind_int(write, 2, static_cast<int64_t>(it->second.next_seq));
     if (!run(write)) {
       halt(ctx, "writing the next seq of " + conv);
-      return;
+      return false;
     }
   }
   state_.dirty_convs.clear();
+  // Every record below next_offset, the open batch's too, is reflected now (same transaction).
+  for (const auto& [p, part] : state_.partitions) {
+    sqlite3_stmt* write = upsert_seqs_cover_.get();
+    bind_int(write, 1, static_cast<int64_t>(p));
+    bind_int(write, 2, static_cast<int64_t>(part.next_offset));
+    if (!run(write)) {
+      halt(ctx, "writing where the next seqs of partition " + std::to_string(p) + " stand");
+      return false;
+    }
+  }
+  state_.batches_since_seqs = 0;
+  return true;
+}
+
+void QueueNode::commit_batch(Context& ctx) {
+  if (!state_.batch_open) return;
+  if (++state_.batches_since_seqs >= kSeqsEveryBatches && !write_seqs(ctx)) return;
   for (auto& [p, part] : state_.partitions) {
     if (!part.hw_dirty) continue;
     sqlite3_stmt* write = upsert_hw_.get();
@@ -567,7 +607,7 @@ bool QueueNode::apply_record(Context& ctx, uint32_t partition, uint64_t offset, 
     bind_blob(log, 4, blob);
     ok = run(log);
   }
-  // The conversation's next seq is written once per batch, at its commit (dirty_convs).
+  // The conversation's next seq is written later (queue.h "Next seqs"); a restart replays it.
   if (ok) state_.dirty_convs.insert(entry.conv);
   if (ok && group && entry.kind != EntryKind::message) {
     sqlite3_stmt* member = entry.kind == EntryKind::join ? insert_member_.get() : delete_member_.get();
@@ -600,7 +640,8 @@ bool QueueNode::apply_record(Context& ctx, uint32_t partition, uint64_t offset, 
   if (entry.kind == EntryKind::leave) conversation.members.erase(entry.member);
   if (entry.kind != EntryKind::message) conversation.members_digest = 0;
   state_.partitions.at(partition).next_offset = offset + 1;
-  return true;
+  // Memory and the open transaction agree again: the waiting next seqs may be written now.
+  return state_.dirty_convs.size() < kDirtyConvsMax || write_seqs(ctx);
 }
 
 bool QueueNode::write_rejected(Context& ctx, const Entry& entry, const std::string& reason) {
@@ -1038,6 +1079,8 @@ bool QueueNode::truncate_from(Context& ctx, uint32_t partition, uint64_t from) {
   }
   part.next_offset = from;
   part.log_end = std::min(part.log_end, from);  // what stays below is still synced
+  // Replay at a restart only adds: the undone seqs go to disk with the truncation.
+  if (!write_seqs(ctx)) return false;
   if (part.committed_next_offset > from) part.committed_next_offset = from;  // never for a committed record
   std::erase_if(state_.committing, [&](const auto& c) { return c.first == partition && c.second.offset >= from; });
   while (!part.uncommitted.empty() && part.uncommitted.back().offset >= from) part.uncommitted.pop_back();
@@ -1619,8 +1662,10 @@ void QueueNode::invariants() const {
   MSGSIM_ASSERT_LE(state_.conversations.size(), kConversationsMax);
   MSGSIM_ASSERT_LE(state_.replies.size(), kBatchMax);
   if (state_.halted) return;  // memory may be ahead of the disk; nothing is answered any more
-  MSGSIM_ASSERT(state_.batch_open || (state_.replies.empty() && state_.committing.empty() && state_.dirty_convs.empty()),
+  MSGSIM_ASSERT(state_.batch_open || (state_.replies.empty() && state_.committing.empty()),
                 "answers or records waiting without an open batch");
+  MSGSIM_ASSERT_LE(state_.dirty_convs.size(), kDirtyConvsMax);
+  MSGSIM_ASSERT_LE(state_.batches_since_seqs, kSeqsEveryBatches);
   MSGSIM_ASSERT(!state_.batch_open || state_.commit_armed, "an open batch without a commit timer");
   for (const auto& [p, part] : state_.partitions) {
     MSGSIM_ASSERT(config_.topology.is_replica(p, self_), "a partition this node does not hold");
