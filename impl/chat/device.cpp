@@ -558,9 +558,27 @@ void DeviceNode::process(Context& ctx, const std::string& conv, Conversation& c,
   }
 }
 
+uint64_t& DeviceNode::receipt_known(const std::string& conv, const std::string& reader, ReceiptKind kind) {
+  auto held = convs_.find(conv);
+  if (held == convs_.end()) return receipts_known_elsewhere_[{conv, reader, kind}];
+  std::vector<Conversation::ReceiptKnown>& known = held->second.receipts_known;
+  for (Conversation::ReceiptKnown& k : known) {
+    if (k.kind == kind && k.reader == reader) return k.up_to;
+  }
+  uint64_t up_to = 0;
+  if (!receipts_known_elsewhere_.empty()) {
+    auto earlier = receipts_known_elsewhere_.find({conv, reader, kind});
+    if (earlier != receipts_known_elsewhere_.end()) {
+      up_to = earlier->second;
+      receipts_known_elsewhere_.erase(earlier);
+    }
+  }
+  return known.emplace_back(Conversation::ReceiptKnown{reader, kind, up_to}).up_to;
+}
+
 void DeviceNode::on_receipt(Context& ctx, const ReceiptNotice& notice) {
   if (notice.reader == user_) return;
-  uint64_t& known = receipts_known_[{notice.conv, notice.reader, notice.kind}];
+  uint64_t& known = receipt_known(notice.conv, notice.reader, notice.kind);
   if (notice.up_to <= known) return;  // nothing new: receipts only rise
   known = notice.up_to;
   history::Event e = event(history::EventType::receipt, user_, device_);

@@ -111,6 +111,17 @@ class DeviceNode final : public Node {
     // its sender key goes to exactly them. A join entry's body lists the members after it; a
     // SendStale brings the queue's list, which may be ahead of the log this device processed.
     std::vector<std::string> members;
+    // Others' receipts this device has reported learning here: per (reader, kind) the highest
+    // up_to (receipts only rise). Held in the conversation rather than in a device-wide map
+    // keyed by (conv, reader, kind) strings: about 50 bytes an entry instead of 160, and a
+    // full-scale run holds several per device. One entry per reader and kind, so bounded by
+    // the conversation's members.
+    struct ReceiptKnown {
+      std::string reader;
+      ReceiptKind kind = ReceiptKind::delivered;
+      uint64_t up_to = 0;
+    };
+    std::vector<ReceiptKnown> receipts_known;
   };
 
   // Timer tags: fixed ones below; expiry timers are kExpiryBase + a counter.
@@ -177,8 +188,10 @@ class DeviceNode final : public Node {
   // scale some device is always in the middle of a periodic one.
   bool sync_owed_ = false;
   std::map<std::string, Conversation> convs_;
-  // (conv, reader, kind) -> the highest up_to this device has reported learning.
-  std::map<std::tuple<std::string, std::string, ReceiptKind>, uint64_t> receipts_known_;
+  // The same for receipts of conversations this device does not hold (yet): (conv, reader,
+  // kind) -> the highest up_to reported. Moved into the conversation when it appears.
+  std::map<std::tuple<std::string, std::string, ReceiptKind>, uint64_t> receipts_known_elsewhere_;
+  uint64_t& receipt_known(const std::string& conv, const std::string& reader, ReceiptKind kind);
   // Pending expiries: timer tag -> (conv, msg id).
   std::map<uint64_t, std::pair<std::string, std::string>> expiries_;
   uint64_t next_expiry_tag_ = kExpiryBase;
