@@ -11,8 +11,11 @@
 //  - From client devices to load balancers and chat servers: WebSocket (Boost.Beast), binary
 //    messages, one frame per message; the URL path /node/<id> names the opener. A close frame
 //    with code 1000 is closed_by_peer; anything else ending the stream is a reset.
-//  A node listens on one port for both: a connection whose first byte is 'G' (an HTTP GET) is
-//  a WebSocket upgrade, anything else a framed TCP link.
+//  - The devices' fallback: HTTP long polling (live/long_poll.h), HTTP/1.1 requests under /lp/
+//    to the same port; a session is the node's connection (LiveHostOptions::long_poll_nodes
+//    picks the devices that dial this way).
+//  A node listens on one port for all: a connection that starts "GET /lp/" or "P" (a POST) is
+//  long polling, any other 'G' (an HTTP GET) a WebSocket upgrade, anything else a framed TCP link.
 //
 // Call order (impl/runtime.h): every handler runs from a completion handler of the io_context,
 // never from inside a Context call; sends, connects and timers only start asynchronous work;
