@@ -54,12 +54,6 @@ Status configure_durable(sqlite3* db) {
   }
   const Status full = exec(db, "PRAGMA synchronous=FULL");
   if (!full.ok()) return full;
-  // An 8 MiB page cache instead of SQLite's 2 MiB: the hot leaves of every B-tree (each
-  // conversation's tail in the entries table, the msg_id index, the offsets) then stay cached
-  // between transactions instead of being read back from the (simulated) disk. The cache is per
-  // node database, not per device: a few dozen server nodes in the largest scenario.
-  const Status cache = exec(db, "PRAGMA cache_size=-8192");
-  if (!cache.ok()) return cache;
   // Checkpoint the WAL every 8,000 pages instead of SQLite's 1,000: a page that is updated
   // often (a B-tree leaf, a counter) is then copied into the database once per checkpoint
   // instead of eight times. The WAL lives in the node's (simulated or real) disk either way.

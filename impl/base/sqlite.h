@@ -34,9 +34,8 @@ int sqlite_code(sqlite3* db);
 Status exec(sqlite3* db, std::string_view sql);
 
 // The settings durable state needs: locking_mode=EXCLUSIVE (first: the simulated disk has no
-// shared memory, so WAL needs it), journal_mode=WAL, synchronous=FULL, and an 8 MiB page
-// cache. A transaction whose COMMIT returned OK then survives every crash. Checks that WAL
-// really was chosen.
+// shared memory, so WAL needs it), journal_mode=WAL, synchronous=FULL. A transaction whose
+// COMMIT returned OK then survives every crash. Checks that WAL really was chosen.
 Status configure_durable(sqlite3* db);
 
 // PRAGMA integrity_check: ok, or an io_error listing what it found.
