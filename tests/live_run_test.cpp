@@ -50,19 +50,28 @@ std::string fresh_dir(const std::string& name) {
   return dir.string();
 }
 
+// Runs a shell command; its exit code (-1 when it did not exit) and what it wrote to stdout.
+std::pair<int, std::string> run_stdout(const std::string& command) {
+  FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return {-1, "popen failed"};
+  std::string output;
+  char buffer[4096];
+  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
+  const int status = ::pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+// The same, with stderr in the output too.
+std::pair<int, std::string> run_command(const std::string& command) { return run_stdout(command + " 2>&1"); }
+
 TEST(LiveRun, SmallScenarioWithCrashesAndAPartitionPassesTheOracle) {
   const std::string dir = fresh_dir("live-run");
   const std::string history = dir + "/history.jsonl";
   const std::string command = kBinary + " live run " + kScenario + " --dir " + dir + " --history " + history + " 2>" +
                               dir + "/stderr.txt";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string output;
-  char buffer[4096];
-  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  const auto [code, output] = run_stdout(command);
+  ASSERT_NE(code, -1) << output;
+  EXPECT_EQ(code, 0) << output;
   EXPECT_NE(output.find("verdict: PASS"), std::string::npos) << output;
   EXPECT_NE(output.find("fault crash chat-1"), std::string::npos) << output;
   EXPECT_NE(output.find("fault crash queue-2"), std::string::npos) << output;
@@ -96,14 +105,9 @@ TEST(LiveRun, LongPollingDevicesPassTheOracle) {
   const std::string history = dir + "/history.jsonl";
   const std::string command = kBinary + " live run " + kScenario + " --long-poll-share 0.5 --dir " + dir +
                               " --history " + history + " 2>" + dir + "/stderr.txt";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string output;
-  char buffer[4096];
-  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0) << output;
+  const auto [code, output] = run_stdout(command);
+  ASSERT_NE(code, -1) << output;
+  EXPECT_EQ(code, 0) << output;
   EXPECT_NE(output.find("verdict: PASS"), std::string::npos) << output;
   EXPECT_NE(output.find("long polling: 8 of 16 devices"), std::string::npos) << output;
   EXPECT_NE(output.find("no-loss: valid"), std::string::npos) << output;
@@ -164,17 +168,6 @@ TEST(LiveRun, InterruptedRunLeavesNoProcessBehind) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_TRUE(processes_mentioning(dir).empty());
-}
-
-// Runs a shell command; its exit code and what it wrote to stdout and stderr.
-std::pair<int, std::string> run_command(const std::string& command) {
-  FILE* pipe = ::popen((command + " 2>&1").c_str(), "r");
-  if (pipe == nullptr) return {-1, "popen failed"};
-  std::string output;
-  char buffer[4096];
-  while (size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) output.append(buffer, n);
-  const int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
 }
 
 // Conformance mode against a deployment of our own system: `live serve` starts the servers of
