@@ -228,6 +228,9 @@ struct Conv {
   std::vector<uint32_t> memberships;   // Membership indices: users with join/leave events
   std::vector<uint32_t> readers;       // ReaderConv indices with a delivered receipt
   int64_t max_shown_seq = std::numeric_limits<int64_t>::min();
+  // The largest delivered_checked_up_to among `readers`: a message whose seq is above it needs
+  // no look at the readers when it gets its seq.
+  int64_t max_delivered_checked_up_to = kNoSeq;
   // A join or leave arrived after a message with a higher seq was shown: the deliveries judged
   // at the time are judged again at finish().
   bool late_membership = false;
@@ -407,13 +410,11 @@ struct Checker::State {
   ChunkedVector<ReceiptState, 10> receipt_states;
   // (conv, seq) -> the join or leave that claimed it: slots of record index + 1.
   std::vector<MembershipEventRecord> membership_events;
-  std::vector<uint32_t> membership_event_slots = std::vector<uint32_t>(64, 0);
+  detail::HashedIndexSlots membership_event_slots{64};
   std::vector<MembershipSuspect> membership_suspects;
 
-  // (conv, seq) -> the message that first claimed it: slots of msg + 1, compared through the
-  // message's own record.
-  std::vector<uint32_t> seq_slots = std::vector<uint32_t>(1024, 0);
-  size_t seq_slots_used = 0;
+  // (conv, seq) -> the message that first claimed it, compared through the message's own record.
+  detail::HashedIndexSlots seq_slots{1024};
 
   std::map<std::string, uint32_t, std::less<>> active_faults;
   int64_t last_heal_t = std::numeric_limits<int64_t>::min();
@@ -549,44 +550,21 @@ struct Checker::State {
     return mix64(static_cast<uint64_t>(seq) ^ mix64(uint64_t{conv} + 0x9e3779b97f4a7c15ULL));
   }
   uint32_t find_seq(uint32_t conv, int64_t seq) const {
-    const size_t mask = seq_slots.size() - 1;
-    for (size_t i = seq_hash(conv, seq) & mask;; i = (i + 1) & mask) {
-      const uint32_t slot = seq_slots[i];
-      if (slot == 0) return kNone;
-      const Message& msg = messages[slot - 1];
-      if (msg.conv == conv && msg.seq == seq) return slot - 1;
-    }
+    return seq_slots.find(seq_hash(conv, seq), [&](uint32_t mi) {
+      const Message& msg = messages[mi];
+      return msg.conv == conv && msg.seq == seq;
+    });
   }
   void insert_seq(uint32_t conv, int64_t seq, uint32_t m) {
-    if ((seq_slots_used + 1) * 4 > seq_slots.size() * 3) {
-      std::vector<uint32_t> old;
-      old.swap(seq_slots);
-      detail::assign_advised(seq_slots, old.size() * 2, uint32_t{0});
-      for (const uint32_t slot : old) {
-        if (slot == 0) continue;
-        const Message& msg = messages[slot - 1];
-        place_seq(seq_hash(msg.conv, msg.seq), slot);
-      }
-    }
-    place_seq(seq_hash(conv, seq), m + 1);
-    ++seq_slots_used;
-  }
-  void place_seq(uint64_t h, uint32_t slot) {
-    const size_t mask = seq_slots.size() - 1;
-    size_t i = h & mask;
-    while (seq_slots[i] != 0) i = (i + 1) & mask;
-    seq_slots[i] = slot;
+    seq_slots.insert(seq_hash(conv, seq), m, [&](uint32_t mi) { return seq_hash(messages[mi].conv, messages[mi].seq); });
   }
 
   // ---- the (conv, seq) -> join/leave table ----
   const MembershipEventRecord* find_membership_event(uint32_t conv, int64_t seq) const {
-    const size_t mask = membership_event_slots.size() - 1;
-    for (size_t i = seq_hash(conv, seq) & mask;; i = (i + 1) & mask) {
-      const uint32_t slot = membership_event_slots[i];
-      if (slot == 0) return nullptr;
-      const MembershipEventRecord& r = membership_events[slot - 1];
-      if (r.conv == conv && r.seq == seq) return &r;
-    }
+    const uint32_t r = membership_event_slots.find(seq_hash(conv, seq), [&](uint32_t index) {
+      return membership_events[index].conv == conv && membership_events[index].seq == seq;
+    });
+    return r == kNone ? nullptr : &membership_events[r];
   }
   // Adds the change unless (conv, seq) is taken; returns the record that holds it either way.
   const MembershipEventRecord& insert_membership_event(uint32_t conv, int64_t seq, MembershipEvent event, bool& inserted) {
@@ -596,21 +574,11 @@ struct Checker::State {
     }
     inserted = true;
     membership_events.push_back({seq, conv, event});
-    if (membership_events.size() * 4 > membership_event_slots.size() * 3) {
-      membership_event_slots.assign(membership_event_slots.size() * 2, 0);
-      for (size_t r = 0; r < membership_events.size(); ++r)
-        place_membership_event(static_cast<uint32_t>(r) + 1);
-    } else {
-      place_membership_event(static_cast<uint32_t>(membership_events.size()));
-    }
+    membership_event_slots.insert(seq_hash(conv, seq), static_cast<uint32_t>(membership_events.size() - 1),
+                                  [&](uint32_t index) {
+                                    return seq_hash(membership_events[index].conv, membership_events[index].seq);
+                                  });
     return membership_events.back();
-  }
-  void place_membership_event(uint32_t slot) {
-    const MembershipEventRecord& r = membership_events[slot - 1];
-    const size_t mask = membership_event_slots.size() - 1;
-    size_t i = seq_hash(r.conv, r.seq) & mask;
-    while (membership_event_slots[i] != 0) i = (i + 1) & mask;
-    membership_event_slots[i] = slot;
   }
 
   // ---- membership ----
@@ -693,7 +661,10 @@ struct Checker::State {
     } else {
       insert_seq(m.conv, seq, mi);
     }
-    if (const MembershipEventRecord* record = find_membership_event(m.conv, seq)) {
+    const Conv& c = convs[m.conv];
+    // A conversation without memberships has had no join or leave (each one adds its user).
+    const MembershipEventRecord* record = c.memberships.empty() ? nullptr : find_membership_event(m.conv, seq);
+    if (record != nullptr) {
       const MembershipEvent& event = record->event;
       violate(Invariant::seq_agreement, [&] {
         return Example{{msg_name(mi)}, {event.line, line},
@@ -704,7 +675,7 @@ struct Checker::State {
     const int64_t causal_floor = message_cold[mi].causal_floor();
     if (causal_floor != kNoSeq && seq <= causal_floor) report_causal(mi, line32());
     // A delivered receipt written before this seq was known covered it if its up_to reaches it.
-    const Conv& c = convs[m.conv];
+    if (seq > c.max_delivered_checked_up_to) return;  // none reaches it (nearly always)
     for (const uint32_t ri : c.readers) {
       ReaderConv& rc = readers[ri];
       if (rc.delivered_checked_up_to >= seq && meant_for_user(m, rc.user) && !handled_by_user(m, rc.user)) {
@@ -991,6 +962,8 @@ struct Checker::State {
     if (e.up_to > rc.delivered_checked_up_to) {
       check_delivered_range(rc, conv, e.up_to);
       rc.delivered_checked_up_to = e.up_to;
+      Conv& c = convs[conv];
+      c.max_delivered_checked_up_to = std::max(c.max_delivered_checked_up_to, e.up_to);
     }
     rc.delivered_line = line32();
     if (!rc.listed) {
@@ -1287,7 +1260,7 @@ struct Checker::State {
   }
 
   void prefetch_seq_slot(uint32_t conv, int64_t seq) const {
-    prefetch_address(&seq_slots[seq_hash(conv, seq) & (seq_slots.size() - 1)]);
+    seq_slots.prefetch(seq_hash(conv, seq));
   }
 
   // The third stage, once the (device, conversation) index slot is in the cache: finds the
@@ -1445,7 +1418,34 @@ struct Checker::State {
     std::vector<uint32_t> starts;
     std::vector<Candidate> candidates;
     list_candidates(starts, candidates);
-    for (size_t mi = 0; mi < messages.size(); ++mi) {
+    // Messages are visited in id order, their conversations and (device, conv) records at
+    // random: the candidates of a message kFar ahead and the records they name kNear ahead are
+    // loaded early, so the loop does not wait for each miss in turn.
+    constexpr size_t kFar = 16;
+    constexpr size_t kNear = 8;
+    constexpr size_t kNearest = 3;
+    const size_t count = messages.size();
+    for (size_t mi = 0; mi < count; ++mi) {
+      if (mi + kFar < count) {
+        const Message& ahead = messages[mi + kFar];
+        if (starts[ahead.conv] < starts[ahead.conv + 1]) prefetch_address(&candidates[starts[ahead.conv]]);
+      }
+      if (mi + kNear < count) {
+        const Message& ahead = messages[mi + kNear];
+        for (uint32_t k = starts[ahead.conv]; k < starts[ahead.conv + 1]; ++k) {
+          if (candidates[k].device_conv != kNone) device_convs.prefetch(candidates[k].device_conv);
+        }
+      }
+      if (mi + kNearest < count) {
+        // The (device, conv) records are loaded by now: the words of earlier shown bits.
+        const Message& ahead = messages[mi + kNearest];
+        for (uint32_t k = starts[ahead.conv]; k < starts[ahead.conv + 1]; ++k) {
+          if (candidates[k].device_conv == kNone) continue;
+          const DeviceConv& dc = device_convs[candidates[k].device_conv];
+          const uint64_t* word = dc.bits.find(ahead.ordinal);
+          if (word != nullptr) prefetch_address(word);
+        }
+      }
       const Message& m = messages[mi];
       if (!m.has(kSent) || m.seq == kNoSeq || m.sender_user == kNone) continue;
       // Owed to every device it is meant for, disappearing or not: "shown or expired there"
@@ -1479,6 +1479,14 @@ struct Checker::State {
 
   void judge_expiry_at_end() {
     const int64_t end_t = last_t;
+    // One bit per message, set when it is overdue at the end: the loop below visits every shown
+    // (device, message) pair, and reading each message's record at random would cost a cache
+    // miss per pair, while this bitmap (an eighth of a byte per message) stays in the cache.
+    std::vector<uint64_t> overdue((messages.size() + 63) / 64, 0);
+    for (size_t mi = 0; mi < messages.size(); ++mi) {
+      const Message& m = messages[mi];
+      if (m.expires_at != kNoExpiry && end_t > m.expires_at + kExpirySlack_ns) overdue[mi / 64] |= uint64_t{1} << (mi % 64);
+    }
     for (size_t dci = 0; dci < device_convs.size(); ++dci) {
       const DeviceConv& dc = device_convs[dci];
       const Conv& c = convs[dc.conv];
@@ -1492,8 +1500,8 @@ struct Checker::State {
           const size_t ordinal = dc.bits.base() + w * 32 + static_cast<size_t>(bit / 2);
           if (ordinal >= c.messages.size()) continue;
           const uint32_t mi = c.messages[ordinal];
+          if (((overdue[mi / 64] >> (mi % 64)) & 1) == 0) continue;
           const Message& m = messages[mi];
-          if (m.expires_at == kNoExpiry || end_t <= m.expires_at + kExpirySlack_ns) continue;
           violate(Invariant::expiry, [&] {
             return Example{{msg_name(mi)}, {m.send_line},
                            "shown on " + device_name(dc.device) + " and not expired within 1 s of expires_at=" +
@@ -1569,9 +1577,9 @@ struct Checker::State {
     // Hash and tree nodes: the element plus two pointers and the allocator's header.
     bytes += receipt_index.memory_bytes() + receipt_states.memory_bytes();
     bytes += membership_events.capacity() * sizeof(MembershipEventRecord) +
-             membership_event_slots.capacity() * sizeof(uint32_t);
+             membership_event_slots.memory_bytes();
     bytes += membership_suspects.capacity() * sizeof(MembershipSuspect);
-    bytes += seq_slots.capacity() * sizeof(uint32_t);
+    bytes += seq_slots.memory_bytes();
     bytes += latency.memory_bytes();
     return bytes;
   }

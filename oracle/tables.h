@@ -8,6 +8,7 @@
 #include <memory>
 #include <new>
 #include <algorithm>
+#include <bit>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -381,6 +382,76 @@ class FlatMap64 {
 
   std::vector<Entry> entries_;
   size_t size_ = 0;
+};
+
+// Open-addressing slots of 32 bits that map a 64-bit hash to the index of a record kept
+// elsewhere (the caller compares the record itself). A slot holds index + 1 in its low
+// `index_bits` bits and bits of the hash in the rest, so a probe reads a record only when those
+// hash bits agree: the records are scattered over tens of megabytes, and comparing every record
+// on a probe path (8 or so at three-quarters load when the key is absent) cost a cache miss
+// each. The index bits grow with the largest index stored (the table is rebuilt then, at most
+// 32 times); with 2^20 records 12 bits of hash remain, so a stray compare is 1 in 4,096.
+class HashedIndexSlots {
+ public:
+  explicit HashedIndexSlots(size_t initial_slots) { slots_.assign(initial_slots, 0); }
+
+  // The index whose record `matches`, among those stored under hash `h`, or kNone.
+  template <typename Matches>
+  uint32_t find(uint64_t h, Matches&& matches) const {
+    const size_t mask = slots_.size() - 1;
+    const uint32_t tag = tag_of(h);
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+      const uint32_t slot = slots_[i];
+      if (slot == 0) return kNone;
+      if ((slot & ~index_mask_) == tag) {
+        const uint32_t index = (slot & index_mask_) - 1;
+        if (matches(index)) return index;
+      }
+    }
+  }
+  // Stores `index` under `h` (the caller has found it absent). `hash_of(index)` gives the hash
+  // of a stored index again, for rebuilding the table when it grows.
+  template <typename HashOf>
+  void insert(uint64_t h, uint32_t index, HashOf&& hash_of) {
+    MSGSIM_ASSERT(index < kNone - 1, "more than 4 billion records");
+    const int need_bits = std::bit_width(uint64_t{index} + 1);
+    if ((used_ + 1) * 4 > slots_.size() * 3 || need_bits > index_bits_) {
+      rebuild((used_ + 1) * 4 > slots_.size() * 3 ? slots_.size() * 2 : slots_.size(),
+              std::max(need_bits, index_bits_), hash_of);
+    }
+    place(h, index);
+    ++used_;
+  }
+  void prefetch(uint64_t h) const { prefetch_address(&slots_[h & (slots_.size() - 1)]); }
+  size_t memory_bytes() const { return slots_.capacity() * sizeof(uint32_t); }
+
+ private:
+  uint32_t tag_of(uint64_t h) const { return static_cast<uint32_t>(h >> 32) & ~index_mask_; }
+  void place(uint64_t h, uint32_t index) {
+    const size_t mask = slots_.size() - 1;
+    size_t i = h & mask;
+    while (slots_[i] != 0) i = (i + 1) & mask;
+    slots_[i] = tag_of(h) | (index + 1);
+  }
+  template <typename HashOf>
+  void rebuild(size_t size, int index_bits, HashOf&& hash_of) {
+    std::vector<uint32_t> old;
+    old.swap(slots_);
+    const uint32_t old_mask = index_mask_;
+    index_bits_ = index_bits;
+    index_mask_ = index_bits >= 32 ? ~uint32_t{0} : (uint32_t{1} << index_bits) - 1;
+    assign_advised(slots_, size, uint32_t{0});
+    for (const uint32_t slot : old) {
+      if (slot == 0) continue;
+      const uint32_t index = (slot & old_mask) - 1;
+      place(hash_of(index), index);
+    }
+  }
+
+  std::vector<uint32_t> slots_;
+  size_t used_ = 0;
+  int index_bits_ = 1;
+  uint32_t index_mask_ = 1;
 };
 
 inline uint64_t pack(uint32_t high, uint32_t low) { return (uint64_t{high} << 32) | low; }
