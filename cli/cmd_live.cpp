@@ -103,6 +103,7 @@ struct NodeArgs {
   uint64_t incarnation = 0;
   std::string directory_file;
   int64_t drain_ms = 5000;
+  bool refuse_websocket_upgrades = false;
 };
 
 int run_node(const NodeArgs& args) {
@@ -135,6 +136,7 @@ int run_node(const NodeArgs& args) {
   options.run_dir = args.dir;
   options.seed = args.seed;
   options.incarnation = args.incarnation;
+  options.refuse_websocket_upgrades = args.refuse_websocket_upgrades;
   options.on_exit = [&](NodeId, bool draining) {
     exit_code = draining ? kExitOk : 3;  // 3: fail-stop, the supervisor restarts the node
     io.stop();
@@ -183,6 +185,9 @@ struct LiveRunArgs {
   std::string targets_file;
   // The share of devices that reach servers by HTTP long polling instead of WebSocket.
   double long_poll_share = 0.0;
+  // The server processes answer WebSocket upgrades with 403: every device falls back to long
+  // polling by itself (LiveHostOptions::websocket_upgrade_failures_max).
+  bool refuse_websocket_upgrades = false;
 };
 
 // What a live supervisor does: a whole run, the servers only (`live serve`), or the devices
@@ -313,6 +318,8 @@ class Supervisor {
   // Devices that use HTTP long polling (live/long_poll.h) instead of WebSocket: this share of
   // them, spread evenly over the device order (device i when floor((i+1)*share) > floor(i*share)).
   void set_long_poll_share(double share) { long_poll_share_ = share; }
+  // Server processes refuse WebSocket upgrades (403), so devices fall back to long polling.
+  void set_refuse_websocket_upgrades(bool refuse) { refuse_websocket_upgrades_ = refuse; }
 
   // `live serve`: every server node as in a run, no devices, no faults, until SIGINT or SIGTERM.
   // Prints (and writes to `targets_file`) the --target flags that reach the deployment.
@@ -477,6 +484,7 @@ class Supervisor {
                                      "--incarnation", std::to_string(p.incarnation),
                                      "--directory", directory_file(p.id),
                                      "--drain-ms", std::to_string(drain_ms())};
+    if (refuse_websocket_upgrades_) argv.push_back("--refuse-websocket-upgrades");
     std::vector<char*> raw;
     for (std::string& s : argv) raw.push_back(s.data());
     raw.push_back(nullptr);
@@ -867,10 +875,14 @@ class Supervisor {
                               std::to_string(device_ids_.size()) + " devices (" + std::to_string(online) + " online, " +
                               std::to_string(settled) + " settled at the end), " + std::to_string(config_.groups.size()) +
                               " groups, " + std::to_string(config_.topology.chat_servers.size()) + " chat servers");
-    if (long_poll_devices_ > 0) {
+    if (long_poll_devices_ > 0 || s.long_poll_fallbacks > 0) {
       report_.summary.push_back("long polling: " + std::to_string(long_poll_devices_) + " of " +
                                 std::to_string(device_ids_.size()) + " devices, " + std::to_string(s.long_poll_requests) +
                                 " HTTP requests, " + std::to_string(s.long_poll_retries) + " repeated after a failed connection");
+    }
+    if (s.long_poll_fallbacks > 0) {
+      report_.summary.push_back("long-poll fallback: " + std::to_string(s.long_poll_fallbacks) +
+                                " (device, server) pairs switched to long polling after failed WebSocket upgrades");
     }
     for (const std::string& line : unsettled) report_.summary.push_back("  unsettled: " + line);
     report_.checks.push_back({"liveness", settled == device_ids_.size(),
@@ -912,6 +924,7 @@ class Supervisor {
   std::unique_ptr<live::LiveHost> devices_;
   std::vector<NodeId> device_ids_;
   double long_poll_share_ = 0.0;
+  bool refuse_websocket_upgrades_ = false;
   size_t long_poll_devices_ = 0;
   history::Checker checker_;
   sim::PlaintextScanner scanner_;
@@ -979,6 +992,7 @@ int run_live(const LiveRunArgs& args, SupervisorMode mode) {
     Supervisor supervisor(scenario, args.seed.value_or(scenario.seed), dir,
                           history_out.is_open() ? &history_out : nullptr, mode, std::move(target));
     supervisor.set_long_poll_share(args.long_poll_share);
+    supervisor.set_refuse_websocket_upgrades(args.refuse_websocket_upgrades);
     code = mode == SupervisorMode::serve ? supervisor.serve(args.targets_file) : supervisor.run();
   }
   if (history_out.is_open()) {
@@ -1023,6 +1037,9 @@ void add_live_command(CLI::App& app, Outcome& outcome) {
   run->add_option("--long-poll-share", run_args->long_poll_share,
                   "the share of devices (0..1) that reach servers by HTTP long polling instead of WebSocket")
       ->check(CLI::Range(0.0, 1.0));
+  run->add_flag("--refuse-websocket-upgrades", run_args->refuse_websocket_upgrades,
+                "the server processes answer every WebSocket upgrade with 403, so the devices fall back to HTTP "
+                "long polling by themselves");
   run->callback([run_args, target, &outcome] {
     outcome.exit_code = run_live(*run_args, target->count() > 0 ? SupervisorMode::target : SupervisorMode::run);
   });
@@ -1050,6 +1067,7 @@ void add_live_command(CLI::App& app, Outcome& outcome) {
   node->add_option("--incarnation", node_args->incarnation);
   node->add_option("--directory", node_args->directory_file)->required();
   node->add_option("--drain-ms", node_args->drain_ms);
+  node->add_flag("--refuse-websocket-upgrades", node_args->refuse_websocket_upgrades);
   node->callback([node_args, &outcome] { outcome.exit_code = run_node(*node_args); });
 }
 

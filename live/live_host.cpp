@@ -260,6 +260,22 @@ class LiveHost::Impl {
   void exit(NodeSlot& s);
 
   void send_now(NodeId node, const std::shared_ptr<Conn>& conn, Bytes frame);
+
+  // The automatic long-poll fallback (LiveHostOptions::websocket_upgrade_failures_max), per
+  // (local node, endpoint). Entries are made only by failed upgrades, so there are at most as
+  // many as nodes here times endpoints they dial (the directory and the fallback endpoint).
+  struct UpgradeRecord {
+    uint32_t failures_in_a_row = 0;
+    bool long_poll = false;  // decided: this node reaches this endpoint by long polling
+  };
+  std::map<std::pair<NodeId, std::string>, UpgradeRecord> upgrades_;
+  static std::string endpoint_key(const Endpoint& where) { return where.address + ":" + std::to_string(where.port); }
+  bool reaches_by_long_poll(NodeId node, const Endpoint& where) const;
+  // An outbound WebSocket upgrade failed after the TCP connect (`declined`: the server answered
+  // it with something other than 101). Returns true when the attempt continues over long
+  // polling (the connection was replaced under its ConnId); false: the caller fails it.
+  bool websocket_upgrade_failed(Conn& conn, const Endpoint& where, bool declined, std::string_view why);
+  void websocket_upgraded(NodeId node, const Endpoint& where) { upgrades_.erase({node, endpoint_key(where)}); }
   void release_held(uint64_t durable);
   void sync_failed(const std::string& what);
 
@@ -312,6 +328,12 @@ class Conn : public std::enable_shared_from_this<Conn> {
   }
   size_t queued_bytes() const { return queued_bytes_; }
   bool dead() const { return dead_; }
+  // The frames queued and not yet written, handed to a connection that replaces this one (the
+  // long-poll fallback continues an attempt whose WebSocket upgrade failed).
+  std::deque<Bytes> take_queue() {
+    queued_bytes_ = 0;
+    return std::exchange(queue_, {});
+  }
 
   virtual void start_connect(const Endpoint& where) = 0;
 
@@ -355,8 +377,12 @@ class Conn : public std::enable_shared_from_this<Conn> {
     timer_.expires_after(std::chrono::nanoseconds(delay_ns));
     timer_.async_wait([self = shared_from_this(), what = std::move(what)](error_code ec) {
       if (ec) return;
-      self->fail(self->established ? DisconnectReason::reset : DisconnectReason::refused, what, true);
+      self->timed_out(what);
     });
+  }
+  // The timer armed by arm_timer fired.
+  virtual void timed_out(const std::string& what) {
+    fail(established ? DisconnectReason::reset : DisconnectReason::refused, what, true);
   }
 
   LiveHost::Impl& host_;
@@ -583,6 +609,7 @@ class BasicWsConn final : public Conn {
 
   void start_connect(const Endpoint& where) override {
     host_header_ = (where.host_name.empty() ? where.address : where.host_name) + ":" + std::to_string(where.port);
+    where_ = where;
     if constexpr (std::is_same_v<NextLayer, beast::tcp_stream>) {
       arm_timer(host_.options_.connect_timeout_ns, "no answer to the connect within the timeout");
       error_code bad_address;
@@ -627,11 +654,18 @@ class BasicWsConn final : public Conn {
   void on_connect(error_code ec) {
     if (dead_) return;
     if (ec) return fail(DisconnectReason::refused, "connect: " + ec.message());
+    tcp_connected_ = true;
     configure();
     ws_.async_handshake(host_header_, "/node/" + std::to_string(local_),
                         [self = shared_self()](error_code ec) {
                           if (self->dead_) return;
-                          if (ec) return self->fail(DisconnectReason::refused, "WebSocket handshake: " + ec.message());
+                          if (ec) {
+                            const std::string why = "WebSocket handshake: " + ec.message();
+                            const bool declined = ec == websocket::error::upgrade_declined;
+                            if (self->host_.websocket_upgrade_failed(*self, self->where_, declined, why)) return;
+                            return self->fail(DisconnectReason::refused, why);
+                          }
+                          self->host_.websocket_upgraded(self->local(), self->where_);
                           self->timer_.cancel();
                           self->established = true;
                           self->ready_to_write_ = true;
@@ -640,6 +674,29 @@ class BasicWsConn final : public Conn {
                           self->write_next();
                           self->read_next();
                         });
+  }
+
+  // An outbound upgrade that got no answer in time after the TCP connect counts as a failed
+  // upgrade for the long-poll fallback.
+  void timed_out(const std::string& what) override {
+    if (outbound() && tcp_connected_ && !established &&
+        host_.websocket_upgrade_failed(*this, where_, false, "WebSocket handshake: " + what)) {
+      return;
+    }
+    Conn::timed_out(what);
+  }
+
+  // refuse_websocket_upgrades: a 403 with a line saying why, then the connection ends.
+  void refuse_upgrade() {
+    host_.stats_.websocket_upgrades_refused++;
+    refusal_ = std::make_unique<http::response<http::string_body>>(http::status::forbidden, 11);
+    refusal_->set(http::field::content_type, "text/plain");
+    refusal_->keep_alive(false);
+    refusal_->body() = "WebSocket upgrades are refused here; long polling (/lp/) is served\n";
+    refusal_->prepare_payload();
+    http::async_write(ws_.next_layer(), *refusal_, [self = shared_self()](error_code, size_t) {
+      self->fail(DisconnectReason::refused, "WebSocket upgrade refused (refuse_websocket_upgrades)");
+    });
   }
 
   void on_request(error_code ec) {
@@ -661,6 +718,7 @@ class BasicWsConn final : public Conn {
     }
     if (!ok) return fail(DisconnectReason::refused, "not a WebSocket upgrade to /node/<id>: " + std::string(target), true);
     peer = static_cast<NodeId>(from);
+    if (host_.options_.refuse_websocket_upgrades) return refuse_upgrade();
     configure();
     ws_.async_accept(request, [self = shared_self()](error_code ec) {
       if (self->dead_) return;
@@ -733,7 +791,10 @@ class BasicWsConn final : public Conn {
   websocket::stream<NextLayer> ws_;
   beast::flat_buffer buffer_;
   std::unique_ptr<http::request_parser<http::empty_body>> parser_;
+  std::unique_ptr<http::response<http::string_body>> refusal_;  // refuse_upgrade()'s answer, while written
   std::string host_header_;  // the upgrade request's Host: the address (or name) and port dialled
+  Endpoint where_;           // outbound: what start_connect dialled (the fallback's key)
+  bool tcp_connected_ = false;
   bool close_sent_ = false;
 };
 
@@ -1423,7 +1484,8 @@ ConnId LiveHost::Impl::connect(NodeSlot& s, NodeId peer) {
                           : options_.fallback_endpoint.has_value() ? &*options_.fallback_endpoint
                                                                    : nullptr;
   std::shared_ptr<Conn> conn;
-  if (where != nullptr && where->transport == Transport::websocket && options_.long_poll_nodes.count(s.id) != 0) {
+  if (where != nullptr && where->transport == Transport::websocket &&
+      (options_.long_poll_nodes.count(s.id) != 0 || reaches_by_long_poll(s.id, *where))) {
     conn = std::make_shared<LpClientConn>(*this, s.id);
   } else if (where != nullptr && where->transport == Transport::websocket) {
     conn = std::make_shared<WsConn>(*this, s.id, true, beast::tcp_stream(tcp::socket(io_)));
@@ -1479,10 +1541,53 @@ void LiveHost::Impl::send_now(NodeId node, const std::shared_ptr<Conn>& conn, By
   });
 }
 
+bool LiveHost::Impl::reaches_by_long_poll(NodeId node, const Endpoint& where) const {
+  auto it = upgrades_.find({node, endpoint_key(where)});
+  return it != upgrades_.end() && it->second.long_poll;
+}
+
+bool LiveHost::Impl::websocket_upgrade_failed(Conn& conn, const Endpoint& where, bool declined, std::string_view why) {
+  NodeSlot* s = slot(conn.local());
+  if (s == nullptr || shut_down_) return false;
+  auto current = s->conns.find(conn.id);
+  if (current == s->conns.end() || current->second.get() != &conn) return false;  // the node closed it
+  const std::string key = endpoint_key(where);
+  UpgradeRecord& record = upgrades_[{conn.local(), key}];
+  record.failures_in_a_row++;
+  if (!declined && record.failures_in_a_row < options_.websocket_upgrade_failures_max) return false;
+  record.long_poll = true;
+  stats_.long_poll_fallbacks++;
+  log(conn.local(), LogLevel::info,
+      "WebSocket upgrade to " + key + " failed (" + std::string(why) + (declined ? "" : ", " + std::to_string(record.failures_in_a_row) + " in a row") +
+          "): long polling there from now on");
+  // The attempt continues over long polling under the same ConnId, with the frames the node
+  // pipelined behind the handshake: the node hears on_connected (or a refusal) from the
+  // replacement and nothing from this connection.
+  auto replacement = std::make_shared<LpClientConn>(*this, conn.local());
+  replacement->id = conn.id;
+  replacement->peer = conn.peer;
+  replacement->attached = true;
+  for (Bytes& frame : conn.take_queue()) {
+    if (!replacement->enqueue(std::move(frame))) return false;  // past long polling's bounds: refused
+  }
+  auto keep_alive = conn.shared_from_this();
+  current->second = replacement;
+  conn.abort();
+  replacement->start_connect(where);
+  return true;
+}
+
 void LiveHost::Impl::release_held(uint64_t durable) {
   while (!held_.empty() && held_.front().ticket <= durable) {
     HeldSend held = std::move(held_.front());
     held_.pop_front();
+    // A connection replaced by the long-poll fallback: its frames go to the replacement.
+    if (held.conn->dead()) {
+      if (NodeSlot* owner = slot(held.node)) {
+        auto it = owner->conns.find(held.conn->id);
+        if (it != owner->conns.end()) held.conn = it->second;
+      }
+    }
     if (held.close) held.conn->close_gracefully();
     else send_now(held.node, held.conn, std::move(held.frame));  // dropped if the conn died meanwhile
   }

@@ -114,6 +114,15 @@ struct LiveHostOptions {
   // this many times (the numbering makes a repeat harmless), then the connection is reset.
   uint32_t long_poll_retries_max = 3;
   int64_t long_poll_retry_delay_ns = 200 * kNanosPerMilli;
+  // Device side, the automatic fallback: a node whose WebSocket upgrade to an endpoint is declined
+  // (the server answered the upgrade request with anything but 101), or that fails this many
+  // upgrades in a row there after the TCP connect succeeded (reset, end of stream or timeout
+  // during the upgrade), reaches that endpoint by long polling from then on; the attempt that
+  // decides it continues over long polling, so the node sees no refusal for it.
+  uint32_t websocket_upgrade_failures_max = 3;
+  // Server side: answer every WebSocket upgrade request with 403 (long polling still works): a
+  // deployment behind a proxy that blocks upgrades, and the fallback's tests.
+  bool refuse_websocket_upgrades = false;
 };
 
 struct LiveHostStats {
@@ -127,6 +136,8 @@ struct LiveHostStats {
   uint64_t frames_held_for_sync = 0;  // sent after a commit, held until its group commit batch synced
   uint64_t long_poll_requests = 0;    // HTTP long-poll requests answered (server) or made (device)
   uint64_t long_poll_retries = 0;     // device requests repeated after a failed connection
+  uint64_t long_poll_fallbacks = 0;   // (device, endpoint) pairs switched to long polling after failed upgrades
+  uint64_t websocket_upgrades_refused = 0;  // upgrade requests answered 403 (refuse_websocket_upgrades)
 };
 
 class LiveHost {

@@ -40,6 +40,7 @@ struct Probe {
   std::function<void(Context&, ConnId)> on_connected;
   std::function<void(Context&, ConnId)> on_accept;
   std::function<void(Context&, uint64_t)> on_timer;
+  std::function<void(Context&, ConnId, DisconnectReason)> on_disconnect;
   bool in_handler = false;
   bool reentered = false;
   size_t count(std::string_view prefix) const {
@@ -76,9 +77,10 @@ class ProbeNode final : public Node {
     if (probe_.on_frame) probe_.on_frame(ctx, conn, frame);
     leave();
   }
-  void on_disconnect(Context&, ConnId conn, DisconnectReason reason) override {
+  void on_disconnect(Context& ctx, ConnId conn, DisconnectReason reason) override {
     enter();
     probe_.events.push_back("disconnect " + std::to_string(conn) + " " + to_string(reason));
+    if (probe_.on_disconnect) probe_.on_disconnect(ctx, conn, reason);
     leave();
   }
   void on_timer(Context& ctx, uint64_t tag) override {
@@ -125,9 +127,10 @@ std::string hello(NodeId from, NodeId to) {
   return out;
 }
 
-// How the test client reaches the server: framed TCP, WebSocket, or HTTP long polling (a
-// WebSocket endpoint that the client node dials by long polling, live/long_poll.h).
-enum class Mode { tcp, websocket, long_poll };
+// How the test client reaches the server: framed TCP, WebSocket, HTTP long polling (a
+// WebSocket endpoint that the client node dials by long polling, live/long_poll.h), or
+// WebSocket to a server that refuses upgrades, so the client falls back to long polling.
+enum class Mode { tcp, websocket, long_poll, upgrade_refused };
 
 // A server node 1 on its own host, and a client node 0 on another host of the same loop.
 struct Pair {
@@ -136,6 +139,7 @@ struct Pair {
   explicit Pair(Mode mode, LiveHostOptions server_options = {}) {
     const Transport transport = mode == Mode::tcp ? Transport::tcp_frames : Transport::websocket;
     server_options.run_dir = ::testing::TempDir();
+    if (mode == Mode::upgrade_refused) server_options.refuse_websocket_upgrades = true;
     server = std::make_unique<LiveHost>(io, server_options, Directory{});
     server->add_node(1, "server", "local", [this] { return std::make_unique<ProbeNode>(server_probe); });
     port = *server->listen(1, 0);
@@ -251,12 +255,101 @@ TEST_P(LiveHostTransport, NothingListeningIsRefusedWithoutConnected) {
     }
 }
 
-INSTANTIATE_TEST_SUITE_P(Every, LiveHostTransport, ::testing::Values(Mode::tcp, Mode::websocket, Mode::long_poll),
+INSTANTIATE_TEST_SUITE_P(Every, LiveHostTransport,
+                         ::testing::Values(Mode::tcp, Mode::websocket, Mode::long_poll, Mode::upgrade_refused),
                          [](const auto& info) {
-                           return info.param == Mode::websocket ? "websocket"
-                                  : info.param == Mode::long_poll ? "long_poll"
-                                                                  : "tcp";
+                           return info.param == Mode::websocket         ? "websocket"
+                                  : info.param == Mode::long_poll       ? "long_poll"
+                                  : info.param == Mode::upgrade_refused ? "upgrade_refused"
+                                                                        : "tcp";
                          });
+
+// The automatic fallback (LiveHostOptions::websocket_upgrade_failures_max): a declined upgrade
+// (403) switches the client to long polling for that server at once, within the same attempt,
+// and later connects go there by long polling without trying WebSocket again.
+TEST(LongPollFallback, ADeclinedUpgradeContinuesOverLongPollingAndSticks) {
+  Pair pair(Mode::upgrade_refused);
+  pair.server_probe.on_frame = [&](Context& ctx, ConnId conn, ByteView frame) {
+    Bytes reply(frame.begin(), frame.end());
+    reply.push_back('!');
+    ctx.send(conn, reply);
+  };
+  int opened = 0;
+  pair.client_probe.on_start = [&](Context& ctx) { ctx.send(ctx.connect(1), bytes_of("first")); };
+  pair.client_probe.on_frame = [&](Context& ctx, ConnId conn, ByteView) {
+    ctx.close(conn);
+    if (++opened < 3) ctx.send(ctx.connect(1), bytes_of("again"));
+  };
+  pair.server->start(1);
+  pair.client->start(0);
+  ASSERT_TRUE(run_until(pair.io, [&] { return pair.client_probe.count("frame") == 3; }));
+  EXPECT_EQ(pair.client_probe.count("connected"), 3u);
+  EXPECT_EQ(pair.client_probe.count("disconnect"), 0u);  // the node never heard of the refusal
+  EXPECT_NE(pair.client_probe.events[2].find("first!"), std::string::npos) << pair.client_probe.events[2];
+  EXPECT_EQ(pair.client->stats().long_poll_fallbacks, 1u);
+  EXPECT_EQ(pair.server->stats().websocket_upgrades_refused, 1u);  // one upgrade tried, then none
+  EXPECT_GT(pair.client->stats().long_poll_requests, 0u);
+  EXPECT_FALSE(pair.server_probe.reentered || pair.client_probe.reentered);
+}
+
+// A server that accepts TCP and ends every connection without answering: each failed upgrade is
+// a refusal to the node until websocket_upgrade_failures_max in a row; that attempt goes on by
+// long polling (which fails here too, after its retries). A refused TCP connect never counts.
+TEST(LongPollFallback, UpgradesFailingInARowSwitchAfterTheBound) {
+  asio::io_context io;
+  tcp::acceptor silent(io, tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), 0));
+  size_t accepted = 0;
+  std::function<void()> accept_next = [&] {
+    silent.async_accept([&](boost::system::error_code ec, tcp::socket socket) {
+      if (ec) return;
+      accepted++;
+      boost::system::error_code ignored;
+      socket.shutdown(tcp::socket::shutdown_both, ignored);
+      socket.close(ignored);
+      accept_next();
+    });
+  };
+  accept_next();
+  LiveHostOptions options;
+  options.run_dir = ::testing::TempDir();
+  options.websocket_upgrade_failures_max = 3;
+  options.long_poll_retry_delay_ns = 10 * kNanosPerMilli;
+  const Transport ws = Transport::websocket;
+  LiveHost client(io, options, Directory{{1, {silent.local_endpoint().port(), ws}}, {9, {1, ws}}});
+  Probe probe;
+  ConnId to_silent = kNoConn;
+  int attempts = 0;
+  probe.on_start = [&](Context& ctx) {
+    ctx.connect(9);  // nothing listens: refused, and not counted
+    to_silent = ctx.connect(1);
+    attempts = 1;
+  };
+  probe.on_disconnect = [&](Context& ctx, ConnId conn, DisconnectReason) {
+    if (conn != to_silent) return;
+    if (attempts == 2) {
+      EXPECT_EQ(client.stats().long_poll_fallbacks, 0u);  // two failures: not yet
+    }
+    if (attempts < 3) {
+      to_silent = ctx.connect(1);
+      attempts++;
+    }
+  };
+  client.add_node(0, "client", "local", [&] { return std::make_unique<ProbeNode>(probe); });
+  client.start(0);
+  ASSERT_TRUE(run_until(io, [&] { return probe.count("disconnect") == 4; }));
+  EXPECT_EQ(attempts, 3);
+  EXPECT_EQ(client.stats().long_poll_fallbacks, 1u);
+  // The third attempt went on by long polling: its open, tried 1 + long_poll_retries_max times.
+  EXPECT_EQ(client.stats().long_poll_retries, options.long_poll_retries_max);
+  EXPECT_EQ(accepted, 3u + 1u + options.long_poll_retries_max);
+  EXPECT_EQ(probe.count("connected"), 0u);
+  for (const auto& e : probe.events)
+    if (e.rfind("disconnect", 0) == 0) {
+      EXPECT_NE(e.find("refused"), std::string::npos) << e;
+    }
+  EXPECT_FALSE(probe.reentered);
+  client.shutdown();
+}
 
 TEST(LiveHost, TimersFireOnceInOrderAndCancelledOnesNever) {
   asio::io_context io;

@@ -122,6 +122,28 @@ TEST(LiveRun, LongPollingDevicesPassTheOracle) {
   EXPECT_TRUE(processes_mentioning(dir).empty());
 }
 
+// Every server refuses WebSocket upgrades (403): each device falls back to long polling by itself
+// (no --long-poll-share) and the run still passes the oracle.
+TEST(LiveRun, DevicesFallBackToLongPollingWhenUpgradesAreRefused) {
+  const std::string dir = fresh_dir("live-run-fallback");
+  const std::string history = dir + "/history.jsonl";
+  const std::string command = kBinary + " live run " + kScenario + " --refuse-websocket-upgrades --dir " + dir +
+                              " --history " + history + " 2>" + dir + "/stderr.txt";
+  const auto [code, output] = run_stdout(command);
+  ASSERT_NE(code, -1) << output;
+  EXPECT_EQ(code, 0) << output;
+  EXPECT_NE(output.find("verdict: PASS"), std::string::npos) << output;
+  EXPECT_NE(output.find("long polling: 0 of 16 devices"), std::string::npos) << output;
+  EXPECT_NE(output.find("no-loss: valid"), std::string::npos) << output;
+  EXPECT_NE(output.find("e2ee-confidentiality: valid"), std::string::npos) << output;
+  // Every device dialled at least the load balancer and fell back there.
+  const size_t at = output.find("long-poll fallback: ");
+  ASSERT_NE(at, std::string::npos) << output;
+  EXPECT_GE(std::stoul(output.substr(at + std::string("long-poll fallback: ").size())), 16u) << output;
+  EXPECT_EQ(std::system((kBinary + " check " + history + " > /dev/null").c_str()), 0);
+  EXPECT_TRUE(processes_mentioning(dir).empty());
+}
+
 // live-small.json's server nodes: lb, 2 chat, registry, 2 queue, storage, push, keys.
 constexpr size_t kServerProcesses = 9;
 
