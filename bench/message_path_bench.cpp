@@ -14,6 +14,26 @@
 //    for 1:1 messages whose replies alternate every 10 messages: what E2EE adds per message.
 #include <benchmark/benchmark.h>
 
+#include <cstdio>
+#include <cstdlib>
+
+#if __has_include(<valgrind/callgrind.h>)
+#include <valgrind/callgrind.h>
+#define MSGSIM_CALLGRIND_START() \
+  do {                           \
+    CALLGRIND_ZERO_STATS;        \
+    CALLGRIND_START_INSTRUMENTATION; \
+  } while (0)
+#define MSGSIM_CALLGRIND_STOP()            \
+  do {                                     \
+    CALLGRIND_STOP_INSTRUMENTATION;        \
+    CALLGRIND_DUMP_STATS_AT("measured");   \
+  } while (0)
+#else
+#define MSGSIM_CALLGRIND_START() ((void)0)
+#define MSGSIM_CALLGRIND_STOP() ((void)0)
+#endif
+
 #include "impl/chat/e2ee_client.h"
 #include "oracle/event.h"
 #include "sim/randombytes.h"
@@ -43,6 +63,40 @@ std::string scenario_text(const std::string& keys_node, uint32_t turn_messages) 
 })";
 }
 
+// Overrides for short runs (callgrind, quick checks), read once at registration; the figure
+// keeps its meaning (deliveries per CPU second after the warm-up), only its precision changes.
+//  MSGSIM_MESSAGE_PATH_MIN_TIME_S: Google Benchmark's minimum measured time (default 5);
+//  MSGSIM_MESSAGE_PATH_WARMUP_S: virtual seconds run before measuring (default 5; at least 2,
+//  so that every device is connected, synced and sending).
+double env_number(const char* name, double fallback, double least) {
+  const char* text = std::getenv(name);
+  if (text == nullptr || *text == '\0') return fallback;
+  char* end = nullptr;
+  const double value = std::strtod(text, &end);
+  if (end == text || *end != '\0' || !(value >= least) || value > 3600) {
+    std::fprintf(stderr, "%s=\"%s\": expected a number in [%g, 3600], using %g\n", name, text, least, fallback);
+    return fallback;
+  }
+  return value;
+}
+double min_time_s() { return env_number("MSGSIM_MESSAGE_PATH_MIN_TIME_S", 5.0, 0.01); }
+int64_t warmup_ns() {
+  return static_cast<int64_t>(env_number("MSGSIM_MESSAGE_PATH_WARMUP_S", 5.0, 2.0) * 1e9);
+}
+
+//  MSGSIM_MESSAGE_PATH_ITERATIONS: a fixed number of 10 ms slices instead of MinTime (one run,
+//  no iteration-count estimation runs that each repeat the warm-up).
+int64_t fixed_iterations() { return static_cast<int64_t>(env_number("MSGSIM_MESSAGE_PATH_ITERATIONS", 0, 1)); }
+
+void configure(benchmark::internal::Benchmark* bench) {
+  bench->Unit(benchmark::kMillisecond);
+  if (fixed_iterations() > 0) {
+    bench->Iterations(fixed_iterations());
+  } else {
+    bench->MinTime(min_time_s());
+  }
+}
+
 void run_message_path(benchmark::State& state, bool e2ee) {
   const std::string text =
       scenario_text(e2ee ? R"(
@@ -70,23 +124,27 @@ void run_message_path(benchmark::State& state, bool e2ee) {
   std::unique_ptr<SystemUnderTest> system = make_system(*loaded, options);
   system->build(sim, *loaded);
   system->start(sim);
-  sim.run_until(5 * kNanosPerSecond);  // connected, synced, sending
+  sim.run_until(warmup_ns());  // connected, synced, sending
   const uint64_t delivered_before = delivered;
   const uint64_t acked_before = acked;
   const int64_t virtual_before = sim.now_ns();
+  // Under `valgrind --tool=callgrind --instr-atstart=no` only the measured slices are counted
+  // (bench/README.md); elsewhere these do nothing.
+  MSGSIM_CALLGRIND_START();
   for (auto _ : state) {
     sim.run_until(sim.now_ns() + 10 * kNanosPerMilli);
   }
+  MSGSIM_CALLGRIND_STOP();
   state.SetItemsProcessed(static_cast<int64_t>(delivered - delivered_before));
   state.counters["acked"] = static_cast<double>(acked - acked_before);
   state.counters["virtual_s"] = static_cast<double>(sim.now_ns() - virtual_before) / 1e9;
 }
 
 void BM_MessagePath(benchmark::State& state) { run_message_path(state, false); }
-BENCHMARK(BM_MessagePath)->Unit(benchmark::kMillisecond)->MinTime(5.0);
+BENCHMARK(BM_MessagePath)->Apply(configure);
 
 void BM_MessagePath_E2EE(benchmark::State& state) { run_message_path(state, true); }
-BENCHMARK(BM_MessagePath_E2EE)->Unit(benchmark::kMillisecond)->MinTime(5.0);
+BENCHMARK(BM_MessagePath_E2EE)->Apply(configure);
 
 // One message per iteration: the sender seals it (one envelope: one recipient device), the
 // recipient opens it; every 10 messages the other side answers, so each switch costs the DH
