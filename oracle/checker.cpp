@@ -275,8 +275,11 @@ struct MembershipEvent {
 // it. A found id is final (ids are never removed or renumbered), so observing uses it without
 // a second lookup; kNone means "not looked up or not there yet", and observing interns.
 struct IdKey {
-  uint64_t hash = 0;
+  uint64_t hash = 0;  // 0: not computed (ids the fast paths resolve through records are not hashed)
   uint32_t id = kNone;
+
+  // The text's hash, computed now when it was not before (recomputing a true 0 gives 0 again).
+  uint64_t hash_of(std::string_view text) const { return hash != 0 ? hash : text_hash(text); }
 };
 
 // The keys of one event's ids (empty for fields its type does not use).
@@ -449,14 +452,14 @@ struct Checker::State {
   uint32_t user_of(std::string_view name, const IdKey& key) {
     if (key.id != kNone) return key.id;
     bool added = false;
-    const uint32_t id = users_ids.intern(name, key.hash, added);
+    const uint32_t id = users_ids.intern(name, key.hash_of(name), added);
     if (added) users.push_back(User{});
     return id;
   }
   uint32_t device_of(std::string_view name, const IdKey& key) {
     if (key.id != kNone) return key.id;
     bool added = false;
-    const uint32_t id = device_ids.intern(name, key.hash, added);
+    const uint32_t id = device_ids.intern(name, key.hash_of(name), added);
     if (added) {
       Device d;
       d.first_line = line32();
@@ -477,7 +480,7 @@ struct Checker::State {
   uint32_t conv_of(std::string_view name, const IdKey& key) {
     if (key.id != kNone) return key.id;
     bool added = false;
-    const uint32_t id = conv_ids.intern(name, key.hash, added);
+    const uint32_t id = conv_ids.intern(name, key.hash_of(name), added);
     if (added) convs.push_back(Conv{});
     return id;
   }
@@ -487,7 +490,7 @@ struct Checker::State {
       added = false;
       return key.id;
     }
-    const uint32_t id = msg_ids.intern(name, key.hash, added);
+    const uint32_t id = msg_ids.intern(name, key.hash_of(name), added);
     if (added) {
       Message m;
       m.conv = conv;
@@ -508,7 +511,7 @@ struct Checker::State {
   }
   std::optional<uint32_t> find_message(std::string_view name, const IdKey& key) const {
     if (key.id != kNone) return key.id;
-    return msg_ids.find(name, key.hash);
+    return msg_ids.find(name, key.hash_of(name));
   }
   DeviceConv& device_conv(uint32_t device, uint32_t conv) {
     const uint32_t index = device_conv_index.insert(pack(device, conv), static_cast<uint32_t>(device_convs.size()));
@@ -749,11 +752,18 @@ struct Checker::State {
 
   void on_ack(const EventView& e, const EventIdKeys& h) {
     ++stats.acks;
-    const uint32_t device = device_of(e.device, h.device);
-    const uint32_t conv = conv_of(e.conv, h.conv);
-    device_conv_index.prefetch(pack(device, conv));
-    bool added = false;
-    const uint32_t mi = message_of(e.msg, h.msg, conv, added);
+    uint32_t device = h.device.id;
+    uint32_t conv = kNone;
+    uint32_t mi = h.msg.id;
+    // The conv through the message's record when the line names the same one (as for deliver).
+    if (device != kNone && mi != kNone && conv_ids.name_is(messages[mi].conv, e.conv)) {
+      conv = messages[mi].conv;
+    } else {
+      device = device_of(e.device, h.device);
+      conv = conv_of(e.conv, h.conv);
+      bool added = false;
+      mi = message_of(e.msg, h.msg, conv, added);
+    }
     Message& m = messages[mi];
     if (m.has(kRejected)) {
       violate(Invariant::no_rejected_delivery, [&] {
@@ -795,17 +805,39 @@ struct Checker::State {
     }
   }
 
+  // A deliver's user, conv and sender as the records of its device and message name them, when
+  // the line names the same ones (true): then each is what interning its text would give, with
+  // no hash and no table probe. Otherwise (false) the caller interns them all, in the usual
+  // order, since one may be new.
+  bool deliver_ids_from_records(const EventView& e, const EventIdKeys& h, uint32_t& user, uint32_t& conv,
+                                uint32_t& from) const {
+    if (h.device.id == kNone || h.msg.id == kNone) return false;
+    const uint32_t device_user = devices[h.device.id].user;
+    if (device_user == kNone || !users_ids.name_is(device_user, e.user)) return false;
+    const Message& m = messages[h.msg.id];
+    if (!conv_ids.name_is(m.conv, e.conv)) return false;
+    if (m.sender_user == kNone || !users_ids.name_is(m.sender_user, e.from)) return false;
+    user = device_user;
+    conv = m.conv;
+    from = m.sender_user;
+    return true;
+  }
+
   void on_deliver(const EventView& e, const EventIdKeys& h) {
     ++stats.delivers;
-    const uint32_t user = user_of(e.user, h.user);
-    const uint32_t device = device_of(e.device, h.device, user);
-    const uint32_t conv = conv_of(e.conv, h.conv);
-    device_conv_index.prefetch(pack(device, conv));
-    membership_index.prefetch(pack(conv, user));
-    devices.prefetch(device);
-    const uint32_t from = user_of(e.from, h.from);
-    bool added = false;
-    const uint32_t mi = message_of(e.msg, h.msg, conv, added);
+    uint32_t user = kNone;
+    uint32_t device = h.device.id;
+    uint32_t conv = kNone;
+    uint32_t from = kNone;
+    uint32_t mi = h.msg.id;
+    if (!deliver_ids_from_records(e, h, user, conv, from)) {
+      user = user_of(e.user, h.user);
+      device = device_of(e.device, h.device, user);
+      conv = conv_of(e.conv, h.conv);
+      from = user_of(e.from, h.from);
+      bool added = false;
+      mi = message_of(e.msg, h.msg, conv, added);
+    }
     Message& m = messages[mi];
 
     if (!m.has(kSent)) {
@@ -1046,7 +1078,8 @@ struct Checker::State {
     if (!found) return;  // nothing known about it: nothing to judge
     const uint32_t mi = *found;
     const Message& m = messages[mi];
-    DeviceConv& dc = device_conv(device, m.conv);
+    // Found ahead for exactly this (device, conv) when h.device_conv is set.
+    DeviceConv& dc = h.device_conv != kNone ? device_convs[h.device_conv] : device_conv(device, m.conv);
     const bool shown = dc.shown(m.ordinal);
     dc.set_expired(m.ordinal);
     if (shown && m.expires_at != kNoExpiry && e.t > m.expires_at + kExpirySlack_ns) {
@@ -1117,16 +1150,19 @@ struct Checker::State {
     EventIdKeys h;
     switch (e.type) {
       case EventType::deliver:
-        h.from.hash = text_hash(e.from);
-        [[fallthrough]];
+      case EventType::ack:
+        // The others (user, conv, from) come through the device's and the message's records
+        // (deliver_ids_from_records), and are hashed only when those do not name them.
+        h.device.hash = text_hash(e.device);
+        h.msg.hash = text_hash(e.msg);
+        break;
       case EventType::send:
         h.user.hash = text_hash(e.user);
         h.device.hash = text_hash(e.device);
         h.conv.hash = text_hash(e.conv);
         h.msg.hash = text_hash(e.msg);
-        if (e.type == EventType::send && e.to) h.to.hash = text_hash(*e.to);
+        if (e.to) h.to.hash = text_hash(*e.to);
         break;
-      case EventType::ack:
       case EventType::reject:
         h.device.hash = text_hash(e.device);
         h.conv.hash = text_hash(e.conv);
@@ -1167,15 +1203,16 @@ struct Checker::State {
   void prefetch_slots(const EventView& e, const EventIdKeys& h) const {
     switch (e.type) {
       case EventType::deliver:
-        users_ids.prefetch(h.from.hash);
-        [[fallthrough]];
+      case EventType::ack:
+        device_ids.prefetch(h.device.hash);
+        msg_ids.prefetch(h.msg.hash);
+        break;
       case EventType::send:
         users_ids.prefetch(h.user.hash);
         device_ids.prefetch(h.device.hash);
         conv_ids.prefetch(h.conv.hash);
         msg_ids.prefetch(h.msg.hash);
         break;
-      case EventType::ack:
       case EventType::reject:
         device_ids.prefetch(h.device.hash);
         conv_ids.prefetch(h.conv.hash);
@@ -1227,30 +1264,21 @@ struct Checker::State {
           h.device.id = *d;
           devices.prefetch(*d);
         }
-        uint32_t conv = kNone;
         if (const std::optional<uint32_t> m = msg_ids.find(e.msg, h.msg.hash)) {
           h.msg.id = *m;
           messages.prefetch(*m);
-          if (e.type == EventType::expire || e.type == EventType::decrypt_error) {
-            conv = messages[*m].conv;  // a miss only when the message record is not yet loaded
-          }
+          // An ack usually gives its message its seq, and assign_seq reads the causal floor.
+          if (e.type == EventType::ack) message_cold.prefetch(*m);
         }
-        if (e.type != EventType::expire && e.type != EventType::decrypt_error) {
+        // A deliver's or an ack's conv comes through its message (prefetch_conv_records).
+        if (e.type == EventType::send || e.type == EventType::reject) {
           if (const std::optional<uint32_t> c = conv_ids.find(e.conv, h.conv.hash)) {
             h.conv.id = *c;
-            conv = *c;
+            convs.prefetch(*c);
+            if (h.device.id != kNone) device_conv_index.prefetch(pack(h.device.id, *c));
           }
-        }
-        if (h.device.id != kNone && conv != kNone && e.type != EventType::decrypt_error) {
-          device_conv_index.prefetch(pack(h.device.id, conv));
-        }
-        if (conv != kNone && e.type != EventType::expire && e.type != EventType::decrypt_error) convs.prefetch(conv);
-        // An ack usually gives its message its seq: assign_seq then probes the (conv, seq) table.
-        if (conv != kNone && e.type == EventType::ack) prefetch_seq_slot(conv, e.seq);
-        if ((e.type == EventType::deliver || e.type == EventType::send) && conv != kNone) {
-          if (const std::optional<uint32_t> u = users_ids.find(e.user, h.user.hash)) {
-            h.user.id = *u;
-            if (e.type == EventType::deliver) membership_index.prefetch(pack(conv, *u));
+          if (e.type == EventType::send) {
+            if (const std::optional<uint32_t> u = users_ids.find(e.user, h.user.hash)) h.user.id = *u;
           }
         }
         break;
@@ -1263,17 +1291,35 @@ struct Checker::State {
     seq_slots.prefetch(seq_hash(conv, seq));
   }
 
-  // The third stage, once the (device, conversation) index slot is in the cache: finds the
-  // record a deliver or expire will touch (kept in `h`, as ids are) and starts loading it, and
-  // the (conv, seq) slot of a deliver whose message has no seq yet. Changes no state.
+  // The third stage, once the message's and the device's records are in the cache: starts
+  // loading what observing reads through them: the (device, conv) index slot, the
+  // conversation, the (conv, user) membership slot and the sender's device (latency), and the
+  // (conv, seq) slot of a message that has no seq yet. Changes no state.
+  void prefetch_conv_records(const EventView& e, const EventIdKeys& h) const {
+    if (e.type != EventType::deliver && e.type != EventType::ack && e.type != EventType::expire) return;
+    if (h.msg.id == kNone) return;
+    const Message& m = messages[h.msg.id];
+    const uint32_t conv = m.conv;
+    if (h.device.id != kNone) device_conv_index.prefetch(pack(h.device.id, conv));
+    if (e.type == EventType::expire) return;
+    convs.prefetch(conv);
+    if (m.seq == kNoSeq) prefetch_seq_slot(conv, e.seq);
+    if (e.type != EventType::deliver) return;
+    if (h.device.id != kNone) {
+      const uint32_t user = devices[h.device.id].user;
+      if (user != kNone) membership_index.prefetch(pack(conv, user));
+    }
+    if (m.sender_device != kNone) devices.prefetch(m.sender_device);
+  }
+
+  // The fourth stage, once the (device, conversation) index slot is in the cache: finds the
+  // record a deliver or expire will touch (kept in `h`, as ids are: observing uses it when the
+  // line's conv is the message's, the only case that reaches it) and starts loading it.
+  // Changes no state.
   void prefetch_device_conv(const EventView& e, EventIdKeys& h) const {
     if (e.type != EventType::deliver && e.type != EventType::expire) return;
     if (h.device.id == kNone || h.msg.id == kNone) return;
-    const Message& m = messages[h.msg.id];
-    const uint32_t conv = e.type == EventType::expire ? m.conv : h.conv.id;
-    if (conv == kNone) return;
-    if (e.type == EventType::deliver && m.seq == kNoSeq && m.conv == conv) prefetch_seq_slot(conv, e.seq);
-    if (const uint32_t* index = device_conv_index.find(pack(h.device.id, conv))) {
+    if (const uint32_t* index = device_conv_index.find(pack(h.device.id, messages[h.msg.id].conv))) {
       h.device_conv = *index;
       device_convs.prefetch(*index);
     }
@@ -1656,10 +1702,12 @@ struct LineFeed::Ring {
   // How many lines before it is observed each later stage runs on a line: records (ids looked
   // up, their records and the (device, conv) index slot loaded), then the (device, conv) record,
   // then its word of shown bits; each stage reads what the one before loaded.
-  static constexpr size_t kRecordsAhead = kLinesAhead / 2;
-  static constexpr size_t kDeviceConvAhead = 4;
-  static constexpr size_t kShownBitsAhead = 2;
-  static_assert(kLinesAhead > kRecordsAhead && kRecordsAhead > kDeviceConvAhead && kDeviceConvAhead > kShownBitsAhead);
+  static constexpr size_t kRecordsAhead = 8;
+  static constexpr size_t kConvRecordsAhead = 5;
+  static constexpr size_t kDeviceConvAhead = 3;
+  static constexpr size_t kShownBitsAhead = 1;
+  static_assert(kLinesAhead > kRecordsAhead && kRecordsAhead > kConvRecordsAhead &&
+                kConvRecordsAhead > kDeviceConvAhead && kDeviceConvAhead > kShownBitsAhead);
   struct Slot {
     EventParser parser;
     EventView event;
@@ -1700,6 +1748,7 @@ Status LineFeed::push(std::string_view line) {
     return index >= ring.observed ? &ring.at(index) : nullptr;
   };
   if (Ring::Slot* s = stage(Ring::kRecordsAhead)) state.prefetch_records(s->event, s->hashes);
+  if (Ring::Slot* s = stage(Ring::kConvRecordsAhead)) state.prefetch_conv_records(s->event, s->hashes);
   if (Ring::Slot* s = stage(Ring::kDeviceConvAhead)) state.prefetch_device_conv(s->event, s->hashes);
   if (Ring::Slot* s = stage(Ring::kShownBitsAhead)) state.prefetch_shown_bits(s->event, s->hashes);
   return {};

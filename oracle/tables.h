@@ -206,6 +206,16 @@ class Interner {
   }
 
   std::string_view name(uint32_t id) const { return name_of(slots_[positions_[id]]); }
+  // Whether id's text is `text`: what intern(text) == id says when the text is known, without
+  // hashing it or probing the table (a short id compares as one 12-byte block).
+  bool name_is(uint32_t id, std::string_view text) const {
+    const Slot& slot = slots_[positions_[id]];
+    if (text.size() <= kInlineMax) {
+      const Slot probe = make_probe(text, 0);
+      return slot.length == probe.length && std::memcmp(slot.bytes, probe.bytes, kInlineMax) == 0;
+    }
+    return slot.length == kLong && name_of(slot) == text;
+  }
 
   size_t size() const { return positions_.size(); }
 
