@@ -31,6 +31,9 @@ const std::vector<BugInfo>& bug_catalogue() {
       {Bug::cursor_past_unsynced, "cursor-past-unsynced",
        "storage commits its queue offset first and writes the entries behind it without a sync, so a power loss leaves "
        "the offset past entries it never stored: they are never fetched again and no sync returns them"},
+      {Bug::storage_not_idempotent, "storage-not-idempotent",
+       "storage inserts entries under a row id of its own (no key on msg_id or (conversation, seq)) and commits its "
+       "queue offset on an interval, so the records a restart consumes again are stored a second time"},
   };
   return catalogue;
 }

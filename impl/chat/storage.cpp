@@ -19,6 +19,9 @@ using fast_sql::run;
 
 constexpr uint64_t kReconnectTag = uint64_t{1} << 32;  // | queue node id
 constexpr uint64_t kSweepTag = uint64_t{2} << 32;
+constexpr uint64_t kOffsetCommitTag = uint64_t{3} << 32;  // the planted bug storage_not_idempotent
+// The planted bug's offset commit interval: Kafka's auto.commit.interval.ms default.
+constexpr int64_t kOffsetCommitIntervalNs = 5 * kNanosPerSecond;
 
 // The two users of "dm:<a>:<b>"; false when the id is not of that shape.
 bool direct_users(std::string_view conv, std::string_view& a, std::string_view& b) {
@@ -59,10 +62,19 @@ bool StorageNode::owns(const std::string& conv) const {
 
 void StorageNode::open_database(Context& ctx) {
   db_ = open_entry_database(ctx);
+  const bool not_idempotent = config_.bugs.on(Bug::storage_not_idempotent);
+  // The planted bug's table: rows under a row id of their own (as an ORM makes them), indexed
+  // for sync but with no key on the message: storing a record twice makes two rows. The tables
+  // are created in the same order either way, so the database without the bug is unchanged.
+  const char* const entries_table = not_idempotent
+      ? "CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY, conv TEXT NOT NULL, seq INTEGER NOT NULL,"
+        " msg_id TEXT NOT NULL, entry BLOB NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS entries_by_seq ON entries (conv, seq);"
+      : "CREATE TABLE IF NOT EXISTS entries (conv TEXT NOT NULL, seq INTEGER NOT NULL, msg_id TEXT NOT NULL UNIQUE,"
+        " entry BLOB NOT NULL, PRIMARY KEY (conv, seq)) WITHOUT ROWID;";
   const Status schema = sql::exec(db_,
-      "CREATE TABLE IF NOT EXISTS offsets (partition INTEGER PRIMARY KEY, last_offset INTEGER NOT NULL);"
-      "CREATE TABLE IF NOT EXISTS entries (conv TEXT NOT NULL, seq INTEGER NOT NULL, msg_id TEXT NOT NULL UNIQUE,"
-      " entry BLOB NOT NULL, PRIMARY KEY (conv, seq)) WITHOUT ROWID;"
+      std::string("CREATE TABLE IF NOT EXISTS offsets (partition INTEGER PRIMARY KEY, last_offset INTEGER NOT NULL);") +
+      entries_table +
       // to_seq NULL: the user is still a member.
       "CREATE TABLE IF NOT EXISTS intervals (conv TEXT NOT NULL, user TEXT NOT NULL, from_seq INTEGER NOT NULL,"
       " to_seq INTEGER, PRIMARY KEY (conv, user, from_seq)) WITHOUT ROWID;"
@@ -71,7 +83,8 @@ void StorageNode::open_database(Context& ctx) {
       "CREATE TABLE IF NOT EXISTS receipts (conv TEXT NOT NULL, reader TEXT NOT NULL, kind INTEGER NOT NULL,"
       " up_to INTEGER NOT NULL, PRIMARY KEY (conv, reader, kind)) WITHOUT ROWID;");
   MSGSIM_ASSERT(schema.ok(), schema.ok() ? std::string() : schema.error().message);
-  insert_entry_ = must_prepare(db_, "INSERT OR IGNORE INTO entries (conv, seq, msg_id, entry) VALUES (?, ?, ?, ?)");
+  insert_entry_ = must_prepare(db_, not_idempotent ? "INSERT INTO entries (conv, seq, msg_id, entry) VALUES (?, ?, ?, ?)"
+                                                   : "INSERT OR IGNORE INTO entries (conv, seq, msg_id, entry) VALUES (?, ?, ?, ?)");
   insert_interval_ = must_prepare(db_, "INSERT OR IGNORE INTO intervals (conv, user, from_seq, to_seq) VALUES (?, ?, ?, NULL)");
   close_interval_ = must_prepare(db_, "UPDATE intervals SET to_seq = ? WHERE conv = ? AND user = ? AND from_seq = ?");
   insert_user_conv_ = must_prepare(db_, "INSERT OR IGNORE INTO user_convs (user, conv) VALUES (?, ?)");
@@ -189,6 +202,9 @@ void StorageNode::on_timer(Context& ctx, uint64_t tag) {
   if (tag == kSweepTag) {
     state_.sweep_armed = false;
     sweep(ctx);
+  } else if (tag == kOffsetCommitTag) {
+    state_.offset_commit_armed = false;
+    if (!state_.halted) commit_offsets(ctx);
   } else if ((tag & ~uint64_t{UINT32_MAX}) == kReconnectTag) {
     const auto queue = static_cast<NodeId>(tag & UINT32_MAX);
     Link& link = state_.links.at(queue);
@@ -355,7 +371,8 @@ void StorageNode::on_records(Context& ctx, ConnId conn, Records& records) {
     ok = store_membership(entry);
     fresh.push_back(i);
   }
-  if (ok && last != last_it->second && !offset_first) {
+  const bool offsets_on_interval = config_.bugs.on(Bug::storage_not_idempotent);
+  if (ok && last != last_it->second && !offset_first && !offsets_on_interval) {
     sqlite3_stmt* offset = upsert_offset_.get();
     bind_int(offset, 1, static_cast<int64_t>(records.partition));
     bind_int(offset, 2, static_cast<int64_t>(last));
@@ -370,6 +387,14 @@ void StorageNode::on_records(Context& ctx, ConnId conn, Records& records) {
     halt(ctx, "storing records of partition " + std::to_string(records.partition));
     return;
   }
+  if (offsets_on_interval && last != last_it->second && !state_.offset_commit_armed) {
+    // The planted bug (a consumer with auto-commit, as Kafka's enable.auto.commit): the offset
+    // is committed every few seconds, not with the entries. Memory moves on at once, so this
+    // incarnation never stores a record twice; a restart resubscribes from the offset on disk,
+    // consumes again what it stored since, and the plain insert stores it a second time.
+    state_.offset_commit_armed = true;
+    ctx.set_timer(kOffsetCommitIntervalNs, kOffsetCommitTag);
+  }
   last_it->second = last;
   state_.stored += fresh.size();
 
@@ -379,6 +404,21 @@ void StorageNode::on_records(Context& ctx, ConnId conn, Records& records) {
     recipients_at(entry->conv, entry->seq, recipients_scratch_);
     look_up(ctx, recipients_scratch_, entry, nullptr);
   }
+}
+
+// The planted bug storage_not_idempotent's periodic offset commit: every partition's offset as
+// memory has it, in one transaction.
+void StorageNode::commit_offsets(Context& ctx) {
+  bool ok = run(begin_.get());
+  for (const auto& [partition, last] : state_.last_offset) {
+    if (!ok || last == 0) continue;
+    sqlite3_stmt* offset = upsert_offset_.get();
+    bind_int(offset, 1, static_cast<int64_t>(partition));
+    bind_int(offset, 2, static_cast<int64_t>(last));
+    ok = run(offset);
+  }
+  if (ok) ok = run(commit_.get());
+  if (!ok) halt(ctx, "committing the queue offsets");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@
 // highest receipt per (conv, reader, kind), routing a `ReceiptNotice` when it rises.
 //
 // Planted bugs (config.h): leave_one_late (a leave takes effect one seq late in fan-out and
-// sync), sync_off_by_one (sync skips the first entry after each cursor).
+// sync), sync_off_by_one (sync skips the first entry after each cursor), fsync_error_ignored,
+// cursor_past_unsynced and storage_not_idempotent (storage.cpp, where each is planted).
 #pragma once
 
 #include <cstdint>
@@ -93,6 +94,7 @@ class StorageNode final : public Node {
     std::map<uint64_t, PendingLookup> pending;  // by request id, so also by deadline
     uint64_t next_request_id = 1;
     bool sweep_armed = false;
+    bool offset_commit_armed = false;  // the planted bug storage_not_idempotent's interval timer
     bool halted = false;  // a SQLite write failed: fail-stop until a restart
     uint64_t stored = 0, skipped = 0, routes_sent = 0, notifies_sent = 0, lookups_sent = 0,
              lookups_timed_out = 0, fanouts_dropped = 0, syncs = 0, receipts_raised = 0;
@@ -113,6 +115,7 @@ class StorageNode final : public Node {
   void look_up(Context& ctx, const std::vector<std::string>& users, const std::shared_ptr<const Entry>& entry,
                const std::shared_ptr<const ReceiptNotice>& receipt);
   void sweep(Context& ctx);
+  void commit_offsets(Context& ctx);
   bool owns(const std::string& conv) const;
   void halt(Context& ctx, const std::string& what);
   // Bug::fsync_error_ignored: true (after logging and rolling back) when the failed write was an
