@@ -8,6 +8,7 @@
 #endif
 #include <limits>
 #include <optional>
+#include <utility>
 
 namespace msgsim::history {
 
@@ -1134,11 +1135,146 @@ bool parse_plain_line(std::string_view line, EventView& out) {
   return true;
 }
 
+// ---- The compiled canonical path ----
+// The same reading of to_jsonl's shapes as scan_canonical_line, with each type's field list
+// unrolled at compile time: every key is compared with constants, every value read by code for
+// its kind and stored straight into the EventView member it fills, so there is no table walk,
+// no PlainFields in between and no second pass to check and copy the fields. It accepts exactly
+// the lines scan_canonical_line accepts and that parse_plain_line then turns into an event (the
+// canonical shapes carry every required field with its kind, so only a receipt's kind is left
+// to check), and fills the same event; any other line returns false for parse_plain_line.
+
+template <Field kField>
+bool store_canon_string(EventView& out, std::string_view v) {
+  if constexpr (kField == f_user) out.user = v;
+  else if constexpr (kField == f_device) out.device = v;
+  else if constexpr (kField == f_conv) out.conv = v;
+  else if constexpr (kField == f_msg) out.msg = v;
+  else if constexpr (kField == f_body) out.body = v;
+  else if constexpr (kField == f_to) out.to = v;
+  else if constexpr (kField == f_from) out.from = v;
+  else if constexpr (kField == f_reason) out.reason = v;
+  else if constexpr (kField == f_reader) out.reader = v;
+  else if constexpr (kField == f_name) out.name = v;
+  else if constexpr (kField == f_kind) {
+    if (v == "delivered") {
+      out.kind = ReceiptKind::delivered;
+    } else if (v == "read") {
+      out.kind = ReceiptKind::read;
+    } else {
+      return false;
+    }
+  } else {
+    static_assert(kField == f_user, "not a string field of a canonical shape");
+  }
+  return true;
+}
+
+template <Field kField>
+void store_canon_integer(EventView& out, int64_t v) {
+  if constexpr (kField == f_t) out.t = v;
+  else if constexpr (kField == f_seq) out.seq = v;
+  else if constexpr (kField == f_up_to) out.up_to = v;
+  else if constexpr (kField == f_expires_at) out.expires_at = v;
+  else static_assert(kField == f_t, "not an integer field of a canonical shape");
+}
+
+template <Field kField>
+void store_canon_boolean(EventView& out, bool v) {
+  if constexpr (kField == f_view_once) out.view_once = v;
+  else if constexpr (kField == f_quiescent) out.quiescent = v;
+  else static_assert(kField == f_view_once, "not a boolean field of a canonical shape");
+}
+
+// Field kIndex of type kType's shape at p: true when read (or when optional and absent).
+template <size_t kType, size_t kIndex>
+inline bool read_canon_field(const char*& p, const char* end, EventView& out) {
+  static constexpr CanonField f = kCanonShapes[kType].fields[kIndex];
+  if (end - p < f.key.size + 2 || !at_canon_key(p, f.key)) return f.optional;
+  p += f.key.size;
+  if constexpr (f.value == CanonValue::string) {
+    if (*p != '"') return false;
+    const char* begin = ++p;
+    p = scan_plain_string(p, end);
+    if (p == nullptr) return false;
+    if (!store_canon_string<f.field>(out, std::string_view(begin, static_cast<size_t>(p - begin)))) return false;
+    ++p;
+  } else if constexpr (f.value == CanonValue::integer) {
+    const bool negative = *p == '-';
+    if (negative) ++p;
+    int64_t value = 0;
+    if (*p == '0') {
+      ++p;
+    } else if (*p >= '1' && *p <= '9') {
+      p = read_digits(p, end, value);
+      if (p == nullptr) return false;
+    } else {
+      return false;
+    }
+    store_canon_integer<f.field>(out, negative ? -value : value);
+  } else {
+    if (end - p >= 4 && std::memcmp(p, "true", 4) == 0) {
+      p += 4;
+      store_canon_boolean<f.field>(out, true);
+    } else if (end - p >= 5 && std::memcmp(p, "false", 5) == 0) {
+      p += 5;
+      store_canon_boolean<f.field>(out, false);
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+template <size_t kType>
+inline bool read_canon_shape(const char*& p, const char* end, EventView& out) {
+  return [&]<size_t... kIndex>(std::index_sequence<kIndex...>) {
+    return (read_canon_field<kType, kIndex>(p, end, out) && ...);
+  }(std::make_index_sequence<kCanonShapes[kType].count>{});
+}
+
+bool parse_canonical_line(std::string_view line, EventView& out) {
+  const char* p = line.data();
+  const char* const end = p + line.size();
+  static constexpr char kTypeKey[] = "{\"type\":\"";
+  constexpr size_t kTypeKeySize = sizeof kTypeKey - 1;
+  if (line.size() < kTypeKeySize + 3 || load_word(p, 8) != little_endian(kTypeKey, 8) || p[8] != '"' || end[-1] != '}')
+    return false;
+  const char* name = p + kTypeKeySize;
+  p = scan_plain_string(name, end);
+  if (p == nullptr) return false;
+  const std::optional<EventType> type = plain_type(std::string_view(name, static_cast<size_t>(p - name)));
+  if (!type) return false;
+  ++p;
+  out = EventView{};
+  out.type = *type;
+  bool read = false;
+  switch (*type) {
+    case EventType::send: read = read_canon_shape<0>(p, end, out); break;
+    case EventType::ack: read = read_canon_shape<1>(p, end, out); break;
+    case EventType::reject: read = read_canon_shape<2>(p, end, out); break;
+    case EventType::deliver: read = read_canon_shape<3>(p, end, out); break;
+    case EventType::read: read = read_canon_shape<4>(p, end, out); break;
+    case EventType::receipt: read = read_canon_shape<5>(p, end, out); break;
+    case EventType::join: read = read_canon_shape<6>(p, end, out); break;
+    case EventType::leave: read = read_canon_shape<7>(p, end, out); break;
+    case EventType::expire: read = read_canon_shape<8>(p, end, out); break;
+    case EventType::decrypt_error: read = read_canon_shape<9>(p, end, out); break;
+    case EventType::online: read = read_canon_shape<10>(p, end, out); break;
+    case EventType::offline: read = read_canon_shape<11>(p, end, out); break;
+    case EventType::fault: read = read_canon_shape<12>(p, end, out); break;
+    case EventType::heal: read = read_canon_shape<13>(p, end, out); break;
+    case EventType::end: read = read_canon_shape<14>(p, end, out); break;
+  }
+  return read && p + 1 == end;  // end[-1] is '}'
+}
+
 }  // namespace
 
 static_assert(f_count <= 18, "EventParser keeps one decode buffer per field");
 
 Status EventParser::parse(std::string_view line, EventView& out) {
+  if (parse_canonical_line(line, out)) return {};
   if (parse_plain_line(line, out)) return {};
   return parse_general(line, out);
 }
