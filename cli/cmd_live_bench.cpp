@@ -26,6 +26,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -33,6 +34,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
@@ -140,6 +142,24 @@ std::pair<uint32_t, uint32_t> ephemeral_port_range() {
 // ---------------------------------------------------------------------------------------------
 // The server process: the system's server nodes on one loop, devices over WebSocket.
 
+// The server process's group commit counters, in memory shared with the bench process (an
+// anonymous MAP_SHARED mapping made before the fork): the server's loop publishes them after
+// every batch, the bench reads them before and after each offered rate. Lock-free atomics, so
+// the two processes never block each other.
+struct SharedGroupCommitCounters {
+  std::atomic<uint64_t> batches{0};
+  std::atomic<uint64_t> files_synced{0};
+  std::atomic<uint64_t> syncs_deferred{0};
+  std::atomic<uint64_t> sync_ns{0};
+};
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "the counters are shared between processes");
+
+SharedGroupCommitCounters* map_shared_counters() {
+  void* memory = ::mmap(nullptr, sizeof(SharedGroupCommitCounters), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  MSGSIM_ASSERT(memory != MAP_FAILED, std::strerror(errno));
+  return new (memory) SharedGroupCommitCounters();
+}
+
 class BenchHost;
 
 class BenchHost final : public live::LeanWsHandler {
@@ -164,6 +184,9 @@ class BenchHost final : public live::LeanWsHandler {
       if (slot.db != nullptr) sqlite3_close_v2(slot.db);
     }
   }
+
+  // Where the group commit counters are published after every batch (none: not published).
+  void publish_group_commit_to(SharedGroupCommitCounters* counters) { counters_ = counters; }
 
   void add_node(NodeId id, std::unique_ptr<Node> node) {
     if (slots_.size() <= id) slots_.resize(id + 1);
@@ -342,6 +365,13 @@ class BenchHost final : public live::LeanWsHandler {
     held_.push_back(Held{ticket, device, std::move(frame), false});
   }
   void release_held(uint64_t durable) {
+    if (counters_ != nullptr) {
+      const live::GroupCommitStats& s = group_commit_.stats();
+      counters_->batches.store(s.batches, std::memory_order_relaxed);
+      counters_->files_synced.store(s.files_synced, std::memory_order_relaxed);
+      counters_->syncs_deferred.store(s.syncs_deferred, std::memory_order_relaxed);
+      counters_->sync_ns.store(s.sync_ns, std::memory_order_relaxed);
+    }
     while (!held_.empty() && held_.front().ticket <= durable) {
       Held& front = held_.front();
       if (front.close) front.device->close();
@@ -404,6 +434,7 @@ class BenchHost final : public live::LeanWsHandler {
   NodeId chat_server_ = kNoNode;
   ConnId next_conn_ = 1;
   TimerId next_timer_ = 1;
+  SharedGroupCommitCounters* counters_ = nullptr;
 };
 
 // The traffic part's users: run r (one per offered rate) has its own 2 x pairs users, senders
@@ -435,11 +466,13 @@ chat::ChatConfig bench_config(uint32_t traffic_runs, uint32_t pairs) {
 }
 
 // Runs the server side until killed; writes its device port to `port_fd` first.
-[[noreturn]] void run_server_process(const std::string& dir, uint32_t traffic_runs, uint32_t pairs, int port_fd) {
+[[noreturn]] void run_server_process(const std::string& dir, uint32_t traffic_runs, uint32_t pairs, int port_fd,
+                                     SharedGroupCommitCounters* counters) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   static const chat::ChatConfig config = bench_config(traffic_runs, pairs);
   asio::io_context io(1);
   BenchHost host(io, dir);
+  host.publish_group_commit_to(counters);
   host.add_node(kRegistry, std::make_unique<chat::RegistryNode>(config));
   host.add_node(kQueue, std::make_unique<chat::QueueNode>(config));
   host.add_node(kStorage, std::make_unique<chat::StorageNode>(config));
@@ -617,6 +650,12 @@ struct RateResult {
   // process's (senders and receivers, connects included).
   double server_cpu_us_per_msg = 0;
   double client_cpu_us_per_msg = 0;
+  // The server's group commit over this rate's whole client process (connects, sends, drain),
+  // from SharedGroupCommitCounters: how many files one batch synced, and fsyncs per second.
+  uint64_t batches = 0;
+  uint64_t files_synced = 0;
+  double window_s = 0;
+  double fsync_mean_us = 0;
 };
 
 // Senders traffic_user(run, 0..pairs-1) send to receivers traffic_user(run, pairs..) at `rate` msgs/s in
@@ -751,6 +790,7 @@ struct BenchOptions {
 struct ServerProcess {
   pid_t pid = -1;
   uint16_t port = 0;
+  SharedGroupCommitCounters* group_commit = nullptr;  // published by the server, read here
 };
 
 Result<ServerProcess> start_server(const std::string& dir, uint32_t traffic_runs, uint32_t pairs) {
@@ -759,11 +799,12 @@ Result<ServerProcess> start_server(const std::string& dir, uint32_t traffic_runs
   if (made) return make_error(ErrorCode::io_error, "cannot make " + dir + ": " + made.message());
   int fds[2];
   if (::pipe(fds) != 0) return make_error(ErrorCode::io_error, std::string("pipe: ") + std::strerror(errno));
+  SharedGroupCommitCounters* counters = map_shared_counters();
   const pid_t pid = ::fork();
   if (pid < 0) return make_error(ErrorCode::io_error, std::string("fork: ") + std::strerror(errno));
   if (pid == 0) {
     ::close(fds[0]);
-    run_server_process(dir, traffic_runs, pairs, fds[1]);
+    run_server_process(dir, traffic_runs, pairs, fds[1], counters);
   }
   ::close(fds[1]);
   char text[32] = {};
@@ -773,15 +814,23 @@ Result<ServerProcess> start_server(const std::string& dir, uint32_t traffic_runs
   if (port <= 0) {
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
+    ::munmap(counters, sizeof *counters);
     return make_error(ErrorCode::unavailable, "the bench server process did not start (see its message above)");
   }
-  return ServerProcess{pid, static_cast<uint16_t>(port)};
+  return ServerProcess{pid, static_cast<uint16_t>(port), counters};
 }
 
 void stop_process(pid_t pid) {
   if (pid <= 0) return;
   ::kill(pid, SIGKILL);
   ::waitpid(pid, nullptr, 0);
+}
+
+void stop_server(ServerProcess& server) {
+  stop_process(server.pid);
+  server.pid = -1;
+  if (server.group_commit != nullptr) ::munmap(server.group_commit, sizeof *server.group_commit);
+  server.group_commit = nullptr;
 }
 
 struct IdleResult {
@@ -871,6 +920,10 @@ std::vector<RateResult> run_traffic(const BenchOptions& options, const ServerPro
     MSGSIM_ASSERT(pid >= 0, std::strerror(errno));
     ++run_number;
     const uint64_t server_ticks_before = cpu_ticks(server.pid);
+    const uint64_t batches_before = server.group_commit->batches.load();
+    const uint64_t files_before = server.group_commit->files_synced.load();
+    const uint64_t sync_ns_before = server.group_commit->sync_ns.load();
+    const auto window_start = std::chrono::steady_clock::now();
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       ::close(fds[0]);
@@ -887,6 +940,11 @@ std::vector<RateResult> run_traffic(const BenchOptions& options, const ServerPro
     const double server_cpu_us =
         static_cast<double>(cpu_ticks(server.pid) - server_ticks_before) * 1e6 / static_cast<double>(::sysconf(_SC_CLK_TCK));
     if (r.delivered > 0) r.server_cpu_us_per_msg = server_cpu_us / static_cast<double>(r.delivered);
+    r.window_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_start).count();
+    r.batches = server.group_commit->batches.load() - batches_before;
+    r.files_synced = server.group_commit->files_synced.load() - files_before;
+    const uint64_t sync_ns = server.group_commit->sync_ns.load() - sync_ns_before;
+    if (r.files_synced > 0) r.fsync_mean_us = static_cast<double>(sync_ns) / 1e3 / static_cast<double>(r.files_synced);
     if (n == static_cast<ssize_t>(sizeof r)) results.push_back(r);
   }
   return results;
@@ -927,7 +985,7 @@ int run_bench(const BenchOptions& options) {
       return kExitViolation;
     }
     const IdleResult idle = run_idle(options, *server);
-    stop_process(server->pid);
+    stop_server(*server);
     out["idle"] = {{"requested", idle.requested},
                    {"connected", idle.connected},
                    {"client_processes", idle.processes},
@@ -956,7 +1014,7 @@ int run_bench(const BenchOptions& options) {
       return kExitViolation;
     }
     const auto rates = run_traffic(options, *server);
-    stop_process(server->pid);
+    stop_server(*server);
     nlohmann::json rows = nlohmann::json::array();
     for (const RateResult& r : rates) {
       rows.push_back({{"offered_per_s", r.offered_per_s},
@@ -971,19 +1029,30 @@ int run_bench(const BenchOptions& options) {
                       {"latency_p999_us", r.p999_us},
                       {"latency_max_us", r.max_us},
                       {"server_cpu_us_per_msg", r.server_cpu_us_per_msg},
-                      {"client_cpu_us_per_msg", r.client_cpu_us_per_msg}});
+                      {"client_cpu_us_per_msg", r.client_cpu_us_per_msg},
+                      // The server's group commit while this rate's clients ran (window_s):
+                      // reports/live_twin reads files_per_batch.
+                      {"group_commit",
+                       {{"window_s", r.window_s},
+                        {"batches", r.batches},
+                        {"files_synced", r.files_synced},
+                        {"files_per_batch", r.batches > 0 ? static_cast<double>(r.files_synced) / static_cast<double>(r.batches) : 0.0},
+                        {"batches_per_s", r.window_s > 0 ? static_cast<double>(r.batches) / r.window_s : 0.0},
+                        {"fsyncs_per_s", r.window_s > 0 ? static_cast<double>(r.files_synced) / r.window_s : 0.0},
+                        {"fsync_mean_us", r.fsync_mean_us}}}});
     }
     out["traffic"] = {{"senders", options.pairs}, {"receivers", options.pairs}, {"rates", rows}};
     if (!options.json) {
       std::printf("\n(b) 1:1 messages, %u senders -> %u receivers, acked after the queue's fsync (group commit)\n", options.pairs, options.pairs);
-      std::printf("| offered msgs/s | sent | acked | delivered | delivered msgs/s | p50 | p99 | p999 | max | server CPU/msg | client CPU/msg |\n");
-      std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+      std::printf("| offered msgs/s | sent | acked | delivered | delivered msgs/s | p50 | p99 | p999 | max | server CPU/msg | client CPU/msg | files/batch | fsyncs/s | fsync mean |\n");
+      std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
       for (const RateResult& r : rates) {
-        std::printf("| %llu | %llu | %llu | %llu | %.0f | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.1f us | %.1f us |\n",
+        std::printf("| %llu | %llu | %llu | %llu | %.0f | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.1f us | %.1f us | %.2f | %.0f | %.2f ms |\n",
                     static_cast<unsigned long long>(r.offered_per_s), static_cast<unsigned long long>(r.sent),
                     static_cast<unsigned long long>(r.acked), static_cast<unsigned long long>(r.delivered), r.delivered_per_s,
                     r.p50_us / 1e3, r.p99_us / 1e3, r.p999_us / 1e3, r.max_us / 1e3, r.server_cpu_us_per_msg,
-                    r.client_cpu_us_per_msg);
+                    r.client_cpu_us_per_msg, r.batches > 0 ? static_cast<double>(r.files_synced) / static_cast<double>(r.batches) : 0.0,
+                    r.window_s > 0 ? static_cast<double>(r.files_synced) / r.window_s : 0.0, r.fsync_mean_us / 1e3);
       }
     }
   }

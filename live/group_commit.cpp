@@ -4,7 +4,9 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <optional>
@@ -94,10 +96,13 @@ class GroupCommit::Impl : public std::enable_shared_from_this<Impl> {
     wake_.notify_one();
   }
 
-  void complete(uint64_t batch, uint64_t files, uint64_t errors, std::string first_error) {
+  void complete(uint64_t batch, uint64_t files, uint64_t errors, std::string first_error, uint64_t sync_ns,
+                uint64_t sync_ns_max) {
     in_flight_ = false;
     in_flight_work_.reset();
     stats_.files_synced += files;
+    stats_.sync_ns += sync_ns;
+    stats_.sync_ns_max = std::max(stats_.sync_ns_max, sync_ns_max);
     stats_.sync_errors += errors;
     if (errors > 0) {
       if (on_sync_error_) on_sync_error_(first_error);
@@ -124,16 +129,23 @@ class GroupCommit::Impl : public std::enable_shared_from_this<Impl> {
       }
       uint64_t errors = 0;
       std::string first_error;
+      uint64_t sync_ns = 0, sync_ns_max = 0;
       for (const auto& file : job) {
         const uint64_t covered = file->deferred_count.load();
-        if (::fdatasync(file->fd) != 0) {
+        const auto began = std::chrono::steady_clock::now();
+        const int synced = ::fdatasync(file->fd);
+        const auto took = static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - began).count());
+        sync_ns += took;
+        sync_ns_max = std::max(sync_ns_max, took);
+        if (synced != 0) {
           if (errors++ == 0) first_error = "fdatasync " + file->path + ": " + std::strerror(errno);
         } else {
           raise_to(file->synced_count, covered);
         }
       }
-      boost::asio::post(io_, [weak = weak_from_this(), batch, files = job.size(), errors, first_error] {
-        if (auto self = weak.lock()) self->complete(batch, files, errors, first_error);
+      boost::asio::post(io_, [weak = weak_from_this(), batch, files = job.size(), errors, first_error, sync_ns, sync_ns_max] {
+        if (auto self = weak.lock()) self->complete(batch, files, errors, first_error, sync_ns, sync_ns_max);
       });
     }
   }

@@ -52,6 +52,8 @@ struct GroupCommitStats {
   uint64_t files_synced = 0;     // fdatasync calls made by the worker
   uint64_t sync_errors = 0;      // fdatasync calls that failed (the process must stop)
   uint64_t syncs_before_checkpoint = 0;  // log syncs done at once because a checkpoint began to copy
+  uint64_t sync_ns = 0;          // the worker's fdatasync calls, summed wall-clock time
+  uint64_t sync_ns_max = 0;      // the longest of them
 };
 
 class GroupCommit {
