@@ -42,11 +42,14 @@ struct PlanArgs {
 // the sender's send to the receiver's Deliver:
 //   {"traffic": {"rates": [{"offered_per_s": 400, "latency_p50_us": 1900, "latency_p99_us": 6100}, ...]}}
 // or, simpler, {"results": [{"offered_per_s": 400, "p50_ms": 1.9, "p99_ms": 6.1}, ...]}.
-// Optional: "delivered_per_s" per rate, "senders" next to "rates" (the pairs), and a top-level
-// "uptime" string (scripts/plan-vs-live adds the machine's load during the run).
+// Optional: "delivered_per_s" per rate, "group_commit": {"files_per_batch": F} per rate (the
+// server's measured files per group-commit batch; the twin assumes 2 without it), "senders" next
+// to "rates" (the pairs), and a top-level "uptime" string (scripts/plan-vs-live adds the
+// machine's load during the run).
 struct LivePoint {
   double offered_per_s, p50_ms, p99_ms;
   std::optional<double> delivered_per_s;
+  std::optional<double> files_per_batch;
 };
 struct LiveRun {
   std::vector<LivePoint> points;
@@ -84,11 +87,22 @@ Result<LiveRun> read_live(const std::string& path) {
     }
     if (r["offered_per_s"].get<double>() <= 0 || r["offered_per_s"].get<double>() > 1e7)
       return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) + "].offered_per_s: expected (0, 1e7]");
-    LivePoint point{r["offered_per_s"].get<double>(), r[p50].get<double>() * to_ms, r[p99].get<double>() * to_ms, std::nullopt};
+    LivePoint point{r["offered_per_s"].get<double>(), r[p50].get<double>() * to_ms, r[p99].get<double>() * to_ms, std::nullopt,
+                    std::nullopt};
     if (r.contains("delivered_per_s")) {
       if (!r["delivered_per_s"].is_number())
         return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) + "].delivered_per_s: expected a number");
       point.delivered_per_s = r["delivered_per_s"].get<double>();
+    }
+    if (r.contains("group_commit")) {
+      const auto& g = r["group_commit"];
+      const bool valid = g.is_object() && g.contains("files_per_batch") && g["files_per_batch"].is_number() &&
+                         g["files_per_batch"].get<double>() >= 0 && g["files_per_batch"].get<double>() <= 64;
+      if (!valid)
+        return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) +
+                                                    "].group_commit.files_per_batch: expected a number in [0, 64]");
+      // 0: no batch completed during the rate (nothing measured); the twin keeps its assumption.
+      if (g["files_per_batch"].get<double>() > 0) point.files_per_batch = g["files_per_batch"].get<double>();
     }
     out.points.push_back(point);
   }
@@ -242,12 +256,24 @@ int plan(const PlanArgs& args) {
     if (live) {
       // The simulated twin of the live bench at each measured rate (reports/live_twin.h).
       const reports::LiveTwinCosts twin = reports::live_twin_costs(costs, table->fsync_quantiles_ns, table->loopback_rtt_ns);
+      std::string files_measured;
       for (const LivePoint& p : live->points) {
         reports::LiveTwinOptions options;
         options.seed = args.seed;
         options.offered_per_s = p.offered_per_s;
         options.pairs = live->pairs;
-        const reports::LiveTwinResult predicted = reports::run_live_twin(twin, options);
+        // The files per batch the live bench measured at this rate, where it did.
+        reports::LiveTwinCosts at_rate = twin;
+        if (p.files_per_batch.has_value()) {
+          at_rate.files_per_batch = *p.files_per_batch;
+          at_rate.server_ns_per_batch =
+              static_cast<int64_t>(static_cast<double>(twin.server_ns_per_batch) / twin.files_per_batch * *p.files_per_batch);
+          char text[64];
+          std::snprintf(text, sizeof text, "%s%.2f at %.0f/s", files_measured.empty() ? "" : ", ", *p.files_per_batch,
+                        p.offered_per_s);
+          files_measured += text;
+        }
+        const reports::LiveTwinResult predicted = reports::run_live_twin(at_rate, options);
         reports::ModelPoint point;
         point.offered_per_s = p.offered_per_s;
         point.predicted_p50_ms = predicted.p50_ms;
@@ -266,8 +292,9 @@ int plan(const PlanArgs& args) {
           "process on one core (every server role's frames in one FIFO) charging " + us(twin.server_ns_per_message) +
           " of CPU per delivered message (the cost table's per-role costs along the message's path) and " +
           us(twin.server_ns_per_batch) + " per group-commit batch; group commit as live/group_commit does it (one "
-          "fdatasync per database file with commits, " + std::to_string(twin.files_per_batch) +
-          " files, frames held until their batch is durable, commits made during a sync wait for the next batch); "
+          "fdatasync per database file with commits, " +
+          (files_measured.empty() ? "2 files assumed" : "files per batch as live bench measured them: " + files_measured) +
+          ", frames held until their batch is durable, commits made during a sync wait for the next batch); "
           "fsync time drawn from the cost table's measured distribution (" +
           (q.empty() ? std::string("not measured: zero; run `msgsim calibrate` without --no-disk")
                      : "p50 " + us(q[q.size() / 2]) + ", max " + us(q.back())) +

@@ -30,7 +30,7 @@ LiveTwinCosts live_twin_costs(const chat::CpuCosts& c, std::vector<int64_t> fsyn
   out.files_per_batch = 2;
   // The loop's share of a batch: SQLite's sync bookkeeping once per file (the fdatasync itself
   // runs on the worker thread and costs the loop nothing).
-  out.server_ns_per_batch = c.of(CostRole::storage, Work::sync) * out.files_per_batch;
+  out.server_ns_per_batch = static_cast<int64_t>(static_cast<double>(c.of(CostRole::storage, Work::sync)) * out.files_per_batch);
   out.fsync_quantiles_ns = std::move(fsync_quantiles_ns);
   out.loopback_rtt_ns = loopback_rtt_ns;
   return out;
@@ -108,7 +108,12 @@ class ServerProcessNode final : public Node {
     in_flight_.swap(pending_);
     syncing_ = true;
     int64_t sync_ns = 0;
-    for (uint32_t f = 0; f < shared_.costs->files_per_batch; ++f)
+    // A whole number of files; a fraction is a chance of one more (drawn only when there is
+    // one, so a whole measured value draws as the assumed 2 always did).
+    const double files = std::max(0.0, shared_.costs->files_per_batch);
+    auto whole = static_cast<uint32_t>(files);
+    if (files > whole && ctx.rng().uniform01() < files - whole) whole++;
+    for (uint32_t f = 0; f < whole; ++f)
       sync_ns += sample_quantiles(shared_.costs->fsync_quantiles_ns, ctx.rng().uniform01());
     ctx.set_timer(std::max<int64_t>(1, sync_ns), 0);
   }

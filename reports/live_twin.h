@@ -28,7 +28,10 @@ struct LiveTwinCosts {
   int64_t server_ns_per_batch = 0;    // the loop's CPU to release one batch (the sync's own CPU)
   std::vector<int64_t> fsync_quantiles_ns;  // evenly spaced quantiles, 0 % .. 100 %
   int64_t loopback_rtt_ns = 0;
-  uint32_t files_per_batch = 2;       // the queue's and the storage's database
+  // Database files one batch syncs: the queue's and the storage's (2) unless measured (`live bench
+  // --json`'s group_commit.files_per_batch, below 2 when a batch covers one of them only); a
+  // fraction is drawn per batch (1.6: two files in 60 % of the batches).
+  double files_per_batch = 2;
 };
 
 // The per-message and per-batch server CPU from the cost table: what each role does for one

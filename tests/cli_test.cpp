@@ -480,6 +480,25 @@ TEST_F(CliTest, PerfettoWritesATimelineOnRunAndReplay) {
 
 // `msgsim shrink`: a planted bug's failing seed becomes a small scenario file that fails on its
 // own under `msgsim run` (no --bug, no --seed: both are inside).
+// `plan --live-json`: the simulated twin of the live bench takes the files per group-commit batch
+// the bench measured at each rate (group_commit.files_per_batch) and says so; a malformed value
+// is an error naming the field.
+TEST_F(CliTest, PlanTwinUsesTheMeasuredFilesPerBatch) {
+  const std::string seed = MSGSIM_SOURCE_DIR "/workloads/seed.json";
+  const std::string costs = MSGSIM_SOURCE_DIR "/reports/cost_table.json";
+  const Ran ran = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json",
+                          MSGSIM_SOURCE_DIR "/tests/data/live_bench_fixture.json", "--out", (dir_ / "report").string()});
+  ASSERT_EQ(ran.exit_code, 0) << ran.err;
+  EXPECT_NE(ran.out.find("files per batch as live bench measured them: 1.90 at 500/s, 1.80 at 1000/s"), std::string::npos)
+      << ran.out;
+  const std::string bad = (dir_ / "bad.json").string();
+  std::ofstream(bad) << R"({"traffic": {"rates": [{"offered_per_s": 500, "latency_p50_us": 1, "latency_p99_us": 2,)"
+                     << R"( "group_commit": {"files_per_batch": "two"}}]}})";
+  const Ran refused = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", bad, "--out", (dir_ / "r2").string()});
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_NE(refused.err.find("$.traffic.rates[0].group_commit.files_per_batch"), std::string::npos) << refused.err;
+}
+
 TEST_F(CliTest, ShrinkWritesASmallScenarioThatFailsOnItsOwn) {
   const std::string faulty = MSGSIM_SOURCE_DIR "/scenarios/chat-faulty.json";
   const Ran original = msgsim({"run", faulty, "--seed", "1", "--bug", "leave-one-late"});

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "reports/cost_model.h"
@@ -334,6 +335,30 @@ TEST(LiveTwin, DeterministicAndChargesFsyncAndTheSingleCore) {
   costs.fsync_quantiles_ns.clear();  // unmeasured: no fsync time, the CPU and the hops only
   const auto d = reports::run_live_twin(costs, light);
   EXPECT_LT(d.p50_ms, 1.0);
+}
+
+// The measured files per batch (live bench's group_commit.files_per_batch) replaces the assumed
+// 2: fewer files per batch, less fsync time per batch and lower latency; a fraction lands between.
+TEST(LiveTwin, MeasuredFilesPerBatchSetTheFsyncTimePerBatch) {
+  reports::LiveTwinCosts costs;
+  costs.server_ns_per_message = 20'000;
+  costs.fsync_quantiles_ns = {4'000'000, 4'000'000};  // every fsync 4 ms
+  costs.loopback_rtt_ns = 20'000;
+  reports::LiveTwinOptions options;
+  options.offered_per_s = 1000;
+  options.measure_ns = 2 * kNanosPerSecond;
+  std::map<double, double> p50_ms;
+  for (double files : {1.0, 1.5, 2.0}) {
+    costs.files_per_batch = files;
+    const auto result = reports::run_live_twin(costs, options);
+    EXPECT_EQ(result.digest_hex, reports::run_live_twin(costs, options).digest_hex);
+    EXPECT_NEAR(result.delivered_per_s, 1000, 20);
+    p50_ms[files] = result.p50_ms;
+  }
+  EXPECT_GE(p50_ms[1.0], 4.0);  // one 4 ms fsync at least
+  EXPECT_GE(p50_ms[2.0], 8.0);  // two
+  EXPECT_LT(p50_ms[1.0], p50_ms[1.5]);
+  EXPECT_LT(p50_ms[1.5], p50_ms[2.0]);
 }
 
 TEST(LiveTwin, QuantileSamplingInterpolates) {
