@@ -776,7 +776,8 @@ struct Checker::State {
     }
     if (m.conv != conv) return;
     assign_seq(mi, e.seq, "ack");
-    DeviceConv& dc = device_conv(device, conv);
+    // Found ahead for exactly this (device, conv) when h.device_conv is set.
+    DeviceConv& dc = h.device_conv != kNone ? device_convs[h.device_conv] : device_conv(device, conv);
     if (m.seq > dc.max_acked_own_seq) {
       dc.max_acked_own_seq = m.seq;
       dc.max_acked_own_msg = mi;
@@ -1126,8 +1127,14 @@ struct Checker::State {
   }
 
   void on_online(const EventView& e, const EventIdKeys& h, bool online) {
-    const uint32_t user = user_of(e.user, h.user);
-    Device& d = devices[device_of(e.device, h.device, user)];
+    uint32_t device = h.device.id;
+    // The user through the device's record when the line names the device's user (as for
+    // deliver); otherwise both are interned as usual.
+    if (device == kNone || devices[device].user == kNone || !users_ids.name_is(devices[device].user, e.user)) {
+      const uint32_t user = user_of(e.user, h.user);
+      device = device_of(e.device, h.device, user);
+    }
+    Device& d = devices[device];
     if (online && !d.online) d.online_since_t = e.t;
     d.online = online;
   }
@@ -1179,11 +1186,13 @@ struct Checker::State {
         h.conv.hash = text_hash(e.conv);
         break;
       case EventType::read:
-      case EventType::online:
-      case EventType::offline:
         h.user.hash = text_hash(e.user);
         h.device.hash = text_hash(e.device);
-        if (e.type == EventType::read) h.conv.hash = text_hash(e.conv);
+        h.conv.hash = text_hash(e.conv);
+        break;
+      case EventType::online:
+      case EventType::offline:
+        h.device.hash = text_hash(e.device);  // the user comes through the device's record
         break;
       case EventType::join:
       case EventType::leave:
@@ -1229,11 +1238,13 @@ struct Checker::State {
         conv_ids.prefetch(h.conv.hash);
         break;
       case EventType::read:
-      case EventType::online:
-      case EventType::offline:
         users_ids.prefetch(h.user.hash);
         device_ids.prefetch(h.device.hash);
-        if (e.type == EventType::read) conv_ids.prefetch(h.conv.hash);
+        conv_ids.prefetch(h.conv.hash);
+        break;
+      case EventType::online:
+      case EventType::offline:
+        device_ids.prefetch(h.device.hash);
         break;
       case EventType::join:
       case EventType::leave:
@@ -1283,6 +1294,13 @@ struct Checker::State {
         }
         break;
       }
+      case EventType::online:
+      case EventType::offline:
+        if (const std::optional<uint32_t> d = device_ids.find(e.device, h.device.hash)) {
+          h.device.id = *d;
+          devices.prefetch(*d);
+        }
+        break;
       default: break;
     }
   }
@@ -1313,11 +1331,11 @@ struct Checker::State {
   }
 
   // The fourth stage, once the (device, conversation) index slot is in the cache: finds the
-  // record a deliver or expire will touch (kept in `h`, as ids are: observing uses it when the
+  // record a deliver, ack or expire touches (kept in `h`, as ids are: observing uses it when the
   // line's conv is the message's, the only case that reaches it) and starts loading it.
   // Changes no state.
   void prefetch_device_conv(const EventView& e, EventIdKeys& h) const {
-    if (e.type != EventType::deliver && e.type != EventType::expire) return;
+    if (e.type != EventType::deliver && e.type != EventType::expire && e.type != EventType::ack) return;
     if (h.device.id == kNone || h.msg.id == kNone) return;
     if (const uint32_t* index = device_conv_index.find(pack(h.device.id, messages[h.msg.id].conv))) {
       h.device_conv = *index;
