@@ -210,11 +210,17 @@ class Interner {
   // hashing it or probing the table (a short id compares as one 12-byte block).
   bool name_is(uint32_t id, std::string_view text) const {
     const Slot& slot = slots_[positions_[id]];
-    if (text.size() <= kInlineMax) {
-      const Slot probe = make_probe(text, 0);
-      return slot.length == probe.length && std::memcmp(slot.bytes, probe.bytes, kInlineMax) == 0;
+    const size_t n = text.size();
+    if (n > kInlineMax) return slot.length == kLong && name_of(slot) == text;
+    if (slot.length != n) return false;
+    // The n inline bytes against the text by two (possibly overlapping) fixed-size loads.
+    const char* p = text.data();
+    if (n >= 8) return load64(slot.bytes) == load64(p) && load64(slot.bytes + n - 8) == load64(p + n - 8);
+    if (n >= 4) return load32(slot.bytes) == load32(p) && load32(slot.bytes + n - 4) == load32(p + n - 4);
+    for (size_t i = 0; i < n; ++i) {
+      if (slot.bytes[i] != p[i]) return false;
     }
-    return slot.length == kLong && name_of(slot) == text;
+    return true;
   }
 
   size_t size() const { return positions_.size(); }
