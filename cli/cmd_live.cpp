@@ -1054,6 +1054,8 @@ void add_live_command(CLI::App& app, Outcome& outcome) {
   serve->add_flag("--keep", serve_args->keep, "keep the temporary run directory");
   serve->add_option("--targets-file", serve_args->targets_file,
                     "write the --target flags that reach the deployment to this file once it listens");
+  serve->add_flag("--refuse-websocket-upgrades", serve_args->refuse_websocket_upgrades,
+                  "the server processes answer every WebSocket upgrade with 403 (devices must fall back to HTTP long polling)");
   serve->callback([serve_args, &outcome] { outcome.exit_code = run_live(*serve_args, SupervisorMode::serve); });
 
   auto node_args = std::make_shared<NodeArgs>();
