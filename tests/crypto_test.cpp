@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "impl/base/prng.h"
+#include "impl/crypto/chacha20poly1305.h"
 #include "impl/crypto/primitives.h"
 #include "impl/crypto/ratchet.h"
 #include "impl/crypto/sender_key.h"
@@ -218,6 +219,148 @@ TEST(Hmac, PairedCompressionAndMacPairMatchSingleOnes) {
     }
   }
   EXPECT_GT(compared, 300);
+}
+
+// --- XChaCha20-Poly1305: our code against libsodium, byte for byte -----------------------------
+
+TEST(Aead, Poly1305Rfc8439Vector) {
+  const Bytes key =
+      from_hex("85d6be7857556d337f4452fe42d506a80103808afb0db2fd4abff6af4149f51b");
+  const Bytes message = text("Cryptographic Forum Research Group");
+  uint8_t tag[16];
+  poly1305(key.data(), message, tag);
+  EXPECT_EQ(to_hex(ByteSpan(tag, 16)), "a8061dc1305136c6c22b8baf0c0127a9");
+}
+
+TEST(Aead, HChaCha20AndChaCha20MatchLibsodium) {
+  Prng prng(45);
+  for (int round = 0; round < 2000; ++round) {
+    Key32 key;
+    prng.fill(key);
+    std::array<uint8_t, 16> input;
+    prng.fill(input);
+    Key32 ours, theirs;
+    hchacha20(key.data(), input.data(), ours.data());
+    ASSERT_EQ(crypto_core_hchacha20(theirs.data(), input.data(), key.data(), nullptr), 0);
+    ASSERT_EQ(ours, theirs) << "round " << round;
+  }
+  for (int round = 0; round < 1500; ++round) {
+    Key32 key;
+    prng.fill(key);
+    std::array<uint8_t, 12> nonce;
+    prng.fill(nonce);
+    const size_t bytes = round < 700 ? static_cast<size_t>(round) : prng.next_u64() % 2000;
+    // Counters near the top of the range as well as small ones (not wrapping: RFC 8439).
+    const uint32_t counter =
+        round % 2 == 0 ? static_cast<uint32_t>(prng.next_u64() % 8)
+                       : static_cast<uint32_t>(0xFFFFFFFFu - (bytes + 63) / 64 -
+                                               prng.next_u64() % 4 + 1);
+    Bytes in(bytes), ours(bytes), theirs(bytes);
+    prng.fill(in);
+    chacha20_ietf_xor(key.data(), nonce.data(), counter, in, ours.data());
+    ASSERT_EQ(crypto_stream_chacha20_ietf_xor_ic(theirs.data(), in.data(), in.size(), nonce.data(),
+                                                 counter, key.data()),
+              0);
+    ASSERT_EQ(ours, theirs) << bytes << " bytes from block " << counter;
+    // In place.
+    chacha20_ietf_xor(key.data(), nonce.data(), counter, in, in.data());
+    ASSERT_EQ(in, theirs);
+  }
+}
+
+// Random keys and lengths, plus crafted cases the final reduction depends on: r = 1 with
+// all-0xFF blocks makes the accumulator reach [p, 2^130) (h = the sum of the blocks), the
+// largest clamped r, and s = all 0xFF so that h + s wraps mod 2^128.
+TEST(Aead, Poly1305MatchesLibsodiumOnRandomAndCraftedInputs) {
+  Prng prng(46);
+  const auto check = [](const Key32& key, ByteSpan message, const std::string& what) {
+    std::array<uint8_t, 16> ours, theirs;
+    poly1305(key.data(), message, ours.data());
+    crypto_onetimeauth_poly1305(theirs.data(), message.data(), message.size(), key.data());
+    EXPECT_EQ(to_hex(ours), to_hex(theirs)) << what << ", " << message.size() << " bytes";
+    return ours == theirs;
+  };
+  for (int round = 0; round < 3000; ++round) {
+    Key32 key;
+    prng.fill(key);
+    Bytes message(round < 300 ? static_cast<size_t>(round) : prng.next_u64() % 1000);
+    prng.fill(message);
+    if (round % 5 == 0) std::fill(message.begin(), message.end(), uint8_t{0xFF});
+    ASSERT_TRUE(check(key, message, "random round " + std::to_string(round)));
+  }
+  for (const bool s_all_ones : {false, true}) {
+    for (const int r_kind : {0, 1, 2}) {
+      Key32 key{};
+      if (r_kind == 0) key[0] = 1;                      // r = 1
+      if (r_kind == 1) std::fill_n(key.begin(), 16, uint8_t{0xFF});  // clamps to the largest r
+      if (r_kind == 2) key[0] = 2;                      // r = 2
+      if (s_all_ones) std::fill(key.begin() + 16, key.end(), uint8_t{0xFF});
+      for (size_t blocks = 0; blocks <= 40; ++blocks) {
+        for (const size_t extra : {size_t{0}, size_t{1}, size_t{15}}) {
+          Bytes message(blocks * 16 + extra, uint8_t{0xFF});
+          ASSERT_TRUE(check(key, message,
+                            "crafted r kind " + std::to_string(r_kind) + ", s all ones " +
+                                std::to_string(s_all_ones)));
+        }
+      }
+    }
+  }
+}
+
+TEST(Aead, XChaCha20Poly1305MatchesLibsodiumAndRejectsEveryTamperedByte) {
+  Prng prng(47);
+  for (int round = 0; round < 1500; ++round) {
+    Key32 key;
+    prng.fill(key);
+    std::array<uint8_t, 24> nonce;
+    prng.fill(nonce);
+    Bytes ad(round % 7 == 0 ? 0 : prng.next_u64() % 300);
+    Bytes plaintext(round < 400 ? static_cast<size_t>(round) : prng.next_u64() % 1500);
+    prng.fill(ad);
+    prng.fill(plaintext);
+    Bytes ours(plaintext.size() + 16), theirs(plaintext.size() + 16);
+    xchacha20poly1305_encrypt(key.data(), nonce.data(), ad, plaintext, ours.data());
+    unsigned long long written = 0;
+    ASSERT_EQ(crypto_aead_xchacha20poly1305_ietf_encrypt(
+                  theirs.data(), &written, plaintext.data(), plaintext.size(), ad.data(),
+                  ad.size(), nullptr, nonce.data(), key.data()),
+              0);
+    ASSERT_EQ(ours, theirs) << "round " << round << ": " << ad.size() << " ad bytes, "
+                            << plaintext.size() << " plaintext bytes";
+    Bytes opened(plaintext.size(), 0xAA);
+    ASSERT_TRUE(xchacha20poly1305_decrypt(key.data(), nonce.data(), ad, theirs, opened.data()));
+    ASSERT_EQ(opened, plaintext);
+    // In place, as the message path encrypts.
+    Bytes in_place(plaintext.size() + 16);
+    std::copy(plaintext.begin(), plaintext.end(), in_place.begin());
+    xchacha20poly1305_encrypt(key.data(), nonce.data(), ad, ByteSpan(in_place.data(), plaintext.size()),
+                              in_place.data());
+    ASSERT_EQ(in_place, theirs);
+    // One flipped bit anywhere (ciphertext, tag, AD, nonce, key): both refuse, ours leaves the
+    // output untouched.
+    for (int flip = 0; flip < 4; ++flip) {
+      Bytes bad_ct = theirs, bad_ad = ad;
+      auto bad_nonce = nonce;
+      Key32 bad_key = key;
+      const uint8_t bit = static_cast<uint8_t>(1u << (prng.next_u64() % 8));
+      switch ((round + flip) % 4) {
+        case 0: bad_ct[prng.next_u64() % bad_ct.size()] ^= bit; break;
+        case 1:
+          if (bad_ad.empty()) bad_ad.push_back(0); else bad_ad[prng.next_u64() % bad_ad.size()] ^= bit;
+          break;
+        case 2: bad_nonce[prng.next_u64() % bad_nonce.size()] ^= bit; break;
+        default: bad_key[prng.next_u64() % bad_key.size()] ^= bit; break;
+      }
+      Bytes out(plaintext.size(), 0x5A);
+      ASSERT_FALSE(xchacha20poly1305_decrypt(bad_key.data(), bad_nonce.data(), bad_ad, bad_ct,
+                                             out.data()));
+      ASSERT_EQ(out, Bytes(plaintext.size(), 0x5A));
+      ASSERT_NE(crypto_aead_xchacha20poly1305_ietf_decrypt(
+                    out.data(), nullptr, nullptr, bad_ct.data(), bad_ct.size(), bad_ad.data(),
+                    bad_ad.size(), bad_nonce.data(), bad_key.data()),
+                0);
+    }
+  }
 }
 
 // The cache's record of verified signed prekeys: a bundle verifies the first time and from the

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "impl/base/assert.h"
+#include "impl/crypto/chacha20poly1305.h"
 
 namespace msgsim::crypto {
 
@@ -269,12 +270,7 @@ void aead_encrypt(const Key32& key, ByteSpan nonce, ByteSpan associated_data, By
                   MutableByteSpan out) {
   MSGSIM_ASSERT_EQ(nonce.size(), kAeadNonceBytes);
   MSGSIM_ASSERT_EQ(out.size(), plaintext.size() + kAeadTagBytes);
-  unsigned long long written = 0;
-  crypto_aead_xchacha20poly1305_ietf_encrypt(out.data(), &written, plaintext.data(),
-                                             plaintext.size(), associated_data.data(),
-                                             associated_data.size(), nullptr, nonce.data(),
-                                             key.data());
-  MSGSIM_ASSERT_EQ(written, out.size());
+  xchacha20poly1305_encrypt(key.data(), nonce.data(), associated_data, plaintext, out.data());
 }
 
 bool aead_decrypt(const Key32& key, ByteSpan nonce, ByteSpan associated_data, ByteSpan ciphertext,
@@ -282,11 +278,8 @@ bool aead_decrypt(const Key32& key, ByteSpan nonce, ByteSpan associated_data, By
   MSGSIM_ASSERT_EQ(nonce.size(), kAeadNonceBytes);
   MSGSIM_ASSERT_GE(ciphertext.size(), kAeadTagBytes);
   MSGSIM_ASSERT_EQ(out.size(), ciphertext.size() - kAeadTagBytes);
-  unsigned long long written = 0;
-  const int rc = crypto_aead_xchacha20poly1305_ietf_decrypt(
-      out.data(), &written, nullptr, ciphertext.data(), ciphertext.size(), associated_data.data(),
-      associated_data.size(), nonce.data(), key.data());
-  if (rc != 0) {
+  if (!xchacha20poly1305_decrypt(key.data(), nonce.data(), associated_data, ciphertext,
+                                 out.data())) {
     if (!out.empty()) sodium_memzero(out.data(), out.size());
     return false;
   }

@@ -107,7 +107,8 @@ void hkdf_sha256(ByteSpan salt, ByteSpan ikm, ByteSpan info, MutableByteSpan out
 // The same with salt = 32 zero bytes, whose keyed HMAC state is computed once per process.
 void hkdf_sha256_zero_salt(ByteSpan ikm, ByteSpan info, MutableByteSpan output);
 
-// AEAD(key, nonce, ad, pt) into `out` (pt.size() + 16 bytes). `out` may alias `plaintext`
+// AEAD(key, nonce, ad, pt) into `out` (pt.size() + 16 bytes): XChaCha20-Poly1305-IETF, our own
+// code byte-exact to libsodium's (chacha20poly1305.h says why). `out` may alias `plaintext`
 // exactly (in place).
 void aead_encrypt(const Key32& key, ByteSpan nonce, ByteSpan associated_data, ByteSpan plaintext,
                   MutableByteSpan out);
