@@ -16,6 +16,7 @@
 #include "impl/crypto/ratchet.h"
 #include "impl/crypto/sender_key.h"
 #include "impl/crypto/transcript.h"
+#include "impl/crypto/x25519_base.h"
 #include "impl/crypto/x3dh.h"
 #include "sim/randombytes.h"
 
@@ -360,6 +361,47 @@ TEST(Aead, XChaCha20Poly1305MatchesLibsodiumAndRejectsEveryTamperedByte) {
                     bad_ad.size(), bad_nonce.data(), bad_key.data()),
                 0);
     }
+  }
+}
+
+// --- Fixed-base X25519 through the Edwards table: libsodium's bytes ---------------------------
+
+// Random secrets and the edge cases of clamping (all zero bytes, all 0xFF, only the bits that
+// clamping clears or sets), against crypto_scalarmult_curve25519_base.
+TEST(X25519Base, ViaEdwardsMatchesLibsodiumOnManyScalars) {
+  Prng prng(48);
+  std::vector<Key32> secrets;
+  for (const uint8_t fill : {uint8_t{0x00}, uint8_t{0xFF}, uint8_t{0x07}, uint8_t{0x80},
+                             uint8_t{0x40}, uint8_t{0x01}}) {
+    Key32 secret;
+    secret.fill(fill);
+    secrets.push_back(secret);
+  }
+  Key32 low_bits_only{};
+  low_bits_only[0] = 7;
+  low_bits_only[31] = 0x80;
+  secrets.push_back(low_bits_only);
+  for (int i = 0; i < 5000; ++i) {
+    Key32 secret;
+    prng.fill(secret);
+    secrets.push_back(secret);
+  }
+  for (const Key32& secret : secrets) {
+    Key32 theirs;
+    ASSERT_EQ(crypto_scalarmult_curve25519_base(theirs.data(), secret.data()), 0);
+    ASSERT_EQ(to_hex(x25519_base_via_edwards(secret)), to_hex(theirs)) << to_hex(secret);
+    ASSERT_EQ(x25519_public_of(secret), theirs);
+  }
+}
+
+// The birational map alone against libsodium's conversion of valid Ed25519 public keys.
+TEST(X25519Base, MontgomeryUMatchesLibsodiumConversion) {
+  sim::reseed_randombytes(49);
+  for (int i = 0; i < 500; ++i) {
+    const Ed25519KeyPair pair = generate_ed25519_key_pair();
+    Key32 theirs;
+    ASSERT_EQ(crypto_sign_ed25519_pk_to_curve25519(theirs.data(), pair.public_key.data()), 0);
+    ASSERT_EQ(montgomery_u_of_edwards_y(pair.public_key), theirs) << to_hex(pair.public_key);
   }
 }
 

@@ -53,7 +53,8 @@ struct X25519KeyPair {
 
 // Draws 32 bytes from randombytes and derives the public key.
 X25519KeyPair generate_x25519_key_pair();
-// The public key of a given secret (for restored or transcript-provided secrets).
+// The public key of a given secret (for restored or transcript-provided secrets): the bytes of
+// crypto_scalarmult_base, computed through the Edwards fixed-base table (x25519_base.h).
 Key32 x25519_public_of(const Key32& secret);
 
 // DH(priv, pub): X25519. An all-zero result (a low-order peer key) is an error, as the spec
