@@ -22,16 +22,55 @@ const char* to_string(CrashDisk mode) {
   return "unknown";
 }
 
-namespace {
+// ---------------------------------------------------------------------------------------------
+// FileImage: a file's bytes in fixed blocks
 
-// Copies `data` into `image` at `offset`, growing it with zeros if the write ends past it.
-void write_into(Bytes& image, uint64_t offset, ByteView data) {
-  const uint64_t end = offset + data.size();
-  if (end > image.size()) image.resize(end, 0);
-  if (!data.empty()) std::memcpy(image.data() + offset, data.data(), data.size());
+void FileImage::read(uint64_t offset, std::span<uint8_t> out) const {
+  MSGSIM_ASSERT(offset <= size_ && out.size() <= size_ - offset, "FileImage::read past the end");
+  size_t done = 0;
+  while (done < out.size()) {
+    const uint64_t at = offset + done;
+    const size_t in_block = static_cast<size_t>(at % kBlockBytes);
+    const size_t count = std::min(out.size() - done, kBlockBytes - in_block);
+    std::memcpy(out.data() + done, blocks_[static_cast<size_t>(at / kBlockBytes)].get() + in_block, count);
+    done += count;
+  }
 }
 
-}  // namespace
+void FileImage::write(uint64_t offset, ByteView data) {
+  if (offset + data.size() > size_) resize(offset + data.size());
+  size_t done = 0;
+  while (done < data.size()) {
+    const uint64_t at = offset + done;
+    const size_t in_block = static_cast<size_t>(at % kBlockBytes);
+    const size_t count = std::min(data.size() - done, kBlockBytes - in_block);
+    std::memcpy(blocks_[static_cast<size_t>(at / kBlockBytes)].get() + in_block, data.data() + done, count);
+    done += count;
+  }
+}
+
+void FileImage::resize(uint64_t size) {
+  const size_t blocks = static_cast<size_t>((size + kBlockBytes - 1) / kBlockBytes);
+  if (size < size_) {
+    // Keep the promise that an allocated block's bytes past size() are zero, so a later
+    // growth reads zeros without clearing.
+    const size_t in_block = static_cast<size_t>(size % kBlockBytes);
+    if (in_block != 0) {
+      const size_t clear_end = static_cast<size_t>(std::min<uint64_t>(size_ - (size - in_block), kBlockBytes));
+      std::memset(blocks_[blocks - 1].get() + in_block, 0, clear_end - in_block);
+    }
+    blocks_.resize(blocks);
+  } else {
+    while (blocks_.size() < blocks) blocks_.push_back(std::make_unique<uint8_t[]>(kBlockBytes));  // zeroed
+  }
+  size_ = size;
+}
+
+Bytes FileImage::copy(uint64_t begin, uint64_t end) const {
+  Bytes out(static_cast<size_t>(end - begin));
+  read(begin, out);
+  return out;
+}
 
 // ---------------------------------------------------------------------------------------------
 // NodeStorage: the file model
@@ -49,7 +88,7 @@ SimFilePtr NodeStorage::create(const std::string& name) {
     MSGSIM_ASSERT(!it->second->exists, "create() of an existing file: " + name);
     // The queued deletion (and, in order, everything before it) becomes durable first.
     const SimFilePtr deleted = it->second;
-    write_back_through([&](const PendingOp& op) { return op.kind == OpKind::remove && op.file == deleted; });
+    write_back_through([&](const PendingOp& op) { return op.undo.kind == OpKind::remove && op.file == deleted; });
     MSGSIM_ASSERT(files_.count(name) == 0, "a deleted file without a queued deletion: " + name);
   }
   if (files_.size() >= kFilesMax) return nullptr;
@@ -62,9 +101,9 @@ SimFilePtr NodeStorage::create(const std::string& name) {
 
 size_t NodeStorage::read(const SimFile& file, uint64_t offset, std::span<uint8_t> out) {
   size_t copied = 0;
-  if (offset < file.current.size()) {
-    copied = static_cast<size_t>(std::min<uint64_t>(out.size(), file.current.size() - offset));
-    std::memcpy(out.data(), file.current.data() + offset, copied);
+  if (offset < file.size()) {
+    copied = static_cast<size_t>(std::min<uint64_t>(out.size(), file.size() - offset));
+    file.current.read(offset, out.first(copied));
   }
   if (copied < out.size()) std::memset(out.data() + copied, 0, out.size() - copied);
   return copied;
@@ -80,34 +119,50 @@ DiskOutcome NodeStorage::write(const SimFilePtr& file, uint64_t offset, ByteView
   if (frozen_) return DiskOutcome::ok;  // a dead process's write goes nowhere
   if (offset > kFileBytesMax || data.size() > kFileBytesMax - offset) return DiskOutcome::full;
   const uint64_t end = offset + data.size();
-  if (end > file->current.size() && file->exists) {
-    const uint64_t growth = end - file->current.size();
+  const uint64_t old_size = file->size();
+  if (end > old_size && file->exists) {
+    const uint64_t growth = end - old_size;
     const uint64_t stored = bytes_stored();
     if (growth > faults_.capacity_bytes || stored > faults_.capacity_bytes - growth) {
       return DiskOutcome::full;
     }
   }
   if (!admit_mutation()) return DiskOutcome::ok;
-  write_into(file->current, offset, data);
-  // A handle on a deleted file (unix keeps the inode) writes to its own copy only.
-  if (file->exists) enqueue(PendingOp{file, OpKind::write, offset, Bytes(data.begin(), data.end())});
+  FileUndo undo{OpKind::write, offset, data.size(), old_size, {}};
+  if (offset < old_size) undo.old_bytes = file->current.copy(offset, std::min(end, old_size));
+  file->current.write(offset, data);
+  record(file, std::move(undo));
   return DiskOutcome::ok;
 }
 
 DiskOutcome NodeStorage::truncate(const SimFilePtr& file, uint64_t size) {
   if (frozen_) return DiskOutcome::ok;
   if (size > kFileBytesMax) return DiskOutcome::full;
-  if (size > file->current.size() && file->exists) {
-    const uint64_t growth = size - file->current.size();
+  const uint64_t old_size = file->size();
+  if (size > old_size && file->exists) {
+    const uint64_t growth = size - old_size;
     const uint64_t stored = bytes_stored();
     if (growth > faults_.capacity_bytes || stored > faults_.capacity_bytes - growth) {
       return DiskOutcome::full;
     }
   }
   if (!admit_mutation()) return DiskOutcome::ok;
-  file->current.resize(size, 0);
-  if (file->exists) enqueue(PendingOp{file, OpKind::truncate, size, {}});
+  FileUndo undo{OpKind::truncate, size, 0, old_size, {}};
+  if (size < old_size) undo.old_bytes = file->current.copy(size, old_size);
+  file->current.resize(size);
+  record(file, std::move(undo));
   return DiskOutcome::ok;
+}
+
+void NodeStorage::record(const SimFilePtr& file, FileUndo undo) {
+  if (file->exists) {
+    enqueue(PendingOp{file, std::move(undo)});
+    return;
+  }
+  // A handle on a deleted file (unix keeps the inode) writes to its own copy only; that copy
+  // is what comes back if a crash undoes the queued deletion, minus these changes.
+  auto it = files_.find(file->name);
+  if (it != files_.end() && it->second == file) file->changes_after_removal.push_back(std::move(undo));
 }
 
 DiskOutcome NodeStorage::sync(const SimFilePtr& file) {
@@ -117,26 +172,21 @@ DiskOutcome NodeStorage::sync(const SimFilePtr& file) {
   if (!admit_mutation()) return DiskOutcome::ok;
   // Every queued deletion, with everything queued before it (a journaling file system commits
   // all earlier metadata with any fsync; writing back in order keeps the durable state a
-  // prefix), then the file's own operations.
-  write_back_through([](const PendingOp& op) { return op.kind == OpKind::remove; });
-  // In place, keeping the other files' operations in order (a new deque per sync cost an
-  // allocation of its map and first block each time).
+  // prefix), then the file's own operations: their undo records are dropped, in place,
+  // keeping the other files' operations in order (a new deque per sync cost an allocation of
+  // its map and first block each time).
+  write_back_through([](const PendingOp& op) { return op.undo.kind == OpKind::remove; });
   size_t kept = 0;
   for (size_t i = 0; i < queue_.size(); ++i) {
     PendingOp& op = queue_[i];
     if (op.file == file) {
-      apply_durably(op);
-      queued_bytes_ -= op.data.size();
+      queued_bytes_ -= op.undo.length;
     } else {
       if (kept != i) queue_[kept] = std::move(op);
       kept++;
     }
   }
   queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(kept), queue_.end());
-  if (file->exists) {
-    MSGSIM_ASSERT_EQ(file->durable.size(), file->current.size());
-    file->maybe_unsynced = false;
-  }
   return DiskOutcome::ok;
 }
 
@@ -144,9 +194,9 @@ void NodeStorage::remove(const SimFilePtr& file, bool durable_now) {
   if (!file->exists) return;
   if (!admit_mutation()) return;
   file->exists = false;
-  enqueue(PendingOp{file, OpKind::remove, 0, {}});
+  enqueue(PendingOp{file, FileUndo{OpKind::remove, 0, 0, file->size(), {}}});
   // A directory sync: the deletion, and in order everything queued before it, is durable.
-  if (durable_now) write_back_through([](const PendingOp& op) { return op.kind == OpKind::remove; });
+  if (durable_now) write_back_through([](const PendingOp& op) { return op.undo.kind == OpKind::remove; });
 }
 
 void NodeStorage::write_back_through(const std::function<bool(const PendingOp&)>& is_target) {
@@ -161,8 +211,7 @@ void NodeStorage::write_back_through(const std::function<bool(const PendingOp&)>
 }
 
 void NodeStorage::enqueue(PendingOp op) {
-  op.file->maybe_unsynced = true;
-  queued_bytes_ += op.data.size();
+  queued_bytes_ += op.undo.length;
   queue_.push_back(std::move(op));
   while (queue_.size() > unsynced_ops_max_ || queued_bytes_ > unsynced_bytes_max_) write_back_oldest();
 }
@@ -178,47 +227,81 @@ void NodeStorage::write_back_oldest() {
   MSGSIM_ASSERT(!queue_.empty());
   PendingOp op = std::move(queue_.front());
   queue_.pop_front();
-  queued_bytes_ -= op.data.size();
-  apply_durably(op);
+  queued_bytes_ -= op.undo.length;
+  make_durable(op);
 }
 
-void NodeStorage::apply_durably(const PendingOp& op) {
-  switch (op.kind) {
-    case OpKind::write: write_into(op.file->durable, op.offset, op.data); break;
-    case OpKind::truncate: op.file->durable.resize(op.offset, 0); break;
-    case OpKind::remove: {
-      auto it = files_.find(op.file->name);
-      if (it != files_.end() && it->second == op.file) files_.erase(it);
+void NodeStorage::make_durable(const PendingOp& op) {
+  if (op.undo.kind != OpKind::remove) return;  // the undo record is all there was to drop
+  auto it = files_.find(op.file->name);
+  if (it != files_.end() && it->second == op.file) files_.erase(it);
+  // The file is out of the directory for good: what open handles change later matters to them
+  // alone.
+  op.file->changes_after_removal.clear();
+  op.file->changes_after_removal.shrink_to_fit();
+}
+
+void NodeStorage::undo(SimFile& file, const FileUndo& change) {
+  switch (change.kind) {
+    case OpKind::write:
+      file.current.resize(change.old_size);
+      if (!change.old_bytes.empty()) file.current.write(change.offset, change.old_bytes);
       break;
-    }
+    case OpKind::truncate:
+      file.current.resize(change.old_size);
+      if (!change.old_bytes.empty()) file.current.write(change.offset, change.old_bytes);
+      break;
+    case OpKind::remove:
+      // The deletion did not happen: neither did what open handles changed after it.
+      for (size_t i = file.changes_after_removal.size(); i > 0; --i) undo(file, file.changes_after_removal[i - 1]);
+      file.changes_after_removal.clear();
+      break;
   }
 }
 
-void NodeStorage::apply_torn(const PendingOp& op, Prng& rng) {
-  if (op.kind != OpKind::write) {
+void NodeStorage::undo_torn(const PendingOp& op, Prng& rng) {
+  const FileUndo& change = op.undo;
+  if (change.kind != OpKind::write) {
     // Metadata changes are atomic: they happened or they did not.
-    if (rng.below(2) == 1) apply_durably(op);
+    if (rng.below(2) == 1) {
+      make_durable(op);
+    } else {
+      undo(*op.file, change);
+    }
     return;
   }
   // Each 512-byte sector (aligned to the file, not to the write) is written whole or not at
-  // all; bytes of a sector outside the write's range are never touched.
-  const uint64_t begin = op.offset;
-  const uint64_t end = op.offset + op.data.size();
+  // all; bytes of a sector outside the write's range are never touched. A sector not written
+  // gets its old bytes back (zeros past the old end); the file ends at the old end or at the
+  // end of its last written sector, whichever is later.
+  SimFile& file = *op.file;
+  const uint64_t begin = change.offset;
+  const uint64_t end = change.offset + change.length;
+  uint64_t written_end = 0;
   for (uint64_t sector = begin / kSectorBytes * kSectorBytes; sector < end; sector += kSectorBytes) {
     const uint64_t lo = std::max(begin, sector);
     const uint64_t hi = std::min(end, sector + kSectorBytes);
     if (rng.below(2) == 1) {
-      write_into(op.file->durable, lo, ByteView(op.data).subspan(lo - begin, hi - lo));
+      written_end = hi;
+      continue;
+    }
+    if (lo < change.old_size) {
+      const uint64_t old_hi = std::min(hi, change.old_size);
+      file.current.write(lo, ByteView(change.old_bytes).subspan(lo - begin, old_hi - lo));
+    }
+    if (hi > change.old_size) {
+      const uint64_t zero_lo = std::max(lo, change.old_size);
+      file.current.write(zero_lo, Bytes(hi - zero_lo, 0));
     }
   }
+  file.current.resize(std::max(change.old_size, written_end));
 }
 
 void NodeStorage::drop_queue() {
+  for (size_t i = queue_.size(); i > 0; --i) undo(*queue_[i - 1].file, queue_[i - 1].undo);
   queue_.clear();
   queued_bytes_ = 0;
   for (auto& [name, file] : files_) {
-    if (file->maybe_unsynced) file->current = file->durable;
-    file->maybe_unsynced = false;
     file->exists = true;  // a deletion that never reached the disk did not happen
   }
 }
@@ -229,9 +312,15 @@ void NodeStorage::crash(CrashDisk mode, Prng& rng) {
     case CrashDisk::lose_unsynced: drop_queue(); break;
     case CrashDisk::torn: {
       if (!queue_.empty()) {
+        // Power failed while the queue was being written back: operations after the cut never
+        // reached the disk (undone, newest first), the one at the cut is torn, the ones before
+        // it are durable.
         const size_t cut = static_cast<size_t>(rng.below(queue_.size()));
-        for (size_t i = 0; i < cut; ++i) apply_durably(queue_[i]);
-        apply_torn(queue_[cut], rng);
+        for (size_t i = queue_.size(); i > cut + 1; --i) undo(*queue_[i - 1].file, queue_[i - 1].undo);
+        undo_torn(queue_[cut], rng);
+        for (size_t i = 0; i < cut; ++i) make_durable(queue_[i]);
+        queue_.clear();
+        queued_bytes_ = 0;
       }
       drop_queue();
       break;
@@ -258,21 +347,50 @@ void NodeStorage::wipe() {
 uint64_t NodeStorage::bytes_stored() const {
   uint64_t total = 0;
   for (const auto& [name, file] : files_) {
-    if (file->exists) total += file->current.size();
+    if (file->exists) total += file->size();
   }
+  return total;
+}
+
+uint64_t NodeStorage::bytes_allocated() const {
+  uint64_t total = 0;
+  for (const auto& [name, file] : files_) {
+    total += file->current.allocated_bytes();
+    for (const FileUndo& change : file->changes_after_removal) total += change.old_bytes.capacity();
+  }
+  for (const PendingOp& op : queue_) total += sizeof(PendingOp) + op.undo.old_bytes.capacity();
   return total;
 }
 
 void NodeStorage::for_each_file(
     const std::function<void(const std::string& name, ByteView bytes)>& visit) const {
   for (const auto& [name, file] : files_) {
-    if (file->exists) visit(name, file->current);
+    if (file->exists) visit(name, file->current.to_bytes());
   }
+}
+
+Bytes NodeStorage::durable_bytes(const SimFilePtr& file) const {
+  // Undo on a scratch copy of the file: its queued operations newest first, and before them
+  // (they came after its queued deletion) the changes made after its removal.
+  SimFile scratch;
+  scratch.current.write(0, file->current.to_bytes());
+  scratch.current.resize(file->size());
+  scratch.changes_after_removal = file->changes_after_removal;
+  bool removal_queued = false;
+  for (size_t i = queue_.size(); i > 0; --i) {
+    const PendingOp& op = queue_[i - 1];
+    if (op.file != file) continue;
+    removal_queued |= op.undo.kind == OpKind::remove;
+    undo(scratch, op.undo);
+  }
+  MSGSIM_ASSERT(removal_queued || scratch.changes_after_removal.empty(),
+                "changes after a removal that is not queued: " + file->name);
+  return scratch.current.to_bytes();
 }
 
 void NodeStorage::for_each_durable_file(
     const std::function<void(const std::string& name, ByteView bytes)>& visit) const {
-  for (const auto& [name, file] : files_) visit(name, file->durable);
+  for (const auto& [name, file] : files_) visit(name, durable_bytes(file));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -378,7 +496,7 @@ int file_write(sqlite3_file* file, const void* buffer, int amount, sqlite3_int64
   const ByteView data(static_cast<const uint8_t*>(buffer), static_cast<size_t>(amount));
   if (handle.storage == nullptr) {  // a temporary file: memory only, never durable
     if (static_cast<uint64_t>(offset) + data.size() > NodeStorage::kFileBytesMax) return SQLITE_FULL;
-    write_into(handle.file->current, static_cast<uint64_t>(offset), data);
+    handle.file->current.write(static_cast<uint64_t>(offset), data);
     return SQLITE_OK;
   }
   if (!handle.live()) return SQLITE_OK;  // a dead incarnation's write goes nowhere
@@ -391,7 +509,7 @@ int file_truncate(sqlite3_file* file, sqlite3_int64 size) {
   FileHandle& handle = handle_of(file);
   if (handle.storage == nullptr) {
     if (static_cast<uint64_t>(size) > NodeStorage::kFileBytesMax) return SQLITE_FULL;
-    handle.file->current.resize(static_cast<size_t>(size), 0);
+    handle.file->current.resize(static_cast<uint64_t>(size));
     return SQLITE_OK;
   }
   if (!handle.live()) return SQLITE_OK;
@@ -407,7 +525,7 @@ int file_sync(sqlite3_file* file, int flags) {
 }
 
 int file_size(sqlite3_file* file, sqlite3_int64* size) {
-  *size = static_cast<sqlite3_int64>(handle_of(file).file->current.size());
+  *size = static_cast<sqlite3_int64>(handle_of(file).file->size());
   return SQLITE_OK;
 }
 

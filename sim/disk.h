@@ -6,6 +6,12 @@
 //  - Every file has two images: `current` (what reads see: the OS page cache) and `durable`
 //    (what the platter holds). Every mutation (write, truncate, delete) changes `current` at
 //    once and is queued, in issue order, in the node's unsynced queue.
+//  - Only `current` is stored (in fixed blocks, FileImage). The durable image is implied: it
+//    is `current` with the queued operations undone, newest first. So each queued operation
+//    keeps its undo record (the bytes it overwrote or truncated away, and the size before it),
+//    not its data; writing an operation back, or syncing it, just drops the record, and a
+//    crash that loses it puts those bytes back. A file's bytes are held once, plus the old
+//    contents of what changed since its last sync.
 //  - xSync of a file moves that file's queued operations to its durable image (and queued
 //    deletions, below). There are no directories, so "syncing the directory" is not a thing
 //    here: xDelete's syncDir flag is honoured by making the deletion itself durable.
@@ -19,7 +25,9 @@
 //    queue back in order through the deletion, so the durable state stays a prefix (below).
 //    Without the any-fsync rule SQLite's switch to WAL (a rollback-journal transaction whose
 //    commit is the journal's unlink, with no directory sync at FULL) could be undone by a
-//    power loss after later WAL commits, taking them with it.
+//    power loss after later WAL commits, taking them with it. A handle still open on a
+//    deleted file writes to that file's current image only (unix keeps the inode); while the
+//    deletion is queued those changes are kept apart (they are undone if the deletion is).
 //  - Writeback: the disk persists queued operations in issue order. When the queue exceeds
 //    kUnsyncedOpsMax operations or kUnsyncedBytesMax bytes, its oldest operations are written
 //    back (become durable), as an OS flushes old dirty pages (set_writeback_limits changes
@@ -62,6 +70,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "impl/base/prng.h"
 #include "impl/base/result.h"
@@ -94,14 +103,54 @@ enum class DiskOutcome : uint8_t {
   fsync_failed,  // DiskFaults::fsync_fails; the data stays unsynced
 };
 
+// A file's bytes in fixed blocks: growing a file never copies what it holds, and a write
+// touches only the blocks it covers. Bytes of an allocated block past size() are zero.
+class FileImage {
+ public:
+  // SQLite's pages here are 1 KiB (devices) or 4 KiB (servers): a small block wastes little
+  // at the end of the many small device files.
+  static constexpr size_t kBlockBytes = 1024;
+
+  uint64_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  // Copies [offset, offset + out.size()) to `out`; the range must lie within size().
+  void read(uint64_t offset, std::span<uint8_t> out) const;
+  // Writes `data` at `offset`, growing the file with zeros first if it ends past size().
+  void write(uint64_t offset, ByteView data);
+  // Grows with zeros or shrinks (freeing whole blocks past the end).
+  void resize(uint64_t size);
+  Bytes copy(uint64_t begin, uint64_t end) const;
+  Bytes to_bytes() const { return copy(0, size_); }
+  // The bytes held, with the blocks' unused tails.
+  uint64_t allocated_bytes() const { return blocks_.size() * kBlockBytes; }
+
+ private:
+  std::vector<std::unique_ptr<uint8_t[]>> blocks_;
+  uint64_t size_ = 0;
+};
+
+// One change to a file, kept so that it can be undone: what a crash that loses it puts back.
+struct FileUndo {
+  enum class Kind : uint8_t { write, truncate, remove };
+  Kind kind = Kind::write;
+  uint64_t offset = 0;      // write: where; truncate: the new size
+  uint64_t length = 0;      // write: how many bytes it wrote
+  uint64_t old_size = 0;    // the file's size before the change
+  Bytes old_bytes;          // write: what [offset, min(offset + length, old_size)) held;
+                            // truncate: what [offset, old_size) held, when it shrank the file
+};
+
 // One file of a node. The VFS keeps a shared_ptr to it in each open handle, so a handle that
 // outlives its file (deleted, wiped) still reads its last contents and cannot touch the disk.
 struct SimFile {
   std::string name;
-  Bytes current;         // what reads see
-  Bytes durable;         // what survives a power loss
+  FileImage current;     // what reads see; the durable image is implied (see the top)
   bool exists = true;    // false once deleted (the deletion may still be queued)
-  bool maybe_unsynced = false;  // operations of it may be queued (false: current == durable)
+  // Changes made through open handles after the deletion was queued, oldest first: undone if
+  // a crash undoes the deletion, dropped once the deletion is durable.
+  std::vector<FileUndo> changes_after_removal;
+
+  uint64_t size() const { return current.size(); }
 
   // SQLite's file locks (SQLITE_LOCK_*), process-local state rather than disk contents. Owners
   // are compared for identity only, never ordered.
@@ -163,22 +212,32 @@ class NodeStorage {
   void for_each_file(const std::function<void(const std::string& name, ByteView bytes)>& visit) const;
   // Every file with its durable bytes (what a power loss now would leave), in name order.
   void for_each_durable_file(const std::function<void(const std::string& name, ByteView bytes)>& visit) const;
+  // What a power loss now would leave of `file` (its current bytes with its queued operations
+  // undone).
+  Bytes durable_bytes(const SimFilePtr& file) const;
+  // The bytes held for the node's files: their images' blocks and the undo records.
+  uint64_t bytes_allocated() const;
 
  private:
-  enum class OpKind : uint8_t { write, truncate, remove };
-  struct PendingOp {
+  using OpKind = FileUndo::Kind;
+  struct PendingOp {  // a queued operation: which file, and how to undo it
     SimFilePtr file;
-    OpKind kind = OpKind::write;
-    uint64_t offset = 0;  // write: where; truncate: the new size
-    Bytes data;           // write only
+    FileUndo undo;
   };
 
   // False if the node is frozen (the mutation must be discarded); counts down freeze_after.
   bool admit_mutation();
+  // Records a change to `file` that was just applied to its current image: queued if the file
+  // exists, kept with the file if its deletion is queued, forgotten if the deletion is durable.
+  void record(const SimFilePtr& file, FileUndo undo);
   void enqueue(PendingOp op);
   void write_back_oldest();
-  void apply_durably(const PendingOp& op);
-  void apply_torn(const PendingOp& op, Prng& rng);
+  // A queued operation became durable: drop it (a deletion takes the file out of the directory).
+  void make_durable(const PendingOp& op);
+  // Undoes a change on `file`'s current image (a deletion: the changes made after it).
+  static void undo(SimFile& file, const FileUndo& change);
+  // The cut operation of a torn crash, undone sector by sector where the coin says "not written".
+  void undo_torn(const PendingOp& op, Prng& rng);
   void drop_queue();
   // Writes back, in order, every queued operation up to and including the last one for which
   // `is_target` holds (nothing if none does).
