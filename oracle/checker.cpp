@@ -1713,8 +1713,9 @@ const std::optional<Error>& Checker::input_error() const { return state_->input_
 uint64_t Checker::events_observed() const { return state_->line; }
 size_t Checker::memory_bytes() const { return state_->memory_bytes(); }
 
-// One slot per line in flight: the parser keeps the line's bytes, so the view stays valid
-// until the slot is reused kLinesAhead + 1 lines later.
+// One slot per line in flight. The event's views stay valid until the slot is reused
+// kLinesAhead + 1 lines later: the LineReader keeps that many lines (check_stream's does), or
+// else the slot's parser keeps a copy of the line.
 struct LineFeed::Ring {
   static constexpr size_t kSlots = kLinesAhead + 1;
   // How many lines before it is observed each later stage runs on a line: records (ids looked
@@ -1738,7 +1739,11 @@ struct LineFeed::Ring {
   Slot& at(uint64_t index) { return slots[index % kSlots]; }
 };
 
-LineFeed::LineFeed(Checker& checker) : checker_(checker), ring_(std::make_unique<Ring>()) {}
+LineFeed::LineFeed(Checker& checker, const LineReader* source)
+    : checker_(checker), ring_(std::make_unique<Ring>()),
+      copy_lines_(source == nullptr || source->lines_kept() < kLinesInFlight) {
+  static_assert(Ring::kSlots == kLinesInFlight);
+}
 LineFeed::~LineFeed() = default;
 
 Status LineFeed::push(std::string_view line) {
@@ -1750,7 +1755,9 @@ Status LineFeed::push(std::string_view line) {
     state.observe(oldest.event, oldest.hashes);
   }
   Ring::Slot& slot = ring.at(ring.pushed);
-  Status parsed = slot.parser.parse_copy(line, slot.event);
+  // The view must stay valid until the line is observed: the reader keeps it, or the parser
+  // keeps a copy.
+  Status parsed = copy_lines_ ? slot.parser.parse_copy(line, slot.event) : slot.parser.parse(line, slot.event);
   if (!parsed.ok()) {
     drain();
     return parsed;
@@ -1782,8 +1789,8 @@ void LineFeed::drain() {
 
 Result<Verdict> check_stream(std::istream& in, CheckerOptions options) {
   Checker checker(options);
-  LineReader reader(in);
-  LineFeed feed(checker);
+  LineReader reader(in, LineFeed::kLinesInFlight);
+  LineFeed feed(checker, &reader);
   std::string_view line;
   for (;;) {
     Result<bool> more = reader.next(line);

@@ -108,6 +108,8 @@ std::string render_summary(const Verdict& verdict);
 // {"valid": bool, "invariants": {NAME: {"valid", "count", "examples", ...}}, "stats": {...}}
 std::string render_json(const Verdict& verdict);
 
+class LineReader;  // oracle/jsonl.h
+
 class Checker {
  public:
   explicit Checker(CheckerOptions options = {});
@@ -147,8 +149,13 @@ class Checker {
 class LineFeed {
  public:
   static constexpr size_t kLinesAhead = 12;
+  // Lines the feed holds at once: a LineReader that keeps this many (LineReader(in,
+  // kLinesInFlight)) lets the feed parse each line where the reader has it instead of a copy.
+  static constexpr size_t kLinesInFlight = kLinesAhead + 1;
 
-  explicit LineFeed(Checker& checker);
+  // `source`, when given, is the reader the lines come from: if it keeps kLinesInFlight lines,
+  // they are not copied.
+  explicit LineFeed(Checker& checker, const LineReader* source = nullptr);
   ~LineFeed();
   LineFeed(const LineFeed&) = delete;
   LineFeed& operator=(const LineFeed&) = delete;
@@ -165,6 +172,7 @@ class LineFeed {
   struct Ring;
   Checker& checker_;
   std::unique_ptr<Ring> ring_;
+  bool copy_lines_ = true;
 };
 
 // Reads JSON Lines from `in` and judges them. Bad input (spec/history.md "Format") gives an

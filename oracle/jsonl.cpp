@@ -10,6 +10,8 @@
 #include <optional>
 #include <utility>
 
+#include "impl/base/assert.h"
+
 namespace msgsim::history {
 
 namespace {
@@ -1449,11 +1451,36 @@ constexpr size_t kBufferBytesInitial = size_t{64} * 1024;
 constexpr size_t kBufferBytesMax = 2 * kLineBytesMax + 2;
 }  // namespace
 
-LineReader::LineReader(std::istream& in) : in_(in) { buffer_.resize(kBufferBytesInitial); }
+LineReader::LineReader(std::istream& in, size_t lines_kept) : in_(in), lines_kept_(lines_kept) {
+  buffer_.resize(kBufferBytesInitial);
+}
+
+void LineReader::release_retired() {
+  size_t freed = 0;
+  while (freed < retired_.size() && retired_[freed].last_line + lines_kept_ < line_number_) ++freed;
+  if (freed == 0) return;
+  if (spare_.empty()) spare_ = std::move(retired_[freed - 1].bytes);
+  retired_.erase(retired_.begin(), retired_.begin() + static_cast<std::ptrdiff_t>(freed));
+}
 
 bool LineReader::refill() {
   if (eof_) return false;
-  if (begin_ > 0) {
+  if (lines_kept_ > 0 && begin_ > 0) {
+    // The bytes before begin_ belong to lines that may still be in use: the unconsumed tail
+    // moves to a fresh buffer of the same size and this one is retired until its last line is
+    // lines_kept_ lines behind. (A buffer is retired only after a line was returned from it, so
+    // at most lines_kept_ + 1 are retired at once.)
+    const size_t pending = end_ - begin_;
+    std::string fresh = std::move(spare_);
+    spare_.clear();
+    fresh.resize(buffer_.size());
+    if (pending > 0) std::memcpy(fresh.data(), buffer_.data() + begin_, pending);
+    MSGSIM_ASSERT(retired_.size() < kRetiredMax, "LineReader: too many buffers in use");
+    retired_.push_back(Retired{std::move(buffer_), line_number_});
+    buffer_ = std::move(fresh);
+    begin_ = 0;
+    end_ = pending;
+  } else if (begin_ > 0) {
     std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
     end_ -= begin_;
     begin_ = 0;
@@ -1482,6 +1509,7 @@ Result<bool> LineReader::next(std::string_view& line) {
       }
       line = std::string_view(buffer_.data() + begin_, at - begin_);
       begin_ = at + 1;
+      if (!retired_.empty()) release_retired();
       return true;
     }
     if (end_ - begin_ > kLineBytesMax) {

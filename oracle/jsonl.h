@@ -10,6 +10,7 @@
 #include <istream>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "impl/base/result.h"
 #include "oracle/event.h"
@@ -55,17 +56,34 @@ class EventParser {
 // Splits an istream into lines without copying each one: reads blocks into a bounded buffer.
 class LineReader {
  public:
-  explicit LineReader(std::istream& in);
+  // A line `next` returns stays valid until `lines_kept` more lines have been returned (0: until
+  // the next call). With lines_kept > 0 the reader does not move bytes to make room: it goes on
+  // in a fresh buffer and frees a full one once its last line is that far behind, so a
+  // pipeline can keep views of the lines in flight without copying them.
+  explicit LineReader(std::istream& in, size_t lines_kept = 0);
   // Sets `line` (valid until the next call) and returns true, or returns false at the end of the
   // input; a line longer than kLineBytesMax is an error.
   Result<bool> next(std::string_view& line);
   // 1-based number of the line `next` returned last.
   uint64_t line_number() const { return line_number_; }
+  size_t lines_kept() const { return lines_kept_; }
 
  private:
   bool refill();
+  // Frees the retired buffers whose lines may no longer be in use.
+  void release_retired();
+
+  // A full buffer that still holds lines in use: valid until line last_line + lines_kept_.
+  struct Retired {
+    std::string bytes;
+    uint64_t last_line;
+  };
+  static constexpr size_t kRetiredMax = 64;  // beyond this the oldest is kept anyway (see refill)
 
   std::istream& in_;
+  size_t lines_kept_ = 0;
+  std::vector<Retired> retired_;
+  std::string spare_;  // a freed buffer, reused by the next refill
   std::string buffer_;
   size_t begin_ = 0;  // first unconsumed byte
   size_t end_ = 0;    // one past the last valid byte

@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -240,6 +241,41 @@ TEST(OracleParser, AgreesOnNearCanonicalLines) {
   const std::string send =
       R"({"type":"send","t":123456789012,"user":"a","device":"a1","conv":"c","msg":"m","body":"b","to":"z","expires_at":1234567890123,"view_once":true})";
   for (size_t n = 0; n <= send.size(); ++n) expect_agree(std::string_view(send).substr(0, n));
+}
+
+// A LineReader that keeps k lines: every line stays as it was returned until k more lines have
+// been returned, across refills, buffer growth (a line longer than the 64 KB buffer) and the
+// reuse of freed buffers, and the lines read are exactly the input's.
+TEST(LineReader, KeepsTheLastLinesValidAcrossRefills) {
+  constexpr size_t kKept = 13;
+  std::vector<std::string> expected;
+  std::string text;
+  for (size_t i = 0; i < 6000; ++i) {
+    std::string line = "line " + std::to_string(i) + " " + std::string(i * 37 % 400, static_cast<char>('a' + i % 26));
+    if (i == 2500) line += std::string(200'000, 'x');  // longer than the initial buffer
+    expected.push_back(line);
+    text += line + "\n";
+  }
+  text += "last line without a newline";
+  expected.push_back("last line without a newline");
+  std::istringstream in(text);
+  LineReader reader(in, kKept);
+  std::vector<std::string_view> views;  // every line returned, by index
+  std::string_view line;
+  for (;;) {
+    Result<bool> more = reader.next(line);
+    ASSERT_TRUE(more.ok());
+    if (!*more) break;
+    views.push_back(line);
+    ASSERT_LE(views.size(), expected.size());
+    // The newest line and the kKept before it are all still what they were.
+    const size_t newest = views.size() - 1;
+    for (size_t i = newest >= kKept ? newest - kKept : 0; i <= newest; ++i) {
+      ASSERT_EQ(views[i], expected[i]) << "line " << i + 1 << " read at line " << newest + 1;
+    }
+  }
+  EXPECT_EQ(views.size(), expected.size());
+  EXPECT_EQ(reader.line_number(), expected.size());
 }
 
 }  // namespace
