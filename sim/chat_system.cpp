@@ -14,6 +14,7 @@
 #include "impl/chat/storage.h"
 #include "sim/disk.h"
 #include "sim/e2ee_scan.h"
+#include "sim/handoff_check.h"
 #include "sim/store_check.h"
 
 namespace msgsim::sim {
@@ -158,10 +159,23 @@ class ChatSystem final : public SystemUnderTest {
     });
   }
 
+  // The handoff check (sim/handoff_check.h) follows every device request through the chat
+  // servers, to see none closes a device's connection while it still owes an answer.
+  void watch_handoffs(Simulator& sim) {
+    std::vector<bool> is_chat_server(sim.node_count(), false);
+    for (NodeId id : config_.topology.chat_servers) is_chat_server.at(id) = true;
+    std::vector<std::string> names;
+    for (NodeId id = 0; id < sim.node_count(); ++id) names.push_back(sim.node_name(id));
+    handoffs_ = std::make_unique<HandoffCheck>(std::move(is_chat_server), is_device_,
+                                               config_.tuning.server_request_timeout_ns, std::move(names));
+    sim.set_connection_watcher(handoffs_.get());
+  }
+
   bool e2ee_on() const { return config_.workload.e2ee && config_.topology.key_service() != kNoNode; }
 
   void start(Simulator& sim) override {
     watch_plaintexts(sim);
+    watch_handoffs(sim);
     for (NodeId id = 0; id < sim.node_count(); ++id) sim.start(id);
   }
 
@@ -260,6 +274,8 @@ class ChatSystem final : public SystemUnderTest {
       report.summary.push_back("e2ee: off (no key service in the topology): bodies travel as plaintext");
     }
     judge_store(sim, report);
+    sim.set_connection_watcher(nullptr);
+    report.checks.push_back({"handoff", handoffs_->passed(), handoffs_->detail()});
     report.checks.push_back({"liveness", settled == devices_.size(),
                              settled == devices_.size()
                                  ? "every device settled: sends acknowledged, no gap open, receipts sent"
@@ -321,6 +337,7 @@ class ChatSystem final : public SystemUnderTest {
   std::vector<NodeId> devices_;
   std::vector<bool> is_device_;  // by node id
   PlaintextScanner scanner_;
+  std::unique_ptr<HandoffCheck> handoffs_;
   uint64_t frames_scanned_ = 0;
   uint32_t server_cores_ = 1;
 };

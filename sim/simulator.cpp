@@ -617,6 +617,10 @@ void SimContext::send(ConnId id, Bytes frame) {
   sim.stats_.frames_sent++;
   if (sim.frame_observer_) sim.frame_observer_(id_, conn.end[1 - side], frame);
   if (sim.frame_tracer_) sim.frame_tracer_(FrameRecord{sim.now_ns_, id_, conn.end[1 - side], id, frame, false});
+  if (sim.connection_watcher_ != nullptr) {
+    sim.connection_watcher_->frame(FrameRecord{sim.now_ns_, id_, conn.end[1 - side], id, frame, false},
+                                   sim.local_time(*sim.nodes_[id_]));
+  }
   sim.push_frame(slot, side, Simulator::FrameKind::data, std::move(frame));
 }
 
@@ -630,6 +634,9 @@ void SimContext::close(ConnId id) {
   if (!conn.attached[side]) return;
   sim.detach(slot, side);
   sim.discard(slot, 1 - side);  // nothing more reaches the closer
+  if (sim.connection_watcher_ != nullptr) {
+    sim.connection_watcher_->ended(ConnectionEnd{sim.now_ns_, sim.local_time(*sim.nodes_[id_]), id_, id, true});
+  }
   sim.push_frame(slot, side, Simulator::FrameKind::fin, {});
   sim.maybe_free(slot);
 }
@@ -823,6 +830,9 @@ void Simulator::deliver(uint32_t slot, int d, InFlight frame) {
       trace(to, "frame", hash_bytes(frame.data, id));
       const ByteView view(frame.data);
       if (frame_tracer_) frame_tracer_(FrameRecord{now_ns_, conn.end[d], to, id, view, true});
+      if (connection_watcher_ != nullptr) {
+        connection_watcher_->frame(FrameRecord{now_ns_, conn.end[d], to, id, view, true}, local_time(*nodes_[to]));
+      }
       call(to, [&](Node& n, Context& ctx) { n.on_frame(ctx, id, view); });
       return;
     }
@@ -840,6 +850,7 @@ void Simulator::deliver(uint32_t slot, int d, InFlight frame) {
       detach(slot, r);
       discard(slot, r);
       trace(to, "disconnect", static_cast<uint64_t>(reason) ^ id);
+      if (connection_watcher_ != nullptr) connection_watcher_->ended(ConnectionEnd{now_ns_, local_time(*nodes_[to]), to, id, false});
       call(to, [&](Node& n, Context& ctx) { n.on_disconnect(ctx, id, reason); });
       maybe_free(slot);
       return;
@@ -912,6 +923,7 @@ void Simulator::break_connection(uint32_t slot, DisconnectReason reason) {
     if (!was_attached[side]) continue;
     const NodeId node = conns_[slot].end[side];
     trace(node, "disconnect", static_cast<uint64_t>(reason) ^ id);
+    if (connection_watcher_ != nullptr) connection_watcher_->ended(ConnectionEnd{now_ns_, local_time(*nodes_[node]), node, id, false});
     call(node, [&](Node& n, Context& ctx) { n.on_disconnect(ctx, id, reason); });
   }
   maybe_free(slot);

@@ -85,6 +85,24 @@ struct FrameRecord {
   bool delivered;
 };
 using FrameTracer = std::function<void(const FrameRecord&)>;
+// One end of a connection as a node sees it: its own close(), or the on_disconnect it is handed.
+struct ConnectionEnd {
+  int64_t time_ns;
+  int64_t local_ns;  // the node's own clock then
+  NodeId node;
+  ConnId conn;
+  bool closed_by_node;  // the node called close(); false: it heard on_disconnect
+};
+// Follows connections for the simulator's checks of what nodes owe each other (the chat
+// system's handoff check, sim/handoff_check.h): every data frame as it is sent and as it is
+// delivered, with the local clock of the node sending or receiving it, and every end a node
+// sees of a connection. Called inline, so it must not touch the simulator.
+class ConnectionWatcher {
+ public:
+  virtual ~ConnectionWatcher() = default;
+  virtual void frame(const FrameRecord& record, int64_t local_ns) = 0;
+  virtual void ended(const ConnectionEnd& end) = 0;
+};
 
 class Simulator {
  public:
@@ -107,6 +125,8 @@ class Simulator {
   void set_history_sink(HistorySink sink) { history_sink_ = std::move(sink); }
   void set_frame_observer(FrameObserver observer) { frame_observer_ = std::move(observer); }
   void set_frame_tracer(FrameTracer tracer) { frame_tracer_ = std::move(tracer); }
+  // Not owned; it must outlive the run (or be unset with nullptr).
+  void set_connection_watcher(ConnectionWatcher* watcher) { connection_watcher_ = watcher; }
   SimDisk& disk() { return *disk_; }
 
   // --- running
@@ -249,6 +269,7 @@ class Simulator {
   HistorySink history_sink_;
   FrameObserver frame_observer_;
   FrameTracer frame_tracer_;
+  ConnectionWatcher* connection_watcher_ = nullptr;
   bool in_handler_ = false;
   int64_t handler_cpu_ns_ = 0;  // CPU the running handler charged so far: its sends leave after it
 };

@@ -93,7 +93,7 @@ const std::map<std::string, std::string>& expected_checks() {
       {"server-sees-plaintext", "e2ee-confidentiality"},
       {"leader-ack-before-replication", "no-loss"}, {"no-epoch-fencing", "no-loss"},
       {"fsync-error-ignored", "liveness"},    {"cursor-past-unsynced", "no-loss"},
-      {"storage-not-idempotent", "store-consistency"},
+      {"storage-not-idempotent", "store-consistency"}, {"drain-drops-buffered", "handoff"},
   };
   return table;
 }
@@ -104,6 +104,7 @@ std::string scenario_of(const std::string& bug) {
   if (bug == "fsync-error-ignored" || bug == "cursor-past-unsynced" || bug == "storage-not-idempotent") {
     return "scenarios/chat-disk-faults.json";
   }
+  if (bug == "drain-drops-buffered") return "scenarios/chat-drain.json";
   return "scenarios/chat-faulty.json";
 }
 

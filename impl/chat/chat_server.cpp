@@ -343,9 +343,18 @@ void ChatServerNode::on_drain(Context& ctx, int64_t) {
   const Bytes drain = encode_as(Drain{});
   std::vector<ConnId> conns;
   for (const auto& [conn, s] : sessions_) conns.push_back(conn);
+  const bool close_at_once = config_.bugs.on(Bug::drain_drops_buffered);
   for (ConnId conn : conns) {
     ctx.send(conn, drain);
-    close_if_handed_off(ctx, conn);
+    if (close_at_once) {
+      // The planted bug (a shutdown handler that tells its clients to go and closes their
+      // sockets straight away): the answers still owed to the device come after its session
+      // is gone and are dropped; the device sends those messages again to its next server.
+      on_disconnect(ctx, conn, DisconnectReason::closed_by_peer);
+      ctx.close(conn);
+    } else {
+      close_if_handed_off(ctx, conn);
+    }
   }
   if (sessions_.empty()) ctx.exit();
 }

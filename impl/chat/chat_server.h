@@ -10,7 +10,7 @@
 //  - A draining server tells every device to go (Drain), answers the load balancer `draining`,
 //    keeps each device's connection until the answers to its sends in flight and its sync have
 //    gone out (handoff), then closes it and unregisters the device, and exits once every device
-//    connection is closed.
+//    connection is closed. Planted bug (config.h): drain_drops_buffered (on_drain).
 #pragma once
 
 #include <map>

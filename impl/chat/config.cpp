@@ -34,6 +34,9 @@ const std::vector<BugInfo>& bug_catalogue() {
       {Bug::storage_not_idempotent, "storage-not-idempotent",
        "storage inserts entries under a row id of its own (no key on msg_id or (conversation, seq)) and commits its "
        "queue offset on an interval, so the records a restart consumes again are stored a second time"},
+      {Bug::drain_drops_buffered, "drain-drops-buffered",
+       "a draining chat server tells each device to go and closes its connection at once, so the answers it still "
+       "owes it (acks of sends in flight to the queue) are dropped when they come and the device sends again"},
   };
   return catalogue;
 }

@@ -34,6 +34,7 @@ enum class Bug : uint8_t {
   fsync_error_ignored,            // storage: takes a commit whose fsync failed as stored and carries on
   cursor_past_unsynced,           // storage: commits its queue offset before the entries, which are written behind
   storage_not_idempotent,         // storage: plain inserts under a row id of its own, offsets committed on an interval
+  drain_drops_buffered,           // chat server: a drain closes device connections at once, dropping the answers owed
   count,
 };
 

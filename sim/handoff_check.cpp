@@ -1,0 +1,154 @@
+#include "sim/handoff_check.h"
+
+#include <variant>
+
+#include "impl/chat/protocol.h"
+
+namespace msgsim::sim {
+
+namespace {
+
+// The frame's type byte (protocol.cpp frame_type_name: version, then type), 0 when too short.
+uint8_t frame_type(ByteView data) { return data.size() < 2 ? 0 : data[1]; }
+
+std::string ms_text(int64_t ns) { return std::to_string(ns / 1'000'000) + " ms"; }
+
+}  // namespace
+
+HandoffCheck::HandoffCheck(std::vector<bool> is_chat_server, std::vector<bool> is_device, int64_t request_timeout_ns,
+                           std::vector<std::string> node_names)
+    : is_chat_server_(std::move(is_chat_server)),
+      is_device_(std::move(is_device)),
+      request_timeout_ns_(request_timeout_ns),
+      node_names_(std::move(node_names)) {}
+
+std::string HandoffCheck::name_of(NodeId node) const {
+  return node < node_names_.size() ? node_names_[node] : "node " + std::to_string(node);
+}
+
+void HandoffCheck::frame(const FrameRecord& r, int64_t local_ns) {
+  const bool to_server = r.to < is_chat_server_.size() && is_chat_server_[r.to];
+  const bool from_server = r.from < is_chat_server_.size() && is_chat_server_[r.from];
+  if (!to_server && !from_server) return;
+  const uint8_t type = frame_type(r.data);
+  if (r.delivered && to_server) {
+    const bool from_device = r.from < is_device_.size() && is_device_[r.from];
+    if (from_device && (type == chat::Send::kType || type == chat::GroupOp::kType)) {
+      on_device_frame(r.to, r.conn, r.data);
+    } else if (type == chat::Produced::kType || type == chat::ProduceRejected::kType ||
+               type == chat::ProduceStale::kType || type == chat::NotLeader::kType) {
+      on_queue_answer(r.to, r.data);
+    }
+  } else if (!r.delivered && from_server && type == chat::Produce::kType) {
+    upstream_peer_[{r.from, r.conn}] = r.to;
+    on_produce(r.from, r.to, r.data, local_ns);
+  }
+}
+
+void HandoffCheck::on_device_frame(NodeId server, ConnId conn, ByteView data) {
+  Result<chat::Frame> decoded = chat::decode(data);
+  if (!decoded.ok()) return;  // the server refuses it; nothing is owed
+  std::string id;
+  if (const auto* send = std::get_if<chat::Send>(&*decoded)) id = std::move(send->msg_id);
+  if (const auto* op = std::get_if<chat::GroupOp>(&*decoded)) id = std::move(op->op_id);
+  last_device_frame_[server] = {conn, std::move(id)};
+}
+
+void HandoffCheck::on_produce(NodeId server, NodeId queue, ByteView data, int64_t local_ns) {
+  Result<chat::Frame> decoded = chat::decode(data);
+  if (!decoded.ok()) return;
+  const auto* produce = std::get_if<chat::Produce>(&*decoded);
+  if (produce == nullptr) return;
+  const RequestKey key{server, produce->request_id};
+  auto it = requests_.find(key);
+  if (it != requests_.end() && it->second.redirected && it->second.msg_id == produce->entry.msg_id) {
+    // The same request sent on to the leader a NotLeader named: still owed, from its first send.
+    it->second.redirected = false;
+    it->second.queue = queue;
+    return;
+  }
+  const auto last = last_device_frame_.find(server);
+  if (last == last_device_frame_.end() || last->second.second != produce->entry.msg_id) return;  // not a device's
+  if (it == requests_.end() && requests_.size() >= kRequestsMax) {
+    requests_not_followed_++;
+    return;
+  }
+  Request& request = requests_[key];  // a crashed incarnation's request of the same id is gone
+  request.device_conn = last->second.first;
+  request.msg_id = produce->entry.msg_id;
+  request.queue = queue;
+  request.first_sent_local_ns = local_ns;
+  request.redirected = false;
+  requests_followed_++;
+}
+
+void HandoffCheck::on_queue_answer(NodeId server, ByteView data) {
+  Result<chat::Frame> decoded = chat::decode(data);
+  if (!decoded.ok()) return;
+  uint64_t request_id = 0;
+  bool redirect = false;
+  std::visit(
+      [&](const auto& f) {
+        using F = std::decay_t<decltype(f)>;
+        if constexpr (std::is_same_v<F, chat::Produced> || std::is_same_v<F, chat::ProduceRejected> ||
+                      std::is_same_v<F, chat::ProduceStale> || std::is_same_v<F, chat::NotLeader>) {
+          request_id = f.request_id;
+          redirect = std::is_same_v<F, chat::NotLeader>;
+        }
+      },
+      *decoded);
+  auto it = requests_.find({server, request_id});
+  if (it == requests_.end()) return;
+  if (redirect) {
+    it->second.redirected = true;  // settled, unless the server sends it on (on_produce)
+  } else {
+    requests_.erase(it);
+  }
+}
+
+void HandoffCheck::ended(const ConnectionEnd& end) {
+  if (end.node >= is_chat_server_.size() || !is_chat_server_[end.node]) return;
+  const NodeId server = end.node;
+  const auto peer = upstream_peer_.find({server, end.conn});
+  if (peer != upstream_peer_.end()) {
+    // The server's connection to a queue node ended: it gives up every request sent there.
+    const NodeId queue = peer->second;
+    upstream_peer_.erase(peer);
+    for (auto it = requests_.lower_bound({server, 0}); it != requests_.end() && it->first.first == server;) {
+      it = it->second.queue == queue ? requests_.erase(it) : std::next(it);
+    }
+    return;
+  }
+  // A device's connection: judged when the server closes it, forgotten either way.
+  if (end.closed_by_node) closes_judged_++;
+  for (auto it = requests_.lower_bound({server, 0}); it != requests_.end() && it->first.first == server;) {
+    const Request& request = it->second;
+    if (request.device_conn != end.conn) {
+      ++it;
+      continue;
+    }
+    const int64_t age_ns = end.local_ns - request.first_sent_local_ns;
+    if (end.closed_by_node && !request.redirected && age_ns <= request_timeout_ns_) {
+      violations_++;
+      if (examples_.size() < kExamplesMax) {
+        examples_.push_back(name_of(server) + " closed a device connection at " + ms_text(end.time_ns) +
+                            " while the queue's answer to message " + request.msg_id + " (produced " +
+                            ms_text(age_ns) + " before, to " + name_of(request.queue) + ") was still owed");
+      }
+    }
+    it = requests_.erase(it);
+  }
+}
+
+std::string HandoffCheck::detail() const {
+  if (violations_ == 0) {
+    return std::to_string(requests_followed_) + " device requests followed through the chat servers (" +
+           std::to_string(requests_not_followed_) + " over the bound, not followed); " +
+           std::to_string(closes_judged_) + " device connections the servers closed, none with an answer owed";
+  }
+  std::string out = std::to_string(violations_) + " answers owed when a server closed the device's connection";
+  for (const std::string& e : examples_) out += "; " + e;
+  return out;
+}
+
+}  // namespace msgsim::sim
