@@ -49,6 +49,8 @@ class EventQueue {
   static constexpr int kBucketShift = 13;                 // 8.2 us per bucket
   static constexpr size_t kBuckets = size_t{1} << 14;     // a horizon of 134 ms
   static constexpr size_t kPendingMax = size_t{1} << 32;
+  static constexpr size_t kSparesMax = 16;            // emptied bucket vectors kept for reuse
+  static constexpr size_t kSpareCapacityMax = 16;     // entries; a larger one is freed
 
   EventQueue() : buckets_(kBuckets), bits_(kBuckets / 64, 0) {}
 
@@ -87,6 +89,8 @@ class EventQueue {
     size_t bytes = buckets_.capacity() * sizeof(std::vector<Entry>) + bits_.capacity() * sizeof(uint64_t) +
                    (current_.capacity() + far_.capacity()) * sizeof(Entry);
     for (const auto& bucket : buckets_) bytes += bucket.capacity() * sizeof(Entry);
+    bytes += spares_.capacity() * sizeof(std::vector<Entry>);
+    for (const auto& spare : spares_) bytes += spare.capacity() * sizeof(Entry);
     return bytes;
   }
 
@@ -111,10 +115,7 @@ class EventQueue {
                                  [](const Entry& x, const Entry& y) { return x.time_ns < y.time_ns; });
       current_.insert(at, entry);
     } else if (bucket < current_bucket_ + static_cast<int64_t>(kBuckets) && bucket >= current_bucket_) {
-      const size_t index = index_of(bucket);
-      buckets_[index].push_back(entry);
-      bits_[index / 64] |= uint64_t{1} << (index % 64);
-      wheel_count_++;
+      add_to_wheel(index_of(bucket), entry);
     } else if (bucket < current_bucket_) {
       // Earlier than the bucket a peek moved to (run_until peeks past `now`): give the unread
       // run back to its bucket and turn the wheel back. Rare, and never past the last pop.
@@ -148,6 +149,29 @@ class EventQueue {
     for (const Entry& e : moved) place(e);
   }
 
+  void add_to_wheel(size_t index, const Entry& entry) {
+    std::vector<Entry>& bucket = buckets_[index];
+    if (bucket.capacity() == 0 && !spares_.empty()) {
+      bucket = std::move(spares_.back());
+      spares_.pop_back();
+    }
+    bucket.push_back(entry);
+    bits_[index / 64] |= uint64_t{1} << (index % 64);
+    wheel_count_++;
+  }
+
+  // Keeps an emptied run's storage for reuse. In a sparse run (a few events per bucket) most
+  // buckets hold one event: without the spares every such push allocated a vector and every
+  // bucket load freed one (0.7 allocations per event in ci-nemesis). Only small runs are kept:
+  // a dense wheel's larger vectors are freed as before, or every bucket would drift to the
+  // largest capacity any bucket had (event_queue_test's bytes-per-event bound). Bounded in
+  // number and size: the spares never hold more than kSparesMax * kSpareCapacityMax entries.
+  void recycle(std::vector<Entry>&& run) {
+    if (run.capacity() == 0 || run.capacity() > kSpareCapacityMax || spares_.size() >= kSparesMax) return;
+    run.clear();
+    spares_.push_back(std::move(run));
+  }
+
   // The first non-empty bucket at or after `from` within the horizon (a wheel index), or -1.
   int64_t next_bucket_from(int64_t from) const {
     for (int64_t b = from; b < current_bucket_ + static_cast<int64_t>(kBuckets);) {
@@ -176,15 +200,14 @@ class EventQueue {
       std::pop_heap(far_.begin(), far_.end(), later);
       const Entry e = far_.back();
       far_.pop_back();
-      const size_t index = index_of(bucket_of(e.time_ns));
-      buckets_[index].push_back(e);
-      bits_[index / 64] |= uint64_t{1} << (index % 64);
-      wheel_count_++;
+      add_to_wheel(index_of(bucket_of(e.time_ns)), e);
     }
     const size_t index = index_of(current_bucket_);
     MSGSIM_ASSERT(!buckets_[index].empty());
     // The bucket gives its storage to the run and starts over empty: were buckets to keep their
-    // high-water capacity, every bucket the wheel ever turned through would hold memory.
+    // high-water capacity, every bucket the wheel ever turned through would hold memory. The
+    // run's old storage goes to the spares instead, for the next bucket that fills.
+    recycle(std::move(current_));
     current_ = std::move(buckets_[index]);
     buckets_[index] = std::vector<Entry>();
     bits_[index / 64] &= ~(uint64_t{1} << (index % 64));
@@ -199,6 +222,7 @@ class EventQueue {
   int64_t current_bucket_ = 0;
   size_t wheel_count_ = 0;                   // events in buckets_ (not counting current_)
   std::vector<Entry> far_;                   // a min-heap of events beyond the horizon
+  std::vector<std::vector<Entry>> spares_;   // emptied runs' storage, for buckets that fill
   size_t size_ = 0;
   uint64_t next_sequence_ = 0;
   int64_t last_popped_ns_ = 0;
