@@ -289,8 +289,8 @@ class ChatSystem final : public SystemUnderTest {
  private:
   // Where the run's memory goes, by the structures' own counts (the full-scale bar is memory
   // per simulated client): the simulated disks' current images by role (they grow with
-  // messages, not clients; SQLite's page caches and the durable copies come on top), the
-  // devices' E2EE state and the network's per-connection state.
+  // messages, not clients; SQLite's page caches and the disks' undo records of unsynced
+  // writes come on top), the devices' E2EE state and the network's per-connection state.
   std::string memory_line(Simulator& sim) const {
     const chat::ChatTopology& t = config_.topology;
     auto disk_of = [&](const std::vector<NodeId>& nodes) {
