@@ -227,13 +227,13 @@ bool QueueNode::recover(Context& ctx) {
   // With one copy, whatever is synced is committed. With more, only what the HW covered when it
   // was last written: the records above it wait for the followers again.
   for (auto& [p, part] : state_.partitions) {
-    if (part.followers.empty()) part.committed_next_offset = part.log_end;
+    if (!replicated()) part.committed_next_offset = part.log_end;
   }
   {
     sql::Statement stmt = must_prepare(db_, "SELECT partition, hw FROM high_watermarks");
     while (next_row(stmt.get()) == 1) {
       const auto it = state_.partitions.find(static_cast<uint32_t>(stmt.column_int64(0)));
-      if (it == state_.partitions.end() || it->second.followers.empty()) continue;
+      if (it == state_.partitions.end() || !replicated()) continue;
       it->second.committed_next_offset = std::min(it->second.log_end, static_cast<uint64_t>(stmt.column_int64(1)));
     }
   }
