@@ -914,25 +914,35 @@ inline bool at_canon_key(const char* p, const CanonKey& key) {
   return load_word(p, 4) == key.first && load_word(p + key.size - 4, 4) == key.last;
 }
 
+// The start every canonical line shares: {"type":" and at least a type, its quote and '}'.
+// Returns the type and sets `name` to its text and `p` to the byte after its closing quote;
+// nothing when the line does not start so.
+inline std::optional<EventType> scan_canonical_type(std::string_view line, std::string_view& name, const char*& p) {
+  const char* const end = line.data() + line.size();
+  static constexpr char kTypeKey[] = "{\"type\":\"";
+  constexpr size_t kTypeKeySize = sizeof kTypeKey - 1;
+  if (line.size() < kTypeKeySize + 3 || load_word(line.data(), 8) != little_endian(kTypeKey, 8) ||
+      line[8] != '"' || end[-1] != '}')
+    return std::nullopt;
+  const char* const first = line.data() + kTypeKeySize;
+  const char* const quote = scan_plain_string(first, end);
+  if (quote == nullptr) return std::nullopt;
+  name = std::string_view(first, static_cast<size_t>(quote - first));
+  p = quote + 1;
+  return plain_type(name);
+}
+
 // Reads a line of to_jsonl's shape into `fields` and its type into `type`; false at the first
 // byte that is not of that shape (then `fields` is in no particular state).
 bool scan_canonical_line(std::string_view line, PlainFields& fields, EventType& type) {
-  const char* p = line.data();
-  const char* const end = p + line.size();
-  // {"type":" and at least a type, its quote and '}'.
-  static constexpr char kTypeKey[] = "{\"type\":\"";
-  constexpr size_t kTypeKeySize = sizeof kTypeKey - 1;
-  if (line.size() < kTypeKeySize + 3 || load_word(p, 8) != little_endian(kTypeKey, 8) || p[8] != '"' || end[-1] != '}')
-    return false;
-  const char* name = p + kTypeKeySize;
-  p = scan_plain_string(name, end);
-  if (p == nullptr) return false;
-  const std::optional<EventType> parsed_type = plain_type(std::string_view(name, static_cast<size_t>(p - name)));
+  const char* const end = line.data() + line.size();
+  const char* p = nullptr;
+  std::string_view name;
+  const std::optional<EventType> parsed_type = scan_canonical_type(line, name, p);
   if (!parsed_type) return false;
   type = *parsed_type;
   fields.kind[f_type] = PlainKind::string;
-  fields.text[f_type] = std::string_view(name, static_cast<size_t>(p - name));
-  ++p;
+  fields.text[f_type] = name;
   const CanonShape& shape = kCanonShapes[static_cast<size_t>(type)];
   for (size_t i = 0; i < shape.count; ++i) {
     const CanonField& f = shape.fields[i];
@@ -1236,18 +1246,11 @@ inline bool read_canon_shape(const char*& p, const char* end, EventView& out) {
 }
 
 bool parse_canonical_line(std::string_view line, EventView& out) {
-  const char* p = line.data();
-  const char* const end = p + line.size();
-  static constexpr char kTypeKey[] = "{\"type\":\"";
-  constexpr size_t kTypeKeySize = sizeof kTypeKey - 1;
-  if (line.size() < kTypeKeySize + 3 || load_word(p, 8) != little_endian(kTypeKey, 8) || p[8] != '"' || end[-1] != '}')
-    return false;
-  const char* name = p + kTypeKeySize;
-  p = scan_plain_string(name, end);
-  if (p == nullptr) return false;
-  const std::optional<EventType> type = plain_type(std::string_view(name, static_cast<size_t>(p - name)));
+  const char* const end = line.data() + line.size();
+  const char* p = nullptr;
+  std::string_view name;
+  const std::optional<EventType> type = scan_canonical_type(line, name, p);
   if (!type) return false;
-  ++p;
   out = EventView{};
   out.type = *type;
   bool read = false;
