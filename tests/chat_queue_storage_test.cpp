@@ -418,6 +418,35 @@ TEST(Queue, NextSeqsWrittenLazilyAreReplayedFromTheLogAfterACrash) {
   EXPECT_EQ(rig.produce_and_wait(message("g:a", "u1", "n0")), "seq:" + std::to_string(count / 2 + 2));
 }
 
+// ci-nemesis seed 60: a restart replayed a quiet conversation's next seq from the log but did not
+// write it, and the next lazy write moved `seqs_cover` past that record anyway; the second restart
+// read the stale row (here: none) and gave the conversation's next message a seq already acked.
+TEST(Queue, NextSeqsReplayedByOneRestartSurviveTheNext) {
+  Rig rig;
+  rig.start_all();
+  for (int i = 0; i < 10; ++i)
+    ASSERT_EQ(rig.produce_and_wait(message("dm:u1:u2", "u1", "quiet" + std::to_string(i), "u2")), "seq:" + std::to_string(i + 1));
+  rig.sim.crash(rig.queue_id, CrashDisk::lose_unsynced);
+  rig.settle();
+  rig.sim.start(rig.queue_id);
+  rig.settle();
+  ASSERT_EQ(rig.queue().next_seq("dm:u1:u2"), 11u);
+  // Another conversation alone keeps the queue busy past kSeqsEveryBatches batches, so the next
+  // seqs and their cover are written at least once while dm:u1:u2 says nothing.
+  rig.restart_chat();
+  const int busy = static_cast<int>(QueueNode::kSeqsEveryBatches) + 1;
+  for (int i = 0; i < busy; ++i)
+    ASSERT_EQ(rig.produce_and_wait(message("dm:u3:u4", "u3", "busy" + std::to_string(i), "u4")), "seq:" + std::to_string(i + 1));
+  rig.sim.crash(rig.queue_id, CrashDisk::lose_unsynced);
+  rig.settle();
+  rig.sim.start(rig.queue_id);
+  rig.settle();
+  EXPECT_EQ(rig.queue().next_seq("dm:u1:u2"), 11u);
+  EXPECT_EQ(rig.queue().next_seq("dm:u3:u4"), uint64_t(busy + 1));
+  rig.restart_chat();
+  EXPECT_EQ(rig.produce_and_wait(message("dm:u1:u2", "u1", "after", "u2")), "seq:11");
+}
+
 INSTANTIATE_TEST_SUITE_P(DiskModes, QueueCrash, ::testing::Values(CrashDisk::lose_unsynced, CrashDisk::torn));
 
 TEST(Queue, AckBeforeDurableBugLosesAckedRecordsInACrash) {

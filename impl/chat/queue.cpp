@@ -220,8 +220,27 @@ bool QueueNode::recover(Context& ctx) {
           halt(ctx, "replaying partition " + std::to_string(p) + " from offset " + std::to_string(from));
           return false;
         }
-        for (const ReplicaRecord& r : records) state_.conversations[r.entry.conv].next_seq = r.entry.seq + 1;
+        for (const ReplicaRecord& r : records) {
+          state_.conversations[r.entry.conv].next_seq = r.entry.seq + 1;
+          state_.dirty_convs.insert(r.entry.conv);
+        }
       }
+    }
+  }
+  // What the replay learned goes to disk before anything else: the next write of `seqs_cover`
+  // moves every partition's cover past the replayed records, so a conversation left out of that
+  // batch would come back from the next restart with the stale next seq of its row, and its next
+  // message would get a seq already given (ci-nemesis seed 60: a quiet conversation across two
+  // restarts of a queue node). Writing here also keeps dirty_convs within kDirtyConvsMax.
+  if (!state_.dirty_convs.empty()) {
+    if (!run(begin_.get())) {
+      halt(ctx, "opening the transaction of the replayed next seqs");
+      return false;
+    }
+    if (!write_seqs(ctx)) return false;
+    if (!run(commit_.get())) {
+      halt(ctx, "committing the replayed next seqs");
+      return false;
     }
   }
   // With one copy, whatever is synced is committed. With more, only what the HW covered when it
