@@ -3,6 +3,7 @@
 // through open-addressing tables of 8-byte slots.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -240,7 +241,7 @@ class Interner {
     uint8_t length = 0;     // <= kInlineMax: the bytes are inline; kLong: tag + arena pointer
     char bytes[11] = {};
   };
-  static_assert(sizeof(Slot) == 16);
+  static_assert(sizeof(Slot) == 16 && offsetof(Slot, length) == 4 && offsetof(Slot, bytes) == 5);
 
   static Slot make_probe(std::string_view text, uint64_t h) {
     Slot probe;
@@ -255,8 +256,11 @@ class Interner {
       } else if (n >= 4) {
         std::memcpy(probe.bytes, p, 4);
         std::memcpy(probe.bytes + n - 4, p + n - 4, 4);
-      } else {
-        for (size_t i = 0; i < n; ++i) probe.bytes[i] = p[i];
+      } else if (n > 0) {
+        // Bytes 0, n/2 and n-1 cover 1 to 3 bytes (a loop here became a call to memcpy).
+        probe.bytes[0] = p[0];
+        probe.bytes[n >> 1] = p[n >> 1];
+        probe.bytes[n - 1] = p[n - 1];
       }
     } else {
       probe.length = kLong;
@@ -266,10 +270,24 @@ class Interner {
     return probe;
   }
 
+  // The length and the first 7 bytes, and the last 4 bytes, of a slot as two words: an inline
+  // id (its unused bytes are zero) matches when both words do, a long one when the first word's
+  // low 4 bytes (the length mark and the 3-byte tag) do and then its text.
+  static uint64_t head_word(const Slot& slot) {
+    uint64_t w;
+    std::memcpy(&w, reinterpret_cast<const char*>(&slot) + offsetof(Slot, length), sizeof w);
+    return w;
+  }
+  static uint32_t tail_word(const Slot& slot) {
+    uint32_t w;
+    std::memcpy(&w, slot.bytes + kInlineMax - sizeof w, sizeof w);
+    return w;
+  }
   static bool matches(const Slot& slot, const Slot& probe, std::string_view text) {
-    if (slot.length != probe.length) return false;
-    if (probe.length != kLong) return std::memcmp(slot.bytes, probe.bytes, kInlineMax) == 0;
-    if (std::memcmp(slot.bytes, probe.bytes, 3) != 0) return false;
+    const uint64_t head = head_word(slot);
+    const uint64_t probe_head = head_word(probe);
+    if (probe.length != kLong) return head == probe_head && tail_word(slot) == tail_word(probe);
+    if (static_cast<uint32_t>(head) != static_cast<uint32_t>(probe_head)) return false;
     return name_of(slot) == text;
   }
 
