@@ -308,10 +308,20 @@ constexpr size_t kClientsTried = 10;
 constexpr size_t kFaultsBar = 3;
 constexpr size_t kClientsBar = 10;
 constexpr uint64_t kReseedsMax = 8;
+// How many seeds the trade of clients for rate (Shrinker::trade_clients_for_rate) tries.
+constexpr uint64_t kTradeSeedsMax = 24;
+
+// How far a scenario is from the bars: the excess over them, then the size. Smaller is better.
+std::pair<size_t, size_t> distance_to_bars(const ScenarioSize& size) {
+  const size_t excess = (size.faults > kFaultsBar ? size.faults - kFaultsBar : 0) +
+                        (size.clients > kClientsBar ? size.clients - kClientsBar : 0);
+  return {excess, size.faults + size.clients};
+}
 
 class Shrinker {
  public:
-  Shrinker(const ShrinkOptions& options, ShrinkResult& result) : options_(options), result_(result) {}
+  Shrinker(const ShrinkOptions& options, ShrinkResult& result)
+      : options_(options), result_(result), start_(result.scenario) {}
 
   // Runs the candidate (through JSON and the loader) and keeps it if it still fails every
   // target. Returns whether it was kept.
@@ -425,6 +435,69 @@ class Shrinker {
       }
     }
     return false;
+  }
+
+  // The clients cut to the bar at the same total send rate, from the start's faults, under
+  // other seeds: once, when the passes and the reseeding are stuck above the client bar.
+  //
+  // Some failures are a rare coincidence whose chance grows with the traffic and with the number
+  // of faults: drain-drops-buffered fails only when a send is in flight to the queue (a few
+  // milliseconds) at the instant its chat server drains, about 4 ms times the sends per second
+  // of that server's devices, per drain. The passes cut the faults first (the seed's failing
+  // drain and 1 fault are left), and every client step then cuts the traffic and redraws the
+  // run, so the chance that a smaller world fails under any one seed is 1-2%, and 8 seeds find
+  // none (chat-drain seed 6 stuck at 1 fault and 22 clients). Going back to the start's faults
+  // (every drain of the run) with the clients cut to the bar and each client sending as much
+  // more often as keeps the total rate, the chance is the original's (about 15% a seed for
+  // chat-drain), so a few seeds find a failing run; the passes then cut its faults under that
+  // seed, which is easy, since dropping the faults after the failure keeps its run up to it.
+  // The best so far is kept aside (`fallback_`) and restored at the end if the passes from the
+  // trade do not get closer to the bars (shrink() asks finish()).
+  bool trade_clients_for_rate() {
+    if (traded_) return false;
+    const bool chat = best().system == "chat";
+    const std::string role = chat ? "device" : "ledger-client";
+    if (best().nodes_with_role(role).size() <= kClientsBar) return false;
+    traded_ = true;
+    const std::vector<uint32_t> clients = start_.nodes_with_role(role);
+    const uint32_t per_user = chat ? start_.chat.devices_per_user : 1;
+    const size_t keep = kClientsBar / per_user * per_user;
+    if (keep == 0 || clients.size() <= keep) return false;
+    Scenario traded = start_;
+    remove_nodes(traded, std::vector<uint32_t>(clients.begin() + static_cast<ptrdiff_t>(keep), clients.end()));
+    // Each client sends clients/keep times as often (whole milliseconds, for a readable file).
+    int64_t& interval_ns = chat ? traded.chat.send_interval_mean_ns : traded.ledger.append_interval_ns;
+    interval_ns = std::max<int64_t>(kNsPerMs, interval_ns * static_cast<int64_t>(keep) /
+                                                   static_cast<int64_t>(clients.size()) / kNsPerMs * kNsPerMs);
+    const std::string what = std::to_string(keep) + " clients at the start's total send rate (every " +
+                             seconds_text(interval_ns) + ") with the start's " + std::to_string(traded.faults.size()) +
+                             " faults";
+    Fallback kept{result_.scenario, result_.json, result_.report};
+    for (uint64_t other = start_.seed; other <= start_.seed + kTradeSeedsMax; ++other) {
+      if (exhausted()) return false;
+      traded.seed = other;
+      if (try_candidate(traded, what + " under seed " + std::to_string(other))) {
+        fallback_ = std::move(kept);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // Called once the passes end: restores the best from before the trade when the passes from
+  // it did not get closer to the bars (distance_to_bars).
+  void finish() {
+    if (!fallback_) return;
+    if (distance_to_bars(size_of(fallback_->scenario)) < distance_to_bars(size_of(best()))) {
+      result_.scenario = std::move(fallback_->scenario);
+      result_.json = std::move(fallback_->json);
+      result_.report = std::move(fallback_->report);
+      if (options_.progress) {
+        options_.progress("the trade of clients for rate got no closer to the bars: back to " +
+                          size_of(best()).describe());
+      }
+    }
+    fallback_.reset();
   }
 
   // Fewer nodes: for each group, its last half, quarter, ... and then the whole group when its
@@ -604,8 +677,17 @@ class Shrinker {
   }
 
  private:
+  struct Fallback {
+    Scenario scenario;
+    std::string json;
+    RunReport report;
+  };
+
   const ShrinkOptions& options_;
   ShrinkResult& result_;
+  const Scenario start_;  // the materialized original, before any step
+  bool traded_ = false;   // trade_clients_for_rate runs at most once
+  std::optional<Fallback> fallback_;
 };
 
 }  // namespace
@@ -679,7 +761,9 @@ Result<ShrinkResult> shrink(const Scenario& scenario, const ShrinkOptions& optio
     progress |= shrinker.shrink_workload();
     progress |= shrinker.shrink_time();
     if (!progress) progress = shrinker.shrink_by_reseeding();
+    if (!progress) progress = shrinker.trade_clients_for_rate();
   }
+  shrinker.finish();
   result.after = size_of(result.scenario);
   return result;
 }
