@@ -294,6 +294,9 @@ struct EventIdKeys {
   // The (device, conversation) record a deliver or expire touches, once a lookup ahead of
   // observing found it (final too: records are never removed or renumbered).
   uint32_t device_conv = kNone;
+  // The deliver's (conv, recipient user) Membership record, when a lookup ahead found one: used
+  // only to prefetch its changes (the lookup when observing is as before).
+  uint32_t membership = kNone;
 };
 
 // A join or leave as the (conv, seq) table keeps it.
@@ -1322,12 +1325,21 @@ struct Checker::State {
     if (e.type == EventType::expire) return;
     convs.prefetch(conv);
     if (m.seq == kNoSeq) prefetch_seq_slot(conv, e.seq);
-    if (e.type != EventType::deliver) return;
+    if (e.type != EventType::deliver) {
+      conv_ids.prefetch_position(conv);  // the ack's name_is of its conv
+      return;
+    }
     if (h.device.id != kNone) {
       const uint32_t user = devices[h.device.id].user;
-      if (user != kNone) membership_index.prefetch(pack(conv, user));
+      if (user != kNone) {
+        membership_index.prefetch(pack(conv, user));
+        users_ids.prefetch_position(user);
+      }
     }
     if (m.sender_device != kNone) devices.prefetch(m.sender_device);
+    // deliver_ids_from_records compares the line's user, conv and sender with these names.
+    conv_ids.prefetch_position(conv);
+    if (m.sender_user != kNone) users_ids.prefetch_position(m.sender_user);
   }
 
   // The fourth stage, once the (device, conversation) index slot is in the cache: finds the
@@ -1336,8 +1348,26 @@ struct Checker::State {
   // Changes no state.
   void prefetch_device_conv(const EventView& e, EventIdKeys& h) const {
     if (e.type != EventType::deliver && e.type != EventType::expire && e.type != EventType::ack) return;
-    if (h.device.id == kNone || h.msg.id == kNone) return;
-    if (const uint32_t* index = device_conv_index.find(pack(h.device.id, messages[h.msg.id].conv))) {
+    if (h.msg.id == kNone) return;
+    const Message& m = messages[h.msg.id];
+    // The name slots whose positions the stage before started loading (deliver and ack).
+    if (e.type != EventType::expire) conv_ids.prefetch_slot_of(m.conv);
+    if (e.type == EventType::deliver) {
+      if (m.sender_user != kNone) users_ids.prefetch_slot_of(m.sender_user);
+      const uint32_t user = h.device.id == kNone ? kNone : devices[h.device.id].user;
+      if (user != kNone) {
+        users_ids.prefetch_slot_of(user);
+        // A group's member_for reads the user's Membership record and then its changes.
+        if (m.conv < convs.size() && !convs[m.conv].one_to_one) {
+          if (const uint32_t* index = membership_index.find(pack(m.conv, user))) {
+            h.membership = *index;
+            memberships.prefetch(*index);
+          }
+        }
+      }
+    }
+    if (h.device.id == kNone) return;
+    if (const uint32_t* index = device_conv_index.find(pack(h.device.id, m.conv))) {
       h.device_conv = *index;
       device_convs.prefetch(*index);
     }
@@ -1346,6 +1376,10 @@ struct Checker::State {
   // The last stage, once that record is in the cache: starts loading the word of its shown and
   // expired bits that observing reads. Changes no state.
   void prefetch_shown_bits(const EventView& e, const EventIdKeys& h) const {
+    if (h.membership != kNone) {
+      const std::vector<Change>& changes = memberships[h.membership].changes;
+      if (!changes.empty()) prefetch_address(changes.data());
+    }
     if (h.device_conv == kNone || (e.type != EventType::deliver && e.type != EventType::expire)) return;
     const DeviceConv& dc = device_convs[h.device_conv];
     const uint32_t ordinal = messages[h.msg.id].ordinal;

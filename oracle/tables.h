@@ -207,6 +207,13 @@ class Interner {
   }
 
   std::string_view name(uint32_t id) const { return name_of(slots_[positions_[id]]); }
+  // name_is reads two scattered words: where id's slot is, then the slot. Prefetching takes two
+  // steps a few events apart, the first starting the load of the position, the second (once
+  // that is in the cache) the slot's.
+  void prefetch_position(uint32_t id) const { positions_.prefetch(id); }
+  void prefetch_slot_of(uint32_t id) const {
+    if (id < positions_.size()) prefetch_address(&slots_[positions_[id]]);
+  }
   // Whether id's text is `text`: what intern(text) == id says when the text is known, without
   // hashing it or probing the table (a short id compares as one 12-byte block).
   bool name_is(uint32_t id, std::string_view text) const {
