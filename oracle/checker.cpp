@@ -1347,6 +1347,13 @@ struct Checker::State {
   // line's conv is the message's, the only case that reaches it) and starts loading it.
   // Changes no state.
   void prefetch_device_conv(const EventView& e, EventIdKeys& h) const {
+    if (e.type == EventType::send) {
+      // A send reads its (device, conv) record for the causal floor; the records stage loaded
+      // the index slot. Prefetch only: on_send looks the record up itself.
+      if (h.device.id == kNone || h.conv.id == kNone) return;
+      if (const uint32_t* index = device_conv_index.find(pack(h.device.id, h.conv.id))) device_convs.prefetch(*index);
+      return;
+    }
     if (e.type != EventType::deliver && e.type != EventType::expire && e.type != EventType::ack) return;
     if (h.msg.id == kNone) return;
     const Message& m = messages[h.msg.id];
@@ -1532,12 +1539,18 @@ struct Checker::State {
         const Message& ahead = messages[mi + kNear];
         for (uint32_t k = starts[ahead.conv]; k < starts[ahead.conv + 1]; ++k) {
           if (candidates[k].device_conv != kNone) device_convs.prefetch(candidates[k].device_conv);
+          // A group member's Membership record, whose changes member_in searches.
+          if (candidates[k].membership != kNone) memberships.prefetch(candidates[k].membership);
         }
       }
       if (mi + kNearest < count) {
         // The (device, conv) records are loaded by now: the words of earlier shown bits.
         const Message& ahead = messages[mi + kNearest];
         for (uint32_t k = starts[ahead.conv]; k < starts[ahead.conv + 1]; ++k) {
+          if (candidates[k].membership != kNone) {
+            const std::vector<Change>& changes = memberships[candidates[k].membership].changes;
+            if (!changes.empty()) prefetch_address(changes.data());
+          }
           if (candidates[k].device_conv == kNone) continue;
           const DeviceConv& dc = device_convs[candidates[k].device_conv];
           const uint64_t* word = dc.bits.find(ahead.ordinal);
