@@ -85,9 +85,8 @@ void DeviceNode::on_start(Context& ctx) {
   start_routing(ctx);
   ctx.set_timer(static_cast<int64_t>(ctx.rng().exponential(static_cast<double>(config_.workload.send_interval_mean_ns))),
                 kSendTimer);
-  ctx.set_timer(config_.tuning.heartbeat_interval_ns, kHeartbeatTimer);
-  ctx.set_timer(kRetryIntervalNs, kRetryTimer);
   ctx.set_timer(ctx.rng().range(config_.tuning.resync_interval_ns / 2, config_.tuning.resync_interval_ns), kResyncTimer);
+  arm_retry_if_needed(ctx);
   invariants();
 }
 
@@ -129,6 +128,8 @@ void DeviceNode::go_offline(Context& ctx) {
   conn_ = kNoConn;
   server_ = kNoNode;
   phase_ = Phase::backoff;
+  if (liveness_armed_) ctx.cancel_timer(liveness_timer_);
+  liveness_armed_ = false;
   syncing_ = false;
   sync_owed_ = false;
   server_draining_ = false;
@@ -151,7 +152,56 @@ void DeviceNode::on_welcome(Context& ctx) {
   last_online_ns_ = ctx.now_ns();
   backoff_attempt_ = 0;
   ctx.emit(event(history::EventType::online, user_, device_));
+  last_sent_ns_ = ctx.now_ns();
+  last_ping_ns_ = ctx.now_ns();
+  if (liveness_armed_) ctx.cancel_timer(liveness_timer_);
+  liveness_timer_ = ctx.set_timer(config_.tuning.heartbeat_interval_ns, kHeartbeatTimer);
+  liveness_armed_ = true;
   request_sync(ctx, /*owed=*/true);
+}
+
+void DeviceNode::send_to_server(Context& ctx, Bytes frame) {
+  ctx.send(conn_, std::move(frame));
+  last_sent_ns_ = ctx.now_ns();
+}
+
+void DeviceNode::on_liveness_timer(Context& ctx) {
+  liveness_armed_ = false;
+  if (phase_ != Phase::online && phase_ != Phase::syncing) return;  // armed again by the next Welcome
+  const int64_t now = ctx.now_ns();
+  const int64_t interval = config_.tuning.heartbeat_interval_ns;
+  const int64_t timeout = config_.tuning.heartbeat_timeout_ns;
+  if (now - last_heard_ns_ > timeout) {
+    ctx.close(conn_);  // the server went quiet: assume it is gone
+    go_offline(ctx);
+    reconnect_later(ctx, false);
+    return;
+  }
+  // Any frame proves liveness: a Heartbeat goes only when this device has sent nothing for an
+  // interval (the server hears from it at least that often), or has heard nothing for one
+  // since it last asked (it asks again each interval until the server answers or times out).
+  if (now - last_sent_ns_ >= interval || now - std::max(last_heard_ns_, last_ping_ns_) >= interval) {
+    send_to_server(ctx, encode_as(Heartbeat{}));
+    last_ping_ns_ = now;
+  }
+  const int64_t next = std::min({last_sent_ns_ + interval, std::max(last_heard_ns_, last_ping_ns_) + interval,
+                                 last_heard_ns_ + timeout + 1});
+  MSGSIM_ASSERT_GT(next, now);
+  liveness_timer_ = ctx.set_timer(next - now, kHeartbeatTimer);
+  liveness_armed_ = true;
+}
+
+bool DeviceNode::retry_needed() const {
+  if (e2ee_ && (publish_request_ != 0 || fetch_request_ != 0 || !keys_published_)) return true;
+  for (const auto& [conv, c] : convs_)
+    if (!c.outbox.empty() || c.gap_since_ns >= 0) return true;
+  return false;
+}
+
+void DeviceNode::arm_retry_if_needed(Context& ctx) {
+  if (retry_armed_ || !retry_needed()) return;
+  ctx.set_timer(kRetryIntervalNs, kRetryTimer);
+  retry_armed_ = true;
 }
 
 void DeviceNode::request_sync(Context& ctx, bool owed) {
@@ -160,7 +210,7 @@ void DeviceNode::request_sync(Context& ctx, bool owed) {
     if (request.cursors.size() >= kCursorsMax) break;
     request.cursors.push_back(Cursor{conv, c.cursor});
   }
-  ctx.send(conn_, encode_as(request));
+  send_to_server(ctx, encode_as(request));
   ctx.log(LogLevel::debug, device_ + ": sync requested, " + std::to_string(request.cursors.size()) + " cursors");
   syncing_ = true;
   sync_owed_ = owed;
@@ -187,11 +237,13 @@ void DeviceNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
       conn_ = ctx.connect(server_);
       ctx.send(conn_, encode_as(Hello{user_, device_, "token:" + device_}));
     }
+    arm_retry_if_needed(ctx);
     invariants();
     return;
   }
   if (conn == key_conn_ && key_conn_ != kNoConn) {
     on_key_frame(ctx, frame);
+    arm_retry_if_needed(ctx);
     invariants();
     return;
   }
@@ -224,6 +276,7 @@ void DeviceNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
   } else if (!std::holds_alternative<HeartbeatAck>(frame)) {
     ctx.log(LogLevel::warn, device_ + std::string(": unexpected ") + frame_name(frame));
   }
+  arm_retry_if_needed(ctx);
   invariants();
 }
 
@@ -238,6 +291,7 @@ void DeviceNode::on_disconnect(Context& ctx, ConnId conn, DisconnectReason) {
     go_offline(ctx);
     reconnect_later(ctx, /*immediately=*/handed_off);
   }
+  arm_retry_if_needed(ctx);
   invariants();
 }
 
@@ -337,9 +391,9 @@ void DeviceNode::send_next(Context& ctx, const std::string& conv, Conversation& 
       std::sort(after.begin(), after.end());
       members = encode_member_list(after);
     }
-    ctx.send(conn_, encode_as(GroupOp{out.id, conv, out.op_kind, out.member, std::move(members)}));
+    send_to_server(ctx, encode_as(GroupOp{out.id, conv, out.op_kind, out.member, std::move(members)}));
   } else {
-    ctx.send(conn_, encode_as(Send{out.id, conv, c.group ? std::string() : c.peer, out.body, out.expires_at_ns,
+    send_to_server(ctx, encode_as(Send{out.id, conv, c.group ? std::string() : c.peer, out.body, out.expires_at_ns,
                                    out.view_once, out.members_digest}));
   }
 }
@@ -594,7 +648,7 @@ void DeviceNode::flush_receipts(Context& ctx) {
   if (phase_ != Phase::online) return;  // sent after the next sync
   for (auto& [conv, c] : convs_) {
     if (c.cursor > c.delivered_sent) {
-      ctx.send(conn_, encode_as(ReceiptSend{conv, ReceiptKind::delivered, c.cursor}));
+      send_to_server(ctx, encode_as(ReceiptSend{conv, ReceiptKind::delivered, c.cursor}));
       c.delivered_sent = c.cursor;
     }
     if (c.read_upto > c.read_sent) {
@@ -604,7 +658,7 @@ void DeviceNode::flush_receipts(Context& ctx) {
       ctx.emit(e);
       uint64_t up_to = c.read_upto;
       if (config_.bugs.on(Bug::read_before_display) && !c.waiting.empty()) up_to = c.waiting.rbegin()->first;
-      ctx.send(conn_, encode_as(ReceiptSend{conv, ReceiptKind::read, up_to}));
+      send_to_server(ctx, encode_as(ReceiptSend{conv, ReceiptKind::read, up_to}));
       c.read_sent = c.read_upto;
     }
   }
@@ -817,8 +871,7 @@ void DeviceNode::on_timer(Context& ctx, uint64_t tag) {
                       kSendTimer);
         break;
       case kHeartbeatTimer:
-        if (phase_ == Phase::online || phase_ == Phase::syncing) ctx.send(conn_, encode_as(Heartbeat{}));
-        ctx.set_timer(config_.tuning.heartbeat_interval_ns, kHeartbeatTimer);
+        on_liveness_timer(ctx);
         break;
       case kResyncTimer:
         if (phase_ == Phase::online && !syncing_) request_sync(ctx, /*owed=*/false);
@@ -837,13 +890,10 @@ void DeviceNode::on_timer(Context& ctx, uint64_t tag) {
         flush_receipts(ctx);
         break;
       case kRetryTimer: {
+        // Armed (arm_retry_if_needed) only while something waits: a send or group change for
+        // its answer or for keys, a key request, the key publish, or a gap.
+        retry_armed_ = false;
         const int64_t now = ctx.now_ns();
-        if ((phase_ == Phase::online || phase_ == Phase::syncing) &&
-            now - last_heard_ns_ > config_.tuning.heartbeat_timeout_ns) {
-          ctx.close(conn_);  // the server went quiet: assume it is gone
-          go_offline(ctx);
-          reconnect_later(ctx, false);
-        }
         if (phase_ == Phase::online) {
           for (auto& [conv, c] : convs_) {
             if (!c.outbox.empty() && c.outbox.front().sent_at_ns >= 0 &&
@@ -868,12 +918,12 @@ void DeviceNode::on_timer(Context& ctx, uint64_t tag) {
           }
         }
         check_gaps(ctx);
-        ctx.set_timer(kRetryIntervalNs, kRetryTimer);
         break;
       }
       default: MSGSIM_UNREACHABLE("unknown device timer");
     }
   }
+  arm_retry_if_needed(ctx);
   invariants();
 }
 

@@ -138,6 +138,14 @@ class DeviceNode final : public Node {
   };
 
   void start_routing(Context& ctx);
+  // Every frame to the chat server goes through here (the heartbeat needs when the last went).
+  void send_to_server(Context& ctx, Bytes frame);
+  // Heartbeats and the heartbeat timeout: armed at Welcome, cancelled when the connection goes.
+  void on_liveness_timer(Context& ctx);
+  // The 1 s retry timer runs only while something waits for an answer, keys or a gap to close;
+  // every handler ends by arming it when that holds.
+  bool retry_needed() const;
+  void arm_retry_if_needed(Context& ctx);
   void go_offline(Context& ctx);
   void reconnect_later(Context& ctx, bool immediately);
   void on_welcome(Context& ctx);
@@ -178,7 +186,12 @@ class DeviceNode final : public Node {
   ConnId conn_ = kNoConn;
   NodeId server_ = kNoNode;
   uint32_t backoff_attempt_ = 0;
-  int64_t last_heard_ns_ = 0;
+  int64_t last_heard_ns_ = 0;  // the last frame from the server on this connection
+  int64_t last_sent_ns_ = 0;   // the last frame to it
+  int64_t last_ping_ns_ = 0;   // the last Heartbeat to it
+  TimerId liveness_timer_ = 0;
+  bool liveness_armed_ = false;
+  bool retry_armed_ = false;
   int64_t last_online_ns_ = -1;
   bool receipt_timer_armed_ = false;
   bool syncing_ = false;  // a SyncRequest is out and its SyncDone has not come
