@@ -129,9 +129,53 @@ TEST(KeyService, ARepublishNeverBringsBackAHandedOutPrekey) {
   EXPECT_EQ(published[1].opks_available, E2eeClient::kInitialOneTimePrekeys - 1);
   for (uint64_t id = 4; id < 4 + E2eeClient::kInitialOneTimePrekeys; ++id) {
     exchange(rig, {FetchBundles{id, {UserRef{"u2"}}}});
-    const DeviceBundle& b = frames_of<Bundles>(rig.client).back().bundles.at(0);
+    const DeviceBundle b = frames_of<Bundles>(rig.client).back().bundles.at(0);  // a copy: the vector is a temporary
     EXPECT_FALSE(b.has_opk && b.opk_id == taken) << "one-time prekey " << taken << " handed out again";
   }
+}
+
+TEST(KeyService, AReplenishAfterTheCountRunsLowAddsFreshPrekeys) {
+  sim::reseed_randombytes(19);
+  KeyRig rig;
+  E2eeClient bob("u2", "u2.d1");
+  exchange(rig, {bob.initial_publish(1)});
+  std::set<uint32_t> handed_out;
+  uint64_t id = 2;
+  // First contacts take one-time prekeys until the service holds fewer than kReplenishBelow.
+  for (size_t taken = 0; taken + E2eeClient::kReplenishBelow <= E2eeClient::kInitialOneTimePrekeys; ++taken) {
+    exchange(rig, {FetchBundles{id++, {UserRef{"u2"}}}});
+    const DeviceBundle b = frames_of<Bundles>(rig.client).back().bundles.at(0);  // a copy: the vector is a temporary
+    ASSERT_TRUE(b.has_opk);
+    EXPECT_TRUE(handed_out.insert(b.opk_id).second);
+  }
+  const size_t left = E2eeClient::kInitialOneTimePrekeys - handed_out.size();
+  ASSERT_LT(left, E2eeClient::kReplenishBelow);
+  // The device's count query (a publish with no keys), then the top-up it triggers.
+  PublishKeys query;
+  query.request_id = id++;
+  query.user = "u2";
+  query.device = "u2.d1";
+  exchange(rig, {query});
+  ASSERT_EQ(frames_of<KeysPublished>(rig.client).back().opks_available, left);
+  PublishKeys more = bob.replenish(id++);
+  ASSERT_EQ(more.opks.size(), E2eeClient::kReplenishBatch);
+  exchange(rig, {more});
+  EXPECT_EQ(frames_of<KeysPublished>(rig.client).back().opks_available, left + E2eeClient::kReplenishBatch);
+  // Every key left is handed out once, the new ones among them, and each opens a first contact.
+  for (size_t k = 0; k < left + E2eeClient::kReplenishBatch; ++k) {
+    exchange(rig, {FetchBundles{id++, {UserRef{"u2"}}}});
+    const DeviceBundle b = frames_of<Bundles>(rig.client).back().bundles.at(0);  // a copy: the vector is a temporary
+    ASSERT_TRUE(b.has_opk);
+    EXPECT_TRUE(handed_out.insert(b.opk_id).second) << "one-time prekey " << b.opk_id << " handed out twice";
+    E2eeClient alice("u" + std::to_string(10 + k), "u" + std::to_string(10 + k) + ".d1");
+    ASSERT_TRUE(alice.add_bundle(b).ok());
+    Result<Bytes> sealed = alice.seal_direct(bytes_of("first contact"), {"u2.d1"});
+    ASSERT_TRUE(sealed.ok());
+    Result<E2eeClient::Opened> opened = bob.open("dm:u10:u2", alice.device(), *sealed);
+    ASSERT_TRUE(opened.ok()) << "prekey " << b.opk_id << ": " << opened.error().message;
+    EXPECT_TRUE(opened->used_one_time_prekey);
+  }
+  EXPECT_EQ(handed_out.size(), E2eeClient::kInitialOneTimePrekeys + E2eeClient::kReplenishBatch);
 }
 
 TEST(KeyService, RefusesABadSignatureAndStoresNothing) {

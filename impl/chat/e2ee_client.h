@@ -51,9 +51,13 @@ inline constexpr uint8_t kE2eeBodyGroup = 2;
 
 class E2eeClient {
  public:
-  static constexpr size_t kInitialOneTimePrekeys = 8;
-  static constexpr size_t kReplenishBelow = 4;      // service-side count that triggers a top-up
-  static constexpr size_t kReplenishBatch = 8;
+  // One-time prekeys: a small first batch, topped up when the service runs low (a device asks
+  // the count after each first contact that used one). A ci-nemesis device meets about 3 first
+  // contacts in 5 minutes; 8 at the start left two thirds of them never used, and an X25519 key
+  // generation each. Running out is no failure: X3DH works without one (no DH4).
+  static constexpr size_t kInitialOneTimePrekeys = 4;
+  static constexpr size_t kReplenishBelow = 2;      // service-side count that triggers a top-up
+  static constexpr size_t kReplenishBatch = 4;
   static constexpr size_t kSessionsPerPeerMax = 3;  // simultaneous initiations leave two
   static constexpr size_t kGroupsMax = 4096;
 
