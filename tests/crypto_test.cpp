@@ -456,6 +456,36 @@ TEST(X3dh, PeerIdentityCacheRecordsOnlyVerifiedSignedPrekeys) {
   }
 }
 
+// Clients on one thread share what they computed (x3dh.cpp's shared memo): a second client
+// gets the same conversions and verdicts as the first, a forged bundle is refused by a client
+// after another verified the genuine one, and a bad key fails for every client.
+TEST(X3dh, ClientsOnOneThreadShareConversionsAndVerificationsButNotForgeries) {
+  sim::reseed_randombytes(79);
+  PeerIdentityCache first, second;
+  PrekeyStore bob = make_prekey_store(3, 0);
+  const PrekeyBundle good = bob.bundle(std::nullopt);
+  ASSERT_TRUE(first.signed_prekey_valid(good));
+  auto by_first = first.x25519_of(good.identity);
+  ASSERT_TRUE(by_first.ok());
+  for (int field = 0; field < 4; ++field) {
+    PrekeyBundle forged = good;
+    if (field == 0) forged.signed_prekey_signature[9] ^= 1;
+    if (field == 1) forged.signed_prekey_id += 1;
+    if (field == 2) forged.signed_prekey[3] ^= 0x10;
+    if (field == 3) forged.identity = generate_ed25519_key_pair().public_key;
+    EXPECT_FALSE(second.signed_prekey_valid(forged)) << "forgery " << field;
+  }
+  EXPECT_TRUE(second.signed_prekey_valid(good));
+  auto by_second = second.x25519_of(good.identity);
+  auto direct = ed25519_public_to_x25519(good.identity);
+  ASSERT_TRUE(by_second.ok() && direct.ok());
+  EXPECT_EQ(*by_second, *direct);
+  EXPECT_EQ(*by_first, *direct);
+  const Key32 low_order{};
+  EXPECT_FALSE(first.x25519_of(low_order).ok());
+  EXPECT_FALSE(second.x25519_of(low_order).ok());
+}
+
 TEST(X3dh, PeerIdentityCacheGivesTheConversionAndKeepsOnlyValidKeys) {
   sim::reseed_randombytes(77);
   PeerIdentityCache cache;

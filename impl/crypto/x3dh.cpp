@@ -1,10 +1,48 @@
 #include "impl/crypto/x3dh.h"
 
 #include <algorithm>
+#include <map>
+#include <set>
 
 #include "impl/base/assert.h"
 
 namespace msgsim::crypto {
+
+namespace {
+
+// Below every client's own PeerIdentityCache, one memo per thread shared by all the clients on
+// it (the simulator runs every device on one thread). Converting an identity key to its X25519
+// form and verifying a signed prekey signature are pure functions of the bytes, so a client may
+// take what another client on the thread computed: nothing any client holds, sends or decides
+// changes, only the simulator's CPU. In ci-nemesis 300 devices converted 1,712 identity keys
+// (565 k instructions each, the subgroup check is a scalar multiplication) of 300 distinct ones,
+// and verified each user's signed prekey once per device that contacted it. Only successes are
+// kept (a bad key or signature is checked afresh every time). Bounded: a full memo starts over.
+constexpr size_t kSharedMemoEntriesMax = size_t{1} << 14;
+constexpr size_t kSignedPrekeyRecordBytes = 32 + 4 + 32 + 64;  // identity, id, key, signature
+
+struct SharedMemo {
+  std::map<Key32, Key32> conversions;  // Ed25519 public -> X25519 public
+  std::set<std::array<uint8_t, kSignedPrekeyRecordBytes>> verified_signed_prekeys;
+};
+
+SharedMemo& shared_memo() {
+  thread_local SharedMemo memo;
+  return memo;
+}
+
+Result<Key32> shared_x25519_of(const Key32& identity) {
+  SharedMemo& memo = shared_memo();
+  const auto it = memo.conversions.find(identity);
+  if (it != memo.conversions.end()) return it->second;
+  Result<Key32> converted = ed25519_public_to_x25519(identity);
+  if (!converted) return converted;
+  if (memo.conversions.size() >= kSharedMemoEntriesMax) memo.conversions.clear();
+  memo.conversions.emplace(identity, *converted);
+  return converted;
+}
+
+}  // namespace
 
 IdentityKeyPair generate_identity() {
   IdentityKeyPair identity;
@@ -103,7 +141,7 @@ Result<Key32> PeerIdentityCache::x25519_of(const Key32& identity) {
   for (const auto& [ed25519, x25519] : entries_) {
     if (ed25519 == identity) return x25519;
   }
-  Result<Key32> converted = ed25519_public_to_x25519(identity);
+  Result<Key32> converted = shared_x25519_of(identity);
   if (!converted) return converted;
   if (entries_.size() < kEntriesMax) {
     entries_.emplace_back(identity, *converted);
@@ -122,6 +160,22 @@ bool signed_prekey_signature_valid(const PrekeyBundle& bundle) {
                 bundle.signed_prekey_signature);
 }
 
+// The same through the thread's shared memo of signatures that verified.
+bool shared_signed_prekey_valid(const PrekeyBundle& bundle) {
+  std::array<uint8_t, kSignedPrekeyRecordBytes> record;
+  auto at = std::copy(bundle.identity.begin(), bundle.identity.end(), record.begin());
+  for (int shift = 24; shift >= 0; shift -= 8) *at++ = static_cast<uint8_t>(bundle.signed_prekey_id >> shift);
+  at = std::copy(bundle.signed_prekey.begin(), bundle.signed_prekey.end(), at);
+  at = std::copy(bundle.signed_prekey_signature.begin(), bundle.signed_prekey_signature.end(), at);
+  MSGSIM_ASSERT(at == record.end());
+  SharedMemo& memo = shared_memo();
+  if (memo.verified_signed_prekeys.count(record) != 0) return true;
+  if (!signed_prekey_signature_valid(bundle)) return false;
+  if (memo.verified_signed_prekeys.size() >= kSharedMemoEntriesMax) memo.verified_signed_prekeys.clear();
+  memo.verified_signed_prekeys.insert(record);
+  return true;
+}
+
 }  // namespace
 
 bool PeerIdentityCache::signed_prekey_valid(const PrekeyBundle& bundle) {
@@ -132,7 +186,7 @@ bool PeerIdentityCache::signed_prekey_valid(const PrekeyBundle& bundle) {
       return true;
     }
   }
-  if (!signed_prekey_signature_valid(bundle)) return false;
+  if (!shared_signed_prekey_valid(bundle)) return false;
   const VerifiedSignedPrekey record{bundle.identity, bundle.signed_prekey_id,
                                     bundle.signed_prekey, bundle.signed_prekey_signature};
   if (verified_.size() < kSignedPrekeysMax) {
