@@ -66,6 +66,17 @@ void FileImage::resize(uint64_t size) {
   size_ = size;
 }
 
+FileImage FileImage::clone() const {
+  FileImage copy;
+  copy.blocks_.reserve(blocks_.size());
+  for (const auto& block : blocks_) {
+    copy.blocks_.push_back(std::make_unique_for_overwrite<uint8_t[]>(kBlockBytes));
+    std::memcpy(copy.blocks_.back().get(), block.get(), kBlockBytes);
+  }
+  copy.size_ = size_;
+  return copy;
+}
+
 Bytes FileImage::copy(uint64_t begin, uint64_t end) const {
   Bytes out(static_cast<size_t>(end - begin));
   read(begin, out);
@@ -96,6 +107,14 @@ SimFilePtr NodeStorage::create(const std::string& name) {
   auto file = std::make_shared<SimFile>();
   file->name = name;
   files_.emplace(name, file);
+  return file;
+}
+
+SimFilePtr NodeStorage::create_synced(const std::string& name, FileImage image) {
+  SimFilePtr file = create(name);
+  // Creating is durable at once and nothing is queued for the file, so its durable image is
+  // the one it is given.
+  if (file != nullptr) file->current = std::move(image);
   return file;
 }
 
@@ -369,12 +388,11 @@ void NodeStorage::for_each_file(
   }
 }
 
-Bytes NodeStorage::durable_bytes(const SimFilePtr& file) const {
+FileImage NodeStorage::durable_image(const SimFilePtr& file) const {
   // Undo on a scratch copy of the file: its queued operations newest first, and before them
   // (they came after its queued deletion) the changes made after its removal.
   SimFile scratch;
-  scratch.current.write(0, file->current.to_bytes());
-  scratch.current.resize(file->size());
+  scratch.current = file->current.clone();
   scratch.changes_after_removal = file->changes_after_removal;
   bool removal_queued = false;
   for (size_t i = queue_.size(); i > 0; --i) {
@@ -385,12 +403,19 @@ Bytes NodeStorage::durable_bytes(const SimFilePtr& file) const {
   }
   MSGSIM_ASSERT(removal_queued || scratch.changes_after_removal.empty(),
                 "changes after a removal that is not queued: " + file->name);
-  return scratch.current.to_bytes();
+  return std::move(scratch.current);
 }
+
+Bytes NodeStorage::durable_bytes(const SimFilePtr& file) const { return durable_image(file).to_bytes(); }
 
 void NodeStorage::for_each_durable_file(
     const std::function<void(const std::string& name, ByteView bytes)>& visit) const {
   for (const auto& [name, file] : files_) visit(name, durable_bytes(file));
+}
+
+void NodeStorage::for_each_durable_image(
+    const std::function<void(const std::string& name, FileImage image)>& visit) const {
+  for (const auto& [name, file] : files_) visit(name, durable_image(file));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -121,6 +121,8 @@ class FileImage {
   void resize(uint64_t size);
   Bytes copy(uint64_t begin, uint64_t end) const;
   Bytes to_bytes() const { return copy(0, size_); }
+  // A copy of the whole image, block by block (no contiguous buffer of the file's size).
+  FileImage clone() const;
   // The bytes held, with the blocks' unused tails.
   uint64_t allocated_bytes() const { return blocks_.size() * kBlockBytes; }
 
@@ -176,6 +178,9 @@ class NodeStorage {
   // Creates an empty file (durable at once). Returns nullptr if there are kFilesMax files, or
   // if the node is frozen (a dead process creates nothing). `name` must not exist.
   SimFilePtr create(const std::string& name);
+  // Creates a file holding `image`, durable at once (a copy of another disk's file, as the
+  // store check makes). Nullptr as create() says.
+  SimFilePtr create_synced(const std::string& name, FileImage image);
 
   // Copies bytes at `offset` into `out`; returns how many came from the file (the rest of
   // `out` is zero-filled, past the end of the file).
@@ -212,9 +217,13 @@ class NodeStorage {
   void for_each_file(const std::function<void(const std::string& name, ByteView bytes)>& visit) const;
   // Every file with its durable bytes (what a power loss now would leave), in name order.
   void for_each_durable_file(const std::function<void(const std::string& name, ByteView bytes)>& visit) const;
+  // The same, as images: one file's copy at a time, in blocks, so copying a node's database
+  // elsewhere holds each byte once more, not three times.
+  void for_each_durable_image(const std::function<void(const std::string& name, FileImage image)>& visit) const;
   // What a power loss now would leave of `file` (its current bytes with its queued operations
   // undone).
   Bytes durable_bytes(const SimFilePtr& file) const;
+  FileImage durable_image(const SimFilePtr& file) const;
   // The bytes held for the node's files: their images' blocks and the undo records.
   uint64_t bytes_allocated() const;
 

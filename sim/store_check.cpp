@@ -25,16 +25,16 @@ struct StoredRow {
 using Assignment = std::pair<std::string, uint64_t>;
 
 // Opens, in `scratch`, a copy of the durable images of `node`'s files on `disk`: the database
-// a restart after a power loss now would find. Null when the node has no database file.
+// a restart after a power loss now would find. Null when the node has no database file. The
+// caller closes it and wipes the node's copy before the next node's (with_durable_copy), so the
+// check holds one node's database at a time on top of the run's disks.
 sql::Database open_durable_copy(SimDisk& disk, SimDisk& scratch, NodeId node, Prng& rng, std::string& error) {
   bool has_database = false;
   NodeStorage& copy = scratch.storage(node);
-  disk.storage(node).for_each_durable_file([&](const std::string& name, ByteView bytes) {
+  disk.storage(node).for_each_durable_image([&](const std::string& name, FileImage image) {
     has_database |= name == kDatabaseName;
-    const SimFilePtr file = copy.create(name);
+    const SimFilePtr file = copy.create_synced(name, std::move(image));
     MSGSIM_ASSERT(file != nullptr, "store check: cannot create the copy of " + name);
-    MSGSIM_ASSERT(copy.write(file, 0, bytes) == DiskOutcome::ok, "store check: cannot copy " + name);
-    MSGSIM_ASSERT(copy.sync(file) == DiskOutcome::ok, "store check: cannot sync the copy of " + name);
   });
   if (!has_database) return sql::Database();
   scratch.set_context(node, 0, &rng);
@@ -44,6 +44,18 @@ sql::Database open_durable_copy(SimDisk& disk, SimDisk& scratch, NodeId node, Pr
     return sql::Database();
   }
   return sql::Database(opened.value());
+}
+
+// Opens the copy of `node`'s durable database, hands it to `read` (null when the node has none
+// or it could not be opened, with `error` saying why), then closes it and frees the copy.
+template <class Read>
+void with_durable_copy(SimDisk& disk, SimDisk& scratch, NodeId node, Prng& rng, Read&& read) {
+  {
+    std::string error;
+    sql::Database db = open_durable_copy(disk, scratch, node, rng, error);
+    read(db, error);
+  }
+  scratch.wipe(node);
 }
 
 bool has_table(const sql::Database& db, std::string_view table) {
@@ -87,21 +99,21 @@ StoreCheckResult check_store_consistency(SimDisk& disk, const std::vector<std::s
   std::map<std::string, std::vector<std::pair<NodeId, Assignment>>> assigned;
   std::set<NodeId> queues_read;
   for (NodeId queue : topology.queues) {
-    std::string error;
-    sql::Database db = open_durable_copy(disk, scratch, queue, rng, error);
-    if (!db || !has_table(db, "produced")) {
-      if (!error.empty()) unreadable.push_back(name_of(queue) + ": " + error);
-      continue;
-    }
-    error = each_row(db, "SELECT msg_id, conv, seq FROM produced", [&](const sql::Statement& row) {
-      assigned[std::string(row.column_text(0))].push_back(
-          {queue, Assignment{std::string(row.column_text(1)), static_cast<uint64_t>(row.column_int64(2))}});
+    with_durable_copy(disk, scratch, queue, rng, [&](const sql::Database& db, std::string error) {
+      if (!db || !has_table(db, "produced")) {
+        if (!error.empty()) unreadable.push_back(name_of(queue) + ": " + error);
+        return;
+      }
+      error = each_row(db, "SELECT msg_id, conv, seq FROM produced", [&](const sql::Statement& row) {
+        assigned[std::string(row.column_text(0))].push_back(
+            {queue, Assignment{std::string(row.column_text(1)), static_cast<uint64_t>(row.column_int64(2))}});
+      });
+      if (!error.empty()) {
+        unreadable.push_back(name_of(queue) + ": " + error);
+        return;
+      }
+      queues_read.insert(queue);
     });
-    if (!error.empty()) {
-      unreadable.push_back(name_of(queue) + ": " + error);
-      continue;
-    }
-    queues_read.insert(queue);
   }
 
   // Per storage node: the clauses on its rows, and the highest seq it stores per conversation.
@@ -110,22 +122,25 @@ StoreCheckResult check_store_consistency(SimDisk& disk, const std::vector<std::s
   uint64_t rows = 0, unverified = 0;
   for (NodeId storage : topology.storages) {
     const std::string node = name_of(storage);
-    std::string error;
-    sql::Database db = open_durable_copy(disk, scratch, storage, rng, error);
-    if (!db || !has_table(db, "entries")) {
-      if (!error.empty()) unreadable.push_back(node + ": " + error);
-      if (error.empty()) storages_read.insert(storage);  // no database yet: it stores nothing
-      continue;
-    }
     std::vector<StoredRow> stored;
-    error = each_row(db, "SELECT conv, seq, msg_id FROM entries", [&](const sql::Statement& row) {
-      stored.push_back(StoredRow{std::string(row.column_text(0)), static_cast<uint64_t>(row.column_int64(1)),
-                                 std::string(row.column_text(2))});
+    bool read = false;
+    with_durable_copy(disk, scratch, storage, rng, [&](const sql::Database& db, std::string error) {
+      if (!db || !has_table(db, "entries")) {
+        if (!error.empty()) unreadable.push_back(node + ": " + error);
+        if (error.empty()) storages_read.insert(storage);  // no database yet: it stores nothing
+        return;
+      }
+      error = each_row(db, "SELECT conv, seq, msg_id FROM entries", [&](const sql::Statement& row) {
+        stored.push_back(StoredRow{std::string(row.column_text(0)), static_cast<uint64_t>(row.column_int64(1)),
+                                   std::string(row.column_text(2))});
+      });
+      if (!error.empty()) {
+        unreadable.push_back(node + ": " + error);
+        return;
+      }
+      read = true;
     });
-    if (!error.empty()) {
-      unreadable.push_back(node + ": " + error);
-      continue;
-    }
+    if (!read) continue;
     storages_read.insert(storage);
     rows += stored.size();
 

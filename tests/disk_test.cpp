@@ -45,6 +45,32 @@ TEST(NodeStorage, WritesAreVisibleAtOnceAndDurableOnlyAfterSync) {
   EXPECT_EQ(storage.unsynced_ops(), 0u);
 }
 
+TEST(NodeStorage, DurableImagesCopyToAnotherDiskAsSyncedFiles) {
+  // The store check's copy: each file's durable image (unsynced writes and a shrink undone),
+  // created on another disk with nothing queued, so a crash there keeps it whole.
+  NodeStorage storage;
+  SimFilePtr a = storage.create("a");
+  SimFilePtr b = storage.create("b");
+  ASSERT_EQ(storage.write(a, 0, filled(3000, 1)), DiskOutcome::ok);
+  ASSERT_EQ(storage.write(b, 0, filled(100, 2)), DiskOutcome::ok);
+  ASSERT_EQ(storage.sync(a), DiskOutcome::ok);
+  ASSERT_EQ(storage.sync(b), DiskOutcome::ok);
+  ASSERT_EQ(storage.write(a, 1000, filled(5000, 3)), DiskOutcome::ok);  // unsynced: not copied
+  ASSERT_EQ(storage.truncate(b, 10), DiskOutcome::ok);                   // likewise
+  NodeStorage copy;
+  storage.for_each_durable_image([&](const std::string& name, FileImage image) {
+    ASSERT_NE(copy.create_synced(name, std::move(image)), nullptr);
+  });
+  std::map<std::string, Bytes> copied;
+  copy.for_each_file([&](const std::string& name, ByteView bytes) { copied[name] = Bytes(bytes.begin(), bytes.end()); });
+  EXPECT_EQ(copied, (std::map<std::string, Bytes>{{"a", filled(3000, 1)}, {"b", filled(100, 2)}}));
+  EXPECT_EQ(copy.unsynced_ops(), 0u);
+  Prng rng(1);
+  copy.crash(CrashDisk::lose_unsynced, rng);
+  EXPECT_EQ(storage.durable_bytes(a), read_all(*copy.find("a")));
+  EXPECT_EQ(read_all(*storage.find("a")).size(), 6000u);  // the original keeps its current image
+}
+
 TEST(NodeStorage, ReadPastTheEndZeroFills) {
   NodeStorage storage;
   SimFilePtr file = storage.create("a");
