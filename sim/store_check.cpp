@@ -5,6 +5,7 @@
 #include <set>
 #include <utility>
 
+#include "impl/base/hash.h"
 #include "impl/base/sqlite.h"
 #include "sim/disk.h"
 
@@ -21,8 +22,47 @@ struct StoredRow {
   std::string msg_id;
 };
 
-// The queue's answer for a message id on one replica: (conv, seq), seq 0 when rejected.
-using Assignment = std::pair<std::string, uint64_t>;
+// The queue's answer for a message id on one replica: (conv, seq), seq 0 when rejected. Kept
+// compact, as the queues hold one per replica and message (millions at full scale): the id as
+// two independent 64-bit hashes (two ids are confused only if both collide: about n^2 / 2^129,
+// under 1e-25 for 10 million ids), the conversation as an index into the interned names.
+struct Assignment {
+  uint64_t id_hash = 0, id_hash2 = 0;
+  uint64_t seq = 0;
+  uint32_t conv = 0;
+  NodeId queue = kNoNode;
+
+  auto key() const { return std::pair(id_hash, id_hash2); }
+};
+
+std::pair<uint64_t, uint64_t> id_key(std::string_view msg_id) {
+  return {hash_string(msg_id), hash_string(msg_id, 0x5707ec4ec4ULL)};
+}
+
+struct ByKey {
+  bool operator()(const Assignment& a, const std::pair<uint64_t, uint64_t>& key) const { return a.key() < key; }
+  bool operator()(const std::pair<uint64_t, uint64_t>& key, const Assignment& a) const { return key < a.key(); }
+};
+
+// Conversation names, each held once.
+class ConvNames {
+ public:
+  uint32_t intern(std::string_view conv) {
+    const auto [it, added] = index_.try_emplace(std::string(conv), static_cast<uint32_t>(names_.size()));
+    if (added) names_.push_back(&it->first);
+    return it->second;
+  }
+  // The index of `conv`, or UINT32_MAX if no queue named it.
+  uint32_t find(const std::string& conv) const {
+    const auto it = index_.find(conv);
+    return it == index_.end() ? UINT32_MAX : it->second;
+  }
+  const std::string& name(uint32_t index) const { return *names_[index]; }
+
+ private:
+  std::map<std::string, uint32_t> index_;
+  std::vector<const std::string*> names_;
+};
 
 // Opens, in `scratch`, a copy of the durable images of `node`'s files on `disk`: the database
 // a restart after a power loss now would find. Null when the node has no database file. The
@@ -96,7 +136,9 @@ StoreCheckResult check_store_consistency(SimDisk& disk, const std::vector<std::s
   std::vector<std::string> unreadable;
 
   // The queue's assignments, by message id, one entry per replica that knows the id.
-  std::map<std::string, std::vector<std::pair<NodeId, Assignment>>> assigned;
+  // Sorted by id (stable: replicas in the queues' order) once every queue is read.
+  std::vector<Assignment> assigned;
+  ConvNames convs;
   std::set<NodeId> queues_read;
   for (NodeId queue : topology.queues) {
     with_durable_copy(disk, scratch, queue, rng, [&](const sql::Database& db, std::string error) {
@@ -105,8 +147,9 @@ StoreCheckResult check_store_consistency(SimDisk& disk, const std::vector<std::s
         return;
       }
       error = each_row(db, "SELECT msg_id, conv, seq FROM produced", [&](const sql::Statement& row) {
-        assigned[std::string(row.column_text(0))].push_back(
-            {queue, Assignment{std::string(row.column_text(1)), static_cast<uint64_t>(row.column_int64(2))}});
+        const auto [id_hash, id_hash2] = id_key(row.column_text(0));
+        assigned.push_back(Assignment{id_hash, id_hash2, static_cast<uint64_t>(row.column_int64(2)),
+                                      convs.intern(row.column_text(1)), queue});
       });
       if (!error.empty()) {
         unreadable.push_back(name_of(queue) + ": " + error);
@@ -115,6 +158,9 @@ StoreCheckResult check_store_consistency(SimDisk& disk, const std::vector<std::s
       queues_read.insert(queue);
     });
   }
+
+  std::stable_sort(assigned.begin(), assigned.end(),
+                   [](const Assignment& a, const Assignment& b) { return a.key() < b.key(); });
 
   // Per storage node: the clauses on its rows, and the highest seq it stores per conversation.
   std::map<std::string, uint64_t> highest_stored;  // by conv, over the conversation's owner
@@ -169,18 +215,19 @@ StoreCheckResult check_store_consistency(SimDisk& disk, const std::vector<std::s
     }
     for (const StoredRow& row : stored) {
       const uint32_t partition = topology.partition_of(row.conv);
-      const auto known = assigned.find(row.msg_id);
+      const auto key = id_key(row.msg_id);
+      const auto known = std::equal_range(assigned.begin(), assigned.end(), key, ByKey{});
+      const uint32_t conv = convs.find(row.conv);
       bool agrees = false, any_replica = false;
       std::string other;
-      if (known != assigned.end()) {
-        for (const auto& [queue, assignment] : known->second) {
-          if (!topology.is_replica(partition, queue)) continue;
-          any_replica = true;
-          if (assignment.first == row.conv && assignment.second == row.seq) {
-            agrees = true;
-          } else if (other.empty()) {
-            other = name_of(queue) + " has " + assignment.first + " seq " + std::to_string(assignment.second);
-          }
+      for (auto it = known.first; it != known.second; ++it) {
+        const Assignment& assignment = *it;
+        if (!topology.is_replica(partition, assignment.queue)) continue;
+        any_replica = true;
+        if (assignment.conv == conv && assignment.seq == row.seq) {
+          agrees = true;
+        } else if (other.empty()) {
+          other = name_of(assignment.queue) + " has " + convs.name(assignment.conv) + " seq " + std::to_string(assignment.seq);
         }
       }
       if (!any_replica) {
