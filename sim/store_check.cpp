@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include "impl/base/hash.h"
@@ -190,29 +191,43 @@ StoreCheckResult check_store_consistency(SimDisk& disk, const std::vector<std::s
     storages_read.insert(storage);
     rows += stored.size();
 
-    std::map<std::string_view, std::vector<const StoredRow*>> by_msg_id;
-    std::map<std::pair<std::string_view, uint64_t>, std::set<std::string_view>> by_place;
     for (const StoredRow& row : stored) {
-      by_msg_id[row.msg_id].push_back(&row);
-      by_place[{row.conv, row.seq}].insert(row.msg_id);
       if (topology.storage_of(topology.partition_of(row.conv)) == storage) {
         uint64_t& highest = highest_stored[row.conv];
         highest = std::max(highest, row.seq);
       }
     }
-    for (const auto& [msg_id, copies] : by_msg_id) {
-      if (copies.size() < 2) continue;
+    // Clauses 1 and 2 on the rows sorted by id, then by place: equal neighbours are what a map
+    // of them would group, without a node per row (a storage node holds ~170,000 rows at full
+    // scale). Stable sorts keep copies in the order the database returned them.
+    std::vector<const StoredRow*> sorted;
+    sorted.reserve(stored.size());
+    for (const StoredRow& row : stored) sorted.push_back(&row);
+    std::stable_sort(sorted.begin(), sorted.end(), [](const StoredRow* a, const StoredRow* b) { return a->msg_id < b->msg_id; });
+    for (size_t first = 0, last = 0; first < sorted.size(); first = last) {
+      while (last < sorted.size() && sorted[last]->msg_id == sorted[first]->msg_id) ++last;
+      if (last - first < 2) continue;
       std::string where;
-      for (const StoredRow* row : copies) where += (where.empty() ? "" : ", ") + row->conv + " seq " + std::to_string(row->seq);
-      violate(node + ": message " + std::string(msg_id) + " stored " + std::to_string(copies.size()) + " times (" + where + ")");
+      for (size_t i = first; i < last; ++i)
+        where += (where.empty() ? "" : ", ") + sorted[i]->conv + " seq " + std::to_string(sorted[i]->seq);
+      violate(node + ": message " + sorted[first]->msg_id + " stored " + std::to_string(last - first) + " times (" + where + ")");
     }
-    for (const auto& [place, msg_ids] : by_place) {
-      if (msg_ids.size() < 2) continue;
+    const auto place_then_id = [](const StoredRow* a, const StoredRow* b) {
+      return std::tie(a->conv, a->seq, a->msg_id) < std::tie(b->conv, b->seq, b->msg_id);
+    };
+    std::sort(sorted.begin(), sorted.end(), place_then_id);
+    for (size_t first = 0, last = 0; first < sorted.size(); first = last) {
+      size_t distinct_ids = 0;
+      for (; last < sorted.size() && sorted[last]->conv == sorted[first]->conv && sorted[last]->seq == sorted[first]->seq; ++last)
+        distinct_ids += last == first || sorted[last]->msg_id != sorted[last - 1]->msg_id;
+      if (distinct_ids < 2) continue;
       std::string ids;
-      for (std::string_view id : msg_ids) ids += (ids.empty() ? "" : ", ") + std::string(id);
-      violate(node + ": " + std::string(place.first) + " seq " + std::to_string(place.second) + " holds " +
-              std::to_string(msg_ids.size()) + " messages (" + ids + ")");
+      for (size_t i = first; i < last; ++i)
+        if (i == first || sorted[i]->msg_id != sorted[i - 1]->msg_id) ids += (ids.empty() ? "" : ", ") + sorted[i]->msg_id;
+      violate(node + ": " + sorted[first]->conv + " seq " + std::to_string(sorted[first]->seq) + " holds " +
+              std::to_string(distinct_ids) + " messages (" + ids + ")");
     }
+    std::vector<const StoredRow*>().swap(sorted);
     for (const StoredRow& row : stored) {
       const uint32_t partition = topology.partition_of(row.conv);
       const auto key = id_key(row.msg_id);
