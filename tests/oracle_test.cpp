@@ -12,6 +12,7 @@
 
 #include "oracle/checker.h"
 #include "oracle/jsonl.h"
+#include "oracle/tables.h"
 
 namespace msgsim::history {
 namespace {
@@ -315,6 +316,51 @@ TEST(OracleChecker, ObserveRecordsADecreasingTimeAsBadInput) {
   ASSERT_TRUE(checker.input_error().has_value());
   EXPECT_EQ(checker.input_error()->message, "line 2: t decreases (from 5 to 4)");
   EXPECT_EQ(checker.events_observed(), 1u);
+}
+
+// The interner's slots hold ids of up to 11 bytes inline, compared as two words, and longer ids
+// through a tag and the arena: every length around those boundaries, texts that differ in one
+// byte only (at every position), the empty text, and enough ids to grow the table several times.
+TEST(OracleInterner, FindsExactlyWhatItInterned) {
+  detail::Interner interner;
+  std::vector<std::string> texts;
+  texts.push_back("");
+  for (size_t n = 1; n <= 20; ++n) {
+    const std::string base(n, 'a');
+    texts.push_back(base);
+    for (size_t i = 0; i < n; ++i) {
+      std::string other = base;
+      other[i] = 'b';
+      texts.push_back(other);
+    }
+  }
+  for (int i = 0; i < 5000; ++i) texts.push_back("m" + std::to_string(i));
+  for (size_t i = 0; i < texts.size(); ++i) {
+    bool added = false;
+    EXPECT_EQ(interner.intern(texts[i], added), i) << texts[i];
+    EXPECT_TRUE(added) << texts[i];
+  }
+  for (size_t i = 0; i < texts.size(); ++i) {
+    bool added = true;
+    EXPECT_EQ(interner.intern(texts[i], added), i) << texts[i];
+    EXPECT_FALSE(added) << texts[i];
+    const std::optional<uint32_t> found = interner.find(texts[i]);
+    ASSERT_TRUE(found.has_value()) << texts[i];
+    EXPECT_EQ(*found, i) << texts[i];
+    EXPECT_EQ(interner.name(static_cast<uint32_t>(i)), texts[i]);
+    EXPECT_TRUE(interner.name_is(static_cast<uint32_t>(i), texts[i]));
+  }
+  // Texts never interned: one byte more, a byte changed to one not used above, longer names.
+  for (size_t n = 1; n <= 20; ++n) {
+    for (size_t i = 0; i < n; ++i) {
+      std::string absent(n, 'a');
+      absent[i] = 'c';
+      EXPECT_FALSE(interner.find(absent).has_value()) << absent;
+    }
+  }
+  EXPECT_FALSE(interner.find("m5000").has_value());
+  EXPECT_FALSE(interner.find(std::string(21, 'a')).has_value());
+  EXPECT_FALSE(interner.name_is(1, "b"));
 }
 
 }  // namespace
