@@ -354,6 +354,83 @@ TEST_F(CryptoEd25519, RandomBytesGiveLibsodiumsVerdicts) {
   EXPECT_GT(points, 800);  // about half of all y values are on the curve
 }
 
+// X3DH's first-contact check against libsodium's two calls: the verdict of
+// crypto_sign_verify_detached, and crypto_sign_ed25519_pk_to_curve25519's verdict and bytes.
+void expect_same_identity_check(const Key32& key, ByteSpan message, const Signature& signature,
+                                const std::string& what) {
+  const Ed25519IdentityCheck ours = ed25519_verify_and_convert(key, message, signature);
+  ASSERT_EQ(ours.signature_valid, libsodium_verdict(key, message, signature))
+      << what << ": key " << to_hex(key) << " signature " << to_hex(signature);
+  Key32 theirs{};
+  const bool converted = crypto_sign_ed25519_pk_to_curve25519(theirs.data(), key.data()) == 0;
+  ASSERT_EQ(ours.converted, converted) << what << ": key " << to_hex(key);
+  if (converted) {
+    ASSERT_EQ(to_hex(ours.x25519), to_hex(theirs)) << what;
+  }
+  Key32 alone{};
+  ASSERT_EQ(ed25519_public_to_x25519_checked(key, alone), converted) << what;
+  if (converted) {
+    ASSERT_EQ(to_hex(alone), to_hex(theirs)) << what;
+  }
+}
+
+TEST_F(CryptoEd25519, VerifyAndConvertGivesLibsodiumsVerdictsAndBytes) {
+  Prng prng(8039);
+  for (int i = 0; i < 150; ++i) {
+    const Ed25519KeyPair pair = generate_ed25519_key_pair();
+    Bytes message(prng.below(80));
+    prng.fill(message);
+    const Signature signature = sign(pair.secret, message);
+    // Ordinary keys: our subgroup check must say yes (so the fast path is what is compared).
+    const auto table = ed25519_verifying_key(pair.public_key, Ed25519SubgroupCheck::yes);
+    ASSERT_NE(table, nullptr);
+    ASSERT_TRUE(ed25519_key_in_prime_order_subgroup(*table));
+    expect_same_identity_check(pair.public_key, message, signature, "valid");
+    Signature bad = signature;
+    bad[prng.below(64)] ^= static_cast<uint8_t>(1u << prng.below(8));
+    expect_same_identity_check(pair.public_key, message, bad, "bit flipped in signature");
+    Key32 bad_key = pair.public_key;
+    bad_key[prng.below(32)] ^= static_cast<uint8_t>(1u << prng.below(8));
+    expect_same_identity_check(bad_key, message, signature, "bit flipped in key");
+  }
+}
+
+TEST_F(CryptoEd25519, MixedOrderSmallOrderAndNonCanonicalKeysAreNotConverted) {
+  const Ed25519KeyPair pair = generate_ed25519_key_pair();
+  const Bytes message = {4, 5, 6};
+  const Signature signature = sign(pair.secret, message);
+  const std::vector<Key32> odd = odd_encodings();
+  for (const Key32& key : odd) expect_same_identity_check(key, message, signature, "odd key");
+  int mixed = 0;
+  for (const Key32& torsion : odd) {
+    Key32 mixed_key;
+    if (crypto_core_ed25519_add(mixed_key.data(), pair.public_key.data(), torsion.data()) != 0 ||
+        mixed_key == pair.public_key) {
+      continue;
+    }
+    // A point of order 2L, 4L or 8L: a point, not of small order, but outside the subgroup.
+    const auto table = ed25519_verifying_key(mixed_key, Ed25519SubgroupCheck::yes);
+    ASSERT_NE(table, nullptr) << to_hex(mixed_key);
+    EXPECT_FALSE(ed25519_key_in_prime_order_subgroup(*table)) << to_hex(mixed_key);
+    expect_same_identity_check(mixed_key, message, signature, "mixed-order key");
+    ++mixed;
+  }
+  EXPECT_GE(mixed, 6);
+}
+
+TEST_F(CryptoEd25519, VerifyAndConvertOnRandomBytes) {
+  Prng prng(8040);
+  for (int i = 0; i < 300; ++i) {
+    Key32 key;
+    prng.fill(key);
+    Signature signature;
+    prng.fill(signature);
+    signature[63] &= 0x0f;
+    const Bytes message = {static_cast<uint8_t>(i)};
+    expect_same_identity_check(key, message, signature, "random");
+  }
+}
+
 // The cache holds kVerifyingKeysCached keys; cycling through more keeps every verdict right.
 TEST_F(CryptoEd25519, CacheReplacementKeepsVerdicts) {
   std::vector<Ed25519KeyPair> pairs;

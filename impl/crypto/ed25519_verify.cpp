@@ -7,6 +7,7 @@
 
 #include "impl/base/assert.h"
 #include "impl/crypto/field25519.h"
+#include "impl/crypto/x25519_base.h"
 
 namespace msgsim::crypto {
 
@@ -165,23 +166,57 @@ Cached to_cached(const P3& p) {
 constexpr int kSegments = 4;
 constexpr int kSegmentDigits = 64;
 
+// The width-w NAF of a little-endian scalar below 2^253 (defined below).
+constexpr int kDigits = 256;
+void wnaf(const uint8_t* scalar, int width, int8_t (&digits)[kDigits]);
+
+// L - 2^252 (little-endian, 125 bits): [L]A = [2^252]A + [kGroupOrderLow]A.
+constexpr uint8_t kGroupOrderLow[32] = {0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58,
+                                        0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14};
+
+bool is_identity(const P3& p) { return fe_is_zero(p.X) && fe_equal(p.Y, p.Z); }
+
 template <int kOdd>
 struct SegmentTable {
   Cached points[kSegments][kOdd];
+  // Set when built with the subgroup check: [L]P is the identity, i.e. P is in the subgroup of
+  // prime order L (crypto_sign_ed25519_pk_to_curve25519's ge25519_is_on_main_subgroup).
+  bool in_prime_order_subgroup = false;
 
-  explicit SegmentTable(const P3& point) {
-    P3 segment_base = point;
+  // The doubling chain P, [2]P, ..., [2^192]P gives the segments' bases; with the subgroup
+  // check it runs on to [2^252]P and adds up [L - 2^252]P from the chain's points on the way
+  // (60 more doublings and about 42 additions, where a separate [L]P would cost 252 doublings).
+  SegmentTable(const P3& point, bool check_subgroup) {
+    int8_t low_digits[kDigits] = {};
+    if (check_subgroup) wnaf(kGroupOrderLow, 2, low_digits);
+    P3 low_multiple = identity();
+    P3 chain = point;
+    int position = 0;
+    auto fold = [&] {
+      if (low_digits[position] > 0) low_multiple = to_p3(add(low_multiple, to_cached(chain)));
+      if (low_digits[position] < 0) low_multiple = to_p3(sub(low_multiple, to_cached(chain)));
+    };
+    auto double_chain = [&] {
+      chain = to_p3(dbl(chain));
+      position += 1;
+      if (check_subgroup) fold();
+    };
+    if (check_subgroup) fold();
     for (int segment = 0; segment < kSegments; ++segment) {
       if (segment > 0) {
-        for (int i = 0; i < kSegmentDigits; ++i) segment_base = to_p3(dbl(segment_base));
+        for (int i = 0; i < kSegmentDigits; ++i) double_chain();
       }
-      const Cached twice = to_cached(to_p3(dbl(segment_base)));
-      P3 multiple = segment_base;
+      const Cached twice = to_cached(to_p3(dbl(chain)));
+      P3 multiple = chain;
       points[segment][0] = to_cached(multiple);
       for (int i = 1; i < kOdd; ++i) {
         multiple = to_p3(add(multiple, twice));
         points[segment][i] = to_cached(multiple);
       }
+    }
+    if (check_subgroup) {
+      while (position < 252) double_chain();
+      in_prime_order_subgroup = is_identity(to_p3(add(low_multiple, to_cached(chain))));
     }
   }
 };
@@ -194,19 +229,19 @@ using BaseTable = SegmentTable<1 << (kBaseWindow - 2)>;
 using KeyTable = SegmentTable<1 << (kKeyWindow - 2)>;
 
 const BaseTable& base_table() {
-  static const BaseTable table(base_point());
+  static const BaseTable table(base_point(), false);
   return table;
 }
 
 // The width-w NAF of a little-endian scalar below 2^253: odd digits of magnitude below
 // 2^(w-1), at least w - 1 zeros after each nonzero one, sum of digits[i] 2^i = scalar.
-void wnaf(const uint8_t* scalar, int width, int8_t (&digits)[kSegments * kSegmentDigits]) {
+void wnaf(const uint8_t* scalar, int width, int8_t (&digits)[kDigits]) {
   uint64_t limbs[5] = {load_le64(scalar), load_le64(scalar + 8), load_le64(scalar + 16),
                        load_le64(scalar + 24), 0};
   MSGSIM_ASSERT(limbs[3] >> 61 == 0, "wNAF scalar not below 2^253");
   std::fill(std::begin(digits), std::end(digits), int8_t{0});
   const int64_t window = int64_t{1} << width;
-  for (int i = 0; i < kSegments * kSegmentDigits; ++i) {
+  for (int i = 0; i < kDigits; ++i) {
     if (limbs[0] & 1) {
       int64_t digit = static_cast<int64_t>(limbs[0] & static_cast<uint64_t>(window - 1));
       if (digit >= window / 2) digit -= window;
@@ -255,9 +290,9 @@ void add_digit(P3& acc, const SegmentTable<kOdd>& table, int segment, int digit)
 
 // sum over segments of [digits] * table, the digits' segments processed in step.
 template <int kOddA, int kOddB>
-P3 double_multiple(const int8_t (&digits_a)[kSegments * kSegmentDigits],
+P3 double_multiple(const int8_t (&digits_a)[kDigits],
                    const SegmentTable<kOddA>& table_a,
-                   const int8_t (&digits_b)[kSegments * kSegmentDigits],
+                   const int8_t (&digits_b)[kDigits],
                    const SegmentTable<kOddB>& table_b) {
   P3 acc = identity();
   bool started = false;
@@ -278,12 +313,15 @@ P3 double_multiple(const int8_t (&digits_a)[kSegments * kSegmentDigits],
 
 class Ed25519VerifyingKey {
  public:
-  Ed25519VerifyingKey(const std::array<uint8_t, 32>& encoded, const P3& negated_point)
-      : encoded_(encoded), negated_table_(negated_point) {}
+  Ed25519VerifyingKey(const std::array<uint8_t, 32>& encoded, const P3& negated_point,
+                      bool check_subgroup)
+      : encoded_(encoded), negated_table_(negated_point, check_subgroup) {}
 
   const std::array<uint8_t, 32>& encoded() const { return encoded_; }
   // Multiples of -A: verification adds [k](-A).
   const KeyTable& negated_table() const { return negated_table_; }
+  // [L]A = O (-A is in the subgroup exactly when A is); false when not checked.
+  bool in_prime_order_subgroup() const { return negated_table_.in_prime_order_subgroup; }
 
  private:
   std::array<uint8_t, 32> encoded_;
@@ -291,11 +329,50 @@ class Ed25519VerifyingKey {
 };
 
 std::shared_ptr<const Ed25519VerifyingKey> ed25519_verifying_key(
-    const std::array<uint8_t, 32>& public_key) {
+    const std::array<uint8_t, 32>& public_key, Ed25519SubgroupCheck subgroup_check) {
   P3 point;
   if (!decode(public_key, point) || has_small_order(point)) return nullptr;
   const P3 negated = {fe_neg(point.X), point.Y, point.Z, fe_neg(point.T)};
-  return std::make_shared<const Ed25519VerifyingKey>(public_key, negated);
+  return std::make_shared<const Ed25519VerifyingKey>(
+      public_key, negated, subgroup_check == Ed25519SubgroupCheck::yes);
+}
+
+bool ed25519_key_in_prime_order_subgroup(const Ed25519VerifyingKey& key) {
+  return key.in_prime_order_subgroup();
+}
+
+Ed25519IdentityCheck ed25519_verify_and_convert(const std::array<uint8_t, 32>& public_key,
+                                                std::span<const uint8_t> message,
+                                                const std::array<uint8_t, 64>& signature) {
+  Ed25519IdentityCheck check;
+  const auto key = ed25519_verifying_key(public_key, Ed25519SubgroupCheck::yes);
+  Ed25519FastVerdict verdict = Ed25519FastVerdict::unusual;
+  if (key != nullptr) verdict = ed25519_verify_fast(*key, message, signature);
+  check.signature_valid = verdict != Ed25519FastVerdict::unusual
+                              ? verdict == Ed25519FastVerdict::valid
+                              : crypto_sign_verify_detached(signature.data(), message.data(),
+                                                            message.size(),
+                                                            public_key.data()) == 0;
+  if (key != nullptr && key->in_prime_order_subgroup()) {
+    // A canonical encoding of a point of prime order: libsodium's checks all pass, and its
+    // result is u = (1 + y) / (1 - y) of the same y.
+    check.x25519 = montgomery_u_of_edwards_y(public_key);
+    check.converted = true;
+  } else {
+    check.converted = crypto_sign_ed25519_pk_to_curve25519(check.x25519.data(),
+                                                           public_key.data()) == 0;
+  }
+  return check;
+}
+
+bool ed25519_public_to_x25519_checked(const std::array<uint8_t, 32>& public_key,
+                                      std::array<uint8_t, 32>& x25519) {
+  const auto key = ed25519_verifying_key(public_key, Ed25519SubgroupCheck::yes);
+  if (key != nullptr && key->in_prime_order_subgroup()) {
+    x25519 = montgomery_u_of_edwards_y(public_key);
+    return true;
+  }
+  return crypto_sign_ed25519_pk_to_curve25519(x25519.data(), public_key.data()) == 0;
 }
 
 Ed25519FastVerdict ed25519_verify_fast(const Ed25519VerifyingKey& key,
@@ -314,8 +391,8 @@ Ed25519FastVerdict ed25519_verify_fast(const Ed25519VerifyingKey& key,
   uint8_t k[32];
   crypto_core_ed25519_scalar_reduce(k, digest);
 
-  int8_t s_digits[kSegments * kSegmentDigits];
-  int8_t k_digits[kSegments * kSegmentDigits];
+  int8_t s_digits[kDigits];
+  int8_t k_digits[kDigits];
   wnaf(s, kBaseWindow, s_digits);
   wnaf(k, kKeyWindow, k_digits);
   const P3 r_check = double_multiple(s_digits, base_table(), k_digits, key.negated_table());
@@ -370,9 +447,9 @@ bool ed25519_verify_cached(const std::array<uint8_t, 32>& public_key,
 }
 
 std::array<uint8_t, 32> ed25519_base_multiple_for_tests(const std::array<uint8_t, 32>& scalar) {
-  int8_t digits[kSegments * kSegmentDigits];
+  int8_t digits[kDigits];
   wnaf(scalar.data(), kBaseWindow, digits);
-  int8_t zero[kSegments * kSegmentDigits] = {};
+  int8_t zero[kDigits] = {};
   return encode(double_multiple(digits, base_table(), zero, base_table()));
 }
 

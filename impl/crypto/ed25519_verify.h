@@ -38,9 +38,14 @@ class Ed25519VerifyingKey;
 enum class Ed25519FastVerdict { valid, invalid, unusual };
 
 // Decodes and tables a public key; null when the key is unusual (not canonical, not a point,
-// of small order), for which every verification goes to libsodium.
+// of small order), for which every verification goes to libsodium. With the subgroup check,
+// the table's doubling chain also finds whether [L]A is the identity.
+enum class Ed25519SubgroupCheck { no, yes };
 std::shared_ptr<const Ed25519VerifyingKey> ed25519_verifying_key(
-    const std::array<uint8_t, 32>& public_key);
+    const std::array<uint8_t, 32>& public_key,
+    Ed25519SubgroupCheck subgroup_check = Ed25519SubgroupCheck::no);
+// For a key tabled with the subgroup check: [L]A is the identity.
+bool ed25519_key_in_prime_order_subgroup(const Ed25519VerifyingKey& key);
 
 // The fast path alone: valid or invalid exactly as libsodium would say, or unusual.
 Ed25519FastVerdict ed25519_verify_fast(const Ed25519VerifyingKey& key,
@@ -54,6 +59,22 @@ inline constexpr size_t kVerifyingKeysCached = 8;
 bool ed25519_verify_cached(const std::array<uint8_t, 32>& public_key,
                            std::span<const uint8_t> message,
                            const std::array<uint8_t, 64>& signature);
+
+// X3DH's first contact with a peer (spec/e2ee.md): the signed prekey's signature under the
+// identity key, and the identity key's X25519 form, on one decoding and one doubling chain.
+// Exactly what crypto_sign_verify_detached and crypto_sign_ed25519_pk_to_curve25519 say (and
+// the latter's bytes): where our code finds anything unusual, it asks them.
+struct Ed25519IdentityCheck {
+  bool signature_valid = false;
+  bool converted = false;  // the key has an X25519 form (a point of prime order)
+  std::array<uint8_t, 32> x25519{};
+};
+Ed25519IdentityCheck ed25519_verify_and_convert(const std::array<uint8_t, 32>& public_key,
+                                                std::span<const uint8_t> message,
+                                                const std::array<uint8_t, 64>& signature);
+// The conversion alone: crypto_sign_ed25519_pk_to_curve25519's verdict and bytes.
+bool ed25519_public_to_x25519_checked(const std::array<uint8_t, 32>& public_key,
+                                      std::array<uint8_t, 32>& x25519);
 
 // [scalar]B for a 32-byte little-endian scalar below 2^253 through the static base-point table
 // (the tests compare it with libsodium's crypto_scalarmult_ed25519_base_noclamp).

@@ -45,7 +45,7 @@ inline Fe fe_carry(U128 r0, U128 r1, U128 r2, U128 r3, U128 r4) {
            static_cast<uint64_t>(r3) & kMask51, static_cast<uint64_t>(r4) & kMask51}};
 }
 
-inline Fe fe_mul(const Fe& a, const Fe& b) {
+[[gnu::always_inline]] inline Fe fe_mul(const Fe& a, const Fe& b) {
   const uint64_t b1_19 = b.v[1] * 19, b2_19 = b.v[2] * 19, b3_19 = b.v[3] * 19,
                  b4_19 = b.v[4] * 19;
   const U128 r0 = U128{a.v[0]} * b.v[0] + U128{a.v[1]} * b4_19 + U128{a.v[2]} * b3_19 +
@@ -61,7 +61,7 @@ inline Fe fe_mul(const Fe& a, const Fe& b) {
   return fe_carry(r0, r1, r2, r3, r4);
 }
 
-inline Fe fe_square(const Fe& a) {
+[[gnu::always_inline]] inline Fe fe_square(const Fe& a) {
   const uint64_t a0_2 = a.v[0] * 2, a1_2 = a.v[1] * 2, a3_19 = a.v[3] * 19,
                  a4_19 = a.v[4] * 19;
   const U128 r0 = U128{a.v[0]} * a.v[0] + U128{a1_2} * a4_19 + U128{a.v[2] * 2} * a3_19;
@@ -93,18 +93,31 @@ inline Fe fe_invert(const Fe& z) {
   return fe_mul(fe_square_times(z_250_0, 5), z11);  // z^(2^255 - 21)
 }
 
-// a - b for reduced inputs: a + 2p - b keeps every limb positive.
+// a - b: b is carried first (limbs below 2^51, the bottom one below 2^51 + 2^18), so that
+// a + 2p - b keeps every limb positive; the result's limbs are below a's + 2^52. No carry of
+// the result (libsodium's fe25519_sub does the same).
 inline Fe fe_sub(const Fe& a, const Fe& b) {
-  return fe_carry(U128{a.v[0]} + 0xFFFFFFFFFFFDAULL - b.v[0],
-                  U128{a.v[1]} + 0xFFFFFFFFFFFFEULL - b.v[1],
-                  U128{a.v[2]} + 0xFFFFFFFFFFFFEULL - b.v[2],
-                  U128{a.v[3]} + 0xFFFFFFFFFFFFEULL - b.v[3],
-                  U128{a.v[4]} + 0xFFFFFFFFFFFFEULL - b.v[4]);
+  uint64_t b0 = b.v[0], b1 = b.v[1], b2 = b.v[2], b3 = b.v[3], b4 = b.v[4];
+  b1 += b0 >> 51;
+  b0 &= kMask51;
+  b2 += b1 >> 51;
+  b1 &= kMask51;
+  b3 += b2 >> 51;
+  b2 &= kMask51;
+  b4 += b3 >> 51;
+  b3 &= kMask51;
+  b0 += 19 * (b4 >> 51);
+  b4 &= kMask51;
+  return {{a.v[0] + 0xFFFFFFFFFFFDAULL - b0, a.v[1] + 0xFFFFFFFFFFFFEULL - b1,
+           a.v[2] + 0xFFFFFFFFFFFFEULL - b2, a.v[3] + 0xFFFFFFFFFFFFEULL - b3,
+           a.v[4] + 0xFFFFFFFFFFFFEULL - b4}};
 }
 
+// a + b without a carry: with inputs below 2^52 (the outputs of mul, square and from_bytes)
+// the limbs stay below 2^53, and mul and square accept limbs below 2^54. Callers keep sums of
+// sums within that (the group formulas add at most an output of add to one of mul).
 inline Fe fe_add(const Fe& a, const Fe& b) {
-  return fe_carry(U128{a.v[0]} + b.v[0], U128{a.v[1]} + b.v[1], U128{a.v[2]} + b.v[2],
-                  U128{a.v[3]} + b.v[3], U128{a.v[4]} + b.v[4]);
+  return {{a.v[0] + b.v[0], a.v[1] + b.v[1], a.v[2] + b.v[2], a.v[3] + b.v[3], a.v[4] + b.v[4]}};
 }
 
 // The canonical (fully reduced, < p) little-endian encoding.

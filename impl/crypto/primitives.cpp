@@ -4,6 +4,7 @@
 
 #include "impl/base/assert.h"
 #include "impl/crypto/chacha20poly1305.h"
+#include "impl/crypto/ed25519_verify.h"
 #include "impl/crypto/x25519_base.h"
 
 namespace msgsim::crypto {
@@ -48,12 +49,14 @@ bool verify(const Key32& public_key, ByteSpan message, const Signature& signatur
                                      public_key.data()) == 0;
 }
 
+Error invalid_identity_error(const Key32& public_key) {
+  return make_error(ErrorCode::crypto_error,
+                    "identity key " + to_hex(public_key) + " is not a valid Ed25519 point");
+}
+
 Result<Key32> ed25519_public_to_x25519(const Key32& public_key) {
   Key32 out;
-  if (crypto_sign_ed25519_pk_to_curve25519(out.data(), public_key.data()) != 0) {
-    return make_error(ErrorCode::crypto_error,
-                      "identity key " + to_hex(public_key) + " is not a valid Ed25519 point");
-  }
+  if (!ed25519_public_to_x25519_checked(public_key, out)) return invalid_identity_error(public_key);
   return out;
 }
 

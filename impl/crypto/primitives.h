@@ -69,7 +69,10 @@ struct Ed25519KeyPair {
 Ed25519KeyPair generate_ed25519_key_pair();
 Signature sign(const Ed25519Secret& secret, ByteSpan message);
 bool verify(const Key32& public_key, ByteSpan message, const Signature& signature);
+// crypto_sign_ed25519_pk_to_curve25519's bytes and refusals, through our own decoding and
+// subgroup check where the key is ordinary (ed25519_verify.h).
 Result<Key32> ed25519_public_to_x25519(const Key32& public_key);
+Error invalid_identity_error(const Key32& public_key);
 Key32 ed25519_secret_to_x25519(const Ed25519Secret& secret);
 
 // HMAC-SHA256 with the key's inner and outer states computed once: KDF_CK computes two MACs

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "impl/base/assert.h"
+#include "impl/crypto/ed25519_verify.h"
 
 namespace msgsim::crypto {
 
@@ -31,15 +32,44 @@ SharedMemo& shared_memo() {
   return memo;
 }
 
-Result<Key32> shared_x25519_of(const Key32& identity) {
-  SharedMemo& memo = shared_memo();
+const Key32* shared_conversion(const Key32& identity) {
+  const SharedMemo& memo = shared_memo();
   const auto it = memo.conversions.find(identity);
-  if (it != memo.conversions.end()) return it->second;
+  return it != memo.conversions.end() ? &it->second : nullptr;
+}
+
+void remember_conversion(const Key32& identity, const Key32& x25519) {
+  SharedMemo& memo = shared_memo();
+  if (memo.conversions.size() >= kSharedMemoEntriesMax) memo.conversions.clear();
+  memo.conversions.emplace(identity, x25519);
+}
+
+Result<Key32> shared_x25519_of(const Key32& identity) {
+  if (const Key32* known = shared_conversion(identity)) return *known;
   Result<Key32> converted = ed25519_public_to_x25519(identity);
   if (!converted) return converted;
-  if (memo.conversions.size() >= kSharedMemoEntriesMax) memo.conversions.clear();
-  memo.conversions.emplace(identity, *converted);
+  remember_conversion(identity, *converted);
   return converted;
+}
+
+std::array<uint8_t, kSignedPrekeyRecordBytes> signed_prekey_record(const PrekeyBundle& bundle) {
+  std::array<uint8_t, kSignedPrekeyRecordBytes> record;
+  auto at = std::copy(bundle.identity.begin(), bundle.identity.end(), record.begin());
+  for (int shift = 24; shift >= 0; shift -= 8) *at++ = static_cast<uint8_t>(bundle.signed_prekey_id >> shift);
+  at = std::copy(bundle.signed_prekey.begin(), bundle.signed_prekey.end(), at);
+  at = std::copy(bundle.signed_prekey_signature.begin(), bundle.signed_prekey_signature.end(), at);
+  MSGSIM_ASSERT(at == record.end());
+  return record;
+}
+
+bool shared_signature_known(const PrekeyBundle& bundle) {
+  return shared_memo().verified_signed_prekeys.count(signed_prekey_record(bundle)) != 0;
+}
+
+void remember_signature(const PrekeyBundle& bundle) {
+  SharedMemo& memo = shared_memo();
+  if (memo.verified_signed_prekeys.size() >= kSharedMemoEntriesMax) memo.verified_signed_prekeys.clear();
+  memo.verified_signed_prekeys.insert(signed_prekey_record(bundle));
 }
 
 }  // namespace
@@ -138,47 +168,59 @@ Key32 derive_shared_secret(const Key32& dh1, const Key32& dh2, const Key32& dh3,
 }  // namespace
 
 Result<Key32> PeerIdentityCache::x25519_of(const Key32& identity) {
-  for (const auto& [ed25519, x25519] : entries_) {
-    if (ed25519 == identity) return x25519;
-  }
+  if (const Key32* known = known_x25519(identity)) return *known;
   Result<Key32> converted = shared_x25519_of(identity);
   if (!converted) return converted;
-  if (entries_.size() < kEntriesMax) {
-    entries_.emplace_back(identity, *converted);
-  } else {
-    entries_[next_replaced_] = {identity, *converted};
-    next_replaced_ = (next_replaced_ + 1) % kEntriesMax;
-  }
+  record_x25519(identity, *converted);
   return converted;
 }
 
 namespace {
 
+Bytes bundle_signed_message(const PrekeyBundle& bundle) {
+  return signed_prekey_message(bundle.signed_prekey_id, bundle.signed_prekey);
+}
+
 bool signed_prekey_signature_valid(const PrekeyBundle& bundle) {
-  return verify(bundle.identity,
-                signed_prekey_message(bundle.signed_prekey_id, bundle.signed_prekey),
-                bundle.signed_prekey_signature);
+  return verify(bundle.identity, bundle_signed_message(bundle), bundle.signed_prekey_signature);
+}
+
+Error bad_signature_error(const PrekeyBundle& bundle) {
+  return make_error(ErrorCode::crypto_error,
+                    "prekey bundle of " + to_hex(bundle.identity).substr(0, 16) +
+                        ": signed prekey " + std::to_string(bundle.signed_prekey_id) +
+                        " has a bad signature");
+}
+
+// A bundle met for the first time: the signature check and the identity key's conversion on
+// one decoding and doubling chain (ed25519_verify.h), with libsodium's verdicts. The signature
+// is judged first, as the spec orders it.
+Result<Key32> first_contact_identity(const PrekeyBundle& bundle) {
+  const Ed25519IdentityCheck check = ed25519_verify_and_convert(
+      bundle.identity, bundle_signed_message(bundle), bundle.signed_prekey_signature);
+  if (!check.signature_valid) return bad_signature_error(bundle);
+  if (!check.converted) return invalid_identity_error(bundle.identity);
+  return check.x25519;
 }
 
 // The same through the thread's shared memo of signatures that verified.
 bool shared_signed_prekey_valid(const PrekeyBundle& bundle) {
-  std::array<uint8_t, kSignedPrekeyRecordBytes> record;
-  auto at = std::copy(bundle.identity.begin(), bundle.identity.end(), record.begin());
-  for (int shift = 24; shift >= 0; shift -= 8) *at++ = static_cast<uint8_t>(bundle.signed_prekey_id >> shift);
-  at = std::copy(bundle.signed_prekey.begin(), bundle.signed_prekey.end(), at);
-  at = std::copy(bundle.signed_prekey_signature.begin(), bundle.signed_prekey_signature.end(), at);
-  MSGSIM_ASSERT(at == record.end());
-  SharedMemo& memo = shared_memo();
-  if (memo.verified_signed_prekeys.count(record) != 0) return true;
+  if (shared_signature_known(bundle)) return true;
   if (!signed_prekey_signature_valid(bundle)) return false;
-  if (memo.verified_signed_prekeys.size() >= kSharedMemoEntriesMax) memo.verified_signed_prekeys.clear();
-  memo.verified_signed_prekeys.insert(record);
+  remember_signature(bundle);
   return true;
 }
 
 }  // namespace
 
 bool PeerIdentityCache::signed_prekey_valid(const PrekeyBundle& bundle) {
+  if (knows_signed_prekey(bundle)) return true;
+  if (!shared_signed_prekey_valid(bundle)) return false;
+  record_signed_prekey(bundle);
+  return true;
+}
+
+bool PeerIdentityCache::knows_signed_prekey(const PrekeyBundle& bundle) const {
   for (const VerifiedSignedPrekey& record : verified_) {
     if (record.id == bundle.signed_prekey_id && record.identity == bundle.identity &&
         record.signed_prekey == bundle.signed_prekey &&
@@ -186,7 +228,10 @@ bool PeerIdentityCache::signed_prekey_valid(const PrekeyBundle& bundle) {
       return true;
     }
   }
-  if (!shared_signed_prekey_valid(bundle)) return false;
+  return false;
+}
+
+void PeerIdentityCache::record_signed_prekey(const PrekeyBundle& bundle) {
   const VerifiedSignedPrekey record{bundle.identity, bundle.signed_prekey_id,
                                     bundle.signed_prekey, bundle.signed_prekey_signature};
   if (verified_.size() < kSignedPrekeysMax) {
@@ -195,7 +240,49 @@ bool PeerIdentityCache::signed_prekey_valid(const PrekeyBundle& bundle) {
     verified_[next_verified_replaced_] = record;
     next_verified_replaced_ = (next_verified_replaced_ + 1) % kSignedPrekeysMax;
   }
-  return true;
+}
+
+const Key32* PeerIdentityCache::known_x25519(const Key32& identity) const {
+  for (const auto& [ed25519, x25519] : entries_) {
+    if (ed25519 == identity) return &x25519;
+  }
+  return nullptr;
+}
+
+void PeerIdentityCache::record_x25519(const Key32& identity, const Key32& x25519) {
+  if (entries_.size() < kEntriesMax) {
+    entries_.emplace_back(identity, x25519);
+  } else {
+    entries_[next_replaced_] = {identity, x25519};
+    next_replaced_ = (next_replaced_ + 1) % kEntriesMax;
+  }
+}
+
+Result<Key32> PeerIdentityCache::check_bundle(const PrekeyBundle& bundle) {
+  const bool signature_known = knows_signed_prekey(bundle);
+  const Key32* known = known_x25519(bundle.identity);
+  if (signature_known && known != nullptr) return *known;
+  if (signature_known) return x25519_of(bundle.identity);
+  if (known != nullptr) {
+    if (!shared_signed_prekey_valid(bundle)) return bad_signature_error(bundle);
+    record_signed_prekey(bundle);
+    return *known;
+  }
+  // Neither is this client's: another client on the thread may have converted the key.
+  if (const Key32* shared = shared_conversion(bundle.identity)) {
+    const Key32 x25519 = *shared;
+    if (!shared_signed_prekey_valid(bundle)) return bad_signature_error(bundle);
+    record_signed_prekey(bundle);
+    record_x25519(bundle.identity, x25519);
+    return x25519;
+  }
+  Result<Key32> converted = first_contact_identity(bundle);
+  if (!converted) return converted;
+  record_signed_prekey(bundle);
+  record_x25519(bundle.identity, *converted);
+  remember_signature(bundle);
+  remember_conversion(bundle.identity, *converted);
+  return converted;
 }
 
 namespace {
@@ -209,15 +296,8 @@ Result<Key32> peer_identity_x25519(const Key32& identity, PeerIdentityCache* ide
 Result<Key32> x3dh_initiator_secret(const IdentityKeyPair& self, const PrekeyBundle& bundle,
                                     const X25519KeyPair& ephemeral,
                                     PeerIdentityCache* identities) {
-  const bool signature_valid = identities != nullptr ? identities->signed_prekey_valid(bundle)
-                                                     : signed_prekey_signature_valid(bundle);
-  if (!signature_valid) {
-    return make_error(ErrorCode::crypto_error,
-                      "prekey bundle of " + to_hex(bundle.identity).substr(0, 16) +
-                          ": signed prekey " + std::to_string(bundle.signed_prekey_id) +
-                          " has a bad signature");
-  }
-  auto peer_identity_x = peer_identity_x25519(bundle.identity, identities);
+  auto peer_identity_x = identities != nullptr ? identities->check_bundle(bundle)
+                                               : first_contact_identity(bundle);
   if (!peer_identity_x) return peer_identity_x.error();
   auto dh1 = dh(self.x25519_secret, bundle.signed_prekey);
   if (!dh1) return dh1.error();

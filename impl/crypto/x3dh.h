@@ -96,10 +96,19 @@ class PeerIdentityCache {
   // True when the bundle's signed prekey signature verifies under its identity key (from the
   // record of an earlier verification of the same bytes, or by verifying and recording it).
   bool signed_prekey_valid(const PrekeyBundle& bundle);
+  // Both checks of the initiator's X3DH, the bundle's signature first: the X25519 form of its
+  // identity key, or the error. What neither record holds (a first contact) is checked on one
+  // decoding and doubling chain (ed25519_verify_and_convert).
+  Result<Key32> check_bundle(const PrekeyBundle& bundle);
   size_t size() const { return entries_.size(); }
   size_t verified_signed_prekeys() const { return verified_.size(); }
 
  private:
+  bool knows_signed_prekey(const PrekeyBundle& bundle) const;
+  void record_signed_prekey(const PrekeyBundle& bundle);
+  const Key32* known_x25519(const Key32& identity) const;
+  void record_x25519(const Key32& identity, const Key32& x25519);
+
   struct VerifiedSignedPrekey {
     Key32 identity;
     uint32_t id = 0;

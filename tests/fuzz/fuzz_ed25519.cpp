@@ -4,7 +4,8 @@
 //   odd:  the input's first 32 bytes seed a key pair that signs the message, and the next bytes
 //         pick up to three bits of key, signature or message to flip (0xffff: no flip), so that
 //         valid signatures and near-misses are reached too.
-// Our verdict must be libsodium's in both modes; a valid signature must be decided by our fast
+// Our verdict must be libsodium's in both modes, and so must the first-contact check's
+// conversion of the key to X25519 (crypto_sign_ed25519_pk_to_curve25519); a valid signature must be decided by our fast
 // path, not by its fallback to libsodium.
 #include <sodium.h>
 
@@ -70,6 +71,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                     "Ed25519 fast-path verdict differs from libsodium's");
     }
   }
+  // X3DH's first-contact check: libsodium's verdict, and its conversion's verdict and bytes.
+  const Ed25519IdentityCheck identity = ed25519_verify_and_convert(key, message, signature);
+  MSGSIM_ASSERT(identity.signature_valid == theirs, "first-contact verdict differs");
+  std::array<uint8_t, 32> converted;
+  const bool their_conversion =
+      crypto_sign_ed25519_pk_to_curve25519(converted.data(), key.data()) == 0;
+  MSGSIM_ASSERT(identity.converted == their_conversion, "conversion verdict differs");
+  MSGSIM_ASSERT(!their_conversion || identity.x25519 == converted, "conversion bytes differ");
   if (signed_intact) {
     MSGSIM_ASSERT(theirs && table != nullptr &&
                       ed25519_verify_fast(*table, message, signature) == Ed25519FastVerdict::valid,
