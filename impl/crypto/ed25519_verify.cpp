@@ -40,6 +40,12 @@ P3 to_p3(const P1P1& p) {
   return {fe_mul(p.X, p.T), fe_mul(p.Y, p.Z), fe_mul(p.Z, p.T), fe_mul(p.X, p.Y)};
 }
 
+// The same without T (one multiplication less), for a point whose next use is a doubling,
+// which reads only X, Y and Z (ref10's ge_p1p1_to_p2). T is left zero.
+P3 to_p3_for_doubling(const P1P1& p) {
+  return {fe_mul(p.X, p.T), fe_mul(p.Y, p.Z), fe_mul(p.Z, p.T), fe_small(0)};
+}
+
 // 2p (ref10's ge_p2_dbl; T of the input is not used).
 P1P1 dbl(const P3& p) {
   P1P1 r;
@@ -98,9 +104,9 @@ std::array<uint8_t, 32> encode(const P3& p) {
 // [8]p is the identity: p has small order (1, 2, 4 or 8). [8]p has X = 0 only as (0, 1) or
 // (0, -1), and (0, -1) has order 2, which would give p order 16: no such point exists.
 bool has_small_order(const P3& p) {
-  P3 eight = to_p3(dbl(p));
-  eight = to_p3(dbl(eight));
-  eight = to_p3(dbl(eight));
+  P3 eight = to_p3_for_doubling(dbl(p));
+  eight = to_p3_for_doubling(dbl(eight));
+  eight = to_p3_for_doubling(dbl(eight));
   return fe_is_zero(eight.X);
 }
 
@@ -196,9 +202,13 @@ struct SegmentTable {
       if (low_digits[position] > 0) low_multiple = to_p3(add(low_multiple, to_cached(chain)));
       if (low_digits[position] < 0) low_multiple = to_p3(sub(low_multiple, to_cached(chain)));
     };
+    // T is needed where the chain's point is added (a folded digit, a segment's base, the
+    // last point); elsewhere the next use is the next doubling.
     auto double_chain = [&] {
-      chain = to_p3(dbl(chain));
       position += 1;
+      const bool added = (check_subgroup && low_digits[position] != 0) ||
+                         position % kSegmentDigits == 0 || position == 252;
+      chain = added ? to_p3(dbl(chain)) : to_p3_for_doubling(dbl(chain));
       if (check_subgroup) fold();
     };
     if (check_subgroup) fold();
@@ -241,31 +251,42 @@ void wnaf(const uint8_t* scalar, int width, int8_t (&digits)[kDigits]) {
   MSGSIM_ASSERT(limbs[3] >> 61 == 0, "wNAF scalar not below 2^253");
   std::fill(std::begin(digits), std::end(digits), int8_t{0});
   const int64_t window = int64_t{1} << width;
-  for (int i = 0; i < kDigits; ++i) {
-    if (limbs[0] & 1) {
-      int64_t digit = static_cast<int64_t>(limbs[0] & static_cast<uint64_t>(window - 1));
-      if (digit >= window / 2) digit -= window;
-      digits[i] = static_cast<int8_t>(digit);
-      // scalar -= digit: the low `width` bits become zero.
-      if (digit > 0) {
-        uint64_t borrow = static_cast<uint64_t>(digit);
-        for (uint64_t& limb : limbs) {
-          const uint64_t before = limb;
-          limb -= borrow;
-          borrow = limb > before ? 1 : 0;
-          if (borrow == 0) break;
-        }
-      } else {
-        uint64_t carry = static_cast<uint64_t>(-digit);
-        for (uint64_t& limb : limbs) {
-          limb += carry;
-          carry = limb < carry ? 1 : 0;
-          if (carry == 0) break;
-        }
+  // Shifts the scalar right by 1..63 bits.
+  auto shift_right = [&limbs](int bits) {
+    for (int l = 0; l < 4; ++l) limbs[l] = limbs[l] >> bits | limbs[l + 1] << (64 - bits);
+    limbs[4] >>= bits;
+  };
+  int i = 0;
+  while (i < kDigits && (limbs[0] | limbs[1] | limbs[2] | limbs[3] | limbs[4]) != 0) {
+    if ((limbs[0] & 1) == 0) {
+      // Runs of zero digits are skipped a word at a time.
+      const int zeros = limbs[0] == 0 ? 63 : __builtin_ctzll(limbs[0]);
+      shift_right(zeros);
+      i += zeros;
+      continue;
+    }
+    int64_t digit = static_cast<int64_t>(limbs[0] & static_cast<uint64_t>(window - 1));
+    if (digit >= window / 2) digit -= window;
+    digits[i] = static_cast<int8_t>(digit);
+    // scalar -= digit: the low `width` bits become zero.
+    if (digit > 0) {
+      uint64_t borrow = static_cast<uint64_t>(digit);
+      for (uint64_t& limb : limbs) {
+        const uint64_t before = limb;
+        limb -= borrow;
+        borrow = limb > before ? 1 : 0;
+        if (borrow == 0) break;
+      }
+    } else {
+      uint64_t carry = static_cast<uint64_t>(-digit);
+      for (uint64_t& limb : limbs) {
+        limb += carry;
+        carry = limb < carry ? 1 : 0;
+        if (carry == 0) break;
       }
     }
-    for (int l = 0; l < 4; ++l) limbs[l] = limbs[l] >> 1 | limbs[l + 1] << 63;
-    limbs[4] >>= 1;
+    shift_right(width);
+    i += width;
   }
   MSGSIM_ASSERT((limbs[0] | limbs[1] | limbs[2] | limbs[3] | limbs[4]) == 0,
                 "wNAF longer than 256 digits");
@@ -297,7 +318,15 @@ P3 double_multiple(const int8_t (&digits_a)[kDigits],
   P3 acc = identity();
   bool started = false;
   for (int r = kSegmentDigits - 1; r >= 0; --r) {
-    if (started) acc = to_p3(dbl(acc));
+    if (started) {
+      // T only when this row adds something (additions read T, doublings do not).
+      bool row_adds = false;
+      for (int segment = 0; segment < kSegments; ++segment) {
+        row_adds = row_adds || digits_a[segment * kSegmentDigits + r] != 0 ||
+                   digits_b[segment * kSegmentDigits + r] != 0;
+      }
+      acc = row_adds ? to_p3(dbl(acc)) : to_p3_for_doubling(dbl(acc));
+    }
     for (int segment = 0; segment < kSegments; ++segment) {
       const int a = digits_a[segment * kSegmentDigits + r];
       const int b = digits_b[segment * kSegmentDigits + r];
