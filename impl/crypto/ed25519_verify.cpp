@@ -94,12 +94,14 @@ P1P1 sub(const P3& p, const Cached& q) {
   return r;
 }
 
-std::array<uint8_t, 32> encode(const P3& p) {
-  const Fe z_inverse = fe_invert(p.Z);
+// The encoding of p given 1/Z (which a caller may have from a batched inversion).
+std::array<uint8_t, 32> encode(const P3& p, const Fe& z_inverse) {
   std::array<uint8_t, 32> out = fe_to_bytes(fe_mul(p.Y, z_inverse));
   if (fe_is_negative(fe_mul(p.X, z_inverse))) out[31] |= 0x80;
   return out;
 }
+
+std::array<uint8_t, 32> encode(const P3& p) { return encode(p, fe_invert(p.Z)); }
 
 // [8]p is the identity: p has small order (1, 2, 4 or 8). [8]p has X = 0 only as (0, 1) or
 // (0, -1), and (0, -1) has order 2, which would give p order 16: no such point exists.
@@ -370,46 +372,14 @@ bool ed25519_key_in_prime_order_subgroup(const Ed25519VerifyingKey& key) {
   return key.in_prime_order_subgroup();
 }
 
-Ed25519IdentityCheck ed25519_verify_and_convert(const std::array<uint8_t, 32>& public_key,
-                                                std::span<const uint8_t> message,
-                                                const std::array<uint8_t, 64>& signature) {
-  Ed25519IdentityCheck check;
-  const auto key = ed25519_verifying_key(public_key, Ed25519SubgroupCheck::yes);
-  Ed25519FastVerdict verdict = Ed25519FastVerdict::unusual;
-  if (key != nullptr) verdict = ed25519_verify_fast(*key, message, signature);
-  check.signature_valid = verdict != Ed25519FastVerdict::unusual
-                              ? verdict == Ed25519FastVerdict::valid
-                              : crypto_sign_verify_detached(signature.data(), message.data(),
-                                                            message.size(),
-                                                            public_key.data()) == 0;
-  if (key != nullptr && key->in_prime_order_subgroup()) {
-    // A canonical encoding of a point of prime order: libsodium's checks all pass, and its
-    // result is u = (1 + y) / (1 - y) of the same y.
-    check.x25519 = montgomery_u_of_edwards_y(public_key);
-    check.converted = true;
-  } else {
-    check.converted = crypto_sign_ed25519_pk_to_curve25519(check.x25519.data(),
-                                                           public_key.data()) == 0;
-  }
-  return check;
-}
+namespace {
 
-bool ed25519_public_to_x25519_checked(const std::array<uint8_t, 32>& public_key,
-                                      std::array<uint8_t, 32>& x25519) {
-  const auto key = ed25519_verifying_key(public_key, Ed25519SubgroupCheck::yes);
-  if (key != nullptr && key->in_prime_order_subgroup()) {
-    x25519 = montgomery_u_of_edwards_y(public_key);
-    return true;
-  }
-  return crypto_sign_ed25519_pk_to_curve25519(x25519.data(), public_key.data()) == 0;
-}
-
-Ed25519FastVerdict ed25519_verify_fast(const Ed25519VerifyingKey& key,
-                                       std::span<const uint8_t> message,
-                                       const std::array<uint8_t, 64>& signature) {
+// [S]B - [k]A for a signature (R, S) under the key A, k = SHA-512(R || A || M) mod L as
+// libsodium computes it; false when S >= L (libsodium refuses those: left to it).
+bool r_check_of(const Ed25519VerifyingKey& key, std::span<const uint8_t> message,
+                const std::array<uint8_t, 64>& signature, P3& r_check) {
   const uint8_t* s = signature.data() + 32;
-  if (!scalar_is_canonical(s)) return Ed25519FastVerdict::unusual;
-  // k = SHA-512(R || A || M) mod L, as libsodium computes it.
+  if (!scalar_is_canonical(s)) return false;
   crypto_hash_sha512_state hash;
   crypto_hash_sha512_init(&hash);
   crypto_hash_sha512_update(&hash, signature.data(), 32);
@@ -424,13 +394,30 @@ Ed25519FastVerdict ed25519_verify_fast(const Ed25519VerifyingKey& key,
   int8_t k_digits[kDigits];
   wnaf(s, kBaseWindow, s_digits);
   wnaf(k, kKeyWindow, k_digits);
-  const P3 r_check = double_multiple(s_digits, base_table(), k_digits, key.negated_table());
-  if (!std::equal(signature.begin(), signature.begin() + 32, encode(r_check).begin())) {
+  r_check = double_multiple(s_digits, base_table(), k_digits, key.negated_table());
+  return true;
+}
+
+// The verdict once [S]B - [k]A is known: libsodium compares its encoding with R byte for byte.
+Ed25519FastVerdict judge(const P3& r_check, const Fe& z_inverse,
+                         const std::array<uint8_t, 64>& signature) {
+  if (!std::equal(signature.begin(), signature.begin() + 32,
+                  encode(r_check, z_inverse).begin())) {
     return Ed25519FastVerdict::invalid;
   }
   // libsodium refuses a small-order R whatever the equation says; let it decide those.
   if (has_small_order(r_check)) return Ed25519FastVerdict::unusual;
   return Ed25519FastVerdict::valid;
+}
+
+}  // namespace
+
+Ed25519FastVerdict ed25519_verify_fast(const Ed25519VerifyingKey& key,
+                                       std::span<const uint8_t> message,
+                                       const std::array<uint8_t, 64>& signature) {
+  P3 r_check;
+  if (!r_check_of(key, message, signature, r_check)) return Ed25519FastVerdict::unusual;
+  return judge(r_check, fe_invert(r_check.Z), signature);
 }
 
 bool ed25519_verify_cached(const std::array<uint8_t, 32>& public_key,
@@ -473,6 +460,53 @@ bool ed25519_verify_cached(const std::array<uint8_t, 32>& public_key,
   }
   return crypto_sign_verify_detached(signature.data(), message.data(), message.size(),
                                      public_key.data()) == 0;
+}
+
+Ed25519IdentityCheck ed25519_verify_and_convert(const std::array<uint8_t, 32>& public_key,
+                                                std::span<const uint8_t> message,
+                                                const std::array<uint8_t, 64>& signature) {
+  Ed25519IdentityCheck check;
+  const auto key = ed25519_verifying_key(public_key, Ed25519SubgroupCheck::yes);
+  Ed25519FastVerdict verdict = Ed25519FastVerdict::unusual;
+  if (key != nullptr && key->in_prime_order_subgroup()) {
+    // A canonical encoding of a point of prime order: libsodium's conversion checks all pass,
+    // and its result is u = (1 + y) / (1 - y) of the same y. Its inversion and the one that
+    // encodes [S]B - [k]A are batched (1/(ab) gives 1/a and 1/b with two multiplications).
+    // 1 - y is not zero: y = 1 is the identity, of small order.
+    const Fe y = fe_from_bytes(public_key.data());
+    const Fe one_minus_y = fe_sub(fe_small(1), y);
+    Fe one_minus_y_inverse;
+    P3 r_check;
+    if (r_check_of(*key, message, signature, r_check)) {
+      const Fe both_inverse = fe_invert(fe_mul(r_check.Z, one_minus_y));
+      one_minus_y_inverse = fe_mul(both_inverse, r_check.Z);
+      verdict = judge(r_check, fe_mul(both_inverse, one_minus_y), signature);
+    } else {
+      one_minus_y_inverse = fe_invert(one_minus_y);
+    }
+    check.x25519 = fe_to_bytes(fe_mul(fe_add(fe_small(1), y), one_minus_y_inverse));
+    check.converted = true;
+  } else {
+    if (key != nullptr) verdict = ed25519_verify_fast(*key, message, signature);
+    check.converted = crypto_sign_ed25519_pk_to_curve25519(check.x25519.data(),
+                                                           public_key.data()) == 0;
+  }
+  check.signature_valid = verdict != Ed25519FastVerdict::unusual
+                              ? verdict == Ed25519FastVerdict::valid
+                              : crypto_sign_verify_detached(signature.data(), message.data(),
+                                                            message.size(),
+                                                            public_key.data()) == 0;
+  return check;
+}
+
+bool ed25519_public_to_x25519_checked(const std::array<uint8_t, 32>& public_key,
+                                      std::array<uint8_t, 32>& x25519) {
+  const auto key = ed25519_verifying_key(public_key, Ed25519SubgroupCheck::yes);
+  if (key != nullptr && key->in_prime_order_subgroup()) {
+    x25519 = montgomery_u_of_edwards_y(public_key);
+    return true;
+  }
+  return crypto_sign_ed25519_pk_to_curve25519(x25519.data(), public_key.data()) == 0;
 }
 
 std::array<uint8_t, 32> ed25519_base_multiple_for_tests(const std::array<uint8_t, 32>& scalar) {
