@@ -180,9 +180,9 @@ struct ShrunkCase {
   const char* check;
 };
 
-class ShrunkBug : public ::testing::TestWithParam<ShrunkCase> {};
+class ShrinkBar : public ::testing::TestWithParam<ShrunkCase> {};
 
-TEST_P(ShrunkBug, WithinTheBarsFailsWithTheBugAndPassesWithout) {
+TEST_P(ShrinkBar, ShrunkScenarioFailsWithTheBugAndPassesWithout) {
   const ShrunkCase& c = GetParam();
   const Scenario scenario = load(std::string("tests/data/shrunk/") + c.bug + ".json");
   const ScenarioSize size = size_of(scenario);
@@ -201,7 +201,7 @@ TEST_P(ShrunkBug, WithinTheBarsFailsWithTheBugAndPassesWithout) {
   for (const CheckResult& check : clean.checks) EXPECT_TRUE(check.passed) << check.name << ": " << check.detail;
 }
 
-INSTANTIATE_TEST_SUITE_P(Durability, ShrunkBug,
+INSTANTIATE_TEST_SUITE_P(Durability, ShrinkBar,
                          ::testing::Values(ShrunkCase{"leader-ack-before-replication", "no-loss"},
                                            ShrunkCase{"no-epoch-fencing", "no-loss"},
                                            ShrunkCase{"storage-not-idempotent", "store-consistency"},
