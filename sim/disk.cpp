@@ -32,7 +32,7 @@ void FileImage::read(uint64_t offset, std::span<uint8_t> out) const {
     const uint64_t at = offset + done;
     const size_t in_block = static_cast<size_t>(at % kBlockBytes);
     const size_t count = std::min(out.size() - done, kBlockBytes - in_block);
-    std::memcpy(out.data() + done, blocks_[static_cast<size_t>(at / kBlockBytes)].get() + in_block, count);
+    std::memcpy(out.data() + done, blocks_[static_cast<size_t>(at / kBlockBytes)].bytes() + in_block, count);
     done += count;
   }
 }
@@ -44,7 +44,7 @@ void FileImage::write(uint64_t offset, ByteView data) {
     const uint64_t at = offset + done;
     const size_t in_block = static_cast<size_t>(at % kBlockBytes);
     const size_t count = std::min(data.size() - done, kBlockBytes - in_block);
-    std::memcpy(blocks_[static_cast<size_t>(at / kBlockBytes)].get() + in_block, data.data() + done, count);
+    std::memcpy(blocks_[static_cast<size_t>(at / kBlockBytes)].writable_bytes() + in_block, data.data() + done, count);
     done += count;
   }
 }
@@ -57,24 +57,30 @@ void FileImage::resize(uint64_t size) {
     const size_t in_block = static_cast<size_t>(size % kBlockBytes);
     if (in_block != 0) {
       const size_t clear_end = static_cast<size_t>(std::min<uint64_t>(size_ - (size - in_block), kBlockBytes));
-      std::memset(blocks_[blocks - 1].get() + in_block, 0, clear_end - in_block);
+      std::memset(blocks_[blocks - 1].writable_bytes() + in_block, 0, clear_end - in_block);
     }
-    blocks_.resize(blocks);
+    blocks_.erase(blocks_.begin() + static_cast<std::ptrdiff_t>(blocks), blocks_.end());
   } else {
-    while (blocks_.size() < blocks) blocks_.push_back(std::make_unique<uint8_t[]>(kBlockBytes));  // zeroed
+    while (blocks_.size() < blocks) blocks_.emplace_back(new Block());  // value-initialised: zeroed
   }
   size_ = size;
 }
 
 FileImage FileImage::clone() const {
   FileImage copy;
-  copy.blocks_.reserve(blocks_.size());
-  for (const auto& block : blocks_) {
-    copy.blocks_.push_back(std::make_unique_for_overwrite<uint8_t[]>(kBlockBytes));
-    std::memcpy(copy.blocks_.back().get(), block.get(), kBlockBytes);
-  }
+  copy.blocks_ = blocks_;  // shared until written
   copy.size_ = size_;
   return copy;
+}
+
+uint8_t* FileImage::BlockRef::writable_bytes() {
+  if (block_->holders > 1) {
+    Block* own = new Block;  // default-initialised: every byte is copied below
+    std::memcpy(own->bytes, block_->bytes, kBlockBytes);
+    block_->holders--;
+    block_ = own;
+  }
+  return block_->bytes;
 }
 
 Bytes FileImage::copy(uint64_t begin, uint64_t end) const {

@@ -45,6 +45,30 @@ TEST(NodeStorage, WritesAreVisibleAtOnceAndDurableOnlyAfterSync) {
   EXPECT_EQ(storage.unsynced_ops(), 0u);
 }
 
+TEST(FileImage, ClonesShareBlocksUntilEitherSideWrites) {
+  FileImage original;
+  original.write(0, filled(3000, 1));
+  FileImage copy = original.clone();
+  copy.write(1500, filled(10, 2));  // copies the one block it touches
+  original.write(0, filled(5, 3));
+  original.resize(1200);            // the shrink clears the tail of a block the copy shares
+  copy.resize(4000);
+  Bytes expected_copy = filled(4000, 0);
+  std::fill(expected_copy.begin(), expected_copy.begin() + 3000, 1);
+  std::fill(expected_copy.begin() + 1500, expected_copy.begin() + 1510, 2);
+  EXPECT_EQ(copy.to_bytes(), expected_copy);
+  Bytes expected_original = filled(1200, 1);
+  std::fill(expected_original.begin(), expected_original.begin() + 5, 3);
+  EXPECT_EQ(original.to_bytes(), expected_original);
+  original.resize(3000);  // grows with zeros, not with the copy's bytes
+  EXPECT_EQ(original.copy(1200, 3000), filled(1800, 0));
+  {
+    FileImage short_lived = copy.clone();
+    short_lived.write(0, filled(4000, 9));
+  }
+  EXPECT_EQ(copy.to_bytes(), expected_copy);  // a clone gone takes nothing of the copy's
+}
+
 TEST(NodeStorage, DurableImagesCopyToAnotherDiskAsSyncedFiles) {
   // The store check's copy: each file's durable image (unsynced writes and a shrink undone),
   // created on another disk with nothing queued, so a crash there keeps it whole.
