@@ -554,5 +554,16 @@ TEST(Regression, ARestartWritesTheNextSeqsItReplayed) {
   EXPECT_EQ(first.digest_hex, again.digest_hex);
 }
 
+// Every chat server drained at once, the senders back 10 s later: the last two sends were acked
+// 0.35 ms before the run ended, the instant every device first looked settled, so their fan-out
+// never arrived and no-loss failed a run that had not settled (quiescent said true). The world
+// now ends a run only once it has stayed settled for kSettleConfirmNs.
+TEST(Regression, TheRunEndsOnlyOnceTheSystemStaysSettled) {
+  const sim::RunReport first = run_regression("no-loss-settle-window-42.json");
+  EXPECT_EQ(failed_checks(first), "");
+  const sim::RunReport again = run_regression("no-loss-settle-window-42.json");
+  EXPECT_EQ(first.digest_hex, again.digest_hex);
+}
+
 }  // namespace
 }  // namespace msgsim::chat
