@@ -77,8 +77,13 @@ inline Fe fe_square_times(Fe a, int times) {
   return a;
 }
 
-// z^(p - 2) = 1 / z (0 for z = 0), by the addition chain of ref10.
-inline Fe fe_invert(const Fe& z) {
+// z^(2^250 - 1), and z^11 on the way: the common part of ref10's addition chains for the
+// inverse and for the square root's exponent below.
+struct FePow250 {
+  Fe z_250_0;  // z^(2^250 - 1)
+  Fe z11;      // z^11
+};
+inline FePow250 fe_pow_2_250_minus_1(const Fe& z) {
   const Fe z2 = fe_square(z);
   const Fe z9 = fe_mul(fe_square_times(z2, 2), z);
   const Fe z11 = fe_mul(z9, z2);
@@ -90,7 +95,13 @@ inline Fe fe_invert(const Fe& z) {
   const Fe z_100_0 = fe_mul(fe_square_times(z_50_0, 50), z_50_0);
   const Fe z_200_0 = fe_mul(fe_square_times(z_100_0, 100), z_100_0);
   const Fe z_250_0 = fe_mul(fe_square_times(z_200_0, 50), z_50_0);
-  return fe_mul(fe_square_times(z_250_0, 5), z11);  // z^(2^255 - 21)
+  return FePow250{z_250_0, z11};
+}
+
+// z^(p - 2) = 1 / z (0 for z = 0), by the addition chain of ref10.
+inline Fe fe_invert(const Fe& z) {
+  const FePow250 pow = fe_pow_2_250_minus_1(z);
+  return fe_mul(fe_square_times(pow.z_250_0, 5), pow.z11);  // z^(2^255 - 21)
 }
 
 // a - b: b is carried first (limbs below 2^51, the bottom one below 2^51 + 2^18), so that
@@ -180,18 +191,7 @@ inline bool fe_is_negative(const Fe& a) { return (fe_to_bytes(a)[0] & 1) != 0; }
 // z^((p - 5) / 8) = z^(2^252 - 3), the exponent of the square root in RFC 8032's decoding
 // (ref10's addition chain).
 inline Fe fe_pow22523(const Fe& z) {
-  const Fe z2 = fe_square(z);
-  const Fe z9 = fe_mul(fe_square_times(z2, 2), z);
-  const Fe z11 = fe_mul(z9, z2);
-  const Fe z_5_0 = fe_mul(fe_square(z11), z9);                  // z^(2^5 - 1)
-  const Fe z_10_0 = fe_mul(fe_square_times(z_5_0, 5), z_5_0);   // z^(2^10 - 1)
-  const Fe z_20_0 = fe_mul(fe_square_times(z_10_0, 10), z_10_0);
-  const Fe z_40_0 = fe_mul(fe_square_times(z_20_0, 20), z_20_0);
-  const Fe z_50_0 = fe_mul(fe_square_times(z_40_0, 10), z_10_0);
-  const Fe z_100_0 = fe_mul(fe_square_times(z_50_0, 50), z_50_0);
-  const Fe z_200_0 = fe_mul(fe_square_times(z_100_0, 100), z_100_0);
-  const Fe z_250_0 = fe_mul(fe_square_times(z_200_0, 50), z_50_0);
-  return fe_mul(fe_square_times(z_250_0, 2), z);  // z^(2^252 - 3)
+  return fe_mul(fe_square_times(fe_pow_2_250_minus_1(z).z_250_0, 2), z);  // z^(2^252 - 3)
 }
 
 }  // namespace msgsim::crypto::field
