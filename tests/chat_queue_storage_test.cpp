@@ -180,6 +180,14 @@ struct Rig {
     return out;
   }
 
+  // The queue node crashes with `disk` and starts again; the rig settles after each step.
+  void restart_queue(CrashDisk disk) {
+    sim.crash(queue_id, disk);
+    settle();
+    sim.start(queue_id);
+    settle();
+  }
+
   // The chat server's process restarts: it reconnects to the queue and storage.
   void restart_chat() {
     sim.crash(chat_id, CrashDisk::keep_unsynced);
@@ -334,10 +342,7 @@ TEST(Queue, AGroupMessageSealedForAnOldMemberListIsAnsweredStale) {
   EXPECT_EQ(rig.produce_and_wait(message("g:a", "u2", "m5"), 0), "seq:8");
   EXPECT_EQ(rig.produce_and_wait(message("dm:u1:u2", "u1", "m6", "u2"), 12345), "seq:1");
   // After a restart the digest is computed again from the recovered members.
-  rig.sim.crash(rig.queue_id, CrashDisk::keep_unsynced);
-  rig.settle();
-  rig.sim.start(rig.queue_id);
-  rig.settle();
+  rig.restart_queue(CrashDisk::keep_unsynced);
   rig.restart_chat();
   EXPECT_EQ(rig.produce_and_wait(message("g:a", "u2", "m7"), digest_of({"u1", "u2", "u3"})), "stale:u1,u2");
   EXPECT_EQ(rig.produce_and_wait(message("g:a", "u2", "m7"), digest_of({"u1", "u2"})), "seq:9");
@@ -379,10 +384,7 @@ TEST_P(QueueCrash, KeepsEveryAckedRecordAndSeqsContinue) {
   const std::vector<uint64_t> acked = produce_many(rig, "a", 50);
   ASSERT_EQ(acked.size(), 50u);
   EXPECT_EQ(acked.back(), 50u);
-  rig.sim.crash(rig.queue_id, GetParam());
-  rig.settle();
-  rig.sim.start(rig.queue_id);
-  rig.settle();
+  rig.restart_queue(GetParam());
   EXPECT_EQ(rig.queue().next_seq("dm:u1:u2"), 51u);
   // The chat server reconnects, retries one acked send, then sends a new one.
   rig.restart_chat();
@@ -407,10 +409,7 @@ TEST(Queue, NextSeqsWrittenLazilyAreReplayedFromTheLogAfterACrash) {
                                    : message("g:a", "u1", "m" + std::to_string(i));
     ASSERT_EQ(rig.produce_and_wait(entry), "seq:" + std::to_string(i / 2 + (i % 2 == 0 ? 1 : 2)));
   }
-  rig.sim.crash(rig.queue_id, CrashDisk::lose_unsynced);
-  rig.settle();
-  rig.sim.start(rig.queue_id);
-  rig.settle();
+  rig.restart_queue(CrashDisk::lose_unsynced);
   EXPECT_EQ(rig.queue().next_seq("dm:u1:u2"), uint64_t(count / 2 + 1));
   EXPECT_EQ(rig.queue().next_seq("g:a"), uint64_t(count / 2 + 2));
   rig.restart_chat();
@@ -426,10 +425,7 @@ TEST(Queue, NextSeqsReplayedByOneRestartSurviveTheNext) {
   rig.start_all();
   for (int i = 0; i < 10; ++i)
     ASSERT_EQ(rig.produce_and_wait(message("dm:u1:u2", "u1", "quiet" + std::to_string(i), "u2")), "seq:" + std::to_string(i + 1));
-  rig.sim.crash(rig.queue_id, CrashDisk::lose_unsynced);
-  rig.settle();
-  rig.sim.start(rig.queue_id);
-  rig.settle();
+  rig.restart_queue(CrashDisk::lose_unsynced);
   ASSERT_EQ(rig.queue().next_seq("dm:u1:u2"), 11u);
   // Another conversation alone keeps the queue busy past kSeqsEveryBatches batches, so the next
   // seqs and their cover are written at least once while dm:u1:u2 says nothing.
@@ -437,10 +433,7 @@ TEST(Queue, NextSeqsReplayedByOneRestartSurviveTheNext) {
   const int busy = static_cast<int>(QueueNode::kSeqsEveryBatches) + 1;
   for (int i = 0; i < busy; ++i)
     ASSERT_EQ(rig.produce_and_wait(message("dm:u3:u4", "u3", "busy" + std::to_string(i), "u4")), "seq:" + std::to_string(i + 1));
-  rig.sim.crash(rig.queue_id, CrashDisk::lose_unsynced);
-  rig.settle();
-  rig.sim.start(rig.queue_id);
-  rig.settle();
+  rig.restart_queue(CrashDisk::lose_unsynced);
   EXPECT_EQ(rig.queue().next_seq("dm:u1:u2"), 11u);
   EXPECT_EQ(rig.queue().next_seq("dm:u3:u4"), uint64_t(busy + 1));
   rig.restart_chat();
@@ -454,10 +447,7 @@ TEST(Queue, AckBeforeDurableBugLosesAckedRecordsInACrash) {
   rig.start_all();
   const std::vector<uint64_t> acked = produce_many(rig, "a", 50);
   ASSERT_EQ(acked.size(), 50u);
-  rig.sim.crash(rig.queue_id, CrashDisk::lose_unsynced);
-  rig.settle();
-  rig.sim.start(rig.queue_id);
-  rig.settle();
+  rig.restart_queue(CrashDisk::lose_unsynced);
   // Acked seqs are gone: the next message would reuse one of them.
   EXPECT_LT(rig.queue().next_seq("dm:u1:u2"), 51u);
 }

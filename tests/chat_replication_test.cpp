@@ -510,6 +510,14 @@ sim::RunReport run_regression(const std::string& file) {
   return sim::run_world(*s, options);
 }
 
+// A fixed regression: every check passes, and a second run has the same digest.
+void expect_clean_and_replayable(const std::string& file) {
+  const sim::RunReport first = run_regression(file);
+  EXPECT_EQ(failed_checks(first), "");
+  const sim::RunReport again = run_regression(file);
+  EXPECT_EQ(first.digest_hex, again.digest_hex);
+}
+
 // chat-faulty seed 853: an ISR expansion raced the records committed while it was in flight.
 // The leader of partition 3 (queue-2) asked to add queue-1 back when queue-1 had every
 // committed record, then committed one more record (seq 10 of dm:u3:u6) without it (a latency
@@ -518,10 +526,7 @@ sim::RunReport run_regression(const std::string& file) {
 // another message. The leader now counts an asked-for member in its HW until the epoch moves
 // on (queue.h "Failover", the maximal ISR).
 TEST(Regression, AnIsrAdditionInFlightCountsInTheHighWatermark) {
-  const sim::RunReport first = run_regression("seq-agreement-isr-expansion-853.json");
-  EXPECT_EQ(failed_checks(first), "");
-  const sim::RunReport again = run_regression("seq-agreement-isr-expansion-853.json");
-  EXPECT_EQ(first.digest_hex, again.digest_hex);
+  expect_clean_and_replayable("seq-agreement-isr-expansion-853.json");
 }
 
 // chat-disk-faults seed 20 with the planted bug storage-not-idempotent (issue 6): queue-1, leader
@@ -548,10 +553,7 @@ TEST(Regression, ARestartedReplicaKeepsItsPersistedHighWatermark) {
 // stayed quiet while later batches wrote the cover past its record; the second restart (269.0 s)
 // read the stale row and gave seq 10 to a second message. Recovery now writes what it replayed.
 TEST(Regression, ARestartWritesTheNextSeqsItReplayed) {
-  const sim::RunReport first = run_regression("seq-agreement-replayed-next-seq-60.json");
-  EXPECT_EQ(failed_checks(first), "");
-  const sim::RunReport again = run_regression("seq-agreement-replayed-next-seq-60.json");
-  EXPECT_EQ(first.digest_hex, again.digest_hex);
+  expect_clean_and_replayable("seq-agreement-replayed-next-seq-60.json");
 }
 
 // Every chat server drained at once, the senders back 10 s later: the last two sends were acked
@@ -559,10 +561,7 @@ TEST(Regression, ARestartWritesTheNextSeqsItReplayed) {
 // never arrived and no-loss failed a run that had not settled (quiescent said true). The world
 // now ends a run only once it has stayed settled for kSettleConfirmNs.
 TEST(Regression, TheRunEndsOnlyOnceTheSystemStaysSettled) {
-  const sim::RunReport first = run_regression("no-loss-settle-window-42.json");
-  EXPECT_EQ(failed_checks(first), "");
-  const sim::RunReport again = run_regression("no-loss-settle-window-42.json");
-  EXPECT_EQ(first.digest_hex, again.digest_hex);
+  expect_clean_and_replayable("no-loss-settle-window-42.json");
 }
 
 }  // namespace
