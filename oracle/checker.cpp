@@ -397,7 +397,11 @@ struct Checker::State {
   int64_t last_t = std::numeric_limits<int64_t>::min();
   Stats stats;
 
-  Interner users_ids, device_ids, conv_ids, msg_ids;
+  // A deliver compares its user, conv and sender with names these keep by id (one line each).
+  Interner users_ids{Interner::Names::by_id};
+  Interner device_ids{Interner::Names::by_id};
+  Interner conv_ids{Interner::Names::by_id};
+  Interner msg_ids;
   ChunkedVector<User, 10> users;
   ChunkedVector<Device, 10> devices;
   ChunkedVector<Conv, 10> convs;
@@ -1326,20 +1330,20 @@ struct Checker::State {
     convs.prefetch(conv);
     if (m.seq == kNoSeq) prefetch_seq_slot(conv, e.seq);
     if (e.type != EventType::deliver) {
-      conv_ids.prefetch_position(conv);  // the ack's name_is of its conv
+      conv_ids.prefetch_name(conv);  // the ack's name_is of its conv
       return;
     }
     if (h.device.id != kNone) {
       const uint32_t user = devices[h.device.id].user;
       if (user != kNone) {
         membership_index.prefetch(pack(conv, user));
-        users_ids.prefetch_position(user);
+        users_ids.prefetch_name(user);
       }
     }
     if (m.sender_device != kNone) devices.prefetch(m.sender_device);
     // deliver_ids_from_records compares the line's user, conv and sender with these names.
-    conv_ids.prefetch_position(conv);
-    if (m.sender_user != kNone) users_ids.prefetch_position(m.sender_user);
+    conv_ids.prefetch_name(conv);
+    if (m.sender_user != kNone) users_ids.prefetch_name(m.sender_user);
   }
 
   // The fourth stage, once the (device, conversation) index slot is in the cache: finds the
@@ -1357,13 +1361,10 @@ struct Checker::State {
     if (e.type != EventType::deliver && e.type != EventType::expire && e.type != EventType::ack) return;
     if (h.msg.id == kNone) return;
     const Message& m = messages[h.msg.id];
-    // The name slots whose positions the stage before started loading (deliver and ack).
-    if (e.type != EventType::expire) conv_ids.prefetch_slot_of(m.conv);
+    // (The names the stage before started loading are copies by id: nothing more to load.)
     if (e.type == EventType::deliver) {
-      if (m.sender_user != kNone) users_ids.prefetch_slot_of(m.sender_user);
       const uint32_t user = h.device.id == kNone ? kNone : devices[h.device.id].user;
       if (user != kNone) {
-        users_ids.prefetch_slot_of(user);
         // A group's member_for reads the user's Membership record and then its changes.
         if (m.conv < convs.size() && !convs[m.conv].one_to_one) {
           if (const uint32_t* index = membership_index.find(pack(m.conv, user))) {

@@ -153,10 +153,15 @@ class ChunkedVector {
 
 // Interns strings to dense ids 0, 1, 2... The table's 16-byte slots hold ids of up to 11 bytes
 // inline, so a lookup costs one cache miss; longer ids live, length-prefixed, in an arena of
-// blocks and their slots hold a hash tag and a pointer. id -> slot is kept for printing names.
+// blocks and their slots hold a hash tag and a pointer. For printing names and for name_is,
+// the interner keeps either id -> slot position (4 bytes an id: the message ids, millions of
+// them) or a copy of each id's slot by id (16 bytes an id: users, devices and conversations,
+// few, whose names a deliver compares): name_is then reads one line of a dense array instead
+// of a position and then a slot somewhere in the table.
 class Interner {
  public:
-  Interner() { slots_.assign(16, Slot{}); }
+  enum class Names : bool { by_position, by_id };
+  explicit Interner(Names names = Names::by_position) : by_id_(names == Names::by_id) { slots_.assign(16, Slot{}); }
 
   // The id of `text` (whose text_hash is `h`), adding it when new; `added` tells which.
   uint32_t intern(std::string_view text, uint64_t h, bool& added) {
@@ -172,7 +177,7 @@ class Interner {
       }
     }
     added = true;
-    const auto id = static_cast<uint32_t>(positions_.size());
+    const auto id = static_cast<uint32_t>(size());
     MSGSIM_ASSERT(id < kNone - 1, "more than 4 billion distinct ids");
     Slot slot;
     slot.id_plus1 = id + 1;
@@ -183,8 +188,12 @@ class Interner {
       std::memcpy(slot.bytes + 3, &stored, sizeof stored);
     }
     slots_[i] = slot;
-    positions_.push_back(static_cast<uint32_t>(i));
-    if (positions_.size() * 4 > slots_.size() * 3) grow();
+    if (by_id_) {
+      names_.push_back(slot);
+    } else {
+      positions_.push_back(static_cast<uint32_t>(i));
+    }
+    if (size() * 4 > slots_.size() * 3) grow();
     return id;
   }
   uint32_t intern(std::string_view text, bool& added) { return intern(text, text_hash(text), added); }
@@ -204,18 +213,23 @@ class Interner {
     return id_plus1 - 1;
   }
 
-  std::string_view name(uint32_t id) const { return name_of(slots_[positions_[id]]); }
-  // name_is reads two scattered words: where id's slot is, then the slot. Prefetching takes two
-  // steps a few events apart, the first starting the load of the position, the second (once
-  // that is in the cache) the slot's.
-  void prefetch_position(uint32_t id) const { positions_.prefetch(id); }
+  std::string_view name(uint32_t id) const { return name_of(slot_of(id)); }
+  // Starts loading what name_is(id, ...) reads: with names by id, all of it; by position, the
+  // position (prefetch_slot_of then loads the slot, once the position is in the cache).
+  void prefetch_name(uint32_t id) const {
+    if (by_id_) {
+      names_.prefetch(id);
+    } else {
+      positions_.prefetch(id);
+    }
+  }
   void prefetch_slot_of(uint32_t id) const {
-    if (id < positions_.size()) prefetch_address(&slots_[positions_[id]]);
+    if (!by_id_ && id < positions_.size()) prefetch_address(&slots_[positions_[id]]);
   }
   // Whether id's text is `text`: what intern(text) == id says when the text is known, without
   // hashing it or probing the table (a short id compares as one 12-byte block).
   bool name_is(uint32_t id, std::string_view text) const {
-    const Slot& slot = slots_[positions_[id]];
+    const Slot& slot = slot_of(id);
     const size_t n = text.size();
     if (n > kInlineMax) return slot.length == kLong && name_of(slot) == text;
     if (slot.length != n) return false;
@@ -229,10 +243,10 @@ class Interner {
     return true;
   }
 
-  size_t size() const { return positions_.size(); }
+  size_t size() const { return by_id_ ? names_.size() : positions_.size(); }
 
   size_t memory_bytes() const {
-    return slots_.capacity() * sizeof(Slot) + positions_.memory_bytes() + arena_bytes_ +
+    return slots_.capacity() * sizeof(Slot) + positions_.memory_bytes() + names_.memory_bytes() + arena_bytes_ +
            blocks_.capacity() * sizeof(std::unique_ptr<char[]>);
   }
 
@@ -247,6 +261,10 @@ class Interner {
     char bytes[11] = {};
   };
   static_assert(sizeof(Slot) == 16 && offsetof(Slot, length) == 4 && offsetof(Slot, bytes) == 5);
+
+  // id's slot: its copy by id, or the table's slot at its position. (A copy stays exact: a slot
+  // never changes once written, and a long id's arena bytes never move.)
+  const Slot& slot_of(uint32_t id) const { return by_id_ ? names_[id] : slots_[positions_[id]]; }
 
   // What a slot for `text` (of hash h) holds after its id, as head_word and tail_word read it,
   // computed in registers: built as a Slot on the stack and read back as words, it cost a
@@ -349,12 +367,14 @@ class Interner {
       size_t i = text_hash(name_of(slot)) & mask;
       while (slots_[i].id_plus1 != 0) i = (i + 1) & mask;
       slots_[i] = slot;
-      positions_[slot.id_plus1 - 1] = static_cast<uint32_t>(i);
+      if (!by_id_) positions_[slot.id_plus1 - 1] = static_cast<uint32_t>(i);
     }
   }
 
+  bool by_id_ = false;
   std::vector<Slot> slots_;
-  ChunkedVector<uint32_t> positions_;  // id -> slot index
+  ChunkedVector<uint32_t> positions_;  // id -> slot index (names by position)
+  ChunkedVector<Slot> names_;          // id -> a copy of its slot (names by id)
   std::vector<std::unique_ptr<char[]>> blocks_;
   char* current_ = nullptr;  // the block being filled
   size_t block_used_ = 0;

@@ -321,8 +321,13 @@ TEST(OracleChecker, ObserveRecordsADecreasingTimeAsBadInput) {
 // The interner's slots hold ids of up to 11 bytes inline, compared as two words, and longer ids
 // through a tag and the arena: every length around those boundaries, texts that differ in one
 // byte only (at every position), the empty text, and enough ids to grow the table several times.
-TEST(OracleInterner, FindsExactlyWhatItInterned) {
-  detail::Interner interner;
+// Both ways of keeping names (slot positions, or copies of the slots by id) give the same.
+class OracleInterner : public ::testing::TestWithParam<detail::Interner::Names> {};
+INSTANTIATE_TEST_SUITE_P(Names, OracleInterner,
+                         ::testing::Values(detail::Interner::Names::by_position, detail::Interner::Names::by_id));
+
+TEST_P(OracleInterner, FindsExactlyWhatItInterned) {
+  detail::Interner interner(GetParam());
   std::vector<std::string> texts;
   texts.push_back("");
   for (size_t n = 1; n <= 20; ++n) {
@@ -361,6 +366,12 @@ TEST(OracleInterner, FindsExactlyWhatItInterned) {
   EXPECT_FALSE(interner.find("m5000").has_value());
   EXPECT_FALSE(interner.find(std::string(21, 'a')).has_value());
   EXPECT_FALSE(interner.name_is(1, "b"));
+  // Long names keep their text in the arena: name_is compares it, not only the tag.
+  const std::string long_name(40, 'x');
+  const uint32_t long_id = interner.intern(long_name);
+  EXPECT_TRUE(interner.name_is(long_id, long_name));
+  EXPECT_FALSE(interner.name_is(long_id, std::string(39, 'x') + "y"));
+  EXPECT_EQ(interner.name(long_id), long_name);
 }
 
 }  // namespace
