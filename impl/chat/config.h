@@ -108,6 +108,13 @@ struct ChatTuning {
   uint32_t device_pending_max = 256;                        // unacked sends a device keeps
   uint32_t reorder_buffer_max = 1024;                       // out-of-order entries a device holds
   uint32_t server_pending_max = 100'000;                    // requests a server has outstanding
+  // The queue's batching delays (impl/chat/queue.h). A produce waits up to the commit window for
+  // others to share its transaction, and committed records wait the linger before they go to the
+  // subscribers in one frame. Both add to every message's latency when the system is quiet; 0
+  // means "the next turn of the event loop" (a zero timer), which in a real process still
+  // batches everything that arrived in the same wakeup.
+  int64_t queue_commit_window_ns = 250 * kNanosPerMicro;
+  int64_t queue_linger_ns = 1 * kNanosPerMilli;
 };
 
 // One user's part in the workload.

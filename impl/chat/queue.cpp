@@ -424,7 +424,7 @@ bool QueueNode::open_batch(Context& ctx) {
   state_.batch_open = true;
   if (!state_.commit_armed) {
     state_.commit_armed = true;
-    ctx.set_timer(kGroupCommitNs, kCommitTag);
+    ctx.set_timer(config_.tuning.queue_commit_window_ns, kCommitTag);
   }
   return true;
 }
@@ -690,7 +690,7 @@ void QueueNode::append_unflushed(Context& ctx, uint32_t partition, RecordAt reco
   part.unflushed_bytes += bytes;
   if (!part.flush_armed) {
     part.flush_armed = true;
-    ctx.set_timer(kLingerNs, kFlushTag | partition);
+    ctx.set_timer(config_.tuning.queue_linger_ns, kFlushTag | partition);
   }
 }
 

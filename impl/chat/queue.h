@@ -5,7 +5,7 @@
 // and only after that transaction commits (synced) answers `Produced` and hands the record to
 // the partition's subscribers: persist before send.
 //
-// Group commit: produces that arrive within `kGroupCommitNs` of each other share one
+// Group commit: produces that arrive within `tuning.queue_commit_window_ns` of each other share one
 // transaction (at most `kBatchMax` answers), as databases and Kafka brokers batch their fsyncs.
 // Memory (seqs, members, offsets) moves at once so later produces of the batch are checked
 // against it; answers and records wait for the commit. A failed commit halts the node
@@ -30,7 +30,7 @@
 // Subscribers (storage nodes) get the stored records from the offset they ask for, then every
 // new committed record. Catch-up reads committed records from SQLite a few frames at a time (a
 // timer continues it), so one subscription never floods the network; new records wait
-// `kLingerNs` (Kafka's linger.ms) so a busy partition sends frames of many records, and its
+// `tuning.queue_linger_ns` (Kafka's linger.ms) so a busy partition sends frames of many records, and its
 // subscriber stores them in one transaction, instead of one frame and transaction each.
 //
 // Replication (replication factor RF = topology.replicas(), from the scenario; RF = 1 is the
@@ -186,11 +186,9 @@ class QueueNode final : public Node {
   static constexpr size_t kSubscriptionsMax = 4096;
   static constexpr size_t kCatchUpFramesPerTurn = 8;         // Records frames per catch-up step
   static constexpr size_t kFrameBytesBudget = 512 * 1024;     // below wire::kFrameBytesMax
-  static constexpr int64_t kGroupCommitNs = 250 * kNanosPerMicro;  // a batch stays open this long
   static constexpr size_t kBatchMax = 1024;                   // answers one batch holds, at most
   static constexpr uint32_t kSeqsEveryBatches = 256;  // next seqs written every this many batches
   static constexpr size_t kDirtyConvsMax = 8192;      // ... or once this many conversations wait
-  static constexpr int64_t kLingerNs = 1 * kNanosPerMilli;    // committed records wait this long
   static constexpr int64_t kCatchUpStepNs = 1 * kNanosPerMilli;
   static constexpr size_t kUncommittedMax = 100'000;  // records above the HW, per partition
   static constexpr size_t kWaitingMax = 100'000;      // answers waiting for the HW, per partition
