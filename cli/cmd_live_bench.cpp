@@ -39,6 +39,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
 #include <charconv>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -160,6 +161,77 @@ SharedGroupCommitCounters* map_shared_counters() {
   return new (memory) SharedGroupCommitCounters();
 }
 
+// MSGSIM_BENCH_TRACE=1: where a message's time goes inside the server process. The traffic
+// part's bodies start with the sender's CLOCK_MONOTONIC send time (run_rate), the clock of every
+// process, so each stage's delay since the send is read off the frame as it passes the host;
+// nothing is kept per message. Stages, in path order: the Send read from the device's socket,
+// the Produce handed to the queue, the committed Records handed to the storage, the Deliver
+// the chat server decided, and that Deliver written to the receiver's socket (after its group
+// commit batch was durable). Every second, the p50 and p99 of each stage since the send go to
+// stderr. Decoding every frame twice costs CPU: the trace is for finding delays, not for the
+// CPU figures.
+class StageTrace {
+ public:
+  enum Stage : size_t { kServerRead, kProduce, kRecords, kDeliverDecided, kDeliverWritten, kStages };
+  static constexpr size_t kSamplesPerStageMax = 1'000'000;  // per reporting interval
+
+  static bool enabled() {
+    static const bool on = std::getenv("MSGSIM_BENCH_TRACE") != nullptr;
+    return on;
+  }
+  // The send time a traffic body carries (-1: none).
+  static int64_t sent_ns_of(const Bytes& body) {
+    if (body.size() < sizeof(int64_t)) return -1;
+    int64_t sent_ns = 0;
+    std::memcpy(&sent_ns, body.data(), sizeof sent_ns);
+    return sent_ns;
+  }
+  void note(Stage stage, int64_t sent_ns) {
+    if (sent_ns <= 0) return;
+    auto& samples = samples_[stage];
+    if (samples.size() < kSamplesPerStageMax) samples.push_back(monotonic_now_ns() - sent_ns);
+  }
+  // Notes every traffic message a frame between nodes or from a device carries.
+  void note_frame(Stage read_stage, ByteView bytes) {
+    auto frame = chat::decode(bytes);
+    if (!frame.ok()) return;
+    if (const auto* send = std::get_if<chat::Send>(&*frame)) note(read_stage, sent_ns_of(send->body));
+    if (const auto* produce = std::get_if<chat::Produce>(&*frame)) note(kProduce, sent_ns_of(produce->entry.body));
+    if (const auto* records = std::get_if<chat::Records>(&*frame)) {
+      for (const chat::RecordAt& record : records->records) note(kRecords, sent_ns_of(record.entry.body));
+    }
+  }
+  // The send time of a Deliver (-1: another frame).
+  static int64_t deliver_sent_ns(ByteView bytes) {
+    auto frame = chat::decode(bytes);
+    if (!frame.ok()) return -1;
+    const auto* deliver = std::get_if<chat::Deliver>(&*frame);
+    return deliver == nullptr ? -1 : sent_ns_of(deliver->entry.body);
+  }
+  void report() {
+    if (samples_[kDeliverWritten].empty()) return;
+    static constexpr const char* kNames[kStages] = {"server read", "produce", "records", "deliver decided", "deliver written"};
+    std::string line = "trace: " + std::to_string(samples_[kDeliverWritten].size()) + " delivered; since the send (p50/p99 ms):";
+    for (size_t stage = 0; stage < kStages; ++stage) {
+      auto& samples = samples_[stage];
+      if (samples.empty()) continue;
+      std::sort(samples.begin(), samples.end());
+      auto at = [&](double q) {
+        return static_cast<double>(samples[std::min(samples.size() - 1, static_cast<size_t>(q * static_cast<double>(samples.size())))]) / 1e6;
+      };
+      char text[96];
+      std::snprintf(text, sizeof text, " %s %.3f/%.3f", kNames[stage], at(0.5), at(0.99));
+      line += text;
+      line += stage + 1 < kStages ? " |" : "";
+      samples.clear();
+    }
+    std::fprintf(stderr, "%s\n", line.c_str());
+  }
+
+ private:
+  std::vector<int64_t> samples_[kStages];
+};
+
 class BenchHost;
 
 class BenchHost final : public live::LeanWsHandler {
@@ -205,6 +277,8 @@ class BenchHost final : public live::LeanWsHandler {
            " syncs_deferred=" + std::to_string(s.syncs_deferred) + " syncs_immediate=" + std::to_string(s.syncs_immediate) +
            " held_frames=" + std::to_string(held_.size());
   }
+  // MSGSIM_BENCH_TRACE: the last second's stage delays to stderr (StageTrace).
+  void report_trace() { trace_.report(); }
   Result<uint16_t> listen_devices(NodeId chat_server) {
     chat_server_ = chat_server;
     error_code error;
@@ -229,6 +303,7 @@ class BenchHost final : public live::LeanWsHandler {
     const ConnId id = session.tag;
     const auto it = conns_.find(id);
     if (it == conns_.end() || !it->second.open) return;
+    if (StageTrace::enabled()) trace_.note_frame(StageTrace::kServerRead, frame);
     call(chat_server_, [id, frame](Node& node, Context& ctx) { node.on_frame(ctx, id, frame); });
   }
   void on_ws_gone(live::LeanWsSession& session, bool closed_by_peer) override {
@@ -322,6 +397,7 @@ class BenchHost final : public live::LeanWsHandler {
     }
     const ConnId to_conn = it->second.peer_conn;
     const NodeId to = it->second.peer;
+    if (StageTrace::enabled()) trace_.note_frame(StageTrace::kServerRead, frame);
     asio::post(io_, [this, to, to_conn, frame = std::move(frame)] {
       if (!is_open(to_conn)) return;
       call(to, [to_conn, &frame](Node& node, Context& ctx) { node.on_frame(ctx, to_conn, frame); });
@@ -335,7 +411,7 @@ class BenchHost final : public live::LeanWsHandler {
       auto device = it->second.device;
       conns_.erase(it);
       if (held_.empty()) device->close();
-      else held_.push_back(Held{0, std::move(device), {}, true});  // after the frames held before it
+      else held_.push_back(Held{0, std::move(device), {}, true, -1});  // after the frames held before it
       return;
     }
     const ConnId peer_conn = it->second.peer_conn;
@@ -358,11 +434,14 @@ class BenchHost final : public live::LeanWsHandler {
 
   void to_device(const std::shared_ptr<live::LeanWsSession>& device, Bytes frame) {
     const uint64_t ticket = group_commit_.sync_point();
+    const int64_t traced_sent_ns = StageTrace::enabled() ? StageTrace::deliver_sent_ns(frame) : -1;
+    trace_.note(StageTrace::kDeliverDecided, traced_sent_ns);
     if (held_.empty() && ticket <= group_commit_.durable()) {
       device->send(std::move(frame));
+      trace_.note(StageTrace::kDeliverWritten, traced_sent_ns);
       return;
     }
-    held_.push_back(Held{ticket, device, std::move(frame), false});
+    held_.push_back(Held{ticket, device, std::move(frame), false, traced_sent_ns});
   }
   void release_held(uint64_t durable) {
     if (counters_ != nullptr) {
@@ -376,6 +455,7 @@ class BenchHost final : public live::LeanWsHandler {
       Held& front = held_.front();
       if (front.close) front.device->close();
       else front.device->send(std::move(front.frame));
+      trace_.note(StageTrace::kDeliverWritten, front.traced_sent_ns);
       held_.pop_front();
     }
   }
@@ -420,6 +500,7 @@ class BenchHost final : public live::LeanWsHandler {
     std::shared_ptr<live::LeanWsSession> device;
     Bytes frame;
     bool close;  // the node closed the connection after the frames before it
+    int64_t traced_sent_ns;  // a traced Deliver's send time (StageTrace), else -1
   };
 
   asio::io_context& io_;
@@ -427,6 +508,7 @@ class BenchHost final : public live::LeanWsHandler {
   live::GroupCommit group_commit_;
   live::LeanWsShared lean_ws_{.handler = this, .message_bytes_max = 1 << 20, .outbound_frames_max = kDeviceOutboxMax, .read_chunk_bytes = 64 * 1024, .read_buffer = {}};
   std::deque<Held> held_;
+  StageTrace trace_;
   std::vector<Slot> slots_;
   std::unordered_map<ConnId, Conn> conns_;
   std::unordered_map<TimerId, std::shared_ptr<asio::steady_timer>> timers_;
@@ -449,10 +531,24 @@ constexpr NodeId kStorage = 2;
 constexpr NodeId kPush = 3;
 constexpr NodeId kChatServer = 4;
 
+// The queue's batching delays (ChatTuning::queue_commit_window_ns / queue_linger_ns) the bench
+// server runs with: `--queue-commit-window-us` and `--queue-linger-us`. Both 0 by default (the
+// loop's next turn), not the simulator's 250 us and 1 ms: here the group commit (live/
+// group_commit.h) already makes one fsync cover every commit of a batch, so the queue's own
+// timers only added 1.25 ms to every message at low load (MSGSIM_BENCH_TRACE showed the Records
+// reaching the storage 1.4 ms after the send, 0.2 ms with both 0), and a loop turn still batches
+// every produce that arrived in one wakeup.
+struct QueueBatching {
+  int64_t commit_window_ns = 0;
+  int64_t linger_ns = 0;
+};
+
 // Storage fans a message out to the devices of the users the configuration lists (one device
 // each here), so the configuration names every user the traffic part will use.
-chat::ChatConfig bench_config(uint32_t traffic_runs, uint32_t pairs) {
+chat::ChatConfig bench_config(uint32_t traffic_runs, uint32_t pairs, const QueueBatching& batching) {
   chat::ChatConfig config;
+  config.tuning.queue_commit_window_ns = batching.commit_window_ns;
+  config.tuning.queue_linger_ns = batching.linger_ns;
   for (uint32_t run = 1; run <= traffic_runs; ++run) {
     for (uint32_t i = 0; i < 2 * pairs; ++i) config.users.push_back(chat::UserPlan{traffic_user(run, i), 1, {}});
   }
@@ -466,10 +562,10 @@ chat::ChatConfig bench_config(uint32_t traffic_runs, uint32_t pairs) {
 }
 
 // Runs the server side until killed; writes its device port to `port_fd` first.
-[[noreturn]] void run_server_process(const std::string& dir, uint32_t traffic_runs, uint32_t pairs, int port_fd,
-                                     SharedGroupCommitCounters* counters) {
+[[noreturn]] void run_server_process(const std::string& dir, uint32_t traffic_runs, uint32_t pairs, const QueueBatching& batching,
+                                     int port_fd, SharedGroupCommitCounters* counters) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  static const chat::ChatConfig config = bench_config(traffic_runs, pairs);
+  static const chat::ChatConfig config = bench_config(traffic_runs, pairs, batching);
   asio::io_context io(1);
   BenchHost host(io, dir);
   host.publish_group_commit_to(counters);
@@ -494,6 +590,14 @@ chat::ChatConfig bench_config(uint32_t traffic_runs, uint32_t pairs) {
     describe_timer.async_wait(describe_nodes);
   };
   if (std::getenv("MSGSIM_BENCH_LOG") != nullptr) describe_nodes({});
+  asio::steady_timer trace_timer(io);
+  std::function<void(error_code)> report_trace = [&](error_code error) {
+    if (error) return;
+    host.report_trace();
+    trace_timer.expires_after(std::chrono::seconds(1));
+    trace_timer.async_wait(report_trace);
+  };
+  if (StageTrace::enabled()) report_trace({});
   io.run();
   std::_Exit(0);
 }
@@ -781,6 +885,7 @@ struct BenchOptions {
   double cpu_window_s = 10;
   double rate_duration_s = 5;
   uint32_t per_process_max = 9'000;
+  QueueBatching batching;
   bool json = false;
   bool skip_idle = false;
   bool skip_traffic = false;
@@ -793,7 +898,7 @@ struct ServerProcess {
   SharedGroupCommitCounters* group_commit = nullptr;  // published by the server, read here
 };
 
-Result<ServerProcess> start_server(const std::string& dir, uint32_t traffic_runs, uint32_t pairs) {
+Result<ServerProcess> start_server(const std::string& dir, uint32_t traffic_runs, uint32_t pairs, const QueueBatching& batching) {
   std::error_code made;
   std::filesystem::create_directories(dir, made);
   if (made) return make_error(ErrorCode::io_error, "cannot make " + dir + ": " + made.message());
@@ -804,7 +909,7 @@ Result<ServerProcess> start_server(const std::string& dir, uint32_t traffic_runs
   if (pid < 0) return make_error(ErrorCode::io_error, std::string("fork: ") + std::strerror(errno));
   if (pid == 0) {
     ::close(fds[0]);
-    run_server_process(dir, traffic_runs, pairs, fds[1], counters);
+    run_server_process(dir, traffic_runs, pairs, batching, fds[1], counters);
   }
   ::close(fds[1]);
   char text[32] = {};
@@ -979,7 +1084,7 @@ int run_bench(const BenchOptions& options) {
                    options.idle, static_cast<unsigned long long>(limit.soft));
       return kExitBadInput;
     }
-    auto server = start_server(dir + "/idle", 0, 0);
+    auto server = start_server(dir + "/idle", 0, 0, options.batching);
     if (!server.ok()) {
       std::fprintf(stderr, "live bench: %s\n", server.error().message.c_str());
       return kExitViolation;
@@ -1008,7 +1113,7 @@ int run_bench(const BenchOptions& options) {
     }
   }
   if (!options.skip_traffic && !options.rates.empty()) {
-    auto server = start_server(dir + "/traffic", static_cast<uint32_t>(options.rates.size()), options.pairs);
+    auto server = start_server(dir + "/traffic", static_cast<uint32_t>(options.rates.size()), options.pairs, options.batching);
     if (!server.ok()) {
       std::fprintf(stderr, "live bench: %s\n", server.error().message.c_str());
       return kExitViolation;
@@ -1041,9 +1146,15 @@ int run_bench(const BenchOptions& options) {
                         {"fsyncs_per_s", r.window_s > 0 ? static_cast<double>(r.files_synced) / r.window_s : 0.0},
                         {"fsync_mean_us", r.fsync_mean_us}}}});
     }
-    out["traffic"] = {{"senders", options.pairs}, {"receivers", options.pairs}, {"rates", rows}};
+    out["traffic"] = {{"senders", options.pairs},
+                      {"receivers", options.pairs},
+                      {"queue_commit_window_us", static_cast<double>(options.batching.commit_window_ns) / 1e3},
+                      {"queue_linger_us", static_cast<double>(options.batching.linger_ns) / 1e3},
+                      {"rates", rows}};
     if (!options.json) {
-      std::printf("\n(b) 1:1 messages, %u senders -> %u receivers, acked after the queue's fsync (group commit)\n", options.pairs, options.pairs);
+      std::printf("\n(b) 1:1 messages, %u senders -> %u receivers, acked after the queue's fsync (group commit); queue commit window %.0f us, linger %.0f us\n",
+                  options.pairs, options.pairs, static_cast<double>(options.batching.commit_window_ns) / 1e3,
+                  static_cast<double>(options.batching.linger_ns) / 1e3);
       std::printf("| offered msgs/s | sent | acked | delivered | delivered msgs/s | p50 | p99 | p999 | max | server CPU/msg | client CPU/msg | files/batch | fsyncs/s | fsync mean |\n");
       std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
       for (const RateResult& r : rates) {
@@ -1077,11 +1188,21 @@ void add_live_bench_command(CLI::App& live, Outcome& outcome) {
   bench->add_option("--cpu-window-s", options->cpu_window_s, "seconds of heartbeat CPU measured")->check(CLI::Range(0.1, 600.0));
   bench->add_option("--rate-duration-s", options->rate_duration_s, "seconds each offered rate runs")->check(CLI::Range(0.1, 600.0));
   bench->add_option("--per-process", options->per_process_max, "client connections per load process")->check(CLI::Range(1u, 19000u));
+  auto window_us = std::make_shared<double>(static_cast<double>(options->batching.commit_window_ns) / 1e3);
+  auto linger_us = std::make_shared<double>(static_cast<double>(options->batching.linger_ns) / 1e3);
+  bench->add_option("--queue-commit-window-us", *window_us, "the queue's group commit window (0: until the loop's next turn)")
+      ->check(CLI::Range(0.0, 1e6))
+      ->capture_default_str();
+  bench->add_option("--queue-linger-us", *linger_us, "how long the queue's committed records wait before they go to storage (0: the loop's next turn)")
+      ->check(CLI::Range(0.0, 1e6))
+      ->capture_default_str();
   bench->add_option("--dir", options->dir, "run directory for the databases (default: a temporary one, removed after)");
   bench->add_flag("--json", options->json, "JSON instead of tables");
   bench->add_flag("--no-idle", options->skip_idle, "skip part (a)");
   bench->add_flag("--no-traffic", options->skip_traffic, "skip part (b)");
-  bench->callback([options, rates_text, &outcome] {
+  bench->callback([options, rates_text, window_us, linger_us, &outcome] {
+    options->batching.commit_window_ns = std::llround(*window_us * 1e3);
+    options->batching.linger_ns = std::llround(*linger_us * 1e3);
     if (!rates_text->empty()) {
       options->rates.clear();
       std::string_view text = *rates_text;

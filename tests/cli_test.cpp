@@ -480,6 +480,36 @@ TEST_F(CliTest, PerfettoWritesATimelineOnRunAndReplay) {
 
 // `msgsim shrink`: a planted bug's failing seed becomes a small scenario file that fails on its
 // own under `msgsim run` (no --bug, no --seed: both are inside).
+// `live bench --queue-linger-us`: the queue's batching delays reach the bench's server process.
+// With MSGSIM_BENCH_TRACE the server prints each stage's delay since the send; committed records
+// cannot reach the storage before the linger has passed, so the "records" stage's p50 is at
+// least the linger given (a lower bound, whatever the machine's load). Without the flags both
+// delays are 0 (the help shows the defaults).
+TEST_F(CliTest, LiveBenchQueueLingerDelaysTheRecords) {
+  ::setenv("MSGSIM_BENCH_TRACE", "1", 1);
+  const Ran ran = msgsim({"live", "bench", "--idle", "0", "--rates", "200", "--pairs", "2", "--rate-duration-s", "1",
+                          "--queue-commit-window-us", "0", "--queue-linger-us", "3000", "--json"});
+  ::unsetenv("MSGSIM_BENCH_TRACE");
+  ASSERT_EQ(ran.exit_code, 0) << ran.err;
+  const nlohmann::json out = nlohmann::json::parse(ran.out);
+  EXPECT_EQ(out["traffic"]["queue_linger_us"].get<double>(), 3000.0);
+  EXPECT_EQ(out["traffic"]["queue_commit_window_us"].get<double>(), 0.0);
+  const auto& rate = out["traffic"]["rates"].at(0);
+  EXPECT_GT(rate["sent"].get<uint64_t>(), 0u);
+  EXPECT_EQ(rate["delivered"].get<uint64_t>(), rate["sent"].get<uint64_t>());
+  EXPECT_GE(rate["latency_p50_us"].get<double>(), 3000.0);
+  const std::regex records(R"(records ([0-9.]+)/([0-9.]+))");
+  int traced = 0;
+  for (std::sregex_iterator it(ran.err.begin(), ran.err.end(), records), end; it != end; ++it) {
+    ++traced;
+    EXPECT_GE(std::stod((*it)[1].str()), 3.0) << it->str();
+  }
+  EXPECT_GT(traced, 0) << ran.err;
+  const Ran help = msgsim({"live", "bench", "--help"});
+  EXPECT_THAT(help.out, HasSubstr("--queue-commit-window-us FLOAT:FLOAT in [0 - 1e+06]=0\n"));
+  EXPECT_THAT(help.out, HasSubstr("--queue-linger-us FLOAT:FLOAT in [0 - 1e+06]=0\n"));
+}
+
 // `plan --live-json`: the simulated twin of the live bench takes the files per group-commit batch
 // the bench measured at each rate (group_commit.files_per_batch) and says so; a malformed value
 // is an error naming the field.
