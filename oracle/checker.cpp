@@ -45,49 +45,45 @@ enum MessageFlag : uint8_t {
   kViewOnce = 8,
   kShownAnywhere = 16,
   kInternedAtSend = 32,  // first seen at its send: message ids are then in send order
+  kExpiring = 64,        // sent with an expires_at (in MessageCold)
 };
 
 // Per message, split in two by how often a field is touched: this record is most of the
 // checker's memory and a deliver (60% of the events) reads a message at random among up to
 // millions, a cache miss each time. `Message` holds what every deliver, ack and expire checks,
+// and the message's own id (a lookup by id compares it here: the record is the table entry),
 // in exactly one 64-byte cache line (records are line-aligned); `MessageCold` holds what only
-// a send, the first seq, a reject, an example or finish() needs, in a parallel array. 64 + 20
-// bytes a message (the earlier single 80-byte record always spanned two cache lines).
+// a send, the first seq, the first show, a reject, a disappearing message (8% of them), an
+// example or finish() needs, in a parallel array. 64 + 32 bytes a message.
 struct alignas(64) Message {
   int64_t seq = kNoSeq;
   int64_t send_t = 0;
-  int64_t expires_at = kNoExpiry;
   uint64_t body_hash = 0;
   uint32_t conv = kNone;
   uint32_t ordinal = 0;  // index among its conversation's messages
   uint32_t sender_user = kNone;
   uint32_t sender_device = kNone;
   uint32_t send_line = 0;
-  uint32_t first_show_line = 0;
   uint8_t flags = 0;
+  detail::InlineName name;  // the msg id
 
   bool has(MessageFlag f) const { return (flags & f) != 0; }
 };
 static_assert(sizeof(Message) == 64);
 
 struct MessageCold {
-  // The largest seq the sender's device had shown or got acked in the conv at the send, kept
-  // as two 32-bit halves so that the record stays 20 bytes (4-byte aligned).
-  uint32_t causal_floor_low = static_cast<uint32_t>(static_cast<uint64_t>(kNoSeq));
-  uint32_t causal_floor_high = static_cast<uint32_t>(static_cast<uint64_t>(kNoSeq) >> 32);
+  int64_t expires_at = kNoExpiry;  // when the kExpiring flag is set
+  // The largest seq the sender's device had shown or got acked in the conv at the send.
+  int64_t causal_floor_seq = kNoSeq;
   uint32_t causal_floor_msg = kNone;
+  uint32_t first_show_line = 0;
   uint32_t ack_line = 0;
   uint32_t reject_line = 0;
 
-  int64_t causal_floor() const {
-    return static_cast<int64_t>((uint64_t{causal_floor_high} << 32) | causal_floor_low);
-  }
-  void set_causal_floor(int64_t seq) {
-    causal_floor_low = static_cast<uint32_t>(static_cast<uint64_t>(seq));
-    causal_floor_high = static_cast<uint32_t>(static_cast<uint64_t>(seq) >> 32);
-  }
+  int64_t causal_floor() const { return causal_floor_seq; }
+  void set_causal_floor(int64_t seq) { causal_floor_seq = seq; }
 };
-static_assert(sizeof(MessageCold) == 20);
+static_assert(sizeof(MessageCold) == 32);
 
 // Two bits per message of one conversation on one device, by ordinal from base() (a multiple
 // of 32): bit 2k = shown on the device, bit 2k+1 = expired there. Nearly every deliver lands in
@@ -401,7 +397,10 @@ struct Checker::State {
   Interner users_ids{Interner::Names::by_id};
   Interner device_ids{Interner::Names::by_id};
   Interner conv_ids{Interner::Names::by_id};
-  Interner msg_ids;
+  // Message ids: a tagged 4-byte slot per id (detail::HashedIndexSlots), whose candidates are
+  // compared with the name inside their Message record, and an arena for ids longer than 14 bytes.
+  detail::HashedIndexSlots msg_slots{1024, detail::HashedIndexSlots::Indices::dense};
+  detail::NameArena msg_arena;
   ChunkedVector<User, 10> users;
   ChunkedVector<Device, 10> devices;
   ChunkedVector<Conv, 10> convs;
@@ -448,7 +447,7 @@ struct Checker::State {
     r.valid = false;
     if (r.examples.size() < options.examples_max) r.examples.push_back(make());
   }
-  std::string msg_name(uint32_t m) const { return std::string(msg_ids.name(m)); }
+  std::string msg_name(uint32_t m) const { return std::string(messages[m].name.view()); }
   std::string device_name(uint32_t d) const { return std::string(device_ids.name(d)); }
   std::string user_name(uint32_t u) const { return u == kNone ? std::string("?") : std::string(users_ids.name(u)); }
   std::string conv_name(uint32_t c) const { return std::string(conv_ids.name(c)); }
@@ -497,28 +496,40 @@ struct Checker::State {
       added = false;
       return key.id;
     }
-    const uint32_t id = msg_ids.intern(name, key.hash_of(name), added);
-    if (added) {
-      Message m;
-      m.conv = conv;
-      Conv& c = convs[conv];
-      m.ordinal = static_cast<uint32_t>(c.messages.size());
-      c.messages.push_back(id);
-      messages.push_back(m);
-      message_cold.push_back(MessageCold{});
-    }
+    const uint64_t h = key.hash_of(name);
+    const uint32_t found = find_msg(name, h);
+    added = found == kNone;
+    if (!added) return found;
+    const auto id = static_cast<uint32_t>(messages.size());
+    MSGSIM_ASSERT(id < kNone - 1, "more than 4 billion distinct msg ids");
+    Message m;
+    m.conv = conv;
+    m.name = detail::InlineName(name, msg_arena);
+    Conv& c = convs[conv];
+    m.ordinal = static_cast<uint32_t>(c.messages.size());
+    c.messages.push_back(id);
+    messages.push_back(m);
+    message_cold.push_back(MessageCold{});
+    msg_slots.insert(h, id, [&](uint32_t index) { return text_hash(messages[index].name.view()); });
     return id;
   }
   // The line that first gave message mi its seq: its ack or its first show, whichever came first.
   uint32_t seq_line(uint32_t mi) const {
     const uint32_t ack_line = message_cold[mi].ack_line;
-    const uint32_t first_show_line = messages[mi].first_show_line;
+    const uint32_t first_show_line = message_cold[mi].first_show_line;
     if (ack_line != 0 && (first_show_line == 0 || ack_line < first_show_line)) return ack_line;
     return first_show_line;
   }
+  // The message whose id is `name` (of text_hash h), or kNone: candidates by hash bits, each
+  // compared through the name in its record.
+  uint32_t find_msg(std::string_view name, uint64_t h) const {
+    return msg_slots.find(h, [&](uint32_t index) { return messages[index].name.is(name); });
+  }
   std::optional<uint32_t> find_message(std::string_view name, const IdKey& key) const {
     if (key.id != kNone) return key.id;
-    return msg_ids.find(name, key.hash_of(name));
+    const uint32_t found = find_msg(name, key.hash_of(name));
+    if (found == kNone) return std::nullopt;
+    return found;
   }
   DeviceConv& device_conv(uint32_t device, uint32_t conv) {
     const uint32_t index = device_conv_index.insert(pack(device, conv), static_cast<uint32_t>(device_convs.size()));
@@ -731,7 +742,10 @@ struct Checker::State {
     m.send_t = e.t;
     m.send_line = line32();
     m.body_hash = text_hash(e.body);
-    if (e.expires_at) m.expires_at = *e.expires_at;
+    if (e.expires_at && *e.expires_at != kNoExpiry) {
+      m.flags |= kExpiring;
+      message_cold[mi].expires_at = *e.expires_at;
+    }
     if (e.view_once) m.flags |= kViewOnce;
     if (e.to) {
       // The members of a 1:1 conversation: the two users of its first send with `to`.
@@ -804,7 +818,7 @@ struct Checker::State {
     }
     if (m.has(kShownAnywhere)) {
       violate(Invariant::no_rejected_delivery, [&] {
-        return Example{{msg_name(mi)}, {m.first_show_line, line}, "rejected after it was shown"};
+        return Example{{msg_name(mi)}, {message_cold[mi].first_show_line, line}, "rejected after it was shown"};
       });
     }
     if (!m.has(kRejected)) {
@@ -875,11 +889,11 @@ struct Checker::State {
       membership_suspects.push_back({user, device, mi, line32()});
       if (membership_suspects.size() >= kMembershipSuspectsMax) judge_membership_suspects();
     }
-    if (m.expires_at != kNoExpiry && e.t >= m.expires_at) {
+    if (m.has(kExpiring) && e.t >= message_cold[mi].expires_at) {
       violate(Invariant::expiry, [&] {
         return Example{{msg_name(mi)}, {m.send_line, line},
                        "shown on " + device_name(device) + " at t=" + std::to_string(e.t) + ", at or after expires_at=" +
-                           std::to_string(m.expires_at)};
+                           std::to_string(message_cold[mi].expires_at)};
       });
     }
 
@@ -888,7 +902,7 @@ struct Checker::State {
     if (dc.shown(m.ordinal)) {
       // A second show of the same message is a duplicate, not a new step in the order.
       violate(Invariant::no_duplicate, [&] {
-        return Example{{msg_name(mi)}, {m.first_show_line, line}, "shown twice on " + device_name(device)};
+        return Example{{msg_name(mi)}, {message_cold[mi].first_show_line, line}, "shown twice on " + device_name(device)};
       });
       if (m.has(kViewOnce)) {
         violate(Invariant::expiry, [&] {
@@ -900,7 +914,7 @@ struct Checker::State {
     dc.set_shown(m.ordinal);
     if (!m.has(kShownAnywhere)) {
       m.flags |= kShownAnywhere;
-      m.first_show_line = line32();
+      message_cold[mi].first_show_line = line32();
     }
 
     if (e.seq <= dc.max_shown_seq) {
@@ -1090,11 +1104,11 @@ struct Checker::State {
     DeviceConv& dc = h.device_conv != kNone ? device_convs[h.device_conv] : device_conv(device, m.conv);
     const bool shown = dc.shown(m.ordinal);
     dc.set_expired(m.ordinal);
-    if (shown && m.expires_at != kNoExpiry && e.t > m.expires_at + kExpirySlack_ns) {
+    if (shown && m.has(kExpiring) && e.t > message_cold[mi].expires_at + kExpirySlack_ns) {
       violate(Invariant::expiry, [&] {
         return Example{{msg_name(mi)}, {m.send_line, line},
                        "expired on " + device_name(device) + " at t=" + std::to_string(e.t) + ", more than 1 s after expires_at=" +
-                           std::to_string(m.expires_at)};
+                           std::to_string(message_cold[mi].expires_at)};
       });
     }
     Device& d = devices[device];
@@ -1221,23 +1235,23 @@ struct Checker::State {
       case EventType::deliver:
       case EventType::ack:
         device_ids.prefetch(h.device.hash);
-        msg_ids.prefetch(h.msg.hash);
+        msg_slots.prefetch(h.msg.hash);
         break;
       case EventType::send:
         users_ids.prefetch(h.user.hash);
         device_ids.prefetch(h.device.hash);
         conv_ids.prefetch(h.conv.hash);
-        msg_ids.prefetch(h.msg.hash);
+        msg_slots.prefetch(h.msg.hash);
         break;
       case EventType::reject:
         device_ids.prefetch(h.device.hash);
         conv_ids.prefetch(h.conv.hash);
-        msg_ids.prefetch(h.msg.hash);
+        msg_slots.prefetch(h.msg.hash);
         break;
       case EventType::expire:
       case EventType::decrypt_error:
         device_ids.prefetch(h.device.hash);
-        msg_ids.prefetch(h.msg.hash);
+        msg_slots.prefetch(h.msg.hash);
         break;
       case EventType::receipt:
         users_ids.prefetch(h.reader.hash);
@@ -1265,6 +1279,23 @@ struct Checker::State {
     }
   }
 
+  // Between the slots and the records stage: the message id's slot is in the cache now; start
+  // loading the record of its first candidate (nearly always the message itself), which the
+  // records stage compares with the id. Changes no state.
+  void prefetch_msg_candidates(const EventView& e, const EventIdKeys& h) const {
+    switch (e.type) {
+      case EventType::deliver:
+      case EventType::send:
+      case EventType::ack:
+      case EventType::reject:
+      case EventType::expire:
+      case EventType::decrypt_error:
+        if (const uint32_t index = msg_slots.first_candidate(h.msg.hash); index != kNone) messages.prefetch(index);
+        break;
+      default: break;
+    }
+  }
+
   // The second stage, a few events later, once the slots are in the cache: looks the ids up
   // without adding any and starts loading the records observing `e` will touch. An id found
   // here is kept in `h` (it is final: ids are never removed or renumbered), so observing does
@@ -1282,11 +1313,11 @@ struct Checker::State {
           h.device.id = *d;
           devices.prefetch(*d);
         }
-        if (const std::optional<uint32_t> m = msg_ids.find(e.msg, h.msg.hash)) {
-          h.msg.id = *m;
-          messages.prefetch(*m);
+        // The candidates' records were loaded by the stage before (prefetch_msg_candidates).
+        if (const uint32_t m = find_msg(e.msg, h.msg.hash); m != kNone) {
+          h.msg.id = m;
           // An ack usually gives its message its seq, and assign_seq reads the causal floor.
-          if (e.type == EventType::ack) message_cold.prefetch(*m);
+          if (e.type == EventType::ack) message_cold.prefetch(m);
         }
         // A deliver's or an ack's conv comes through its message (prefetch_conv_records).
         if (e.type == EventType::send || e.type == EventType::reject) {
@@ -1326,6 +1357,8 @@ struct Checker::State {
     const Message& m = messages[h.msg.id];
     const uint32_t conv = m.conv;
     if (h.device.id != kNone) device_conv_index.prefetch(pack(h.device.id, conv));
+    // MessageCold: a disappearing message's expires_at, a first show's line.
+    if (m.has(kExpiring) || (e.type == EventType::deliver && !m.has(kShownAnywhere))) message_cold.prefetch(h.msg.id);
     if (e.type == EventType::expire) return;
     convs.prefetch(conv);
     if (m.seq == kNoSeq) prefetch_seq_slot(conv, e.seq);
@@ -1596,8 +1629,9 @@ struct Checker::State {
     // miss per pair, while this bitmap (an eighth of a byte per message) stays in the cache.
     std::vector<uint64_t> overdue((messages.size() + 63) / 64, 0);
     for (size_t mi = 0; mi < messages.size(); ++mi) {
-      const Message& m = messages[mi];
-      if (m.expires_at != kNoExpiry && end_t > m.expires_at + kExpirySlack_ns) overdue[mi / 64] |= uint64_t{1} << (mi % 64);
+      if (!messages[mi].has(kExpiring)) continue;
+      const int64_t expires_at = message_cold[mi].expires_at;
+      if (end_t > expires_at + kExpirySlack_ns) overdue[mi / 64] |= uint64_t{1} << (mi % 64);
     }
     for (size_t dci = 0; dci < device_convs.size(); ++dci) {
       const DeviceConv& dc = device_convs[dci];
@@ -1617,7 +1651,7 @@ struct Checker::State {
           violate(Invariant::expiry, [&] {
             return Example{{msg_name(mi)}, {m.send_line},
                            "shown on " + device_name(dc.device) + " and not expired within 1 s of expires_at=" +
-                               std::to_string(m.expires_at)};
+                               std::to_string(message_cold[mi].expires_at)};
           });
         }
       }
@@ -1674,7 +1708,8 @@ struct Checker::State {
 
   size_t memory_bytes() const {
     size_t bytes = sizeof(State);
-    bytes += users_ids.memory_bytes() + device_ids.memory_bytes() + conv_ids.memory_bytes() + msg_ids.memory_bytes();
+    bytes += users_ids.memory_bytes() + device_ids.memory_bytes() + conv_ids.memory_bytes() + msg_slots.memory_bytes() +
+             msg_arena.memory_bytes();
     bytes += messages.memory_bytes() + message_cold.memory_bytes();
     bytes += users.memory_bytes() + devices.memory_bytes() + convs.memory_bytes() + device_convs.memory_bytes() +
              memberships.memory_bytes() + readers.memory_bytes();
@@ -1769,14 +1804,16 @@ struct LineFeed::Ring {
   // a line's slot is its number masked (the modulo by 13 it was cost ~45 instructions an event
   // over the six slot lookups of a push).
   static constexpr size_t kSlots = std::bit_ceil(kLinesInFlight);
-  // How many lines before it is observed each later stage runs on a line: records (ids looked
-  // up, their records and the (device, conv) index slot loaded), then the (device, conv) record,
-  // then its word of shown bits; each stage reads what the one before loaded.
+  // How many lines before it is observed each later stage runs on a line: the records of the msg
+  // id's candidates (its slot was loaded at the push), records (ids looked up, their records
+  // and the (device, conv) index slot loaded), then the (device, conv) record, then its word of
+  // shown bits; each stage reads what the one before loaded.
+  static constexpr size_t kMsgCandidatesAhead = 10;
   static constexpr size_t kRecordsAhead = 8;
   static constexpr size_t kConvRecordsAhead = 5;
   static constexpr size_t kDeviceConvAhead = 3;
   static constexpr size_t kShownBitsAhead = 1;
-  static_assert(kLinesAhead > kRecordsAhead && kRecordsAhead > kConvRecordsAhead &&
+  static_assert(kLinesAhead > kMsgCandidatesAhead && kMsgCandidatesAhead > kRecordsAhead && kRecordsAhead > kConvRecordsAhead &&
                 kConvRecordsAhead > kDeviceConvAhead && kDeviceConvAhead > kShownBitsAhead);
   struct Slot {
     EventParser parser;
@@ -1823,6 +1860,7 @@ Status LineFeed::push(std::string_view line) {
     const uint64_t index = ring.pushed - 1 - back;
     return index >= ring.observed ? &ring.at(index) : nullptr;
   };
+  if (Ring::Slot* s = stage(Ring::kMsgCandidatesAhead)) state.prefetch_msg_candidates(s->event, s->hashes);
   if (Ring::Slot* s = stage(Ring::kRecordsAhead)) state.prefetch_records(s->event, s->hashes);
   if (Ring::Slot* s = stage(Ring::kConvRecordsAhead)) state.prefetch_conv_records(s->event, s->hashes);
   if (Ring::Slot* s = stage(Ring::kDeviceConvAhead)) state.prefetch_device_conv(s->event, s->hashes);

@@ -151,6 +151,110 @@ class ChunkedVector {
   size_t size_ = 0;
 };
 
+// Length-prefixed texts in blocks of 64 KB that never move (a text's pointer stays valid for
+// the arena's life); a text longer than a block gets a block of its own.
+class NameArena {
+ public:
+  const char* store(std::string_view text) {
+    const size_t need = sizeof(uint32_t) + text.size();
+    if (need > kBlockBytes) {
+      blocks_.push_back(std::make_unique<char[]>(need));
+      bytes_ += need;
+      write(blocks_.back().get(), text);
+      return blocks_.back().get();
+    }
+    if (current_ == nullptr || block_used_ + need > kBlockBytes) {
+      blocks_.push_back(std::make_unique<char[]>(kBlockBytes));
+      bytes_ += kBlockBytes;
+      current_ = blocks_.back().get();
+      block_used_ = 0;
+    }
+    char* p = current_ + block_used_;
+    block_used_ += need;
+    write(p, text);
+    return p;
+  }
+  // The text stored at p (what store returned).
+  static std::string_view text_at(const char* p) {
+    uint32_t length = 0;
+    std::memcpy(&length, p, sizeof length);
+    return {p + sizeof length, length};
+  }
+  size_t memory_bytes() const { return bytes_ + blocks_.capacity() * sizeof(std::unique_ptr<char[]>); }
+
+ private:
+  static constexpr size_t kBlockBytes = 64 * 1024;
+  static void write(char* p, std::string_view text) {
+    const auto length = static_cast<uint32_t>(text.size());
+    std::memcpy(p, &length, sizeof length);
+    if (!text.empty()) std::memcpy(p + sizeof length, text.data(), text.size());
+  }
+
+  std::vector<std::unique_ptr<char[]>> blocks_;
+  char* current_ = nullptr;  // the block being filled
+  size_t block_used_ = 0;
+  size_t bytes_ = 0;
+};
+
+// A name kept inside a record (15 bytes, no alignment): up to 14 bytes inline, zero-padded, or a
+// mark and a pointer to the text in a NameArena. Comparing a short name with a text reads only
+// the record.
+class InlineName {
+ public:
+  static constexpr size_t kInlineMax = 14;
+
+  InlineName() = default;
+  InlineName(std::string_view text, NameArena& arena) {
+    if (text.size() <= kInlineMax) {
+      length_ = static_cast<uint8_t>(text.size());
+      if (!text.empty()) std::memcpy(bytes_, text.data(), text.size());
+    } else {
+      length_ = kLong;
+      const char* stored = arena.store(text);
+      std::memcpy(bytes_, &stored, sizeof stored);
+    }
+  }
+  std::string_view view() const {
+    if (length_ != kLong) return {bytes_, length_};
+    const char* p = nullptr;
+    std::memcpy(&p, bytes_, sizeof p);
+    return NameArena::text_at(p);
+  }
+  // Whether the name is `text`: the n inline bytes by two (possibly overlapping) fixed-size loads.
+  bool is(std::string_view text) const {
+    const size_t n = text.size();
+    if (n > kInlineMax) return length_ == kLong && view() == text;
+    if (length_ != n) return false;
+    const char* p = text.data();
+    if (n >= 8) {
+      uint64_t a, b, c, d;
+      std::memcpy(&a, bytes_, 8);
+      std::memcpy(&b, p, 8);
+      std::memcpy(&c, bytes_ + n - 8, 8);
+      std::memcpy(&d, p + n - 8, 8);
+      return a == b && c == d;
+    }
+    if (n >= 4) {
+      uint32_t a, b, c, d;
+      std::memcpy(&a, bytes_, 4);
+      std::memcpy(&b, p, 4);
+      std::memcpy(&c, bytes_ + n - 4, 4);
+      std::memcpy(&d, p + n - 4, 4);
+      return a == b && c == d;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (bytes_[i] != p[i]) return false;
+    }
+    return true;
+  }
+
+ private:
+  static constexpr uint8_t kLong = 255;
+  uint8_t length_ = 0;  // <= kInlineMax, or kLong
+  char bytes_[kInlineMax] = {};
+};
+static_assert(sizeof(InlineName) == 15 && alignof(InlineName) == 1);
+
 // Interns strings to dense ids 0, 1, 2... The table's 16-byte slots hold ids of up to 11 bytes
 // inline, so a lookup costs one cache miss; longer ids live, length-prefixed, in an arena of
 // blocks and their slots hold a hash tag and a pointer. For printing names and for name_is,
@@ -184,7 +288,7 @@ class Interner {
     std::memcpy(reinterpret_cast<char*>(&slot) + offsetof(Slot, length), &probe.head, sizeof probe.head);
     std::memcpy(slot.bytes + kInlineMax - sizeof probe.tail, &probe.tail, sizeof probe.tail);
     if (slot.length == kLong) {
-      const char* stored = store(text);
+      const char* stored = arena_.store(text);
       std::memcpy(slot.bytes + 3, &stored, sizeof stored);
     }
     slots_[i] = slot;
@@ -246,12 +350,10 @@ class Interner {
   size_t size() const { return by_id_ ? names_.size() : positions_.size(); }
 
   size_t memory_bytes() const {
-    return slots_.capacity() * sizeof(Slot) + positions_.memory_bytes() + names_.memory_bytes() + arena_bytes_ +
-           blocks_.capacity() * sizeof(std::unique_ptr<char[]>);
+    return slots_.capacity() * sizeof(Slot) + positions_.memory_bytes() + names_.memory_bytes() + arena_.memory_bytes();
   }
 
  private:
-  static constexpr size_t kBlockBytes = 64 * 1024;
   static constexpr uint8_t kInlineMax = 11;
   static constexpr uint8_t kLong = 255;
 
@@ -326,35 +428,7 @@ class Interner {
     if (slot.length != kLong) return {slot.bytes, slot.length};
     const char* p = nullptr;
     std::memcpy(&p, slot.bytes + 3, sizeof p);
-    uint32_t length = 0;
-    std::memcpy(&length, p, sizeof length);
-    return {p + sizeof length, length};
-  }
-
-  const char* store(std::string_view text) {
-    const size_t need = sizeof(uint32_t) + text.size();
-    if (need > kBlockBytes) {  // a huge id gets a block of its own
-      blocks_.push_back(std::make_unique<char[]>(need));
-      arena_bytes_ += need;
-      write(blocks_.back().get(), text);
-      return blocks_.back().get();
-    }
-    if (current_ == nullptr || block_used_ + need > kBlockBytes) {
-      blocks_.push_back(std::make_unique<char[]>(kBlockBytes));
-      arena_bytes_ += kBlockBytes;
-      current_ = blocks_.back().get();
-      block_used_ = 0;
-    }
-    char* p = current_ + block_used_;
-    block_used_ += need;
-    write(p, text);
-    return p;
-  }
-
-  static void write(char* p, std::string_view text) {
-    const auto length = static_cast<uint32_t>(text.size());
-    std::memcpy(p, &length, sizeof length);
-    if (!text.empty()) std::memcpy(p + sizeof length, text.data(), text.size());
+    return NameArena::text_at(p);
   }
 
   void grow() {
@@ -375,10 +449,7 @@ class Interner {
   std::vector<Slot> slots_;
   ChunkedVector<uint32_t> positions_;  // id -> slot index (names by position)
   ChunkedVector<Slot> names_;          // id -> a copy of its slot (names by id)
-  std::vector<std::unique_ptr<char[]>> blocks_;
-  char* current_ = nullptr;  // the block being filled
-  size_t block_used_ = 0;
-  size_t arena_bytes_ = 0;
+  NameArena arena_;  // the texts of ids longer than kInlineMax
 };
 
 // uint64 key -> uint32 value, open addressing. The all-ones key is reserved (never a key here:
@@ -460,7 +531,14 @@ class FlatMap64 {
 // 32 times); with 2^20 records 12 bits of hash remain, so a stray compare is 1 in 4,096.
 class HashedIndexSlots {
  public:
-  explicit HashedIndexSlots(size_t initial_slots) { slots_.assign(initial_slots, 0); }
+  // Dense: the indices stored are exactly 0, 1, 2... in insertion order (the message ids), so a
+  // rebuild rehashes them in index order, reading their records one after another instead of
+  // at random in slot order.
+  enum class Indices : bool { sparse, dense };
+  explicit HashedIndexSlots(size_t initial_slots, Indices indices = Indices::sparse)
+      : dense_(indices == Indices::dense) {
+    slots_.assign(initial_slots, 0);
+  }
 
   // The index whose record `matches`, among those stored under hash `h`, or kNone.
   template <typename Matches>
@@ -476,11 +554,24 @@ class HashedIndexSlots {
       }
     }
   }
+  // The first index on h's probe path whose hash bits agree with h's, or kNone: the record
+  // find() compares first (and, but for a 1 in 2^tag-bits stray agreement, the only one), so
+  // that a caller can start loading it before the compare.
+  uint32_t first_candidate(uint64_t h) const {
+    const size_t mask = slots_.size() - 1;
+    const uint32_t tag = tag_of(h);
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+      const uint32_t slot = slots_[i];
+      if (slot == 0) return kNone;
+      if ((slot & ~index_mask_) == tag) return (slot & index_mask_) - 1;
+    }
+  }
   // Stores `index` under `h` (the caller has found it absent). `hash_of(index)` gives the hash
   // of a stored index again, for rebuilding the table when it grows.
   template <typename HashOf>
   void insert(uint64_t h, uint32_t index, HashOf&& hash_of) {
     MSGSIM_ASSERT(index < kNone - 1, "more than 4 billion records");
+    MSGSIM_ASSERT(!dense_ || index == used_, "dense indices are stored in order");
     const int need_bits = std::bit_width(uint64_t{index} + 1);
     if ((used_ + 1) * 4 > slots_.size() * 3 || need_bits > index_bits_) {
       rebuild((used_ + 1) * 4 > slots_.size() * 3 ? slots_.size() * 2 : slots_.size(),
@@ -508,6 +599,10 @@ class HashedIndexSlots {
     index_bits_ = index_bits;
     index_mask_ = index_bits >= 32 ? ~uint32_t{0} : (uint32_t{1} << index_bits) - 1;
     assign_advised(slots_, size, uint32_t{0});
+    if (dense_) {
+      for (uint32_t index = 0; index < used_; ++index) place(hash_of(index), index);
+      return;
+    }
     for (const uint32_t slot : old) {
       if (slot == 0) continue;
       const uint32_t index = (slot & old_mask) - 1;
@@ -515,6 +610,7 @@ class HashedIndexSlots {
     }
   }
 
+  bool dense_ = false;
   std::vector<uint32_t> slots_;
   size_t used_ = 0;
   int index_bits_ = 1;
