@@ -43,9 +43,11 @@ struct PlanArgs {
 //   {"traffic": {"rates": [{"offered_per_s": 400, "latency_p50_us": 1900, "latency_p99_us": 6100}, ...]}}
 // or, simpler, {"results": [{"offered_per_s": 400, "p50_ms": 1.9, "p99_ms": 6.1}, ...]}.
 // Optional: "delivered_per_s" per rate, "group_commit": {"files_per_batch": F} per rate (the
-// server's measured files per group-commit batch; the twin assumes 2 without it), "senders" next
-// to "rates" (the pairs), and a top-level "uptime" string (scripts/plan-vs-live adds the
-// machine's load during the run).
+// server's measured files per group-commit batch, shown next to the twin's), "senders" next to
+// "rates" (the pairs), "queue_commit_window_us" and "queue_linger_us" next to "rates" (the queue's
+// batching delays the bench ran with; without them, the ChatTuning defaults, which every bench
+// before they were reported ran with), and a top-level "uptime" string (scripts/plan-vs-live adds
+// the machine's load during the run).
 struct LivePoint {
   double offered_per_s, p50_ms, p99_ms;
   std::optional<double> delivered_per_s;
@@ -54,6 +56,8 @@ struct LivePoint {
 struct LiveRun {
   std::vector<LivePoint> points;
   uint32_t pairs = 500;
+  int64_t queue_commit_window_ns = chat::ChatTuning{}.queue_commit_window_ns;
+  int64_t queue_linger_ns = chat::ChatTuning{}.queue_linger_ns;
   std::string uptime;
 };
 Result<LiveRun> read_live(const std::string& path) {
@@ -78,6 +82,16 @@ Result<LiveRun> read_live(const std::string& path) {
     if (!s.is_number_unsigned() || s.get<uint64_t>() < 1 || s.get<uint64_t>() > 100000)
       return make_error(ErrorCode::bad_input, path + ": $.traffic.senders: expected an integer in [1, 100000]");
     out.pairs = s.get<uint32_t>();
+  }
+  if (live_bench) {
+    for (const auto& [key, target] : {std::pair<const char*, int64_t*>{"queue_commit_window_us", &out.queue_commit_window_ns},
+                                      std::pair<const char*, int64_t*>{"queue_linger_us", &out.queue_linger_ns}}) {
+      if (!doc["traffic"].contains(key)) continue;
+      const auto& v = doc["traffic"][key];
+      if (!v.is_number() || v.get<double>() < 0 || v.get<double>() > 1e6)
+        return make_error(ErrorCode::bad_input, path + ": $.traffic." + key + ": expected a number of microseconds in [0, 1e6]");
+      *target = std::llround(v.get<double>() * 1e3);
+    }
   }
   for (size_t i = 0; i < list->size(); ++i) {
     const auto& r = (*list)[i];
@@ -256,24 +270,24 @@ int plan(const PlanArgs& args) {
     if (live) {
       // The simulated twin of the live bench at each measured rate (reports/live_twin.h).
       const reports::LiveTwinCosts twin = reports::live_twin_costs(costs, table->fsync_quantiles_ns, table->loopback_rtt_ns);
-      std::string files_measured;
+      std::string files_per_batch;  // predicted against measured, per rate
       for (const LivePoint& p : live->points) {
         reports::LiveTwinOptions options;
         options.seed = args.seed;
         options.offered_per_s = p.offered_per_s;
         options.pairs = live->pairs;
-        // The files per batch the live bench measured at this rate, where it did.
-        reports::LiveTwinCosts at_rate = twin;
+        options.queue_commit_window_ns = live->queue_commit_window_ns;
+        options.queue_linger_ns = live->queue_linger_ns;
+        const reports::LiveTwinResult predicted = reports::run_live_twin(twin, options);
+        char text[96];
         if (p.files_per_batch.has_value()) {
-          at_rate.files_per_batch = *p.files_per_batch;
-          at_rate.server_ns_per_batch =
-              static_cast<int64_t>(static_cast<double>(twin.server_ns_per_batch) / twin.files_per_batch * *p.files_per_batch);
-          char text[64];
-          std::snprintf(text, sizeof text, "%s%.2f at %.0f/s", files_measured.empty() ? "" : ", ", *p.files_per_batch,
-                        p.offered_per_s);
-          files_measured += text;
+          std::snprintf(text, sizeof text, "%s%.2f / %.2f at %.0f/s", files_per_batch.empty() ? "" : ", ", predicted.files_per_batch,
+                        *p.files_per_batch, p.offered_per_s);
+        } else {
+          std::snprintf(text, sizeof text, "%s%.2f / not measured at %.0f/s", files_per_batch.empty() ? "" : ", ",
+                        predicted.files_per_batch, p.offered_per_s);
         }
-        const reports::LiveTwinResult predicted = reports::run_live_twin(at_rate, options);
+        files_per_batch += text;
         reports::ModelPoint point;
         point.offered_per_s = p.offered_per_s;
         point.predicted_p50_ms = predicted.p50_ms;
@@ -289,12 +303,13 @@ int plan(const PlanArgs& args) {
       report.model_note =
           "The simulated twin of `msgsim live bench` (reports/live_twin.h): " + std::to_string(live->pairs) +
           " senders to as many receivers, 1:1, the offered rate sent every millisecond as live bench does; one server "
-          "process on one core (every server role's frames in one FIFO) charging " + us(twin.server_ns_per_message) +
-          " of CPU per delivered message (the cost table's per-role costs along the message's path) and " +
-          us(twin.server_ns_per_batch) + " per group-commit batch; group commit as live/group_commit does it (one "
-          "fdatasync per database file with commits, " +
-          (files_measured.empty() ? "2 files assumed" : "files per batch as live bench measured them: " + files_measured) +
-          ", frames held until their batch is durable, commits made during a sync wait for the next batch); "
+          "process on one core (every server role's frames in one FIFO) charging " + us(twin.server_ns_per_message()) +
+          " of CPU per message (the cost table's per-role costs of the frames the message makes there, at the stage "
+          "that spends them) and " + us(twin.server_ns_per_batch) + " per group-commit batch; the queue's commit window " +
+          us(live->queue_commit_window_ns) + " and linger " + us(live->queue_linger_ns) +
+          " as the bench ran them (0: the loop's next turn); group commit as live/group_commit does it (each commit "
+          "defers its file's fdatasync, a batch syncs the files deferred since the last one began, frames held until "
+          "the batch covering their commits is durable; files per batch, twin / live bench: " + files_per_batch + "); "
           "fsync time drawn from the cost table's measured distribution (" +
           (q.empty() ? std::string("not measured: zero; run `msgsim calibrate` without --no-disk")
                      : "p50 " + us(q[q.size() / 2]) + ", max " + us(q.back())) +

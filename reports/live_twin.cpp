@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <deque>
 #include <memory>
 
 #include "impl/base/assert.h"
@@ -16,21 +17,23 @@ using chat::Work;
 
 LiveTwinCosts live_twin_costs(const chat::CpuCosts& c, std::vector<int64_t> fsync_quantiles_ns, int64_t loopback_rtt_ns) {
   LiveTwinCosts out;
-  // One delivered 1:1 message in the live server process: the chat server decodes the Send and
-  // routes it; the queue decodes and appends (a commit); the storage decodes, stores (a commit)
-  // and fans out; push decodes and pushes; the chat server decodes the push and sends the Deliver;
-  // the chat server decodes the receiver's ack and routes it to the storage, which decodes it.
-  out.server_ns_per_message = c.of(CostRole::chat, Work::decode) + c.of(CostRole::chat, Work::route) +
-                              c.of(CostRole::queue, Work::decode) + c.of(CostRole::queue, Work::append) +
-                              c.of(CostRole::storage, Work::decode) + c.of(CostRole::storage, Work::store) +
-                              c.of(CostRole::storage, Work::fanout) + c.of(CostRole::push, Work::decode) +
-                              c.of(CostRole::push, Work::push) + c.of(CostRole::chat, Work::decode) +
-                              c.of(CostRole::chat, Work::push) + c.of(CostRole::chat, Work::decode) +
-                              c.of(CostRole::chat, Work::route) + c.of(CostRole::storage, Work::decode);
-  out.files_per_batch = 2;
-  // The loop's share of a batch: SQLite's sync bookkeeping once per file (the fdatasync itself
-  // runs on the worker thread and costs the loop nothing).
-  out.server_ns_per_batch = static_cast<int64_t>(static_cast<double>(c.of(CostRole::storage, Work::sync)) * out.files_per_batch);
+  // One 1:1 message in the live bench's server process, frame by frame (both users online on the
+  // one chat server; the bench's devices send no receipts): the chat server decodes the Send and
+  // routes it; the queue decodes the Produce and appends.
+  out.server_ns_on_send = c.of(CostRole::chat, Work::decode) + c.of(CostRole::chat, Work::route) +
+                          c.of(CostRole::queue, Work::decode) + c.of(CostRole::queue, Work::append);
+  // The commit: the chat server decodes the queue's Produced (and answers the device).
+  out.server_ns_on_commit = c.of(CostRole::chat, Work::decode);
+  // The Records: the storage decodes, stores and fans out; the registry decodes the Lookup and
+  // looks up; the storage decodes the Located; the chat server decodes the Route and pushes a
+  // Deliver to each of the two users' devices.
+  out.server_ns_on_records = c.of(CostRole::storage, Work::decode) + c.of(CostRole::storage, Work::store) +
+                             c.of(CostRole::storage, Work::fanout) + c.of(CostRole::registry, Work::decode) +
+                             c.of(CostRole::registry, Work::route) + c.of(CostRole::storage, Work::decode) +
+                             c.of(CostRole::chat, Work::decode) + 2 * c.of(CostRole::chat, Work::push);
+  // The loop's share of a batch: SQLite's sync bookkeeping, counted as two files' (the fdatasync
+  // itself runs on the worker thread and costs the loop nothing).
+  out.server_ns_per_batch = 2 * c.of(CostRole::storage, Work::sync);
   out.fsync_quantiles_ns = std::move(fsync_quantiles_ns);
   out.loopback_rtt_ns = loopback_rtt_ns;
   return out;
@@ -71,60 +74,127 @@ TwinFrame decode(ByteView bytes) {
 constexpr size_t kHeldMax = 4'000'000;
 constexpr size_t kSamplesMax = 4'000'000;
 
-// The server process: one core, one FIFO. A Send costs the per-message CPU; its Deliver is held
-// until the batch covering its commits is durable.
+// The server process: one core, one FIFO, the queue's batching and the process's group commit.
 class ServerProcessNode final : public Node {
  public:
   struct Shared {
     const LiveTwinCosts* costs = nullptr;
+    int64_t commit_window_ns = 0, linger_ns = 0;
     int64_t charged_ns = 0;
-    uint64_t batches = 0, batched_messages = 0;
+    uint64_t batches = 0, released = 0, files_synced = 0;
   };
   explicit ServerProcessNode(Shared& shared) : shared_(shared) {}
   void on_start(Context&) override {}
   void on_accept(Context&, ConnId conn, NodeId) override { loader_conn_ = conn; }
   void on_connected(Context&, ConnId) override {}
   void on_frame(Context& ctx, ConnId conn, ByteView bytes) override {
+    // A Send: the chat server forwards it, the queue appends it to the open transaction.
     loader_conn_ = conn;
-    charge(ctx, shared_.costs->server_ns_per_message);
-    MSGSIM_ASSERT_LT(pending_.size(), kHeldMax);
-    pending_.push_back(Bytes(bytes.begin(), bytes.end()));
-    if (!syncing_) start_batch(ctx);
+    charge(ctx, shared_.costs->server_ns_on_send);
+    MSGSIM_ASSERT_LT(open_batch_.size(), kHeldMax);
+    open_batch_.push_back(Bytes(bytes.begin(), bytes.end()));
+    if (!commit_armed_) {
+      commit_armed_ = true;
+      ctx.set_timer(shared_.commit_window_ns, kCommit);
+    }
   }
   void on_disconnect(Context&, ConnId, DisconnectReason) override {}
-  void on_timer(Context& ctx, uint64_t) override {
-    // The batch is durable: the worker posted its completion, the loop releases the frames.
-    charge(ctx, shared_.costs->server_ns_per_batch);
-    shared_.batches++;
-    shared_.batched_messages += in_flight_.size();
-    for (Bytes& frame : in_flight_) ctx.send(loader_conn_, std::move(frame));
-    in_flight_.clear();
-    syncing_ = false;
-    if (!pending_.empty()) start_batch(ctx);
+  void on_timer(Context& ctx, uint64_t tag) override {
+    switch (tag) {
+      case kCommit:
+        // The queue commits: its log's fsync is deferred to the group commit; the answers go to
+        // the chat server (in process), the records wait the linger.
+        commit_armed_ = false;
+        charge(ctx, shared_.costs->server_ns_on_commit * static_cast<int64_t>(open_batch_.size()));
+        defer_sync(ctx, kQueueFile);
+        MSGSIM_ASSERT_LT(committed_.size() + open_batch_.size(), kHeldMax);
+        for (Bytes& frame : open_batch_) committed_.push_back(std::move(frame));
+        open_batch_.clear();
+        if (!flush_armed_ && !committed_.empty()) {
+          flush_armed_ = true;
+          ctx.set_timer(shared_.linger_ns, kFlush);
+        }
+        return;
+      case kFlush: {
+        // The storage stores the records in one transaction (its file's fsync deferred) and fans
+        // them out: each Deliver leaves once the batch covering both commits is durable.
+        flush_armed_ = false;
+        charge(ctx, shared_.costs->server_ns_on_records * static_cast<int64_t>(committed_.size()));
+        defer_sync(ctx, kStorageFile);
+        const uint64_t ticket = sync_point();
+        for (Bytes& frame : committed_) held_.push_back(Held{ticket, std::move(frame)});
+        committed_.clear();
+        release(ctx);
+        return;
+      }
+      case kStartBatch:
+        start_posted_ = false;
+        start_batch(ctx);
+        return;
+      case kBatchDone:
+        // The worker posted its completion: the loop starts the next batch, then releases.
+        in_flight_ = false;
+        durable_ = started_;
+        shared_.batches++;
+        charge(ctx, shared_.costs->server_ns_per_batch);
+        start_batch(ctx);
+        release(ctx);
+        return;
+      default: MSGSIM_ASSERT(false, "unknown timer tag " + std::to_string(tag));
+    }
   }
 
  private:
+  static constexpr uint64_t kCommit = 1, kFlush = 2, kStartBatch = 3, kBatchDone = 4;
+  static constexpr uint32_t kQueueFile = 1, kStorageFile = 2;  // bits of dirty_files_
+  struct Held {
+    uint64_t ticket;
+    Bytes frame;
+  };
+
+  // live/group_commit.h: a deferred sync joins the batch being formed; if none is in flight, a
+  // batch start is posted to the loop (a zero timer).
+  void defer_sync(Context& ctx, uint32_t file) {
+    dirty_files_ |= file;
+    if (!in_flight_ && !start_posted_) {
+      start_posted_ = true;
+      ctx.set_timer(0, kStartBatch);
+    }
+  }
+  uint64_t sync_point() const { return dirty_files_ != 0 ? started_ + 1 : started_; }
   void start_batch(Context& ctx) {
-    in_flight_.swap(pending_);
-    syncing_ = true;
+    if (in_flight_ || dirty_files_ == 0) return;
+    // The files in the order they were first deferred: the queue's log before the storage.
     int64_t sync_ns = 0;
-    // A whole number of files; a fraction is a chance of one more (drawn only when there is
-    // one, so a whole measured value draws as the assumed 2 always did).
-    const double files = std::max(0.0, shared_.costs->files_per_batch);
-    auto whole = static_cast<uint32_t>(files);
-    if (files > whole && ctx.rng().uniform01() < files - whole) whole++;
-    for (uint32_t f = 0; f < whole; ++f)
+    for (uint32_t file : {kQueueFile, kStorageFile}) {
+      if ((dirty_files_ & file) == 0) continue;
       sync_ns += sample_quantiles(shared_.costs->fsync_quantiles_ns, ctx.rng().uniform01());
-    ctx.set_timer(std::max<int64_t>(1, sync_ns), 0);
+      shared_.files_synced++;
+    }
+    dirty_files_ = 0;
+    started_++;
+    in_flight_ = true;
+    ctx.set_timer(std::max<int64_t>(1, sync_ns), kBatchDone);
+  }
+  void release(Context& ctx) {
+    while (!held_.empty() && held_.front().ticket <= durable_) {
+      ctx.send(loader_conn_, std::move(held_.front().frame));
+      held_.pop_front();
+      shared_.released++;
+    }
   }
   void charge(Context& ctx, int64_t cost_ns) {
+    if (cost_ns <= 0) return;
     ctx.charge_cpu(cost_ns);
     shared_.charged_ns += cost_ns;
   }
   Shared& shared_;
   ConnId loader_conn_ = kNoConn;
-  bool syncing_ = false;
-  std::vector<Bytes> pending_, in_flight_;
+  bool commit_armed_ = false, flush_armed_ = false, start_posted_ = false, in_flight_ = false;
+  uint32_t dirty_files_ = 0;
+  uint64_t started_ = 0, durable_ = 0;
+  std::vector<Bytes> open_batch_, committed_;
+  std::deque<Held> held_;
 };
 
 // The loader processes (senders and receivers): every millisecond, the sends owed by then.
@@ -188,6 +258,8 @@ LiveTwinResult run_live_twin(const LiveTwinCosts& costs, const LiveTwinOptions& 
   sim::Simulator sim(options.seed, net);
   ServerProcessNode::Shared server_shared;
   server_shared.costs = &costs;
+  server_shared.commit_window_ns = std::max<int64_t>(0, options.queue_commit_window_ns);
+  server_shared.linger_ns = std::max<int64_t>(0, options.queue_linger_ns);
   LoaderNode::Shared loader;
   loader.rate_per_s = options.offered_per_s;
   loader.pairs = std::max<uint32_t>(1, options.pairs);
@@ -210,7 +282,9 @@ LiveTwinResult run_live_twin(const LiveTwinCosts& costs, const LiveTwinOptions& 
       static_cast<double>(server_shared.charged_ns) / static_cast<double>(loader.stop_ns + options.drain_ns);
   result.batches = server_shared.batches;
   result.mean_batch_messages =
-      server_shared.batches == 0 ? 0 : static_cast<double>(server_shared.batched_messages) / static_cast<double>(server_shared.batches);
+      server_shared.batches == 0 ? 0 : static_cast<double>(server_shared.released) / static_cast<double>(server_shared.batches);
+  result.files_per_batch =
+      server_shared.batches == 0 ? 0 : static_cast<double>(server_shared.files_synced) / static_cast<double>(server_shared.batches);
   result.digest_hex = sim.digest_hex();
   return result;
 }

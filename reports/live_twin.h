@@ -1,15 +1,24 @@
 // The simulated twin of `msgsim live bench` part (b) (cli/cmd_live_bench.cpp): S senders send
 // 1:1 messages to S receivers at an offered rate, through one server process that holds every
 // server node (registry, queue, storage, push, chat) on one event loop, with SQLite group commit
-// (live/group_commit.h). The twin runs on the deterministic simulator with measured costs only:
+// (live/group_commit.h). The twin runs on the deterministic simulator with measured costs and the
+// bench's own configuration only:
 //  - the server process is one node with one core: every frame of every server role waits in
-//    one FIFO, and costs the sum of the cost table's per-role CPU along the message's path;
+//    one FIFO, and costs the cost table's per-role CPU of the frames the message makes there
+//    (live_twin_costs), charged at the stage where the server does that work;
 //  - the loaders are a separate node (their CPU is their own, not charged);
 //  - each hop between a loader and the server costs half the measured loopback round trip;
-//  - group commit as live does it: a batch syncs every database file that has commits in it
-//    (one fsync each, drawn from the measured fsync distribution of this disk), the frames that
-//    leave the process wait until the batch covering their commits is durable, and commits made
-//    while a batch syncs go into the next batch;
+//  - the queue's batching as the bench server ran it (ChatTuning::queue_commit_window_ns and
+//    queue_linger_ns, which `live bench --json` reports): a Send's produce waits in the open
+//    transaction until the commit window ends (0: the loop's next turn, behind the frames
+//    already waiting), then the committed records wait the linger before the storage stores
+//    them (one transaction) and fans them out to both users' devices;
+//  - group commit as live does it: each commit defers its database file's fsync; a batch syncs
+//    every file deferred since the last batch began (one fsync each, in order, drawn from the
+//    measured fsync distribution of this disk), the next batch starts when it completes, and a
+//    frame that leaves the process waits for the batch covering every commit made before it. So
+//    at low load the queue's log and the storage's file go in two batches one after the other,
+//    and the files per batch come out of the model (live bench measures them: a check);
 //  - the loader sends as live bench does: every millisecond the messages owed by then at the
 //    offered rate, round-robin over the senders.
 // Latency is from the send to the receiver's Deliver, as live bench measures it.
@@ -19,23 +28,24 @@
 #include <string>
 #include <vector>
 
+#include "impl/chat/config.h"
 #include "impl/chat/cpu_costs.h"
 
 namespace msgsim::reports {
 
 struct LiveTwinCosts {
-  int64_t server_ns_per_message = 0;  // the server process's CPU per delivered message
-  int64_t server_ns_per_batch = 0;    // the loop's CPU to release one batch (the sync's own CPU)
+  // The server process's CPU per message, by the stage that spends it:
+  int64_t server_ns_on_send = 0;       // the Send arrives: chat decode + route, queue decode + append
+  int64_t server_ns_on_commit = 0;     // its batch commits: the chat server takes the Produced (acks)
+  int64_t server_ns_on_records = 0;    // the Records reach the storage: store, look up, deliver to both users
+  int64_t server_ns_per_batch = 0;     // the loop's CPU to release one batch (the sync's own CPU)
   std::vector<int64_t> fsync_quantiles_ns;  // evenly spaced quantiles, 0 % .. 100 %
   int64_t loopback_rtt_ns = 0;
-  // Database files one batch syncs: the queue's and the storage's (2) unless measured (`live bench
-  // --json`'s group_commit.files_per_batch, below 2 when a batch covers one of them only); a
-  // fraction is drawn per batch (1.6: two files in 60 % of the batches).
-  double files_per_batch = 2;
+  int64_t server_ns_per_message() const { return server_ns_on_send + server_ns_on_commit + server_ns_on_records; }
 };
 
 // The per-message and per-batch server CPU from the cost table: what each role does for one
-// delivered message (reports/README.md lists the terms).
+// delivered message in the bench (reports/README.md lists the terms).
 LiveTwinCosts live_twin_costs(const chat::CpuCosts& costs, std::vector<int64_t> fsync_quantiles_ns, int64_t loopback_rtt_ns);
 
 struct LiveTwinOptions {
@@ -45,6 +55,10 @@ struct LiveTwinOptions {
   int64_t warmup_ns = 1'000'000'000;
   int64_t measure_ns = 5'000'000'000;
   int64_t drain_ns = 2'000'000'000;
+  // The queue's batching delays the bench server ran with (ChatTuning; `live bench --json`'s
+  // traffic.queue_commit_window_us / queue_linger_us).
+  int64_t queue_commit_window_ns = chat::ChatTuning{}.queue_commit_window_ns;
+  int64_t queue_linger_ns = chat::ChatTuning{}.queue_linger_ns;
 };
 
 struct LiveTwinResult {
@@ -52,8 +66,9 @@ struct LiveTwinResult {
   double delivered_per_s = 0;  // deliveries of messages sent in the measured window, per second of it
   double p50_ms = 0, p99_ms = 0;
   double server_utilisation = 0;
-  double mean_batch_messages = 0;
+  double mean_batch_messages = 0;  // Delivers released per batch
   uint64_t batches = 0;
+  double files_per_batch = 0;      // database files synced per batch
   std::string digest_hex;
 };
 

@@ -312,20 +312,23 @@ namespace msgsim {
 // below the fsync floor), and one server core saturates where the per-message CPU says.
 TEST(LiveTwin, DeterministicAndChargesFsyncAndTheSingleCore) {
   reports::LiveTwinCosts costs;
-  costs.server_ns_per_message = 100'000;  // 10,000 msg/s capacity
+  costs.server_ns_on_send = 40'000;  // 100 us per message: 10,000 msg/s capacity
+  costs.server_ns_on_commit = 10'000;
+  costs.server_ns_on_records = 50'000;
   costs.fsync_quantiles_ns = {1'000'000, 2'000'000, 3'000'000};
   costs.loopback_rtt_ns = 20'000;
-  costs.files_per_batch = 2;
   reports::LiveTwinOptions light;
   light.offered_per_s = 1000;
   light.measure_ns = 2 * kNanosPerSecond;
+  light.queue_commit_window_ns = 0;
+  light.queue_linger_ns = 0;
   const auto a = reports::run_live_twin(costs, light);
   const auto b = reports::run_live_twin(costs, light);
   EXPECT_EQ(a.digest_hex, b.digest_hex);
   EXPECT_EQ(a.p99_ms, b.p99_ms);
   EXPECT_NEAR(a.delivered_per_s, 1000, 20);
-  EXPECT_GE(a.p50_ms, 2.0);   // two files' fsyncs at least 1 ms each
-  EXPECT_LE(a.p99_ms, 13.0);  // at most a sync in flight plus a whole batch of its own, plus CPU
+  EXPECT_GE(a.p50_ms, 2.0);   // the queue's log and the storage's file, 1 ms each at least
+  EXPECT_LE(a.p99_ms, 13.0);  // at most a sync in flight plus a batch of two files, plus CPU
   EXPECT_GT(a.batches, 0u);
   reports::LiveTwinOptions over = light;
   over.offered_per_s = 20'000;  // twice the core's capacity
@@ -337,28 +340,36 @@ TEST(LiveTwin, DeterministicAndChargesFsyncAndTheSingleCore) {
   EXPECT_LT(d.p50_ms, 1.0);
 }
 
-// The measured files per batch (live bench's group_commit.files_per_batch) replaces the assumed
-// 2: fewer files per batch, less fsync time per batch and lower latency; a fraction lands between.
-TEST(LiveTwin, MeasuredFilesPerBatchSetTheFsyncTimePerBatch) {
+// The queue's commit window and linger (as the bench server ran them) add to every message at
+// low load; with both 0 and a quiet server, the queue's log and the storage's file go to the disk
+// in two batches one after the other (one file each), as live bench measured at low rates.
+TEST(LiveTwin, QueueBatchingDelaysAndTwoBatchesInARow) {
   reports::LiveTwinCosts costs;
-  costs.server_ns_per_message = 20'000;
-  costs.fsync_quantiles_ns = {4'000'000, 4'000'000};  // every fsync 4 ms
+  costs.server_ns_on_send = 5'000;
+  costs.server_ns_on_commit = 1'000;
+  costs.server_ns_on_records = 10'000;
+  costs.fsync_quantiles_ns = {100'000, 100'000};  // every fsync 100 us
   costs.loopback_rtt_ns = 20'000;
   reports::LiveTwinOptions options;
-  options.offered_per_s = 1000;
+  options.offered_per_s = 200;  // one message per millisecond tick at most: nothing overlaps
   options.measure_ns = 2 * kNanosPerSecond;
-  std::map<double, double> p50_ms;
-  for (double files : {1.0, 1.5, 2.0}) {
-    costs.files_per_batch = files;
-    const auto result = reports::run_live_twin(costs, options);
-    EXPECT_EQ(result.digest_hex, reports::run_live_twin(costs, options).digest_hex);
-    EXPECT_NEAR(result.delivered_per_s, 1000, 20);
-    p50_ms[files] = result.p50_ms;
-  }
-  EXPECT_GE(p50_ms[1.0], 4.0);  // one 4 ms fsync at least
-  EXPECT_GE(p50_ms[2.0], 8.0);  // two
-  EXPECT_LT(p50_ms[1.0], p50_ms[1.5]);
-  EXPECT_LT(p50_ms[1.5], p50_ms[2.0]);
+  options.queue_commit_window_ns = 0;
+  options.queue_linger_ns = 0;
+  const auto none = reports::run_live_twin(costs, options);
+  EXPECT_EQ(none.digest_hex, reports::run_live_twin(costs, options).digest_hex);
+  EXPECT_NEAR(none.delivered_per_s, 200, 5);
+  EXPECT_NEAR(none.files_per_batch, 1.0, 0.01);
+  // The hop in (10 us), the Send's and the commit's CPU (6 us), the queue's fsync then the
+  // storage's (the Records' 10 us of CPU runs during the first), the hop out: 0.226 ms.
+  EXPECT_NEAR(none.p50_ms, 0.226, 0.0001);
+  options.queue_commit_window_ns = 250 * kNanosPerMicro;
+  options.queue_linger_ns = 1 * kNanosPerMilli;
+  const auto delayed = reports::run_live_twin(costs, options);
+  // The hop in, the window (a timer runs from its handler's start, so the Send's CPU is inside
+  // it), the linger (the commit's CPU inside it), the Records' CPU, one fsync (the linger
+  // outlasts the queue's, so the storage's file waits for nothing in flight), the hop out.
+  EXPECT_NEAR(delayed.p50_ms, 0.010 + 0.25 + 1.0 + 0.010 + 0.1 + 0.010, 0.0001);
+  EXPECT_NEAR(delayed.files_per_batch, 1.0, 0.01);
 }
 
 TEST(LiveTwin, QuantileSamplingInterpolates) {
