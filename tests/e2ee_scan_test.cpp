@@ -87,6 +87,34 @@ TEST(PlaintextScanner, FindsShortPlaintextsAtEveryOffset) {
   for (uint64_t seed = 1; seed <= 4; ++seed) check_against_naive(seed, 8, 20, 4);
 }
 
+TEST(PlaintextScanner, FindsEachOfManyPlaintextsWhereItWasPlanted) {
+  // 40,000 bodies: the fingerprints span three chunks and the table grows from 4,096 slots to
+  // 2^20, so every body's windows were moved by several growths. Random bytes on 256 letters:
+  // a 16-byte fingerprint occurs by chance with probability ~2^-128, so a planted body is
+  // found exactly where it was put and a buffer of fresh random bytes holds none.
+  Prng rng(7);
+  PlaintextScanner scanner;
+  std::vector<Bytes> plaintexts;
+  for (int i = 0; i < 40'000; ++i) {
+    plaintexts.push_back(random_bytes(rng, static_cast<size_t>(rng.range(16, 64)), 256));
+    scanner.on_plaintext(plaintexts.back());
+  }
+  ASSERT_EQ(scanner.tracked(), 40'000u);
+  for (int trial = 0; trial < 20'000; ++trial) {
+    Bytes buffer = random_bytes(rng, static_cast<size_t>(rng.range(16, 200)), 256);
+    ASSERT_EQ(scanner.find(buffer), PlaintextScanner::kNotFound) << "trial " << trial;
+    const Bytes& plaintext = plaintexts[rng.below(plaintexts.size())];
+    const size_t keep = std::min<size_t>(plaintext.size(), PlaintextScanner::kFingerprintBytes);
+    const size_t at = static_cast<size_t>(rng.below(buffer.size() + 1));
+    buffer.resize(std::max(buffer.size(), at + keep));
+    std::copy(plaintext.begin(), plaintext.begin() + static_cast<long>(keep), buffer.begin() + static_cast<long>(at));
+    ASSERT_EQ(scanner.find(buffer), at) << "trial " << trial;
+    // One byte short of the fingerprint is not an occurrence.
+    buffer.resize(at + keep - 1);
+    ASSERT_EQ(scanner.find(buffer), PlaintextScanner::kNotFound) << "trial " << trial;
+  }
+}
+
 TEST(PlaintextScanner, IgnoresPlaintextsShorterThan8BytesAndCountsEveryByte) {
   PlaintextScanner scanner;
   const Bytes tiny{1, 2, 3, 4, 5, 6, 7};
