@@ -374,5 +374,31 @@ TEST_P(OracleInterner, FindsExactlyWhatItInterned) {
   EXPECT_EQ(interner.name(long_id), long_name);
 }
 
+// A name inside a record (message ids): inline up to 14 bytes, in the arena beyond; the same
+// length and one-byte-difference cases as the interner's, around both boundaries.
+TEST(OracleInlineName, IsExactlyItsText) {
+  detail::NameArena arena;
+  for (size_t n = 0; n <= 40; ++n) {
+    const std::string text(n, 'a');
+    const detail::InlineName name(text, arena);
+    EXPECT_EQ(name.view(), text);
+    EXPECT_TRUE(name.is(text)) << n;
+    EXPECT_FALSE(name.is(text + "a")) << n;
+    if (n > 0) {
+      EXPECT_FALSE(name.is(text.substr(1))) << n;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      std::string other = text;
+      other[i] = 'b';
+      EXPECT_FALSE(name.is(other)) << n << " " << i;
+    }
+  }
+  // A text longer than an arena block gets a block of its own.
+  const std::string huge(100'000, 'z');
+  const detail::InlineName huge_name(huge, arena);
+  EXPECT_TRUE(huge_name.is(huge));
+  EXPECT_EQ(huge_name.view().size(), huge.size());
+}
+
 }  // namespace
 }  // namespace msgsim::history
