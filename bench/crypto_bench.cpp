@@ -9,6 +9,7 @@
 #include "impl/crypto/ed25519_verify.h"
 #include "impl/crypto/ratchet.h"
 #include "impl/crypto/sender_key.h"
+#include "impl/crypto/x25519.h"
 #include "impl/crypto/x3dh.h"
 #include "sim/randombytes.h"
 
@@ -148,6 +149,49 @@ void BM_Ed25519VerifyAndConvertLibsodium(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations());
 }
 BENCHMARK(BM_Ed25519VerifyAndConvertLibsodium);
+
+// Variable-base X25519 (the DHs of X3DH and of the ratchet's DH step): our four-lane IFMA
+// ladder (impl/crypto/x25519.h) with one job and with four, against libsodium's
+// crypto_scalarmult (same bytes). Items are X25519 operations.
+void run_vector_ladder(benchmark::State& state, size_t lanes) {
+  if (!x25519_vector_ladder_available()) {
+    state.SkipWithError("this CPU has no AVX-512 IFMA");
+    return;
+  }
+  sim::reseed_randombytes(6);
+  std::array<Key32, kX25519Lanes> secrets, points;
+  std::array<X25519Job, kX25519Lanes> jobs;
+  for (size_t i = 0; i < kX25519Lanes; ++i) {
+    randombytes_buf(secrets[i].data(), secrets[i].size());
+    points[i] = generate_x25519_key_pair().public_key;
+    jobs[i].scalar = &secrets[i];
+    jobs[i].u = &points[i];
+  }
+  for (auto _ : state) {
+    x25519_jobs_on_vector_ladder(std::span<X25519Job>(jobs.data(), lanes));
+    for (size_t i = 0; i < lanes; ++i) secrets[i][0] ^= jobs[i].shared[1];  // fresh scalars
+    benchmark::DoNotOptimize(jobs[0].ok);
+  }
+  state.SetItemsProcessed(state.iterations() * static_cast<int64_t>(lanes));
+}
+void BM_X25519VectorLadder1(benchmark::State& state) { run_vector_ladder(state, 1); }
+BENCHMARK(BM_X25519VectorLadder1);
+void BM_X25519VectorLadder4(benchmark::State& state) { run_vector_ladder(state, 4); }
+BENCHMARK(BM_X25519VectorLadder4);
+
+void BM_X25519Libsodium(benchmark::State& state) {
+  sim::reseed_randombytes(6);
+  const X25519KeyPair peer = generate_x25519_key_pair();
+  Key32 secret;
+  randombytes_buf(secret.data(), secret.size());
+  Key32 shared;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(crypto_scalarmult(shared.data(), secret.data(), peer.public_key.data()));
+    secret[0] ^= shared[1];
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_X25519Libsodium);
 
 // The initiator's X3DH: verify spk_sig, make EK, DH1..DH4, HKDF to SK.
 // A first contact: the peer's identity was never met, by this client or by any other on the

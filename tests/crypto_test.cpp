@@ -16,6 +16,7 @@
 #include "impl/crypto/ratchet.h"
 #include "impl/crypto/sender_key.h"
 #include "impl/crypto/transcript.h"
+#include "impl/crypto/x25519.h"
 #include "impl/crypto/x25519_base.h"
 #include "impl/crypto/x3dh.h"
 #include "sim/randombytes.h"
@@ -362,6 +363,197 @@ TEST(Aead, XChaCha20Poly1305MatchesLibsodiumAndRejectsEveryTamperedByte) {
                 0);
     }
   }
+}
+
+// --- Variable-base X25519 (our Montgomery ladder): RFC 7748 and libsodium's bytes and verdicts ---
+
+Key32 key_from_hex(std::string_view hex) {
+  const Bytes bytes = from_hex(hex);
+  Key32 key{};
+  std::copy(bytes.begin(), bytes.end(), key.begin());
+  return key;
+}
+
+// One X25519 on the vector ladder when this CPU has it (else through x25519_jobs' libsodium).
+bool x25519_ladder(Key32& shared, const Key32& scalar, const Key32& u) {
+  X25519Job job{&scalar, &u, {}, false};
+  if (x25519_vector_ladder_available()) {
+    x25519_jobs_on_vector_ladder(std::span<X25519Job>(&job, 1));
+  } else {
+    x25519_jobs(std::span<X25519Job>(&job, 1));
+  }
+  shared = job.shared;
+  return job.ok;
+}
+
+// crypto_scalarmult's verdict and bytes against ours for one (scalar, u).
+void expect_ladder_matches_libsodium(const Key32& scalar, const Key32& u) {
+  Key32 theirs{};
+  const bool their_ok = crypto_scalarmult(theirs.data(), scalar.data(), u.data()) == 0;
+  Key32 ours{};
+  const bool our_ok = x25519_ladder(ours, scalar, u);
+  ASSERT_EQ(our_ok, their_ok) << "scalar " << to_hex(scalar) << " u " << to_hex(u);
+  if (their_ok) {
+    ASSERT_EQ(to_hex(ours), to_hex(theirs)) << "scalar " << to_hex(scalar) << " u " << to_hex(u);
+  } else {
+    ASSERT_EQ(ours, Key32{}) << "a refused result is all zero";
+  }
+}
+
+// RFC 7748 section 5.2: the two single vectors and the iterated one after 1 and 1,000 steps
+// (k, u <- X25519(k, u), k), and section 6.1's key exchange (public keys from base point 9).
+TEST(CryptoX25519, Rfc7748Vectors) {
+  Key32 out{};
+  ASSERT_TRUE(x25519_ladder(
+      out, key_from_hex("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4"),
+      key_from_hex("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c")));
+  EXPECT_EQ(to_hex(out), "c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552");
+  ASSERT_TRUE(x25519_ladder(
+      out, key_from_hex("4b66e9d4d1b4673c5ad22691957d6af5c11b6421e0ea01d42ca4169e7918ba0d"),
+      key_from_hex("e5210f12786811d3f4b7959d0538ae2c31dbe7106fc03c3efc4cd549c715a493")));
+  EXPECT_EQ(to_hex(out), "95cbde9476e8907d7aade45cb4b873f88b595a68799fa152e6f8f7647aac7957");
+
+  Key32 k{};
+  k[0] = 9;
+  Key32 u = k;
+  for (int i = 1; i <= 1000; ++i) {
+    Key32 next{};
+    ASSERT_TRUE(x25519_ladder(next, k, u));
+    u = k;
+    k = next;
+    if (i == 1) {
+      EXPECT_EQ(to_hex(k), "422c8e7a6227d7bca1350b3e2bb7279f7897b87bb6854b783c60e80311ae3079");
+    }
+  }
+  EXPECT_EQ(to_hex(k), "684cf59ba83309552800ef566f2f4d3c1c3887c49360e3875f2eb94d99532c51");
+
+  Key32 nine{};
+  nine[0] = 9;
+  const Key32 alice = key_from_hex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a");
+  const Key32 bob = key_from_hex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb");
+  Key32 alice_public{}, bob_public{}, alice_shared{}, bob_shared{};
+  ASSERT_TRUE(x25519_ladder(alice_public, alice, nine));
+  ASSERT_TRUE(x25519_ladder(bob_public, bob, nine));
+  EXPECT_EQ(to_hex(alice_public), "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a");
+  EXPECT_EQ(to_hex(bob_public), "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f");
+  ASSERT_TRUE(x25519_ladder(alice_shared, alice, bob_public));
+  ASSERT_TRUE(x25519_ladder(bob_shared, bob, alice_public));
+  EXPECT_EQ(to_hex(alice_shared), "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742");
+  EXPECT_EQ(bob_shared, alice_shared);
+}
+
+// Thousands of random scalars against random u (about half of them on the twist, which X25519
+// accepts), against public keys of the curve, and against u with the top bit set.
+TEST(CryptoX25519, MatchesLibsodiumOnRandomScalarsAndPoints) {
+  Prng prng(50);
+  for (int i = 0; i < 3000; ++i) {
+    Key32 scalar, u;
+    prng.fill(scalar);
+    prng.fill(u);
+    expect_ladder_matches_libsodium(scalar, u);
+    u[31] |= 0x80;
+    expect_ladder_matches_libsodium(scalar, u);
+    Key32 on_curve;
+    ASSERT_EQ(crypto_scalarmult_base(on_curve.data(), u.data()), 0);
+    expect_ladder_matches_libsodium(scalar, on_curve);
+  }
+}
+
+// The encodings a peer can choose to be odd: u >= p (p .. 2^255 - 1, taken modulo p), the same
+// with the ignored top bit set, every small-order point of libsodium's blacklist (refused, the
+// all-zero result, with our verdict its), and u whose square-and-reduce paths carry the most.
+TEST(CryptoX25519, NonCanonicalAndSmallOrderPointsGiveLibsodiumsVerdicts) {
+  const Key32 p = key_from_hex("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f");
+  std::vector<Key32> points;
+  for (int offset = -3; offset <= 18; ++offset) {  // p - 3 .. 2^255 - 1
+    Key32 u = p;
+    u[0] = static_cast<uint8_t>(0xed + offset);
+    points.push_back(u);
+  }
+  const Key32 order_8_a = key_from_hex("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800");
+  const Key32 order_8_b = key_from_hex("5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157");
+  Key32 zero{}, one{};
+  one[0] = 1;
+  const std::vector<Key32> small_order = {zero, one, order_8_a, order_8_b, points[2] /* p - 1 */,
+                                          points[3] /* p */, points[4] /* p + 1 */};
+  for (const Key32& u : small_order) {
+    Key32 scalar{};
+    scalar.fill(0x5a);
+    Key32 out{};
+    Key32 libsodium_out{};
+    EXPECT_NE(crypto_scalarmult(libsodium_out.data(), scalar.data(), u.data()), 0) << to_hex(u);
+    EXPECT_FALSE(x25519_ladder(out, scalar, u)) << to_hex(u);
+    EXPECT_EQ(out, Key32{});
+  }
+  Key32 all_ones;
+  all_ones.fill(0xFF);
+  points.push_back(all_ones);
+  points.push_back(order_8_a);
+  points.push_back(order_8_b);
+  points.push_back(zero);
+  points.push_back(one);
+  const size_t plain = points.size();
+  for (size_t i = 0; i < plain; ++i) {
+    Key32 high = points[i];
+    high[31] |= 0x80;
+    points.push_back(high);
+  }
+  Prng prng(51);
+  for (const Key32& u : points) {
+    for (int i = 0; i < 20; ++i) {
+      Key32 scalar;
+      prng.fill(scalar);
+      expect_ladder_matches_libsodium(scalar, u);
+    }
+  }
+}
+
+// The lanes are independent: batches of 1 to 9 jobs (a partial last group of four, lanes that
+// repeat job 0) mixing valid and small-order points, each job's bytes and verdict libsodium's.
+TEST(CryptoX25519, BatchesOfAnySizeMixValidAndRefusedLanes) {
+  Prng prng(52);
+  Key32 zero{};
+  for (size_t count = 1; count <= 9; ++count) {
+    for (int round = 0; round < 20; ++round) {
+      std::vector<Key32> scalars(count), points(count);
+      std::vector<X25519Job> jobs(count);
+      for (size_t i = 0; i < count; ++i) {
+        prng.fill(scalars[i]);
+        prng.fill(points[i]);
+        if (prng.next_u64() % 4 == 0) points[i] = zero;
+        jobs[i].scalar = &scalars[i];
+        jobs[i].u = &points[i];
+      }
+      if (x25519_vector_ladder_available()) {
+        x25519_jobs_on_vector_ladder(jobs);
+      } else {
+        x25519_jobs(jobs);
+      }
+      for (size_t i = 0; i < count; ++i) {
+        Key32 theirs{};
+        const bool their_ok =
+            crypto_scalarmult(theirs.data(), scalars[i].data(), points[i].data()) == 0;
+        ASSERT_EQ(jobs[i].ok, their_ok) << count << " jobs, lane " << i;
+        ASSERT_EQ(jobs[i].shared, their_ok ? theirs : zero) << count << " jobs, lane " << i;
+      }
+    }
+  }
+}
+
+// dh(), the path X3DH and the ratchet take, refuses a small-order key with an error naming it.
+TEST(CryptoX25519, DhRefusesSmallOrderKeysWithAnError) {
+  Key32 secret;
+  secret.fill(0x33);
+  const auto refused = dh(secret, Key32{});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("all-zero"), std::string::npos);
+  Key32 nine{};
+  nine[0] = 9;
+  Key32 theirs;
+  ASSERT_EQ(crypto_scalarmult(theirs.data(), secret.data(), nine.data()), 0);
+  const auto accepted = dh(secret, nine);
+  ASSERT_TRUE(accepted.ok());
+  EXPECT_EQ(*accepted, theirs);
 }
 
 // --- Fixed-base X25519 through the Edwards table: libsodium's bytes ---------------------------

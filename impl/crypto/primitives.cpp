@@ -5,9 +5,20 @@
 #include "impl/base/assert.h"
 #include "impl/crypto/chacha20poly1305.h"
 #include "impl/crypto/ed25519_verify.h"
+#include "impl/crypto/x25519.h"
 #include "impl/crypto/x25519_base.h"
 
 namespace msgsim::crypto {
+
+namespace {
+
+Error all_zero_dh_error(const Key32& peer_public) {
+  return make_error(ErrorCode::crypto_error,
+                    "X25519 with the peer key " + to_hex(peer_public) +
+                        " gave the all-zero result (a low-order point)");
+}
+
+}  // namespace
 
 X25519KeyPair generate_x25519_key_pair() {
   X25519KeyPair pair;
@@ -24,11 +35,27 @@ Key32 x25519_public_of(const Key32& secret) {
 Result<Key32> dh(const Key32& own_secret, const Key32& peer_public) {
   Key32 shared;
   if (crypto_scalarmult(shared.data(), own_secret.data(), peer_public.data()) != 0) {
-    return make_error(ErrorCode::crypto_error,
-                      "X25519 with the peer key " + to_hex(peer_public) +
-                          " gave the all-zero result (a low-order point)");
+    return all_zero_dh_error(peer_public);
   }
   return shared;
+}
+
+Status dh_all(std::span<const DhPair> pairs, std::span<Key32> shared) {
+  MSGSIM_ASSERT(pairs.size() <= kDhPairsMax && shared.size() == pairs.size());
+  std::array<X25519Job, kDhPairsMax> jobs;
+  for (size_t i = 0; i < pairs.size(); ++i) jobs[i] = {pairs[i].own_secret, pairs[i].peer_public, {}, false};
+  x25519_jobs(std::span<X25519Job>(jobs.data(), pairs.size()));
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    shared[i] = jobs[i].shared;
+    wipe(jobs[i].shared);
+  }
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    if (!jobs[i].ok) {
+      for (Key32& key : shared) wipe(key);
+      return all_zero_dh_error(*pairs[i].peer_public);
+    }
+  }
+  return {};
 }
 
 Ed25519KeyPair generate_ed25519_key_pair() {

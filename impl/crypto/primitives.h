@@ -61,6 +61,17 @@ Key32 x25519_public_of(const Key32& secret);
 // says; the peer key comes from outside, so this is a crypto_error, not an assertion.
 Result<Key32> dh(const Key32& own_secret, const Key32& peer_public);
 
+// Several independent DHs at once: shared[i] = dh(*pairs[i].own_secret, *pairs[i].peer_public),
+// the same bytes, computed by x25519_jobs (four at a time on the vector ladder where the CPU has
+// it, x25519.h). Returns dh()'s error for the first pair, in order, whose result is all zero
+// (the shared keys are wiped then). At most kDhPairsMax pairs.
+struct DhPair {
+  const Key32* own_secret = nullptr;
+  const Key32* peer_public = nullptr;
+};
+constexpr size_t kDhPairsMax = 8;
+Status dh_all(std::span<const DhPair> pairs, std::span<Key32> shared);
+
 // An Ed25519 key pair with its X25519 form cached (the identity DH form of the spec).
 struct Ed25519KeyPair {
   Ed25519Secret secret{};

@@ -165,6 +165,17 @@ Key32 derive_shared_secret(const Key32& dh1, const Key32& dh2, const Key32& dh3,
   return shared;
 }
 
+// DH1..DH3 [DH4] computed together, then SK; the first DH (in order) that gives the all-zero
+// result is the error, as computing them one by one would report it.
+Result<Key32> secret_of_dhs(std::span<const DhPair> pairs) {
+  std::array<Key32, 4> dhs;
+  const std::span<Key32> results(dhs.data(), pairs.size());
+  if (Status computed = dh_all(pairs, results); !computed) return computed.error();
+  Key32 shared = derive_shared_secret(dhs[0], dhs[1], dhs[2], pairs.size() == 4 ? &dhs[3] : nullptr);
+  for (Key32& key : dhs) wipe(key);
+  return shared;
+}
+
 }  // namespace
 
 Result<Key32> PeerIdentityCache::x25519_of(const Key32& identity) {
@@ -299,24 +310,13 @@ Result<Key32> x3dh_initiator_secret(const IdentityKeyPair& self, const PrekeyBun
   auto peer_identity_x = identities != nullptr ? identities->check_bundle(bundle)
                                                : first_contact_identity(bundle);
   if (!peer_identity_x) return peer_identity_x.error();
-  auto dh1 = dh(self.x25519_secret, bundle.signed_prekey);
-  if (!dh1) return dh1.error();
-  auto dh2 = dh(ephemeral.secret, *peer_identity_x);
-  if (!dh2) return dh2.error();
-  auto dh3 = dh(ephemeral.secret, bundle.signed_prekey);
-  if (!dh3) return dh3.error();
-  Result<Key32> dh4 = Key32{};
-  if (bundle.one_time_prekey_id) {
-    dh4 = dh(ephemeral.secret, bundle.one_time_prekey);
-    if (!dh4) return dh4.error();
-  }
-  Key32 shared = derive_shared_secret(*dh1, *dh2, *dh3,
-                                      bundle.one_time_prekey_id ? &*dh4 : nullptr);
-  wipe(*dh1);
-  wipe(*dh2);
-  wipe(*dh3);
-  wipe(*dh4);
-  return shared;
+  // DH1 = DH(IKa, SPKb), DH2 = DH(EKa, IKb), DH3 = DH(EKa, SPKb) [, DH4 = DH(EKa, OPKb)]:
+  // independent, so computed together (dh_all: one pass of the four-lane ladder).
+  const DhPair pairs[4] = {{&self.x25519_secret, &bundle.signed_prekey},
+                           {&ephemeral.secret, &*peer_identity_x},
+                           {&ephemeral.secret, &bundle.signed_prekey},
+                           {&ephemeral.secret, &bundle.one_time_prekey}};
+  return secret_of_dhs(std::span<const DhPair>(pairs, bundle.one_time_prekey_id ? 4 : 3));
 }
 
 Result<Key32> x3dh_responder_secret(const IdentityKeyPair& self,
@@ -326,23 +326,14 @@ Result<Key32> x3dh_responder_secret(const IdentityKeyPair& self,
                                     PeerIdentityCache* identities) {
   auto peer_identity_x = peer_identity_x25519(header.initiator_identity, identities);
   if (!peer_identity_x) return peer_identity_x.error();
-  auto dh1 = dh(signed_prekey.secret, *peer_identity_x);
-  if (!dh1) return dh1.error();
-  auto dh2 = dh(self.x25519_secret, header.ephemeral_public);
-  if (!dh2) return dh2.error();
-  auto dh3 = dh(signed_prekey.secret, header.ephemeral_public);
-  if (!dh3) return dh3.error();
-  Result<Key32> dh4 = Key32{};
-  if (one_time_prekey != nullptr) {
-    dh4 = dh(one_time_prekey->secret, header.ephemeral_public);
-    if (!dh4) return dh4.error();
-  }
-  Key32 shared = derive_shared_secret(*dh1, *dh2, *dh3, one_time_prekey ? &*dh4 : nullptr);
-  wipe(*dh1);
-  wipe(*dh2);
-  wipe(*dh3);
-  wipe(*dh4);
-  return shared;
+  // The same four DHs from the responder's side: DH1 = DH(SPKb, IKa), DH2 = DH(IKb, EKa),
+  // DH3 = DH(SPKb, EKa) [, DH4 = DH(OPKb, EKa)].
+  const DhPair pairs[4] = {
+      {&signed_prekey.secret, &*peer_identity_x},
+      {&self.x25519_secret, &header.ephemeral_public},
+      {&signed_prekey.secret, &header.ephemeral_public},
+      {one_time_prekey != nullptr ? &one_time_prekey->secret : nullptr, &header.ephemeral_public}};
+  return secret_of_dhs(std::span<const DhPair>(pairs, one_time_prekey != nullptr ? 4 : 3));
 }
 
 Result<Session> initiate_session(const IdentityKeyPair& self, const PrekeyBundle& bundle,
