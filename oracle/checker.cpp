@@ -611,7 +611,9 @@ struct Checker::State {
     });
   }
   void insert_seq(uint32_t conv, int64_t seq, uint32_t m) {
-    seq_slots.insert(seq_hash(conv, seq), m, [&](uint32_t mi) { return seq_hash(messages[mi].conv, messages[mi].seq); });
+    seq_slots.insert(
+        seq_hash(conv, seq), m, [&](uint32_t mi) { return seq_hash(messages[mi].conv, messages[mi].seq); },
+        [&](uint32_t mi) { messages.prefetch(mi); });
   }
 
   // ---- the (conv, seq) -> join/leave table ----

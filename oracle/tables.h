@@ -567,15 +567,18 @@ class HashedIndexSlots {
     }
   }
   // Stores `index` under `h` (the caller has found it absent). `hash_of(index)` gives the hash
-  // of a stored index again, for rebuilding the table when it grows.
-  template <typename HashOf>
-  void insert(uint64_t h, uint32_t index, HashOf&& hash_of) {
+  // of a stored index again, for rebuilding the table when it grows; `prefetch_record(index)`,
+  // when given, starts loading what hash_of(index) reads, so that a rebuild of a sparse table
+  // (whose records are visited at random) has several of those loads in flight.
+  template <typename HashOf, typename PrefetchRecord = void (*)(uint32_t)>
+  void insert(uint64_t h, uint32_t index, HashOf&& hash_of, PrefetchRecord&& prefetch_record = [](uint32_t) {}) {
     MSGSIM_ASSERT(index < kNone - 1, "more than 4 billion records");
     MSGSIM_ASSERT(!dense_ || index == used_, "dense indices are stored in order");
-    const int need_bits = std::bit_width(uint64_t{index} + 1);
-    if ((used_ + 1) * 4 > slots_.size() * 3 || need_bits > index_bits_) {
-      rebuild((used_ + 1) * 4 > slots_.size() * 3 ? slots_.size() * 2 : slots_.size(),
-              std::max(need_bits, index_bits_), hash_of);
+    const int need_bits = std::max(static_cast<int>(std::bit_width(uint64_t{index} + 1)), index_bits_);
+    if ((used_ + 1) * 4 > slots_.size() * 3) {
+      rebuild(slots_.size() * 2, need_bits, hash_of, prefetch_record);
+    } else if (need_bits > index_bits_) {
+      retag(need_bits);
     }
     place(h, index);
     ++used_;
@@ -591,19 +594,36 @@ class HashedIndexSlots {
     while (slots_[i] != 0) i = (i + 1) & mask;
     slots_[i] = tag_of(h) | (index + 1);
   }
-  template <typename HashOf>
-  void rebuild(size_t size, int index_bits, HashOf&& hash_of) {
+  void set_index_bits(int index_bits) {
+    index_bits_ = index_bits;
+    index_mask_ = index_bits >= 32 ? ~uint32_t{0} : (uint32_t{1} << index_bits) - 1;
+  }
+  // More index bits in a table of the same size: each slot keeps its place and loses the lowest
+  // of its hash bits (a tag is the hash's bits above the index bits, so the new tag is the old
+  // one without the bits the index now takes). No record is read.
+  void retag(int index_bits) {
+    const uint32_t old_mask = index_mask_;
+    set_index_bits(index_bits);
+    for (uint32_t& slot : slots_) {
+      if (slot != 0) slot = (slot & ~old_mask & ~index_mask_) | (slot & old_mask);
+    }
+  }
+  template <typename HashOf, typename PrefetchRecord>
+  void rebuild(size_t size, int index_bits, HashOf&& hash_of, PrefetchRecord&& prefetch_record) {
     std::vector<uint32_t> old;
     old.swap(slots_);
     const uint32_t old_mask = index_mask_;
-    index_bits_ = index_bits;
-    index_mask_ = index_bits >= 32 ? ~uint32_t{0} : (uint32_t{1} << index_bits) - 1;
+    set_index_bits(index_bits);
     assign_advised(slots_, size, uint32_t{0});
     if (dense_) {
       for (uint32_t index = 0; index < used_; ++index) place(hash_of(index), index);
       return;
     }
-    for (const uint32_t slot : old) {
+    // The records of the slots kAhead further on start loading while this one is rehashed.
+    constexpr size_t kAhead = 16;
+    for (size_t k = 0; k < old.size(); ++k) {
+      if (k + kAhead < old.size() && old[k + kAhead] != 0) prefetch_record((old[k + kAhead] & old_mask) - 1);
+      const uint32_t slot = old[k];
       if (slot == 0) continue;
       const uint32_t index = (slot & old_mask) - 1;
       place(hash_of(index), index);

@@ -400,5 +400,33 @@ TEST(OracleInlineName, IsExactlyItsText) {
   EXPECT_EQ(huge_name.view().size(), huge.size());
 }
 
+// The tagged index slots over records kept elsewhere: every stored index is found again (and
+// nothing else) across the table's growth, its retags (more index bits, the same size) and
+// its rebuilds, for sparse indices (some records are never stored) and dense ones. Keys are
+// chosen with many equal low hash bits, so that probe paths are long and tags decide.
+TEST(OracleHashedIndexSlots, FindsEveryStoredIndexAcrossGrowth) {
+  for (const auto indices : {detail::HashedIndexSlots::Indices::sparse, detail::HashedIndexSlots::Indices::dense}) {
+    const bool dense = indices == detail::HashedIndexSlots::Indices::dense;
+    detail::HashedIndexSlots slots(16, indices);
+    std::vector<uint64_t> keys;  // record i's key
+    auto hash_of_key = [](uint64_t key) { return mix64(key) & ~uint64_t{0xF0}; };
+    std::vector<bool> stored;
+    for (uint32_t i = 0; i < 20'000; ++i) {
+      keys.push_back(uint64_t{i} * 7919 + 3);
+      const bool store = dense || i % 3 != 1;
+      stored.push_back(store);
+      if (!store) continue;
+      slots.insert(
+          hash_of_key(keys[i]), i, [&](uint32_t index) { return hash_of_key(keys[index]); }, [](uint32_t) {});
+    }
+    for (uint32_t i = 0; i < keys.size(); ++i) {
+      const uint32_t found =
+          slots.find(hash_of_key(keys[i]), [&](uint32_t index) { return index < keys.size() && keys[index] == keys[i]; });
+      EXPECT_EQ(found, stored[i] ? i : detail::kNone) << i << (dense ? " dense" : " sparse");
+    }
+    EXPECT_EQ(slots.find(hash_of_key(1), [](uint32_t) { return false; }), detail::kNone);
+  }
+}
+
 }  // namespace
 }  // namespace msgsim::history
