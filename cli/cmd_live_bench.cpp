@@ -152,7 +152,11 @@ struct SharedGroupCommitCounters {
   std::atomic<uint64_t> files_synced{0};
   std::atomic<uint64_t> syncs_deferred{0};
   std::atomic<uint64_t> sync_ns{0};
+  // The server's event-loop thread's CPU time (CLOCK_THREAD_CPUTIME_ID), published every
+  // kLoopCpuPublishNs: the CPU every message waits for, without the fsync worker thread's.
+  std::atomic<uint64_t> loop_cpu_ns{0};
 };
+constexpr int64_t kLoopCpuPublishNs = 50 * kNanosPerMilli;
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "the counters are shared between processes");
 
 SharedGroupCommitCounters* map_shared_counters() {
@@ -602,6 +606,17 @@ chat::ChatConfig bench_config(uint32_t traffic_runs, uint32_t pairs, const Queue
     describe_timer.async_wait(describe_nodes);
   };
   if (std::getenv("MSGSIM_BENCH_LOG") != nullptr) describe_nodes({});
+  asio::steady_timer loop_cpu_timer(io);
+  std::function<void(error_code)> publish_loop_cpu = [&](error_code error) {
+    if (error) return;
+    timespec cpu{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
+    counters->loop_cpu_ns.store(static_cast<uint64_t>(cpu.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(cpu.tv_nsec),
+                                std::memory_order_relaxed);
+    loop_cpu_timer.expires_after(std::chrono::nanoseconds(kLoopCpuPublishNs));
+    loop_cpu_timer.async_wait(publish_loop_cpu);
+  };
+  if (counters != nullptr) publish_loop_cpu({});
   asio::steady_timer trace_timer(io);
   std::function<void(error_code)> report_trace = [&](error_code error) {
     if (error) return;
@@ -769,6 +784,9 @@ struct RateResult {
   // The server process's CPU per delivered message from the first send to the end of the drain
   // only: without the 1,000 connects, which dominate the whole-run figure at low rates.
   double server_send_window_cpu_us_per_msg = 0;
+  // Of it, the server's event-loop thread (SharedGroupCommitCounters::loop_cpu_ns): the service
+  // demand of one message on the one core every frame waits for (reports/live_twin.h uses it).
+  double server_loop_cpu_us_per_msg = 0;
   // The server's group commit over this rate's whole client process (connects, sends, drain),
   // from SharedGroupCommitCounters: how many files one batch synced, and fsyncs per second.
   uint64_t batches = 0;
@@ -780,7 +798,7 @@ struct RateResult {
 // Senders traffic_user(run, 0..pairs-1) send to receivers traffic_user(run, pairs..) at `rate` msgs/s in
 // total for `duration_ns`, then wait up to `drain_ns` for the deliveries in flight. The body
 // carries the send time (CLOCK_MONOTONIC is the same clock in every process).
-RateResult run_rate(uint16_t port, pid_t server_pid, uint32_t pairs, uint64_t rate, int64_t duration_ns,
+RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCounters& server_counters, uint32_t pairs, uint64_t rate, int64_t duration_ns,
                     int64_t drain_ns, uint32_t run_number) {
   asio::io_context io(1);
   RateResult result;
@@ -831,6 +849,7 @@ RateResult run_rate(uint16_t port, pid_t server_pid, uint32_t pairs, uint64_t ra
   constexpr int64_t kTickNs = 1 * kNanosPerMilli;
   asio::steady_timer tick(io);
   const uint64_t server_ticks_at_start = cpu_ticks(server_pid);
+  const uint64_t loop_cpu_at_start_ns = server_counters.loop_cpu_ns.load(std::memory_order_relaxed);
   const int64_t start_ns = monotonic_now_ns();
   measure_start_ns = start_ns;
   uint64_t next_sender = 0;
@@ -868,6 +887,7 @@ RateResult run_rate(uint16_t port, pid_t server_pid, uint32_t pairs, uint64_t ra
   stop.async_wait([&](error_code) { io.stop(); });
   io.run();
   const uint64_t server_ticks_at_end = cpu_ticks(server_pid);
+  const uint64_t loop_cpu_at_end_ns = server_counters.loop_cpu_ns.load(std::memory_order_relaxed);
   result.duration_s = static_cast<double>(duration_ns) / 1e9;
   result.delivered = latencies_ns.size();
   result.delivered_per_s = static_cast<double>(result.delivered) / result.duration_s;
@@ -885,6 +905,8 @@ RateResult run_rate(uint16_t port, pid_t server_pid, uint32_t pairs, uint64_t ra
   if (result.delivered > 0) {
     result.server_send_window_cpu_us_per_msg = static_cast<double>(server_ticks_at_end - server_ticks_at_start) * 1e6 /
                                                static_cast<double>(::sysconf(_SC_CLK_TCK)) / static_cast<double>(result.delivered);
+    result.server_loop_cpu_us_per_msg =
+        static_cast<double>(loop_cpu_at_end_ns - loop_cpu_at_start_ns) / 1e3 / static_cast<double>(result.delivered);
   }
   timespec cpu{};
   ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
@@ -1053,7 +1075,7 @@ std::vector<RateResult> run_traffic(const BenchOptions& options, const ServerPro
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       ::close(fds[0]);
-      const RateResult r = run_rate(server.port, server.pid, options.pairs, rate,
+      const RateResult r = run_rate(server.port, server.pid, *server.group_commit, options.pairs, rate,
                                     static_cast<int64_t>(options.rate_duration_s * kNanosPerSecond), 2 * kNanosPerSecond, run_number);
       (void)!::write(fds[1], &r, sizeof r);
       std::_Exit(0);
@@ -1156,6 +1178,7 @@ int run_bench(const BenchOptions& options) {
                       {"latency_max_us", r.max_us},
                       {"server_cpu_us_per_msg", r.server_cpu_us_per_msg},
                       {"server_send_window_cpu_us_per_msg", r.server_send_window_cpu_us_per_msg},
+                      {"server_loop_cpu_us_per_msg", r.server_loop_cpu_us_per_msg},
                       {"client_cpu_us_per_msg", r.client_cpu_us_per_msg},
                       // The server's group commit while this rate's clients ran (window_s):
                       // reports/live_twin reads files_per_batch.
@@ -1177,14 +1200,14 @@ int run_bench(const BenchOptions& options) {
       std::printf("\n(b) 1:1 messages, %u senders -> %u receivers, acked after the queue's fsync (group commit); queue commit window %.0f us, linger %.0f us\n",
                   options.pairs, options.pairs, static_cast<double>(options.batching.commit_window_ns) / 1e3,
                   static_cast<double>(options.batching.linger_ns) / 1e3);
-      std::printf("| offered msgs/s | sent | acked | delivered | delivered msgs/s | p50 | p99 | p999 | max | server CPU/msg | in the send window | client CPU/msg | files/batch | fsyncs/s | fsync mean |\n");
-      std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+      std::printf("| offered msgs/s | sent | acked | delivered | delivered msgs/s | p50 | p99 | p999 | max | server CPU/msg | in the send window | its loop thread | client CPU/msg | files/batch | fsyncs/s | fsync mean |\n");
+      std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
       for (const RateResult& r : rates) {
-        std::printf("| %llu | %llu | %llu | %llu | %.0f | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.1f us | %.1f us | %.1f us | %.2f | %.0f | %.2f ms |\n",
+        std::printf("| %llu | %llu | %llu | %llu | %.0f | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.1f us | %.1f us | %.1f us | %.1f us | %.2f | %.0f | %.2f ms |\n",
                     static_cast<unsigned long long>(r.offered_per_s), static_cast<unsigned long long>(r.sent),
                     static_cast<unsigned long long>(r.acked), static_cast<unsigned long long>(r.delivered), r.delivered_per_s,
                     r.p50_us / 1e3, r.p99_us / 1e3, r.p999_us / 1e3, r.max_us / 1e3, r.server_cpu_us_per_msg,
-                    r.server_send_window_cpu_us_per_msg, r.client_cpu_us_per_msg, r.batches > 0 ? static_cast<double>(r.files_synced) / static_cast<double>(r.batches) : 0.0,
+                    r.server_send_window_cpu_us_per_msg, r.server_loop_cpu_us_per_msg, r.client_cpu_us_per_msg, r.batches > 0 ? static_cast<double>(r.files_synced) / static_cast<double>(r.batches) : 0.0,
                     r.window_s > 0 ? static_cast<double>(r.files_synced) / r.window_s : 0.0, r.fsync_mean_us / 1e3);
       }
     }

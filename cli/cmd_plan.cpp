@@ -43,7 +43,9 @@ struct PlanArgs {
 //   {"traffic": {"rates": [{"offered_per_s": 400, "latency_p50_us": 1900, "latency_p99_us": 6100}, ...]}}
 // or, simpler, {"results": [{"offered_per_s": 400, "p50_ms": 1.9, "p99_ms": 6.1}, ...]}.
 // Optional: "delivered_per_s" per rate, "group_commit": {"files_per_batch": F} per rate (the
-// server's measured files per group-commit batch, shown next to the twin's), "senders" next to
+// server's measured files per group-commit batch, shown next to the twin's),
+// "server_loop_cpu_us_per_msg" per rate (the server's event-loop CPU per delivered message in the
+// send window: the twin then charges it instead of the cost table's), "senders" next to
 // "rates" (the pairs), "queue_commit_window_us" and "queue_linger_us" next to "rates" (the queue's
 // batching delays the bench ran with; without them, the ChatTuning defaults, which every bench
 // before they were reported ran with), and a top-level "uptime" string (scripts/plan-vs-live adds
@@ -52,6 +54,7 @@ struct LivePoint {
   double offered_per_s, p50_ms, p99_ms;
   std::optional<double> delivered_per_s;
   std::optional<double> files_per_batch;
+  std::optional<double> loop_cpu_us_per_msg;  // the server's event-loop thread, per delivered message
 };
 struct LiveRun {
   std::vector<LivePoint> points;
@@ -102,7 +105,7 @@ Result<LiveRun> read_live(const std::string& path) {
     if (r["offered_per_s"].get<double>() <= 0 || r["offered_per_s"].get<double>() > 1e7)
       return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) + "].offered_per_s: expected (0, 1e7]");
     LivePoint point{r["offered_per_s"].get<double>(), r[p50].get<double>() * to_ms, r[p99].get<double>() * to_ms, std::nullopt,
-                    std::nullopt};
+                    std::nullopt, std::nullopt};
     if (r.contains("delivered_per_s")) {
       if (!r["delivered_per_s"].is_number())
         return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) + "].delivered_per_s: expected a number");
@@ -117,6 +120,14 @@ Result<LiveRun> read_live(const std::string& path) {
                                                     "].group_commit.files_per_batch: expected a number in [0, 64]");
       // 0: no batch completed during the rate (nothing measured); the twin keeps its assumption.
       if (g["files_per_batch"].get<double>() > 0) point.files_per_batch = g["files_per_batch"].get<double>();
+    }
+    if (r.contains("server_loop_cpu_us_per_msg")) {
+      const auto& v = r["server_loop_cpu_us_per_msg"];
+      if (!v.is_number() || v.get<double>() < 0 || v.get<double>() > 1e6)
+        return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) +
+                                                    "].server_loop_cpu_us_per_msg: expected a number in [0, 1e6]");
+      // 0: nothing delivered (nothing measured); the twin keeps the cost table's.
+      if (v.get<double>() > 0) point.loop_cpu_us_per_msg = v.get<double>();
     }
     out.points.push_back(point);
   }
@@ -271,6 +282,7 @@ int plan(const PlanArgs& args) {
       // The simulated twin of the live bench at each measured rate (reports/live_twin.h).
       const reports::LiveTwinCosts twin = reports::live_twin_costs(costs, table->fsync_quantiles_ns, table->loopback_rtt_ns);
       std::string files_per_batch;  // predicted against measured, per rate
+      std::string loop_cpu;         // the measured loop CPU per message the twin charged, per rate
       for (const LivePoint& p : live->points) {
         reports::LiveTwinOptions options;
         options.seed = args.seed;
@@ -278,7 +290,14 @@ int plan(const PlanArgs& args) {
         options.pairs = live->pairs;
         options.queue_commit_window_ns = live->queue_commit_window_ns;
         options.queue_linger_ns = live->queue_linger_ns;
-        const reports::LiveTwinResult predicted = reports::run_live_twin(twin, options);
+        reports::LiveTwinCosts at_rate = twin;
+        if (p.loop_cpu_us_per_msg.has_value()) {
+          at_rate = reports::with_measured_loop_cpu(twin, std::llround(*p.loop_cpu_us_per_msg * 1e3));
+          char cpu[64];
+          std::snprintf(cpu, sizeof cpu, "%s%.0f us at %.0f/s", loop_cpu.empty() ? "" : ", ", *p.loop_cpu_us_per_msg, p.offered_per_s);
+          loop_cpu += cpu;
+        }
+        const reports::LiveTwinResult predicted = reports::run_live_twin(at_rate, options);
         char text[96];
         if (p.files_per_batch.has_value()) {
           std::snprintf(text, sizeof text, "%s%.2f / %.2f at %.0f/s", files_per_batch.empty() ? "" : ", ", predicted.files_per_batch,
@@ -303,9 +322,14 @@ int plan(const PlanArgs& args) {
       report.model_note =
           "The simulated twin of `msgsim live bench` (reports/live_twin.h): " + std::to_string(live->pairs) +
           " senders to as many receivers, 1:1, the offered rate sent every millisecond as live bench does; one server "
-          "process on one core (every server role's frames in one FIFO) charging " + us(twin.server_ns_per_message()) +
-          " of CPU per message (the cost table's per-role costs of the frames the message makes there, at the stage "
-          "that spends them) and " + us(twin.server_ns_per_batch) + " per group-commit batch; the queue's commit window " +
+          "process on one core (every server role's frames in one FIFO) charging " +
+          (loop_cpu.empty() ? us(twin.server_ns_per_message()) +
+                                  " of CPU per message (the cost table's per-role costs of the frames the message makes there, at "
+                                  "the stage that spends them) and " + us(twin.server_ns_per_batch) + " per group-commit batch"
+                            : "the CPU per message the live bench measured on its server's event-loop thread (" + loop_cpu +
+                                  "; the cost table says " + us(twin.server_ns_per_message()) +
+                                  "), split over the stages that spend it in the table's proportions") +
+          "; the queue's commit window " +
           us(live->queue_commit_window_ns) + " and linger " + us(live->queue_linger_ns) +
           " as the bench ran them (0: the loop's next turn); group commit as live/group_commit does it (each commit "
           "defers its file's fdatasync, a batch syncs the files deferred since the last one began, frames held until "

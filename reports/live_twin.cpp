@@ -39,6 +39,22 @@ LiveTwinCosts live_twin_costs(const chat::CpuCosts& c, std::vector<int64_t> fsyn
   return out;
 }
 
+LiveTwinCosts with_measured_loop_cpu(const LiveTwinCosts& costs, int64_t loop_ns_per_message) {
+  LiveTwinCosts out = costs;
+  const int64_t table = costs.server_ns_per_message();
+  const auto share = [&](int64_t stage_ns) {
+    if (table <= 0) return loop_ns_per_message / 3;
+    return static_cast<int64_t>(std::llround(static_cast<double>(loop_ns_per_message) * static_cast<double>(stage_ns) /
+                                             static_cast<double>(table)));
+  };
+  out.server_ns_on_send = share(costs.server_ns_on_send);
+  out.server_ns_on_commit = share(costs.server_ns_on_commit);
+  // The rounding remainder goes to the last stage, so the total is the measured figure.
+  out.server_ns_on_records = loop_ns_per_message - out.server_ns_on_send - out.server_ns_on_commit;
+  out.server_ns_per_batch = 0;
+  return out;
+}
+
 int64_t sample_quantiles(const std::vector<int64_t>& q, double u) {
   if (q.empty()) return 0;
   if (q.size() == 1) return q[0];

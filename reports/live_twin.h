@@ -48,6 +48,12 @@ struct LiveTwinCosts {
 // delivered message in the bench (reports/README.md lists the terms).
 LiveTwinCosts live_twin_costs(const chat::CpuCosts& costs, std::vector<int64_t> fsync_quantiles_ns, int64_t loopback_rtt_ns);
 
+// The same costs with the per-message CPU the live bench measured on its server's event-loop
+// thread (`server_loop_cpu_us_per_msg`, the service demand every frame waits for): split over the
+// stages in the cost table's proportions (evenly when the table is all zero), and no separate
+// per-batch charge, since the measured average already holds the loop's share of each batch.
+LiveTwinCosts with_measured_loop_cpu(const LiveTwinCosts& costs, int64_t loop_ns_per_message);
+
 struct LiveTwinOptions {
   uint64_t seed = 1;
   double offered_per_s = 1000;

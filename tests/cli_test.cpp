@@ -530,6 +530,14 @@ TEST_F(CliTest, PlanTwinUsesTheBenchQueueBatchingAndShowsFilesPerBatch) {
   ASSERT_EQ(zeroed.exit_code, 0) << zeroed.err;
   EXPECT_THAT(zeroed.out, HasSubstr("the queue's commit window 0 us and linger 0 us"));
   EXPECT_THAT(zeroed.out, HasSubstr(" / not measured at 500/s"));
+  EXPECT_THAT(zeroed.out, HasSubstr("of CPU per message (the cost table's"));
+  // With the bench's measured loop CPU per message, the twin charges that instead.
+  const std::string cpu = (dir_ / "cpu.json").string();
+  std::ofstream(cpu) << R"({"traffic": {"rates": [{"offered_per_s": 500, "latency_p50_us": 1, "latency_p99_us": 2,)"
+                     << R"( "server_loop_cpu_us_per_msg": 123.4}]}})";
+  const Ran measured = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", cpu, "--out", (dir_ / "rc").string()});
+  ASSERT_EQ(measured.exit_code, 0) << measured.err;
+  EXPECT_THAT(measured.out, HasSubstr("event-loop thread (123 us at 500/s; the cost table says"));
   const std::string negative = (dir_ / "negative.json").string();
   std::ofstream(negative) << R"({"traffic": {"queue_linger_us": -1, "rates": []}})";
   const Ran refused_linger =
