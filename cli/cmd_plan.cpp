@@ -55,6 +55,7 @@ struct LivePoint {
   std::optional<double> delivered_per_s;
   std::optional<double> files_per_batch;
   std::optional<double> loop_cpu_us_per_msg;  // the server's event-loop thread, per delivered message
+  std::optional<double> fsync_mean_us;        // the group commit's mean fdatasync during the rate
 };
 struct LiveRun {
   std::vector<LivePoint> points;
@@ -105,7 +106,7 @@ Result<LiveRun> read_live(const std::string& path) {
     if (r["offered_per_s"].get<double>() <= 0 || r["offered_per_s"].get<double>() > 1e7)
       return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) + "].offered_per_s: expected (0, 1e7]");
     LivePoint point{r["offered_per_s"].get<double>(), r[p50].get<double>() * to_ms, r[p99].get<double>() * to_ms, std::nullopt,
-                    std::nullopt, std::nullopt};
+                    std::nullopt, std::nullopt, std::nullopt};
     if (r.contains("delivered_per_s")) {
       if (!r["delivered_per_s"].is_number())
         return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) + "].delivered_per_s: expected a number");
@@ -118,8 +119,15 @@ Result<LiveRun> read_live(const std::string& path) {
       if (!valid)
         return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) +
                                                     "].group_commit.files_per_batch: expected a number in [0, 64]");
-      // 0: no batch completed during the rate (nothing measured); the twin keeps its assumption.
+      // 0: no batch completed during the rate (nothing measured).
       if (g["files_per_batch"].get<double>() > 0) point.files_per_batch = g["files_per_batch"].get<double>();
+      if (g.contains("fsync_mean_us")) {
+        const auto& v = g["fsync_mean_us"];
+        if (!v.is_number() || v.get<double>() < 0 || v.get<double>() > 1e7)
+          return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) +
+                                                      "].group_commit.fsync_mean_us: expected a number in [0, 1e7]");
+        if (v.get<double>() > 0) point.fsync_mean_us = v.get<double>();
+      }
     }
     if (r.contains("server_loop_cpu_us_per_msg")) {
       const auto& v = r["server_loop_cpu_us_per_msg"];
@@ -283,6 +291,7 @@ int plan(const PlanArgs& args) {
       const reports::LiveTwinCosts twin = reports::live_twin_costs(costs, table->fsync_quantiles_ns, table->loopback_rtt_ns);
       std::string files_per_batch;  // predicted against measured, per rate
       std::string loop_cpu;         // the measured loop CPU per message the twin charged, per rate
+      std::string fsync_means;      // the bench's mean fdatasync the twin's distribution was scaled to, per rate
       for (const LivePoint& p : live->points) {
         reports::LiveTwinOptions options;
         options.seed = args.seed;
@@ -296,6 +305,12 @@ int plan(const PlanArgs& args) {
           char cpu[64];
           std::snprintf(cpu, sizeof cpu, "%s%.0f us at %.0f/s", loop_cpu.empty() ? "" : ", ", *p.loop_cpu_us_per_msg, p.offered_per_s);
           loop_cpu += cpu;
+        }
+        if (p.fsync_mean_us.has_value()) {
+          at_rate = reports::with_measured_fsync_mean(at_rate, std::llround(*p.fsync_mean_us * 1e3));
+          char fsync[64];
+          std::snprintf(fsync, sizeof fsync, "%s%.0f us at %.0f/s", fsync_means.empty() ? "" : ", ", *p.fsync_mean_us, p.offered_per_s);
+          fsync_means += fsync;
         }
         const reports::LiveTwinResult predicted = reports::run_live_twin(at_rate, options);
         char text[96];
@@ -337,6 +352,8 @@ int plan(const PlanArgs& args) {
           "fsync time drawn from the cost table's measured distribution (" +
           (q.empty() ? std::string("not measured: zero; run `msgsim calibrate` without --no-disk")
                      : "p50 " + us(q[q.size() / 2]) + ", max " + us(q.back())) +
+          (fsync_means.empty() ? std::string()
+                               : ", scaled to the mean fdatasync the bench's group commit measured during each rate: " + fsync_means) +
           "); each hop half the measured loopback round trip (" +
           (twin.loopback_rtt_ns == 0 ? std::string("not measured: zero") : us(twin.loopback_rtt_ns)) +
           "). Loaders' CPU is not charged (separate processes). Measured: " + args.live_json +

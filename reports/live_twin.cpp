@@ -55,6 +55,29 @@ LiveTwinCosts with_measured_loop_cpu(const LiveTwinCosts& costs, int64_t loop_ns
   return out;
 }
 
+LiveTwinCosts with_measured_fsync_mean(const LiveTwinCosts& costs, int64_t fsync_mean_ns) {
+  LiveTwinCosts out = costs;
+  auto& q = out.fsync_quantiles_ns;
+  if (q.empty()) {
+    q = {fsync_mean_ns};
+    return out;
+  }
+  // The mean of the piecewise-linear distribution sample_quantiles draws from.
+  double mean = static_cast<double>(q[0]);
+  if (q.size() > 1) {
+    double sum = 0;
+    for (size_t i = 0; i + 1 < q.size(); ++i) sum += (static_cast<double>(q[i]) + static_cast<double>(q[i + 1])) / 2;
+    mean = sum / static_cast<double>(q.size() - 1);
+  }
+  if (mean <= 0) {
+    q.assign(q.size(), fsync_mean_ns);
+    return out;
+  }
+  const double scale = static_cast<double>(fsync_mean_ns) / mean;
+  for (int64_t& v : q) v = static_cast<int64_t>(std::llround(static_cast<double>(v) * scale));
+  return out;
+}
+
 int64_t sample_quantiles(const std::vector<int64_t>& q, double u) {
   if (q.empty()) return 0;
   if (q.size() == 1) return q[0];

@@ -54,6 +54,12 @@ LiveTwinCosts live_twin_costs(const chat::CpuCosts& costs, std::vector<int64_t> 
 // per-batch charge, since the measured average already holds the loop's share of each batch.
 LiveTwinCosts with_measured_loop_cpu(const LiveTwinCosts& costs, int64_t loop_ns_per_message);
 
+// The same costs with the fsync distribution scaled so that its mean is `fsync_mean_ns`: the
+// mean fdatasync the live bench's group commit measured during the run (`group_commit.
+// fsync_mean_us`). The calibrated distribution (a 4 KiB append, measured at another time) keeps
+// its shape; the bench's batches write more pages and meet the disk as it was during the run.
+LiveTwinCosts with_measured_fsync_mean(const LiveTwinCosts& costs, int64_t fsync_mean_ns);
+
 struct LiveTwinOptions {
   uint64_t seed = 1;
   double offered_per_s = 1000;

@@ -538,6 +538,13 @@ TEST_F(CliTest, PlanTwinUsesTheBenchQueueBatchingAndShowsFilesPerBatch) {
   const Ran measured = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", cpu, "--out", (dir_ / "rc").string()});
   ASSERT_EQ(measured.exit_code, 0) << measured.err;
   EXPECT_THAT(measured.out, HasSubstr("event-loop thread (123 us at 500/s; the cost table says"));
+  EXPECT_THAT(measured.out, Not(HasSubstr("scaled to the mean fdatasync")));
+  const std::string fsync = (dir_ / "fsync.json").string();
+  std::ofstream(fsync) << R"({"traffic": {"rates": [{"offered_per_s": 500, "latency_p50_us": 1, "latency_p99_us": 2,)"
+                       << R"( "group_commit": {"files_per_batch": 1.2, "fsync_mean_us": 456.7}}]}})";
+  const Ran scaled = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", fsync, "--out", (dir_ / "rf").string()});
+  ASSERT_EQ(scaled.exit_code, 0) << scaled.err;
+  EXPECT_THAT(scaled.out, HasSubstr("scaled to the mean fdatasync the bench's group commit measured during each rate: 457 us at 500/s"));
   const std::string negative = (dir_ / "negative.json").string();
   std::ofstream(negative) << R"({"traffic": {"queue_linger_us": -1, "rates": []}})";
   const Ran refused_linger =

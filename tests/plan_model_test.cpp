@@ -401,6 +401,21 @@ TEST(LiveTwin, MeasuredLoopCpuKeepsTheTablesProportions) {
   EXPECT_EQ(from_zero.server_ns_on_send, 30'000);
 }
 
+// The bench's measured mean fsync rescales the calibrated distribution, keeping its shape.
+TEST(LiveTwin, MeasuredFsyncMeanScalesTheDistribution) {
+  reports::LiveTwinCosts costs;
+  costs.fsync_quantiles_ns = {50'000, 100'000, 250'000};  // mean of the linear pieces: 125 us
+  const auto scaled = reports::with_measured_fsync_mean(costs, 250'000);
+  EXPECT_EQ(scaled.fsync_quantiles_ns, (std::vector<int64_t>{100'000, 200'000, 500'000}));
+  EXPECT_EQ(reports::with_measured_fsync_mean(reports::LiveTwinCosts{}, 70'000).fsync_quantiles_ns, (std::vector<int64_t>{70'000}));
+  reports::LiveTwinOptions options;
+  options.offered_per_s = 200;
+  options.measure_ns = 2 * kNanosPerSecond;
+  options.queue_commit_window_ns = 0;
+  options.queue_linger_ns = 0;
+  EXPECT_GT(reports::run_live_twin(scaled, options).p50_ms, reports::run_live_twin(costs, options).p50_ms + 0.15);
+}
+
 TEST(LiveTwin, QuantileSamplingInterpolates) {
   const std::vector<int64_t> q = {0, 100, 300};
   EXPECT_EQ(reports::sample_quantiles(q, 0.0), 0);
