@@ -182,6 +182,9 @@ struct alignas(64) DeviceConv {
   uint32_t max_shown_msg = kNone;
   uint32_t max_shown_line = 0;
   uint32_t max_acked_own_msg = kNone;
+  // The Membership record of the device's user in this conversation (a group), once a deliver
+  // found one: final, as records are never removed, so later delivers skip the index probe.
+  uint32_t membership = kNone;
 
   static int shift(uint32_t ordinal) { return static_cast<int>((ordinal & 31u) * 2); }
   bool shown(uint32_t ordinal) const {
@@ -666,6 +669,19 @@ struct Checker::State {
     if (pair_conversation(m, a, b)) return user == a || user == b;
     return group_member(m.conv, user, m.seq);
   }
+  // member_for(m, user) where `user` is the user of dc's device and dc is (that device, m.conv):
+  // a group's Membership record comes through dc once found.
+  bool member_for_device_conv(const Message& m, uint32_t user, DeviceConv& dc) {
+    uint32_t a = kNone;
+    uint32_t b = kNone;
+    if (pair_conversation(m, a, b)) return user == a || user == b;
+    if (dc.membership == kNone) {
+      const uint32_t* index = membership_index.find(pack(m.conv, user));
+      if (index == nullptr) return false;
+      dc.membership = *index;
+    }
+    return member_in(memberships[dc.membership], m.seq);
+  }
   // "meant for": a member's device other than the sender's that appeared by the send.
   bool meant_for(const Message& m, uint32_t device) {
     if (!m.has(kSent) || m.seq == kNoSeq || device == m.sender_device) return false;
@@ -920,7 +936,9 @@ struct Checker::State {
     // later, which marks the conversation for a full re-judgement at finish().
     Conv& shown_conv = convs[conv];
     if (m.seq > shown_conv.max_shown_seq) shown_conv.max_shown_seq = m.seq;
-    if (devices[device].user == user && !member_for(m, user)) {
+    // Found ahead for exactly this (device, conv) when h.device_conv is set.
+    DeviceConv& dc = h.device_conv != kNone ? device_convs[h.device_conv] : device_conv(device, conv);
+    if (devices[device].user == user && !member_for_device_conv(m, user, dc)) {
       membership_suspects.push_back({user, device, mi, line32()});
       if (membership_suspects.size() >= kMembershipSuspectsMax) judge_membership_suspects();
     }
@@ -932,8 +950,6 @@ struct Checker::State {
       });
     }
 
-    // Found ahead for exactly this (device, conv) when h.device_conv is set.
-    DeviceConv& dc = h.device_conv != kNone ? device_convs[h.device_conv] : device_conv(device, conv);
     if (dc.shown(m.ordinal)) {
       // A second show of the same message is a duplicate, not a new step in the order.
       violate(Invariant::no_duplicate, [&] {
@@ -1447,7 +1463,13 @@ struct Checker::State {
       if (user != kNone) {
         // A group's member_for reads the user's Membership record and then its changes.
         if (m.conv < convs.size() && !convs[m.conv].one_to_one) {
-          if (const uint32_t* index = membership_index.find(pack(m.conv, user))) {
+          // Through the (device, conv) record when it was found (and loaded) a stage before and
+          // knows it; else through the index.
+          const uint32_t known = h.device_conv == kNone ? kNone : device_convs[h.device_conv].membership;
+          if (known != kNone) {
+            h.membership = known;
+            memberships.prefetch(known);
+          } else if (const uint32_t* index = membership_index.find(pack(m.conv, user))) {
             h.membership = *index;
             memberships.prefetch(*index);
           }
