@@ -27,21 +27,24 @@ void KeyServiceNode::on_start(Context& ctx) {
   // Recover: memory is a cache of the database, rebuilt at every start.
   sql::Statement devices = must_prepare(db_, "SELECT user, device, identity, spk_id, spk, spk_sig, opk_high FROM device_keys");
   for (Result<bool> row = devices.step(); row.ok() && *row; row = devices.step()) {
-    DeviceKeysRecord& record = users_[std::string(devices.column_text(0))][std::string(devices.column_text(1))];
     const ByteView identity = devices.column_blob(2), spk = devices.column_blob(4), sig = devices.column_blob(5);
-    record.identity.assign(identity.begin(), identity.end());
+    if (identity.size() != kKeyBytes || spk.size() != kKeyBytes || sig.size() != kSignatureBytes) {
+      // stored only after on_publish checked the sizes; a row of other sizes is not ours
+      ctx.log(LogLevel::warn, "keys: skipped the keys of " + std::string(devices.column_text(1)) + ", of the wrong sizes");
+      continue;
+    }
+    DeviceKeysRecord& record = records_[DeviceKey(devices.column_text(0), devices.column_text(1))];
+    std::copy(identity.begin(), identity.end(), record.identity.begin());
     record.spk_id = static_cast<uint32_t>(devices.column_int64(3));
-    record.spk.assign(spk.begin(), spk.end());
-    record.spk_sig.assign(sig.begin(), sig.end());
+    std::copy(spk.begin(), spk.end(), record.spk.begin());
+    std::copy(sig.begin(), sig.end(), record.spk_sig.begin());
     record.opk_high = static_cast<uint32_t>(devices.column_int64(6));
     devices_++;
   }
   sql::Statement opks = must_prepare(db_, "SELECT user, device, id, key FROM one_time_keys ORDER BY user, device, id");
   for (Result<bool> row = opks.step(); row.ok() && *row; row = opks.step()) {
-    auto user = users_.find(std::string(opks.column_text(0)));
-    if (user == users_.end()) continue;
-    auto device = user->second.find(std::string(opks.column_text(1)));
-    if (device == user->second.end()) continue;
+    const auto device = records_.find(DeviceKey(opks.column_text(0), opks.column_text(1)));
+    if (device == records_.end()) continue;
     const ByteView key = opks.column_blob(3);
     if (key.size() != kKeyBytes) {  // stored only after is_key(); a row of another size is not ours
       ctx.log(LogLevel::warn, "keys: skipped a one-time prekey of " + std::to_string(key.size()) + " bytes");
@@ -86,12 +89,9 @@ void KeyServiceNode::halt(Context& ctx, const std::string& what) {
 
 void KeyServiceNode::on_publish(Context& ctx, ConnId conn, const PublishKeys& publish) {
   const bool query_only = publish.identity.empty() && publish.opks.empty();
-  auto user = users_.find(publish.user);
-  DeviceKeysRecord* existing = nullptr;
-  if (user != users_.end()) {
-    auto device = user->second.find(publish.device);
-    if (device != user->second.end()) existing = &device->second;
-  }
+  const DeviceKey key(publish.user, publish.device);
+  const auto found = records_.find(key);
+  DeviceKeysRecord* existing = found == records_.end() ? nullptr : &found->second;
   if (query_only) {
     if (existing == nullptr) return fail(ctx, conn, publish.request_id, "PublishKeys: no keys for " + publish.device);
     ctx.send(conn, encode_as(KeysPublished{publish.request_id, static_cast<uint32_t>(existing->opks.size())}));
@@ -123,7 +123,9 @@ void KeyServiceNode::on_publish(Context& ctx, ConnId conn, const PublishKeys& pu
   }
   // A new identity replaces the device's keys: its old one-time prekeys belong to a key pair
   // the device no longer has.
-  const bool identity_changed = new_identity && (existing == nullptr || existing->identity != publish.identity);
+  const bool identity_changed = new_identity && (existing == nullptr ||
+                                          !std::equal(existing->identity.begin(), existing->identity.end(),
+                                                      publish.identity.begin(), publish.identity.end()));
 
   // Persist first, then change memory, then answer.
   bool ok = sql::exec(db_, "BEGIN IMMEDIATE").ok();
@@ -163,13 +165,13 @@ void KeyServiceNode::on_publish(Context& ctx, ConnId conn, const PublishKeys& pu
   }
   if (!ok || !sql::exec(db_, "COMMIT").ok()) return halt(ctx, "storing the keys of " + publish.device);
 
-  DeviceKeysRecord& record = users_[publish.user][publish.device];
+  DeviceKeysRecord& record = existing != nullptr ? *existing : records_[key];
   if (existing == nullptr) devices_++;
-  if (new_identity) {
-    record.identity = publish.identity;
+  if (new_identity) {  // sizes checked above
+    std::copy(publish.identity.begin(), publish.identity.end(), record.identity.begin());
     record.spk_id = publish.spk_id;
-    record.spk = publish.spk;
-    record.spk_sig = publish.spk_sig;
+    std::copy(publish.spk.begin(), publish.spk.end(), record.spk.begin());
+    std::copy(publish.spk_sig.begin(), publish.spk_sig.end(), record.spk_sig.begin());
   }
   if (identity_changed) {
     record.opks.clear();
@@ -189,11 +191,19 @@ void KeyServiceNode::on_fetch(Context& ctx, ConnId conn, const FetchBundles& fet
   answer.request_id = fetch.request_id;
   std::vector<std::pair<DeviceKeysRecord*, size_t>> taking;  // (record, index in answer)
   for (const UserRef& ref : fetch.users) {
-    auto user = users_.find(ref.user);
-    if (user == users_.end()) continue;
-    for (auto& [device, record] : user->second) {
+    for (auto it = records_.lower_bound(DeviceKey(ref.user, std::string())); it != records_.end() && it->first.first == ref.user;
+         ++it) {
       if (answer.bundles.size() >= kBundlesPerFrameMax) break;
-      DeviceBundle bundle{ref.user, device, record.identity, record.spk_id, record.spk, record.spk_sig, false, 0, {}};
+      DeviceKeysRecord& record = it->second;
+      DeviceBundle bundle{ref.user,
+                          it->first.second,
+                          Bytes(record.identity.begin(), record.identity.end()),
+                          record.spk_id,
+                          Bytes(record.spk.begin(), record.spk.end()),
+                          Bytes(record.spk_sig.begin(), record.spk_sig.end()),
+                          false,
+                          0,
+                          {}};
       if (!record.opks.empty()) {
         bundle.has_opk = true;
         bundle.opk_id = record.opks.front().id;
