@@ -173,6 +173,136 @@ TEST(Replication, TheLeaderAnswersOnlyOnceEveryFollowerHasTheRecord) {
   EXPECT_EQ(rig.storage().last_offset(0), 2u);
 }
 
+// Retention (queue.h "Retention"). Each produce here is its own batch (1 ms apart), so 300 of
+// them pass kSeqsEveryBatches and `seqs_cover` moves; storage's OffsetCommit follows within
+// kOffsetHintNs; the next batch deletes.
+void produce_spaced(Rig& rig, const std::string& prefix, int count, uint64_t& request_id, int q = 0) {
+  for (int i = 0; i < count; ++i) {
+    rig.produce(message("dm:u1:u2", "u1", prefix + std::to_string(i), "u2"), request_id++, q);
+    rig.settle(1 * kMs);
+  }
+}
+
+int leader_of(Rig& rig, uint32_t partition) {
+  for (int q = 0; q < 3; ++q)
+    if (rig.sim.node_up(rig.queue_ids[static_cast<size_t>(q)]) && rig.queue(q).leads(partition)) return q;
+  return -1;
+}
+
+TEST(Retention, EveryReplicaDeletesOnlyWhatTheConsumerAndEveryReplicaHoldAndDedupStays) {
+  Rig rig;
+  rig.start_all();
+  uint64_t id = 1;
+  produce_spaced(rig, "a", 600, id);
+  rig.settle(1500 * kMs);  // storage's OffsetCommit arrives
+  EXPECT_EQ(rig.storage().last_offset(0), 600u);
+  for (int q = 0; q < 3; ++q) EXPECT_EQ(rig.queue(q).log_start(0), 1u) << "queue " << q;  // no batch since
+  produce_spaced(rig, "b", 2, id);
+  rig.settle(100 * kMs);
+  for (int q = 0; q < 3; ++q) {
+    // Below the consumer's offset and the HW (and this replica's next seqs' cover, written
+    // every kSeqsEveryBatches of its batches); the last record stays.
+    EXPECT_GT(rig.queue(q).log_start(0), 1u) << "queue " << q;
+    EXPECT_LE(rig.queue(q).log_start(0), 600u) << "queue " << q;
+    EXPECT_EQ(rig.queue(q).next_offset(0), 603u) << "queue " << q;
+  }
+  // `produced` stays: a retry of a deleted record's message still gets its seq.
+  rig.produce(message("dm:u1:u2", "u1", "a0", "u2"), 9001);
+  rig.settle(100 * kMs);
+  EXPECT_EQ(rig.answer(9001), "seq:1");
+  EXPECT_EQ(rig.queue(0).next_seq("dm:u1:u2"), 603u);
+}
+
+TEST(Retention, AFollowerThatWasDownCatchesUpBecauseTheLeaderKeptWhatItLacked) {
+  Rig rig;
+  rig.start_all();
+  uint64_t id = 1;
+  produce_spaced(rig, "a", 10, id);
+  rig.settle(100 * kMs);
+  rig.sim.crash(rig.queue_ids[2], CrashDisk::lose_unsynced);
+  produce_spaced(rig, "b", 600, id);  // queue 2 leaves the ISR after kLagMaxNs
+  rig.settle(3 * kS);  // storage stores them all and says so
+  produce_spaced(rig, "c", 2, id);
+  rig.settle(100 * kMs);
+  EXPECT_EQ(rig.answer(id - 1), "seq:612");
+  // Queue 2's log ended at offset 11 as the leader last heard: nothing from 10 on goes.
+  EXPECT_LE(rig.queue(0).log_start(0), 10u);
+  EXPECT_LE(rig.queue(1).log_start(0), 10u);
+  EXPECT_EQ(rig.storage().last_offset(0), 612u);
+  rig.sim.start(rig.queue_ids[2]);
+  rig.settle(3 * kS);
+  EXPECT_EQ(rig.queue(2).next_offset(0), 613u);  // it found every record it lacked
+  produce_spaced(rig, "d", 2, id);
+  rig.settle(100 * kMs);
+  for (int q = 0; q < 3; ++q) {
+    // And now retention moves on (on queue 2 once its own next seqs are written).
+    if (q < 2) {
+      EXPECT_GT(rig.queue(q).log_start(0), 11u) << "queue " << q;
+    }
+    EXPECT_EQ(rig.queue(q).next_offset(0), 615u) << "queue " << q;
+  }
+}
+
+TEST(Retention, ReplicasAndStorageRecoverFromRestartsAfterRetention) {
+  Rig rig;
+  rig.start_all();
+  uint64_t id = 1;
+  produce_spaced(rig, "a", 600, id);
+  rig.settle(1500 * kMs);
+  produce_spaced(rig, "b", 2, id);
+  rig.settle(100 * kMs);
+  std::vector<uint64_t> starts;
+  for (int q = 0; q < 3; ++q) starts.push_back(rig.queue(q).log_start(0));
+  ASSERT_GT(starts[0], 1u);
+  // The leader and a follower crash losing what they had not synced, and come back.
+  rig.sim.crash(rig.queue_ids[0], CrashDisk::lose_unsynced);
+  rig.sim.crash(rig.queue_ids[2], CrashDisk::torn);
+  rig.settle(100 * kMs);
+  rig.sim.start(rig.queue_ids[0]);
+  rig.sim.start(rig.queue_ids[2]);
+  // Storage loses what it had not synced and comes back while records keep arriving.
+  rig.sim.crash(rig.storage_id, CrashDisk::lose_unsynced);
+  rig.settle(4 * kS);
+  const int leader = leader_of(rig, 0);
+  ASSERT_GE(leader, 0);
+  // The scripted chat server reconnects (its connections to the crashed nodes broke).
+  rig.sim.crash(rig.chat_id, CrashDisk::keep_unsynced);
+  rig.sim.start(rig.chat_id);
+  rig.settle(10 * kMs);
+  produce_spaced(rig, "c", 20, id, leader);
+  rig.sim.start(rig.storage_id);
+  rig.settle(3 * kS);
+  EXPECT_EQ(rig.answer(id - 1), "seq:622");
+  rig.produce(message("dm:u1:u2", "u1", "a5", "u2"), 9001, leader);
+  rig.settle(100 * kMs);
+  EXPECT_EQ(rig.answer(9001), "seq:6");
+  for (int q = 0; q < 3; ++q) {
+    EXPECT_GE(rig.queue(q).log_start(0), starts[static_cast<size_t>(q)]) << "queue " << q;  // the deletions were durable
+    EXPECT_EQ(rig.queue(q).next_offset(0), 623u) << "queue " << q;
+    EXPECT_EQ(rig.queue(q).next_seq("dm:u1:u2"), 623u) << "queue " << q;
+  }
+  // Storage caught up by offset from where its database stood.
+  EXPECT_EQ(rig.storage().last_offset(0), 622u);
+}
+
+TEST(Retention, StorageHintsTheOffsetItsDiskHoldsNotTheOneInMemory) {
+  // storage-not-idempotent commits its offset every 5 s while memory moves at once: a queue
+  // that deleted up to the memory offset would lack what a restarted storage asks for.
+  Rig rig;
+  rig.config.bugs.enable(Bug::storage_not_idempotent);
+  rig.start_all();
+  uint64_t id = 1;
+  produce_spaced(rig, "a", 600, id);
+  rig.settle(1500 * kMs);
+  produce_spaced(rig, "b", 2, id);
+  rig.settle(100 * kMs);
+  for (int q = 0; q < 3; ++q) EXPECT_EQ(rig.queue(q).log_start(0), 1u) << "queue " << q;
+  rig.sim.crash(rig.storage_id, CrashDisk::lose_unsynced);
+  rig.sim.start(rig.storage_id);
+  rig.settle(2 * kS);
+  EXPECT_EQ(rig.storage().last_offset(0), 602u);
+}
+
 TEST(Replication, ALeaderRestartKeepsTheHighWatermarkConservativeAndRecovers) {
   Rig rig;
   rig.start_all();

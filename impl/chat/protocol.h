@@ -10,7 +10,7 @@
 //   chat      -> registry  Register, Unregister
 //   storage  <-> registry  Lookup, Located
 //   chat     <-> queue     Produce, Produced, ProduceRejected, ProduceStale
-//   storage  <-> queue     Subscribe, Records
+//   storage  <-> queue     Subscribe, Records, OffsetCommit
 //   queue    <-> queue     Replicate, ReplicaAck (leader -> followers of a partition)
 //   queue    <-> controller QueueHeartbeat, PartitionStates, AlterIsr; queue -> chat, storage: NotLeader
 //   queue    <-> queue      ControllerVote, ControllerVoteAck, ControllerSync, ControllerSyncAck
@@ -214,6 +214,12 @@ struct Subscribe { static constexpr uint8_t kType = 43;
 struct Records { static constexpr uint8_t kType = 44;
   uint32_t partition = 0; std::vector<RecordAt> records;
   template <class V> void fields(V& v) { v("partition", partition); v("records", records, wire::Max{kEntriesPerFrameMax}); } };
+// Storage (the partition's consumer) -> every replica of the partition: every record up to and
+// including `offset` is stored and synced at the consumer, so the queue may delete the log's
+// records up to there (queue.h "Retention"). A hint: a lost or late one only delays deletion.
+struct OffsetCommit { static constexpr uint8_t kType = 49;
+  uint32_t partition = 0; uint64_t offset = 0;
+  template <class V> void fields(V& v) { v("partition", partition); v("offset", offset); } };
 
 // --- queue leader <-> queue followers (replication; queue.h, docs/protocol.md)
 // One record of a partition's replicated log: where, and in which leader epoch it was written.
@@ -221,13 +227,18 @@ struct ReplicaRecord {
   uint64_t offset = 0; uint64_t epoch = 0; Entry entry;
   template <class V> void fields(V& v) { v("offset", offset); v("epoch", epoch); entry.fields(v); } };
 // Leader -> follower: the records after prev_offset (whose epoch must be prev_epoch at the
-// follower), the leader's high watermark, and whether the records reach the leader's log end.
+// follower), the leader's high watermark, whether the records reach the leader's log end, and
+// the retention floor: every replica holds every record below retain_below, all committed and
+// consumed, so the follower may delete them (queue.h "Retention"). prev_epoch = 0 with
+// prev_offset > 0: the leader deleted that record already; it lies below a floor it was given,
+// so every replica that still holds it holds the same record.
 struct Replicate { static constexpr uint8_t kType = 45;
   uint32_t partition = 0; uint64_t epoch = 0; uint64_t prev_offset = 0; uint64_t prev_epoch = 0;
-  uint64_t high_watermark = 0; bool to_end = false; std::vector<ReplicaRecord> records;
+  uint64_t high_watermark = 0; bool to_end = false; std::vector<ReplicaRecord> records; uint64_t retain_below = 0;
   template <class V> void fields(V& v) {
     v("partition", partition); v("epoch", epoch); v("prev_offset", prev_offset); v("prev_epoch", prev_epoch);
-    v("high_watermark", high_watermark); v("to_end", to_end); v("records", records, wire::Max{kEntriesPerFrameMax}); } };
+    v("high_watermark", high_watermark); v("to_end", to_end); v("records", records, wire::Max{kEntriesPerFrameMax});
+    v("retain_below", retain_below); } };
 // Follower -> leader, once the records are synced: ok = they matched and are stored; log_end is
 // the follower's log end (the offset it expects next); epoch is the highest it knows.
 struct ReplicaAck { static constexpr uint8_t kType = 46;
@@ -350,7 +361,7 @@ using Frame = std::variant<RouteRequest, RouteReply, Hello, Welcome, Send, Group
                            QueueHeartbeat, PartitionStates, AlterIsr, NotLeader,
                            ControllerVote, ControllerVoteAck, ControllerSync, ControllerSyncAck,
                            PublishKeys, KeysPublished, FetchBundles, Bundles, KeyRequestFailed,
-                           SendStale, ProduceStale>;
+                           SendStale, ProduceStale, OffsetCommit>;
 
 // A group's member list on the wire (GroupOp.members, a join entry's body, SendStale.members):
 // user ids in ascending order, each followed by '\n'. `users` must be sorted and unique.

@@ -92,6 +92,11 @@ uint64_t QueueNode::high_watermark(uint32_t partition) const {
   return it == state_.partitions.end() ? 0 : it->second.committed_next_offset;
 }
 
+uint64_t QueueNode::log_start(uint32_t partition) const {
+  const auto it = state_.partitions.find(partition);
+  return it == state_.partitions.end() ? 0 : it->second.log_start;
+}
+
 bool QueueNode::leads(uint32_t partition) const {
   const auto it = state_.partitions.find(partition);
   return it != state_.partitions.end() && it->second.leader;
@@ -158,6 +163,7 @@ void QueueNode::open_database(Context& ctx) {
   delete_msg_ = must_prepare(db_, "DELETE FROM produced WHERE msg_id = ?");
   delete_conv_ = must_prepare(db_, "DELETE FROM conversations WHERE conv = ?");
   truncate_log_ = must_prepare(db_, "DELETE FROM log WHERE partition = ? AND offset >= ?");
+  delete_log_range_ = must_prepare(db_, "DELETE FROM log WHERE partition = ? AND offset >= ? AND offset < ?");
   begin_ = must_prepare(db_, "BEGIN");
   commit_ = must_prepare(db_, "COMMIT");
   rollback_ = must_prepare(db_, "ROLLBACK");
@@ -194,13 +200,14 @@ bool QueueNode::recover(Context& ctx) {
     }
   }
   {
-    sql::Statement stmt = must_prepare(db_, "SELECT partition, max(offset) FROM log GROUP BY partition");
+    sql::Statement stmt = must_prepare(db_, "SELECT partition, min(offset), max(offset) FROM log GROUP BY partition");
     while (next_row(stmt.get()) == 1) {
       const auto partition = static_cast<uint32_t>(stmt.column_int64(0));
       const auto it = state_.partitions.find(partition);
       // A log of a partition this node no longer holds stays on disk, unused.
       if (it != state_.partitions.end()) {
-        it->second.next_offset = static_cast<uint64_t>(stmt.column_int64(1)) + 1;
+        it->second.log_start = static_cast<uint64_t>(stmt.column_int64(1));  // retention deleted the ones before
+        it->second.next_offset = static_cast<uint64_t>(stmt.column_int64(2)) + 1;
         it->second.log_end = it->second.next_offset;
       }
     }
@@ -212,9 +219,13 @@ bool QueueNode::recover(Context& ctx) {
     while (next_row(stmt.get()) == 1)
       covered[static_cast<uint32_t>(stmt.column_int64(0))] = static_cast<uint64_t>(stmt.column_int64(1));
     std::vector<ReplicaRecord> records;
-    for (const auto& [p, part] : state_.partitions) {
+    for (auto& [p, part] : state_.partitions) {
       const auto it = covered.find(p);
-      for (uint64_t from = it == covered.end() ? 1 : it->second; from < part.next_offset; from = records.back().offset + 1) {
+      part.seqs_cover = it == covered.end() ? 1 : it->second;
+      // Retention deletes only below the cover, so every record to replay is still there.
+      MSGSIM_ASSERT(part.seqs_cover >= part.log_start || part.log_start == 1,
+                    "queue: partition " + std::to_string(p) + " deleted records its next seqs do not reflect");
+      for (uint64_t from = part.seqs_cover; from < part.next_offset; from = records.back().offset + 1) {
         records.clear();
         if (!read_records(p, from, part.next_offset, records) || records.empty()) {
           halt(ctx, "replaying partition " + std::to_string(p) + " from offset " + std::to_string(from));
@@ -316,6 +327,8 @@ void QueueNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
     on_replicate(ctx, conn, *replicate);
   } else if (const auto* ack = std::get_if<ReplicaAck>(&*decoded)) {
     on_replica_ack(ctx, conn, *ack);
+  } else if (const auto* commit = std::get_if<OffsetCommit>(&*decoded)) {
+    on_offset_commit(ctx, conn, *commit);
   } else if (std::holds_alternative<ControllerVote>(*decoded) || std::holds_alternative<ControllerVoteAck>(*decoded) ||
              std::holds_alternative<ControllerSync>(*decoded) || std::holds_alternative<ControllerSyncAck>(*decoded)) {
     // Between queue nodes, on either end of a connection: the peer is who opened it (accepted)
@@ -443,7 +456,7 @@ bool QueueNode::write_seqs(Context& ctx) {
   }
   state_.dirty_convs.clear();
   // Every record below next_offset, the open batch's too, is reflected now (same transaction).
-  for (const auto& [p, part] : state_.partitions) {
+  for (auto& [p, part] : state_.partitions) {
     sqlite3_stmt* write = upsert_seqs_cover_.get();
     bind_int(write, 1, static_cast<int64_t>(p));
     bind_int(write, 2, static_cast<int64_t>(part.next_offset));
@@ -451,6 +464,7 @@ bool QueueNode::write_seqs(Context& ctx) {
       halt(ctx, "writing where the next seqs of partition " + std::to_string(p) + " stand");
       return false;
     }
+    part.seqs_cover = part.next_offset;
   }
   state_.batches_since_seqs = 0;
   return true;
@@ -470,6 +484,7 @@ void QueueNode::commit_batch(Context& ctx) {
     }
     part.hw_dirty = false;
   }
+  if (!retain(ctx)) return;
   if (!run(commit_.get())) {
     halt(ctx, "committing a batch of " + std::to_string(state_.replies.size()) + " answers");
     return;
@@ -498,6 +513,49 @@ void QueueNode::commit_batch(Context& ctx) {
     advance_hw(ctx, p);
     replicate_all(ctx, p);
   }
+}
+
+bool QueueNode::retain(Context& ctx) {
+  for (auto& [p, part] : state_.partitions) {
+    if (part.leader) {
+      // Every replica, in the ISR or not, and the consumer must have it; and it is committed.
+      uint64_t floor = std::min(part.consumed_end, part.committed_next_offset);
+      for (const auto& [node, f] : part.followers) floor = std::min(floor, f.match_end);
+      part.retain_floor = std::max(part.retain_floor, floor);
+    }
+    if (part.retain_floor <= 1 || part.log_end <= 1) continue;
+    // The record before the floor stays (the leader's prev_offset for a follower at the floor),
+    // and so does the last synced one (recovery reads max(offset)).
+    if (part.committed_next_offset <= 1) continue;
+    // The record at the new log start is committed too, so no truncation ever reaches it.
+    const uint64_t below = std::min({part.retain_floor - 1, part.committed_next_offset - 1, part.seqs_cover,
+                                     part.log_end - 1, part.log_start + kRetainPerBatchMax});
+    if (below <= part.log_start) continue;
+    sqlite3_stmt* del = delete_log_range_.get();
+    bind_int(del, 1, static_cast<int64_t>(p));
+    bind_int(del, 2, static_cast<int64_t>(part.log_start));
+    bind_int(del, 3, static_cast<int64_t>(below));
+    if (!run(del)) {
+      halt(ctx, "deleting records below offset " + std::to_string(below) + " of partition " + std::to_string(p));
+      return false;
+    }
+    part.log_start = below;
+  }
+  return true;
+}
+
+void QueueNode::on_offset_commit(Context& ctx, ConnId conn, const OffsetCommit& commit) {
+  const auto part = state_.partitions.find(commit.partition);
+  const auto from = accepted_from_.find(conn);
+  if (part == state_.partitions.end() || from == accepted_from_.end() ||
+      config_.topology.storage_of(commit.partition) != from->second) {
+    close_bad(ctx, conn, "OffsetCommit of partition " + std::to_string(commit.partition) +
+                             " from a node that is not its consumer here");
+    return;
+  }
+  // A hint: it only ever raises what retention may delete, and the HW and the replicas bound it.
+  const uint64_t end = commit.offset == UINT64_MAX ? UINT64_MAX : commit.offset + 1;
+  part->second.consumed_end = std::max(part->second.consumed_end, end);
 }
 
 void QueueNode::on_produce(Context& ctx, ConnId conn, Produce& produce) {
@@ -732,6 +790,13 @@ void QueueNode::on_subscribe(Context& ctx, ConnId conn, const Subscribe& subscri
   }
   Subscription& sub = state_.subscriptions[key];  // a second Subscribe replaces the first
   sub.next_offset = std::max<uint64_t>(subscribe.from_offset, 1);
+  if (sub.next_offset < part->second.log_start) {
+    // Retention deleted what it asks for, which it said it had stored (queue.h "Retention"):
+    // it gets the log from its start.
+    ctx.log(LogLevel::warn, "queue: a subscriber of partition " + std::to_string(subscribe.partition) + " asks from offset " +
+                                std::to_string(sub.next_offset) + ", below the log start " +
+                                std::to_string(part->second.log_start));
+  }
   // It is caught up once it has every committed record; from then on every commit sends it
   // the new records.
   // A replica that does not lead keeps the subscription and serves it once it leads.
@@ -874,7 +939,7 @@ void QueueNode::replicate_all(Context& ctx, uint32_t partition) {
 void QueueNode::replicate_to(Context& ctx, uint32_t partition, NodeId node) {
   Partition& part = state_.partitions.at(partition);
   FollowerProgress& f = part.followers.at(node);
-  if (f.inflight || state_.halted) return;
+  if (f.inflight || state_.halted || f.needs_deleted) return;
   // Nothing to send and its log end confirmed: idle.
   if (f.send_next >= part.log_end && f.match_end == part.log_end) return;
   const ConnId conn = peer_conn(ctx, node);
@@ -883,7 +948,9 @@ void QueueNode::replicate_to(Context& ctx, uint32_t partition, NodeId node) {
   frame.partition = partition;
   frame.epoch = part.epoch;
   frame.high_watermark = part.committed_next_offset;
-  f.send_next = std::clamp<uint64_t>(f.send_next, 1, part.log_end);
+  frame.retain_below = part.retain_floor;
+  // The record at prev_offset must still be here: at or after the log start (queue.h "Retention").
+  f.send_next = std::clamp<uint64_t>(f.send_next, part.log_start == 1 ? 1 : part.log_start + 1, part.log_end);
   frame.prev_offset = f.send_next - 1;
   if (frame.prev_offset > 0) {
     const int64_t prev_epoch = epoch_at(partition, frame.prev_offset);
@@ -931,6 +998,15 @@ void QueueNode::on_replica_ack(Context& ctx, ConnId conn, const ReplicaAck& ack)
   } else {
     // Its log is shorter, or did not match at prev_offset and was cut there: back off.
     f.match_end = 0;
+    if (part.log_start > 1 && ack.log_end <= part.log_start) {
+      // It needs records retention deleted here, which the floor says cannot happen unless its
+      // disk lost synced data: without a snapshot to send it, it is not served (queue.h).
+      ctx.log(LogLevel::error, "queue: follower " + std::to_string(node) + " of partition " + std::to_string(ack.partition) +
+                                   " needs offset " + std::to_string(ack.log_end) + ", below the log start " +
+                                   std::to_string(part.log_start));
+      f.needs_deleted = true;
+      return;
+    }
     f.send_next = std::max<uint64_t>(1, std::min(end, f.send_next > 1 ? f.send_next - 1 : 1));
     if (ack.log_end < f.send_next) f.send_next = std::max<uint64_t>(1, ack.log_end);
   }
@@ -989,6 +1065,8 @@ void QueueNode::on_replicate(Context& ctx, ConnId conn, Replicate& replicate) {
   }
   if (replicate.epoch > part.epoch && part.leader) step_down(ctx, partition);
   if (!open_batch(ctx)) return;
+  // A leader of this epoch or a newer one: what it says of the replicas is true (queue.h "Retention").
+  part.retain_floor = std::max(part.retain_floor, replicate.retain_below);
   if (replicate.epoch > part.epoch) {
     part.epoch = replicate.epoch;
     part.state_known = false;  // the controller's state for it has not arrived yet
@@ -1007,7 +1085,8 @@ void QueueNode::on_replicate(Context& ctx, ConnId conn, Replicate& replicate) {
     answer(false);
     return;
   }
-  if (replicate.prev_offset > 0) {
+  // Below the log start it matches: retention deleted only committed records every replica holds.
+  if (replicate.prev_offset >= part.log_start) {
     const int64_t epoch = epoch_at(partition, replicate.prev_offset);
     if (epoch < 0) {
       halt(ctx, "reading partition " + std::to_string(partition));
@@ -1029,6 +1108,7 @@ void QueueNode::on_replicate(Context& ctx, ConnId conn, Replicate& replicate) {
       return;
     }
     expected++;
+    if (record.offset < part.log_start) continue;  // had it, committed, and deleted it
     if (record.offset < part.next_offset) {
       const int64_t epoch = epoch_at(partition, record.offset);
       if (epoch < 0) {
@@ -1053,6 +1133,12 @@ void QueueNode::on_replicate(Context& ctx, ConnId conn, Replicate& replicate) {
 bool QueueNode::truncate_from(Context& ctx, uint32_t partition, uint64_t from) {
   Partition& part = state_.partitions.at(partition);
   if (from >= part.next_offset) return true;
+  if (part.log_start > 1 && from <= part.log_start) {
+    // Retention deleted only committed records, which no leader ever takes back.
+    halt(ctx, "asked to drop partition " + std::to_string(partition) + " from offset " + std::to_string(from) +
+                  ", below the log start " + std::to_string(part.log_start));
+    return false;
+  }
   std::vector<ReplicaRecord> records;
   for (uint64_t at = from; at < part.next_offset; at = records.back().offset + 1) {
     const size_t before = records.size();
@@ -1677,6 +1763,7 @@ std::string QueueNode::describe() const {
     out += " p" + std::to_string(p) + (part.leader ? "L" : "F") + std::to_string(part.epoch) +
            ":next=" + std::to_string(part.next_offset);
     if (part.committed_next_offset != part.next_offset) out += ",hw=" + std::to_string(part.committed_next_offset);
+    if (part.log_start != 1) out += ",start=" + std::to_string(part.log_start);
   }
   return out;
 }
@@ -1697,6 +1784,9 @@ void QueueNode::invariants() const {
     // A follower learns the HW with records its open batch has not committed yet.
     MSGSIM_ASSERT_LE(part.committed_next_offset, part.leader ? part.log_end : part.next_offset);
     MSGSIM_ASSERT_LE(part.log_end, part.next_offset);
+    // Retention (queue.h): only committed records, and never the last one.
+    MSGSIM_ASSERT_LE(part.log_start, part.committed_next_offset);
+    if (part.log_start > 1) MSGSIM_ASSERT_LT(part.log_start, part.log_end);
     MSGSIM_ASSERT_LE(part.unflushed.size(), kEntriesPerFrameMax);
     MSGSIM_ASSERT(part.unflushed.empty() || part.flush_armed, "unsent records without a flush timer");
     if (!part.unflushed.empty()) MSGSIM_ASSERT_EQ(part.unflushed.back().offset + 1, part.committed_next_offset);

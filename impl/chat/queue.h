@@ -121,6 +121,28 @@
 // most kSeqsEveryBatches batches' worth): each sets its conversation's next seq to its seq + 1.
 // Membership (`members`) is still written with its record: joins and leaves are rare.
 //
+// Retention (Kafka's log deletion, bounded by what every reader still needs). A replica deletes
+// the log's records below `delete_below`, the least of:
+//  - the retention floor: the leader's min(consumer's committed end, HW, every follower's
+//    match_end), whether the follower is in the ISR or not, and minus one, so the leader still
+//    holds the record before every follower's log end (the consistency check's prev_offset).
+//    Every replica holds every record below the floor, committed, so no follower ever needs a
+//    deleted record. Followers learn the floor from the leader (Replicate.retain_below). The
+//    floor only rises: what it states stays true (committed records are never truncated).
+//  - the consumer's committed end: the storage owner of the partition sends OffsetCommit with
+//    the last offset its database holds synced (not the one its memory holds), at most once a
+//    kOffsetHintNs and on every (re)connection. Memory only here: a restart waits for the next.
+//  - this replica's own HW, its `seqs_cover` (a restart replays the log from there) and its
+//    last synced record (recovery reads max(offset), and the leader's prev_offset).
+// At most kRetainPerBatchMax records a partition go per batch, inside the batch's transaction
+// (no sync of its own). `produced` and `conversations` stay: a retry after a long offline
+// still finds its seq. A follower treats a prev_offset below its own log start as matching, and
+// skips records below it: the floor says they are committed and the same on every replica. A
+// follower that needs a record the leader deleted (impossible unless a disk lost synced data,
+// e.g. a host loss) is not served again while this node leads: it stays out of the ISR. Choice:
+// an out-of-ISR replica that never returns stops retention of its partitions (the alternative,
+// sending followers a snapshot of `produced`, `conversations` and `members`, is not built).
+//
 // Dedup without a read per produce: the node keeps in memory the 64-bit hashes of every msg_id
 // its `produced` table holds (MsgIdFilter: loaded at open, added to on every append, leader's or
 // follower's, and every recorded rejection; never removed, not even by a truncation, so it is a
@@ -197,6 +219,7 @@ class QueueNode final : public Node {
   static constexpr int64_t kLeaderDeadNs = 1500 * kNanosPerMilli;  // no heartbeat this long: replaced
   static constexpr int64_t kLagMaxNs = 1000 * kNanosPerMilli;      // a follower behind this long leaves the ISR
   static constexpr int64_t kControllerDeadNs = 1500 * kNanosPerMilli;  // no controller heard: elect one
+  static constexpr uint64_t kRetainPerBatchMax = 2048;  // log records one batch deletes, per partition
 
   explicit QueueNode(const ChatConfig& config);
   ~QueueNode() override = default;
@@ -219,6 +242,8 @@ class QueueNode final : public Node {
   // The partition's high watermark: records below it are on every replica (0: not a replica).
   uint64_t high_watermark(uint32_t partition) const;
   bool leads(uint32_t partition) const;
+  // The first record the partition's log still holds (retention deleted those before; 0: not a replica).
+  uint64_t log_start(uint32_t partition) const;
   // The controller role: whether this node holds it (with its state committed), and its term.
   bool controls() const { return state_.ctl.role == CtlRole::controller && state_.ctl.ready; }
   uint64_t controller_term() const { return state_.ctl.term; }
@@ -240,6 +265,7 @@ class QueueNode final : public Node {
     uint64_t match_end = 0;  // its log matches ours below this (0: not yet known)
     bool inflight = false;   // a Replicate awaits its ack
     int64_t behind_since_ns = -1;  // when it last fell behind the leader's log end (-1: caught up)
+    bool needs_deleted = false;    // it lacks records this leader deleted: not served while it leads
   };
   // The controller's record of one partition.
   struct Control {
@@ -285,6 +311,11 @@ class QueueNode final : public Node {
     uint64_t log_end = 1;                // synced: the open batch's records are below next_offset only
     uint64_t committed_next_offset = 1;  // the high watermark: on every replica, visible to consumers
     bool hw_dirty = false;               // the HW moved since it was last written
+    // Retention (queue.h "Retention").
+    uint64_t log_start = 1;              // the first record the log holds (every one below is deleted)
+    uint64_t seqs_cover = 1;             // `conversations` reflects every record below this (as written)
+    uint64_t consumed_end = 0;           // the consumer holds every record below this, synced (its hint)
+    uint64_t retain_floor = 0;           // every replica holds every record below this, committed
     std::deque<RecordAt> uncommitted;    // leader: synced here, at or above the HW
     std::deque<PendingReply> waiting;    // leader: answers waiting for the HW, in order
     std::map<NodeId, FollowerProgress> followers;  // leader: the other replicas
@@ -336,6 +367,9 @@ class QueueNode final : public Node {
   void on_subscribe(Context& ctx, ConnId conn, const Subscribe& subscribe);
   void on_replicate(Context& ctx, ConnId conn, Replicate& replicate);
   void on_replica_ack(Context& ctx, ConnId conn, const ReplicaAck& ack);
+  void on_offset_commit(Context& ctx, ConnId conn, const OffsetCommit& commit);
+  // Deletes what retention allows in the open batch (queue.h "Retention"); false if halted.
+  bool retain(Context& ctx);
   bool replicated() const { return config_.topology.replicas() > 1; }
   // Failover: a state from the controller; becoming leader, staying, or stepping down.
   void apply_state(Context& ctx, const PartitionState& state);
@@ -425,6 +459,7 @@ class QueueNode final : public Node {
   sql::Statement delete_msg_;
   sql::Statement delete_conv_;
   sql::Statement truncate_log_;
+  sql::Statement delete_log_range_;
   sql::Statement begin_, commit_, rollback_;
 };
 

@@ -20,6 +20,7 @@ using fast_sql::run;
 constexpr uint64_t kReconnectTag = uint64_t{1} << 32;  // | queue node id
 constexpr uint64_t kSweepTag = uint64_t{2} << 32;
 constexpr uint64_t kOffsetCommitTag = uint64_t{3} << 32;  // the planted bug storage_not_idempotent
+constexpr uint64_t kOffsetHintTag = uint64_t{4} << 32;
 // The planted bug's offset commit interval: Kafka's auto.commit.interval.ms default.
 constexpr int64_t kOffsetCommitIntervalNs = 5 * kNanosPerSecond;
 
@@ -147,6 +148,7 @@ void StorageNode::recover(Context& ctx) {
       if (it != state_.last_offset.end()) it->second = static_cast<uint64_t>(stmt.column_int64(1));
     }
   }
+  state_.durable_offset = state_.last_offset;
   {
     sql::Statement stmt = must_prepare(db_, "SELECT conv, user, from_seq, to_seq FROM intervals ORDER BY conv, user, from_seq");
     while (next_row(stmt.get()) == 1) {
@@ -189,7 +191,11 @@ void StorageNode::connect_queue(Context& ctx, NodeId queue) {
   state_.link_of_conn[link.conn] = queue;
   // Frames queue behind the handshake: subscribe at once, from the offset after the last stored.
   for (const auto& [p, last] : state_.last_offset) {
-    if (config_.topology.is_replica(p, queue)) ctx.send(link.conn, encode(Frame{Subscribe{p, last + 1}}));
+    if (!config_.topology.is_replica(p, queue)) continue;
+    ctx.send(link.conn, encode(Frame{Subscribe{p, last + 1}}));
+    // A restarted queue node knows no consumer offset: it hears it again here.
+    const uint64_t durable = state_.durable_offset.at(p);
+    if (durable != 0) ctx.send(link.conn, encode(Frame{OffsetCommit{p, durable}}));
   }
 }
 
@@ -236,6 +242,9 @@ void StorageNode::on_timer(Context& ctx, uint64_t tag) {
   if (tag == kSweepTag) {
     state_.sweep_armed = false;
     sweep(ctx);
+  } else if (tag == kOffsetHintTag) {
+    state_.hint_armed = false;
+    if (!state_.halted) send_offset_hints(ctx);
   } else if (tag == kOffsetCommitTag) {
     state_.offset_commit_armed = false;
     if (!state_.halted) commit_offsets(ctx);
@@ -359,6 +368,7 @@ void StorageNode::on_records(Context& ctx, ConnId conn, Records& records) {
   fresh.reserve(records.records.size());
   bool ok = true;
   const bool offset_first = config_.bugs.on(Bug::cursor_past_unsynced);
+  uint64_t offset_first_durable = 0;  // that bug: the offset its first transaction made durable
   if (offset_first) {
     // The planted bug (a consumer that commits its offset before it has processed, to keep the
     // offset table off the hot path): the offset of the whole batch is committed and synced
@@ -372,6 +382,7 @@ void StorageNode::on_records(Context& ctx, ConnId conn, Records& records) {
       bind_int(offset, 1, static_cast<int64_t>(records.partition));
       bind_int(offset, 2, static_cast<int64_t>(newest));
       ok = run(begin_.get()) && run(offset) && run(commit_.get());
+      if (ok) offset_first_durable = newest;
     }
     ok = ok && sql::exec(db_, "PRAGMA synchronous=OFF").ok();
   }
@@ -413,6 +424,9 @@ void StorageNode::on_records(Context& ctx, ConnId conn, Records& records) {
     ok = run(offset);
   }
   if (ok) ok = run(commit_.get());
+  // What the database now holds synced (before the planted bug below may pretend a failed
+  // commit went through): the queues may delete the log up to there.
+  const uint64_t durable = !ok || offsets_on_interval ? 0 : offset_first ? offset_first_durable : last;
   if (ok && offset_first) ok = sql::exec(db_, "PRAGMA synchronous=FULL").ok();
   // Bug::fsync_error_ignored: SQLite has undone the transaction, yet the offset below moves on
   // and the entries fan out; the next batch's commit stores an offset past them.
@@ -430,6 +444,7 @@ void StorageNode::on_records(Context& ctx, ConnId conn, Records& records) {
     ctx.set_timer(kOffsetCommitIntervalNs, kOffsetCommitTag);
   }
   last_it->second = last;
+  if (durable != 0) note_durable(ctx, records.partition, durable);
   state_.stored += fresh.size();
 
   // Persisted: now fan out. Each entry goes to the members at its seq.
@@ -452,7 +467,36 @@ void StorageNode::commit_offsets(Context& ctx) {
     ok = run(offset);
   }
   if (ok) ok = run(commit_.get());
-  if (!ok) halt(ctx, "committing the queue offsets");
+  if (!ok) {
+    halt(ctx, "committing the queue offsets");
+    return;
+  }
+  for (const auto& [partition, last] : state_.last_offset)
+    if (last != 0) note_durable(ctx, partition, last);
+}
+
+void StorageNode::note_durable(Context& ctx, uint32_t partition, uint64_t offset) {
+  uint64_t& durable = state_.durable_offset.at(partition);
+  if (offset <= durable) return;
+  durable = offset;
+  if (!state_.hint_armed) {
+    state_.hint_armed = true;
+    ctx.set_timer(kOffsetHintNs, kOffsetHintTag);
+  }
+}
+
+void StorageNode::send_offset_hints(Context& ctx) {
+  for (const auto& [partition, durable] : state_.durable_offset) {
+    uint64_t& hinted = state_.hinted_offset[partition];
+    if (durable == hinted) continue;
+    hinted = durable;
+    // Every replica: whichever leads computes the floor, and a follower may lead next.
+    for (uint32_t k = 0; k < config_.topology.replicas(); ++k) {
+      const auto link = state_.links.find(config_.topology.replica_of(partition, k));
+      if (link != state_.links.end() && link->second.conn != kNoConn)
+        ctx.send(link->second.conn, encode(Frame{OffsetCommit{partition, durable}}));
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,6 +13,11 @@
 // It answers `SyncQuery` from what it stored (only what the user may see), and keeps the
 // highest receipt per (conv, reader, kind), routing a `ReceiptNotice` when it rises.
 //
+// Retention: the queue deletes its log below what every reader holds (queue.h "Retention"), so
+// storage tells every replica of each owned partition the last offset its database holds synced
+// (OffsetCommit; the durable one, which the planted bugs may let lag the one in memory): on
+// every (re)connection, and at most once a kOffsetHintNs while it moves.
+//
 // Planted bugs (config.h): leave_one_late (a leave takes effect one seq late in fan-out and
 // sync), sync_off_by_one (sync skips the first entry after each cursor), fsync_error_ignored,
 // cursor_past_unsynced and storage_not_idempotent (storage.cpp, where each is planted).
@@ -38,6 +43,7 @@ class StorageNode final : public Node {
   static constexpr size_t kKnownDirectMax = 1'000'000;
   static constexpr size_t kFrameBytesBudget = 512 * 1024;  // below wire::kFrameBytesMax
   static constexpr uint64_t kOpenSeq = UINT64_MAX;          // an interval that has not ended
+  static constexpr int64_t kOffsetHintNs = 1 * kNanosPerSecond;  // OffsetCommit at most this often
 
   explicit StorageNode(const ChatConfig& config);
   ~StorageNode() override = default;
@@ -86,6 +92,9 @@ class StorageNode final : public Node {
   };
   struct State {
     std::map<uint32_t, uint64_t> last_offset;  // owned partitions: the last offset stored (0: none)
+    std::map<uint32_t, uint64_t> durable_offset;  // ... as the database holds it, synced
+    std::map<uint32_t, uint64_t> hinted_offset;   // ... as the queues last heard it (OffsetCommit)
+    bool hint_armed = false;
     std::map<NodeId, Link> links;
     std::map<ConnId, NodeId> link_of_conn;
     std::map<std::string, Group> groups;
@@ -116,6 +125,9 @@ class StorageNode final : public Node {
                const std::shared_ptr<const ReceiptNotice>& receipt);
   void sweep(Context& ctx);
   void commit_offsets(Context& ctx);
+  // A partition's durable offset moved to `offset`: the queues hear of it within kOffsetHintNs.
+  void note_durable(Context& ctx, uint32_t partition, uint64_t offset);
+  void send_offset_hints(Context& ctx);
   bool owns(const std::string& conv) const;
   void halt(Context& ctx, const std::string& what);
   // Bug::fsync_error_ignored: true (after logging and rolling back) when the failed write was an
