@@ -452,6 +452,36 @@ TEST(Queue, AckBeforeDurableBugLosesAckedRecordsInACrash) {
   EXPECT_LT(rig.queue().next_seq("dm:u1:u2"), 51u);
 }
 
+// Retention with one copy (queue.h "Retention"): the floor is the consumer's committed end and
+// the HW. Each produce 1 ms apart is its own batch, so 600 of them pass kSeqsEveryBatches.
+TEST(Queue, RetentionDeletesWhatStorageHoldsAndARestartRecovers) {
+  Rig rig;
+  rig.start_all();
+  for (int i = 0; i < 600; ++i) {
+    rig.produce(message("dm:u1:u2", "u1", "a" + std::to_string(i), "u2"));
+    rig.settle(1 * kMs);
+  }
+  rig.settle(1500 * kMs);  // storage's OffsetCommit arrives
+  const uint32_t partition = rig.config.topology.partition_of("dm:u1:u2");
+  ASSERT_EQ(rig.storage().last_offset(partition), 600u);
+  EXPECT_EQ(rig.queue().log_start(partition), 1u);  // deletion waits for a batch
+  ASSERT_EQ(rig.produce_and_wait(message("dm:u1:u2", "u1", "b0", "u2")), "seq:601");
+  const uint64_t start = rig.queue().log_start(partition);
+  EXPECT_GT(start, 1u);
+  EXPECT_LE(start, 600u);
+  rig.restart_queue(CrashDisk::lose_unsynced);
+  rig.restart_chat();  // its connection to the queue broke
+  EXPECT_EQ(rig.queue().log_start(partition), start);
+  EXPECT_EQ(rig.queue().next_offset(partition), 602u);
+  EXPECT_EQ(rig.queue().next_seq("dm:u1:u2"), 602u);
+  EXPECT_EQ(rig.produce_and_wait(message("dm:u1:u2", "u1", "a7", "u2")), "seq:8");  // dedup stays
+  rig.settle(3 * kS);  // storage reconnects with backoff
+  EXPECT_EQ(rig.produce_and_wait(message("dm:u1:u2", "u1", "b1", "u2")), "seq:602");
+  rig.settle(100 * kMs);
+  EXPECT_EQ(rig.storage().last_offset(partition), 602u);
+  EXPECT_EQ(Rig::seqs(rig.sync("u2", {})).size(), 602u);  // storage keeps every entry
+}
+
 TEST(Queue, CatchUpPagesTheLogAndThenStreamsNewRecords) {
   Rig rig(BugSet{}, /*partitions=*/1);
   rig.start_all();

@@ -285,6 +285,32 @@ TEST(Retention, ReplicasAndStorageRecoverFromRestartsAfterRetention) {
   EXPECT_EQ(rig.storage().last_offset(0), 622u);
 }
 
+TEST(Retention, AReplicaWhoseDiskWasLostIsNotServedButTheOthersCarryOn) {
+  // The limit of the design (queue.h "Retention"): no snapshot is sent, so a replica that comes
+  // back empty cannot get the deleted records. It stays out of the ISR; the partition commits
+  // with the other two, and the leader does not loop on it.
+  Rig rig;
+  rig.start_all();
+  uint64_t id = 1;
+  produce_spaced(rig, "a", 600, id);
+  rig.settle(1500 * kMs);
+  produce_spaced(rig, "b", 2, id);
+  rig.settle(100 * kMs);
+  ASSERT_GT(rig.queue(0).log_start(0), 1u);
+  rig.sim.lose_host(rig.queue_ids[2]);
+  rig.settle(100 * kMs);
+  rig.sim.replace_host(rig.queue_ids[2]);  // starts it, empty
+  rig.settle(3 * kS);
+  const uint64_t frames_before = rig.sim.stats().frames_sent;
+  produce_spaced(rig, "c", 5, id);
+  rig.settle(3 * kS);  // queue 2 leaves the ISR kLagMaxNs after the log grew past it
+  EXPECT_EQ(rig.answer(id - 1), "seq:607");
+  EXPECT_LT(rig.queue(2).next_offset(0), rig.queue(0).log_start(0));
+  EXPECT_EQ(rig.queue(1).next_offset(0), 608u);
+  // Heartbeats and the controller's state only: no Replicate/ReplicaAck ping-pong with queue 2.
+  EXPECT_LT(rig.sim.stats().frames_sent - frames_before, 1000u);
+}
+
 TEST(Retention, StorageHintsTheOffsetItsDiskHoldsNotTheOneInMemory) {
   // storage-not-idempotent commits its offset every 5 s while memory moves at once: a queue
   // that deleted up to the memory offset would lack what a restarted storage asks for.
