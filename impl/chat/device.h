@@ -157,6 +157,8 @@ class DeviceNode final : public Node {
   void drain_ready(Context& ctx, const std::string& conv, Conversation& c);
   void process(Context& ctx, const std::string& conv, Conversation& c, const Entry& entry);
   void on_ack(Context& ctx, const SendAck& ack);
+  // The front of the outbox was answered (acked or rejected): drop it.
+  void drop_front_of_outbox(Conversation& c);
   void on_reject(Context& ctx, const SendReject& reject);
   void on_stale(Context& ctx, const SendStale& stale);
   void on_receipt(Context& ctx, const ReceiptNotice& notice);
