@@ -154,7 +154,7 @@ DiskOutcome NodeStorage::write(const SimFilePtr& file, uint64_t offset, ByteView
   }
   if (!admit_mutation()) return DiskOutcome::ok;
   FileUndo undo{OpKind::write, offset, data.size(), old_size, {}};
-  if (offset < old_size) undo.old_bytes = file->current.copy(offset, std::min(end, old_size));
+  if (offset < old_size) undo.old_bytes = old_bytes_of(*file, offset, std::min(end, old_size));
   file->current.write(offset, data);
   record(file, std::move(undo));
   return DiskOutcome::ok;
@@ -173,7 +173,7 @@ DiskOutcome NodeStorage::truncate(const SimFilePtr& file, uint64_t size) {
   }
   if (!admit_mutation()) return DiskOutcome::ok;
   FileUndo undo{OpKind::truncate, size, 0, old_size, {}};
-  if (size < old_size) undo.old_bytes = file->current.copy(size, old_size);
+  if (size < old_size) undo.old_bytes = old_bytes_of(*file, size, old_size);
   file->current.resize(size);
   record(file, std::move(undo));
   return DiskOutcome::ok;
@@ -206,6 +206,7 @@ DiskOutcome NodeStorage::sync(const SimFilePtr& file) {
     PendingOp& op = queue_[i];
     if (op.file == file) {
       queued_bytes_ -= op.undo.length;
+      recycle_undo_buffer(op.undo.old_bytes);
     } else {
       if (kept != i) queue_[kept] = std::move(op);
       kept++;
@@ -254,6 +255,29 @@ void NodeStorage::write_back_oldest() {
   queue_.pop_front();
   queued_bytes_ -= op.undo.length;
   make_durable(op);
+  recycle_undo_buffer(op.undo.old_bytes);
+}
+
+UndoBytes NodeStorage::old_bytes_of(const SimFile& file, uint64_t begin, uint64_t end) {
+  UndoBytes bytes;
+  if (!spare_undo_buffers_.empty()) {
+    bytes = std::move(spare_undo_buffers_.back());
+    spare_undo_buffers_.pop_back();
+  }
+  bytes.resize(static_cast<size_t>(end - begin));  // no zero fill: read() overwrites it all
+  file.current.read(begin, bytes);
+  return bytes;
+}
+
+void NodeStorage::recycle_undo_buffer(UndoBytes& bytes) {
+  // Small buffers only (pages and WAL frame headers), and a bounded number: a node keeps at
+  // most kSpareUndoBuffersMax * kSpareUndoBufferBytesMax bytes spare.
+  if (bytes.capacity() == 0 || bytes.capacity() > kSpareUndoBufferBytesMax ||
+      spare_undo_buffers_.size() >= kSpareUndoBuffersMax) {
+    return;
+  }
+  spare_undo_buffers_.push_back(std::move(bytes));
+  bytes = UndoBytes();
 }
 
 void NodeStorage::make_durable(const PendingOp& op) {
@@ -384,6 +408,7 @@ uint64_t NodeStorage::bytes_allocated() const {
     for (const FileUndo& change : file->changes_after_removal) total += change.old_bytes.capacity();
   }
   for (const PendingOp& op : queue_) total += sizeof(PendingOp) + op.undo.old_bytes.capacity();
+  for (const UndoBytes& spare : spare_undo_buffers_) total += spare.capacity();
   return total;
 }
 

@@ -163,6 +163,28 @@ class FileImage {
   uint64_t size_ = 0;
 };
 
+// An allocator whose resize() leaves new elements uninitialised (default-initialised), for
+// buffers that are overwritten at once: an undo record's old bytes.
+template <typename T>
+struct DefaultInitAllocator : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = DefaultInitAllocator<U>;
+  };
+  DefaultInitAllocator() = default;
+  template <typename U>
+  DefaultInitAllocator(const DefaultInitAllocator<U>&) noexcept {}
+  template <typename U>
+  void construct(U* at) noexcept {
+    ::new (static_cast<void*>(at)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* at, Args&&... args) {
+    ::new (static_cast<void*>(at)) U(std::forward<Args>(args)...);
+  }
+};
+using UndoBytes = std::vector<uint8_t, DefaultInitAllocator<uint8_t>>;
+
 // One change to a file, kept so that it can be undone: what a crash that loses it puts back.
 struct FileUndo {
   enum class Kind : uint8_t { write, truncate, remove };
@@ -170,7 +192,7 @@ struct FileUndo {
   uint64_t offset = 0;      // write: where; truncate: the new size
   uint64_t length = 0;      // write: how many bytes it wrote
   uint64_t old_size = 0;    // the file's size before the change
-  Bytes old_bytes;          // write: what [offset, min(offset + length, old_size)) held;
+  UndoBytes old_bytes;      // write: what [offset, min(offset + length, old_size)) held;
                             // truncate: what [offset, old_size) held, when it shrank the file
 };
 
@@ -283,9 +305,20 @@ class NodeStorage {
   // Writes back, in order, every queued operation up to and including the last one for which
   // `is_target` holds (nothing if none does).
   void write_back_through(const std::function<bool(const PendingOp&)>& is_target);
+  // Undo records' buffers, kept when their operation becomes durable and reused by the next
+  // overwrite: with synchronous=FULL nearly every write overwrites (the WAL restarts after each
+  // checkpoint) and its undo record lives only until the commit's sync (~130 writes), so a
+  // fresh buffer each time cost an allocation, a zero fill and a free per write. A node keeps
+  // at most kSpareUndoBuffersMax * kSpareUndoBufferBytesMax = 1 MiB spare.
+  // The current bytes [begin, end) of `file`, in a spare buffer if there is one.
+  UndoBytes old_bytes_of(const SimFile& file, uint64_t begin, uint64_t end);
+  void recycle_undo_buffer(UndoBytes& bytes);
+  static constexpr size_t kSpareUndoBuffersMax = 256;                            // per node, and
+  static constexpr size_t kSpareUndoBufferBytesMax = 4 * FileImage::kBlockBytes;  // each at most
 
   std::map<std::string, SimFilePtr> files_;  // existing files and files whose deletion is queued
   std::deque<PendingOp> queue_;
+  std::vector<UndoBytes> spare_undo_buffers_;  // at most kSpareUndoBuffersMax
   uint64_t queued_bytes_ = 0;
   size_t unsynced_ops_max_ = kUnsyncedOpsMax;
   uint64_t unsynced_bytes_max_ = kUnsyncedBytesMax;
