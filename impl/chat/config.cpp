@@ -41,4 +41,15 @@ const std::vector<BugInfo>& bug_catalogue() {
   return catalogue;
 }
 
+const UserPlan* plan_at_named_index(const ChatConfig& config, std::string_view user) {
+  if (user.size() < 2 || user.size() > 11 || user[0] != 'u') return nullptr;
+  size_t index = 0;
+  for (size_t i = 1; i < user.size(); ++i) {
+    if (user[i] < '0' || user[i] > '9') return nullptr;
+    index = index * 10 + static_cast<size_t>(user[i] - '0');
+  }
+  if (index < 1 || index > config.users.size() || config.users[index - 1].user != user) return nullptr;
+  return &config.users[index - 1];
+}
+
 }  // namespace msgsim::chat

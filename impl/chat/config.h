@@ -171,6 +171,12 @@ struct ChatConfig {
   PlaintextObserver* plaintext_observer = nullptr;
 };
 
+// The plan of `user` when it sits where its name says: "u<N>" at users[N - 1], as the simulator
+// names users (sim/chat_system.cpp). Null otherwise; callers that may see other names keep an
+// index of the rest. Lets 150,000 devices and every storage node find a user's device count
+// without a name -> plan map each (~64 bytes a user a storage node).
+const UserPlan* plan_at_named_index(const ChatConfig& config, std::string_view user);
+
 // 1:1 conversation ids are "dm:<a>:<b>" with a < b, so both sides name it the same way.
 inline std::string direct_conversation(std::string_view a, std::string_view b) {
   return a < b ? "dm:" + std::string(a) + ":" + std::string(b) : "dm:" + std::string(b) + ":" + std::string(a);

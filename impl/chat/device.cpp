@@ -731,19 +731,9 @@ void DeviceNode::apply_membership(const std::string& conv, Conversation& c, cons
 }
 
 uint32_t DeviceNode::device_count(const std::string& user) const {
-  // Users are "u<index + 1>" (sim/chat_system.cpp); the plan is the user service's device list.
-  if (user.size() > 1 && user[0] == 'u') {
-    size_t index = 0;
-    bool digits = true;
-    for (size_t i = 1; i < user.size() && digits; ++i) {
-      digits = user[i] >= '0' && user[i] <= '9';
-      index = index * 10 + static_cast<size_t>(user[i] - '0');
-    }
-    if (digits && index >= 1 && index <= config_.users.size() && config_.users[index - 1].user == user) {
-      return config_.users[index - 1].devices;
-    }
-  }
-  return plan_.devices;
+  // The plan is the user service's device list.
+  const UserPlan* plan = plan_at_named_index(config_, user);
+  return plan != nullptr ? plan->devices : plan_.devices;
 }
 
 std::vector<std::string> DeviceNode::recipients_of(const Conversation& c) const {

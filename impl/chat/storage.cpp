@@ -73,8 +73,10 @@ int64_t as_sql(uint64_t seq) { return seq >= static_cast<uint64_t>(INT64_MAX) ? 
 }  // namespace
 
 StorageNode::StorageNode(const ChatConfig& config) : config_(config) {
-  devices_of_user_.reserve(config.users.size());
-  for (const UserPlan& plan : config.users) devices_of_user_[plan.user] = plan.devices;
+  // Only the users plan_at_named_index does not find (none in the simulator's runs).
+  for (const UserPlan& plan : config.users) {
+    if (plan_at_named_index(config, plan.user) != &plan) devices_of_user_[plan.user] = plan.devices;
+  }
   chat_servers_.insert(config.topology.chat_servers.begin(), config.topology.chat_servers.end());
   const ChatTopology& t = config.topology;
   links_max_ = t.queues.size() + t.registries.size() + t.chat_servers.size() + t.push.size();
@@ -592,8 +594,12 @@ void StorageNode::on_located(Context& ctx, const Located& located) {
   const NodeId push = config_.topology.push.empty() ? kNoNode : config_.topology.push[0];
   std::string device;
   for (const std::string& user : pending.users) {
-    const auto plan = devices_of_user_.find(user);
-    const uint32_t devices = plan == devices_of_user_.end() ? 0 : plan->second;
+    uint32_t devices = 0;
+    if (const UserPlan* named = plan_at_named_index(config_, user)) {
+      devices = named->devices;
+    } else if (const auto plan = devices_of_user_.find(user); plan != devices_of_user_.end()) {
+      devices = plan->second;
+    }
     for (uint32_t i = 1; i <= devices; ++i) {
       device = user + ".d" + std::to_string(i);
       const auto found = std::lower_bound(where.begin(), where.end(), std::pair<std::string_view, std::string_view>{user, device},

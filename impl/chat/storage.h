@@ -138,7 +138,9 @@ class StorageNode final : public Node {
 
   const ChatConfig& config_;
   NodeId self_ = kNoNode;
-  std::unordered_map<std::string, uint32_t> devices_of_user_;  // from config.users; lookups only
+  // config.users that plan_at_named_index does not find (a user elsewhere than its name says);
+  // lookups only.
+  std::unordered_map<std::string, uint32_t> devices_of_user_;
   std::set<NodeId> chat_servers_;
   size_t links_max_ = 0;
   State state_;
