@@ -38,6 +38,13 @@ RunCost RunClock::stop() const {
 
 std::string format_factor(double factor) {
   if (!(factor >= 0) || !std::isfinite(factor)) return "0";
+  // Below 10x the digits after the point matter: a full-scale run at 0.46x real time must not
+  // read "0x".
+  if (factor < 9.995) {
+    char text[16];
+    std::snprintf(text, sizeof text, "%.2f", factor);
+    return text;
+  }
   const std::string digits = std::to_string(static_cast<uint64_t>(std::llround(factor)));
   std::string out;
   for (size_t i = 0; i < digits.size(); ++i) {

@@ -427,7 +427,7 @@ TEST_F(CliTest, ReplayConfirmsADigestAndCatchesAWrongOne) {
   const std::string digest = line_after(run.out, "trace digest: ");
   ASSERT_EQ(digest.size(), 16u);
   // The speed line gives both factors: per wall second and per CPU second of the process.
-  EXPECT_TRUE(std::regex_search(run.out, std::regex(R"re(\nspeed: [0-9][0-9,]*x real time \([0-9][0-9,]*x of CPU time\)\n)re")))
+  EXPECT_TRUE(std::regex_search(run.out, std::regex(R"re(\nspeed: [0-9][0-9,.]*x real time \([0-9][0-9,.]*x of CPU time\)\n)re")))
       << run.out;
 
   const Ran twice = msgsim({"replay", kChatSmall, "--seed", "7"});
