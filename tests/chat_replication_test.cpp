@@ -183,6 +183,15 @@ void produce_spaced(Rig& rig, const std::string& prefix, int count, uint64_t& re
   }
 }
 
+// 600 records, a wait for storage's OffsetCommit, then two more batches in which each replica
+// deletes whatever retention allows it (nothing, when storage has not committed).
+void produce_then_let_retention_run(Rig& rig, uint64_t& request_id) {
+  produce_spaced(rig, "a", 600, request_id);
+  rig.settle(1500 * kMs);
+  produce_spaced(rig, "b", 2, request_id);
+  rig.settle(100 * kMs);
+}
+
 int leader_of(Rig& rig, uint32_t partition) {
   for (int q = 0; q < 3; ++q)
     if (rig.sim.node_up(rig.queue_ids[static_cast<size_t>(q)]) && rig.queue(q).leads(partition)) return q;
@@ -247,10 +256,7 @@ TEST(Retention, ReplicasAndStorageRecoverFromRestartsAfterRetention) {
   Rig rig;
   rig.start_all();
   uint64_t id = 1;
-  produce_spaced(rig, "a", 600, id);
-  rig.settle(1500 * kMs);
-  produce_spaced(rig, "b", 2, id);
-  rig.settle(100 * kMs);
+  produce_then_let_retention_run(rig, id);
   std::vector<uint64_t> starts;
   for (int q = 0; q < 3; ++q) starts.push_back(rig.queue(q).log_start(0));
   ASSERT_GT(starts[0], 1u);
@@ -292,10 +298,7 @@ TEST(Retention, AReplicaWhoseDiskWasLostIsNotServedButTheOthersCarryOn) {
   Rig rig;
   rig.start_all();
   uint64_t id = 1;
-  produce_spaced(rig, "a", 600, id);
-  rig.settle(1500 * kMs);
-  produce_spaced(rig, "b", 2, id);
-  rig.settle(100 * kMs);
+  produce_then_let_retention_run(rig, id);
   ASSERT_GT(rig.queue(0).log_start(0), 1u);
   rig.sim.lose_host(rig.queue_ids[2]);
   rig.settle(100 * kMs);
@@ -318,10 +321,7 @@ TEST(Retention, StorageHintsTheOffsetItsDiskHoldsNotTheOneInMemory) {
   rig.config.bugs.enable(Bug::storage_not_idempotent);
   rig.start_all();
   uint64_t id = 1;
-  produce_spaced(rig, "a", 600, id);
-  rig.settle(1500 * kMs);
-  produce_spaced(rig, "b", 2, id);
-  rig.settle(100 * kMs);
+  produce_then_let_retention_run(rig, id);
   for (int q = 0; q < 3; ++q) EXPECT_EQ(rig.queue(q).log_start(0), 1u) << "queue " << q;
   rig.sim.crash(rig.storage_id, CrashDisk::lose_unsynced);
   rig.sim.start(rig.storage_id);
