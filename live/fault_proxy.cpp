@@ -194,13 +194,15 @@ struct FaultProxy::Link : std::enable_shared_from_this<FaultProxy::Link> {
   void on_written(size_t d, error_code error, size_t n) {
     Pipe& pipe = pipes[d];
     pipe.writing = false;
+    // A completed write forwarded its bytes even when the connection closed meanwhile (the peer
+    // may read them and hang up before this handler runs), so count them first.
+    if (!error) proxy.stats_.bytes_forwarded[d] += n;
     if (closed) return;
     if (error) {
       proxy.stats_.connections_reset_by_peer++;
       close(true);
       return;
     }
-    proxy.stats_.bytes_forwarded[d] += n;
     pipe.buffered_bytes -= pipe.chunks.front().bytes.size();
     pipe.chunks.pop_front();
     start_read(d);

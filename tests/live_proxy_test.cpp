@@ -191,10 +191,16 @@ TEST_F(ProxyTest, EchoKeepsByteOrderOverManyConnections) {
     EXPECT_EQ(receive(fds[c], expected[c].size()), expected[c]);
     ::close(fds[c]);
   }
-  const auto stats = on_io([this] { return proxy_->stats(); });
-  EXPECT_EQ(stats.connections_accepted, 5u);
   size_t total = 0;
   for (const auto& e : expected) total += e.size();
+  // The client can read the last echoed bytes before the proxy's io thread runs the write's
+  // completion handler, which is where they are counted: wait for the count, with a deadline.
+  auto stats = on_io([this] { return proxy_->stats(); });
+  for (int wait = 0; wait < 200 && stats.bytes_forwarded[1] < total; ++wait) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    stats = on_io([this] { return proxy_->stats(); });
+  }
+  EXPECT_EQ(stats.connections_accepted, 5u);
   EXPECT_EQ(stats.bytes_forwarded[0], total);
   EXPECT_EQ(stats.bytes_forwarded[1], total);
 }
