@@ -20,17 +20,12 @@
 #include "impl/crypto/x25519_base.h"
 #include "impl/crypto/x3dh.h"
 #include "sim/randombytes.h"
+#include "tests/hex_test_support.h"
 
 namespace msgsim::crypto {
 namespace {
 
-Bytes from_hex(std::string_view hex) {
-  Bytes out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out.push_back(static_cast<uint8_t>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
-  }
-  return out;
-}
+using test::from_hex;
 
 Bytes range_bytes(uint8_t first, uint8_t last) {
   Bytes out;

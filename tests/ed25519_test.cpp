@@ -16,17 +16,12 @@
 #include "impl/crypto/ed25519_verify.h"
 #include "impl/crypto/primitives.h"
 #include "sim/randombytes.h"
+#include "tests/hex_test_support.h"
 
 namespace msgsim::crypto {
 namespace {
 
-Bytes from_hex(std::string_view hex) {
-  Bytes out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out.push_back(static_cast<uint8_t>(std::stoi(std::string(hex.substr(i, 2)), nullptr, 16)));
-  }
-  return out;
-}
+using test::from_hex;
 
 template <size_t N>
 std::array<uint8_t, N> array_from_hex(std::string_view hex) {
