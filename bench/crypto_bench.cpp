@@ -176,6 +176,8 @@ void run_vector_ladder(benchmark::State& state, size_t lanes) {
 }
 void BM_X25519VectorLadder1(benchmark::State& state) { run_vector_ladder(state, 1); }
 BENCHMARK(BM_X25519VectorLadder1);
+void BM_X25519VectorLadder2(benchmark::State& state) { run_vector_ladder(state, 2); }
+BENCHMARK(BM_X25519VectorLadder2);
 void BM_X25519VectorLadder4(benchmark::State& state) { run_vector_ladder(state, 4); }
 BENCHMARK(BM_X25519VectorLadder4);
 

@@ -439,18 +439,39 @@ TEST(CryptoX25519, Rfc7748Vectors) {
 
 // Thousands of random scalars against random u (about half of them on the twist, which X25519
 // accepts), against public keys of the curve, and against u with the top bit set.
+// Each case runs alone (the one-job ladder) and in groups of four (the four-job ladder).
 TEST(CryptoX25519, MatchesLibsodiumOnRandomScalarsAndPoints) {
   Prng prng(50);
+  std::vector<Key32> scalars, points;
   for (int i = 0; i < 3000; ++i) {
     Key32 scalar, u;
     prng.fill(scalar);
     prng.fill(u);
     expect_ladder_matches_libsodium(scalar, u);
+    scalars.push_back(scalar);
+    points.push_back(u);
     u[31] |= 0x80;
     expect_ladder_matches_libsodium(scalar, u);
+    scalars.push_back(scalar);
+    points.push_back(u);
     Key32 on_curve;
     ASSERT_EQ(crypto_scalarmult_base(on_curve.data(), u.data()), 0);
     expect_ladder_matches_libsodium(scalar, on_curve);
+    scalars.push_back(scalar);
+    points.push_back(on_curve);
+  }
+  std::vector<X25519Job> jobs(scalars.size());
+  for (size_t i = 0; i < jobs.size(); ++i) jobs[i] = {&scalars[i], &points[i], {}, false};
+  if (x25519_vector_ladder_available()) {
+    x25519_jobs_on_vector_ladder(jobs);
+  } else {
+    x25519_jobs(jobs);
+  }
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    Key32 theirs{};
+    ASSERT_EQ(crypto_scalarmult(theirs.data(), scalars[i].data(), points[i].data()), 0);
+    ASSERT_TRUE(jobs[i].ok) << i;
+    ASSERT_EQ(jobs[i].shared, theirs) << i;
   }
 }
 

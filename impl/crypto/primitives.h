@@ -57,8 +57,9 @@ X25519KeyPair generate_x25519_key_pair();
 // crypto_scalarmult_base, computed through the Edwards fixed-base table (x25519_base.h).
 Key32 x25519_public_of(const Key32& secret);
 
-// DH(priv, pub): X25519. An all-zero result (a low-order peer key) is an error, as the spec
-// says; the peer key comes from outside, so this is a crypto_error, not an assertion.
+// DH(priv, pub): X25519 (crypto_scalarmult's bytes; x25519.h's vector ladder where the CPU has
+// AVX-512 IFMA). An all-zero result (a low-order peer key) is an error, as the spec says; the
+// peer key comes from outside, so this is a crypto_error, not an assertion.
 Result<Key32> dh(const Key32& own_secret, const Key32& peer_public);
 
 // Several independent DHs at once: shared[i] = dh(*pairs[i].own_secret, *pairs[i].peer_public),

@@ -117,9 +117,10 @@ MSGSIM_IFMA inline Fe4 fe4_sub(const Fe4& a, const Fe4& b) {
   return r;
 }
 
-// a + 121665 e (121665 = (A - 2) / 4), carried: a and e carried outputs.
-MSGSIM_IFMA inline Fe4 fe4_add_a24_times(const Fe4& a, const Fe4& e) {
-  const __m256i a24 = _mm256_set1_epi64x(121665);
+// a + k e for a constant k below 2^17, carried: a and e carried outputs. The ladder's k is
+// 121665 = (A - 2) / 4 or 121666 = (A + 2) / 4.
+MSGSIM_IFMA inline Fe4 fe4_add_small_times(const Fe4& a, const Fe4& e, long long k) {
+  const __m256i a24 = _mm256_set1_epi64x(k);
   __m256i hi[6];
   Fe4 r;
   hi[0] = _mm256_setzero_si256();
@@ -235,7 +236,7 @@ __attribute__((target("avx2,avx512f,avx512vl,avx512ifma"))) void ladder4(X25519J
     x3 = fe4_square(fe4_carry(fe4_add(da, cb)));
     z3 = fe4_mul(x1, fe4_square(fe4_carry(fe4_sub(da, cb))));
     x2 = fe4_mul(aa, bb);
-    z2 = fe4_mul(e, fe4_add_a24_times(aa, e));
+    z2 = fe4_mul(e, fe4_add_small_times(aa, e, 121665));
   }
   const __m256i mask = _mm256_sub_epi64(zero, swap);
   fe4_cswap(x2, x3, mask);
@@ -257,6 +258,104 @@ __attribute__((target("avx2,avx512f,avx512vl,avx512ifma"))) void ladder4(X25519J
   }
 }
 
+// Lane shuffles of every limb: imm picks the source lane of each of the four 64-bit lanes
+// (two bits each, lane 0 lowest), as vpermq does.
+template <int imm>
+MSGSIM_IFMA inline Fe4 fe4_permute(const Fe4& a) {
+  Fe4 r;
+  #pragma GCC unroll 10
+  for (int i = 0; i < 5; ++i) r.v[i] = _mm256_permute4x64_epi64(a.v[i], imm);
+  return r;
+}
+
+// Lanes from b where the 4-bit `lanes` mask has a bit, from a elsewhere.
+template <int lanes>
+MSGSIM_IFMA inline Fe4 fe4_blend(const Fe4& a, const Fe4& b) {
+  constexpr int dwords = (lanes & 1 ? 0x03 : 0) | (lanes & 2 ? 0x0C : 0) | (lanes & 4 ? 0x30 : 0) |
+                         (lanes & 8 ? 0xC0 : 0);
+  Fe4 r;
+  #pragma GCC unroll 10
+  for (int i = 0; i < 5; ++i) r.v[i] = _mm256_blend_epi32(a.v[i], b.v[i], dwords);
+  return r;
+}
+
+// Each lane pair (0, 1) and (2, 3) exchanged: an in-lane shuffle, cheaper than vpermq.
+MSGSIM_IFMA inline Fe4 fe4_swap_pairs(const Fe4& a) {
+  Fe4 r;
+  #pragma GCC unroll 10
+  for (int i = 0; i < 5; ++i) r.v[i] = _mm256_shuffle_epi32(a.v[i], 0x4E);
+  return r;
+}
+
+// One X25519 with the four lanes holding the four coordinates of one ladder, P = (x2, z2, x3,
+// z3): a step is three four-lane products instead of nine one-lane ones, for a lone DH (the
+// ratchet's DH steps, the one after X3DH), where the four-job ladder would leave three lanes idle.
+//   [A, B, C, D]      = [x2 + z2, x2 - z2, x3 + z3, x3 - z3]
+//   [AA, BB, DA, CB]  = [A, B, D, C] * [A, B, A, B]
+//   U = [AA, E, s, d] = [AA, AA - BB, DA + CB, DA - CB]
+//   V                 = [BB, BB + 121666 E, s, d]
+//   [x2, z2, x3, d^2] = U * V                      (BB + 121666 E = AA + 121665 E)
+//   [x2, z2, x3, z3]  = [x2, z2, x3, d^2] * [1, 1, 1, x1]
+// Constant time in the scalar as ladder4 is: the conditional swap of (x2, z2) with (x3, z3) is
+// a lane permutation blended in by a mask made from the bit, never a branch or an index.
+__attribute__((target("avx2,avx512f,avx512vl,avx512ifma"))) void ladder1(X25519Job& job) {
+  std::array<uint8_t, 32> k = *job.scalar;
+  k[0] &= 248;
+  k[31] &= 127;
+  k[31] |= 64;
+  uint64_t words[4];
+  for (int w = 0; w < 4; ++w) words[w] = field::load_le64(k.data() + 8 * w);
+  sodium_memzero(k.data(), k.size());
+  const Fe u = field::fe_from_bytes(job.u->data());  // top bit ignored; u >= p works mod p
+
+  Fe4 p;  // [x2, z2, x3, z3] = [1, 0, u, 1]
+  Fe4 x1_in_lane3;  // [1, 1, 1, u]
+  for (int i = 0; i < 5; ++i) {
+    const long long one = i == 0 ? 1 : 0;
+    const long long limb = static_cast<long long>(u.v[i]);
+    p.v[i] = _mm256_set_epi64x(one, limb, 0, one);
+    x1_in_lane3.v[i] = _mm256_set_epi64x(limb, one, one, one);
+  }
+  uint64_t swap = 0;
+  for (int t = 254; t >= 0; --t) {
+    const uint64_t bit = (words[t >> 6] >> (t & 63)) & 1;
+    swap ^= bit;
+    const __m256i mask = _mm256_set1_epi64x(-static_cast<long long>(swap));
+    const Fe4 exchanged = fe4_permute<0x4E>(p);  // [x3, z3, x2, z2]
+    #pragma GCC unroll 10
+    for (int i = 0; i < 5; ++i) {
+      p.v[i] = _mm256_xor_si256(
+          p.v[i], _mm256_and_si256(mask, _mm256_xor_si256(p.v[i], exchanged.v[i])));
+    }
+    swap = bit;
+    const Fe4 q = fe4_swap_pairs(p);  // [z2, x2, z3, x3]
+    const Fe4 abcd = fe4_carry(fe4_blend<0b1010>(fe4_add(p, q), fe4_sub(q, p)));
+    const Fe4 t1 = fe4_mul(fe4_permute<0xB4>(abcd), fe4_permute<0x44>(abcd));  // [AA, BB, DA, CB]
+    const Fe4 t2 = fe4_swap_pairs(t1);                                        // [BB, AA, CB, DA]
+    const Fe4 diff = fe4_sub(t2, t1);  // lane 1: AA - BB = E, lane 3: DA - CB = d
+    const Fe4 uu = fe4_carry(fe4_blend<0b1010>(fe4_blend<0b0100>(t1, fe4_add(t1, t2)), diff));
+    const Fe4 w = fe4_add_small_times(t1, uu, 121666);  // lane 1: BB + 121666 E
+    const Fe4 vv = fe4_blend<0b0010>(fe4_blend<0b0001>(uu, t2), w);
+    p = fe4_mul(fe4_mul(uu, vv), x1_in_lane3);
+  }
+  const __m256i mask = _mm256_set1_epi64x(-static_cast<long long>(swap));
+  const Fe4 exchanged = fe4_permute<0x4E>(p);
+  for (int i = 0; i < 5; ++i) {
+    p.v[i] = _mm256_xor_si256(p.v[i],
+                              _mm256_and_si256(mask, _mm256_xor_si256(p.v[i], exchanged.v[i])));
+  }
+  sodium_memzero(words, sizeof words);
+  alignas(32) uint64_t limbs[5][4];
+  for (int i = 0; i < 5; ++i) _mm256_store_si256(reinterpret_cast<__m256i*>(limbs[i]), p.v[i]);
+  const Fe x2 = {{limbs[0][0], limbs[1][0], limbs[2][0], limbs[3][0], limbs[4][0]}};
+  const Fe z2 = {{limbs[0][1], limbs[1][1], limbs[2][1], limbs[3][1], limbs[4][1]}};
+  sodium_memzero(limbs, sizeof limbs);
+  job.shared = field::fe_to_bytes(field::fe_mul(x2, field::fe_invert(z2)));
+  uint8_t any = 0;
+  for (const uint8_t byte : job.shared) any |= byte;
+  job.ok = any != 0;
+}
+
 bool detect_vector_ladder() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f") &&
@@ -273,23 +372,25 @@ bool x25519_vector_ladder_available() {
 void x25519_jobs_on_vector_ladder(std::span<X25519Job> jobs) {
   MSGSIM_ASSERT(x25519_vector_ladder_available(), "this CPU has no AVX-512 IFMA");
   for (size_t first = 0; first < jobs.size(); first += kX25519Lanes) {
-    ladder4(jobs.data() + first, std::min(kX25519Lanes, jobs.size() - first));
+    const size_t count = std::min(kX25519Lanes, jobs.size() - first);
+    // A lone job on the four-job ladder would leave three lanes idle: it takes the ladder that
+    // spreads one X25519 over the four lanes (BM_X25519VectorLadder1 and 4 compare them).
+    if (count == 1) {
+      ladder1(jobs[first]);
+    } else {
+      ladder4(jobs.data() + first, count);
+    }
   }
 }
 
 void x25519_jobs(std::span<X25519Job> jobs) {
-  for (size_t first = 0; first < jobs.size(); first += kX25519Lanes) {
-    const size_t count = std::min(kX25519Lanes, jobs.size() - first);
-    // A lone job goes to libsodium: one lane of the ladder takes as long as four, longer than
-    // crypto_scalarmult (see BM_X25519VectorLadder1 in bench/crypto_bench).
-    if (count >= 2 && x25519_vector_ladder_available()) {
-      ladder4(jobs.data() + first, count);
-      continue;
-    }
-    for (X25519Job& job : jobs.subspan(first, count)) {
-      job.ok = crypto_scalarmult(job.shared.data(), job.scalar->data(), job.u->data()) == 0;
-      if (!job.ok) job.shared.fill(0);  // libsodium's ref10 leaves it unwritten when it refuses
-    }
+  if (x25519_vector_ladder_available()) {
+    x25519_jobs_on_vector_ladder(jobs);
+    return;
+  }
+  for (X25519Job& job : jobs) {
+    job.ok = crypto_scalarmult(job.shared.data(), job.scalar->data(), job.u->data()) == 0;
+    if (!job.ok) job.shared.fill(0);  // libsodium's ref10 leaves it unwritten when it refuses
   }
 }
 

@@ -1,8 +1,9 @@
 // Variable-base X25519 (RFC 7748, section 5), up to four at once: the Montgomery ladder on four
 // lanes of AVX-512 IFMA (52-bit multiply-accumulate on 256-bit vectors, radix 2^51), byte for
 // byte what libsodium's crypto_scalarmult computes, including its verdict. X3DH's four DHs are
-// independent (two scalars, four points), so one pass of the four-lane ladder costs little more
-// than one X25519; the ratchet's DH step has two independent DHs. On a CPU without IFMA (or
+// independent (two scalars, four points), so one pass of the four-job ladder (one X25519 per
+// lane) costs about twice one X25519 alone; a lone DH (the ratchet's) takes a second ladder
+// that holds the four coordinates of one ladder in the four lanes. On a CPU without IFMA (or
 // under valgrind, whose CPUID hides AVX-512) every job goes to crypto_scalarmult.
 //
 // libsodium 1.0.18 refuses (returns -1) exactly when the result is all zero: its ref10 code
@@ -33,7 +34,8 @@ struct X25519Job {
 };
 
 // Runs every job, kX25519Lanes at a time on the vector ladder when the CPU has it; a group of
-// one (a single job, or the last of five) goes to crypto_scalarmult, which is faster alone.
+// one (a single job, or the last of five) takes the ladder that spreads one X25519 over the
+// four lanes instead.
 void x25519_jobs(std::span<X25519Job> jobs);
 
 // Whether x25519_jobs uses the IFMA ladder on this CPU (else libsodium).
