@@ -945,6 +945,7 @@ Result<sqlite3*> SimDisk::open(NodeId node, const std::string& name) {
     sqlite3_extended_result_codes(db, 1);
     rc = sqlite3_exec(db, "PRAGMA locking_mode=EXCLUSIVE", nullptr, nullptr, nullptr);
   }
+  if (rc == SQLITE_OK) rc = sqlite3_wal_autocheckpoint(db, kWalCheckpointPages);
   if (rc != SQLITE_OK) {
     std::string message = where + ": " + (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
     sqlite3_close_v2(db);

@@ -1224,6 +1224,20 @@ uint64_t disk_digest(const SimDisk& disk, NodeId node) {
   return hash_string(all);
 }
 
+TEST(SimDiskSqlite, TheSimulatorsCheckpointIntervalSurvivesTheNodesDurableSettings) {
+  SimDisk disk;
+  Prng rng(73);
+  disk.set_context(1, 0, &rng);
+  Result<sqlite3*> opened = disk.open(1, "node.db");
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  sql::Database db(*opened);
+  ASSERT_TRUE(sql::configure_durable(db.get()).ok());  // what every node does next
+  Result<int64_t> pages = sql::query_int64(db.get(), "PRAGMA wal_autocheckpoint");
+  ASSERT_TRUE(pages.ok()) << pages.error().message;
+  EXPECT_EQ(*pages, SimDisk::kWalCheckpointPages);
+  EXPECT_NE(*pages, 1000);  // SQLite's default: the setting would have been lost
+}
+
 TEST(SimDiskSqlite, HandleOfADeadIncarnationCannotTouchTheDisk) {
   SimDisk disk;
   Prng rng(81);

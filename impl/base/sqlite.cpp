@@ -52,15 +52,9 @@ Status configure_durable(sqlite3* db) {
   if (*mode != "wal") {
     return make_error(ErrorCode::io_error, "configure_durable: journal_mode stayed \"" + *mode + "\"");
   }
-  const Status full = exec(db, "PRAGMA synchronous=FULL");
-  if (!full.ok()) return full;
-  // Checkpoint the WAL every 2,000 pages instead of SQLite's 1,000: a page that is updated often
-  // (a B-tree leaf, a counter) is copied into the database once per checkpoint, not twice. A WAL
-  // keeps its largest size after a checkpoint (it is reused from its start), so the setting is
-  // also memory on simulated disks: 8,000 pages (until session 8) held ~56 MB more at the full-scale
-  // crash (nine databases, 0.37 KB per device) and saved only 0.5% of BM_MessagePath's
-  // instructions (callgrind, bench/README.md).
-  return exec(db, "PRAGMA wal_autocheckpoint=2000");
+  // How often the WAL is checkpointed is the runtime's choice (sim/disk.cpp, live/live_host.cpp):
+  // it trades the memory of a simulated disk against the stalls of real checkpoints.
+  return exec(db, "PRAGMA synchronous=FULL");
 }
 
 Status check_integrity(sqlite3* db) {
