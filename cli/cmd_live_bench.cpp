@@ -155,8 +155,53 @@ struct SharedGroupCommitCounters {
   // The server's event-loop thread's CPU time (CLOCK_THREAD_CPUTIME_ID), published every
   // kLoopCpuPublishNs: the CPU every message waits for, without the fsync worker thread's.
   std::atomic<uint64_t> loop_cpu_ns{0};
+  // The distribution of the worker's fdatasync time (reports/live_twin.h draws from it): each
+  // publish adds its new files to the bucket of their mean sync time (one file per batch at low
+  // rates, so one fdatasync each). Buckets are log-spaced, kFsyncBucketsPerOctave per doubling
+  // from kFsyncBucketFloorNs; the last one holds everything above.
+  static constexpr size_t kFsyncBuckets = 200;
+  std::atomic<uint64_t> fsync_buckets[kFsyncBuckets]{};
 };
 constexpr int64_t kLoopCpuPublishNs = 50 * kNanosPerMilli;
+constexpr double kFsyncBucketFloorNs = 1000;
+constexpr double kFsyncBucketsPerOctave = 8;
+
+size_t fsync_bucket_of(double sync_ns) {
+  if (!(sync_ns > kFsyncBucketFloorNs)) return 0;
+  const double index = std::floor(std::log2(sync_ns / kFsyncBucketFloorNs) * kFsyncBucketsPerOctave);
+  return static_cast<size_t>(std::min(index, static_cast<double>(SharedGroupCommitCounters::kFsyncBuckets - 1)));
+}
+double fsync_bucket_lower_ns(size_t bucket) {
+  return bucket == 0 ? 0 : kFsyncBucketFloorNs * std::exp2(static_cast<double>(bucket) / kFsyncBucketsPerOctave);
+}
+
+// Evenly spaced quantiles (0 %, 0.1 %, .., 100 %: fine enough that the top 1 %, which makes
+// the twin's p99, is not one straight line from p95 to the max) of the fsyncs counted in `counts`, linear
+// within a bucket; empty when there are none.
+std::vector<double> fsync_quantiles_us(const std::vector<uint64_t>& counts) {
+  uint64_t total = 0;
+  for (uint64_t c : counts) total += c;
+  if (total == 0) return {};
+  constexpr int kSteps = 1000;
+  std::vector<double> out;
+  for (int step = 0; step <= kSteps; ++step) {
+    // The rank of this quantile among the fsyncs, from 0 to total (the top of the last one).
+    const double rank = static_cast<double>(total) * step / kSteps;
+    double below = 0;
+    for (size_t b = 0; b < counts.size(); ++b) {
+      if (counts[b] == 0) continue;
+      const double in_bucket = static_cast<double>(counts[b]);
+      if (below + in_bucket >= rank || b + 1 == counts.size()) {
+        const double lower = fsync_bucket_lower_ns(b), upper = fsync_bucket_lower_ns(b + 1);
+        const double frac = std::clamp((rank - below) / in_bucket, 0.0, 1.0);
+        out.push_back((lower + frac * (upper - lower)) / 1e3);
+        break;
+      }
+      below += in_bucket;
+    }
+  }
+  return out;
+}
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "the counters are shared between processes");
 
 SharedGroupCommitCounters* map_shared_counters() {
@@ -454,6 +499,13 @@ class BenchHost final : public live::LeanWsHandler {
       counters_->files_synced.store(s.files_synced, std::memory_order_relaxed);
       counters_->syncs_deferred.store(s.syncs_deferred, std::memory_order_relaxed);
       counters_->sync_ns.store(s.sync_ns, std::memory_order_relaxed);
+      if (s.files_synced > published_files_synced_) {
+        const uint64_t files = s.files_synced - published_files_synced_;
+        const double mean_ns = static_cast<double>(s.sync_ns - published_sync_ns_) / static_cast<double>(files);
+        counters_->fsync_buckets[fsync_bucket_of(mean_ns)].fetch_add(files, std::memory_order_relaxed);
+        published_files_synced_ = s.files_synced;
+        published_sync_ns_ = s.sync_ns;
+      }
     }
     while (!held_.empty() && held_.front().ticket <= durable) {
       Held& front = held_.front();
@@ -533,6 +585,7 @@ class BenchHost final : public live::LeanWsHandler {
   ConnId next_conn_ = 1;
   TimerId next_timer_ = 1;
   SharedGroupCommitCounters* counters_ = nullptr;
+  uint64_t published_files_synced_ = 0, published_sync_ns_ = 0;  // at the last fsync_buckets update
 };
 
 // The traffic part's users: run r (one per offered rate) has its own 2 x pairs users, senders
@@ -793,6 +846,10 @@ struct RateResult {
   uint64_t files_synced = 0;
   double window_s = 0;
   double fsync_mean_us = 0;
+  // fsync_quantiles_us(): 0 %, 0.1 %, .., 100 % of this rate's fdatasyncs (fsync_quantiles_count of them).
+  static constexpr size_t kFsyncQuantilesMax = 1001;
+  double fsync_quantiles_us[kFsyncQuantilesMax] = {};
+  size_t fsync_quantiles_count = 0;
 };
 
 // Senders traffic_user(run, 0..pairs-1) send to receivers traffic_user(run, pairs..) at `rate` msgs/s in
@@ -1071,6 +1128,8 @@ std::vector<RateResult> run_traffic(const BenchOptions& options, const ServerPro
     const uint64_t batches_before = server.group_commit->batches.load();
     const uint64_t files_before = server.group_commit->files_synced.load();
     const uint64_t sync_ns_before = server.group_commit->sync_ns.load();
+    std::vector<uint64_t> fsync_buckets_before(SharedGroupCommitCounters::kFsyncBuckets);
+    for (size_t b = 0; b < fsync_buckets_before.size(); ++b) fsync_buckets_before[b] = server.group_commit->fsync_buckets[b].load();
     const auto window_start = std::chrono::steady_clock::now();
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -1082,7 +1141,14 @@ std::vector<RateResult> run_traffic(const BenchOptions& options, const ServerPro
     }
     ::close(fds[1]);
     RateResult r;
-    const ssize_t n = ::read(fds[0], &r, sizeof r);
+    // RateResult is larger than PIPE_BUF (the fsync quantiles): read until it is whole.
+    ssize_t n = 0;
+    while (n < static_cast<ssize_t>(sizeof r)) {
+      const ssize_t got = ::read(fds[0], reinterpret_cast<char*>(&r) + n, sizeof r - static_cast<size_t>(n));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) break;
+      n += got;
+    }
     ::close(fds[0]);
     ::waitpid(pid, nullptr, 0);
     const double server_cpu_us =
@@ -1093,6 +1159,11 @@ std::vector<RateResult> run_traffic(const BenchOptions& options, const ServerPro
     r.files_synced = server.group_commit->files_synced.load() - files_before;
     const uint64_t sync_ns = server.group_commit->sync_ns.load() - sync_ns_before;
     if (r.files_synced > 0) r.fsync_mean_us = static_cast<double>(sync_ns) / 1e3 / static_cast<double>(r.files_synced);
+    std::vector<uint64_t> fsync_buckets(SharedGroupCommitCounters::kFsyncBuckets);
+    for (size_t b = 0; b < fsync_buckets.size(); ++b) fsync_buckets[b] = server.group_commit->fsync_buckets[b].load() - fsync_buckets_before[b];
+    const std::vector<double> quantiles = fsync_quantiles_us(fsync_buckets);
+    r.fsync_quantiles_count = std::min(quantiles.size(), RateResult::kFsyncQuantilesMax);
+    std::copy_n(quantiles.begin(), r.fsync_quantiles_count, r.fsync_quantiles_us);
     if (n == static_cast<ssize_t>(sizeof r)) results.push_back(r);
   }
   return results;
@@ -1189,7 +1260,8 @@ int run_bench(const BenchOptions& options) {
                         {"files_per_batch", r.batches > 0 ? static_cast<double>(r.files_synced) / static_cast<double>(r.batches) : 0.0},
                         {"batches_per_s", r.window_s > 0 ? static_cast<double>(r.batches) / r.window_s : 0.0},
                         {"fsyncs_per_s", r.window_s > 0 ? static_cast<double>(r.files_synced) / r.window_s : 0.0},
-                        {"fsync_mean_us", r.fsync_mean_us}}}});
+                        {"fsync_mean_us", r.fsync_mean_us},
+                        {"fsync_quantiles_us", std::vector<double>(r.fsync_quantiles_us, r.fsync_quantiles_us + r.fsync_quantiles_count)}}}});
     }
     out["traffic"] = {{"senders", options.pairs},
                       {"receivers", options.pairs},

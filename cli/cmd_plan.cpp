@@ -56,6 +56,7 @@ struct LivePoint {
   std::optional<double> files_per_batch;
   std::optional<double> loop_cpu_us_per_msg;  // the server's event-loop thread, per delivered message
   std::optional<double> fsync_mean_us;        // the group commit's mean fdatasync during the rate
+  std::vector<int64_t> fsync_quantiles_ns;    // its fdatasyncs' distribution (evenly spaced quantiles), if measured
 };
 struct LiveRun {
   std::vector<LivePoint> points;
@@ -106,7 +107,7 @@ Result<LiveRun> read_live(const std::string& path) {
     if (r["offered_per_s"].get<double>() <= 0 || r["offered_per_s"].get<double>() > 1e7)
       return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) + "].offered_per_s: expected (0, 1e7]");
     LivePoint point{r["offered_per_s"].get<double>(), r[p50].get<double>() * to_ms, r[p99].get<double>() * to_ms, std::nullopt,
-                    std::nullopt, std::nullopt, std::nullopt};
+                    std::nullopt, std::nullopt, std::nullopt, {}};
     if (r.contains("delivered_per_s")) {
       if (!r["delivered_per_s"].is_number())
         return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) + "].delivered_per_s: expected a number");
@@ -127,6 +128,20 @@ Result<LiveRun> read_live(const std::string& path) {
           return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) +
                                                       "].group_commit.fsync_mean_us: expected a number in [0, 1e7]");
         if (v.get<double>() > 0) point.fsync_mean_us = v.get<double>();
+      }
+      if (g.contains("fsync_quantiles_us")) {
+        // Evenly spaced quantiles of the fdatasyncs the group commit measured during the rate;
+        // an empty array: none measured.
+        const auto& q = g["fsync_quantiles_us"];
+        const std::string label = path + ": " + where + "[" + std::to_string(i) + "].group_commit.fsync_quantiles_us";
+        if (!q.is_array() || q.size() == 1 || q.size() > 1001)
+          return make_error(ErrorCode::bad_input, label + ": expected an array of 2 to 1001 quantiles");
+        for (size_t k = 0; k < q.size(); ++k) {
+          if (!q[k].is_number() || q[k].get<double>() < 0 || q[k].get<double>() > 1e7 ||
+              (k > 0 && q[k].get<double>() < q[k - 1].get<double>()))
+            return make_error(ErrorCode::bad_input, label + "[" + std::to_string(k) + "]: expected a number in [0, 1e7], not below the one before");
+          point.fsync_quantiles_ns.push_back(std::llround(q[k].get<double>() * 1e3));
+        }
       }
     }
     if (r.contains("server_loop_cpu_us_per_msg")) {
@@ -292,6 +307,7 @@ int plan(const PlanArgs& args) {
       std::string files_per_batch;  // predicted against measured, per rate
       std::string loop_cpu;         // the measured loop CPU per message the twin charged, per rate
       std::string fsync_means;      // the bench's mean fdatasync the twin's distribution was scaled to, per rate
+      std::string fsync_measured;   // the bench's own fdatasync distribution the twin drew from, per rate
       for (const LivePoint& p : live->points) {
         reports::LiveTwinOptions options;
         options.seed = args.seed;
@@ -306,7 +322,16 @@ int plan(const PlanArgs& args) {
           std::snprintf(cpu, sizeof cpu, "%s%.0f us at %.0f/s", loop_cpu.empty() ? "" : ", ", *p.loop_cpu_us_per_msg, p.offered_per_s);
           loop_cpu += cpu;
         }
-        if (p.fsync_mean_us.has_value()) {
+        if (!p.fsync_quantiles_ns.empty()) {
+          // The bench measured the distribution itself (its tail included): the twin draws from it.
+          at_rate.fsync_quantiles_ns = p.fsync_quantiles_ns;
+          const auto& q = p.fsync_quantiles_ns;
+          char fsync[96];
+          std::snprintf(fsync, sizeof fsync, "%sp50 %.0f / p95 %.0f / max %.0f us at %.0f/s", fsync_measured.empty() ? "" : ", ",
+                        static_cast<double>(q[q.size() / 2]) / 1e3, static_cast<double>(q[q.size() * 19 / 20]) / 1e3,
+                        static_cast<double>(q.back()) / 1e3, p.offered_per_s);
+          fsync_measured += fsync;
+        } else if (p.fsync_mean_us.has_value()) {
           at_rate = reports::with_measured_fsync_mean(at_rate, std::llround(*p.fsync_mean_us * 1e3));
           char fsync[64];
           std::snprintf(fsync, sizeof fsync, "%s%.0f us at %.0f/s", fsync_means.empty() ? "" : ", ", *p.fsync_mean_us, p.offered_per_s);
@@ -354,6 +379,8 @@ int plan(const PlanArgs& args) {
                      : "p50 " + us(q[q.size() / 2]) + ", max " + us(q.back())) +
           (fsync_means.empty() ? std::string()
                                : ", scaled to the mean fdatasync the bench's group commit measured during each rate: " + fsync_means) +
+          (fsync_measured.empty() ? std::string()
+                                  : "; where the bench measured its fdatasyncs' distribution, drawn from that instead: " + fsync_measured) +
           "); each hop half the measured loopback round trip (" +
           (twin.loopback_rtt_ns == 0 ? std::string("not measured: zero") : us(twin.loopback_rtt_ns)) +
           "). Loaders' CPU is not charged (separate processes). Measured: " + args.live_json +

@@ -498,6 +498,14 @@ TEST_F(CliTest, LiveBenchQueueLingerDelaysTheRecords) {
   EXPECT_GT(rate["sent"].get<uint64_t>(), 0u);
   EXPECT_EQ(rate["delivered"].get<uint64_t>(), rate["sent"].get<uint64_t>());
   EXPECT_GE(rate["latency_p50_us"].get<double>(), 3000.0);
+  // The group commit's fdatasync distribution (what reports/live_twin draws from): 1,001 evenly
+  // spaced quantiles, non-decreasing, spanning the measured mean.
+  const auto& group_commit = rate["group_commit"];
+  const auto& fsync = group_commit["fsync_quantiles_us"];
+  ASSERT_EQ(fsync.size(), 1001u) << group_commit.dump();
+  for (size_t k = 1; k < fsync.size(); ++k) ASSERT_GE(fsync[k].get<double>(), fsync[k - 1].get<double>()) << k;
+  EXPECT_LE(fsync.front().get<double>(), group_commit["fsync_mean_us"].get<double>());
+  EXPECT_GE(fsync.back().get<double>(), group_commit["fsync_mean_us"].get<double>());
   const std::regex records(R"(records ([0-9.]+)/([0-9.]+))");
   int traced = 0;
   for (std::sregex_iterator it(ran.err.begin(), ran.err.end(), records), end; it != end; ++it) {
@@ -557,6 +565,51 @@ TEST_F(CliTest, PlanTwinUsesTheBenchQueueBatchingAndShowsFilesPerBatch) {
   const Ran refused = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", bad, "--out", (dir_ / "r2").string()});
   EXPECT_EQ(refused.exit_code, 2);
   EXPECT_NE(refused.err.find("$.traffic.rates[0].group_commit.files_per_batch"), std::string::npos) << refused.err;
+}
+
+// `plan --live-json` with the bench's own fdatasync distribution (group_commit.fsync_quantiles_us,
+// evenly spaced quantiles): the twin draws from it instead of the calibrated one scaled to the
+// mean, so a tail the bench measured (here its slowest 1-2 % of fsyncs, up to 40 ms) reaches the predicted p99
+// but hardly the p50; a malformed array is an error naming the field.
+TEST_F(CliTest, PlanTwinDrawsFromTheBenchFsyncDistribution) {
+  const std::string seed = MSGSIM_SOURCE_DIR "/workloads/seed.json";
+  const std::string costs = MSGSIM_SOURCE_DIR "/reports/cost_table.json";
+  const auto write_rate = [&](const std::string& name, const std::string& quantiles) {
+    const std::string path = (dir_ / name).string();
+    std::ofstream(path) << R"({"traffic": {"queue_commit_window_us": 0, "queue_linger_us": 0, "rates": [{"offered_per_s": 500,)"
+                        << R"( "latency_p50_us": 1000, "latency_p99_us": 2000, "group_commit": {"files_per_batch": 1,)"
+                        << R"( "fsync_mean_us": 400)" << quantiles << "}}]}}";
+    return path;
+  };
+  // 101 quantiles: 98 % of fsyncs 100-198 us, the 99th percentile 20 ms, the slowest 40 ms.
+  std::string tail = R"(, "fsync_quantiles_us": [)";
+  for (int k = 0; k <= 100; ++k) tail += (k ? ", " : "") + std::to_string(k < 99 ? 100 + k : k == 99 ? 20000 : 40000);
+  tail += "]";
+  const auto p99_of = [](const std::string& out) {
+    const size_t row = out.find("| 500 | ");
+    EXPECT_NE(row, std::string::npos) << out;
+    double p50 = 0, measured_p50 = 0, p99 = 0;
+    char error[16];
+    EXPECT_EQ(std::sscanf(out.c_str() + row, "| 500 | %lf ms | %lf ms | %15s %% | %lf ms", &p50, &measured_p50, error, &p99), 4) << out;
+    return std::pair{p50, p99};
+  };
+  const Ran scaled = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", write_rate("mean.json", ""), "--out",
+                             (dir_ / "rm").string()});
+  ASSERT_EQ(scaled.exit_code, 0) << scaled.err;
+  EXPECT_THAT(scaled.out, Not(HasSubstr("drawn from that instead")));
+  const Ran drawn = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", write_rate("tail.json", tail), "--out",
+                            (dir_ / "rt").string()});
+  ASSERT_EQ(drawn.exit_code, 0) << drawn.err;
+  EXPECT_THAT(drawn.out, HasSubstr("drawn from that instead: p50 150 / p95 195 / max 40000 us at 500/s"));
+  const auto [scaled_p50, scaled_p99] = p99_of(scaled.out);
+  const auto [drawn_p50, drawn_p99] = p99_of(drawn.out);
+  EXPECT_GT(drawn_p99, 10.0) << drawn.out;     // the fsyncs of up to 40 ms hold the slowest 1 %
+  EXPECT_LT(scaled_p99, 5.0) << scaled.out;    // a 400 us mean with the calibrated shape has no such tail
+  EXPECT_LT(drawn_p50, scaled_p50 + 1.0) << drawn.out;
+  const Ran refused = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json",
+                              write_rate("bad.json", R"(, "fsync_quantiles_us": [100, 50])"), "--out", (dir_ / "rb").string()});
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_THAT(refused.err, HasSubstr("$.traffic.rates[0].group_commit.fsync_quantiles_us[1]"));
 }
 
 TEST_F(CliTest, ShrinkWritesASmallScenarioThatFailsOnItsOwn) {
