@@ -846,7 +846,8 @@ struct RateResult {
   uint64_t files_synced = 0;
   double window_s = 0;
   double fsync_mean_us = 0;
-  // fsync_quantiles_us(): 0 %, 0.1 %, .., 100 % of this rate's fdatasyncs (fsync_quantiles_count of them).
+  // fsync_quantiles_us(): 0 %, 0.1 %, .., 100 % of the fdatasyncs in this rate's send window
+  // (first send to the end of the drain, as server_loop_cpu_us_per_msg; fsync_quantiles_count of them).
   static constexpr size_t kFsyncQuantilesMax = 1001;
   double fsync_quantiles_us[kFsyncQuantilesMax] = {};
   size_t fsync_quantiles_count = 0;
@@ -907,6 +908,8 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   asio::steady_timer tick(io);
   const uint64_t server_ticks_at_start = cpu_ticks(server_pid);
   const uint64_t loop_cpu_at_start_ns = server_counters.loop_cpu_ns.load(std::memory_order_relaxed);
+  std::vector<uint64_t> fsync_buckets(SharedGroupCommitCounters::kFsyncBuckets);
+  for (size_t b = 0; b < fsync_buckets.size(); ++b) fsync_buckets[b] = server_counters.fsync_buckets[b].load(std::memory_order_relaxed);
   const int64_t start_ns = monotonic_now_ns();
   measure_start_ns = start_ns;
   uint64_t next_sender = 0;
@@ -945,6 +948,13 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   io.run();
   const uint64_t server_ticks_at_end = cpu_ticks(server_pid);
   const uint64_t loop_cpu_at_end_ns = server_counters.loop_cpu_ns.load(std::memory_order_relaxed);
+  // The fdatasyncs of the send window only (as the latencies): the connects before it commit
+  // registry writes whose syncs no measured message waits for.
+  for (size_t b = 0; b < fsync_buckets.size(); ++b)
+    fsync_buckets[b] = server_counters.fsync_buckets[b].load(std::memory_order_relaxed) - fsync_buckets[b];
+  const std::vector<double> fsync_quantiles = fsync_quantiles_us(fsync_buckets);
+  result.fsync_quantiles_count = std::min(fsync_quantiles.size(), RateResult::kFsyncQuantilesMax);
+  std::copy_n(fsync_quantiles.begin(), result.fsync_quantiles_count, result.fsync_quantiles_us);
   result.duration_s = static_cast<double>(duration_ns) / 1e9;
   result.delivered = latencies_ns.size();
   result.delivered_per_s = static_cast<double>(result.delivered) / result.duration_s;
@@ -1128,8 +1138,6 @@ std::vector<RateResult> run_traffic(const BenchOptions& options, const ServerPro
     const uint64_t batches_before = server.group_commit->batches.load();
     const uint64_t files_before = server.group_commit->files_synced.load();
     const uint64_t sync_ns_before = server.group_commit->sync_ns.load();
-    std::vector<uint64_t> fsync_buckets_before(SharedGroupCommitCounters::kFsyncBuckets);
-    for (size_t b = 0; b < fsync_buckets_before.size(); ++b) fsync_buckets_before[b] = server.group_commit->fsync_buckets[b].load();
     const auto window_start = std::chrono::steady_clock::now();
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -1159,11 +1167,6 @@ std::vector<RateResult> run_traffic(const BenchOptions& options, const ServerPro
     r.files_synced = server.group_commit->files_synced.load() - files_before;
     const uint64_t sync_ns = server.group_commit->sync_ns.load() - sync_ns_before;
     if (r.files_synced > 0) r.fsync_mean_us = static_cast<double>(sync_ns) / 1e3 / static_cast<double>(r.files_synced);
-    std::vector<uint64_t> fsync_buckets(SharedGroupCommitCounters::kFsyncBuckets);
-    for (size_t b = 0; b < fsync_buckets.size(); ++b) fsync_buckets[b] = server.group_commit->fsync_buckets[b].load() - fsync_buckets_before[b];
-    const std::vector<double> quantiles = fsync_quantiles_us(fsync_buckets);
-    r.fsync_quantiles_count = std::min(quantiles.size(), RateResult::kFsyncQuantilesMax);
-    std::copy_n(quantiles.begin(), r.fsync_quantiles_count, r.fsync_quantiles_us);
     if (n == static_cast<ssize_t>(sizeof r)) results.push_back(r);
   }
   return results;

@@ -498,14 +498,14 @@ TEST_F(CliTest, LiveBenchQueueLingerDelaysTheRecords) {
   EXPECT_GT(rate["sent"].get<uint64_t>(), 0u);
   EXPECT_EQ(rate["delivered"].get<uint64_t>(), rate["sent"].get<uint64_t>());
   EXPECT_GE(rate["latency_p50_us"].get<double>(), 3000.0);
-  // The group commit's fdatasync distribution (what reports/live_twin draws from): 1,001 evenly
-  // spaced quantiles, non-decreasing, spanning the measured mean.
+  // The group commit's fdatasync distribution in the send window (what reports/live_twin draws
+  // from): 1,001 evenly spaced quantiles, non-decreasing, the slowest a real duration (an
+  // fdatasync takes more than a microsecond on any disk).
   const auto& group_commit = rate["group_commit"];
   const auto& fsync = group_commit["fsync_quantiles_us"];
   ASSERT_EQ(fsync.size(), 1001u) << group_commit.dump();
   for (size_t k = 1; k < fsync.size(); ++k) ASSERT_GE(fsync[k].get<double>(), fsync[k - 1].get<double>()) << k;
-  EXPECT_LE(fsync.front().get<double>(), group_commit["fsync_mean_us"].get<double>());
-  EXPECT_GE(fsync.back().get<double>(), group_commit["fsync_mean_us"].get<double>());
+  EXPECT_GT(fsync.back().get<double>(), 1.0);
   const std::regex records(R"(records ([0-9.]+)/([0-9.]+))");
   int traced = 0;
   for (std::sregex_iterator it(ran.err.begin(), ran.err.end(), records), end; it != end; ++it) {
