@@ -68,6 +68,7 @@
 #include "impl/chat/storage.h"
 #include "live/group_commit.h"
 #include "live/lean_websocket.h"
+#include "reports/live_twin.h"
 
 namespace msgsim::cli {
 namespace {
@@ -175,31 +176,22 @@ double fsync_bucket_lower_ns(size_t bucket) {
   return bucket == 0 ? 0 : kFsyncBucketFloorNs * std::exp2(static_cast<double>(bucket) / kFsyncBucketsPerOctave);
 }
 
-// Evenly spaced quantiles (0 %, 0.1 %, .., 100 %: fine enough that the top 1 %, which makes
-// the twin's p99, is not one straight line from p95 to the max) of the fsyncs counted in `counts`, linear
-// within a bucket; empty when there are none.
-std::vector<double> fsync_quantiles_us(const std::vector<uint64_t>& counts) {
-  uint64_t total = 0;
-  for (uint64_t c : counts) total += c;
-  if (total == 0) return {};
-  constexpr int kSteps = 1000;
-  std::vector<double> out;
-  for (int step = 0; step <= kSteps; ++step) {
-    // The rank of this quantile among the fsyncs, from 0 to total (the top of the last one).
-    const double rank = static_cast<double>(total) * step / kSteps;
-    double below = 0;
-    for (size_t b = 0; b < counts.size(); ++b) {
-      if (counts[b] == 0) continue;
-      const double in_bucket = static_cast<double>(counts[b]);
-      if (below + in_bucket >= rank || b + 1 == counts.size()) {
-        const double lower = fsync_bucket_lower_ns(b), upper = fsync_bucket_lower_ns(b + 1);
-        const double frac = std::clamp((rank - below) / in_bucket, 0.0, 1.0);
-        out.push_back((lower + frac * (upper - lower)) / 1e3);
-        break;
-      }
-      below += in_bucket;
-    }
+// The histogram's non-empty buckets, in microseconds' bounds for the JSON and nanoseconds' for
+// reports::quantiles_from_buckets.
+std::vector<reports::DurationBucket> fsync_buckets_of(const uint64_t* counts) {
+  std::vector<reports::DurationBucket> out;
+  for (size_t b = 0; b < SharedGroupCommitCounters::kFsyncBuckets; ++b) {
+    if (counts[b] == 0) continue;
+    out.push_back({std::llround(fsync_bucket_lower_ns(b)), std::llround(fsync_bucket_lower_ns(b + 1)), counts[b]});
   }
+  return out;
+}
+// [[lower_us, upper_us, count], ..]: the histogram itself, so that a lone slow fsync keeps its
+// own weight for the twin (reports/live_twin.h) rather than a quantile step's.
+nlohmann::json fsync_buckets_json(const uint64_t* counts) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const reports::DurationBucket& b : fsync_buckets_of(counts))
+    out.push_back({static_cast<double>(b.lower_ns) / 1e3, static_cast<double>(b.upper_ns) / 1e3, b.count});
   return out;
 }
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "the counters are shared between processes");
@@ -851,6 +843,8 @@ struct RateResult {
   static constexpr size_t kFsyncQuantilesMax = 1001;
   double fsync_quantiles_us[kFsyncQuantilesMax] = {};
   size_t fsync_quantiles_count = 0;
+  // The histogram they come from (SharedGroupCommitCounters::fsync_buckets, the send window's).
+  uint64_t fsync_bucket_counts[SharedGroupCommitCounters::kFsyncBuckets] = {};
 };
 
 // Senders traffic_user(run, 0..pairs-1) send to receivers traffic_user(run, pairs..) at `rate` msgs/s in
@@ -952,9 +946,12 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   // registry writes whose syncs no measured message waits for.
   for (size_t b = 0; b < fsync_buckets.size(); ++b)
     fsync_buckets[b] = server_counters.fsync_buckets[b].load(std::memory_order_relaxed) - fsync_buckets[b];
-  const std::vector<double> fsync_quantiles = fsync_quantiles_us(fsync_buckets);
+  std::copy_n(fsync_buckets.begin(), SharedGroupCommitCounters::kFsyncBuckets, result.fsync_bucket_counts);
+  // 0 %, 0.1 %, .., 100 %: fine enough that the top 1 %, which makes the twin's p99, is not one
+  // straight line from p95 to the max.
+  const std::vector<int64_t> fsync_quantiles = reports::quantiles_from_buckets(fsync_buckets_of(result.fsync_bucket_counts), 1000);
   result.fsync_quantiles_count = std::min(fsync_quantiles.size(), RateResult::kFsyncQuantilesMax);
-  std::copy_n(fsync_quantiles.begin(), result.fsync_quantiles_count, result.fsync_quantiles_us);
+  for (size_t k = 0; k < result.fsync_quantiles_count; ++k) result.fsync_quantiles_us[k] = static_cast<double>(fsync_quantiles[k]) / 1e3;
   result.duration_s = static_cast<double>(duration_ns) / 1e9;
   result.delivered = latencies_ns.size();
   result.delivered_per_s = static_cast<double>(result.delivered) / result.duration_s;
@@ -1264,7 +1261,8 @@ int run_bench(const BenchOptions& options) {
                         {"batches_per_s", r.window_s > 0 ? static_cast<double>(r.batches) / r.window_s : 0.0},
                         {"fsyncs_per_s", r.window_s > 0 ? static_cast<double>(r.files_synced) / r.window_s : 0.0},
                         {"fsync_mean_us", r.fsync_mean_us},
-                        {"fsync_quantiles_us", std::vector<double>(r.fsync_quantiles_us, r.fsync_quantiles_us + r.fsync_quantiles_count)}}}});
+                        {"fsync_quantiles_us", std::vector<double>(r.fsync_quantiles_us, r.fsync_quantiles_us + r.fsync_quantiles_count)},
+                        {"fsync_buckets_us", fsync_buckets_json(r.fsync_bucket_counts)}}}});
     }
     out["traffic"] = {{"senders", options.pairs},
                       {"receivers", options.pairs},

@@ -143,6 +143,27 @@ Result<LiveRun> read_live(const std::string& path) {
           point.fsync_quantiles_ns.push_back(std::llround(q[k].get<double>() * 1e3));
         }
       }
+      if (g.contains("fsync_buckets_us")) {
+        // The histogram the quantiles come from ([[lower_us, upper_us, count], ..], ascending):
+        // the twin draws from it at a resolution where a lone slow fsync keeps its own weight.
+        const auto& h = g["fsync_buckets_us"];
+        const std::string label = path + ": " + where + "[" + std::to_string(i) + "].group_commit.fsync_buckets_us";
+        if (!h.is_array() || h.size() > 1000) return make_error(ErrorCode::bad_input, label + ": expected an array of at most 1000 buckets");
+        std::vector<reports::DurationBucket> buckets;
+        for (size_t k = 0; k < h.size(); ++k) {
+          const auto& b = h[k];
+          const bool valid = b.is_array() && b.size() == 3 && b[0].is_number() && b[1].is_number() && b[2].is_number_unsigned() &&
+                             b[0].get<double>() >= 0 && b[1].get<double>() >= b[0].get<double>() && b[1].get<double>() <= 1e8 &&
+                             (k == 0 || b[0].get<double>() >= h[k - 1][1].get<double>());
+          if (!valid)
+            return make_error(ErrorCode::bad_input, label + "[" + std::to_string(k) +
+                                                        "]: expected [lower_us, upper_us, count], lower <= upper <= 1e8, above the bucket before");
+          buckets.push_back({std::llround(b[0].get<double>() * 1e3), std::llround(b[1].get<double>() * 1e3), b[2].get<uint64_t>()});
+        }
+        // 100,001 quantiles: a step is 0.001 %, far below one fsync of a 10 s rate.
+        std::vector<int64_t> quantiles = reports::quantiles_from_buckets(buckets, 100'000);
+        if (!quantiles.empty()) point.fsync_quantiles_ns = std::move(quantiles);
+      }
     }
     if (r.contains("server_loop_cpu_us_per_msg")) {
       const auto& v = r["server_loop_cpu_us_per_msg"];

@@ -87,6 +87,33 @@ int64_t sample_quantiles(const std::vector<int64_t>& q, double u) {
   return q[i] + static_cast<int64_t>(std::llround(frac * static_cast<double>(q[i + 1] - q[i])));
 }
 
+std::vector<int64_t> quantiles_from_buckets(const std::vector<DurationBucket>& all_buckets, size_t steps) {
+  std::vector<DurationBucket> buckets;
+  uint64_t total = 0;
+  for (const DurationBucket& b : all_buckets) {
+    if (b.count == 0) continue;
+    buckets.push_back(b);
+    total += b.count;
+  }
+  if (total == 0 || steps == 0) return {};
+  std::vector<int64_t> out;
+  out.reserve(steps + 1);
+  size_t bucket = 0;
+  double below = 0;  // durations in the buckets before `bucket`
+  for (size_t step = 0; step <= steps; ++step) {
+    // The rank of this quantile among the durations, from 0 to total (the top of the slowest).
+    const double rank = static_cast<double>(total) * static_cast<double>(step) / static_cast<double>(steps);
+    while (bucket + 1 < buckets.size() && below + static_cast<double>(buckets[bucket].count) < rank) {
+      below += static_cast<double>(buckets[bucket].count);
+      ++bucket;
+    }
+    const DurationBucket& b = buckets[bucket];
+    const double frac = std::clamp((rank - below) / static_cast<double>(b.count), 0.0, 1.0);
+    out.push_back(b.lower_ns + std::llround(frac * static_cast<double>(b.upper_ns - b.lower_ns)));
+  }
+  return out;
+}
+
 namespace {
 
 // A message on the wire: who sent it (the sender's index) and when (true time).

@@ -506,6 +506,14 @@ TEST_F(CliTest, LiveBenchQueueLingerDelaysTheRecords) {
   ASSERT_EQ(fsync.size(), 1001u) << group_commit.dump();
   for (size_t k = 1; k < fsync.size(); ++k) ASSERT_GE(fsync[k].get<double>(), fsync[k - 1].get<double>()) << k;
   EXPECT_GT(fsync.back().get<double>(), 1.0);
+  // The histogram they come from: ascending [lower_us, upper_us, count] buckets.
+  uint64_t fsyncs = 0;
+  for (const auto& bucket : group_commit["fsync_buckets_us"]) {
+    ASSERT_EQ(bucket.size(), 3u);
+    EXPECT_LT(bucket[0].get<double>(), bucket[1].get<double>());
+    fsyncs += bucket[2].get<uint64_t>();
+  }
+  EXPECT_GT(fsyncs, 0u);
   const std::regex records(R"(records ([0-9.]+)/([0-9.]+))");
   int traced = 0;
   for (std::sregex_iterator it(ran.err.begin(), ran.err.end(), records), end; it != end; ++it) {
@@ -610,6 +618,19 @@ TEST_F(CliTest, PlanTwinDrawsFromTheBenchFsyncDistribution) {
                               write_rate("bad.json", R"(, "fsync_quantiles_us": [100, 50])"), "--out", (dir_ / "rb").string()});
   EXPECT_EQ(refused.exit_code, 2);
   EXPECT_THAT(refused.err, HasSubstr("$.traffic.rates[0].group_commit.fsync_quantiles_us[1]"));
+  // The histogram itself (group_commit.fsync_buckets_us) wins over the quantiles: one 40 ms
+  // fsync among 10,000 is its own 0.01 %, too rare to hold the slowest 1 % of messages.
+  const std::string buckets = tail + R"(, "fsync_buckets_us": [[100, 200, 9999], [40000, 41000, 1]])";
+  const Ran histogram = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", write_rate("buckets.json", buckets),
+                                "--out", (dir_ / "rh").string()});
+  ASSERT_EQ(histogram.exit_code, 0) << histogram.err;
+  EXPECT_THAT(histogram.out, HasSubstr("drawn from that instead: p50 150 / p95 195 / max 41000 us at 500/s"));
+  EXPECT_LT(p99_of(histogram.out).second, 5.0) << histogram.out;
+  const Ran refused_buckets = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json",
+                                      write_rate("bad_buckets.json", R"(, "fsync_buckets_us": [[100, 200, 5], [150, 300, 1]])"),
+                                      "--out", (dir_ / "rbb").string()});
+  EXPECT_EQ(refused_buckets.exit_code, 2);
+  EXPECT_THAT(refused_buckets.err, HasSubstr("$.traffic.rates[0].group_commit.fsync_buckets_us[1]"));
 }
 
 TEST_F(CliTest, ShrinkWritesASmallScenarioThatFailsOnItsOwn) {

@@ -310,6 +310,26 @@ namespace msgsim {
 
 // The live twin: deterministic, every message waits for a group-commit batch (so no latency is
 // below the fsync floor), and one server core saturates where the per-message CPU says.
+// Quantiles from a histogram (the live bench's fsync buckets): linear within a bucket, empty
+// buckets skipped, and at a resolution finer than one sample a lone outlier keeps its weight:
+// one 40 ms fsync among 10,000 is the top 0.01 %, not the top quantile step's worth.
+TEST(LiveTwin, QuantilesFromBucketsKeepALoneOutlierItsWeight) {
+  const std::vector<reports::DurationBucket> buckets = {
+      {100'000, 200'000, 9'999}, {1'000'000, 2'000'000, 0}, {40'000'000, 41'000'000, 1}};
+  const auto coarse = reports::quantiles_from_buckets(buckets, 10);
+  ASSERT_EQ(coarse.size(), 11u);
+  EXPECT_EQ(coarse.front(), 100'000);
+  EXPECT_EQ(coarse[5], 150'005);  // rank 5,000 of 9,999 in [100, 200) us
+  EXPECT_EQ(coarse.back(), 41'000'000);
+  const auto fine = reports::quantiles_from_buckets(buckets, 100'000);
+  ASSERT_EQ(fine.size(), 100'001u);
+  EXPECT_LT(fine[99'989], 200'001);  // 99.989 %: still among the 9,999
+  EXPECT_GE(fine[99'991], 40'000'000);
+  EXPECT_TRUE(std::is_sorted(fine.begin(), fine.end()));
+  EXPECT_TRUE(reports::quantiles_from_buckets({{1, 2, 0}}, 10).empty());
+  EXPECT_TRUE(reports::quantiles_from_buckets({}, 10).empty());
+}
+
 TEST(LiveTwin, DeterministicAndChargesFsyncAndTheSingleCore) {
   reports::LiveTwinCosts costs;
   costs.server_ns_on_send = 40'000;  // 100 us per message: 10,000 msg/s capacity
