@@ -628,6 +628,28 @@ inline const char* scan_plain_string(const char* p, const char* end) {
   return nullptr;
 }
 
+// scan_plain_string for a string that is usually 64 bytes long (a body: the simulator writes a
+// 64-hex digest): when the 65th byte is a quote, the 64 before it are checked with four loads
+// and one branch instead of the loop's five steps with a branch each. The result is exactly
+// scan_plain_string's: the closing quote when those 64 bytes are plain, otherwise the loop's.
+inline const char* scan_plain_string_of_64(const char* p, const char* end) {
+#if defined(__SSE2__)
+  if (end - p > 64 && p[64] == '"') {
+    const __m128i quote16 = _mm_set1_epi8('"');
+    const __m128i backslash16 = _mm_set1_epi8('\\');
+    const __m128i space16 = _mm_set1_epi8(0x20);
+    const auto special = [&](int offset) {
+      const __m128i chunk = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + offset));
+      return _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(chunk, quote16), _mm_cmpeq_epi8(chunk, backslash16)),
+                          _mm_cmplt_epi8(chunk, space16));
+    };
+    const __m128i any = _mm_or_si128(_mm_or_si128(special(0), special(16)), _mm_or_si128(special(32), special(48)));
+    if (_mm_movemask_epi8(any) == 0) return p + 64;
+  }
+#endif
+  return scan_plain_string(p, end);
+}
+
 inline std::optional<EventType> plain_type(std::string_view name) {
   switch (name.size()) {
     case 3:
@@ -1207,7 +1229,11 @@ inline bool read_canon_field(const char*& p, const char* end, EventView& out) {
   if constexpr (f.value == CanonValue::string) {
     if (*p != '"') return false;
     const char* begin = ++p;
-    p = scan_plain_string(p, end);
+    if constexpr (f.field == f_body) {
+      p = scan_plain_string_of_64(p, end);
+    } else {
+      p = scan_plain_string(p, end);
+    }
     if (p == nullptr) return false;
     if (!store_canon_string<f.field>(out, std::string_view(begin, static_cast<size_t>(p - begin)))) return false;
     ++p;

@@ -243,6 +243,38 @@ TEST(OracleParser, AgreesOnNearCanonicalLines) {
   for (size_t n = 0; n <= send.size(); ++n) expect_agree(std::string_view(send).substr(0, n));
 }
 
+// Bodies around 64 bytes (the simulator's 64-hex digests, which the canonical parse checks as
+// one block when the 65th byte is a quote): every length 62-66 with an escaped quote or
+// backslash, a raw quote, backslash, tab, DEL or non-ASCII byte at every position, in sends and
+// delivers; the result must be the general parser's, and a plain 64-byte body must read as is.
+TEST(OracleParser, AgreesOnBodiesAroundSixtyFourBytes) {
+  const std::string send_head = R"({"type":"send","t":1,"user":"a","device":"a1","conv":"c","msg":"m","body":")";
+  const std::string send_tail = R"(","to":"z"})";
+  const std::string deliver_head =
+      R"({"type":"deliver","t":5,"user":"bob","device":"b1","conv":"ab","msg":"m1","seq":3,"from":"alice","body":")";
+  const std::string deliver_tail = R"("})";
+  const std::vector<std::string> specials = {"\\\"", "\\\\", "\"", "\\", "\t", "\x7f", "\xc3\xa9", "\x01"};
+  for (size_t length = 62; length <= 66; ++length) {
+    std::string body;
+    for (size_t i = 0; i < length; ++i) body.push_back("0123456789abcdef"[(i * 7) % 16]);
+    for (const auto& [head, tail] : {std::pair{send_head, send_tail}, std::pair{deliver_head, deliver_tail}}) {
+      expect_agree(head + body + tail);
+      for (size_t at = 0; at <= length; ++at) {
+        for (const std::string& special : specials) {
+          std::string changed = body;
+          changed.replace(std::min(at, changed.size()), at < changed.size() ? 1 : 0, special);
+          expect_agree(head + changed + tail);
+        }
+      }
+    }
+  }
+  EventParser parser;
+  EventView view;
+  const std::string body(64, 'f');
+  ASSERT_TRUE(parser.parse(deliver_head + body + deliver_tail, view).ok());
+  EXPECT_EQ(view.body, body);
+}
+
 // A LineReader that keeps k lines: every line stays as it was returned until k more lines have
 // been returned, across refills, buffer growth (a line longer than the 64 KB buffer) and the
 // reuse of freed buffers, and the lines read are exactly the input's.
