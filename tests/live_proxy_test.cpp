@@ -126,7 +126,24 @@ class ProxyTest : public ::testing::Test {
     });
   }
 
-  static int dial(uint16_t port, int receive_timeout_ms = 2000) {
+  // Waits until `done` holds, polling: proxy and target state changes on the io thread, after
+  // the socket operations the test thread sees. The deadline only turns a hang into a failure;
+  // it is generous because CI runs this beside other tests and fuzzers on 2 cores.
+  template <typename Predicate>
+  static bool wait_until(Predicate done) {
+    const auto deadline = Clock::now() + std::chrono::seconds(20);
+    while (!done()) {
+      if (Clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return true;
+  }
+
+  // Receives wait up to kReceiveTimeoutMs for bytes that must arrive (a guard against hanging,
+  // not a speed bound); tests of held bytes pass a short timeout to see that nothing arrives.
+  static constexpr int kReceiveTimeoutMs = 10000;
+
+  static int dial(uint16_t port, int receive_timeout_ms = kReceiveTimeoutMs) {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     EXPECT_GE(fd, 0);
     sockaddr_in address{};
@@ -195,11 +212,8 @@ TEST_F(ProxyTest, EchoKeepsByteOrderOverManyConnections) {
   for (const auto& e : expected) total += e.size();
   // The client can read the last echoed bytes before the proxy's io thread runs the write's
   // completion handler, which is where they are counted: wait for the count, with a deadline.
-  auto stats = on_io([this] { return proxy_->stats(); });
-  for (int wait = 0; wait < 200 && stats.bytes_forwarded[1] < total; ++wait) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    stats = on_io([this] { return proxy_->stats(); });
-  }
+  wait_until([&] { return on_io([this] { return proxy_->stats(); }).bytes_forwarded[1] >= total; });
+  const auto stats = on_io([this] { return proxy_->stats(); });
   EXPECT_EQ(stats.connections_accepted, 5u);
   EXPECT_EQ(stats.bytes_forwarded[0], total);
   EXPECT_EQ(stats.bytes_forwarded[1], total);
@@ -230,8 +244,9 @@ TEST_F(ProxyTest, DelayIsAddedOneWayWithinBounds) {
     send_all(fd, "ping");
     EXPECT_EQ(receive(fd, 4), "ping");
     const double rtt_ms = elapsed_ms(start);
+    // Only a lower bound: an upper one would assert the machine's speed, and CI's 2 cores are
+    // shared with other tests and fuzzers (a 70 ms bound failed under load).
     EXPECT_GE(rtt_ms, 30.0);
-    EXPECT_LT(rtt_ms, 30.0 + 40.0);  // loopback and scheduling slack on a busy 2-core machine
   }
   // Jitter and a spike: base 10 ms + 20 ms extra + jitter of mean 2 ms capped at 20 x 2 ms.
   on_io([this] {
@@ -244,7 +259,6 @@ TEST_F(ProxyTest, DelayIsAddedOneWayWithinBounds) {
     EXPECT_EQ(receive(fd, 4), "pong");
     const double rtt_ms = elapsed_ms(start);
     EXPECT_GE(rtt_ms, 30.0);
-    EXPECT_LT(rtt_ms, 30.0 + 40.0 + 40.0);
   }
   ::close(fd);
 }
@@ -277,12 +291,12 @@ TEST_F(ProxyTest, CutHoldsBytesAndHealDeliversThem) {
   send_all(fd, "held;");
   EXPECT_EQ(receive(fd, 5), "");  // times out after 300 ms: nothing passes
   EXPECT_EQ(echo_->received_bytes(), 7u);
-  EXPECT_EQ(on_io([this] { return proxy_->buffered_bytes(ProxyDirection::forward); }), 5u);
+  EXPECT_TRUE(wait_until([this] { return on_io([this] { return proxy_->buffered_bytes(ProxyDirection::forward); }) == 5u; }));
   on_io([this] {
     proxy_->set_cut(ProxyDirection::forward, false);
     proxy_->set_cut(ProxyDirection::backward, false);
   });
-  set_receive_timeout(fd, 2000);
+  set_receive_timeout(fd, kReceiveTimeoutMs);
   EXPECT_EQ(receive(fd, 5), "held;");
   EXPECT_EQ(on_io([this] { return proxy_->stats().connections_reset_by_cut; }), 0u);
   ::close(fd);
@@ -292,8 +306,8 @@ TEST_F(ProxyTest, CutLongerThanTheTimeoutResetsBothSides) {
   FaultProxyConfig config;
   config.cut_timeout_ns = 300 * kNanosPerMilli;
   const uint16_t port = start_proxy(echo_->port(), config);
-  const int idle = dial(port, 3000);
-  const int busy = dial(port, 3000);
+  const int idle = dial(port);
+  const int busy = dial(port);
   send_all(busy, "x");
   EXPECT_EQ(receive(busy, 1), "x");
   send_all(idle, "y");
@@ -306,8 +320,7 @@ TEST_F(ProxyTest, CutLongerThanTheTimeoutResetsBothSides) {
   const double waited_ms = elapsed_ms(start);
   EXPECT_LT(n, 0);
   EXPECT_EQ(errno, ECONNRESET);
-  EXPECT_GE(waited_ms, 290.0);
-  EXPECT_LT(waited_ms, 300.0 + 500.0);
+  EXPECT_GE(waited_ms, 290.0);  // no upper bound: it would assert the machine's speed
   ::close(busy);
   // The idle connection held nothing, so it survives the cut, as in the simulator.
   on_io([this] { proxy_->set_cut(ProxyDirection::forward, false); });
@@ -325,10 +338,10 @@ TEST_F(ProxyTest, OneWayCutHoldsOnlyThatDirection) {
   on_io([this] { proxy_->set_cut(ProxyDirection::backward, true); });
   send_all(fd, "ping");
   EXPECT_EQ(receive(fd, 4), "");  // the reply is held
-  EXPECT_EQ(echo_->received_bytes(), 4u);  // but the request went through
-  EXPECT_EQ(on_io([this] { return proxy_->buffered_bytes(ProxyDirection::backward); }), 4u);
+  EXPECT_TRUE(wait_until([this] { return echo_->received_bytes() == 4u; }));  // but the request went through
+  EXPECT_TRUE(wait_until([this] { return on_io([this] { return proxy_->buffered_bytes(ProxyDirection::backward); }) == 4u; }));
   on_io([this] { proxy_->set_cut(ProxyDirection::backward, false); });
-  set_receive_timeout(fd, 2000);
+  set_receive_timeout(fd, kReceiveTimeoutMs);
   EXPECT_EQ(receive(fd, 4), "ping");
   // The other way round: requests held, nothing reaches the target.
   on_io([this] { proxy_->set_cut(ProxyDirection::forward, true); });
@@ -348,7 +361,7 @@ TEST_F(ProxyTest, BufferBoundStopsReadingAndLosesNothing) {
   const int fd = dial(port);
   // Let the connection to the target complete first, then cut, so the bytes pile up.
   send_all(fd, "0");
-  for (int i = 0; i < 200 && sink_->received_bytes() < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_TRUE(wait_until([this] { return sink_->received_bytes() >= 1; }));
   on_io([this] { proxy_->set_cut(ProxyDirection::forward, true); });
   // Write until the kernel buffers and the proxy's buffer are full and sending would block.
   std::string expected = "0";
@@ -368,6 +381,9 @@ TEST_F(ProxyTest, BufferBoundStopsReadingAndLosesNothing) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
+  // The client's sends would block once the kernel buffers are full, which can happen before
+  // a starved io thread has read the proxy's buffer full: wait for the proxy to catch up.
+  wait_until([&] { return on_io([this] { return proxy_->buffered_bytes(ProxyDirection::forward); }) >= config.direction_buffer_bytes_max; });
   const auto [buffered, stats] = on_io([this] { return std::make_pair(proxy_->buffered_bytes(ProxyDirection::forward), proxy_->stats()); });
   EXPECT_EQ(buffered, config.direction_buffer_bytes_max);  // full, to the byte
   EXPECT_LE(stats.direction_buffer_bytes_peak, config.direction_buffer_bytes_max);
@@ -375,9 +391,7 @@ TEST_F(ProxyTest, BufferBoundStopsReadingAndLosesNothing) {
   EXPECT_GT(expected.size(), config.direction_buffer_bytes_max);  // the rest waits in the kernel
   EXPECT_EQ(sink_->received_bytes(), 1u);
   on_io([this] { proxy_->set_cut(ProxyDirection::forward, false); });
-  for (int i = 0; i < 400 && sink_->received_bytes() < expected.size(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  wait_until([&] { return sink_->received_bytes() >= expected.size(); });
   EXPECT_EQ(on_io([this] { return sink_->received(); }), expected);
   ::close(fd);
 }
@@ -441,7 +455,7 @@ TEST_F(ProxyTest, HubAppliesPartitionsAndSpikesToLinksAndServesTheLineProtocol) 
   send_all(fd, "ping");
   EXPECT_EQ(receive(fd, 4), "");  // 2 -> 1 is cut: the echo is held
   EXPECT_EQ(command("heal 0"), "ok");
-  set_receive_timeout(fd, 2000);
+  set_receive_timeout(fd, kReceiveTimeoutMs);
   EXPECT_EQ(receive(fd, 4), "ping");
   EXPECT_EQ(command("latency 2 25000"), "ok");  // a 25 ms spike on node 2: both ways
   const auto start = Clock::now();
