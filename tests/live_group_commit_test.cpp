@@ -15,6 +15,7 @@
 
 #include "impl/base/sqlite.h"
 #include "live/group_commit.h"
+#include "tests/scratch_dir_test_support.h"
 
 namespace msgsim::live {
 namespace {
@@ -22,15 +23,13 @@ namespace {
 namespace asio = boost::asio;
 
 std::string fresh_path(const std::string& name) {
-  const std::string dir = ::testing::TempDir() + "group_commit_test";
-  std::filesystem::create_directories(dir);
-  const std::string path = dir + "/" + name;
+  const std::string path = test::scratch_dir("live_group_commit_test") + name;
   for (const char* suffix : {"", "-wal", "-shm", "-journal"}) std::filesystem::remove(path + suffix);
   return path;
 }
 
 std::string existing_path(const std::string& name) {
-  return ::testing::TempDir() + "group_commit_test/" + name;
+  return test::scratch_dir("live_group_commit_test") + name;
 }
 
 sqlite3* open_durable(GroupCommit& group_commit, const std::string& path) {

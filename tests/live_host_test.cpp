@@ -24,6 +24,7 @@
 #include "impl/base/sqlite.h"
 #include "live/live_host.h"
 #include "live/long_poll.h"
+#include "tests/scratch_dir_test_support.h"
 
 namespace msgsim::live {
 namespace {
@@ -101,9 +102,9 @@ class ProbeNode final : public Node {
 
 Bytes bytes_of(std::string_view s) { return Bytes(s.begin(), s.end()); }
 
-// Runs the loop until `done` holds or 5 s pass.
+// Runs the loop until `done` holds or 20 s pass (a guard against hanging on a loaded CI machine).
 bool run_until(asio::io_context& io, const std::function<bool()>& done) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
   while (!done() && std::chrono::steady_clock::now() < deadline) {
     io.run_for(std::chrono::milliseconds(5));
     io.restart();
@@ -138,13 +139,13 @@ struct Pair {
       : Pair(transport == Transport::websocket ? Mode::websocket : Mode::tcp, std::move(server_options)) {}
   explicit Pair(Mode mode, LiveHostOptions server_options = {}) {
     const Transport transport = mode == Mode::tcp ? Transport::tcp_frames : Transport::websocket;
-    server_options.run_dir = ::testing::TempDir();
+    server_options.run_dir = test::scratch_dir("live_host_test");
     if (mode == Mode::upgrade_refused) server_options.refuse_websocket_upgrades = true;
     server = std::make_unique<LiveHost>(io, server_options, Directory{});
     server->add_node(1, "server", "local", [this] { return std::make_unique<ProbeNode>(server_probe); });
     port = *server->listen(1, 0);
     LiveHostOptions client_options;
-    client_options.run_dir = ::testing::TempDir();
+    client_options.run_dir = test::scratch_dir("live_host_test");
     if (mode == Mode::long_poll) client_options.long_poll_nodes = {0};
     client = std::make_unique<LiveHost>(io, client_options, Directory{{1, {port, transport}}, {9, {1, transport}}});
     client->add_node(0, "client", "local", [this] { return std::make_unique<ProbeNode>(client_probe); });
@@ -311,7 +312,7 @@ TEST(LongPollFallback, UpgradesFailingInARowSwitchAfterTheBound) {
   };
   accept_next();
   LiveHostOptions options;
-  options.run_dir = ::testing::TempDir();
+  options.run_dir = test::scratch_dir("live_host_test");
   options.websocket_upgrade_failures_max = 3;
   options.long_poll_retry_delay_ns = 10 * kNanosPerMilli;
   const Transport ws = Transport::websocket;
@@ -355,7 +356,7 @@ TEST(LiveHost, TimersFireOnceInOrderAndCancelledOnesNever) {
   asio::io_context io;
   Probe probe;
   LiveHostOptions options;
-  options.run_dir = ::testing::TempDir();
+  options.run_dir = test::scratch_dir("live_host_test");
   LiveHost host(io, options, {});
   host.add_node(0, "n", "local", [&] { return std::make_unique<ProbeNode>(probe); });
   probe.on_start = [&](Context& ctx) {
@@ -376,7 +377,7 @@ TEST(LiveHost, ExitStopsTheNodeAndItsTimers) {
   asio::io_context io;
   Probe probe;
   LiveHostOptions options;
-  options.run_dir = ::testing::TempDir();
+  options.run_dir = test::scratch_dir("live_host_test");
   bool exited = false;
   options.on_exit = [&](NodeId, bool draining) {
     exited = true;
@@ -549,7 +550,7 @@ TEST(LiveHost, IdleWebSocketConnectionsHoldLittleMemory) {
   asio::io_context io;
   Probe server_probe;
   LiveHostOptions options;
-  options.run_dir = ::testing::TempDir();
+  options.run_dir = test::scratch_dir("live_host_test");
   LiveHost server(io, options, {});
   server.add_node(kClients, "server", "local", [&] { return std::make_unique<ProbeNode>(server_probe); });
   const uint16_t port = *server.listen(kClients, 0);
@@ -624,13 +625,13 @@ TEST(LiveHost, NodesWithoutADirectoryEntryAreDialledAtTheFallbackOrRefused) {
   asio::io_context io;
   Probe server_probe, client_probe, lonely_probe;
   LiveHostOptions server_options;
-  server_options.run_dir = ::testing::TempDir();
+  server_options.run_dir = test::scratch_dir("live_host_test");
   LiveHost server(io, server_options, Directory{});
   server.add_node(1, "server", "local", [&] { return std::make_unique<ProbeNode>(server_probe); });
   const uint16_t port = *server.listen(1, 0);
 
   LiveHostOptions client_options;
-  client_options.run_dir = ::testing::TempDir();
+  client_options.run_dir = test::scratch_dir("live_host_test");
   Endpoint fallback;
   fallback.port = port;
   fallback.transport = Transport::websocket;
@@ -649,7 +650,7 @@ TEST(LiveHost, NodesWithoutADirectoryEntryAreDialledAtTheFallbackOrRefused) {
   lonely_probe.on_start = [](Context& ctx) { ctx.connect(7); };
 
   LiveHostOptions no_fallback_options;
-  no_fallback_options.run_dir = ::testing::TempDir();
+  no_fallback_options.run_dir = test::scratch_dir("live_host_test");
   Probe unlisted_probe;
   LiveHost unlisted(io, no_fallback_options, Directory{});
   unlisted.add_node(6, "unlisted", "local", [&] { return std::make_unique<ProbeNode>(unlisted_probe); });

@@ -21,6 +21,7 @@
 
 #include "live/live_host.h"
 #include "live/live_host_test_seam.h"
+#include "tests/scratch_dir_test_support.h"
 
 namespace msgsim::live {
 namespace {
@@ -124,7 +125,7 @@ Outcome run_with_failure_at(size_t n) {
   asio::io_context io;
   Seen seen;
   LiveHostOptions options;
-  options.run_dir = ::testing::TempDir();
+  options.run_dir = test::scratch_dir("live_ws_session_test");
   LiveHost host(io, options, Directory{});
   host.add_node(kServer, "server", "local", [&] { return std::make_unique<EchoNode>(seen); });
   host.start(kServer);
