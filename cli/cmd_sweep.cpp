@@ -401,6 +401,12 @@ class Sweep {
   int last_decile_shown_ = 0;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   std::chrono::steady_clock::time_point last_bar_ = start_;
+  // SIGINT and SIGTERM are blocked while run() works and delivered only inside ppoll(), which
+  // waits with `wait_mask_`: a signal that came between the loop's check of g_interrupted and a
+  // plain poll() would be noticed only when some worker next reported, and never when the seed in
+  // flight hangs. Workers get `mask_before_run_` back.
+  sigset_t mask_before_run_{};
+  sigset_t wait_mask_{};
 };
 
 bool Sweep::start_worker(Worker& worker) {
@@ -421,6 +427,7 @@ bool Sweep::start_worker(Worker& worker) {
     return false;
   }
   if (pid == 0) {
+    ::sigprocmask(SIG_SETMASK, &mask_before_run_, nullptr);
     // The other workers' pipe ends were inherited too; holding them would keep those workers
     // from ever seeing the end of their task pipe, and the parent from seeing their death.
     for (const Worker& other : workers_) {
@@ -637,6 +644,14 @@ int Sweep::run() {
   ignore.sa_handler = SIG_IGN;
   sigemptyset(&ignore.sa_mask);
   ::sigaction(SIGPIPE, &ignore, &old_pipe);  // a dead worker's pipe is an error value, not a signal
+  sigset_t interrupts;
+  sigemptyset(&interrupts);
+  sigaddset(&interrupts, SIGINT);
+  sigaddset(&interrupts, SIGTERM);
+  ::sigprocmask(SIG_BLOCK, &interrupts, &mask_before_run_);
+  wait_mask_ = mask_before_run_;
+  sigdelset(&wait_mask_, SIGINT);
+  sigdelset(&wait_mask_, SIGTERM);
 
   workers_.resize(jobs_);
   for (Worker& worker : workers_) {
@@ -675,7 +690,9 @@ int Sweep::run() {
         break;
       }
     }
-    const int ready = ::poll(polled.data(), polled.size(), poll_timeout_ms());
+    const int timeout_ms = poll_timeout_ms();
+    const timespec timeout{timeout_ms / 1000, static_cast<long>(timeout_ms % 1000) * 1'000'000};
+    const int ready = ::ppoll(polled.data(), polled.size(), timeout_ms < 0 ? nullptr : &timeout, &wait_mask_);
     if (ready < 0) {
       if (errno == EINTR) continue;
       std::cerr << "msgsim sweep: poll: " << std::strerror(errno) << "\n";
@@ -694,6 +711,9 @@ int Sweep::run() {
   // Done, stopped or interrupted: close every task pipe (a worker between seeds exits at once)
   // and reap the workers; on an interrupt they are killed mid-seed.
   for (Worker& worker : workers_) stop_worker(worker, interrupted_);
+  // Unblocked while our handler is still in place: an interrupt that came after the loop ended
+  // is only recorded, not the default action's exit.
+  ::sigprocmask(SIG_SETMASK, &mask_before_run_, nullptr);
   ::sigaction(SIGINT, &old_int, nullptr);
   ::sigaction(SIGTERM, &old_term, nullptr);
   ::sigaction(SIGPIPE, &old_pipe, nullptr);
