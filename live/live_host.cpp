@@ -1647,7 +1647,8 @@ sqlite3* LiveHost::Impl::db(NodeSlot& s) {
   MSGSIM_ASSERT(configured.ok(), "cannot configure " + path + ": " + configured.error().message);
   // Checkpoints run on the loop thread and sync the database file there (group_commit.h): at
   // 8,000 pages they come a quarter as often as at 2,000 (the simulator's choice, for memory),
-  // and the loop spent ~10% less CPU a message at 1,000-5,000 msgs/s in live bench (session 8).
+  // and the loop spent ~25% less CPU a message at 1,000 msgs/s and ~10% less at 5,000 in live bench
+  // (session 8).
   const int autocheckpoint = sqlite3_wal_autocheckpoint(db, kWalCheckpointPages);
   MSGSIM_ASSERT_EQ(autocheckpoint, SQLITE_OK);
   s.db = db;

@@ -17,6 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include "tests/scratch_dir_test_support.h"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -43,8 +45,9 @@ std::vector<int> processes_mentioning(const std::string& needle) {
   return out;
 }
 
+// Under this process's scratch directory, which goes when the test process exits.
 std::string fresh_dir(const std::string& name) {
-  const fs::path dir = fs::path(::testing::TempDir()) / (name + "-" + std::to_string(::getpid()));
+  const fs::path dir = fs::path(msgsim::test::scratch_dir("live_run_test")) / name;
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir.string();
