@@ -662,6 +662,9 @@ TEST(X3dh, PeerIdentityCacheRecordsOnlyVerifiedSignedPrekeys) {
     for (const PrekeyBundle& bundle : bundles) ASSERT_TRUE(cache.signed_prekey_valid(bundle));
     EXPECT_EQ(cache.verified_signed_prekeys(), PeerIdentityCache::kSignedPrekeysMax);
   }
+  // The memory figure counts every record: identity, id, key and signature each.
+  EXPECT_GE(cache.memory_bytes(),
+            cache.verified_signed_prekeys() * (2 * sizeof(Key32) + sizeof(uint32_t) + sizeof(Signature)));
 }
 
 // Clients on one thread share what they computed (x3dh.cpp's shared memo): a second client

@@ -247,6 +247,17 @@ TEST(E2eeClient, ARetransmissionOpensAsADuplicateAndTheSessionCarriesOn) {
   }
 }
 
+// memory_bytes() counts what a first contact leaves besides the session: the peer's identity
+// conversion and the record of its verified signed prekey (identity, id, key, signature).
+TEST(E2eeClient, MemoryCountsThePeerIdentityRecords) {
+  sim::reseed_randombytes(15);
+  E2eeClient alice("u1", "u1.d1"), bob("u2", "u2.d1");
+  const size_t before = alice.memory_bytes();
+  ASSERT_TRUE(alice.add_bundle(bundle_of(bob, "u2")).ok());
+  const size_t records = 2 * sizeof(crypto::Key32) + 2 * sizeof(crypto::Key32) + sizeof(uint32_t) + sizeof(crypto::Signature);
+  EXPECT_GE(alice.memory_bytes(), before + sizeof(crypto::Session) + records);
+}
+
 TEST(E2eeClient, SimultaneousFirstContactsConverge) {
   sim::reseed_randombytes(15);
   E2eeClient alice("u1", "u1.d1"), bob("u2", "u2.d1");

@@ -341,7 +341,7 @@ Result<E2eeClient::Opened> E2eeClient::open(const std::string& conv, const std::
 
 size_t E2eeClient::memory_bytes() const {
   size_t bytes = sizeof(*this) + store_.one_time_prekeys.capacity() * sizeof(crypto::OneTimePrekey) +
-                 peer_identities_.size() * 2 * sizeof(crypto::Key32);
+                 peer_identities_.memory_bytes();
   for (const auto& [peer, sessions] : sessions_) {
     bytes += 64 + peer.capacity();
     for (const crypto::Session& s : sessions) {

@@ -102,6 +102,10 @@ class PeerIdentityCache {
   Result<Key32> check_bundle(const PrekeyBundle& bundle);
   size_t size() const { return entries_.size(); }
   size_t verified_signed_prekeys() const { return verified_.size(); }
+  // The heap bytes of both records (identity conversions and verified signed prekeys).
+  size_t memory_bytes() const {
+    return entries_.capacity() * sizeof(entries_[0]) + verified_.capacity() * sizeof(VerifiedSignedPrekey);
+  }
 
  private:
   bool knows_signed_prekey(const PrekeyBundle& bundle) const;
