@@ -618,6 +618,62 @@ TEST(Replication, AFollowerDropsADivergedSuffixAndUndoesItsEffects) {
   EXPECT_EQ(rig.queue(1).next_seq("g:a"), 4u);
 }
 
+// One Replicate frame is one log row on the follower (queue.h "Log batches"): the consistency
+// check reads epochs inside it, and a truncation inside it keeps the row's prefix.
+TEST(Replication, AFollowerCutsALogRowInsideItAndKeepsItsPrefix) {
+  FollowerRig rig;
+  rig.start_all();
+  rig.sim.crash(rig.queue_ids[0], CrashDisk::keep_unsynced);
+  rig.start_fake();
+  Replicate frame;
+  frame.partition = 0;
+  frame.epoch = 2;
+  frame.prev_offset = 0;
+  frame.high_watermark = 1;
+  frame.to_end = true;
+  frame.records = {at(1, 2, join("g:a", "u1", "op1"), 1), at(2, 2, message("g:a", "u1", "m1", ""), 2),
+                   at(3, 2, message("g:a", "u1", "m2", ""), 3), at(4, 2, message("g:a", "u1", "m3", ""), 4)};
+  ReplicaAck ack = rig.replicate(frame);
+  ASSERT_TRUE(ack.ok);
+  EXPECT_EQ(ack.log_end, 5u);
+  EXPECT_EQ(rig.queue(1).next_seq("g:a"), 5u);
+  // A probe naming a record inside the row, with its epoch: it matches.
+  frame.records.clear();
+  frame.to_end = false;
+  frame.prev_offset = 3;
+  frame.prev_epoch = 2;
+  ack = rig.replicate(frame);
+  EXPECT_TRUE(ack.ok);
+  EXPECT_EQ(ack.log_end, 5u);
+  // Epoch 3's leader has a different record at offset 3: the follower keeps 1..2 of the row.
+  frame.epoch = 3;
+  frame.prev_epoch = 3;
+  ack = rig.replicate(frame);
+  EXPECT_FALSE(ack.ok);
+  EXPECT_EQ(ack.log_end, 3u);
+  EXPECT_EQ(rig.queue(1).next_seq("g:a"), 3u);
+  frame.prev_offset = 2;
+  frame.prev_epoch = 2;  // the kept prefix still answers with its records' epoch
+  frame.to_end = true;
+  frame.records = {at(3, 3, message("g:a", "u1", "m9", ""), 3)};
+  ack = rig.replicate(frame);
+  EXPECT_TRUE(ack.ok);
+  EXPECT_EQ(ack.log_end, 4u);
+  EXPECT_EQ(rig.queue(1).next_seq("g:a"), 4u);
+  frame.records.clear();
+  frame.prev_offset = 3;
+  frame.prev_epoch = 3;
+  ack = rig.replicate(frame);
+  EXPECT_TRUE(ack.ok);
+  EXPECT_EQ(ack.log_end, 4u);
+  // A restart recovers the cut row and the row after it: offsets 1..3, seqs up to 3.
+  rig.sim.crash(rig.queue_ids[1], CrashDisk::lose_unsynced);
+  rig.sim.start(rig.queue_ids[1]);
+  rig.settle(10 * kMs);
+  EXPECT_EQ(rig.queue(1).next_offset(0), 4u);
+  EXPECT_EQ(rig.queue(1).next_seq("g:a"), 4u);
+}
+
 TEST(Replication, AFollowerRefusesAnOlderEpochEvenAfterARestart) {
   FollowerRig rig;
   rig.start_all();

@@ -25,6 +25,37 @@ constexpr uint64_t kFlushTag = uint64_t{1} << 32;  // | partition
 constexpr uint64_t kPeerTag = uint64_t{2} << 32;   // | follower node: reconnect to it
 constexpr uint32_t kNoPartition = UINT32_MAX;
 
+// A log row's records (queue.h "Log batches"): each is its epoch (8 bytes), its entry's size (4)
+// and the entry, little-endian.
+constexpr size_t kLogRecordHeaderBytes = 12;
+
+void append_log_record(Bytes& out, uint64_t epoch, ByteView entry) {
+  MSGSIM_ASSERT(entry.size() <= UINT32_MAX, "queue: a log entry of " + std::to_string(entry.size()) + " bytes");
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<uint8_t>(epoch >> (8 * i)));
+  const auto size = static_cast<uint32_t>(entry.size());
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(size >> (8 * i)));
+  out.insert(out.end(), entry.begin(), entry.end());
+}
+
+// Reads the record at `pos` and moves `pos` past it; false if the bytes there are not one.
+bool next_log_record(ByteView records, size_t& pos, uint64_t& epoch, ByteView& entry) {
+  if (records.size() - pos < kLogRecordHeaderBytes) return false;
+  epoch = 0;
+  for (int i = 7; i >= 0; --i) epoch = (epoch << 8) | records[pos + static_cast<size_t>(i)];
+  uint32_t size = 0;
+  for (int i = 3; i >= 0; --i) size = (size << 8) | records[pos + 8 + static_cast<size_t>(i)];
+  pos += kLogRecordHeaderBytes;
+  if (records.size() - pos < size) return false;
+  entry = records.subspan(pos, size);
+  pos += size;
+  return true;
+}
+
+ByteView column_blob(sqlite3_stmt* stmt, int column) {
+  const auto* data = static_cast<const uint8_t*>(sqlite3_column_blob(stmt, column));
+  return ByteView(data, static_cast<size_t>(sqlite3_column_bytes(stmt, column)));
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -116,14 +147,15 @@ void QueueNode::open_database(Context& ctx) {
     MSGSIM_ASSERT(off.ok(), off.ok() ? std::string() : off.error().message);
   }
   const Status schema = sql::exec(db_,
-      // The log is a rowid table appended in write order with (partition, offset) as a unique
-      // index, rather than WITHOUT ROWID keyed by (partition, offset): the partitions' records
-      // interleave, so keyed by partition every ~200-byte record went to its partition's tail
-      // leaf, which split every few inserts (1 KiB pages). Now each commit writes the records'
-      // bytes to a few pages at the table's end and only ~10-byte index cells to the tails: 6.5 -> 5.7
-      // pages written per record on the two queue nodes together (BM_MessagePath, bench/README.md).
-      "CREATE TABLE IF NOT EXISTS log (id INTEGER PRIMARY KEY, partition INTEGER NOT NULL, offset INTEGER NOT NULL,"
-      " epoch INTEGER NOT NULL, entry BLOB NOT NULL, UNIQUE (partition, offset));"
+      // The log, one row per batch of a partition's records (queue.h "Log batches"). A rowid
+      // table appended in write order with (partition, base_offset) as a unique index, rather
+      // than WITHOUT ROWID keyed by it: the partitions' rows interleave, so keyed by partition
+      // every row went to its partition's tail leaf, which split every few inserts (1 KiB
+      // pages); appended, the bytes go to the table's end and only ~10-byte index cells to the
+      // tails (BM_MessagePath, bench/README.md).
+      "CREATE TABLE IF NOT EXISTS log_batches (id INTEGER PRIMARY KEY, partition INTEGER NOT NULL,"
+      " base_offset INTEGER NOT NULL, last_offset INTEGER NOT NULL, records BLOB NOT NULL,"
+      " UNIQUE (partition, base_offset));"
       "CREATE TABLE IF NOT EXISTS conversations (conv TEXT PRIMARY KEY, next_seq INTEGER NOT NULL) WITHOUT ROWID;"
       "CREATE TABLE IF NOT EXISTS members (conv TEXT NOT NULL, user TEXT NOT NULL,"
       " PRIMARY KEY (conv, user)) WITHOUT ROWID;"
@@ -146,14 +178,21 @@ void QueueNode::open_database(Context& ctx) {
   MSGSIM_ASSERT(schema.ok(), schema.ok() ? std::string() : schema.error().message);
   find_msg_ = must_prepare(db_, "SELECT conv, seq, reason FROM produced WHERE msg_id = ?");
   insert_msg_ = must_prepare(db_, "INSERT OR REPLACE INTO produced (msg_id, conv, seq, reason) VALUES (?, ?, ?, ?)");
-  insert_log_ = must_prepare(db_, "INSERT INTO log (partition, offset, epoch, entry) VALUES (?, ?, ?, ?)");
+  insert_log_ = must_prepare(db_,
+      "INSERT INTO log_batches (partition, base_offset, last_offset, records) VALUES (?, ?, ?, ?)");
   upsert_conv_ = must_prepare(db_,
       "INSERT INTO conversations (conv, next_seq) VALUES (?, ?) ON CONFLICT (conv) DO UPDATE SET next_seq = excluded.next_seq");
   insert_member_ = must_prepare(db_, "INSERT INTO members (conv, user) VALUES (?, ?)");
   delete_member_ = must_prepare(db_, "DELETE FROM members WHERE conv = ? AND user = ?");
+  // From the row holding `from` (the last one starting at or before it), or the first row.
   read_log_ = must_prepare(db_,
-      "SELECT offset, entry, epoch FROM log WHERE partition = ? AND offset >= ? AND offset < ? ORDER BY offset");
-  read_epoch_ = must_prepare(db_, "SELECT epoch FROM log WHERE partition = ? AND offset = ?");
+      "SELECT base_offset, last_offset, records FROM log_batches WHERE partition = ?1 AND base_offset >="
+      " coalesce((SELECT max(base_offset) FROM log_batches WHERE partition = ?1 AND base_offset <= ?2), 0)"
+      " AND base_offset < ?3 ORDER BY base_offset");
+  // The row that would hold `offset`.
+  read_epoch_ = must_prepare(db_,
+      "SELECT base_offset, last_offset, records FROM log_batches WHERE partition = ? AND base_offset <= ?"
+      " ORDER BY base_offset DESC LIMIT 1");
   upsert_hw_ = must_prepare(db_,
       "INSERT INTO high_watermarks (partition, hw) VALUES (?, ?) ON CONFLICT (partition) DO UPDATE SET hw = excluded.hw");
   upsert_seqs_cover_ = must_prepare(db_,
@@ -162,8 +201,12 @@ void QueueNode::open_database(Context& ctx) {
       "INSERT INTO epochs (partition, epoch) VALUES (?, ?) ON CONFLICT (partition) DO UPDATE SET epoch = excluded.epoch");
   delete_msg_ = must_prepare(db_, "DELETE FROM produced WHERE msg_id = ?");
   delete_conv_ = must_prepare(db_, "DELETE FROM conversations WHERE conv = ?");
-  truncate_log_ = must_prepare(db_, "DELETE FROM log WHERE partition = ? AND offset >= ?");
-  delete_log_range_ = must_prepare(db_, "DELETE FROM log WHERE partition = ? AND offset >= ? AND offset < ?");
+  truncate_log_ = must_prepare(db_, "DELETE FROM log_batches WHERE partition = ? AND base_offset >= ?");
+  // Whole rows below the bound only.
+  delete_log_range_ = must_prepare(db_,
+      "DELETE FROM log_batches WHERE partition = ?1 AND base_offset < ?2 AND last_offset < ?2");
+  rewrite_log_batch_ = must_prepare(db_,
+      "UPDATE log_batches SET last_offset = ?, records = ? WHERE partition = ? AND base_offset = ?");
   begin_ = must_prepare(db_, "BEGIN");
   commit_ = must_prepare(db_, "COMMIT");
   rollback_ = must_prepare(db_, "ROLLBACK");
@@ -200,13 +243,13 @@ bool QueueNode::recover(Context& ctx) {
     }
   }
   {
-    sql::Statement stmt = must_prepare(db_, "SELECT partition, min(offset), max(offset) FROM log GROUP BY partition");
+    sql::Statement stmt = must_prepare(db_, "SELECT partition, min(base_offset), max(last_offset) FROM log_batches GROUP BY partition");
     while (next_row(stmt.get()) == 1) {
       const auto partition = static_cast<uint32_t>(stmt.column_int64(0));
       const auto it = state_.partitions.find(partition);
       // A log of a partition this node no longer holds stays on disk, unused.
       if (it != state_.partitions.end()) {
-        it->second.log_start = static_cast<uint64_t>(stmt.column_int64(1));  // retention deleted the ones before
+        it->second.log_start = static_cast<uint64_t>(stmt.column_int64(1));  // retention deleted the rows before
         it->second.next_offset = static_cast<uint64_t>(stmt.column_int64(2)) + 1;
         it->second.log_end = it->second.next_offset;
       }
@@ -304,6 +347,7 @@ void QueueNode::halt(Context& ctx, const std::string& what) {
   // and the restart recovers from what the disk kept.
   ctx.log(LogLevel::error, "queue: halting: " + what + ": " + sqlite3_errmsg(db_));
   if (!sqlite3_get_autocommit(db_)) run(rollback_.get());
+  open_log_.clear();  // the rolled-back transaction's
   state_.halted = true;
   ctx.exit();
 }
@@ -472,6 +516,11 @@ bool QueueNode::write_seqs(Context& ctx) {
 
 void QueueNode::commit_batch(Context& ctx) {
   if (!state_.batch_open) return;
+  // The batch's records, one row per partition, in the transaction that commits their offsets.
+  if (!write_log_batch(kNoPartition)) {
+    halt(ctx, "writing the log rows of a batch");
+    return;
+  }
   if (++state_.batches_since_seqs >= kSeqsEveryBatches && !write_seqs(ctx)) return;
   for (auto& [p, part] : state_.partitions) {
     if (!part.hw_dirty) continue;
@@ -531,10 +580,10 @@ bool QueueNode::retain(Context& ctx) {
     const uint64_t below = std::min({part.retain_floor - 1, part.committed_next_offset - 1, part.seqs_cover,
                                      part.log_end - 1, part.log_start + kRetainPerBatchMax});
     if (below <= part.log_start) continue;
+    // Whole rows below `below` go; a row holding `below` - 1 stays until a later batch.
     sqlite3_stmt* del = delete_log_range_.get();
     bind_int(del, 1, static_cast<int64_t>(p));
-    bind_int(del, 2, static_cast<int64_t>(part.log_start));
-    bind_int(del, 3, static_cast<int64_t>(below));
+    bind_int(del, 2, static_cast<int64_t>(below));
     if (!run(del)) {
       halt(ctx, "deleting records below offset " + std::to_string(below) + " of partition " + std::to_string(p));
       return false;
@@ -682,12 +731,18 @@ bool QueueNode::apply_record(Context& ctx, uint32_t partition, uint64_t offset, 
   const bool group = starts_with(entry.conv, "g:");
   bool ok = true;
   {
-    sqlite3_stmt* log = insert_log_.get();
-    bind_int(log, 1, static_cast<int64_t>(partition));
-    bind_int(log, 2, static_cast<int64_t>(offset));
-    bind_int(log, 3, static_cast<int64_t>(epoch));
-    bind_blob(log, 4, blob);
-    ok = run(log);
+    // Into the partition's open log batch, written as one row at the commit (queue.h "Log batches").
+    LogBatch& batch = open_log_[partition];
+    if (!batch.epochs.empty() &&
+        (batch.base_offset + batch.epochs.size() != offset ||
+         batch.records.size() + kLogRecordHeaderBytes + blob.size() > kLogBatchBytesMax)) {
+      ok = write_log_batch(partition);
+    }
+    if (ok) {
+      if (batch.epochs.empty()) batch.base_offset = offset;
+      append_log_record(batch.records, epoch, blob);
+      batch.epochs.push_back(epoch);
+    }
   }
   // The conversation's next seq is written later (queue.h "Next seqs"); a restart replays it.
   if (ok) state_.dirty_convs.insert(entry.conv);
@@ -812,19 +867,13 @@ void QueueNode::catch_up(Context& ctx) {
     // Only committed records: the open batch's rows are visible to this connection, but a crash
     // could still take them back.
     const uint64_t end = state_.partitions.at(partition).committed_next_offset;
-    sqlite3_stmt* read = read_log_.get();
-    bind_int(read, 1, static_cast<int64_t>(partition));
-    bind_int(read, 2, static_cast<int64_t>(sub.next_offset));
-    bind_int(read, 3, static_cast<int64_t>(end));
     Records frame{partition, {}};
     size_t frame_bytes = 0;
     size_t frames = 0;
-    int row = 0;
-    while (frames < kCatchUpFramesPerTurn && (row = next_row(read)) == 1) {
+    // 1: stopped with the turn's frames used up; 0: every record read.
+    const int row = scan_log(partition, sub.next_offset, end, [&](uint64_t offset, uint64_t, ByteView blob) {
       RecordAt record;
-      record.offset = static_cast<uint64_t>(sqlite3_column_int64(read, 0));
-      const auto* data = static_cast<const uint8_t*>(sqlite3_column_blob(read, 1));
-      const ByteView blob(data, static_cast<size_t>(sqlite3_column_bytes(read, 1)));
+      record.offset = offset;
       // Our own log, written by this code: an entry that does not decode is corruption.
       MSGSIM_ASSERT(decode_entry(blob, record.entry), "queue: undecodable log record at offset " +
                                                           std::to_string(record.offset));
@@ -838,8 +887,8 @@ void QueueNode::catch_up(Context& ctx) {
       }
       frame.records.push_back(std::move(record));
       frame_bytes += bytes;
-    }
-    sqlite3_reset(read);
+      return frames < kCatchUpFramesPerTurn;
+    });
     if (row < 0) {
       halt(ctx, "reading partition " + std::to_string(partition));
       return;
@@ -897,37 +946,101 @@ ConnId QueueNode::peer_conn(Context& ctx, NodeId node) {
   return conn;
 }
 
+bool QueueNode::write_log_batch(uint32_t partition) {
+  for (auto& [p, batch] : open_log_) {
+    if ((partition != kNoPartition && p != partition) || batch.epochs.empty()) continue;
+    sqlite3_stmt* insert = insert_log_.get();
+    bind_int(insert, 1, static_cast<int64_t>(p));
+    bind_int(insert, 2, static_cast<int64_t>(batch.base_offset));
+    bind_int(insert, 3, static_cast<int64_t>(batch.base_offset + batch.epochs.size() - 1));
+    bind_blob(insert, 4, batch.records);
+    if (!run(insert)) return false;
+    // Cleared, not erased: apply_record holds a reference, and the buffers keep their capacity.
+    batch.epochs.clear();
+    batch.records.clear();
+  }
+  return true;
+}
+
+template <class Visit>
+int QueueNode::scan_log(uint32_t partition, uint64_t from, uint64_t end, Visit visit) {
+  if (from >= end) return 0;
+  if (!write_log_batch(partition)) return -1;
+  sqlite3_stmt* read = read_log_.get();
+  bind_int(read, 1, static_cast<int64_t>(partition));
+  bind_int(read, 2, static_cast<int64_t>(from));
+  bind_int(read, 3, static_cast<int64_t>(end));
+  int row = 0;
+  bool stopped = false;
+  while (!stopped && (row = next_row(read)) == 1) {
+    const auto base = static_cast<uint64_t>(sqlite3_column_int64(read, 0));
+    const auto last = static_cast<uint64_t>(sqlite3_column_int64(read, 1));
+    const ByteView records = column_blob(read, 2);
+    size_t pos = 0;
+    for (uint64_t offset = base; offset <= last && offset < end; ++offset) {
+      uint64_t epoch = 0;
+      ByteView entry;
+      // Our own log, written by this code: a row that does not parse is corruption.
+      MSGSIM_ASSERT(next_log_record(records, pos, epoch, entry),
+                    "queue: a log row of partition " + std::to_string(partition) + " from offset " +
+                        std::to_string(base) + " to " + std::to_string(last) + " breaks at offset " +
+                        std::to_string(offset));
+      if (offset < from) continue;
+      if (!visit(offset, epoch, entry)) {
+        stopped = true;
+        break;
+      }
+    }
+  }
+  sqlite3_reset(read);
+  return row < 0 ? -1 : stopped ? 1 : 0;
+}
+
 int64_t QueueNode::epoch_at(uint32_t partition, uint64_t offset) {
+  // The open transaction's records are not in a row yet (queue.h "Log batches").
+  const auto open = open_log_.find(partition);
+  if (open != open_log_.end() && offset >= open->second.base_offset &&
+      offset - open->second.base_offset < open->second.epochs.size()) {
+    return static_cast<int64_t>(open->second.epochs[offset - open->second.base_offset]);
+  }
   sqlite3_stmt* read = read_epoch_.get();
   bind_int(read, 1, static_cast<int64_t>(partition));
   bind_int(read, 2, static_cast<int64_t>(offset));
   const int row = next_row(read);
-  const int64_t epoch = row == 1 ? sqlite3_column_int64(read, 0) : row == 0 ? 0 : -1;
+  int64_t epoch = row == 0 ? 0 : -1;
+  if (row == 1 && static_cast<uint64_t>(sqlite3_column_int64(read, 1)) < offset) epoch = 0;  // past the row
+  if (row == 1 && static_cast<uint64_t>(sqlite3_column_int64(read, 1)) >= offset) {
+    const auto base = static_cast<uint64_t>(sqlite3_column_int64(read, 0));
+    const ByteView records = column_blob(read, 2);
+    size_t pos = 0;
+    uint64_t at_epoch = 0;
+    ByteView entry;
+    for (uint64_t at = base; at <= offset; ++at) {
+      MSGSIM_ASSERT(next_log_record(records, pos, at_epoch, entry),
+                    "queue: a log row of partition " + std::to_string(partition) + " from offset " +
+                        std::to_string(base) + " breaks at offset " + std::to_string(at));
+    }
+    epoch = static_cast<int64_t>(at_epoch);
+  }
   sqlite3_reset(read);
   return epoch;
 }
 
 bool QueueNode::read_records(uint32_t partition, uint64_t from, uint64_t end, std::vector<ReplicaRecord>& out) {
-  sqlite3_stmt* read = read_log_.get();
-  bind_int(read, 1, static_cast<int64_t>(partition));
-  bind_int(read, 2, static_cast<int64_t>(from));
-  bind_int(read, 3, static_cast<int64_t>(end));
   size_t bytes = 0;
-  int row = 0;
-  while (out.size() < kEntriesPerFrameMax && (row = next_row(read)) == 1) {
+  if (out.size() >= kEntriesPerFrameMax) return true;
+  const int row = scan_log(partition, from, end, [&](uint64_t offset, uint64_t epoch, ByteView blob) {
     ReplicaRecord record;
-    record.offset = static_cast<uint64_t>(sqlite3_column_int64(read, 0));
-    const auto* data = static_cast<const uint8_t*>(sqlite3_column_blob(read, 1));
-    const ByteView blob(data, static_cast<size_t>(sqlite3_column_bytes(read, 1)));
+    record.offset = offset;
     MSGSIM_ASSERT(decode_entry(blob, record.entry), "queue: undecodable log record at offset " +
                                                         std::to_string(record.offset));
-    record.epoch = static_cast<uint64_t>(sqlite3_column_int64(read, 2));
+    record.epoch = epoch;
     const size_t size = entry_bytes_max(record.entry) + 30;
-    if (!out.empty() && bytes + size > kFrameBytesBudget) break;
+    if (!out.empty() && bytes + size > kFrameBytesBudget) return false;
     bytes += size;
     out.push_back(std::move(record));
-  }
-  sqlite3_reset(read);
+    return out.size() < kEntriesPerFrameMax;
+  });
   return row >= 0;
 }
 
@@ -1177,6 +1290,49 @@ bool QueueNode::truncate_from(Context& ctx, uint32_t partition, uint64_t from) {
     bind_text(forget, 1, entry.msg_id);
     if (!run(forget)) {
       halt(ctx, "forgetting " + entry.msg_id);
+      return false;
+    }
+  }
+  // A row holding `from` after its first record keeps its prefix (queue.h "Log batches"); the
+  // rows from `from` on go. The reads above wrote the open batch, so the rows hold every record.
+  if (!write_log_batch(partition)) {
+    halt(ctx, "writing the log row of partition " + std::to_string(partition) + " to truncate it");
+    return false;
+  }
+  {
+    sqlite3_stmt* read = read_epoch_.get();
+    bind_int(read, 1, static_cast<int64_t>(partition));
+    bind_int(read, 2, static_cast<int64_t>(from));
+    int row = next_row(read);
+    Bytes prefix;
+    uint64_t base = 0;
+    if (row == 1) {
+      base = static_cast<uint64_t>(sqlite3_column_int64(read, 0));
+      const auto last = static_cast<uint64_t>(sqlite3_column_int64(read, 1));
+      if (base < from && last >= from) {
+        const ByteView records = column_blob(read, 2);
+        size_t pos = 0;
+        uint64_t epoch = 0;
+        ByteView entry;
+        for (uint64_t at = base; at < from; ++at) {
+          MSGSIM_ASSERT(next_log_record(records, pos, epoch, entry),
+                        "queue: a log row of partition " + std::to_string(partition) + " from offset " +
+                            std::to_string(base) + " breaks at offset " + std::to_string(at));
+        }
+        prefix.assign(records.begin(), records.begin() + static_cast<std::ptrdiff_t>(pos));
+      }
+    }
+    sqlite3_reset(read);
+    if (row == 1 && !prefix.empty()) {
+      sqlite3_stmt* rewrite = rewrite_log_batch_.get();
+      bind_int(rewrite, 1, static_cast<int64_t>(from - 1));
+      bind_blob(rewrite, 2, prefix);
+      bind_int(rewrite, 3, static_cast<int64_t>(partition));
+      bind_int(rewrite, 4, static_cast<int64_t>(base));
+      if (!run(rewrite)) row = -1;
+    }
+    if (row < 0) {
+      halt(ctx, "cutting the log row of partition " + std::to_string(partition) + " at offset " + std::to_string(from));
       return false;
     }
   }
@@ -1778,6 +1934,17 @@ void QueueNode::invariants() const {
   MSGSIM_ASSERT_LE(state_.dirty_convs.size(), kDirtyConvsMax);
   MSGSIM_ASSERT_LE(state_.batches_since_seqs, kSeqsEveryBatches);
   MSGSIM_ASSERT(!state_.batch_open || state_.commit_armed, "an open batch without a commit timer");
+  // An open log batch is the tail of its partition's log, in the open transaction only.
+  for (const auto& [p, batch] : open_log_) {
+    if (batch.epochs.empty()) continue;
+    MSGSIM_ASSERT(state_.batch_open, "queue: partition " + std::to_string(p) + " has an open log batch of " +
+                                         std::to_string(batch.epochs.size()) + " records without an open transaction");
+    const auto part = state_.partitions.find(p);
+    MSGSIM_ASSERT(part != state_.partitions.end(), "queue: an open log batch of partition " + std::to_string(p) +
+                                                       ", which this node does not hold");
+    MSGSIM_ASSERT_EQ(batch.base_offset + batch.epochs.size(), part->second.next_offset);
+    MSGSIM_ASSERT_GE(batch.base_offset, part->second.log_end);
+  }
   for (const auto& [p, part] : state_.partitions) {
     MSGSIM_ASSERT(config_.topology.is_replica(p, self_), "a partition this node does not hold");
     MSGSIM_ASSERT_GE(part.committed_next_offset, uint64_t{1});

@@ -121,6 +121,16 @@
 // most kSeqsEveryBatches batches' worth): each sets its conversation's next seq to its seq + 1.
 // Membership (`members`) is still written with its record: joins and leaves are rare.
 //
+// Log batches (Kafka's record batch). The log is one SQLite row per batch of a partition's
+// consecutive records: (partition, base_offset, last_offset, the records' epochs and entries in
+// one blob). The records a partition appends in one transaction (a leader's group commit, a
+// follower's Replicate frame) are buffered in memory and written as one row before the
+// transaction commits, so a row and its offsets are durable together or not at all. Reads
+// slice the rows; a truncation inside a row rewrites it with its prefix; retention deletes only
+// rows wholly below its bound (a row straddling it stays until the next). Per record it was a
+// row and an index cell to insert and later to delete (on both replicas): in BM_MessagePath a
+// leader's batch holds ~4 records of a partition and a follower's ~10 (bench/README.md).
+//
 // Retention (Kafka's log deletion, bounded by what every reader still needs). A replica deletes
 // the log's records below `delete_below`, the least of:
 //  - the retention floor: the leader's min(consumer's committed end, HW, every follower's
@@ -220,6 +230,7 @@ class QueueNode final : public Node {
   static constexpr int64_t kLagMaxNs = 1000 * kNanosPerMilli;      // a follower behind this long leaves the ISR
   static constexpr int64_t kControllerDeadNs = 1500 * kNanosPerMilli;  // no controller heard: elect one
   static constexpr uint64_t kRetainPerBatchMax = 2048;  // log records one batch deletes, per partition
+  static constexpr size_t kLogBatchBytesMax = 64 * 1024;  // one log row's records; a longer batch takes more rows
 
   explicit QueueNode(const ChatConfig& config);
   ~QueueNode() override = default;
@@ -312,7 +323,7 @@ class QueueNode final : public Node {
     uint64_t committed_next_offset = 1;  // the high watermark: on every replica, visible to consumers
     bool hw_dirty = false;               // the HW moved since it was last written
     // Retention (queue.h "Retention").
-    uint64_t log_start = 1;              // the first record the log holds (every one below is deleted)
+    uint64_t log_start = 1;              // the log holds every record from here on (those below may be deleted)
     uint64_t seqs_cover = 1;             // `conversations` reflects every record below this (as written)
     uint64_t consumed_end = 0;           // the consumer holds every record below this, synced (its hint)
     uint64_t retain_floor = 0;           // every replica holds every record below this, committed
@@ -423,6 +434,14 @@ class QueueNode final : public Node {
   int64_t epoch_at(uint32_t partition, uint64_t offset);
   // Reads synced records from `from` below `end`, at most one frame's worth; false on an error.
   bool read_records(uint32_t partition, uint64_t from, uint64_t end, std::vector<ReplicaRecord>& out);
+  // Calls visit(offset, epoch, entry bytes) for the log's records of `partition` from `from`
+  // below `end`, in order, until it returns false: 1 if it did, 0 when the records ran out, -1
+  // on a read error. Writes the partition's open log batch first, so it sees every record.
+  template <class Visit>
+  int scan_log(uint32_t partition, uint64_t from, uint64_t end, Visit visit);
+  // Writes the open log batch of `partition` (all of them: UINT32_MAX) as one row; false on an
+  // error (the caller halts).
+  bool write_log_batch(uint32_t partition);
   // Membership and shape checks; empty when the entry may be appended.
   std::string check(const Entry& entry) const;
   bool write_rejected(Context& ctx, const Entry& entry, const std::string& reason);
@@ -444,6 +463,14 @@ class QueueNode final : public Node {
   State state_;
   sqlite3* db_ = nullptr;
   Bytes scratch_;  // the encode buffer of log records, reused: no allocation per message
+  // The records each partition appended in the open transaction, not yet in `log_batches`
+  // (queue.h "Log batches"): one row each at the commit, or before the log is read or cut.
+  struct LogBatch {
+    uint64_t base_offset = 0;
+    std::vector<uint64_t> epochs;  // of base_offset, base_offset + 1, ...
+    Bytes records;                 // each: epoch (8 bytes), entry size (4), entry; little-endian
+  };
+  std::map<uint32_t, LogBatch> open_log_;
   // Prepared once per incarnation; sql::Statement finalizes them when the node goes away.
   sql::Statement find_msg_;
   sql::Statement insert_msg_;
@@ -460,6 +487,7 @@ class QueueNode final : public Node {
   sql::Statement delete_conv_;
   sql::Statement truncate_log_;
   sql::Statement delete_log_range_;
+  sql::Statement rewrite_log_batch_;
   sql::Statement begin_, commit_, rollback_;
 };
 
