@@ -5,7 +5,8 @@
 // Google Benchmark JSON output instead of running anything.
 // Unless --no-disk, it also measures what the live twin (reports/live_twin.h) charges besides
 // CPU: this disk's append + fdatasync latency (as live/group_commit syncs a SQLite WAL) and a
-// small-frame TCP round trip on 127.0.0.1 (the loopback hop of the live bench).
+// small-frame TCP round trip on 127.0.0.1 (the loopback hop of the live bench), and the one-way
+// distribution of that hop to a reader asleep between frames (the bench's processes at its rates).
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -19,6 +20,8 @@
 #include <vector>
 
 #include <cstdio>
+#include <cstring>
+#include <iterator>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -38,6 +41,7 @@ struct CalibrateArgs {
   double min_time_s = 0.05;
   std::string disk_dir;  // where the fsync bench writes (default: the temporary directory, as live bench)
   uint32_t fsyncs = 200;
+  uint32_t idle_exchanges = 1000;
   bool no_disk = false;
 };
 
@@ -83,9 +87,12 @@ Result<std::vector<int64_t>> measure_fsync(const std::string& dir, uint32_t coun
   return quantiles_21(std::move(samples));
 }
 
-// The median round trip of a 100-byte frame over TCP on 127.0.0.1 (an echo thread), TCP_NODELAY
-// as the live runtime sets it.
-Result<int64_t> measure_loopback_rtt(uint32_t rounds) {
+// A TCP connection to itself on 127.0.0.1 (client and accepted ends), TCP_NODELAY as the live
+// runtime sets it.
+struct LoopbackPair {
+  int client = -1, server = -1;
+};
+Result<LoopbackPair> open_loopback_pair() {
   const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -111,27 +118,39 @@ Result<int64_t> measure_loopback_rtt(uint32_t rounds) {
   const int one = 1;
   ::setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   ::setsockopt(server, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  constexpr size_t kFrameBytes = 100;
-  auto read_full = [](int fd, char* data, size_t n) {
-    size_t got = 0;
-    while (got < n) {
-      const ssize_t r = ::read(fd, data + got, n - got);
-      if (r <= 0) return false;
-      got += static_cast<size_t>(r);
-    }
-    return true;
-  };
+  return LoopbackPair{client, server};
+}
+
+constexpr size_t kLoopbackFrameBytes = 100;
+bool read_full(int fd, char* data, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::read(fd, data + got, n - got);
+    if (r <= 0) return false;
+    got += static_cast<size_t>(r);
+  }
+  return true;
+}
+
+// The median round trip of a 100-byte frame over TCP on 127.0.0.1 (an echo thread), back to back:
+// both ends hot, the reader woken while it has hardly gone idle.
+Result<int64_t> measure_loopback_rtt(uint32_t rounds) {
+  Result<LoopbackPair> pair = open_loopback_pair();
+  if (!pair.ok()) return pair.error();
+  const int client = pair->client, server = pair->server;
   std::thread echo([&] {
-    char buffer[kFrameBytes];
-    while (read_full(server, buffer, kFrameBytes) && ::write(server, buffer, kFrameBytes) == static_cast<ssize_t>(kFrameBytes)) {
+    char buffer[kLoopbackFrameBytes];
+    while (read_full(server, buffer, kLoopbackFrameBytes) &&
+           ::write(server, buffer, kLoopbackFrameBytes) == static_cast<ssize_t>(kLoopbackFrameBytes)) {
     }
   });
   std::vector<int64_t> samples;
-  char buffer[kFrameBytes] = {};
+  char buffer[kLoopbackFrameBytes] = {};
   bool failed = false;
   for (uint32_t i = 0; i < rounds && !failed; ++i) {
     const int64_t start = steady_ns();
-    failed = ::write(client, buffer, kFrameBytes) != static_cast<ssize_t>(kFrameBytes) || !read_full(client, buffer, kFrameBytes);
+    failed = ::write(client, buffer, kLoopbackFrameBytes) != static_cast<ssize_t>(kLoopbackFrameBytes) ||
+             !read_full(client, buffer, kLoopbackFrameBytes);
     samples.push_back(steady_ns() - start);
   }
   ::shutdown(client, SHUT_RDWR);
@@ -141,6 +160,61 @@ Result<int64_t> measure_loopback_rtt(uint32_t rounds) {
   if (failed) return make_error(ErrorCode::io_error, "loopback bench: a round trip failed");
   std::sort(samples.begin(), samples.end());
   return samples[samples.size() / 2];
+}
+
+// The one-way time of a 100-byte frame over TCP on 127.0.0.1 to a reader that was asleep in a
+// blocking read, as the live bench's processes sleep in epoll between messages at 250-2,000
+// msg/s: the writer sleeps a gap first (0.5, 1, 2, 4 ms in turn, the bench's spacing between a
+// process's messages at those rates), stamps the frame with the steady clock and writes; the
+// echo thread reads the stamp, records now - stamp and echoes; the writer, asleep in its read
+// meanwhile, records the way back the same way. The back-to-back round trip above has neither
+// wake-up from idle (vCPU halt, IPI, the host's scheduling), whose tail is the point here. Both
+// directions' samples, as `steps` + 1 evenly spaced quantiles.
+Result<std::vector<int64_t>> measure_idle_hops(uint32_t exchanges, size_t steps) {
+  Result<LoopbackPair> pair = open_loopback_pair();
+  if (!pair.ok()) return pair.error();
+  const int client = pair->client, server = pair->server;
+  std::vector<int64_t> there, back;
+  there.reserve(exchanges);
+  back.reserve(exchanges);
+  std::thread echo([&] {
+    char buffer[kLoopbackFrameBytes];
+    while (read_full(server, buffer, kLoopbackFrameBytes)) {
+      int64_t stamp = 0;
+      const int64_t now = steady_ns();
+      std::memcpy(&stamp, buffer, sizeof stamp);
+      there.push_back(now - stamp);
+      const int64_t reply = steady_ns();
+      std::memcpy(buffer, &reply, sizeof reply);
+      if (::write(server, buffer, kLoopbackFrameBytes) != static_cast<ssize_t>(kLoopbackFrameBytes)) return;
+    }
+  });
+  constexpr int64_t kGapsNs[] = {500'000, 1'000'000, 2'000'000, 4'000'000};
+  char buffer[kLoopbackFrameBytes] = {};
+  bool failed = false;
+  for (uint32_t i = 0; i < exchanges && !failed; ++i) {
+    std::this_thread::sleep_for(std::chrono::nanoseconds(kGapsNs[i % std::size(kGapsNs)]));
+    const int64_t stamp = steady_ns();
+    std::memcpy(buffer, &stamp, sizeof stamp);
+    failed = ::write(client, buffer, kLoopbackFrameBytes) != static_cast<ssize_t>(kLoopbackFrameBytes) ||
+             !read_full(client, buffer, kLoopbackFrameBytes);
+    if (failed) break;
+    int64_t reply = 0;
+    std::memcpy(&reply, buffer, sizeof reply);
+    back.push_back(steady_ns() - reply);
+  }
+  ::shutdown(client, SHUT_RDWR);
+  ::close(client);
+  echo.join();
+  ::close(server);
+  if (failed || there.empty()) return make_error(ErrorCode::io_error, "loopback bench: an idle exchange failed");
+  std::vector<int64_t> samples = std::move(there);
+  samples.insert(samples.end(), back.begin(), back.end());
+  std::sort(samples.begin(), samples.end());
+  std::vector<int64_t> out;
+  out.reserve(steps + 1);
+  for (size_t k = 0; k <= steps; ++k) out.push_back(samples[k * (samples.size() - 1) / steps]);
+  return out;
 }
 
 std::string executable_dir() {
@@ -218,14 +292,24 @@ int calibrate(const CalibrateArgs& args) {
     const std::string dir = args.disk_dir.empty() ? std::filesystem::temp_directory_path(error).string() : args.disk_dir;
     Result<std::vector<int64_t>> fsync = measure_fsync(dir, args.fsyncs);
     Result<int64_t> rtt = measure_loopback_rtt(2000);
-    if (!fsync.ok() || !rtt.ok()) {
-      std::cerr << "msgsim calibrate: " << (!fsync.ok() ? fsync.error().message : rtt.error().message) << " (or pass --no-disk)\n";
+    // 1,000 exchanges (about 2 s of gaps), 2,000 one-way samples; 1,001 quantiles give every two
+    // samples a step of their own, so a lone outlier keeps its own weight instead of spreading the
+    // top 0.5 % evenly up to it.
+    Result<std::vector<int64_t>> hops = measure_idle_hops(args.idle_exchanges, 1000);
+    if (!fsync.ok() || !rtt.ok() || !hops.ok()) {
+      std::cerr << "msgsim calibrate: "
+                << (!fsync.ok() ? fsync.error().message : !rtt.ok() ? rtt.error().message : hops.error().message)
+                << " (or pass --no-disk)\n";
       return kExitBadInput;
     }
     table->fsync_quantiles_ns = *fsync;
     table->loopback_rtt_ns = *rtt;
+    table->idle_hop_quantiles_ns = *hops;
+    const auto& h = *hops;
     std::cerr << "msgsim calibrate: fsync in " << dir << ": p50 " << (*fsync)[10] / 1000 << " us, p95 " << (*fsync)[19] / 1000
-              << " us, max " << (*fsync)[20] / 1000 << " us; loopback round trip " << *rtt / 1000 << " us\n";
+              << " us, max " << (*fsync)[20] / 1000 << " us; loopback round trip " << *rtt / 1000
+              << " us; one-way hop to an idle reader: p50 " << h[500] / 1000 << " us, p99 " << h[990] / 1000 << " us, max "
+              << h[1000] / 1000 << " us\n";
   }
   const std::string json = reports::cost_table_json(*table);
   if (args.out.empty()) {
@@ -252,6 +336,8 @@ void add_calibrate_command(CLI::App& app, Outcome& outcome) {
   cmd->add_option("--min-time", args->min_time_s, "seconds per benchmark (default 0.05)")->check(CLI::Range(0.001, 60.0));
   cmd->add_option("--disk-dir", args->disk_dir, "directory for the fsync bench (default: the temporary directory, where live bench writes)");
   cmd->add_option("--fsyncs", args->fsyncs, "appends + fdatasyncs measured (default 200)")->check(CLI::Range(2u, 100000u));
+  cmd->add_option("--idle-exchanges", args->idle_exchanges, "loopback exchanges after an idle gap measured (default 1000)")
+      ->check(CLI::Range(2u, 100000u));
   cmd->add_flag("--no-disk", args->no_disk, "skip the fsync and loopback measurements");
   cmd->callback([args, &outcome] { outcome.exit_code = calibrate(*args); });
 }

@@ -324,7 +324,8 @@ int plan(const PlanArgs& args) {
     }
     if (live) {
       // The simulated twin of the live bench at each measured rate (reports/live_twin.h).
-      const reports::LiveTwinCosts twin = reports::live_twin_costs(costs, table->fsync_quantiles_ns, table->loopback_rtt_ns);
+      const reports::LiveTwinCosts twin = reports::live_twin_costs(costs, table->fsync_quantiles_ns, table->loopback_rtt_ns,
+                                                                         table->idle_hop_quantiles_ns);
       std::string files_per_batch;  // predicted against measured, per rate
       std::string loop_cpu;         // the measured loop CPU per message the twin charged, per rate
       std::string fsync_means;      // the bench's mean fdatasync the twin's distribution was scaled to, per rate
@@ -402,9 +403,16 @@ int plan(const PlanArgs& args) {
                                : ", scaled to the mean fdatasync the bench's group commit measured during each rate: " + fsync_means) +
           (fsync_measured.empty() ? std::string()
                                   : "; where the bench measured its fdatasyncs' distribution, drawn from that instead: " + fsync_measured) +
-          "); each hop half the measured loopback round trip (" +
-          (twin.loopback_rtt_ns == 0 ? std::string("not measured: zero") : us(twin.loopback_rtt_ns)) +
-          "). Loaders' CPU is not charged (separate processes). Measured: " + args.live_json +
+          "); " +
+          (twin.idle_hop_quantiles_ns.empty()
+               ? "each hop half the measured loopback round trip (" +
+                     (twin.loopback_rtt_ns == 0 ? std::string("not measured: zero") : us(twin.loopback_rtt_ns)) + ")"
+               : "each hop (loader to server, server to loader) and the group commit worker's completion reaching the loop "
+                 "drawn from the measured one-way loopback hop to a reader asleep between frames (p50 " +
+                     us(reports::sample_quantiles(twin.idle_hop_quantiles_ns, 0.5)) + ", p99 " +
+                     us(reports::sample_quantiles(twin.idle_hop_quantiles_ns, 0.99)) + ", max " + us(twin.idle_hop_quantiles_ns.back()) +
+                     "; back-to-back round trip " + us(twin.loopback_rtt_ns) + ")") +
+          ". Loaders' CPU is not charged (separate processes). Measured: " + args.live_json +
           " (msgsim live bench --json)" + (live->uptime.empty() ? std::string(".") : ", machine load during it: " + live->uptime + ".") +
           " Below the knee: the live bench delivered at least 95 % of the offered rate and its p99 stayed within 3x the "
           "p99 of the lightest load.";

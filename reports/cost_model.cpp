@@ -92,20 +92,25 @@ Result<CostTable> parse_cost_table(std::string_view json_text, const std::string
     }
   }
   constexpr int64_t kMeasuredMaxNs = 10 * kNanosPerSecond;
-  if (doc.contains("fsync_quantiles_ns")) {
-    const auto& q = doc["fsync_quantiles_ns"];
+  // Evenly spaced quantiles, non-decreasing, in [0, 10 s].
+  const auto read_quantiles = [&](const char* key, std::vector<int64_t>& out) -> Status {
+    if (!doc.contains(key)) return Status{};
+    const auto& q = doc[key];
     if (!q.is_array() || q.size() < 2 || q.size() > 1001) {
-      return make_error(ErrorCode::bad_input, label + ": $.fsync_quantiles_ns: expected an array of 2 to 1001 quantiles");
+      return make_error(ErrorCode::bad_input, label + ": $." + key + ": expected an array of 2 to 1001 quantiles");
     }
     for (size_t i = 0; i < q.size(); ++i) {
       if (!q[i].is_number_integer() || q[i].get<int64_t>() < 0 || q[i].get<int64_t>() > kMeasuredMaxNs ||
-          (i > 0 && q[i].get<int64_t>() < table.fsync_quantiles_ns.back())) {
-        return make_error(ErrorCode::bad_input, label + ": $.fsync_quantiles_ns[" + std::to_string(i) +
+          (i > 0 && q[i].get<int64_t>() < out.back())) {
+        return make_error(ErrorCode::bad_input, label + ": $." + key + "[" + std::to_string(i) +
                                                     "]: expected non-decreasing integer nanoseconds in [0, 1e10]");
       }
-      table.fsync_quantiles_ns.push_back(q[i].get<int64_t>());
+      out.push_back(q[i].get<int64_t>());
     }
-  }
+    return Status{};
+  };
+  if (Status read = read_quantiles("fsync_quantiles_ns", table.fsync_quantiles_ns); !read.ok()) return read.error();
+  if (Status read = read_quantiles("idle_hop_quantiles_ns", table.idle_hop_quantiles_ns); !read.ok()) return read.error();
   if (doc.contains("loopback_rtt_ns")) {
     const auto& v = doc["loopback_rtt_ns"];
     if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > kMeasuredMaxNs) {
@@ -140,6 +145,7 @@ std::string cost_table_json(const CostTable& table) {
   doc["costs_ns"] = costs;
   if (!table.fsync_quantiles_ns.empty()) doc["fsync_quantiles_ns"] = table.fsync_quantiles_ns;
   if (table.loopback_rtt_ns > 0) doc["loopback_rtt_ns"] = table.loopback_rtt_ns;
+  if (!table.idle_hop_quantiles_ns.empty()) doc["idle_hop_quantiles_ns"] = table.idle_hop_quantiles_ns;
   return doc.dump(2) + "\n";
 }
 

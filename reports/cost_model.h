@@ -8,9 +8,11 @@
 //    "benchmarks_ns": {"BM_CostDecode": 310.5, ...},        (what the mapping started from)
 //    "costs_ns": {"chat": {"decode": 420, "route": 900, ...}, "queue": {...}, ...},
 //    "fsync_quantiles_ns": [0 %, 5 %, ..., 100 %],   (optional: append + fdatasync of a WAL file)
-//    "loopback_rtt_ns": 41000}                         (optional: a small-frame round trip on 127.0.0.1)
-// costs_ns, fsync_quantiles_ns and loopback_rtt_ns are read back; a role or work missing from
-// costs_ns costs zero. The last two are what the live twin (reports/live_twin.h) charges.
+//    "loopback_rtt_ns": 41000,                         (optional: a small-frame round trip on 127.0.0.1)
+//    "idle_hop_quantiles_ns": [0 %, 0.1 %, ..., 100 %]} (optional: one-way hop to an idle reader)
+// costs_ns, fsync_quantiles_ns, loopback_rtt_ns and idle_hop_quantiles_ns are read back; a role or
+// work missing from costs_ns costs zero. The last three are what the live twin
+// (reports/live_twin.h) charges.
 #pragma once
 
 #include <map>
@@ -29,6 +31,9 @@ struct CostTable {
   std::map<std::string, double> benchmarks_ns;  // per benchmark name, CPU ns per iteration
   std::vector<int64_t> fsync_quantiles_ns;      // 21 evenly spaced quantiles, or empty: not measured
   int64_t loopback_rtt_ns = 0;                  // 0: not measured
+  // Evenly spaced quantiles of the one-way loopback hop to a reader asleep between frames, or
+  // empty: not measured (then the twin charges half of loopback_rtt_ns a hop).
+  std::vector<int64_t> idle_hop_quantiles_ns;
 };
 
 // `label` names the input in error messages (a file path).

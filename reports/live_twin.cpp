@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <memory>
 
 #include "impl/base/assert.h"
@@ -15,7 +16,8 @@ namespace msgsim::reports {
 using chat::CostRole;
 using chat::Work;
 
-LiveTwinCosts live_twin_costs(const chat::CpuCosts& c, std::vector<int64_t> fsync_quantiles_ns, int64_t loopback_rtt_ns) {
+LiveTwinCosts live_twin_costs(const chat::CpuCosts& c, std::vector<int64_t> fsync_quantiles_ns, int64_t loopback_rtt_ns,
+                              std::vector<int64_t> idle_hop_quantiles_ns) {
   LiveTwinCosts out;
   // One 1:1 message in the live bench's server process, frame by frame (both users online on the
   // one chat server; the bench's devices send no receipts): the chat server decodes the Send and
@@ -36,6 +38,7 @@ LiveTwinCosts live_twin_costs(const chat::CpuCosts& c, std::vector<int64_t> fsyn
   out.server_ns_per_batch = 2 * c.of(CostRole::storage, Work::sync);
   out.fsync_quantiles_ns = std::move(fsync_quantiles_ns);
   out.loopback_rtt_ns = loopback_rtt_ns;
+  out.idle_hop_quantiles_ns = std::move(idle_hop_quantiles_ns);
   return out;
 }
 
@@ -154,18 +157,34 @@ class ServerProcessNode final : public Node {
   void on_accept(Context&, ConnId conn, NodeId) override { loader_conn_ = conn; }
   void on_connected(Context&, ConnId) override {}
   void on_frame(Context& ctx, ConnId conn, ByteView bytes) override {
-    // A Send: the chat server forwards it, the queue appends it to the open transaction.
     loader_conn_ = conn;
-    charge(ctx, shared_.costs->server_ns_on_send);
-    MSGSIM_ASSERT_LT(open_batch_.size(), kHeldMax);
-    open_batch_.push_back(Bytes(bytes.begin(), bytes.end()));
-    if (!commit_armed_) {
-      commit_armed_ = true;
-      ctx.set_timer(shared_.commit_window_ns, kCommit);
+    if (shared_.costs->idle_hop_quantiles_ns.empty()) {
+      on_send(ctx, Bytes(bytes.begin(), bytes.end()));
+      return;
     }
+    // The hop from the loader: the network charged nothing; if the loop is asleep the frame
+    // reaches it after a wake-up drawn from the measured distribution (a timer per frame in
+    // flight); a busy loop finds it on its next epoll_wait. The simulator runs a handler once the
+    // core is free, so a frame that arrived during charged CPU runs exactly when that CPU ends.
+    if (loop_awake(ctx)) {
+      on_send(ctx, Bytes(bytes.begin(), bytes.end()));
+      return;
+    }
+    MSGSIM_ASSERT_LT(arriving_.size(), kHeldMax);
+    const uint64_t tag = next_arrival_tag_++;
+    arriving_.emplace(tag, Bytes(bytes.begin(), bytes.end()));
+    ctx.set_timer(std::max<int64_t>(1, draw_hop(ctx)), tag);
   }
   void on_disconnect(Context&, ConnId, DisconnectReason) override {}
   void on_timer(Context& ctx, uint64_t tag) override {
+    if (tag >= kFirstArrival) {
+      auto it = arriving_.find(tag);
+      MSGSIM_ASSERT(it != arriving_.end(), "no frame arriving with timer tag " + std::to_string(tag));
+      Bytes frame = std::move(it->second);
+      arriving_.erase(it);
+      on_send(ctx, std::move(frame));
+      return;
+    }
     switch (tag) {
       case kCommit:
         // The queue commits: its log's fsync is deferred to the group commit; the answers go to
@@ -197,6 +216,11 @@ class ServerProcessNode final : public Node {
         start_posted_ = false;
         start_batch(ctx);
         return;
+      case kSyncDone:
+        // The worker's fdatasyncs are done; its completion reaches the loop after a wake-up if
+        // the loop is asleep, on the loop's next turn if it is busy.
+        ctx.set_timer(loop_awake(ctx) ? 0 : std::max<int64_t>(1, draw_hop(ctx)), kBatchDone);
+        return;
       case kBatchDone:
         // The worker posted its completion: the loop starts the next batch, then releases.
         in_flight_ = false;
@@ -211,13 +235,33 @@ class ServerProcessNode final : public Node {
   }
 
  private:
-  static constexpr uint64_t kCommit = 1, kFlush = 2, kStartBatch = 3, kBatchDone = 4;
+  static constexpr uint64_t kCommit = 1, kFlush = 2, kStartBatch = 3, kBatchDone = 4, kSyncDone = 5;
+  static constexpr uint64_t kFirstArrival = 1000;  // tags of frames arriving from a loader
   static constexpr uint32_t kQueueFile = 1, kStorageFile = 2;  // bits of dirty_files_
   struct Held {
     uint64_t ticket;
     Bytes frame;
   };
 
+  // A Send: the chat server forwards it, the queue appends it to the open transaction.
+  void on_send(Context& ctx, Bytes frame) {
+    charge(ctx, shared_.costs->server_ns_on_send);
+    MSGSIM_ASSERT_LT(open_batch_.size(), kHeldMax);
+    open_batch_.push_back(std::move(frame));
+    if (!commit_armed_) {
+      commit_armed_ = true;
+      ctx.set_timer(shared_.commit_window_ns, kCommit);
+    }
+  }
+  // Whether the loop is still running at this handler's start: it waited for the CPU charged
+  // before it (which ends now) or runs inside it.
+  bool loop_awake(const Context& ctx) const { return busy_until_ns_ > 0 && busy_until_ns_ >= ctx.now_ns(); }
+  // A wake-up of a sleeping thread or process: drawn from calibrate's idle-hop distribution, zero
+  // where it was not measured.
+  int64_t draw_hop(Context& ctx) const {
+    const auto& q = shared_.costs->idle_hop_quantiles_ns;
+    return q.empty() ? 0 : sample_quantiles(q, ctx.rng().uniform01());
+  }
   // live/group_commit.h: a deferred sync joins the batch being formed; if none is in flight, a
   // batch start is posted to the loop (a zero timer).
   void defer_sync(Context& ctx, uint32_t file) {
@@ -240,7 +284,7 @@ class ServerProcessNode final : public Node {
     dirty_files_ = 0;
     started_++;
     in_flight_ = true;
-    ctx.set_timer(std::max<int64_t>(1, sync_ns), kBatchDone);
+    ctx.set_timer(std::max<int64_t>(1, sync_ns), shared_.costs->idle_hop_quantiles_ns.empty() ? kBatchDone : kSyncDone);
   }
   void release(Context& ctx) {
     while (!held_.empty() && held_.front().ticket <= durable_) {
@@ -253,6 +297,7 @@ class ServerProcessNode final : public Node {
     if (cost_ns <= 0) return;
     ctx.charge_cpu(cost_ns);
     shared_.charged_ns += cost_ns;
+    busy_until_ns_ = std::max(busy_until_ns_, ctx.now_ns()) + cost_ns;
   }
   Shared& shared_;
   ConnId loader_conn_ = kNoConn;
@@ -261,6 +306,9 @@ class ServerProcessNode final : public Node {
   uint64_t started_ = 0, durable_ = 0;
   std::vector<Bytes> open_batch_, committed_;
   std::deque<Held> held_;
+  uint64_t next_arrival_tag_ = kFirstArrival;
+  int64_t busy_until_ns_ = 0;  // the end of the CPU charged so far: the loop is awake until then
+  std::map<uint64_t, Bytes> arriving_;  // by timer tag
 };
 
 // The loader processes (senders and receivers): every millisecond, the sends owed by then.
@@ -268,6 +316,7 @@ class LoaderNode final : public Node {
  public:
   struct Shared {
     NodeId server = kNoNode;
+    const std::vector<int64_t>* idle_hop_quantiles_ns = nullptr;  // the receiving loader's wake-up
     double rate_per_s = 0;
     uint32_t pairs = 1;
     int64_t start_ns = 0, measure_from_ns = 0, stop_ns = 0;
@@ -285,7 +334,12 @@ class LoaderNode final : public Node {
     const TwinFrame f = decode(bytes);
     if (f.sent_ns < shared_.measure_from_ns || f.sent_ns >= shared_.stop_ns) return;
     shared_.measured_delivered++;
-    if (shared_.samples.size() < kSamplesMax) shared_.samples.push_back(ctx.now_ns() - f.sent_ns);
+    // The hop to the receiving loader: the network charged nothing where the idle-hop
+    // distribution was measured; the receiver wakes after a draw from it. Nothing here waits on
+    // the receiver, so the draw adds to this message's latency only.
+    const auto& q = *shared_.idle_hop_quantiles_ns;
+    const int64_t wake_ns = q.empty() ? 0 : sample_quantiles(q, ctx.rng().uniform01());
+    if (shared_.samples.size() < kSamplesMax) shared_.samples.push_back(ctx.now_ns() + wake_ns - f.sent_ns);
   }
   void on_disconnect(Context&, ConnId, DisconnectReason) override {}
   void on_timer(Context& ctx, uint64_t) override {
@@ -318,7 +372,9 @@ LiveTwinResult run_live_twin(const LiveTwinCosts& costs, const LiveTwinOptions& 
   MSGSIM_ASSERT_GT(options.offered_per_s, 0.0);
   sim::NetworkConfig net;
   net.regions = {"loopback"};
-  net.base_ns = {{costs.loopback_rtt_ns / 2}};
+  // Each hop: half the back-to-back round trip, unless the idle-hop distribution was measured;
+  // then the nodes draw it (the network charges nothing).
+  net.base_ns = {{costs.idle_hop_quantiles_ns.empty() ? costs.loopback_rtt_ns / 2 : 0}};
   net.jitter_mean_ns = {{0}};
   net.connection_timeout_ns = 10 * kNanosPerSecond;
   sim::Simulator sim(options.seed, net);
@@ -327,6 +383,7 @@ LiveTwinResult run_live_twin(const LiveTwinCosts& costs, const LiveTwinOptions& 
   server_shared.commit_window_ns = std::max<int64_t>(0, options.queue_commit_window_ns);
   server_shared.linger_ns = std::max<int64_t>(0, options.queue_linger_ns);
   LoaderNode::Shared loader;
+  loader.idle_hop_quantiles_ns = &costs.idle_hop_quantiles_ns;
   loader.rate_per_s = options.offered_per_s;
   loader.pairs = std::max<uint32_t>(1, options.pairs);
   loader.start_ns = 0;

@@ -7,7 +7,12 @@
 //    one FIFO, and costs the cost table's per-role CPU of the frames the message makes there
 //    (live_twin_costs), charged at the stage where the server does that work;
 //  - the loaders are a separate node (their CPU is their own, not charged);
-//  - each hop between a loader and the server costs half the measured loopback round trip;
+//  - each hop between a loader and the server is drawn from calibrate's measured distribution of
+//    the one-way loopback hop to a reader asleep between frames (the bench's processes sleep in
+//    epoll between messages at its rates, and a wake-up from idle on a VM has a long tail); so is
+//    the group commit worker's completion reaching the loop (another wake-up of a sleeping
+//    thread). Without that distribution each hop costs half the back-to-back loopback round trip
+//    and the completion nothing;
 //  - the queue's batching as the bench server ran it (ChatTuning::queue_commit_window_ns and
 //    queue_linger_ns, which `live bench --json` reports): a Send's produce waits in the open
 //    transaction until the commit window ends (0: the loop's next turn, behind the frames
@@ -41,12 +46,14 @@ struct LiveTwinCosts {
   int64_t server_ns_per_batch = 0;     // the loop's CPU to release one batch (the sync's own CPU)
   std::vector<int64_t> fsync_quantiles_ns;  // evenly spaced quantiles, 0 % .. 100 %
   int64_t loopback_rtt_ns = 0;
+  std::vector<int64_t> idle_hop_quantiles_ns;  // evenly spaced quantiles, or empty: not measured
   int64_t server_ns_per_message() const { return server_ns_on_send + server_ns_on_commit + server_ns_on_records; }
 };
 
 // The per-message and per-batch server CPU from the cost table: what each role does for one
 // delivered message in the bench (reports/README.md lists the terms).
-LiveTwinCosts live_twin_costs(const chat::CpuCosts& costs, std::vector<int64_t> fsync_quantiles_ns, int64_t loopback_rtt_ns);
+LiveTwinCosts live_twin_costs(const chat::CpuCosts& costs, std::vector<int64_t> fsync_quantiles_ns, int64_t loopback_rtt_ns,
+                              std::vector<int64_t> idle_hop_quantiles_ns = {});
 
 // The same costs with the per-message CPU the live bench measured on its server's event-loop
 // thread (`server_loop_cpu_us_per_msg`, the service demand every frame waits for): split over the
