@@ -323,6 +323,57 @@ TEST(OracleParser, AgreesOnBodiesAroundSixtyFourBytes) {
   EXPECT_EQ(view.body, body);
 }
 
+// The deliver line's straight-through read (read_canon_deliver): ids of 1, 15, 16 and 17 bytes
+// (around its one inline 16-byte step), then every byte of each line replaced by a byte that
+// matters to the shape or deleted, and every prefix. parse() must give the general parser's
+// result, also into a view that a send with every optional field filled just before.
+TEST(OracleParser, AgreesOnEveryChangeOfADeliverLine) {
+  std::vector<std::string> lines;
+  for (size_t id_bytes : {1, 15, 16, 17}) {
+    const std::string id(id_bytes, 'k');
+    lines.push_back(R"({"type":"deliver","t":1234567890,"user":")" + id + R"(","device":")" + id + R"(.1","conv":")" + id +
+                    R"(","msg":")" + id + R"(","seq":17,"from":")" + id + R"(","body":")" + std::string(64, 'e') + R"("})");
+  }
+  lines.push_back(R"({"type":"deliver","t":0,"user":"","device":"","conv":"","msg":"","seq":-3,"from":"","body":""})");
+  const std::string replacements[] = {"\"", "\\", ",", ":", "0", "-", "x", "}", "{", " ", "\x01", "\x80", "\x7f", ""};
+  const std::string send =
+      R"({"type":"send","t":1,"user":"a","device":"a1","conv":"c","msg":"m","body":"b","to":"z","expires_at":9,"view_once":true})";
+  size_t checked = 0;
+  const auto check = [&](std::string_view line) {
+    expect_agree(line);
+    EventParser parser;
+    EventView view;
+    ASSERT_TRUE(parser.parse(send, view).ok());
+    Status status = parser.parse(line, view);
+    const std::string reused = status.ok() ? "ok: " + describe(view) : "error: " + status.error().message;
+    EXPECT_EQ(reused, outcome(line, true)) << "line after a send: " << line;
+    ++checked;
+  };
+  for (const std::string& line : lines) {
+    check(line);
+    for (size_t at = 0; at < line.size(); ++at) {
+      for (const std::string& replacement : replacements) {
+        std::string changed = line;
+        changed.replace(at, 1, replacement);
+        check(changed);
+      }
+    }
+    for (size_t n = 0; n < line.size(); ++n) check(std::string_view(line).substr(0, n));
+  }
+  EXPECT_GT(checked, 10000u);
+  // The plain line reads as written.
+  EventParser parser;
+  EventView view;
+  ASSERT_TRUE(parser.parse(lines[1], view).ok());
+  EXPECT_EQ(view.type, EventType::deliver);
+  EXPECT_EQ(view.t, 1234567890);
+  EXPECT_EQ(view.user, std::string(15, 'k'));
+  EXPECT_EQ(view.device, std::string(15, 'k') + ".1");
+  EXPECT_EQ(view.seq, 17);
+  EXPECT_EQ(view.body, std::string(64, 'e'));
+  EXPECT_FALSE(view.to.has_value());
+}
+
 // A LineReader that keeps k lines: every line stays as it was returned until k more lines have
 // been returned, across refills, buffer growth (a line longer than the 64 KB buffer) and the
 // reuse of freed buffers, and the lines read are exactly the input's.
