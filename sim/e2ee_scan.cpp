@@ -1,6 +1,7 @@
 #include "sim/e2ee_scan.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "impl/base/assert.h"
@@ -19,8 +20,14 @@ uint64_t load64(const uint8_t* p) {
 
 }  // namespace
 
-PlaintextScanner::PlaintextScanner()
-    : bits_(size_t{1} << (kBitsLog2 - 6), 0), table_(kTableInitialSlots, kEmptySlot) {}
+PlaintextScanner::PlaintextScanner() : table_(kTableInitialSlots, kEmptySlot) { size_bitmap(); }
+
+void PlaintextScanner::size_bitmap() {
+  const size_t words = table_.size() / kSlotsPerBitmapWord;
+  MSGSIM_ASSERT_EQ(words & (words - 1), size_t{0});  // a power of two, as the table's size
+  bits_.assign(words, 0);
+  bits_shift_ = 64 - std::countr_zero(words);
+}
 
 void PlaintextScanner::on_plaintext(ByteView plaintext) {
   if (plaintext.size() < kMinimumBytes) return;
@@ -39,7 +46,7 @@ void PlaintextScanner::on_plaintext(ByteView plaintext) {
   stride_ = std::min(stride_, windows);
   for (size_t offset = 0; offset < windows; ++offset) {
     const uint64_t key = load64(fingerprint.bytes + offset);
-    insert_slot(mix(key), make_slot(key, index, static_cast<uint32_t>(offset)));
+    insert_slot(key, make_slot(key, index, static_cast<uint32_t>(offset)));
   }
 }
 
@@ -48,9 +55,10 @@ uint64_t PlaintextScanner::key_of(Slot slot) const {
   return load64(fingerprint(index).bytes + (slot & 7));
 }
 
-void PlaintextScanner::insert_slot(uint64_t hash, Slot slot) {
+void PlaintextScanner::insert_slot(uint64_t key, Slot slot) {
   // At most half full, so every probe sequence ends at an empty slot soon.
   if ((table_used_ + 1) * 2 > table_.size()) grow_table();
+  const uint64_t hash = mix(key);
   const size_t mask = table_.size() - 1;
   for (size_t at = hash >> 32 & mask;; at = (at + 1) & mask) {
     if (table_[at] == kEmptySlot) {
@@ -59,17 +67,18 @@ void PlaintextScanner::insert_slot(uint64_t hash, Slot slot) {
     }
   }
   table_used_++;
-  const uint64_t bit = hash >> (64 - kBitsLog2);
-  bits_[bit >> 6] |= uint64_t{1} << (bit & 63);
+  bitmap_word(hash) |= bits_of(key);
 }
 
 void PlaintextScanner::grow_table() {
   // Reinserted in the old table's slot order, as the 16-byte slots were: the same layout.
+  // The bitmap doubles with it and is set again by the reinsertions.
   std::vector<Slot> old = std::move(table_);
   table_.assign(old.size() * 2, kEmptySlot);
+  size_bitmap();
   table_used_ = 0;
   for (const Slot slot : old) {
-    if (slot != kEmptySlot) insert_slot(mix(key_of(slot)), slot);
+    if (slot != kEmptySlot) insert_slot(key_of(slot), slot);
   }
 }
 
@@ -89,7 +98,7 @@ size_t PlaintextScanner::find(ByteView bytes) {
   for (size_t i = 0; i + 8 <= bytes.size(); i += stride) {
     const uint64_t window = load64(data + i);
     const uint64_t hash = mix(window);
-    if (!bit_set(hash)) continue;
+    if (!bits_set(hash, window)) continue;
     const Slot tag = tag_of(window);
     for (size_t at = hash >> 32 & mask; table_[at] != kEmptySlot; at = (at + 1) & mask) {
       const Slot candidate = table_[at];

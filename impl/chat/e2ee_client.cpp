@@ -28,15 +28,15 @@ struct RecipientEnvelope {
   ByteView envelope;
 };
 
-// Reads the envelope list that follows the 2-byte body header; `rest` is what follows it.
-Result<std::vector<RecipientEnvelope>> read_envelopes(ByteView body, ByteView& rest) {
+// Walks the envelope list that follows the 2-byte body header, calling visit(envelope) for
+// each; `rest` is what follows it. No list is built: open() looks for one envelope per call.
+template <class Visit>
+Status walk_envelopes(ByteView body, ByteView& rest, Visit&& visit) {
   auto bad = [](const std::string& what) { return make_error(ErrorCode::bad_input, "E2EE body: " + what); };
   if (body.size() < 4) return bad("shorter than its header");
   size_t at = 2;
   const size_t count = size_t{body[at]} << 8 | body[at + 1];
   at += 2;
-  std::vector<RecipientEnvelope> out;
-  out.reserve(count);
   for (size_t i = 0; i < count; ++i) {
     if (at + 1 > body.size()) return bad("envelope " + std::to_string(i) + ": device id length past the end");
     const size_t id_bytes = body[at++];
@@ -46,11 +46,11 @@ Result<std::vector<RecipientEnvelope>> read_envelopes(ByteView body, ByteView& r
     const size_t bytes = crypto::load_u32be(body.data() + at);
     at += 4;
     if (bytes > body.size() - at) return bad("envelope " + std::to_string(i) + ": " + std::to_string(bytes) + " bytes past the end");
-    out.push_back({device, body.subspan(at, bytes)});
+    visit(RecipientEnvelope{device, body.subspan(at, bytes)});
     at += bytes;
   }
   rest = body.subspan(at);
-  return out;
+  return {};
 }
 
 }  // namespace
@@ -223,12 +223,12 @@ void E2eeClient::note_own_echo(const std::string& group_id, ByteView body) {
   if (body.size() < 2 || body[0] != kE2eeBodyMagic || body[1] != kE2eeBodyGroup) return;
   GroupState& g = it->second;
   ByteView rest;
-  Result<std::vector<RecipientEnvelope>> envelopes = read_envelopes(body, rest);
-  if (!envelopes.ok()) return;
+  std::vector<std::string_view> devices;
+  if (!walk_envelopes(body, rest, [&](const RecipientEnvelope& e) { devices.push_back(e.device); }).ok()) return;
   Result<crypto::SenderKeyWireHeader> header = crypto::peek_sender_key_header(rest);
   if (!header.ok() || header->key_id != g.own.key_id || g.rotate) return;  // an older key's message
-  for (const RecipientEnvelope& e : *envelopes) {
-    const std::string device(e.device);
+  for (const std::string_view d : devices) {
+    const std::string device(d);
     auto at = std::lower_bound(g.distributed_to.begin(), g.distributed_to.end(), device);
     if (at == g.distributed_to.end() || *at != device) {
       MSGSIM_ASSERT_LT(g.distributed_to.size(), crypto::kGroupMembersMax * 64);
@@ -285,15 +285,15 @@ Result<E2eeClient::Opened> E2eeClient::open(const std::string& conv, const std::
     return make_error(ErrorCode::bad_input, "not an E2EE body");
   }
   ByteView rest;
-  Result<std::vector<RecipientEnvelope>> envelopes = read_envelopes(body, rest);
-  if (!envelopes.ok()) return envelopes.error();
+  std::optional<RecipientEnvelope> mine;  // the last one addressed to this device
+  Status walked = walk_envelopes(body, rest, [&](const RecipientEnvelope& e) {
+    if (e.device == device_) mine = e;
+  });
+  if (!walked.ok()) return walked.error();
   Opened opened;
-  const RecipientEnvelope* mine = nullptr;
-  for (const RecipientEnvelope& e : *envelopes)
-    if (e.device == device_) mine = &e;
 
   if (body[1] == kE2eeBodyDirect) {
-    if (mine == nullptr) return make_error(ErrorCode::not_found, "no envelope for " + device_);
+    if (!mine) return make_error(ErrorCode::not_found, "no envelope for " + device_);
     opened.plaintext.resize(mine->envelope.size());
     Result<size_t> size = open_pairwise(sender_device, mine->envelope, opened.plaintext, opened.duplicate,
                                         opened.used_one_time_prekey);
@@ -303,7 +303,7 @@ Result<E2eeClient::Opened> E2eeClient::open(const std::string& conv, const std::
   }
 
   GroupState& g = group(conv);
-  if (mine != nullptr) {
+  if (mine) {
     Bytes distribution(mine->envelope.size());
     bool duplicate = false;
     Result<size_t> size = open_pairwise(sender_device, mine->envelope, distribution, duplicate, opened.used_one_time_prekey);
