@@ -674,6 +674,45 @@ TEST(Replication, AFollowerCutsALogRowInsideItAndKeepsItsPrefix) {
   EXPECT_EQ(rig.queue(1).next_seq("g:a"), 4u);
 }
 
+// A new leader's log can differ from a follower's by more records than one Replicate frame
+// carries (kEntriesPerFrameMax, 512): the follower drops them all and carries on.
+TEST(Replication, AFollowerDropsMoreRecordsThanAFrameHolds) {
+  FollowerRig rig;
+  rig.start_all();
+  rig.sim.crash(rig.queue_ids[0], CrashDisk::keep_unsynced);
+  rig.start_fake();
+  constexpr uint64_t kRecords = 700;
+  constexpr uint64_t kPerFrame = 100;
+  Replicate frame;
+  frame.partition = 0;
+  frame.epoch = 2;
+  frame.high_watermark = 1;
+  frame.to_end = true;
+  for (uint64_t first = 1; first <= kRecords; first += kPerFrame) {
+    frame.prev_offset = first - 1;
+    frame.prev_epoch = first == 1 ? 0 : 2;
+    frame.records.clear();
+    for (uint64_t offset = first; offset < first + kPerFrame; ++offset) {
+      frame.records.push_back(at(offset, 2, message("dm:u1:u2", "u1", "m" + std::to_string(offset), "u2"), offset));
+    }
+    const ReplicaAck ack = rig.replicate(frame);
+    ASSERT_TRUE(ack.ok) << first;
+    ASSERT_EQ(ack.log_end, first + kPerFrame);
+  }
+  EXPECT_EQ(rig.queue(1).next_seq("dm:u1:u2"), kRecords + 1);
+  // Epoch 3's leader has a different record at offset 2: the follower keeps offset 1 only.
+  frame.epoch = 3;
+  frame.prev_offset = 2;
+  frame.prev_epoch = 3;
+  frame.records.clear();
+  frame.to_end = false;
+  const ReplicaAck ack = rig.replicate(frame);
+  EXPECT_FALSE(ack.ok);
+  EXPECT_EQ(ack.log_end, 2u);
+  EXPECT_EQ(rig.queue(1).next_offset(0), 2u);
+  EXPECT_EQ(rig.queue(1).next_seq("dm:u1:u2"), 2u);
+}
+
 TEST(Replication, AFollowerRefusesAnOlderEpochEvenAfterARestart) {
   FollowerRig rig;
   rig.start_all();

@@ -1252,13 +1252,17 @@ bool QueueNode::truncate_from(Context& ctx, uint32_t partition, uint64_t from) {
                   ", below the log start " + std::to_string(part.log_start));
     return false;
   }
-  std::vector<ReplicaRecord> records;
+  // Read a frame's worth at a time into `chunk`: read_records adds nothing to a vector that
+  // already holds kEntriesPerFrameMax records, so reading straight into `records` halted the
+  // node on any truncation longer than that.
+  std::vector<ReplicaRecord> records, chunk;
   for (uint64_t at = from; at < part.next_offset; at = records.back().offset + 1) {
-    const size_t before = records.size();
-    if (!read_records(partition, at, part.next_offset, records) || records.size() == before) {
+    chunk.clear();
+    if (!read_records(partition, at, part.next_offset, chunk) || chunk.empty()) {
       halt(ctx, "reading partition " + std::to_string(partition) + " to truncate it");
       return false;
     }
+    records.insert(records.end(), std::make_move_iterator(chunk.begin()), std::make_move_iterator(chunk.end()));
   }
   ctx.log(LogLevel::info, "queue: partition " + std::to_string(partition) + " drops " + std::to_string(records.size()) +
                               " records from offset " + std::to_string(from));
