@@ -230,6 +230,12 @@ TEST(LiveConformance, DevicesAgainstARunningDeploymentPassTheOracle) {
   ASSERT_NE(flags.find("--target ws://127.0.0.1:"), std::string::npos) << flags;
   ASSERT_NE(flags.find("--target-keys ws://127.0.0.1:"), std::string::npos) << flags;
   ASSERT_NE(flags.find("--target-chat 2=ws://127.0.0.1:"), std::string::npos) << flags;
+  // The targets file names every server's port; a node process can still be seen a moment
+  // later than that on a loaded machine (it was 8 of 9 once), so wait for all of them.
+  const auto all_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (processes_mentioning(dir + "/servers").size() < kServerProcesses && std::chrono::steady_clock::now() < all_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
   EXPECT_EQ(processes_mentioning(dir + "/servers").size(), kServerProcesses);
 
   const std::string history = dir + "/history.jsonl";

@@ -861,7 +861,11 @@ void QueueNode::on_subscribe(Context& ctx, ConnId conn, const Subscribe& subscri
 
 void QueueNode::catch_up(Context& ctx) {
   bool more = false;
-  for (auto& [key, sub] : state_.subscriptions) {
+  // References, not a structured binding: the scan's lambda captures them, which clang 14 (the
+  // fuzz build's compiler) does not allow for structured bindings.
+  for (auto& subscription : state_.subscriptions) {
+    const auto& key = subscription.first;
+    auto& sub = subscription.second;
     if (sub.caught_up || !state_.partitions.at(key.second).leader) continue;
     const uint32_t partition = key.second;
     // Only committed records: the open batch's rows are visible to this connection, but a crash
