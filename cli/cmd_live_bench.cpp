@@ -162,37 +162,93 @@ struct SharedGroupCommitCounters {
   // from kFsyncBucketFloorNs; the last one holds everything above.
   static constexpr size_t kFsyncBuckets = 200;
   std::atomic<uint64_t> fsync_buckets[kFsyncBuckets]{};
+  // The distribution of the loop thread's CPU per turn (one io_context::run_one: the epoll
+  // wait's own CPU and one completion handler), log-spaced as the fsync buckets but from
+  // kLoopTurnBucketFloorNs: whether a message's latency tail comes from long turns of the loop it
+  // waits behind (a WAL checkpoint, a burst of writes) rather than from the mean CPU.
+  static constexpr size_t kLoopTurnBuckets = 200;
+  std::atomic<uint64_t> loop_turn_buckets[kLoopTurnBuckets]{};
+  // The loop thread's time runnable but not running (/proc/thread-self/schedstat's second
+  // field) and its involuntary context switches (getrusage RUSAGE_THREAD), published with
+  // loop_cpu_ns: how long the other processes on the machine's cores kept the loop waiting.
+  std::atomic<uint64_t> loop_runqueue_wait_ns{0};
+  std::atomic<uint64_t> loop_involuntary_switches{0};
 };
 constexpr int64_t kLoopCpuPublishNs = 50 * kNanosPerMilli;
 constexpr double kFsyncBucketFloorNs = 1000;
-constexpr double kFsyncBucketsPerOctave = 8;
+constexpr double kLoopTurnBucketFloorNs = 128;
+constexpr double kBucketsPerOctave = 8;
 
-size_t fsync_bucket_of(double sync_ns) {
-  if (!(sync_ns > kFsyncBucketFloorNs)) return 0;
-  const double index = std::floor(std::log2(sync_ns / kFsyncBucketFloorNs) * kFsyncBucketsPerOctave);
-  return static_cast<size_t>(std::min(index, static_cast<double>(SharedGroupCommitCounters::kFsyncBuckets - 1)));
+// A log-spaced histogram's bucket for a duration: kBucketsPerOctave buckets per doubling from
+// `floor_ns` (bucket 0 holds everything below it, the last one everything above).
+size_t log_bucket_of(double duration_ns, double floor_ns, size_t buckets) {
+  if (!(duration_ns > floor_ns)) return 0;
+  const double index = std::floor(std::log2(duration_ns / floor_ns) * kBucketsPerOctave);
+  return static_cast<size_t>(std::min(index, static_cast<double>(buckets - 1)));
 }
-double fsync_bucket_lower_ns(size_t bucket) {
-  return bucket == 0 ? 0 : kFsyncBucketFloorNs * std::exp2(static_cast<double>(bucket) / kFsyncBucketsPerOctave);
+double log_bucket_lower_ns(size_t bucket, double floor_ns) {
+  return bucket == 0 ? 0 : floor_ns * std::exp2(static_cast<double>(bucket) / kBucketsPerOctave);
 }
+size_t fsync_bucket_of(double sync_ns) { return log_bucket_of(sync_ns, kFsyncBucketFloorNs, SharedGroupCommitCounters::kFsyncBuckets); }
 
-// The histogram's non-empty buckets, in microseconds' bounds for the JSON and nanoseconds' for
+// A histogram's non-empty buckets, in microseconds' bounds for the JSON and nanoseconds' for
 // reports::quantiles_from_buckets.
-std::vector<reports::DurationBucket> fsync_buckets_of(const uint64_t* counts) {
+std::vector<reports::DurationBucket> log_buckets_of(const uint64_t* counts, size_t buckets, double floor_ns) {
   std::vector<reports::DurationBucket> out;
-  for (size_t b = 0; b < SharedGroupCommitCounters::kFsyncBuckets; ++b) {
+  for (size_t b = 0; b < buckets; ++b) {
     if (counts[b] == 0) continue;
-    out.push_back({std::llround(fsync_bucket_lower_ns(b)), std::llround(fsync_bucket_lower_ns(b + 1)), counts[b]});
+    out.push_back({std::llround(log_bucket_lower_ns(b, floor_ns)), std::llround(log_bucket_lower_ns(b + 1, floor_ns)), counts[b]});
   }
   return out;
 }
+std::vector<reports::DurationBucket> fsync_buckets_of(const uint64_t* counts) {
+  return log_buckets_of(counts, SharedGroupCommitCounters::kFsyncBuckets, kFsyncBucketFloorNs);
+}
+std::vector<reports::DurationBucket> loop_turn_buckets_of(const uint64_t* counts) {
+  return log_buckets_of(counts, SharedGroupCommitCounters::kLoopTurnBuckets, kLoopTurnBucketFloorNs);
+}
 // [[lower_us, upper_us, count], ..]: the histogram itself, so that a lone slow fsync keeps its
 // own weight for the twin (reports/live_twin.h) rather than a quantile step's.
-nlohmann::json fsync_buckets_json(const uint64_t* counts) {
+nlohmann::json buckets_json(const std::vector<reports::DurationBucket>& buckets) {
   nlohmann::json out = nlohmann::json::array();
-  for (const reports::DurationBucket& b : fsync_buckets_of(counts))
+  for (const reports::DurationBucket& b : buckets)
     out.push_back({static_cast<double>(b.lower_ns) / 1e3, static_cast<double>(b.upper_ns) / 1e3, b.count});
   return out;
+}
+
+int64_t thread_cpu_ns() {
+  timespec cpu{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
+  return static_cast<int64_t>(cpu.tv_sec) * kNanosPerSecond + cpu.tv_nsec;
+}
+
+// The calling thread's scheduler figures: nanoseconds runnable but waiting for a core, and
+// involuntary context switches.
+struct ThreadSchedule {
+  uint64_t runqueue_wait_ns = 0;
+  uint64_t involuntary_switches = 0;
+};
+ThreadSchedule thread_schedule() {
+  ThreadSchedule out;
+  std::ifstream schedstat("/proc/thread-self/schedstat");
+  uint64_t run_ns = 0;
+  schedstat >> run_ns >> out.runqueue_wait_ns;
+  rusage usage{};
+  if (::getrusage(RUSAGE_THREAD, &usage) == 0) out.involuntary_switches = static_cast<uint64_t>(usage.ru_nivcsw);
+  return out;
+}
+
+// Runs `io` to completion one turn at a time, adding each turn's thread CPU to `buckets`
+// (log-spaced from kLoopTurnBucketFloorNs). One CLOCK_THREAD_CPUTIME_ID read a turn, so the
+// figures include that read's own cost (a fraction of a microsecond).
+template <typename Counter>
+void run_counting_turns(asio::io_context& io, Counter* buckets, size_t bucket_count) {
+  int64_t before_ns = thread_cpu_ns();
+  while (io.run_one() > 0) {
+    const int64_t after_ns = thread_cpu_ns();
+    buckets[log_bucket_of(static_cast<double>(after_ns - before_ns), kLoopTurnBucketFloorNs, bucket_count)] += 1;
+    before_ns = after_ns;
+  }
 }
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "the counters are shared between processes");
 
@@ -654,10 +710,10 @@ chat::ChatConfig bench_config(uint32_t traffic_runs, uint32_t pairs, const Queue
   asio::steady_timer loop_cpu_timer(io);
   std::function<void(error_code)> publish_loop_cpu = [&](error_code error) {
     if (error) return;
-    timespec cpu{};
-    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu);
-    counters->loop_cpu_ns.store(static_cast<uint64_t>(cpu.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(cpu.tv_nsec),
-                                std::memory_order_relaxed);
+    counters->loop_cpu_ns.store(static_cast<uint64_t>(thread_cpu_ns()), std::memory_order_relaxed);
+    const ThreadSchedule schedule = thread_schedule();
+    counters->loop_runqueue_wait_ns.store(schedule.runqueue_wait_ns, std::memory_order_relaxed);
+    counters->loop_involuntary_switches.store(schedule.involuntary_switches, std::memory_order_relaxed);
     loop_cpu_timer.expires_after(std::chrono::nanoseconds(kLoopCpuPublishNs));
     loop_cpu_timer.async_wait(publish_loop_cpu);
   };
@@ -670,7 +726,11 @@ chat::ChatConfig bench_config(uint32_t traffic_runs, uint32_t pairs, const Queue
     trace_timer.async_wait(report_trace);
   };
   if (StageTrace::enabled()) report_trace({});
-  io.run();
+  if (counters != nullptr) {
+    run_counting_turns(io, counters->loop_turn_buckets, SharedGroupCommitCounters::kLoopTurnBuckets);
+  } else {
+    io.run();
+  }
   std::_Exit(0);
 }
 
@@ -845,6 +905,19 @@ struct RateResult {
   size_t fsync_quantiles_count = 0;
   // The histogram they come from (SharedGroupCommitCounters::fsync_buckets, the send window's).
   uint64_t fsync_bucket_counts[SharedGroupCommitCounters::kFsyncBuckets] = {};
+  // The server loop in the send window: its turns' CPU (SharedGroupCommitCounters::
+  // loop_turn_buckets), turns per delivered message, and the time it waited for a core.
+  uint64_t server_loop_turn_counts[SharedGroupCommitCounters::kLoopTurnBuckets] = {};
+  double server_loop_turns_per_msg = 0;
+  double server_loop_runqueue_wait_us_per_msg = 0;
+  double server_loop_involuntary_switches_per_s = 0;
+  // The same for the client process's loop (every sender and receiver on one thread), whose
+  // turns a Deliver also waits behind before its latency is taken.
+  uint64_t client_loop_turn_counts[SharedGroupCommitCounters::kLoopTurnBuckets] = {};
+  double client_loop_cpu_us_per_msg = 0;
+  double client_loop_turns_per_msg = 0;
+  double client_loop_runqueue_wait_us_per_msg = 0;
+  double client_loop_involuntary_switches_per_s = 0;
 };
 
 // Senders traffic_user(run, 0..pairs-1) send to receivers traffic_user(run, pairs..) at `rate` msgs/s in
@@ -904,6 +977,12 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   const uint64_t loop_cpu_at_start_ns = server_counters.loop_cpu_ns.load(std::memory_order_relaxed);
   std::vector<uint64_t> fsync_buckets(SharedGroupCommitCounters::kFsyncBuckets);
   for (size_t b = 0; b < fsync_buckets.size(); ++b) fsync_buckets[b] = server_counters.fsync_buckets[b].load(std::memory_order_relaxed);
+  std::vector<uint64_t> server_turns(SharedGroupCommitCounters::kLoopTurnBuckets);
+  for (size_t b = 0; b < server_turns.size(); ++b) server_turns[b] = server_counters.loop_turn_buckets[b].load(std::memory_order_relaxed);
+  const uint64_t server_wait_at_start_ns = server_counters.loop_runqueue_wait_ns.load(std::memory_order_relaxed);
+  const uint64_t server_switches_at_start = server_counters.loop_involuntary_switches.load(std::memory_order_relaxed);
+  const int64_t client_cpu_at_start_ns = thread_cpu_ns();
+  const ThreadSchedule client_schedule_at_start = thread_schedule();
   const int64_t start_ns = monotonic_now_ns();
   measure_start_ns = start_ns;
   uint64_t next_sender = 0;
@@ -939,7 +1018,10 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   tick.async_wait(on_tick);
   asio::steady_timer stop(io, std::chrono::nanoseconds(duration_ns + drain_ns));
   stop.async_wait([&](error_code) { io.stop(); });
-  io.run();
+  run_counting_turns(io, result.client_loop_turn_counts, SharedGroupCommitCounters::kLoopTurnBuckets);
+  const int64_t client_cpu_at_end_ns = thread_cpu_ns();
+  const ThreadSchedule client_schedule_at_end = thread_schedule();
+  const double window_s = static_cast<double>(monotonic_now_ns() - start_ns) / 1e9;
   const uint64_t server_ticks_at_end = cpu_ticks(server_pid);
   const uint64_t loop_cpu_at_end_ns = server_counters.loop_cpu_ns.load(std::memory_order_relaxed);
   // The fdatasyncs of the send window only (as the latencies): the connects before it commit
@@ -947,6 +1029,19 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   for (size_t b = 0; b < fsync_buckets.size(); ++b)
     fsync_buckets[b] = server_counters.fsync_buckets[b].load(std::memory_order_relaxed) - fsync_buckets[b];
   std::copy_n(fsync_buckets.begin(), SharedGroupCommitCounters::kFsyncBuckets, result.fsync_bucket_counts);
+  uint64_t server_turn_total = 0, client_turn_total = 0;
+  for (size_t b = 0; b < server_turns.size(); ++b) {
+    result.server_loop_turn_counts[b] = server_counters.loop_turn_buckets[b].load(std::memory_order_relaxed) - server_turns[b];
+    server_turn_total += result.server_loop_turn_counts[b];
+    client_turn_total += result.client_loop_turn_counts[b];
+  }
+  const uint64_t server_wait_ns = server_counters.loop_runqueue_wait_ns.load(std::memory_order_relaxed) - server_wait_at_start_ns;
+  const uint64_t server_switches = server_counters.loop_involuntary_switches.load(std::memory_order_relaxed) - server_switches_at_start;
+  if (window_s > 0) {
+    result.server_loop_involuntary_switches_per_s = static_cast<double>(server_switches) / window_s;
+    result.client_loop_involuntary_switches_per_s =
+        static_cast<double>(client_schedule_at_end.involuntary_switches - client_schedule_at_start.involuntary_switches) / window_s;
+  }
   // 0 %, 0.1 %, .., 100 %: fine enough that the top 1 %, which makes the twin's p99, is not one
   // straight line from p95 to the max.
   const std::vector<int64_t> fsync_quantiles = reports::quantiles_from_buckets(fsync_buckets_of(result.fsync_bucket_counts), 1000);
@@ -971,6 +1066,13 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
                                                static_cast<double>(::sysconf(_SC_CLK_TCK)) / static_cast<double>(result.delivered);
     result.server_loop_cpu_us_per_msg =
         static_cast<double>(loop_cpu_at_end_ns - loop_cpu_at_start_ns) / 1e3 / static_cast<double>(result.delivered);
+    const auto per_msg = [&](double value) { return value / static_cast<double>(result.delivered); };
+    result.server_loop_turns_per_msg = per_msg(static_cast<double>(server_turn_total));
+    result.server_loop_runqueue_wait_us_per_msg = per_msg(static_cast<double>(server_wait_ns) / 1e3);
+    result.client_loop_cpu_us_per_msg = per_msg(static_cast<double>(client_cpu_at_end_ns - client_cpu_at_start_ns) / 1e3);
+    result.client_loop_turns_per_msg = per_msg(static_cast<double>(client_turn_total));
+    result.client_loop_runqueue_wait_us_per_msg =
+        per_msg(static_cast<double>(client_schedule_at_end.runqueue_wait_ns - client_schedule_at_start.runqueue_wait_ns) / 1e3);
   }
   timespec cpu{};
   ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
@@ -1251,6 +1353,21 @@ int run_bench(const BenchOptions& options) {
                       {"server_send_window_cpu_us_per_msg", r.server_send_window_cpu_us_per_msg},
                       {"server_loop_cpu_us_per_msg", r.server_loop_cpu_us_per_msg},
                       {"client_cpu_us_per_msg", r.client_cpu_us_per_msg},
+                      // Each event loop in the send window: CPU and turns per delivered
+                      // message, the turns' CPU as a histogram, the time runnable but waiting
+                      // for a core, and involuntary context switches.
+                      {"server_loop",
+                       {{"cpu_us_per_msg", r.server_loop_cpu_us_per_msg},
+                        {"turns_per_msg", r.server_loop_turns_per_msg},
+                        {"turn_cpu_buckets_us", buckets_json(loop_turn_buckets_of(r.server_loop_turn_counts))},
+                        {"runqueue_wait_us_per_msg", r.server_loop_runqueue_wait_us_per_msg},
+                        {"involuntary_switches_per_s", r.server_loop_involuntary_switches_per_s}}},
+                      {"client_loop",
+                       {{"cpu_us_per_msg", r.client_loop_cpu_us_per_msg},
+                        {"turns_per_msg", r.client_loop_turns_per_msg},
+                        {"turn_cpu_buckets_us", buckets_json(loop_turn_buckets_of(r.client_loop_turn_counts))},
+                        {"runqueue_wait_us_per_msg", r.client_loop_runqueue_wait_us_per_msg},
+                        {"involuntary_switches_per_s", r.client_loop_involuntary_switches_per_s}}},
                       // The server's group commit while this rate's clients ran (window_s):
                       // reports/live_twin reads files_per_batch.
                       {"group_commit",
@@ -1262,7 +1379,7 @@ int run_bench(const BenchOptions& options) {
                         {"fsyncs_per_s", r.window_s > 0 ? static_cast<double>(r.files_synced) / r.window_s : 0.0},
                         {"fsync_mean_us", r.fsync_mean_us},
                         {"fsync_quantiles_us", std::vector<double>(r.fsync_quantiles_us, r.fsync_quantiles_us + r.fsync_quantiles_count)},
-                        {"fsync_buckets_us", fsync_buckets_json(r.fsync_bucket_counts)}}}});
+                        {"fsync_buckets_us", buckets_json(fsync_buckets_of(r.fsync_bucket_counts))}}}});
     }
     out["traffic"] = {{"senders", options.pairs},
                       {"receivers", options.pairs},

@@ -50,6 +50,13 @@ struct PlanArgs {
 // batching delays the bench ran with; without them, the ChatTuning defaults, which every bench
 // before they were reported ran with), and a top-level "uptime" string (scripts/plan-vs-live adds
 // the machine's load during the run).
+// An event loop's turns as live bench measured them ("server_loop" / "client_loop" per rate:
+// "cpu_us_per_msg", "turns_per_msg", "turn_cpu_buckets_us" as [[lower_us, upper_us, count], ..]).
+struct LiveLoopTurns {
+  double cpu_us_per_msg = 0;
+  double turns_per_msg = 0;
+  std::vector<int64_t> turn_quantiles_ns;
+};
 struct LivePoint {
   double offered_per_s, p50_ms, p99_ms;
   std::optional<double> delivered_per_s;
@@ -57,7 +64,44 @@ struct LivePoint {
   std::optional<double> loop_cpu_us_per_msg;  // the server's event-loop thread, per delivered message
   std::optional<double> fsync_mean_us;        // the group commit's mean fdatasync during the rate
   std::vector<int64_t> fsync_quantiles_ns;    // its fdatasyncs' distribution (evenly spaced quantiles), if measured
+  std::optional<LiveLoopTurns> server_loop, client_loop;
 };
+
+// A histogram of durations as live bench writes it: [[lower_us, upper_us, count], ..], ascending.
+Result<std::vector<reports::DurationBucket>> read_buckets(const nlohmann::json& h, const std::string& label) {
+  if (!h.is_array() || h.size() > 1000) return make_error(ErrorCode::bad_input, label + ": expected an array of at most 1000 buckets");
+  std::vector<reports::DurationBucket> buckets;
+  for (size_t k = 0; k < h.size(); ++k) {
+    const auto& b = h[k];
+    const bool valid = b.is_array() && b.size() == 3 && b[0].is_number() && b[1].is_number() && b[2].is_number_unsigned() &&
+                       b[0].get<double>() >= 0 && b[1].get<double>() >= b[0].get<double>() && b[1].get<double>() <= 1e8 &&
+                       (k == 0 || b[0].get<double>() >= h[k - 1][1].get<double>());
+    if (!valid)
+      return make_error(ErrorCode::bad_input, label + "[" + std::to_string(k) +
+                                                  "]: expected [lower_us, upper_us, count], lower <= upper <= 1e8, above the bucket before");
+    buckets.push_back({std::llround(b[0].get<double>() * 1e3), std::llround(b[1].get<double>() * 1e3), b[2].get<uint64_t>()});
+  }
+  return buckets;
+}
+
+// A rate's "server_loop" or "client_loop"; nothing when it measured no turns.
+Result<std::optional<LiveLoopTurns>> read_loop_turns(const nlohmann::json& loop, const std::string& label) {
+  if (!loop.is_object()) return make_error(ErrorCode::bad_input, label + ": expected an object");
+  LiveLoopTurns out;
+  for (const auto& [key, target] : {std::pair<const char*, double*>{"cpu_us_per_msg", &out.cpu_us_per_msg},
+                                    std::pair<const char*, double*>{"turns_per_msg", &out.turns_per_msg}}) {
+    if (!loop.contains(key) || !loop[key].is_number() || loop[key].get<double>() < 0 || loop[key].get<double>() > 1e6)
+      return make_error(ErrorCode::bad_input, label + "." + key + ": expected a number in [0, 1e6]");
+    *target = loop[key].get<double>();
+  }
+  if (!loop.contains("turn_cpu_buckets_us")) return make_error(ErrorCode::bad_input, label + ".turn_cpu_buckets_us: missing");
+  Result<std::vector<reports::DurationBucket>> buckets = read_buckets(loop["turn_cpu_buckets_us"], label + ".turn_cpu_buckets_us");
+  if (!buckets.ok()) return buckets.error();
+  // 100,001 quantiles, as for the fsyncs: a lone long turn keeps its own weight.
+  out.turn_quantiles_ns = reports::quantiles_from_buckets(*buckets, 100'000);
+  if (out.turn_quantiles_ns.empty() || out.turns_per_msg <= 0 || out.cpu_us_per_msg <= 0) return std::optional<LiveLoopTurns>{};
+  return std::optional<LiveLoopTurns>{std::move(out)};
+}
 struct LiveRun {
   std::vector<LivePoint> points;
   uint32_t pairs = 500;
@@ -107,7 +151,7 @@ Result<LiveRun> read_live(const std::string& path) {
     if (r["offered_per_s"].get<double>() <= 0 || r["offered_per_s"].get<double>() > 1e7)
       return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) + "].offered_per_s: expected (0, 1e7]");
     LivePoint point{r["offered_per_s"].get<double>(), r[p50].get<double>() * to_ms, r[p99].get<double>() * to_ms, std::nullopt,
-                    std::nullopt, std::nullopt, std::nullopt, {}};
+                    std::nullopt, std::nullopt, std::nullopt, {}, std::nullopt, std::nullopt};
     if (r.contains("delivered_per_s")) {
       if (!r["delivered_per_s"].is_number())
         return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) + "].delivered_per_s: expected a number");
@@ -146,22 +190,11 @@ Result<LiveRun> read_live(const std::string& path) {
       if (g.contains("fsync_buckets_us")) {
         // The histogram the quantiles come from ([[lower_us, upper_us, count], ..], ascending):
         // the twin draws from it at a resolution where a lone slow fsync keeps its own weight.
-        const auto& h = g["fsync_buckets_us"];
-        const std::string label = path + ": " + where + "[" + std::to_string(i) + "].group_commit.fsync_buckets_us";
-        if (!h.is_array() || h.size() > 1000) return make_error(ErrorCode::bad_input, label + ": expected an array of at most 1000 buckets");
-        std::vector<reports::DurationBucket> buckets;
-        for (size_t k = 0; k < h.size(); ++k) {
-          const auto& b = h[k];
-          const bool valid = b.is_array() && b.size() == 3 && b[0].is_number() && b[1].is_number() && b[2].is_number_unsigned() &&
-                             b[0].get<double>() >= 0 && b[1].get<double>() >= b[0].get<double>() && b[1].get<double>() <= 1e8 &&
-                             (k == 0 || b[0].get<double>() >= h[k - 1][1].get<double>());
-          if (!valid)
-            return make_error(ErrorCode::bad_input, label + "[" + std::to_string(k) +
-                                                        "]: expected [lower_us, upper_us, count], lower <= upper <= 1e8, above the bucket before");
-          buckets.push_back({std::llround(b[0].get<double>() * 1e3), std::llround(b[1].get<double>() * 1e3), b[2].get<uint64_t>()});
-        }
+        Result<std::vector<reports::DurationBucket>> buckets =
+            read_buckets(g["fsync_buckets_us"], path + ": " + where + "[" + std::to_string(i) + "].group_commit.fsync_buckets_us");
+        if (!buckets.ok()) return buckets.error();
         // 100,001 quantiles: a step is 0.001 %, far below one fsync of a 10 s rate.
-        std::vector<int64_t> quantiles = reports::quantiles_from_buckets(buckets, 100'000);
+        std::vector<int64_t> quantiles = reports::quantiles_from_buckets(*buckets, 100'000);
         if (!quantiles.empty()) point.fsync_quantiles_ns = std::move(quantiles);
       }
     }
@@ -172,6 +205,13 @@ Result<LiveRun> read_live(const std::string& path) {
                                                     "].server_loop_cpu_us_per_msg: expected a number in [0, 1e6]");
       // 0: nothing delivered (nothing measured); the twin keeps the cost table's.
       if (v.get<double>() > 0) point.loop_cpu_us_per_msg = v.get<double>();
+    }
+    for (const auto& [key, target] : {std::pair<const char*, std::optional<LiveLoopTurns>*>{"server_loop", &point.server_loop},
+                                      std::pair<const char*, std::optional<LiveLoopTurns>*>{"client_loop", &point.client_loop}}) {
+      if (!r.contains(key)) continue;
+      Result<std::optional<LiveLoopTurns>> turns = read_loop_turns(r[key], path + ": " + where + "[" + std::to_string(i) + "]." + key);
+      if (!turns.ok()) return turns.error();
+      *target = std::move(*turns);
     }
     out.points.push_back(point);
   }
@@ -330,6 +370,7 @@ int plan(const PlanArgs& args) {
       std::string loop_cpu;         // the measured loop CPU per message the twin charged, per rate
       std::string fsync_means;      // the bench's mean fdatasync the twin's distribution was scaled to, per rate
       std::string fsync_measured;   // the bench's own fdatasync distribution the twin drew from, per rate
+      std::string loop_turns;       // the measured event-loop turns the twin drew its CPU from, per rate
       for (const LivePoint& p : live->points) {
         reports::LiveTwinOptions options;
         options.seed = args.seed;
@@ -343,6 +384,34 @@ int plan(const PlanArgs& args) {
           char cpu[64];
           std::snprintf(cpu, sizeof cpu, "%s%.0f us at %.0f/s", loop_cpu.empty() ? "" : ", ", *p.loop_cpu_us_per_msg, p.offered_per_s);
           loop_cpu += cpu;
+        }
+        if (p.server_loop.has_value()) {
+          // The loop's turns: each stage's CPU drawn as turns of the measured shape.
+          if (!p.loop_cpu_us_per_msg.has_value())
+            at_rate = reports::with_measured_loop_cpu(at_rate, std::llround(p.server_loop->cpu_us_per_msg * 1e3));
+          at_rate.server_turn_quantiles_ns = p.server_loop->turn_quantiles_ns;
+          at_rate.server_turns_per_msg = p.server_loop->turns_per_msg;
+        }
+        if (p.client_loop.has_value()) {
+          at_rate.client_turn_quantiles_ns = p.client_loop->turn_quantiles_ns;
+          at_rate.client_turns_per_msg = p.client_loop->turns_per_msg;
+          at_rate.client_ns_per_message = std::llround(p.client_loop->cpu_us_per_msg * 1e3);
+        }
+        if (p.server_loop.has_value() || p.client_loop.has_value()) {
+          const auto loop_text = [](const char* name, const std::optional<LiveLoopTurns>& loop) {
+            if (!loop.has_value()) return std::string();
+            const auto& q = loop->turn_quantiles_ns;
+            char text[160];
+            std::snprintf(text, sizeof text, "%s %.1f turns a message, turn p50 %.1f / p99 %.0f / max %.0f us", name, loop->turns_per_msg,
+                          static_cast<double>(reports::sample_quantiles(q, 0.5)) / 1e3,
+                          static_cast<double>(reports::sample_quantiles(q, 0.99)) / 1e3, static_cast<double>(q.back()) / 1e3);
+            return std::string(text);
+          };
+          const std::string server_text = loop_text("server", p.server_loop), client_text = loop_text("client", p.client_loop);
+          char rate[48];
+          std::snprintf(rate, sizeof rate, " at %.0f/s", p.offered_per_s);
+          loop_turns += (loop_turns.empty() ? "" : "; ") + server_text + (server_text.empty() || client_text.empty() ? "" : ", ") +
+                        client_text + rate;
         }
         if (!p.fsync_quantiles_ns.empty()) {
           // The bench measured the distribution itself (its tail included): the twin draws from it.
@@ -412,7 +481,14 @@ int plan(const PlanArgs& args) {
                      us(reports::sample_quantiles(twin.idle_hop_quantiles_ns, 0.5)) + ", p99 " +
                      us(reports::sample_quantiles(twin.idle_hop_quantiles_ns, 0.99)) + ", max " + us(twin.idle_hop_quantiles_ns.back()) +
                      "; back-to-back round trip " + us(twin.loopback_rtt_ns) + ")") +
-          ". Loaders' CPU is not charged (separate processes). Measured: " + args.live_json +
+          (loop_turns.empty()
+               ? ". Loaders' CPU is not charged (separate processes)"
+               : ". Where the bench measured its event loops' turns, each stage's CPU is drawn as that many turns of the "
+                 "measured distribution, scaled to the measured mean (a message waits behind a long turn as a live one does), "
+                 "and the client loop (every sender and receiver on one thread) is charged its own measured turns, " +
+                     std::to_string(static_cast<int>(reports::kClientSendShare * 100)) +
+                     " % on the send and the rest on the Deliver's arrival (" + loop_turns + ")") +
+          ". Measured: " + args.live_json +
           " (msgsim live bench --json)" + (live->uptime.empty() ? std::string(".") : ", machine load during it: " + live->uptime + ".") +
           " Below the knee: the live bench delivered at least 95 % of the offered rate and its p99 stayed within 3x the "
           "p99 of the lightest load.";

@@ -65,13 +65,7 @@ LiveTwinCosts with_measured_fsync_mean(const LiveTwinCosts& costs, int64_t fsync
     q = {fsync_mean_ns};
     return out;
   }
-  // The mean of the piecewise-linear distribution sample_quantiles draws from.
-  double mean = static_cast<double>(q[0]);
-  if (q.size() > 1) {
-    double sum = 0;
-    for (size_t i = 0; i + 1 < q.size(); ++i) sum += (static_cast<double>(q[i]) + static_cast<double>(q[i + 1])) / 2;
-    mean = sum / static_cast<double>(q.size() - 1);
-  }
+  const double mean = quantiles_mean(q);
   if (mean <= 0) {
     q.assign(q.size(), fsync_mean_ns);
     return out;
@@ -88,6 +82,14 @@ int64_t sample_quantiles(const std::vector<int64_t>& q, double u) {
   const auto i = std::min(q.size() - 2, static_cast<size_t>(position));
   const double frac = position - static_cast<double>(i);
   return q[i] + static_cast<int64_t>(std::llround(frac * static_cast<double>(q[i + 1] - q[i])));
+}
+
+double quantiles_mean(const std::vector<int64_t>& q) {
+  if (q.empty()) return 0;
+  if (q.size() == 1) return static_cast<double>(q[0]);
+  double sum = 0;
+  for (size_t i = 0; i + 1 < q.size(); ++i) sum += (static_cast<double>(q[i]) + static_cast<double>(q[i + 1])) / 2;
+  return sum / static_cast<double>(q.size() - 1);
 }
 
 std::vector<int64_t> quantiles_from_buckets(const std::vector<DurationBucket>& all_buckets, size_t steps) {
@@ -141,6 +143,28 @@ TwinFrame decode(ByteView bytes) {
 
 // Bounds: far above what a few seconds at a few thousand messages per second hold.
 constexpr size_t kHeldMax = 4'000'000;
+constexpr int64_t kTurnsPerChargeMax = 1'000'000;
+
+// An event loop's CPU for some work, drawn as turns of the loop (LiveTwinCosts' turn
+// distributions): `turns` (a real number: its fraction is one more turn with that probability)
+// turns drawn from `quantiles_ns`, each scaled by `scale` so that the expected sum is the work's
+// mean CPU.
+int64_t draw_turns(Context& ctx, const std::vector<int64_t>& quantiles_ns, double turns, double scale) {
+  MSGSIM_ASSERT_GE(turns, 0.0);
+  auto whole = static_cast<int64_t>(turns);
+  if (ctx.rng().uniform01() < turns - static_cast<double>(whole)) whole++;
+  MSGSIM_ASSERT_LE(whole, kTurnsPerChargeMax);
+  double sum_ns = 0;
+  for (int64_t i = 0; i < whole; ++i) sum_ns += static_cast<double>(sample_quantiles(quantiles_ns, ctx.rng().uniform01()));
+  return std::llround(sum_ns * scale);
+}
+
+// The scale that makes `turns_per_msg` turns of the distribution average `ns_per_msg`.
+double turn_scale(const std::vector<int64_t>& quantiles_ns, double turns_per_msg, int64_t ns_per_msg) {
+  const double mean_turn_ns = quantiles_mean(quantiles_ns);
+  if (quantiles_ns.empty() || turns_per_msg <= 0 || mean_turn_ns <= 0) return 0;
+  return static_cast<double>(ns_per_msg) / (turns_per_msg * mean_turn_ns);
+}
 constexpr size_t kSamplesMax = 4'000'000;
 
 // The server process: one core, one FIFO, the queue's batching and the process's group commit.
@@ -190,7 +214,7 @@ class ServerProcessNode final : public Node {
         // The queue commits: its log's fsync is deferred to the group commit; the answers go to
         // the chat server (in process), the records wait the linger.
         commit_armed_ = false;
-        charge(ctx, shared_.costs->server_ns_on_commit * static_cast<int64_t>(open_batch_.size()));
+        charge(ctx, stage_cpu(ctx, shared_.costs->server_ns_on_commit, open_batch_.size()));
         defer_sync(ctx, kQueueFile);
         MSGSIM_ASSERT_LT(committed_.size() + open_batch_.size(), kHeldMax);
         for (Bytes& frame : open_batch_) committed_.push_back(std::move(frame));
@@ -204,7 +228,7 @@ class ServerProcessNode final : public Node {
         // The storage stores the records in one transaction (its file's fsync deferred) and fans
         // them out: each Deliver leaves once the batch covering both commits is durable.
         flush_armed_ = false;
-        charge(ctx, shared_.costs->server_ns_on_records * static_cast<int64_t>(committed_.size()));
+        charge(ctx, stage_cpu(ctx, shared_.costs->server_ns_on_records, committed_.size()));
         defer_sync(ctx, kStorageFile);
         const uint64_t ticket = sync_point();
         for (Bytes& frame : committed_) held_.push_back(Held{ticket, std::move(frame)});
@@ -245,7 +269,7 @@ class ServerProcessNode final : public Node {
 
   // A Send: the chat server forwards it, the queue appends it to the open transaction.
   void on_send(Context& ctx, Bytes frame) {
-    charge(ctx, shared_.costs->server_ns_on_send);
+    charge(ctx, stage_cpu(ctx, shared_.costs->server_ns_on_send, 1));
     MSGSIM_ASSERT_LT(open_batch_.size(), kHeldMax);
     open_batch_.push_back(std::move(frame));
     if (!commit_armed_) {
@@ -293,6 +317,17 @@ class ServerProcessNode final : public Node {
       shared_.released++;
     }
   }
+  // A stage's CPU for `messages` messages: its mean each, or, where the loop's turns were
+  // measured, the stage's share of each message's turns drawn from their distribution.
+  int64_t stage_cpu(Context& ctx, int64_t stage_ns, size_t messages) {
+    const LiveTwinCosts& c = *shared_.costs;
+    const int64_t per_message_ns = c.server_ns_per_message();
+    if (c.server_turn_quantiles_ns.empty() || per_message_ns <= 0) return stage_ns * static_cast<int64_t>(messages);
+    if (turn_scale_ < 0) turn_scale_ = turn_scale(c.server_turn_quantiles_ns, c.server_turns_per_msg, per_message_ns);
+    const double turns = c.server_turns_per_msg * static_cast<double>(stage_ns) / static_cast<double>(per_message_ns) *
+                         static_cast<double>(messages);
+    return draw_turns(ctx, c.server_turn_quantiles_ns, turns, turn_scale_);
+  }
   void charge(Context& ctx, int64_t cost_ns) {
     if (cost_ns <= 0) return;
     ctx.charge_cpu(cost_ns);
@@ -308,6 +343,7 @@ class ServerProcessNode final : public Node {
   std::deque<Held> held_;
   uint64_t next_arrival_tag_ = kFirstArrival;
   int64_t busy_until_ns_ = 0;  // the end of the CPU charged so far: the loop is awake until then
+  double turn_scale_ = -1;     // turn_scale() of the server loop's turns, once computed
   std::map<uint64_t, Bytes> arriving_;  // by timer tag
 };
 
@@ -316,6 +352,7 @@ class LoaderNode final : public Node {
  public:
   struct Shared {
     NodeId server = kNoNode;
+    const LiveTwinCosts* costs = nullptr;
     const std::vector<int64_t>* idle_hop_quantiles_ns = nullptr;  // the receiving loader's wake-up
     double rate_per_s = 0;
     uint32_t pairs = 1;
@@ -332,13 +369,16 @@ class LoaderNode final : public Node {
   void on_connected(Context&, ConnId) override {}
   void on_frame(Context& ctx, ConnId, ByteView bytes) override {
     const TwinFrame f = decode(bytes);
+    // The hop to the receiving loader: the network charged nothing where the idle-hop
+    // distribution was measured; an idle receiver wakes after a draw from it, a busy one (its
+    // measured turns charged) reads the Deliver when its core is free, which is now. The wake-up
+    // adds to this message's latency only: the twin does not delay the loop's later work by it.
+    const bool awake = busy_until_ns_ > 0 && busy_until_ns_ >= ctx.now_ns();
+    charge_turns(ctx, 1 - kClientSendShare);
     if (f.sent_ns < shared_.measure_from_ns || f.sent_ns >= shared_.stop_ns) return;
     shared_.measured_delivered++;
-    // The hop to the receiving loader: the network charged nothing where the idle-hop
-    // distribution was measured; the receiver wakes after a draw from it. Nothing here waits on
-    // the receiver, so the draw adds to this message's latency only.
     const auto& q = *shared_.idle_hop_quantiles_ns;
-    const int64_t wake_ns = q.empty() ? 0 : sample_quantiles(q, ctx.rng().uniform01());
+    const int64_t wake_ns = q.empty() || awake ? 0 : sample_quantiles(q, ctx.rng().uniform01());
     if (shared_.samples.size() < kSamplesMax) shared_.samples.push_back(ctx.now_ns() + wake_ns - f.sent_ns);
   }
   void on_disconnect(Context&, ConnId, DisconnectReason) override {}
@@ -347,6 +387,8 @@ class LoaderNode final : public Node {
     if (now >= shared_.stop_ns) return;
     const auto owed = static_cast<uint64_t>(static_cast<double>(now - shared_.start_ns) * shared_.rate_per_s / 1e9);
     while (shared_.sent < owed) {
+      // Each Send leaves after the loop's CPU for it (charged before the send).
+      charge_turns(ctx, kClientSendShare);
       ctx.send(conn_, encode(TwinFrame{static_cast<uint32_t>(shared_.sent % shared_.pairs), now}));
       shared_.sent++;
     }
@@ -355,8 +397,20 @@ class LoaderNode final : public Node {
 
  private:
   static constexpr int64_t kTickNs = kNanosPerMilli;
+  // The client loop's CPU for `share` of a message, where its turns were measured.
+  void charge_turns(Context& ctx, double share) {
+    const LiveTwinCosts& c = *shared_.costs;
+    if (c.client_turn_quantiles_ns.empty() || c.client_ns_per_message <= 0) return;
+    if (turn_scale_ < 0) turn_scale_ = turn_scale(c.client_turn_quantiles_ns, c.client_turns_per_msg, c.client_ns_per_message);
+    const int64_t cost_ns = draw_turns(ctx, c.client_turn_quantiles_ns, c.client_turns_per_msg * share, turn_scale_);
+    if (cost_ns <= 0) return;
+    ctx.charge_cpu(cost_ns);
+    busy_until_ns_ = std::max(busy_until_ns_, ctx.now_ns()) + cost_ns;
+  }
   Shared& shared_;
   ConnId conn_ = kNoConn;
+  int64_t busy_until_ns_ = 0;  // the end of the CPU charged so far (client turns measured only)
+  double turn_scale_ = -1;
 };
 
 double percentile_ms(std::vector<int64_t>& samples, double q) {
@@ -383,6 +437,7 @@ LiveTwinResult run_live_twin(const LiveTwinCosts& costs, const LiveTwinOptions& 
   server_shared.commit_window_ns = std::max<int64_t>(0, options.queue_commit_window_ns);
   server_shared.linger_ns = std::max<int64_t>(0, options.queue_linger_ns);
   LoaderNode::Shared loader;
+  loader.costs = &costs;
   loader.idle_hop_quantiles_ns = &costs.idle_hop_quantiles_ns;
   loader.rate_per_s = options.offered_per_s;
   loader.pairs = std::max<uint32_t>(1, options.pairs);
@@ -393,6 +448,7 @@ LiveTwinResult run_live_twin(const LiveTwinCosts& costs, const LiveTwinOptions& 
   sim.set_cores(server, 1);
   loader.server = server;
   const NodeId client = sim.add_node("loaders", 0, [&] { return std::make_unique<LoaderNode>(loader); });
+  sim.set_cores(client, 1);  // one thread; charged only where its turns were measured
   sim.start(server);
   sim.start(client);
   sim.run_until(loader.stop_ns + options.drain_ns);

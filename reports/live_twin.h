@@ -47,8 +47,25 @@ struct LiveTwinCosts {
   std::vector<int64_t> fsync_quantiles_ns;  // evenly spaced quantiles, 0 % .. 100 %
   int64_t loopback_rtt_ns = 0;
   std::vector<int64_t> idle_hop_quantiles_ns;  // evenly spaced quantiles, or empty: not measured
+  // The event loops' turns as `live bench` measured them (its server_loop and client_loop): one
+  // turn's CPU as evenly spaced quantiles, and turns per delivered message. With them the twin
+  // charges each stage's CPU as that many turns drawn from the distribution, scaled so that their
+  // mean is the stage's mean: a message then waits behind a long turn (a WAL checkpoint, a burst
+  // of socket writes) as live ones do, instead of every message costing the mean. Without them
+  // (empty), every stage costs its mean. The client loop (every sender and receiver of the
+  // bench on one thread) is charged only where it was measured; a Deliver waits behind its turns
+  // before its latency is taken.
+  std::vector<int64_t> server_turn_quantiles_ns;
+  double server_turns_per_msg = 0;
+  std::vector<int64_t> client_turn_quantiles_ns;
+  double client_turns_per_msg = 0;
+  int64_t client_ns_per_message = 0;  // the client loop's CPU per delivered message
   int64_t server_ns_per_message() const { return server_ns_on_send + server_ns_on_commit + server_ns_on_records; }
 };
+
+// The client loop's share of its per-message CPU spent on the send (the tick's write); the rest
+// is the reads of the SendAck and the Deliver, charged when the Deliver arrives.
+inline constexpr double kClientSendShare = 0.4;
 
 // The per-message and per-batch server CPU from the cost table: what each role does for one
 // delivered message in the bench (reports/README.md lists the terms).
@@ -95,6 +112,8 @@ LiveTwinResult run_live_twin(const LiveTwinCosts& costs, const LiveTwinOptions& 
 
 // A sample from evenly spaced quantiles (linear between them); u in [0, 1).
 int64_t sample_quantiles(const std::vector<int64_t>& quantiles_ns, double u);
+// The mean of the piecewise-linear distribution sample_quantiles draws from (0: empty).
+double quantiles_mean(const std::vector<int64_t>& quantiles_ns);
 
 // A histogram bucket of measured durations: `count` of them in [lower_ns, upper_ns).
 struct DurationBucket {

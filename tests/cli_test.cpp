@@ -515,6 +515,31 @@ TEST_F(CliTest, LiveBenchQueueLingerDelaysTheRecords) {
     fsyncs += bucket[2].get<uint64_t>();
   }
   EXPECT_GT(fsyncs, 0u);
+  // Each event loop's turns in the send window: their CPU as a histogram whose total CPU is
+  // about the loop's CPU per message times the deliveries (the bucket bounds bracket it), at
+  // least one turn per delivered message (the Deliver's read, the Send's read), and the time
+  // waiting for a core (present whatever the load; zero on an idle machine).
+  for (const char* name : {"server_loop", "client_loop"}) {
+    const auto& loop = rate[name];
+    ASSERT_TRUE(loop.is_object()) << name << " " << rate.dump();
+    EXPECT_GE(loop["turns_per_msg"].get<double>(), 1.0) << name;
+    EXPECT_GE(loop["runqueue_wait_us_per_msg"].get<double>(), 0.0) << name;
+    EXPECT_GE(loop["involuntary_switches_per_s"].get<double>(), 0.0) << name;
+    uint64_t turns = 0;
+    double low_us = 0, high_us = 0;
+    for (const auto& bucket : loop["turn_cpu_buckets_us"]) {
+      ASSERT_EQ(bucket.size(), 3u);
+      EXPECT_LE(bucket[0].get<double>(), bucket[1].get<double>());
+      turns += bucket[2].get<uint64_t>();
+      low_us += bucket[0].get<double>() * bucket[2].get<double>();
+      high_us += bucket[1].get<double>() * bucket[2].get<double>();
+    }
+    const double delivered = rate["delivered"].get<double>();
+    EXPECT_NEAR(static_cast<double>(turns) / delivered, loop["turns_per_msg"].get<double>(), 1e-6) << name;
+    const double cpu_us = loop["cpu_us_per_msg"].get<double>() * delivered;
+    EXPECT_LE(low_us, cpu_us * 1.05 + 100) << name << " " << loop.dump();
+    EXPECT_GE(high_us, cpu_us * 0.95 - 100) << name << " " << loop.dump();
+  }
   const std::regex records(R"(records ([0-9.]+)/([0-9.]+))");
   int traced = 0;
   for (std::sregex_iterator it(ran.err.begin(), ran.err.end(), records), end; it != end; ++it) {
@@ -632,6 +657,67 @@ TEST_F(CliTest, PlanTwinDrawsFromTheBenchFsyncDistribution) {
                                       "--out", (dir_ / "rbb").string()});
   EXPECT_EQ(refused_buckets.exit_code, 2);
   EXPECT_THAT(refused_buckets.err, HasSubstr("$.traffic.rates[0].group_commit.fsync_buckets_us[1]"));
+}
+
+// `plan --live-json` with the event loops' turns the bench measured (server_loop, client_loop):
+// the twin draws each stage's CPU as turns of that shape, so a rare long turn (here 2 % of the
+// server's turns take 3 ms) reaches the predicted p99 while the mean per message, and so the p50,
+// hardly moves; the note says what it drew from; a malformed loop is an error naming the field.
+TEST_F(CliTest, PlanTwinDrawsTheLoopsTurns) {
+  const std::string seed = MSGSIM_SOURCE_DIR "/workloads/seed.json";
+  const std::string costs = MSGSIM_SOURCE_DIR "/reports/cost_table.json";
+  const auto write_rate = [&](const std::string& name, const std::string& loops) {
+    const std::string path = (dir_ / name).string();
+    std::ofstream(path) << R"({"traffic": {"queue_commit_window_us": 0, "queue_linger_us": 0, "rates": [{"offered_per_s": 500,)"
+                        << R"( "latency_p50_us": 1000, "latency_p99_us": 2000, "server_loop_cpu_us_per_msg": 200,)"
+                        << R"( "group_commit": {"files_per_batch": 1, "fsync_buckets_us": [[100, 110, 1000]]})" << loops << "}]}}";
+    return path;
+  };
+  const auto percentiles = [](const std::string& out) {
+    const size_t row = out.find("| 500 | ");
+    EXPECT_NE(row, std::string::npos) << out;
+    double p50 = 0, measured_p50 = 0, p99 = 0;
+    char error[16];
+    EXPECT_EQ(std::sscanf(out.c_str() + row, "| 500 | %lf ms | %lf ms | %15s %% | %lf ms", &p50, &measured_p50, error, &p99), 4) << out;
+    return std::pair{p50, p99};
+  };
+  const Ran mean = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", write_rate("mean.json", ""), "--out",
+                           (dir_ / "lm").string()});
+  ASSERT_EQ(mean.exit_code, 0) << mean.err;
+  EXPECT_THAT(mean.out, HasSubstr("Loaders' CPU is not charged"));
+  // 20 turns a message; 98 % of turns 5-6 us, 2 % 3 ms: the mean turn ~65 us, scaled to 10 us
+  // so that 20 of them make the measured 200 us.
+  const std::string server = R"(, "server_loop": {"cpu_us_per_msg": 200, "turns_per_msg": 20,)"
+                             R"( "turn_cpu_buckets_us": [[5, 6, 9800], [3000, 3001, 200]]})";
+  const Ran drawn = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", write_rate("turns.json", server), "--out",
+                            (dir_ / "lt").string()});
+  ASSERT_EQ(drawn.exit_code, 0) << drawn.err;
+  EXPECT_THAT(drawn.out, HasSubstr("server 20.0 turns a message, turn p50 5.5 / p99 300"));
+  EXPECT_THAT(drawn.out, HasSubstr(" / max 3001 us at 500/s"));
+  const auto [mean_p50, mean_p99] = percentiles(mean.out);
+  const auto [drawn_p50, drawn_p99] = percentiles(drawn.out);
+  EXPECT_GT(drawn_p99, mean_p99 + 0.5) << drawn.out << mean.out;
+  EXPECT_LT(drawn_p50, mean_p50 + 0.2) << drawn.out << mean.out;
+  // The client loop adds its own CPU in front of each latency sample.
+  const std::string client = server + R"(, "client_loop": {"cpu_us_per_msg": 300, "turns_per_msg": 3,)"
+                                      R"( "turn_cpu_buckets_us": [[100, 101, 3000]]})";
+  const Ran both = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", write_rate("both.json", client), "--out",
+                           (dir_ / "lb").string()});
+  ASSERT_EQ(both.exit_code, 0) << both.err;
+  EXPECT_THAT(both.out, HasSubstr("client 3.0 turns a message"));
+  EXPECT_GT(percentiles(both.out).first, drawn_p50 + 0.1) << both.out;
+  const Ran refused = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json",
+                              write_rate("bad.json", R"(, "server_loop": {"cpu_us_per_msg": 200, "turns_per_msg": -1,)"
+                                                     R"( "turn_cpu_buckets_us": []})"),
+                              "--out", (dir_ / "lr").string()});
+  EXPECT_EQ(refused.exit_code, 2);
+  EXPECT_THAT(refused.err, HasSubstr("$.traffic.rates[0].server_loop.turns_per_msg"));
+  const Ran refused_buckets = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json",
+                                      write_rate("bad_turns.json", R"(, "client_loop": {"cpu_us_per_msg": 200, "turns_per_msg": 2,)"
+                                                                   R"( "turn_cpu_buckets_us": [[5, 4, 1]]})"),
+                                      "--out", (dir_ / "lrb").string()});
+  EXPECT_EQ(refused_buckets.exit_code, 2);
+  EXPECT_THAT(refused_buckets.err, HasSubstr("$.traffic.rates[0].client_loop.turn_cpu_buckets_us[0]"));
 }
 
 TEST_F(CliTest, ShrinkWritesASmallScenarioThatFailsOnItsOwn) {

@@ -464,6 +464,47 @@ TEST(LiveTwin, MeasuredLoopCpuKeepsTheTablesProportions) {
   EXPECT_EQ(from_zero.server_ns_on_send, 30'000);
 }
 
+// The loops' measured turns: each stage's CPU drawn as turns of the measured shape, scaled to the
+// stage's mean. The server's charged CPU keeps its mean (utilisation within a few per cent of the
+// mean-only twin's), a rare long turn reaches the p99, and the run stays deterministic; the
+// client loop's turns delay what it reads after them.
+TEST(LiveTwin, MeasuredTurnsKeepTheMeanAndReachTheTail) {
+  reports::LiveTwinCosts costs;
+  costs.server_ns_on_send = 40'000;
+  costs.server_ns_on_commit = 10'000;
+  costs.server_ns_on_records = 50'000;
+  costs.fsync_quantiles_ns = {100'000, 100'000};
+  costs.loopback_rtt_ns = 20'000;
+  reports::LiveTwinOptions options;
+  options.offered_per_s = 2'000;
+  options.measure_ns = 3 * kNanosPerSecond;
+  options.queue_commit_window_ns = 0;
+  options.queue_linger_ns = 0;
+  const auto mean = reports::run_live_twin(costs, options);
+  // 10 turns a message: 98 % of them 5 us, 2 % 2 ms (101 quantiles).
+  reports::LiveTwinCosts turns = costs;
+  turns.server_turn_quantiles_ns.assign(99, 5'000);
+  turns.server_turn_quantiles_ns.push_back(2'000'000);
+  turns.server_turn_quantiles_ns.push_back(2'000'000);
+  turns.server_turns_per_msg = 10;
+  const auto drawn = reports::run_live_twin(turns, options);
+  EXPECT_EQ(drawn.digest_hex, reports::run_live_twin(turns, options).digest_hex);
+  EXPECT_NE(drawn.digest_hex, mean.digest_hex);
+  EXPECT_NEAR(drawn.server_utilisation, mean.server_utilisation, 0.05 * mean.server_utilisation);
+  EXPECT_GT(drawn.p99_ms, mean.p99_ms + 0.5);
+  std::printf("mean-only p50 %.3f p99 %.3f ms; turns p50 %.3f p99 %.3f ms\n", mean.p50_ms, mean.p99_ms, drawn.p50_ms, drawn.p99_ms);
+  // The client loop: 200 us a message in 2 turns of 100 us, 60 % of it before the Deliver is
+  // read (its own Deliver's and its Send's turns, and those queued before it).
+  reports::LiveTwinCosts client = turns;
+  client.client_turn_quantiles_ns = {100'000, 100'000};
+  client.client_turns_per_msg = 2;
+  client.client_ns_per_message = 200'000;
+  const auto loaded = reports::run_live_twin(client, options);
+  EXPECT_EQ(loaded.digest_hex, reports::run_live_twin(client, options).digest_hex);
+  EXPECT_GT(loaded.p50_ms, drawn.p50_ms + 0.05);
+  EXPECT_NEAR(loaded.delivered_per_s, 2'000, 40);
+}
+
 // The bench's measured mean fsync rescales the calibrated distribution, keeping its shape.
 TEST(LiveTwin, MeasuredFsyncMeanScalesTheDistribution) {
   reports::LiveTwinCosts costs;
