@@ -872,6 +872,23 @@ void write_line(int fd, const std::string& line) { (void)!::write(fd, line.data(
   std::_Exit(0);
 }
 
+// An event loop in a rate's send window: its turns' CPU (log-spaced from kLoopTurnBucketFloorNs),
+// and per delivered message its CPU, turns and time runnable but waiting for a core.
+struct LoopFigures {
+  uint64_t turn_counts[SharedGroupCommitCounters::kLoopTurnBuckets] = {};
+  double cpu_us_per_msg = 0;
+  double turns_per_msg = 0;
+  double runqueue_wait_us_per_msg = 0;
+  double involuntary_switches_per_s = 0;
+};
+nlohmann::json loop_json(const LoopFigures& loop) {
+  return {{"cpu_us_per_msg", loop.cpu_us_per_msg},
+          {"turns_per_msg", loop.turns_per_msg},
+          {"turn_cpu_buckets_us", buckets_json(loop_turn_buckets_of(loop.turn_counts))},
+          {"runqueue_wait_us_per_msg", loop.runqueue_wait_us_per_msg},
+          {"involuntary_switches_per_s", loop.involuntary_switches_per_s}};
+}
+
 struct RateResult {
   uint64_t offered_per_s = 0;
   uint64_t sent = 0;
@@ -905,19 +922,10 @@ struct RateResult {
   size_t fsync_quantiles_count = 0;
   // The histogram they come from (SharedGroupCommitCounters::fsync_buckets, the send window's).
   uint64_t fsync_bucket_counts[SharedGroupCommitCounters::kFsyncBuckets] = {};
-  // The server loop in the send window: its turns' CPU (SharedGroupCommitCounters::
-  // loop_turn_buckets), turns per delivered message, and the time it waited for a core.
-  uint64_t server_loop_turn_counts[SharedGroupCommitCounters::kLoopTurnBuckets] = {};
-  double server_loop_turns_per_msg = 0;
-  double server_loop_runqueue_wait_us_per_msg = 0;
-  double server_loop_involuntary_switches_per_s = 0;
-  // The same for the client process's loop (every sender and receiver on one thread), whose
-  // turns a Deliver also waits behind before its latency is taken.
-  uint64_t client_loop_turn_counts[SharedGroupCommitCounters::kLoopTurnBuckets] = {};
-  double client_loop_cpu_us_per_msg = 0;
-  double client_loop_turns_per_msg = 0;
-  double client_loop_runqueue_wait_us_per_msg = 0;
-  double client_loop_involuntary_switches_per_s = 0;
+  // The server loop in the send window (its cpu_us_per_msg is server_loop_cpu_us_per_msg), and
+  // the client process's loop (every sender and receiver on one thread), whose turns a Deliver
+  // also waits behind before its latency is taken.
+  LoopFigures server_loop, client_loop;
 };
 
 // Senders traffic_user(run, 0..pairs-1) send to receivers traffic_user(run, pairs..) at `rate` msgs/s in
@@ -1018,7 +1026,7 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   tick.async_wait(on_tick);
   asio::steady_timer stop(io, std::chrono::nanoseconds(duration_ns + drain_ns));
   stop.async_wait([&](error_code) { io.stop(); });
-  run_counting_turns(io, result.client_loop_turn_counts, SharedGroupCommitCounters::kLoopTurnBuckets);
+  run_counting_turns(io, result.client_loop.turn_counts, SharedGroupCommitCounters::kLoopTurnBuckets);
   const int64_t client_cpu_at_end_ns = thread_cpu_ns();
   const ThreadSchedule client_schedule_at_end = thread_schedule();
   const double window_s = static_cast<double>(monotonic_now_ns() - start_ns) / 1e9;
@@ -1031,15 +1039,15 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   std::copy_n(fsync_buckets.begin(), SharedGroupCommitCounters::kFsyncBuckets, result.fsync_bucket_counts);
   uint64_t server_turn_total = 0, client_turn_total = 0;
   for (size_t b = 0; b < server_turns.size(); ++b) {
-    result.server_loop_turn_counts[b] = server_counters.loop_turn_buckets[b].load(std::memory_order_relaxed) - server_turns[b];
-    server_turn_total += result.server_loop_turn_counts[b];
-    client_turn_total += result.client_loop_turn_counts[b];
+    result.server_loop.turn_counts[b] = server_counters.loop_turn_buckets[b].load(std::memory_order_relaxed) - server_turns[b];
+    server_turn_total += result.server_loop.turn_counts[b];
+    client_turn_total += result.client_loop.turn_counts[b];
   }
   const uint64_t server_wait_ns = server_counters.loop_runqueue_wait_ns.load(std::memory_order_relaxed) - server_wait_at_start_ns;
   const uint64_t server_switches = server_counters.loop_involuntary_switches.load(std::memory_order_relaxed) - server_switches_at_start;
   if (window_s > 0) {
-    result.server_loop_involuntary_switches_per_s = static_cast<double>(server_switches) / window_s;
-    result.client_loop_involuntary_switches_per_s =
+    result.server_loop.involuntary_switches_per_s = static_cast<double>(server_switches) / window_s;
+    result.client_loop.involuntary_switches_per_s =
         static_cast<double>(client_schedule_at_end.involuntary_switches - client_schedule_at_start.involuntary_switches) / window_s;
   }
   // 0 %, 0.1 %, .., 100 %: fine enough that the top 1 %, which makes the twin's p99, is not one
@@ -1067,11 +1075,12 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
     result.server_loop_cpu_us_per_msg =
         static_cast<double>(loop_cpu_at_end_ns - loop_cpu_at_start_ns) / 1e3 / static_cast<double>(result.delivered);
     const auto per_msg = [&](double value) { return value / static_cast<double>(result.delivered); };
-    result.server_loop_turns_per_msg = per_msg(static_cast<double>(server_turn_total));
-    result.server_loop_runqueue_wait_us_per_msg = per_msg(static_cast<double>(server_wait_ns) / 1e3);
-    result.client_loop_cpu_us_per_msg = per_msg(static_cast<double>(client_cpu_at_end_ns - client_cpu_at_start_ns) / 1e3);
-    result.client_loop_turns_per_msg = per_msg(static_cast<double>(client_turn_total));
-    result.client_loop_runqueue_wait_us_per_msg =
+    result.server_loop.cpu_us_per_msg = result.server_loop_cpu_us_per_msg;
+    result.server_loop.turns_per_msg = per_msg(static_cast<double>(server_turn_total));
+    result.server_loop.runqueue_wait_us_per_msg = per_msg(static_cast<double>(server_wait_ns) / 1e3);
+    result.client_loop.cpu_us_per_msg = per_msg(static_cast<double>(client_cpu_at_end_ns - client_cpu_at_start_ns) / 1e3);
+    result.client_loop.turns_per_msg = per_msg(static_cast<double>(client_turn_total));
+    result.client_loop.runqueue_wait_us_per_msg =
         per_msg(static_cast<double>(client_schedule_at_end.runqueue_wait_ns - client_schedule_at_start.runqueue_wait_ns) / 1e3);
   }
   timespec cpu{};
@@ -1356,18 +1365,8 @@ int run_bench(const BenchOptions& options) {
                       // Each event loop in the send window: CPU and turns per delivered
                       // message, the turns' CPU as a histogram, the time runnable but waiting
                       // for a core, and involuntary context switches.
-                      {"server_loop",
-                       {{"cpu_us_per_msg", r.server_loop_cpu_us_per_msg},
-                        {"turns_per_msg", r.server_loop_turns_per_msg},
-                        {"turn_cpu_buckets_us", buckets_json(loop_turn_buckets_of(r.server_loop_turn_counts))},
-                        {"runqueue_wait_us_per_msg", r.server_loop_runqueue_wait_us_per_msg},
-                        {"involuntary_switches_per_s", r.server_loop_involuntary_switches_per_s}}},
-                      {"client_loop",
-                       {{"cpu_us_per_msg", r.client_loop_cpu_us_per_msg},
-                        {"turns_per_msg", r.client_loop_turns_per_msg},
-                        {"turn_cpu_buckets_us", buckets_json(loop_turn_buckets_of(r.client_loop_turn_counts))},
-                        {"runqueue_wait_us_per_msg", r.client_loop_runqueue_wait_us_per_msg},
-                        {"involuntary_switches_per_s", r.client_loop_involuntary_switches_per_s}}},
+                      {"server_loop", loop_json(r.server_loop)},
+                      {"client_loop", loop_json(r.client_loop)},
                       // The server's group commit while this rate's clients ran (window_s):
                       // reports/live_twin reads files_per_batch.
                       {"group_commit",

@@ -601,6 +601,17 @@ TEST_F(CliTest, PlanTwinUsesTheBenchQueueBatchingAndShowsFilesPerBatch) {
   EXPECT_NE(refused.err.find("$.traffic.rates[0].group_commit.files_per_batch"), std::string::npos) << refused.err;
 }
 
+// The twin's predicted p50 and p99 (ms) in `plan`'s model-against-live table, at 500 msg/s.
+std::pair<double, double> predicted_at_500(const std::string& out) {
+  const size_t row = out.find("| 500 | ");
+  EXPECT_NE(row, std::string::npos) << out;
+  if (row == std::string::npos) return {0, 0};
+  double p50 = 0, measured_p50 = 0, p99 = 0;
+  char error[16];
+  EXPECT_EQ(std::sscanf(out.c_str() + row, "| 500 | %lf ms | %lf ms | %15s %% | %lf ms", &p50, &measured_p50, error, &p99), 4) << out;
+  return {p50, p99};
+}
+
 // `plan --live-json` with the bench's own fdatasync distribution (group_commit.fsync_quantiles_us,
 // evenly spaced quantiles): the twin draws from it instead of the calibrated one scaled to the
 // mean, so a tail the bench measured (here its slowest 1-2 % of fsyncs, up to 40 ms) reaches the predicted p99
@@ -619,14 +630,6 @@ TEST_F(CliTest, PlanTwinDrawsFromTheBenchFsyncDistribution) {
   std::string tail = R"(, "fsync_quantiles_us": [)";
   for (int k = 0; k <= 100; ++k) tail += (k ? ", " : "") + std::to_string(k < 99 ? 100 + k : k == 99 ? 20000 : 40000);
   tail += "]";
-  const auto p99_of = [](const std::string& out) {
-    const size_t row = out.find("| 500 | ");
-    EXPECT_NE(row, std::string::npos) << out;
-    double p50 = 0, measured_p50 = 0, p99 = 0;
-    char error[16];
-    EXPECT_EQ(std::sscanf(out.c_str() + row, "| 500 | %lf ms | %lf ms | %15s %% | %lf ms", &p50, &measured_p50, error, &p99), 4) << out;
-    return std::pair{p50, p99};
-  };
   const Ran scaled = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", write_rate("mean.json", ""), "--out",
                              (dir_ / "rm").string()});
   ASSERT_EQ(scaled.exit_code, 0) << scaled.err;
@@ -635,8 +638,8 @@ TEST_F(CliTest, PlanTwinDrawsFromTheBenchFsyncDistribution) {
                             (dir_ / "rt").string()});
   ASSERT_EQ(drawn.exit_code, 0) << drawn.err;
   EXPECT_THAT(drawn.out, HasSubstr("drawn from that instead: p50 150 / p95 195 / max 40000 us at 500/s"));
-  const auto [scaled_p50, scaled_p99] = p99_of(scaled.out);
-  const auto [drawn_p50, drawn_p99] = p99_of(drawn.out);
+  const auto [scaled_p50, scaled_p99] = predicted_at_500(scaled.out);
+  const auto [drawn_p50, drawn_p99] = predicted_at_500(drawn.out);
   EXPECT_GT(drawn_p99, 10.0) << drawn.out;     // the fsyncs of up to 40 ms hold the slowest 1 %
   EXPECT_LT(scaled_p99, 5.0) << scaled.out;    // a 400 us mean with the calibrated shape has no such tail
   EXPECT_LT(drawn_p50, scaled_p50 + 1.0) << drawn.out;
@@ -651,7 +654,7 @@ TEST_F(CliTest, PlanTwinDrawsFromTheBenchFsyncDistribution) {
                                 "--out", (dir_ / "rh").string()});
   ASSERT_EQ(histogram.exit_code, 0) << histogram.err;
   EXPECT_THAT(histogram.out, HasSubstr("drawn from that instead: p50 150 / p95 195 / max 41000 us at 500/s"));
-  EXPECT_LT(p99_of(histogram.out).second, 5.0) << histogram.out;
+  EXPECT_LT(predicted_at_500(histogram.out).second, 5.0) << histogram.out;
   const Ran refused_buckets = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json",
                                       write_rate("bad_buckets.json", R"(, "fsync_buckets_us": [[100, 200, 5], [150, 300, 1]])"),
                                       "--out", (dir_ / "rbb").string()});
@@ -673,14 +676,6 @@ TEST_F(CliTest, PlanTwinDrawsTheLoopsTurns) {
                         << R"( "group_commit": {"files_per_batch": 1, "fsync_buckets_us": [[100, 110, 1000]]})" << loops << "}]}}";
     return path;
   };
-  const auto percentiles = [](const std::string& out) {
-    const size_t row = out.find("| 500 | ");
-    EXPECT_NE(row, std::string::npos) << out;
-    double p50 = 0, measured_p50 = 0, p99 = 0;
-    char error[16];
-    EXPECT_EQ(std::sscanf(out.c_str() + row, "| 500 | %lf ms | %lf ms | %15s %% | %lf ms", &p50, &measured_p50, error, &p99), 4) << out;
-    return std::pair{p50, p99};
-  };
   const Ran mean = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", write_rate("mean.json", ""), "--out",
                            (dir_ / "lm").string()});
   ASSERT_EQ(mean.exit_code, 0) << mean.err;
@@ -694,8 +689,8 @@ TEST_F(CliTest, PlanTwinDrawsTheLoopsTurns) {
   ASSERT_EQ(drawn.exit_code, 0) << drawn.err;
   EXPECT_THAT(drawn.out, HasSubstr("server 20.0 turns a message, turn p50 5.5 / p99 300"));
   EXPECT_THAT(drawn.out, HasSubstr(" / max 3001 us at 500/s"));
-  const auto [mean_p50, mean_p99] = percentiles(mean.out);
-  const auto [drawn_p50, drawn_p99] = percentiles(drawn.out);
+  const auto [mean_p50, mean_p99] = predicted_at_500(mean.out);
+  const auto [drawn_p50, drawn_p99] = predicted_at_500(drawn.out);
   EXPECT_GT(drawn_p99, mean_p99 + 0.5) << drawn.out << mean.out;
   EXPECT_LT(drawn_p50, mean_p50 + 0.2) << drawn.out << mean.out;
   // The client loop adds its own CPU in front of each latency sample.
@@ -705,7 +700,7 @@ TEST_F(CliTest, PlanTwinDrawsTheLoopsTurns) {
                            (dir_ / "lb").string()});
   ASSERT_EQ(both.exit_code, 0) << both.err;
   EXPECT_THAT(both.out, HasSubstr("client 3.0 turns a message"));
-  EXPECT_GT(percentiles(both.out).first, drawn_p50 + 0.1) << both.out;
+  EXPECT_GT(predicted_at_500(both.out).first, drawn_p50 + 0.1) << both.out;
   const Ran refused = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json",
                               write_rate("bad.json", R"(, "server_loop": {"cpu_us_per_msg": 200, "turns_per_msg": -1,)"
                                                      R"( "turn_cpu_buckets_us": []})"),
