@@ -515,10 +515,9 @@ TEST_F(CliTest, LiveBenchQueueLingerDelaysTheRecords) {
     fsyncs += bucket[2].get<uint64_t>();
   }
   EXPECT_GT(fsyncs, 0u);
-  // Each event loop's turns in the send window: their CPU as a histogram whose total CPU is
-  // about the loop's CPU per message times the deliveries (the bucket bounds bracket it), at
-  // least one turn per delivered message (the Deliver's read, the Send's read), and the time
-  // waiting for a core (present whatever the load; zero on an idle machine).
+  // Each event loop's turns in the send window: at least one per delivered message (the
+  // Deliver's read, the Send's read), the timed ones' CPU as a histogram (no more than the loop's
+  // CPU), and the time waiting for a core (present whatever the load; zero on an idle machine).
   for (const char* name : {"server_loop", "client_loop"}) {
     const auto& loop = rate[name];
     ASSERT_TRUE(loop.is_object()) << name << " " << rate.dump();
@@ -534,11 +533,13 @@ TEST_F(CliTest, LiveBenchQueueLingerDelaysTheRecords) {
       low_us += bucket[0].get<double>() * bucket[2].get<double>();
       high_us += bucket[1].get<double>() * bucket[2].get<double>();
     }
+    // About one turn in 8 is timed (gaps of 1 to 15 turns); their CPU is part of the loop's.
     const double delivered = rate["delivered"].get<double>();
-    EXPECT_NEAR(static_cast<double>(turns) / delivered, loop["turns_per_msg"].get<double>(), 1e-6) << name;
-    const double cpu_us = loop["cpu_us_per_msg"].get<double>() * delivered;
-    EXPECT_LE(low_us, cpu_us * 1.05 + 100) << name << " " << loop.dump();
-    EXPECT_GE(high_us, cpu_us * 0.95 - 100) << name << " " << loop.dump();
+    const double all_turns = loop["turns_per_msg"].get<double>() * delivered;
+    EXPECT_GE(static_cast<double>(turns), all_turns / 16) << name << " " << loop.dump();
+    EXPECT_LE(static_cast<double>(turns), all_turns / 4) << name << " " << loop.dump();
+    EXPECT_LE(low_us, loop["cpu_us_per_msg"].get<double>() * delivered * 1.05 + 100) << name << " " << loop.dump();
+    EXPECT_GT(high_us, 0.0) << name;
   }
   const std::regex records(R"(records ([0-9.]+)/([0-9.]+))");
   int traced = 0;
