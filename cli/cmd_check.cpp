@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "oracle/checker.h"
+#include "oracle/jsonl.h"
 
 namespace msgsim::cli {
 
@@ -27,19 +28,24 @@ int run_check(const CheckArgs& args) {
     constexpr int64_t kMaxMs = std::numeric_limits<int64_t>::max() / 1'000'000;  // no overflow
     options.latency_p99_bound_ns = std::min(args.latency_p99_ms, kMaxMs) * 1'000'000;
   }
+  // A regular file is judged where the kernel maps it, with no copy of its bytes; stdin, a pipe
+  // or a file that cannot be mapped (an empty one) is read as a stream. The verdict is the same.
+  Result<history::MappedFile> mapped = args.path != "-" ? history::MappedFile::open(args.path)
+                                                        : Result<history::MappedFile>(make_error(ErrorCode::io_error, "stdin"));
   std::ifstream file;
   std::istream* in = &std::cin;
-  if (args.path != "-") {
+  if (args.path == "-") {
+    std::ios::sync_with_stdio(false);
+  } else if (!mapped.ok()) {
     file.open(args.path, std::ios::binary);
     if (!file) {
       std::fprintf(stderr, "msgsim check: cannot open %s\n", args.path.c_str());
       return kExitBadInput;
     }
     in = &file;
-  } else {
-    std::ios::sync_with_stdio(false);
   }
-  Result<history::Verdict> verdict = history::check_stream(*in, options);
+  Result<history::Verdict> verdict =
+      mapped.ok() ? history::check_text(mapped->bytes(), options) : history::check_stream(*in, options);
   if (!verdict.ok()) {
     const std::string where = args.path == "-" ? std::string("stdin") : args.path;
     std::fprintf(stderr, "msgsim check: %s: %s\n", where.c_str(), verdict.error().message.c_str());

@@ -1952,9 +1952,12 @@ void LineFeed::drain() {
   }
 }
 
-Result<Verdict> check_stream(std::istream& in, CheckerOptions options) {
+namespace {
+
+// check_stream and check_text: every line of `reader` through a LineFeed; `in` is the stream
+// under the reader, if any.
+Result<Verdict> check_lines(LineReader& reader, const std::istream* in, CheckerOptions options) {
   Checker checker(options);
-  LineReader reader(in, LineFeed::kLinesInFlight);
   LineFeed feed(checker, &reader);
   std::string_view line;
   for (;;) {
@@ -1975,8 +1978,20 @@ Result<Verdict> check_stream(std::istream& in, CheckerOptions options) {
   }
   feed.drain();
   if (checker.input_error()) return *checker.input_error();
-  if (in.bad()) return make_error(ErrorCode::io_error, "reading the history failed");
+  if (in != nullptr && in->bad()) return make_error(ErrorCode::io_error, "reading the history failed");
   return checker.finish();
+}
+
+}  // namespace
+
+Result<Verdict> check_stream(std::istream& in, CheckerOptions options) {
+  LineReader reader(in, LineFeed::kLinesInFlight);
+  return check_lines(reader, &in, options);
+}
+
+Result<Verdict> check_text(std::string_view text, CheckerOptions options) {
+  LineReader reader(text);
+  return check_lines(reader, nullptr, options);
 }
 
 }  // namespace msgsim::history

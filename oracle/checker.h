@@ -178,5 +178,8 @@ class LineFeed {
 // Reads JSON Lines from `in` and judges them. Bad input (spec/history.md "Format") gives an
 // Error{bad_input, "line N: reason"}.
 Result<Verdict> check_stream(std::istream& in, CheckerOptions options = {});
+// The same over bytes in memory (a MappedFile's, a string): each line is judged where it lies,
+// with no copy; the verdict and the errors are check_stream's over the same bytes.
+Result<Verdict> check_text(std::string_view text, CheckerOptions options = {});
 
 }  // namespace msgsim::history

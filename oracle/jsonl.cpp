@@ -5,6 +5,10 @@
 #include <initializer_list>
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #endif
 #include <limits>
 #include <optional>
@@ -1637,8 +1641,50 @@ constexpr size_t kBufferBytesInitial = size_t{64} * 1024;
 constexpr size_t kBufferBytesMax = 2 * kLineBytesMax + 2;
 }  // namespace
 
-LineReader::LineReader(std::istream& in, size_t lines_kept) : in_(in), lines_kept_(lines_kept) {
+LineReader::LineReader(std::istream& in, size_t lines_kept) : in_(&in), lines_kept_(lines_kept) {
   buffer_.resize(kBufferBytesInitial);
+  data_ = buffer_.data();
+}
+
+// The whole input is already in the "buffer": refill() finds eof_ set and next() cuts lines out
+// of the text with the same code, so the lines and the too-long errors are those of a stream.
+LineReader::LineReader(std::string_view text)
+    : lines_kept_(std::numeric_limits<size_t>::max()),
+      data_(text.data() != nullptr ? text.data() : ""),  // memchr must not see a null pointer
+      end_(text.size()),
+      eof_(true) {}
+
+Result<MappedFile> MappedFile::open(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return make_error(ErrorCode::io_error, "cannot open " + path);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) {
+    ::close(fd);
+    return make_error(ErrorCode::io_error, path + ": not a non-empty regular file");
+  }
+  const size_t size = static_cast<size_t>(st.st_size);
+  void* data = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);  // the mapping keeps the file
+  if (data == MAP_FAILED) return make_error(ErrorCode::io_error, "cannot map " + path);
+  // Read front to back once: let the kernel read ahead in large steps.
+  ::madvise(data, size, MADV_SEQUENTIAL);
+  return MappedFile(data, size);
+}
+
+MappedFile::MappedFile(MappedFile&& other) noexcept
+    : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+
+MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
+  if (this != &other) {
+    if (data_ != nullptr) ::munmap(data_, size_);
+    data_ = std::exchange(other.data_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+  }
+  return *this;
+}
+
+MappedFile::~MappedFile() {
+  if (data_ != nullptr) ::munmap(data_, size_);
 }
 
 void LineReader::release_retired() {
@@ -1664,6 +1710,7 @@ bool LineReader::refill() {
     MSGSIM_ASSERT(retired_.size() < kRetiredMax, "LineReader: too many buffers in use");
     retired_.push_back(Retired{std::move(buffer_), line_number_});
     buffer_ = std::move(fresh);
+    data_ = buffer_.data();
     begin_ = 0;
     end_ = pending;
   } else if (begin_ > 0) {
@@ -1675,25 +1722,26 @@ bool LineReader::refill() {
     if (buffer_.size() >= kBufferBytesMax) return true;
     buffer_.resize(std::min(buffer_.size() * 2, kBufferBytesMax));
   }
-  in_.read(buffer_.data() + end_, static_cast<std::streamsize>(buffer_.size() - end_));
-  const size_t got = static_cast<size_t>(in_.gcount());
+  data_ = buffer_.data();
+  in_->read(buffer_.data() + end_, static_cast<std::streamsize>(buffer_.size() - end_));
+  const size_t got = static_cast<size_t>(in_->gcount());
   end_ += got;
-  if (got == 0 || !in_) eof_ = true;
+  if (got == 0 || !*in_) eof_ = true;
   return got > 0;
 }
 
 Result<bool> LineReader::next(std::string_view& line) {
   size_t scanned = begin_;
   for (;;) {
-    const void* newline = std::memchr(buffer_.data() + scanned, '\n', end_ - scanned);
+    const void* newline = std::memchr(data_ + scanned, '\n', end_ - scanned);
     if (newline != nullptr) {
-      const size_t at = static_cast<size_t>(static_cast<const char*>(newline) - buffer_.data());
+      const size_t at = static_cast<size_t>(static_cast<const char*>(newline) - data_);
       ++line_number_;
       if (at - begin_ > kLineBytesMax) {
         return make_error(ErrorCode::bad_input, "line " + std::to_string(line_number_) +
                                                     ": longer than " + std::to_string(kLineBytesMax) + " bytes");
       }
-      line = std::string_view(buffer_.data() + begin_, at - begin_);
+      line = std::string_view(data_ + begin_, at - begin_);
       begin_ = at + 1;
       if (!retired_.empty()) release_retired();
       return true;
@@ -1710,7 +1758,7 @@ Result<bool> LineReader::next(std::string_view& line) {
       if (begin_ == end_) return false;
       // The last line has no '\n'.
       ++line_number_;
-      line = std::string_view(buffer_.data() + begin_, end_ - begin_);
+      line = std::string_view(data_ + begin_, end_ - begin_);
       begin_ = end_;
       return true;
     }

@@ -53,7 +53,29 @@ class EventParser {
   std::string decoded_[kStringFieldsMax];
 };
 
+// A regular file's bytes mapped read-only, so that a history is judged where the kernel keeps
+// it, without reading it through a buffer (LineReader(text)). The bytes must not shrink while
+// mapped (a file truncated underneath gives SIGBUS, as for any mapping).
+class MappedFile {
+ public:
+  // Not a regular file (a pipe, a terminal), an empty one, or a failed open or mmap: an error,
+  // and the caller reads the file as a stream instead.
+  static Result<MappedFile> open(const std::string& path);
+  MappedFile(MappedFile&& other) noexcept;
+  MappedFile& operator=(MappedFile&& other) noexcept;
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  ~MappedFile();
+  std::string_view bytes() const { return {static_cast<const char*>(data_), size_}; }
+
+ private:
+  MappedFile(void* data, size_t size) : data_(data), size_(size) {}
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
+
 // Splits an istream into lines without copying each one: reads blocks into a bounded buffer.
+// Or splits bytes already in memory (a mapped file, a string) with no buffer at all.
 class LineReader {
  public:
   // A line `next` returns stays valid until `lines_kept` more lines have been returned (0: until
@@ -61,6 +83,10 @@ class LineReader {
   // in a fresh buffer and frees a full one once its last line is that far behind, so a
   // pipeline can keep views of the lines in flight without copying them.
   explicit LineReader(std::istream& in, size_t lines_kept = 0);
+  // Lines straight out of `text`, which must outlive the reader: every line stays valid as long
+  // as `text` does (lines_kept() is the largest size_t), and no byte is copied. The same lines
+  // and errors as a stream of the same bytes.
+  explicit LineReader(std::string_view text);
   // Sets `line` (valid until the next call) and returns true, or returns false at the end of the
   // input; a line longer than kLineBytesMax is an error.
   Result<bool> next(std::string_view& line);
@@ -80,11 +106,13 @@ class LineReader {
   };
   static constexpr size_t kRetiredMax = 64;  // beyond this the oldest is kept anyway (see refill)
 
-  std::istream& in_;
+  std::istream* in_ = nullptr;  // null when reading from memory
   size_t lines_kept_ = 0;
   std::vector<Retired> retired_;
   std::string spare_;  // a freed buffer, reused by the next refill
   std::string buffer_;
+  // The bytes lines are cut from: buffer_'s, or the text given to the memory constructor.
+  const char* data_ = nullptr;
   size_t begin_ = 0;  // first unconsumed byte
   size_t end_ = 0;    // one past the last valid byte
   bool eof_ = false;

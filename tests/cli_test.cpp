@@ -256,6 +256,28 @@ std::string chat_with_server_faults() {
   return text;
 }
 
+// `msgsim check FILE` judges a regular file where it is mapped and stdin as a stream: the same
+// verdict and output either way; an empty file (it cannot be mapped) is read as a stream, and a
+// missing one is bad input.
+TEST_F(CliTest, CheckJudgesAMappedFileAndStdinAlike) {
+  const std::string history = MSGSIM_SOURCE_DIR "/tests/data/oracle/no_loss_breaks.jsonl";
+  const Ran mapped = msgsim({"check", history, "--json"});
+  const Ran streamed = spawn({"/bin/sh", "-c", "exec '" + kBinary + "' check - --json < '" + history + "'"});
+  EXPECT_EQ(mapped.exit_code, 1) << mapped.err;
+  EXPECT_EQ(streamed.exit_code, 1) << streamed.err;
+  EXPECT_THAT(mapped.out, HasSubstr("\"no-loss\":{\"valid\":false"));
+  EXPECT_EQ(mapped.out, streamed.out);
+
+  const std::string empty = (dir_ / "empty.jsonl").string();
+  std::ofstream(empty).close();
+  const Ran judged_empty = msgsim({"check", empty});
+  EXPECT_EQ(judged_empty.exit_code, 0) << judged_empty.err;
+
+  const Ran missing = msgsim({"check", (dir_ / "missing.jsonl").string()});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_THAT(missing.err, HasSubstr("cannot open"));
+}
+
 // A planted bug is found, named by its check, and its replay command, run exactly as printed
 // (the scenario at a path that needs quoting), fails the same way.
 TEST_F(CliTest, SweepFindsPlantedBugAndItsReplayCommandFailsToo) {

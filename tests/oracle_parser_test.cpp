@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "oracle/checker.h"
 #include "oracle/generate.h"
 #include "oracle/jsonl.h"
 
@@ -407,6 +408,48 @@ TEST(LineReader, KeepsTheLastLinesValidAcrossRefills) {
   }
   EXPECT_EQ(views.size(), expected.size());
   EXPECT_EQ(reader.line_number(), expected.size());
+}
+
+// What a reader returns, line by line, until the end or the first error (then the error).
+std::vector<std::string> read_all(LineReader& reader, std::vector<std::string_view>* views = nullptr) {
+  std::vector<std::string> out;
+  std::string_view line;
+  for (;;) {
+    Result<bool> more = reader.next(line);
+    if (!more.ok()) {
+      out.push_back("error: " + more.error().message);
+      return out;
+    }
+    if (!*more) return out;
+    out.emplace_back(line);
+    if (views != nullptr) views->push_back(line);
+  }
+}
+
+// The reader over bytes in memory (check_text, `msgsim check FILE`) cuts exactly the lines and
+// gives exactly the errors of the stream reader over the same bytes, at the line-length bound and
+// without a final newline, and every line it returned stays valid (it copies nothing).
+TEST(LineReader, FromMemoryReadsWhatTheStreamReads) {
+  const std::string at_bound(kLineBytesMax, 'b');
+  const std::string over_bound(kLineBytesMax + 1, 'o');
+  const std::vector<std::string> texts = {
+      "", "\n", "a", "a\n", "a\n\nb", "a\nbc\n\n",
+      at_bound, at_bound + "\n", "x\n" + at_bound + "\ny",
+      over_bound, over_bound + "\n", "x\n" + over_bound, "x\ny\n" + over_bound + "\nz\n",
+      "x\n" + over_bound + over_bound + "\n",
+  };
+  for (const std::string& text : texts) {
+    std::istringstream in(text);
+    LineReader streamed(in);
+    LineReader in_memory(text);
+    std::vector<std::string_view> views;
+    const std::vector<std::string> expected = read_all(streamed);
+    const std::vector<std::string> got = read_all(in_memory, &views);
+    EXPECT_EQ(got, expected) << "text of " << text.size() << " bytes";
+    EXPECT_EQ(in_memory.line_number(), streamed.line_number()) << "text of " << text.size() << " bytes";
+    for (size_t i = 0; i < views.size(); ++i) EXPECT_EQ(views[i], got[i]);
+  }
+  EXPECT_GE(LineReader(std::string_view()).lines_kept(), LineFeed::kLinesInFlight);
 }
 
 }  // namespace

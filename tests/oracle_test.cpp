@@ -21,15 +21,27 @@ std::string data_path(const std::string& name) {
   return std::string(MSGSIM_SOURCE_DIR) + "/tests/data/oracle/" + name + ".jsonl";
 }
 
-Result<Verdict> check_file(const std::string& name, CheckerOptions options = {}) {
-  std::ifstream in(data_path(name), std::ios::binary);
-  EXPECT_TRUE(in.good()) << "missing " << data_path(name);
-  return check_stream(in, options);
+// Every history here is judged twice, as a stream (check_stream: stdin, pipes) and from memory
+// (check_text: what `msgsim check FILE` does over the mapped file); the two must agree exactly,
+// verdicts and errors alike.
+Result<Verdict> judge_text(std::string_view text, CheckerOptions options = {}) {
+  std::istringstream in{std::string(text)};
+  Result<Verdict> streamed = check_stream(in, options);
+  Result<Verdict> in_memory = check_text(text, options);
+  EXPECT_EQ(streamed.ok(), in_memory.ok());
+  if (streamed.ok() && in_memory.ok()) {
+    EXPECT_EQ(render_json(*streamed), render_json(*in_memory));
+  } else if (!streamed.ok() && !in_memory.ok()) {
+    EXPECT_EQ(streamed.error().message, in_memory.error().message);
+  }
+  return streamed;
 }
 
-Result<Verdict> check_text(const std::string& text, CheckerOptions options = {}) {
-  std::istringstream in(text);
-  return check_stream(in, options);
+Result<Verdict> check_file(const std::string& name, CheckerOptions options = {}) {
+  Result<MappedFile> mapped = MappedFile::open(data_path(name));
+  EXPECT_TRUE(mapped.ok()) << "cannot map " << data_path(name);
+  if (!mapped.ok()) return mapped.error();
+  return judge_text(mapped->bytes(), options);
 }
 
 std::set<std::string> violated(const Verdict& v) {
@@ -176,7 +188,7 @@ TEST(OracleVerdict, CountsEveryViolationButKeepsFewExamples) {
   }
   CheckerOptions options;
   options.examples_max = 3;
-  Result<Verdict> v = check_text(text, options);
+  Result<Verdict> v = judge_text(text, options);
   ASSERT_TRUE(v.ok());
   EXPECT_EQ((*v)[Invariant::no_duplicate].count, 19u);
   EXPECT_EQ((*v)[Invariant::no_duplicate].examples.size(), 3u);
@@ -277,7 +289,7 @@ TEST(OracleReader, BadInputNamesTheLineAndTheReason) {
       {ok + "{\"type\":\"online\",\"t\":2,\"x\":tru}\n", "line 2: invalid JSON literal"},
   };
   for (const BadInput& c : cases) {
-    Result<Verdict> v = check_text(c.text);
+    Result<Verdict> v = judge_text(c.text);
     ASSERT_FALSE(v.ok()) << c.text;
     EXPECT_EQ(v.error().code, ErrorCode::bad_input);
     EXPECT_EQ(v.error().message, c.message) << c.text;
@@ -286,11 +298,11 @@ TEST(OracleReader, BadInputNamesTheLineAndTheReason) {
 
 TEST(OracleReader, LongLinesAreBadInputAndTheLastLineNeedsNoNewline) {
   const std::string huge = "{\"type\":\"online\",\"t\":1,\"user\":\"" + std::string(kLineBytesMax, 'u') + "\",\"device\":\"d\"}\n";
-  Result<Verdict> v = check_text(huge);
+  Result<Verdict> v = judge_text(huge);
   ASSERT_FALSE(v.ok());
   EXPECT_EQ(v.error().message.rfind("line 1: longer than", 0), 0u) << v.error().message;
 
-  Result<Verdict> last = check_text(R"({"type":"online","t":1,"user":"u","device":"d"})" "\n" R"({"type":"end","t":2,"quiescent":true})");
+  Result<Verdict> last = judge_text(R"({"type":"online","t":1,"user":"u","device":"d"})" "\n" R"({"type":"end","t":2,"quiescent":true})");
   ASSERT_TRUE(last.ok()) << last.error().message;
   EXPECT_EQ(last->stats.events, 2u);
   EXPECT_TRUE(last->stats.quiescent);
@@ -300,11 +312,11 @@ TEST(OracleReader, LongLinesAreBadInputAndTheLastLineNeedsNoNewline) {
   for (int i = 0; i < 3000; ++i) grown += R"({"type":"online","t":1,"user":"u","device":"d"})" "\n";
   grown += "{\"type\":\"online\",\"t\":1,\"user\":\"u\",\"device\":\"d\",\"pad\":\"" + std::string(700000, 'p') + "\"}\n";
   grown += R"({"type":"end","t":2,"quiescent":true})" "\n";
-  Result<Verdict> long_ok = check_text(grown);
+  Result<Verdict> long_ok = judge_text(grown);
   ASSERT_TRUE(long_ok.ok()) << long_ok.error().message;
   EXPECT_EQ(long_ok->stats.events, 3002u);
 
-  Result<Verdict> empty = check_text("");
+  Result<Verdict> empty = judge_text("");
   ASSERT_TRUE(empty.ok());
   EXPECT_TRUE(empty->valid);
 }
