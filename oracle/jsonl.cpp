@@ -1245,6 +1245,24 @@ void store_canon_boolean(EventView& out, bool v) {
   else static_assert(kField == f_view_once, "not a boolean field of a canonical shape");
 }
 
+// An integer value of a canonical line (read_canon_field, read_canon_deliver): '-'?, then 0 or up to 18 digits without a
+// leading 0. Returns the byte after it, or nullptr.
+[[gnu::always_inline]] inline const char* read_canon_int(const char* p, const char* end, int64_t& out) {
+  const bool negative = *p == '-';
+  if (negative) ++p;
+  int64_t value = 0;
+  if (*p == '0') {
+    ++p;
+  } else if (*p >= '1' && *p <= '9') {
+    p = read_digits(p, end, value);
+    if (p == nullptr) return nullptr;
+  } else {
+    return nullptr;
+  }
+  out = negative ? -value : value;
+  return p;
+}
+
 // Field kIndex of type kType's shape at p: true when read (or when optional and absent).
 template <size_t kType, size_t kIndex>
 inline bool read_canon_field(const char*& p, const char* end, EventView& out) {
@@ -1263,18 +1281,11 @@ inline bool read_canon_field(const char*& p, const char* end, EventView& out) {
     if (!store_canon_string<f.field>(out, std::string_view(begin, static_cast<size_t>(p - begin)))) return false;
     ++p;
   } else if constexpr (f.value == CanonValue::integer) {
-    const bool negative = *p == '-';
-    if (negative) ++p;
     int64_t value = 0;
-    if (*p == '0') {
-      ++p;
-    } else if (*p >= '1' && *p <= '9') {
-      p = read_digits(p, end, value);
-      if (p == nullptr) return false;
-    } else {
-      return false;
-    }
-    store_canon_integer<f.field>(out, negative ? -value : value);
+    const char* after = read_canon_int(p, end, value);
+    if (after == nullptr) return false;
+    p = after;
+    store_canon_integer<f.field>(out, value);
   } else {
     if (end - p >= 4 && std::memcmp(p, "true", 4) == 0) {
       p += 4;
@@ -1366,23 +1377,6 @@ constexpr FixedRun fixed_run(const char (&text)[N]) {
   if (end - p <= run.size) return false;
   if (run.size >= 8) return load_word(p, 8) == run.words.first && load_word(p + run.size - 8, 8) == run.words.last;
   return load_word(p, 4) == run.words.first && load_word(p + run.size - 4, 4) == run.words.last;
-}
-// An integer value as read_canon_field reads one: '-'?, then 0 or up to 18 digits without a
-// leading 0. Returns the byte after it, or nullptr.
-[[gnu::always_inline]] inline const char* read_canon_int(const char* p, const char* end, int64_t& out) {
-  const bool negative = *p == '-';
-  if (negative) ++p;
-  int64_t value = 0;
-  if (*p == '0') {
-    ++p;
-  } else if (*p >= '1' && *p <= '9') {
-    p = read_digits(p, end, value);
-    if (p == nullptr) return nullptr;
-  } else {
-    return nullptr;
-  }
-  out = negative ? -value : value;
-  return p;
 }
 
 // One string value at p (after its opening quote) up to its closing quote, which starts the

@@ -1,7 +1,8 @@
 // Fuzzes the oracle end to end: any bytes as a JSON Lines history. Nothing may crash, hang or
 // trip a sanitizer; bad input must come back as an error naming a line. Every line that parses
 // must survive the writer and parse back to the same line, and the parser's fast path for
-// plainly written lines must agree with the general parser on every line.
+// plainly written lines must agree with the general parser on every line. The history judged
+// from memory (check_text, what `msgsim check FILE` does) must come out exactly as the stream.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -26,6 +27,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } else if (verdict.error().message.rfind("line ", 0) != 0) {
     std::abort();
   }
+  msgsim::Result<Verdict> from_memory = check_text(text, options);
+  if (from_memory.ok() != verdict.ok()) std::abort();
+  if (verdict.ok() && render_json(*from_memory) != render_json(*verdict)) std::abort();
+  if (!verdict.ok() && from_memory.error().message != verdict.error().message) std::abort();
 
   std::string_view rest(text);
   Event event;
