@@ -5,14 +5,15 @@
 #include <initializer_list>
 #if defined(__SSE2__)
 #include <emmintrin.h>
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #endif
 #include <limits>
 #include <optional>
 #include <utility>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "impl/base/assert.h"
 
@@ -1245,8 +1246,8 @@ void store_canon_boolean(EventView& out, bool v) {
   else static_assert(kField == f_view_once, "not a boolean field of a canonical shape");
 }
 
-// An integer value of a canonical line (read_canon_field, read_canon_deliver): '-'?, then 0 or up to 18 digits without a
-// leading 0. Returns the byte after it, or nullptr.
+// An integer value of a canonical line (read_canon_field, read_canon_deliver): '-'?, then 0 or
+// up to 18 digits without a leading 0. Returns the byte after it, or nullptr.
 [[gnu::always_inline]] inline const char* read_canon_int(const char* p, const char* end, int64_t& out) {
   const bool negative = *p == '-';
   if (negative) ++p;
