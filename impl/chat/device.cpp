@@ -134,8 +134,8 @@ void DeviceNode::go_offline(Context& ctx) {
   sync_owed_ = false;
   server_draining_ = false;
   for (auto& [conv, c] : convs_) {
-    if (c.outbox.empty()) continue;
-    Outgoing& front = c.outbox.front();
+    if (c.outbox_empty()) continue;
+    Outgoing& front = c.outbox_front();
     front.sent_at_ns = -1;  // resend on the next connection
     if (front.sealed && c.group && !front.plaintext.empty()) {
       // Sealed again after the next sync, for the members known then.
@@ -194,7 +194,7 @@ void DeviceNode::on_liveness_timer(Context& ctx) {
 bool DeviceNode::retry_needed() const {
   if (e2ee_ && (publish_request_ != 0 || fetch_request_ != 0 || !keys_published_)) return true;
   for (const auto& [conv, c] : convs_)
-    if (!c.outbox.empty() || c.gap_since_ns >= 0) return true;
+    if (!c.outbox_empty() || c.gap_since_ns >= 0) return true;
   return false;
 }
 
@@ -349,7 +349,7 @@ void DeviceNode::create_message(Context& ctx) {
   if (chosen == nullptr) return;
   const std::string& conv = *chosen;
   Conversation& c = convs_.at(conv);
-  if (c.outbox.size() >= kOutboxPerConversationMax) return;  // the user waits for the network
+  if (c.outbox_size() >= kOutboxPerConversationMax) return;  // the user waits for the network
 
   Outgoing out;
   out.id = new_uuid(ctx);
@@ -369,7 +369,7 @@ void DeviceNode::create_message(Context& ctx) {
   if (out.expires_at_ns != 0) e.expires_at = out.expires_at_ns;
   e.view_once = out.view_once;
   ctx.emit(e);
-  c.outbox.push_back(std::move(out));
+  c.outbox_slots.push_back(std::move(out));
   if (turn_messages != 0 && !c.group && ++c.turn_count >= turn_messages) {
     c.my_turn = false;  // the contact's turn: wait for its messages
     c.turn_count = 0;
@@ -379,19 +379,19 @@ void DeviceNode::create_message(Context& ctx) {
 
 void DeviceNode::enqueue_group_op(Context& ctx, const std::string& conv, EntryKind kind, const std::string& member) {
   Conversation& c = conversation(conv);
-  if (c.outbox.size() >= kOutboxPerConversationMax) return;
+  if (c.outbox_size() >= kOutboxPerConversationMax) return;
   Outgoing op;
   op.group_op = true;
   op.id = new_uuid(ctx);
   op.op_kind = kind;
   op.member = member;
-  c.outbox.push_back(std::move(op));
+  c.outbox_slots.push_back(std::move(op));
   send_next(ctx, conv, c);
 }
 
 void DeviceNode::send_next(Context& ctx, const std::string& conv, Conversation& c) {
-  if (phase_ != Phase::online || server_draining_ || c.outbox.empty()) return;
-  Outgoing& out = c.outbox.front();
+  if (phase_ != Phase::online || server_draining_ || c.outbox_empty()) return;
+  Outgoing& out = c.outbox_front();
   if (out.sent_at_ns >= 0) return;  // in flight: one unanswered send per conversation
   if (e2ee_ && !out.group_op && !out.sealed && !seal(ctx, conv, c, out)) return;  // waits for keys
   out.sent_at_ns = ctx.now_ns();
@@ -412,17 +412,17 @@ void DeviceNode::send_next(Context& ctx, const std::string& conv, Conversation& 
 
 void DeviceNode::on_ack(Context& ctx, const SendAck& ack) {
   auto it = convs_.find(ack.conv);
-  if (it == convs_.end() || it->second.outbox.empty() || it->second.outbox.front().id != ack.msg_id) return;  // a repeat
+  if (it == convs_.end() || it->second.outbox_empty() || it->second.outbox_front().id != ack.msg_id) return;  // a repeat
   Conversation& c = it->second;
-  if (c.outbox.front().group_op && e2ee_) {
+  if (c.outbox_front().group_op && e2ee_) {
     // The change is committed: this device's member list follows at once, so that its next
     // change lists the members right (its echo, processed later, changes nothing more).
     Entry change;
-    change.kind = c.outbox.front().op_kind;
-    change.member = c.outbox.front().member;
+    change.kind = c.outbox_front().op_kind;
+    change.member = c.outbox_front().member;
     apply_membership(ack.conv, c, change);
   }
-  if (!c.outbox.front().group_op) {
+  if (!c.outbox_front().group_op) {
     history::Event e = event(history::EventType::ack, user_, device_);
     e.conv = ack.conv;
     e.msg = ack.msg_id;
@@ -434,18 +434,30 @@ void DeviceNode::on_ack(Context& ctx, const SendAck& ack) {
 }
 
 void DeviceNode::drop_front_of_outbox(Conversation& c) {
-  c.outbox.erase(c.outbox.begin());
-  // An empty outbox gives its capacity back: most conversations wait minutes between messages
-  // with nothing to send, and 150,000 devices each kept room for a 168-byte Outgoing or two
-  // (~350 bytes a device at the full run length). The next message allocates again.
-  if (c.outbox.empty()) c.outbox.shrink_to_fit();
+  MSGSIM_ASSERT(!c.outbox_empty(), "dropping the front of an empty outbox");
+  c.outbox_slots[c.outbox_head] = Outgoing{};  // its id and body go now, not at the next erase
+  c.outbox_head++;
+  if (c.outbox_empty()) {
+    // An empty outbox gives its capacity back: most conversations wait minutes between
+    // messages with nothing to send, and 150,000 devices each kept room for a 168-byte
+    // Outgoing or two (~350 bytes a device at the full run length). The next message
+    // allocates again.
+    c.outbox_slots.clear();
+    c.outbox_slots.shrink_to_fit();
+    c.outbox_head = 0;
+  } else if (2 * size_t{c.outbox_head} >= c.outbox_slots.size()) {
+    // The answered slots are half the vector: erase them, moving the (fewer) waiting ones, so
+    // each pop pays O(1) amortised and the vector holds at most twice the waiting messages.
+    c.outbox_slots.erase(c.outbox_slots.begin(), c.outbox_slots.begin() + c.outbox_head);
+    c.outbox_head = 0;
+  }
 }
 
 void DeviceNode::on_reject(Context& ctx, const SendReject& reject) {
   auto it = convs_.find(reject.conv);
-  if (it == convs_.end() || it->second.outbox.empty() || it->second.outbox.front().id != reject.msg_id) return;
+  if (it == convs_.end() || it->second.outbox_empty() || it->second.outbox_front().id != reject.msg_id) return;
   Conversation& c = it->second;
-  if (!c.outbox.front().group_op) {
+  if (!c.outbox_front().group_op) {
     history::Event e = event(history::EventType::reject, user_, device_);
     e.conv = reject.conv;
     e.msg = reject.msg_id;
@@ -462,9 +474,9 @@ void DeviceNode::on_reject(Context& ctx, const SendReject& reject) {
 
 void DeviceNode::on_stale(Context& ctx, const SendStale& stale) {
   auto it = convs_.find(stale.conv);
-  if (it == convs_.end() || it->second.outbox.empty() || it->second.outbox.front().id != stale.msg_id) return;
+  if (it == convs_.end() || it->second.outbox_empty() || it->second.outbox_front().id != stale.msg_id) return;
   Conversation& c = it->second;
-  Outgoing& out = c.outbox.front();
+  Outgoing& out = c.outbox_front();
   if (!e2ee_ || !c.group || out.group_op || !out.sealed || out.plaintext.empty()) return;
   // The membership changed since this device last looked (or it learnt the list wrong). The
   // queue's list is the group's now, perhaps ahead of the entries this device has processed:
@@ -906,9 +918,9 @@ void DeviceNode::on_timer(Context& ctx, uint64_t tag) {
         const int64_t now = ctx.now_ns();
         if (phase_ == Phase::online) {
           for (auto& [conv, c] : convs_) {
-            if (!c.outbox.empty() && c.outbox.front().sent_at_ns >= 0 &&
-                now - c.outbox.front().sent_at_ns > config_.tuning.send_timeout_ns) {
-              c.outbox.front().sent_at_ns = -1;  // no answer: send the same id again
+            if (!c.outbox_empty() && c.outbox_front().sent_at_ns >= 0 &&
+                now - c.outbox_front().sent_at_ns > config_.tuning.send_timeout_ns) {
+              c.outbox_front().sent_at_ns = -1;  // no answer: send the same id again
               send_next(ctx, conv, c);
             }
           }
@@ -924,7 +936,7 @@ void DeviceNode::on_timer(Context& ctx, uint64_t tag) {
           // Messages waiting for keys (a device that had not published yet): ask again.
           if (phase_ == Phase::online) {
             for (auto& [conv, c] : convs_)
-              if (!c.outbox.empty() && !c.outbox.front().sealed && !c.outbox.front().group_op) send_next(ctx, conv, c);
+              if (!c.outbox_empty() && !c.outbox_front().sealed && !c.outbox_front().group_op) send_next(ctx, conv, c);
           }
         }
         check_gaps(ctx);
@@ -940,7 +952,7 @@ void DeviceNode::on_timer(Context& ctx, uint64_t tag) {
 bool DeviceNode::settled() const {
   if (phase_ != Phase::online || sync_owed_) return false;
   for (const auto& [conv, c] : convs_) {
-    if (!c.outbox.empty() || !c.waiting.empty() || c.delivered_sent != c.cursor || c.read_sent < c.read_upto) return false;
+    if (!c.outbox_empty() || !c.waiting.empty() || c.delivered_sent != c.cursor || c.read_sent < c.read_upto) return false;
   }
   return true;
 }
@@ -950,11 +962,11 @@ std::string DeviceNode::describe() const {
   std::string out = device_ + " " + phases[static_cast<int>(phase_)] +
                     (syncing_ ? (sync_owed_ ? " (owed sync out)" : " (periodic sync out)") : "");
   for (const auto& [conv, c] : convs_) {
-    if (c.outbox.empty() && c.waiting.empty() && c.delivered_sent == c.cursor && c.read_sent >= c.read_upto) continue;
+    if (c.outbox_empty() && c.waiting.empty() && c.delivered_sent == c.cursor && c.read_sent >= c.read_upto) continue;
     out += " | " + conv + " cursor " + std::to_string(c.cursor) + " delivered-sent " + std::to_string(c.delivered_sent);
-    if (!c.outbox.empty()) {
-      out += " outbox " + std::to_string(c.outbox.size()) + (c.outbox.front().group_op ? " (group op)" : "") +
-             (c.outbox.front().sent_at_ns >= 0 ? " in flight" : "");
+    if (!c.outbox_empty()) {
+      out += " outbox " + std::to_string(c.outbox_size()) + (c.outbox_front().group_op ? " (group op)" : "") +
+             (c.outbox_front().sent_at_ns >= 0 ? " in flight" : "");
     }
     if (!c.waiting.empty()) out += " waiting " + std::to_string(c.waiting.begin()->first) + ".." + std::to_string(c.waiting.rbegin()->first);
   }
@@ -965,7 +977,9 @@ void DeviceNode::invariants() const {
   MSGSIM_ASSERT(phase_ != Phase::online || conn_ != kNoConn);
   MSGSIM_ASSERT(phase_ != Phase::routing || lb_conn_ != kNoConn);
   for (const auto& [conv, c] : convs_) {
-    MSGSIM_ASSERT_LE(c.outbox.size(), kOutboxPerConversationMax);
+    MSGSIM_ASSERT_LE(c.outbox_size(), kOutboxPerConversationMax);
+    MSGSIM_ASSERT_LE(size_t{c.outbox_head}, c.outbox_slots.size());
+    MSGSIM_ASSERT_LE(c.outbox_slots.size(), 2 * kOutboxPerConversationMax);
     MSGSIM_ASSERT_LE(c.waiting.size(), config_.tuning.reorder_buffer_max);
     MSGSIM_ASSERT(c.waiting.empty() || c.waiting.begin()->first > c.cursor + 1);
   }
