@@ -56,6 +56,9 @@ struct LiveLoopTurns {
   double cpu_us_per_msg = 0;
   double turns_per_msg = 0;
   std::vector<int64_t> turn_quantiles_ns;
+  // Optional "runqueue_wait_us_per_msg" and "involuntary_switches_per_s": the loop's preemptions.
+  double runqueue_wait_us_per_msg = 0;
+  double involuntary_switches_per_s = 0;
 };
 struct LivePoint {
   double offered_per_s, p50_ms, p99_ms;
@@ -91,6 +94,13 @@ Result<std::optional<LiveLoopTurns>> read_loop_turns(const nlohmann::json& loop,
   for (const auto& [key, target] : {std::pair<const char*, double*>{"cpu_us_per_msg", &out.cpu_us_per_msg},
                                     std::pair<const char*, double*>{"turns_per_msg", &out.turns_per_msg}}) {
     if (!loop.contains(key) || !loop[key].is_number() || loop[key].get<double>() < 0 || loop[key].get<double>() > 1e6)
+      return make_error(ErrorCode::bad_input, label + "." + key + ": expected a number in [0, 1e6]");
+    *target = loop[key].get<double>();
+  }
+  for (const auto& [key, target] : {std::pair<const char*, double*>{"runqueue_wait_us_per_msg", &out.runqueue_wait_us_per_msg},
+                                    std::pair<const char*, double*>{"involuntary_switches_per_s", &out.involuntary_switches_per_s}}) {
+    if (!loop.contains(key)) continue;
+    if (!loop[key].is_number() || loop[key].get<double>() < 0 || loop[key].get<double>() > 1e6)
       return make_error(ErrorCode::bad_input, label + "." + key + ": expected a number in [0, 1e6]");
     *target = loop[key].get<double>();
   }
@@ -392,19 +402,32 @@ int plan(const PlanArgs& args) {
           at_rate.server_turn_quantiles_ns = p.server_loop->turn_quantiles_ns;
           at_rate.server_turns_per_msg = p.server_loop->turns_per_msg;
         }
+        // A loop's preemptions: its involuntary switches per second, each holding the loop for
+        // its share of the measured wait for a core (wait per message x messages per second /
+        // switches per second).
+        const auto preemption = [&](const std::optional<LiveLoopTurns>& loop, double& per_s, int64_t& mean_ns) {
+          if (!loop.has_value() || loop->involuntary_switches_per_s <= 0 || loop->runqueue_wait_us_per_msg <= 0) return;
+          per_s = loop->involuntary_switches_per_s;
+          mean_ns = std::llround(loop->runqueue_wait_us_per_msg * 1e3 * p.offered_per_s / per_s);
+        };
+        preemption(p.server_loop, at_rate.server_preemptions_per_s, at_rate.server_preemption_mean_ns);
+        preemption(p.client_loop, at_rate.client_preemptions_per_s, at_rate.client_preemption_mean_ns);
         if (p.client_loop.has_value()) {
           at_rate.client_turn_quantiles_ns = p.client_loop->turn_quantiles_ns;
           at_rate.client_turns_per_msg = p.client_loop->turns_per_msg;
           at_rate.client_ns_per_message = std::llround(p.client_loop->cpu_us_per_msg * 1e3);
         }
         if (p.server_loop.has_value() || p.client_loop.has_value()) {
-          const auto loop_text = [](const char* name, const std::optional<LiveLoopTurns>& loop) {
+          const auto loop_text = [&p](const char* name, const std::optional<LiveLoopTurns>& loop) {
             if (!loop.has_value()) return std::string();
             const auto& q = loop->turn_quantiles_ns;
-            char text[160];
-            std::snprintf(text, sizeof text, "%s %.1f turns a message, turn p50 %.1f / p99 %.0f / max %.0f us", name, loop->turns_per_msg,
-                          static_cast<double>(reports::sample_quantiles(q, 0.5)) / 1e3,
-                          static_cast<double>(reports::sample_quantiles(q, 0.99)) / 1e3, static_cast<double>(q.back()) / 1e3);
+            char text[240];
+            int n = std::snprintf(text, sizeof text, "%s %.1f turns a message, turn p50 %.1f / p99 %.0f / max %.0f us", name, loop->turns_per_msg,
+                                  static_cast<double>(reports::sample_quantiles(q, 0.5)) / 1e3,
+                                  static_cast<double>(reports::sample_quantiles(q, 0.99)) / 1e3, static_cast<double>(q.back()) / 1e3);
+            if (loop->involuntary_switches_per_s > 0 && loop->runqueue_wait_us_per_msg > 0 && n > 0 && static_cast<size_t>(n) < sizeof text)
+              std::snprintf(text + n, sizeof text - static_cast<size_t>(n), ", preempted %.0f times a second for %.0f us on average",
+                            loop->involuntary_switches_per_s, loop->runqueue_wait_us_per_msg * p.offered_per_s / loop->involuntary_switches_per_s);
             return std::string(text);
           };
           const std::string server_text = loop_text("server", p.server_loop), client_text = loop_text("client", p.client_loop);
@@ -487,7 +510,9 @@ int plan(const PlanArgs& args) {
                  "measured distribution, scaled to the measured mean (a message waits behind a long turn as a live one does), "
                  "and the client loop (every sender and receiver on one thread) is charged its own measured turns, " +
                      std::to_string(static_cast<int>(reports::kClientSendShare * 100)) +
-                     " % on the send and the rest on the Deliver's arrival (" + loop_turns + ")") +
+                     " % on the send and the rest on the Deliver's arrival; where it measured each loop's involuntary switches "
+                     "and wait for a core, the loop loses its core at Poisson times at that rate for exponential spells of "
+                     "that mean (" + loop_turns + ")") +
           ". Measured: " + args.live_json +
           " (msgsim live bench --json)" + (live->uptime.empty() ? std::string(".") : ", machine load during it: " + live->uptime + ".") +
           " Below the knee: the live bench delivered at least 95 % of the offered rate and its p99 stayed within 3x the "

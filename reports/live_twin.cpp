@@ -159,6 +159,11 @@ int64_t draw_turns(Context& ctx, const std::vector<int64_t>& quantiles_ns, doubl
   return std::llround(sum_ns * scale);
 }
 
+// An exponentially distributed duration of mean `mean_ns` (at least 1 ns).
+int64_t draw_exponential(Context& ctx, double mean_ns) {
+  return std::max<int64_t>(1, std::llround(-std::log(1.0 - ctx.rng().uniform01()) * mean_ns));
+}
+
 // The scale that makes `turns_per_msg` turns of the distribution average `ns_per_msg`.
 double turn_scale(const std::vector<int64_t>& quantiles_ns, double turns_per_msg, int64_t ns_per_msg) {
   const double mean_turn_ns = quantiles_mean(quantiles_ns);
@@ -177,7 +182,9 @@ class ServerProcessNode final : public Node {
     uint64_t batches = 0, released = 0, files_synced = 0;
   };
   explicit ServerProcessNode(Shared& shared) : shared_(shared) {}
-  void on_start(Context&) override {}
+  void on_start(Context& ctx) override {
+    if (shared_.costs->server_preemptions_per_s > 0) ctx.set_timer(draw_exponential(ctx, 1e9 / shared_.costs->server_preemptions_per_s), kPreempted);
+  }
   void on_accept(Context&, ConnId conn, NodeId) override { loader_conn_ = conn; }
   void on_connected(Context&, ConnId) override {}
   void on_frame(Context& ctx, ConnId conn, ByteView bytes) override {
@@ -236,6 +243,15 @@ class ServerProcessNode final : public Node {
         release(ctx);
         return;
       }
+      case kPreempted: {
+        // Another thread has the core for a spell: every frame and completion waits behind it
+        // (not the server's own CPU, so not in the utilisation).
+        const int64_t spell_ns = draw_exponential(ctx, static_cast<double>(shared_.costs->server_preemption_mean_ns));
+        ctx.charge_cpu(spell_ns);
+        busy_until_ns_ = std::max(busy_until_ns_, ctx.now_ns()) + spell_ns;
+        ctx.set_timer(draw_exponential(ctx, 1e9 / shared_.costs->server_preemptions_per_s), kPreempted);
+        return;
+      }
       case kStartBatch:
         start_posted_ = false;
         start_batch(ctx);
@@ -259,7 +275,7 @@ class ServerProcessNode final : public Node {
   }
 
  private:
-  static constexpr uint64_t kCommit = 1, kFlush = 2, kStartBatch = 3, kBatchDone = 4, kSyncDone = 5;
+  static constexpr uint64_t kCommit = 1, kFlush = 2, kStartBatch = 3, kBatchDone = 4, kSyncDone = 5, kPreempted = 6;
   static constexpr uint64_t kFirstArrival = 1000;  // tags of frames arriving from a loader
   static constexpr uint32_t kQueueFile = 1, kStorageFile = 2;  // bits of dirty_files_
   struct Held {
@@ -363,7 +379,8 @@ class LoaderNode final : public Node {
   explicit LoaderNode(Shared& shared) : shared_(shared) {}
   void on_start(Context& ctx) override {
     conn_ = ctx.connect(shared_.server);
-    ctx.set_timer(kTickNs, 0);
+    ctx.set_timer(kTickNs, kTick);
+    if (shared_.costs->client_preemptions_per_s > 0) ctx.set_timer(draw_exponential(ctx, 1e9 / shared_.costs->client_preemptions_per_s), kPreempted);
   }
   void on_accept(Context&, ConnId, NodeId) override {}
   void on_connected(Context&, ConnId) override {}
@@ -382,7 +399,15 @@ class LoaderNode final : public Node {
     if (shared_.samples.size() < kSamplesMax) shared_.samples.push_back(ctx.now_ns() + wake_ns - f.sent_ns);
   }
   void on_disconnect(Context&, ConnId, DisconnectReason) override {}
-  void on_timer(Context& ctx, uint64_t) override {
+  void on_timer(Context& ctx, uint64_t tag) override {
+    if (tag == kPreempted) {
+      // As the server's (ServerProcessNode::kPreempted): the load process's thread loses its core.
+      const int64_t spell_ns = draw_exponential(ctx, static_cast<double>(shared_.costs->client_preemption_mean_ns));
+      ctx.charge_cpu(spell_ns);
+      busy_until_ns_ = std::max(busy_until_ns_, ctx.now_ns()) + spell_ns;
+      ctx.set_timer(draw_exponential(ctx, 1e9 / shared_.costs->client_preemptions_per_s), kPreempted);
+      return;
+    }
     const int64_t now = ctx.now_ns();
     if (now >= shared_.stop_ns) return;
     const auto owed = static_cast<uint64_t>(static_cast<double>(now - shared_.start_ns) * shared_.rate_per_s / 1e9);
@@ -392,11 +417,12 @@ class LoaderNode final : public Node {
       ctx.send(conn_, encode(TwinFrame{static_cast<uint32_t>(shared_.sent % shared_.pairs), now}));
       shared_.sent++;
     }
-    ctx.set_timer(kTickNs, 0);
+    ctx.set_timer(kTickNs, kTick);
   }
 
  private:
   static constexpr int64_t kTickNs = kNanosPerMilli;
+  static constexpr uint64_t kTick = 0, kPreempted = 1;
   // The client loop's CPU for `share` of a message, where its turns were measured.
   void charge_turns(Context& ctx, double share) {
     const LiveTwinCosts& c = *shared_.costs;

@@ -60,6 +60,16 @@ struct LiveTwinCosts {
   std::vector<int64_t> client_turn_quantiles_ns;
   double client_turns_per_msg = 0;
   int64_t client_ns_per_message = 0;  // the client loop's CPU per delivered message
+  // Each loop's preemptions as `live bench` measured them (involuntary context switches per
+  // second, and the time runnable but waiting for a core divided among them): even on a quiet
+  // machine the server loop, its group commit worker, the load process and the kernel share two
+  // cores, and a preempted loop holds every frame waiting for it. The twin takes the core away
+  // at Poisson times at that rate for exponentially distributed spells of that mean (only the
+  // mean is measured). Zero: a dedicated core, as before.
+  double server_preemptions_per_s = 0;
+  int64_t server_preemption_mean_ns = 0;
+  double client_preemptions_per_s = 0;
+  int64_t client_preemption_mean_ns = 0;
   int64_t server_ns_per_message() const { return server_ns_on_send + server_ns_on_commit + server_ns_on_records; }
 };
 

@@ -723,6 +723,27 @@ TEST_F(CliTest, PlanTwinDrawsTheLoopsTurns) {
                            (dir_ / "lb").string()});
   ASSERT_EQ(both.exit_code, 0) << both.err;
   EXPECT_THAT(both.out, HasSubstr("client 3.0 turns a message"));
+  // The loops' preemptions: 400 involuntary switches a second and 200 us a message waiting for a
+  // core at 500 msg/s: spells of 250 us; a tail the loops' own turns do not have.
+  const std::string preempted = R"(, "server_loop": {"cpu_us_per_msg": 200, "turns_per_msg": 20,)"
+                                R"( "turn_cpu_buckets_us": [[9, 11, 1000]], "runqueue_wait_us_per_msg": 200,)"
+                                R"( "involuntary_switches_per_s": 400})";
+  const Ran spells = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", write_rate("spells.json", preempted),
+                             "--out", (dir_ / "ls").string()});
+  ASSERT_EQ(spells.exit_code, 0) << spells.err;
+  EXPECT_THAT(spells.out, HasSubstr("preempted 400 times a second for 250 us on average"));
+  const Ran steady = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json",
+                             write_rate("steady.json", R"(, "server_loop": {"cpu_us_per_msg": 200, "turns_per_msg": 20,)"
+                                                       R"( "turn_cpu_buckets_us": [[9, 11, 1000]]})"),
+                             "--out", (dir_ / "lst").string()});
+  ASSERT_EQ(steady.exit_code, 0) << steady.err;
+  EXPECT_GT(predicted_at_500(spells.out).second, predicted_at_500(steady.out).second + 0.2) << spells.out << steady.out;
+  const Ran refused_switches = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json",
+                                       write_rate("bad_switches.json", R"(, "server_loop": {"cpu_us_per_msg": 200, "turns_per_msg": 2,)"
+                                                                       R"( "turn_cpu_buckets_us": [[9, 11, 1]], "involuntary_switches_per_s": "x"})"),
+                                       "--out", (dir_ / "lrs").string()});
+  EXPECT_EQ(refused_switches.exit_code, 2);
+  EXPECT_THAT(refused_switches.err, HasSubstr("$.traffic.rates[0].server_loop.involuntary_switches_per_s"));
   EXPECT_GT(predicted_at_500(both.out).first, drawn_p50 + 0.1) << both.out;
   const Ran refused = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json",
                               write_rate("bad.json", R"(, "server_loop": {"cpu_us_per_msg": 200, "turns_per_msg": -1,)"

@@ -505,6 +505,39 @@ TEST(LiveTwin, MeasuredTurnsKeepTheMeanAndReachTheTail) {
   EXPECT_NEAR(loaded.delivered_per_s, 2'000, 40);
 }
 
+// A loop's measured preemptions: the core taken away at Poisson times for exponential spells.
+// Frames wait behind a spell, so the tail grows while the server's own CPU (the utilisation) does
+// not; no preemption rate, no change at all (the same digest).
+TEST(LiveTwin, PreemptionsHoldTheLoopButAreNotItsCpu) {
+  reports::LiveTwinCosts costs;
+  costs.server_ns_on_send = 20'000;
+  costs.server_ns_on_commit = 5'000;
+  costs.server_ns_on_records = 25'000;
+  costs.fsync_quantiles_ns = {100'000, 100'000};
+  costs.loopback_rtt_ns = 20'000;
+  reports::LiveTwinOptions options;
+  options.offered_per_s = 1'000;
+  options.measure_ns = 3 * kNanosPerSecond;
+  options.queue_commit_window_ns = 0;
+  options.queue_linger_ns = 0;
+  const auto dedicated = reports::run_live_twin(costs, options);
+  reports::LiveTwinCosts zero_rate = costs;
+  zero_rate.server_preemption_mean_ns = 1'000'000;  // a mean without a rate: nothing happens
+  EXPECT_EQ(reports::run_live_twin(zero_rate, options).digest_hex, dedicated.digest_hex);
+  reports::LiveTwinCosts shared = costs;
+  shared.server_preemptions_per_s = 500;  // 500 spells a second of 500 us on average: 25 % of the core
+  shared.server_preemption_mean_ns = 500'000;
+  const auto preempted = reports::run_live_twin(shared, options);
+  EXPECT_EQ(preempted.digest_hex, reports::run_live_twin(shared, options).digest_hex);
+  EXPECT_NEAR(preempted.server_utilisation, dedicated.server_utilisation, 0.01 * dedicated.server_utilisation);
+  EXPECT_GT(preempted.p99_ms, dedicated.p99_ms + 1.0);
+  EXPECT_NEAR(preempted.delivered_per_s, 1'000, 20);
+  reports::LiveTwinCosts client = costs;
+  client.client_preemptions_per_s = 500;
+  client.client_preemption_mean_ns = 500'000;
+  EXPECT_GT(reports::run_live_twin(client, options).p99_ms, dedicated.p99_ms + 1.0);
+}
+
 // The bench's measured mean fsync rescales the calibrated distribution, keeping its shape.
 TEST(LiveTwin, MeasuredFsyncMeanScalesTheDistribution) {
   reports::LiveTwinCosts costs;
