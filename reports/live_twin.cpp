@@ -143,19 +143,24 @@ TwinFrame decode(ByteView bytes) {
 
 // Bounds: far above what a few seconds at a few thousand messages per second hold.
 constexpr size_t kHeldMax = 4'000'000;
-constexpr int64_t kTurnsPerChargeMax = 1'000'000;
+// Turns drawn one by one for one charge, at most; a larger charge (an overloaded twin's batch of
+// thousands of messages) draws this many and scales their sum, which by then is close to its
+// mean anyway. Without the bound an overloaded rate's batches grow each turn and so would the
+// draws.
+constexpr int64_t kTurnsDrawnMax = 4096;
 
 // An event loop's CPU for some work, drawn as turns of the loop (LiveTwinCosts' turn
 // distributions): `turns` (a real number: its fraction is one more turn with that probability)
 // turns drawn from `quantiles_ns`, each scaled by `scale` so that the expected sum is the work's
 // mean CPU.
 int64_t draw_turns(Context& ctx, const std::vector<int64_t>& quantiles_ns, double turns, double scale) {
-  MSGSIM_ASSERT_GE(turns, 0.0);
+  MSGSIM_ASSERT(turns >= 0 && std::isfinite(turns), "turns to draw: " + std::to_string(turns));
   auto whole = static_cast<int64_t>(turns);
   if (ctx.rng().uniform01() < turns - static_cast<double>(whole)) whole++;
-  MSGSIM_ASSERT_LE(whole, kTurnsPerChargeMax);
+  const int64_t drawn = std::min(whole, kTurnsDrawnMax);
   double sum_ns = 0;
-  for (int64_t i = 0; i < whole; ++i) sum_ns += static_cast<double>(sample_quantiles(quantiles_ns, ctx.rng().uniform01()));
+  for (int64_t i = 0; i < drawn; ++i) sum_ns += static_cast<double>(sample_quantiles(quantiles_ns, ctx.rng().uniform01()));
+  if (drawn > 0) sum_ns *= static_cast<double>(whole) / static_cast<double>(drawn);
   return std::llround(sum_ns * scale);
 }
 

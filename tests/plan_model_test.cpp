@@ -503,6 +503,13 @@ TEST(LiveTwin, MeasuredTurnsKeepTheMeanAndReachTheTail) {
   EXPECT_EQ(loaded.digest_hex, reports::run_live_twin(client, options).digest_hex);
   EXPECT_GT(loaded.p50_ms, drawn.p50_ms + 0.05);
   EXPECT_NEAR(loaded.delivered_per_s, 2'000, 40);
+  // Far past the knee (20 times the core's capacity) the batches grow every turn; the draws per
+  // charge stay bounded (kTurnsDrawnMax) and the twin saturates instead of stopping.
+  reports::LiveTwinOptions over = options;
+  over.offered_per_s = 200'000;
+  over.measure_ns = kNanosPerSecond;
+  const auto saturated = reports::run_live_twin(turns, over);
+  EXPECT_LT(saturated.delivered_per_s, 20'000);
 }
 
 // A loop's measured preemptions: the core taken away at Poisson times for exponential spells.
