@@ -169,6 +169,21 @@ int64_t draw_exponential(Context& ctx, double mean_ns) {
   return std::max<int64_t>(1, std::llround(-std::log(1.0 - ctx.rng().uniform01()) * mean_ns));
 }
 
+// A loop's preemptions (LiveTwinCosts' *_preemptions_per_s, *_preemption_mean_ns): the timer of
+// the next spell, at Poisson times (none at rate 0)...
+void arm_preemption(Context& ctx, double per_s, uint64_t tag) {
+  if (per_s > 0) ctx.set_timer(draw_exponential(ctx, 1e9 / per_s), tag);
+}
+// ...and a spell: another thread has the core, so every frame and completion waits behind it; it
+// is not the loop's own CPU (not in the utilisation). `busy_until_ns` is the loop's: it stays
+// awake through the spell.
+void preempt(Context& ctx, double per_s, int64_t mean_ns, int64_t& busy_until_ns, uint64_t tag) {
+  const int64_t spell_ns = draw_exponential(ctx, static_cast<double>(mean_ns));
+  ctx.charge_cpu(spell_ns);
+  busy_until_ns = std::max(busy_until_ns, ctx.now_ns()) + spell_ns;
+  arm_preemption(ctx, per_s, tag);
+}
+
 // The scale that makes `turns_per_msg` turns of the distribution average `ns_per_msg`.
 double turn_scale(const std::vector<int64_t>& quantiles_ns, double turns_per_msg, int64_t ns_per_msg) {
   const double mean_turn_ns = quantiles_mean(quantiles_ns);
@@ -188,7 +203,7 @@ class ServerProcessNode final : public Node {
   };
   explicit ServerProcessNode(Shared& shared) : shared_(shared) {}
   void on_start(Context& ctx) override {
-    if (shared_.costs->server_preemptions_per_s > 0) ctx.set_timer(draw_exponential(ctx, 1e9 / shared_.costs->server_preemptions_per_s), kPreempted);
+    arm_preemption(ctx, shared_.costs->server_preemptions_per_s, kPreempted);
   }
   void on_accept(Context&, ConnId conn, NodeId) override { loader_conn_ = conn; }
   void on_connected(Context&, ConnId) override {}
@@ -248,15 +263,9 @@ class ServerProcessNode final : public Node {
         release(ctx);
         return;
       }
-      case kPreempted: {
-        // Another thread has the core for a spell: every frame and completion waits behind it
-        // (not the server's own CPU, so not in the utilisation).
-        const int64_t spell_ns = draw_exponential(ctx, static_cast<double>(shared_.costs->server_preemption_mean_ns));
-        ctx.charge_cpu(spell_ns);
-        busy_until_ns_ = std::max(busy_until_ns_, ctx.now_ns()) + spell_ns;
-        ctx.set_timer(draw_exponential(ctx, 1e9 / shared_.costs->server_preemptions_per_s), kPreempted);
+      case kPreempted:
+        preempt(ctx, shared_.costs->server_preemptions_per_s, shared_.costs->server_preemption_mean_ns, busy_until_ns_, kPreempted);
         return;
-      }
       case kStartBatch:
         start_posted_ = false;
         start_batch(ctx);
@@ -385,7 +394,7 @@ class LoaderNode final : public Node {
   void on_start(Context& ctx) override {
     conn_ = ctx.connect(shared_.server);
     ctx.set_timer(kTickNs, kTick);
-    if (shared_.costs->client_preemptions_per_s > 0) ctx.set_timer(draw_exponential(ctx, 1e9 / shared_.costs->client_preemptions_per_s), kPreempted);
+    arm_preemption(ctx, shared_.costs->client_preemptions_per_s, kPreempted);
   }
   void on_accept(Context&, ConnId, NodeId) override {}
   void on_connected(Context&, ConnId) override {}
@@ -406,11 +415,7 @@ class LoaderNode final : public Node {
   void on_disconnect(Context&, ConnId, DisconnectReason) override {}
   void on_timer(Context& ctx, uint64_t tag) override {
     if (tag == kPreempted) {
-      // As the server's (ServerProcessNode::kPreempted): the load process's thread loses its core.
-      const int64_t spell_ns = draw_exponential(ctx, static_cast<double>(shared_.costs->client_preemption_mean_ns));
-      ctx.charge_cpu(spell_ns);
-      busy_until_ns_ = std::max(busy_until_ns_, ctx.now_ns()) + spell_ns;
-      ctx.set_timer(draw_exponential(ctx, 1e9 / shared_.costs->client_preemptions_per_s), kPreempted);
+      preempt(ctx, shared_.costs->client_preemptions_per_s, shared_.costs->client_preemption_mean_ns, busy_until_ns_, kPreempted);
       return;
     }
     const int64_t now = ctx.now_ns();
