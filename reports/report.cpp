@@ -178,6 +178,9 @@ double error_percent(double predicted, double measured) {
 
 namespace {
 
+// A side that delivered nothing in its window has no latency to compare or plot.
+bool none_delivered(const std::optional<double>& delivered_per_s) { return delivered_per_s && *delivered_per_s == 0; }
+
 // The cells after the offered rate: latency and throughput, predicted and measured, the errors,
 // and the verdicts.
 struct ComparisonRow {
@@ -191,13 +194,22 @@ ComparisonRow comparison_row(const ModelPoint& m, const std::vector<ModelPoint>&
     return (e >= 0 ? "+" : "") + fmt(e, 0) + " %";
   };
   auto rate = [](const std::optional<double>& v) { return v ? with_commas(*v) : std::string("-"); };
+  // A side that delivered nothing in its window (an overloaded twin, a live rate whose
+  // connections failed) has no latency: its 0 would read as a -100 % error.
+  const bool predicted_none = none_delivered(m.predicted_delivered_per_s);
+  const bool measured_none = none_delivered(m.measured_delivered_per_s);
+  const std::string none = "none delivered";
+  auto predicted = [&](double v) { return predicted_none ? none : fmt(v, 2) + " ms"; };
+  auto measured_ms = [&](const std::optional<double>& v) { return measured_none ? none : ms(v); };
+  auto error = [&](double p, const std::optional<double>& v) { return predicted_none || measured_none ? std::string("-") : err(p, v); };
   ComparisonRow row;
-  row.cells = {fmt(m.predicted_p50_ms, 2) + " ms", ms(m.measured_p50_ms), err(m.predicted_p50_ms, m.measured_p50_ms),
-               fmt(m.predicted_p99_ms, 2) + " ms", ms(m.measured_p99_ms), err(m.predicted_p99_ms, m.measured_p99_ms),
+  row.cells = {predicted(m.predicted_p50_ms), measured_ms(m.measured_p50_ms), error(m.predicted_p50_ms, m.measured_p50_ms),
+               predicted(m.predicted_p99_ms), measured_ms(m.measured_p99_ms), error(m.predicted_p99_ms, m.measured_p99_ms),
                rate(m.predicted_delivered_per_s), rate(m.measured_delivered_per_s)};
   const bool measured = m.measured_p50_ms && m.measured_p99_ms;
   row.cells.push_back(!measured ? "-" : below_knee(m, all) ? "yes" : "no");
-  const bool met = measured && std::fabs(error_percent(m.predicted_p50_ms, *m.measured_p50_ms)) <= kModelBarPercent &&
+  const bool met = measured && !predicted_none && !measured_none &&
+                   std::fabs(error_percent(m.predicted_p50_ms, *m.measured_p50_ms)) <= kModelBarPercent &&
                    std::fabs(error_percent(m.predicted_p99_ms, *m.measured_p99_ms)) <= kModelBarPercent;
   row.cells.push_back(!measured ? "-" : met ? "yes" : "no");
   return row;
@@ -390,10 +402,14 @@ std::string render_html(const Report& r) {
          "<th>measured p99</th><th>error</th><th>predicted msg/s</th><th>measured msg/s</th><th>below the knee</th><th>within "
       << fmt(kModelBarPercent, 0) << " %</th></tr>\n";
     for (const ModelPoint& m : r.model) {
-      pred50.x.push_back(m.offered_per_s), pred50.y.push_back(m.predicted_p50_ms);
-      pred99.x.push_back(m.offered_per_s), pred99.y.push_back(m.predicted_p99_ms);
-      if (m.measured_p50_ms) meas50.x.push_back(m.offered_per_s), meas50.y.push_back(*m.measured_p50_ms);
-      if (m.measured_p99_ms) meas99.x.push_back(m.offered_per_s), meas99.y.push_back(*m.measured_p99_ms);
+      if (!none_delivered(m.predicted_delivered_per_s)) {
+        pred50.x.push_back(m.offered_per_s), pred50.y.push_back(m.predicted_p50_ms);
+        pred99.x.push_back(m.offered_per_s), pred99.y.push_back(m.predicted_p99_ms);
+      }
+      if (!none_delivered(m.measured_delivered_per_s)) {
+        if (m.measured_p50_ms) meas50.x.push_back(m.offered_per_s), meas50.y.push_back(*m.measured_p50_ms);
+        if (m.measured_p99_ms) meas99.x.push_back(m.offered_per_s), meas99.y.push_back(*m.measured_p99_ms);
+      }
       o << "<tr><td>" << with_commas(m.offered_per_s) << "</td>";
       for (const std::string& cell : comparison_row(m, r.model).cells) o << "<td>" << escape(cell) << "</td>";
       o << "</tr>\n";

@@ -583,4 +583,22 @@ TEST(Report, ComparisonVerdicts) {
   EXPECT_NE(md.find("| 1,000 | 10.00 ms | 15.00 ms | -33 % |"), std::string::npos) << md;
 }
 
+TEST(Report, ASideThatDeliveredNothingHasNoLatency) {
+  // An overloaded twin delivers nothing in its window: its latency is not 0 ms, -100 %.
+  std::vector<reports::ModelPoint> points = {{500, 10, 20, 11.0, 21.0, 500.0, 500.0},
+                                             {56000, 0, 0, 900.0, 2000.0, 0.0, 15000.0},
+                                             {90000, 40, 80, 0.0, 0.0, 20000.0, 0.0}};
+  reports::Report report;
+  report.model = points;
+  const std::string md = reports::render_markdown(report);
+  EXPECT_NE(md.find("| 56,000 | none delivered | 900.00 ms | - | none delivered | 2000.00 ms | - | 0 | 15,000 | no | no |"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("| 90,000 | 40.00 ms | none delivered | - | 80.00 ms | none delivered | - | 20,000 | 0 | no | no |"),
+            std::string::npos)
+      << md;
+  EXPECT_EQ(md.find("-100 %"), std::string::npos) << md;
+  EXPECT_NE(reports::render_html(report).find("none delivered"), std::string::npos);
+}
+
 }  // namespace msgsim
