@@ -174,6 +174,13 @@ struct SharedGroupCommitCounters {
   // loop_cpu_ns: how long the other processes on the machine's cores kept the loop waiting.
   std::atomic<uint64_t> loop_runqueue_wait_ns{0};
   std::atomic<uint64_t> loop_involuntary_switches{0};
+  // SQLite's checkpoints, which run on the loop thread inside a commit and hold every frame
+  // waiting for the loop meanwhile (live::GroupCommitStats::checkpoints): how many, the loop's
+  // CPU in them, and their wall-clock durations, log-spaced as the fsync buckets.
+  std::atomic<uint64_t> checkpoints{0};
+  std::atomic<uint64_t> checkpoint_cpu_ns{0};
+  static constexpr size_t kCheckpointBuckets = 200;
+  std::atomic<uint64_t> checkpoint_buckets[kCheckpointBuckets]{};
 };
 constexpr int64_t kLoopCpuPublishNs = 50 * kNanosPerMilli;
 constexpr double kFsyncBucketFloorNs = 1000;
@@ -207,6 +214,9 @@ std::vector<reports::DurationBucket> fsync_buckets_of(const uint64_t* counts) {
 }
 std::vector<reports::DurationBucket> loop_turn_buckets_of(const uint64_t* counts) {
   return log_buckets_of(counts, SharedGroupCommitCounters::kLoopTurnBuckets, kLoopTurnBucketFloorNs);
+}
+std::vector<reports::DurationBucket> checkpoint_buckets_of(const uint64_t* counts) {
+  return log_buckets_of(counts, SharedGroupCommitCounters::kCheckpointBuckets, kFsyncBucketFloorNs);
 }
 // [[lower_us, upper_us, count], ..]: the histogram itself, so that a lone slow fsync keeps its
 // own weight for the twin (reports/live_twin.h) rather than a quantile step's.
@@ -372,7 +382,16 @@ class BenchHost final : public live::LeanWsHandler {
   }
 
   // Where the group commit counters are published after every batch (none: not published).
-  void publish_group_commit_to(SharedGroupCommitCounters* counters) { counters_ = counters; }
+  void publish_group_commit_to(SharedGroupCommitCounters* counters) {
+    counters_ = counters;
+    if (counters_ == nullptr) return;
+    group_commit_.on_checkpoint([counters](int64_t wall_ns, int64_t cpu_ns) {
+      counters->checkpoints.fetch_add(1, std::memory_order_relaxed);
+      counters->checkpoint_cpu_ns.fetch_add(static_cast<uint64_t>(std::max<int64_t>(0, cpu_ns)), std::memory_order_relaxed);
+      const size_t bucket = log_bucket_of(static_cast<double>(wall_ns), kFsyncBucketFloorNs, SharedGroupCommitCounters::kCheckpointBuckets);
+      counters->checkpoint_buckets[bucket].fetch_add(1, std::memory_order_relaxed);
+    });
+  }
 
   void add_node(NodeId id, std::unique_ptr<Node> node) {
     if (slots_.size() <= id) slots_.resize(id + 1);
@@ -739,7 +758,8 @@ chat::ChatConfig bench_config(uint32_t traffic_runs, uint32_t pairs, const Queue
   std::function<void(error_code)> report_trace = [&](error_code error) {
     if (error) return;
     host.report_trace();
-    trace_timer.expires_after(std::chrono::seconds(1));
+    static const long interval_s = std::getenv("MSGSIM_BENCH_TRACE_INTERVAL_S") ? std::max(1L, std::atol(std::getenv("MSGSIM_BENCH_TRACE_INTERVAL_S"))) : 1L;
+    trace_timer.expires_after(std::chrono::seconds(interval_s));
     trace_timer.async_wait(report_trace);
   };
   if (StageTrace::enabled()) report_trace({});
@@ -940,6 +960,12 @@ struct RateResult {
   size_t fsync_quantiles_count = 0;
   // The histogram they come from (SharedGroupCommitCounters::fsync_buckets, the send window's).
   uint64_t fsync_bucket_counts[SharedGroupCommitCounters::kFsyncBuckets] = {};
+  // The send window's commits (WAL syncs deferred) and the checkpoints among them, which stall
+  // the loop: their loop CPU and their durations (SharedGroupCommitCounters::checkpoint_buckets).
+  uint64_t commits = 0;
+  uint64_t checkpoints = 0;
+  uint64_t checkpoint_cpu_ns = 0;
+  uint64_t checkpoint_bucket_counts[SharedGroupCommitCounters::kCheckpointBuckets] = {};
   // The server loop in the send window (its cpu_us_per_msg is server_loop_cpu_us_per_msg), and
   // the client process's loop (every sender and receiver on one thread), whose turns a Deliver
   // also waits behind before its latency is taken.
@@ -1008,6 +1034,12 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   const uint64_t server_turns_at_start = server_counters.loop_turns.load(std::memory_order_relaxed);
   const uint64_t server_wait_at_start_ns = server_counters.loop_runqueue_wait_ns.load(std::memory_order_relaxed);
   const uint64_t server_switches_at_start = server_counters.loop_involuntary_switches.load(std::memory_order_relaxed);
+  const uint64_t commits_at_start = server_counters.syncs_deferred.load(std::memory_order_relaxed);
+  const uint64_t checkpoints_at_start = server_counters.checkpoints.load(std::memory_order_relaxed);
+  const uint64_t checkpoint_cpu_at_start_ns = server_counters.checkpoint_cpu_ns.load(std::memory_order_relaxed);
+  uint64_t checkpoint_buckets[SharedGroupCommitCounters::kCheckpointBuckets];
+  for (size_t b = 0; b < SharedGroupCommitCounters::kCheckpointBuckets; ++b)
+    checkpoint_buckets[b] = server_counters.checkpoint_buckets[b].load(std::memory_order_relaxed);
   const int64_t client_cpu_at_start_ns = thread_cpu_ns();
   const ThreadSchedule client_schedule_at_start = thread_schedule();
   const int64_t start_ns = monotonic_now_ns();
@@ -1057,6 +1089,11 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   for (size_t b = 0; b < fsync_buckets.size(); ++b)
     fsync_buckets[b] = server_counters.fsync_buckets[b].load(std::memory_order_relaxed) - fsync_buckets[b];
   std::copy_n(fsync_buckets.begin(), SharedGroupCommitCounters::kFsyncBuckets, result.fsync_bucket_counts);
+  result.commits = server_counters.syncs_deferred.load(std::memory_order_relaxed) - commits_at_start;
+  result.checkpoints = server_counters.checkpoints.load(std::memory_order_relaxed) - checkpoints_at_start;
+  result.checkpoint_cpu_ns = server_counters.checkpoint_cpu_ns.load(std::memory_order_relaxed) - checkpoint_cpu_at_start_ns;
+  for (size_t b = 0; b < SharedGroupCommitCounters::kCheckpointBuckets; ++b)
+    result.checkpoint_bucket_counts[b] = server_counters.checkpoint_buckets[b].load(std::memory_order_relaxed) - checkpoint_buckets[b];
   for (size_t b = 0; b < server_turns.size(); ++b)
     result.server_loop.turn_counts[b] = server_counters.loop_turn_buckets[b].load(std::memory_order_relaxed) - server_turns[b];
   const uint64_t server_turn_total = server_counters.loop_turns.load(std::memory_order_relaxed) - server_turns_at_start;
@@ -1395,7 +1432,14 @@ int run_bench(const BenchOptions& options) {
                         {"fsyncs_per_s", r.window_s > 0 ? static_cast<double>(r.files_synced) / r.window_s : 0.0},
                         {"fsync_mean_us", r.fsync_mean_us},
                         {"fsync_quantiles_us", std::vector<double>(r.fsync_quantiles_us, r.fsync_quantiles_us + r.fsync_quantiles_count)},
-                        {"fsync_buckets_us", buckets_json(fsync_buckets_of(r.fsync_bucket_counts))}}}});
+                        {"fsync_buckets_us", buckets_json(fsync_buckets_of(r.fsync_bucket_counts))},
+                        // The send window's commits and SQLite checkpoints (run on the loop,
+                        // stalling it): reports/live_twin draws them.
+                        {"commits", r.commits},
+                        {"checkpoints", r.checkpoints},
+                        {"checkpoint_cpu_us_per_msg",
+                         r.delivered > 0 ? static_cast<double>(r.checkpoint_cpu_ns) / 1e3 / static_cast<double>(r.delivered) : 0.0},
+                        {"checkpoint_buckets_us", buckets_json(checkpoint_buckets_of(r.checkpoint_bucket_counts))}}}});
     }
     out["traffic"] = {{"senders", options.pairs},
                       {"receivers", options.pairs},

@@ -72,6 +72,11 @@ struct LivePoint {
   std::vector<int64_t> fsync_quantiles_ns;    // its fdatasyncs' distribution (evenly spaced quantiles), if measured
   std::optional<LiveLoopTurns> server_loop, client_loop;
   std::optional<double> duration_s;  // the rate's send window (live bench's "duration_s")
+  // SQLite's checkpoints on the server loop in the send window (group_commit's commits,
+  // checkpoints, checkpoint_cpu_us_per_msg, checkpoint_buckets_us), if measured.
+  std::optional<double> checkpoints_per_commit;
+  double checkpoint_cpu_us_per_msg = 0;
+  std::vector<int64_t> checkpoint_quantiles_ns;
 };
 
 // A histogram of durations as live bench writes it: [[lower_us, upper_us, count], ..], ascending.
@@ -165,7 +170,7 @@ Result<LiveRun> read_live(const std::string& path) {
     if (r["offered_per_s"].get<double>() <= 0 || r["offered_per_s"].get<double>() > 1e7)
       return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) + "].offered_per_s: expected (0, 1e7]");
     LivePoint point{r["offered_per_s"].get<double>(), r[p50].get<double>() * to_ms, r[p99].get<double>() * to_ms, std::nullopt,
-                    std::nullopt, std::nullopt, std::nullopt, {}, std::nullopt, std::nullopt, std::nullopt};
+                    std::nullopt, std::nullopt, std::nullopt, {}, std::nullopt, std::nullopt, std::nullopt, std::nullopt, 0, {}};
     if (r.contains("delivered_per_s")) {
       if (!r["delivered_per_s"].is_number())
         return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) + "].delivered_per_s: expected a number");
@@ -210,6 +215,38 @@ Result<LiveRun> read_live(const std::string& path) {
         // 100,001 quantiles: a step is 0.001 %, far below one fsync of a 10 s rate.
         std::vector<int64_t> quantiles = reports::quantiles_from_buckets(*buckets, 100'000);
         if (!quantiles.empty()) point.fsync_quantiles_ns = std::move(quantiles);
+      }
+      if (g.contains("checkpoints") || g.contains("commits") || g.contains("checkpoint_buckets_us")) {
+        // The checkpoints that stalled the server loop, among the window's commits: all three
+        // fields, or none.
+        const std::string label = path + ": " + where + "[" + std::to_string(i) + "].group_commit";
+        for (const char* key : {"commits", "checkpoints"}) {
+          if (!g.contains(key) || !g[key].is_number_unsigned() || g[key].get<uint64_t>() > 1'000'000'000)
+            return make_error(ErrorCode::bad_input, label + "." + key + ": expected an integer in [0, 1e9] (with commits, checkpoints and checkpoint_buckets_us)");
+        }
+        const uint64_t commits = g["commits"].get<uint64_t>(), checkpoints = g["checkpoints"].get<uint64_t>();
+        if (checkpoints > commits)
+          return make_error(ErrorCode::bad_input, label + ".checkpoints: " + std::to_string(checkpoints) + " is more than the " +
+                                                      std::to_string(commits) + " commits they run in");
+        if (!g.contains("checkpoint_buckets_us"))
+          return make_error(ErrorCode::bad_input, label + ".checkpoint_buckets_us: expected with commits and checkpoints");
+        Result<std::vector<reports::DurationBucket>> buckets = read_buckets(g["checkpoint_buckets_us"], label + ".checkpoint_buckets_us");
+        if (!buckets.ok()) return buckets.error();
+        uint64_t counted = 0;
+        for (const reports::DurationBucket& b : *buckets) counted += b.count;
+        if (counted != checkpoints)
+          return make_error(ErrorCode::bad_input, label + ".checkpoint_buckets_us: holds " + std::to_string(counted) + " checkpoints, checkpoints says " +
+                                                      std::to_string(checkpoints));
+        if (g.contains("checkpoint_cpu_us_per_msg")) {
+          const auto& v = g["checkpoint_cpu_us_per_msg"];
+          if (!v.is_number() || v.get<double>() < 0 || v.get<double>() > 1e6)
+            return make_error(ErrorCode::bad_input, label + ".checkpoint_cpu_us_per_msg: expected a number in [0, 1e6]");
+          point.checkpoint_cpu_us_per_msg = v.get<double>();
+        }
+        if (commits > 0) {
+          point.checkpoints_per_commit = static_cast<double>(checkpoints) / static_cast<double>(commits);
+          point.checkpoint_quantiles_ns = reports::quantiles_from_buckets(*buckets, 10'000);
+        }
       }
     }
     if (r.contains("server_loop_cpu_us_per_msg")) {
@@ -391,6 +428,8 @@ int plan(const PlanArgs& args) {
       std::string fsync_means;      // the bench's mean fdatasync the twin's distribution was scaled to, per rate
       std::string fsync_measured;   // the bench's own fdatasync distribution the twin drew from, per rate
       std::string loop_turns;       // the measured event-loop turns the twin drew its CPU from, per rate
+      std::string checkpoints;      // the measured SQLite checkpoints the twin stalled its loop for, per rate
+      std::string stages;           // the twin's stage times (as MSGSIM_BENCH_TRACE prints live's), per rate
       for (const LivePoint& p : live->points) {
         reports::LiveTwinOptions options;
         options.seed = args.seed;
@@ -399,8 +438,25 @@ int plan(const PlanArgs& args) {
         options.queue_commit_window_ns = live->queue_commit_window_ns;
         options.queue_linger_ns = live->queue_linger_ns;
         reports::LiveTwinCosts at_rate = twin;
+        // Where the checkpoints were measured, the twin stalls its loop for them itself: their CPU
+        // leaves the per-message charge.
+        const bool stalls = p.checkpoints_per_commit.has_value() && !p.checkpoint_quantiles_ns.empty();
+        const auto loop_ns = [&](double loop_us_per_msg) {
+          return std::llround(std::max(0.0, loop_us_per_msg - (stalls ? p.checkpoint_cpu_us_per_msg : 0.0)) * 1e3);
+        };
+        if (stalls) {
+          at_rate.checkpoints_per_commit = *p.checkpoints_per_commit;
+          at_rate.checkpoint_quantiles_ns = p.checkpoint_quantiles_ns;
+          const auto& q = p.checkpoint_quantiles_ns;
+          char text[160];
+          std::snprintf(text, sizeof text, "%s%.1f per 1,000 commits, p50 %.2f / max %.2f ms, %.1f us of loop CPU a message at %.0f/s",
+                        checkpoints.empty() ? "" : "; ", *p.checkpoints_per_commit * 1000,
+                        static_cast<double>(reports::sample_quantiles(q, 0.5)) / 1e6, static_cast<double>(q.back()) / 1e6,
+                        p.checkpoint_cpu_us_per_msg, p.offered_per_s);
+          checkpoints += text;
+        }
         if (p.loop_cpu_us_per_msg.has_value()) {
-          at_rate = reports::with_measured_loop_cpu(twin, std::llround(*p.loop_cpu_us_per_msg * 1e3));
+          at_rate = reports::with_measured_loop_cpu(at_rate, loop_ns(*p.loop_cpu_us_per_msg));
           char cpu[64];
           std::snprintf(cpu, sizeof cpu, "%s%.0f us at %.0f/s", loop_cpu.empty() ? "" : ", ", *p.loop_cpu_us_per_msg, p.offered_per_s);
           loop_cpu += cpu;
@@ -408,7 +464,7 @@ int plan(const PlanArgs& args) {
         if (p.server_loop.has_value()) {
           // The loop's turns: each stage's CPU drawn as turns of the measured shape.
           if (!p.loop_cpu_us_per_msg.has_value())
-            at_rate = reports::with_measured_loop_cpu(at_rate, std::llround(p.server_loop->cpu_us_per_msg * 1e3));
+            at_rate = reports::with_measured_loop_cpu(at_rate, loop_ns(p.server_loop->cpu_us_per_msg));
           at_rate.server_turn_quantiles_ns = p.server_loop->turn_quantiles_ns;
           at_rate.server_turns_per_msg = p.server_loop->turns_per_msg;
         }
@@ -473,6 +529,11 @@ int plan(const PlanArgs& args) {
         }
         std::sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) { return a.p99_ms < b.p99_ms; });
         const reports::LiveTwinResult predicted = runs[runs.size() / 2];
+        char stage_text[200];
+        std::snprintf(stage_text, sizeof stage_text, "%sread %.2f / %.2f, records %.2f / %.2f, written %.2f / %.2f ms at %.0f/s",
+                      stages.empty() ? "" : "; ", predicted.read_p50_ms, predicted.read_p99_ms, predicted.records_p50_ms,
+                      predicted.records_p99_ms, predicted.written_p50_ms, predicted.written_p99_ms, p.offered_per_s);
+        stages += stage_text;
         char text[96];
         if (p.files_per_batch.has_value()) {
           std::snprintf(text, sizeof text, "%s%.2f / %.2f at %.0f/s", files_per_batch.empty() ? "" : ", ", predicted.files_per_batch,
@@ -535,6 +596,12 @@ int plan(const PlanArgs& args) {
                      " % on the send and the rest on the Deliver's arrival; where it measured each loop's involuntary switches "
                      "and wait for a core, the loop loses its core at Poisson times at that rate for exponential spells of "
                      "that mean (" + loop_turns + ")") +
+          (checkpoints.empty() ? std::string()
+                               : ". SQLite's checkpoints run on the server loop inside a commit and stall it (the log's pages copied "
+                                 "into the database, both files synced): a twin commit checkpoints with the measured probability and "
+                                 "stalls the loop for a duration drawn from the measured ones, their CPU taken out of the per-message "
+                                 "charge (" + checkpoints + ")") +
+          ". Where the twin's time goes, p50 / p99 since the send (compare `MSGSIM_BENCH_TRACE=1 msgsim live bench`): " + stages +
           ". Measured: " + args.live_json +
           " (msgsim live bench --json)" + (live->uptime.empty() ? std::string(".") : ", machine load during it: " + live->uptime + ".") +
           " Below the knee: the live bench delivered at least 95 % of the offered rate and its p99 stayed within 3x the "

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <ctime>
 #include <map>
 #include <mutex>
 #include <new>
@@ -161,6 +162,15 @@ class GroupCommit::Impl : public std::enable_shared_from_this<Impl> {
   sqlite3_vfs* real_ = nullptr;
   bool registered_ = false;
   GroupCommitStats stats_;
+  std::function<void(int64_t, int64_t)> on_checkpoint_;
+  // A checkpoint ended (loop thread): its wall-clock and thread CPU time.
+  void note_checkpoint(int64_t wall_ns, int64_t cpu_ns) {
+    stats_.checkpoints++;
+    stats_.checkpoint_ns += static_cast<uint64_t>(wall_ns);
+    stats_.checkpoint_cpu_ns += static_cast<uint64_t>(cpu_ns);
+    stats_.checkpoint_ns_max = std::max(stats_.checkpoint_ns_max, static_cast<uint64_t>(wall_ns));
+    if (on_checkpoint_) on_checkpoint_(wall_ns, cpu_ns);
+  }
   // Loop thread.
   std::vector<std::shared_ptr<SyncFile>> forming_;  // first deferred sync first
   uint64_t started_ = 0;
@@ -186,6 +196,10 @@ struct ShimFile {
   GroupCommit::Impl* owner = nullptr;
   std::shared_ptr<SyncFile> deferred;  // set for write-ahead logs
   std::string main_db_path;            // set for main database files
+  // A main database file's checkpoint in progress: when its first page write came (0: none), on
+  // the steady clock and the thread's CPU clock.
+  int64_t checkpoint_began_ns = 0;
+  int64_t checkpoint_began_cpu_ns = 0;
 };
 constexpr size_t kRealOffset = (sizeof(ShimFile) + alignof(std::max_align_t) - 1) & ~(alignof(std::max_align_t) - 1);
 
@@ -217,9 +231,23 @@ int sync_log_before_checkpoint(ShimFile* s) {
   return SQLITE_OK;
 }
 
+int64_t steady_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+int64_t thread_cpu_now_ns() {
+  timespec t{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<int64_t>(t.tv_sec) * 1'000'000'000 + t.tv_nsec;
+}
+
 int shim_write(sqlite3_file* f, const void* in, int n, sqlite3_int64 offset) {
   ShimFile* s = shim(f);
   if (!s->main_db_path.empty()) {
+    // In WAL mode only a checkpoint writes the main file: its first write starts one.
+    if (s->checkpoint_began_ns == 0) {
+      s->checkpoint_began_ns = steady_now_ns();
+      s->checkpoint_began_cpu_ns = thread_cpu_now_ns();
+    }
     const int rc = sync_log_before_checkpoint(s);
     if (rc != SQLITE_OK) return rc;
   }
@@ -233,7 +261,13 @@ int shim_sync(sqlite3_file* f, int flags) {
     return SQLITE_OK;
   }
   s->owner->stats_.syncs_immediate++;
-  return real(f)->pMethods->xSync(real(f), flags);
+  const int rc = real(f)->pMethods->xSync(real(f), flags);
+  if (s->checkpoint_began_ns != 0) {
+    // The checkpoint's copy is on disk: it ends here.
+    s->owner->note_checkpoint(steady_now_ns() - s->checkpoint_began_ns, thread_cpu_now_ns() - s->checkpoint_began_cpu_ns);
+    s->checkpoint_began_ns = 0;
+  }
+  return rc;
 }
 int shim_file_size(sqlite3_file* f, sqlite3_int64* size) { return real(f)->pMethods->xFileSize(real(f), size); }
 int shim_lock(sqlite3_file* f, int level) { return real(f)->pMethods->xLock(real(f), level); }
@@ -340,5 +374,6 @@ uint64_t GroupCommit::sync_point() const { return impl_->forming_.empty() ? impl
 uint64_t GroupCommit::durable() const { return impl_->durable_; }
 bool GroupCommit::batch_in_flight() const { return impl_->in_flight_; }
 const GroupCommitStats& GroupCommit::stats() const { return impl_->stats_; }
+void GroupCommit::on_checkpoint(std::function<void(int64_t, int64_t)> observer) { impl_->on_checkpoint_ = std::move(observer); }
 
 }  // namespace msgsim::live

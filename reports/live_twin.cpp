@@ -199,7 +199,11 @@ class ServerProcessNode final : public Node {
     const LiveTwinCosts* costs = nullptr;
     int64_t commit_window_ns = 0, linger_ns = 0;
     int64_t charged_ns = 0;
-    uint64_t batches = 0, released = 0, files_synced = 0;
+    uint64_t batches = 0, released = 0, files_synced = 0, checkpoints = 0;
+    // The measured window (sends in [measure_from_ns, stop_ns)) and its messages' stage times
+    // since the send (LiveTwinResult's read/records/written).
+    int64_t measure_from_ns = 0, stop_ns = 0;
+    std::vector<int64_t> read_ns, records_ns, written_ns;
   };
   explicit ServerProcessNode(Shared& shared) : shared_(shared) {}
   void on_start(Context& ctx) override {
@@ -242,6 +246,7 @@ class ServerProcessNode final : public Node {
         // the chat server (in process), the records wait the linger.
         commit_armed_ = false;
         charge(ctx, stage_cpu(ctx, shared_.costs->server_ns_on_commit, open_batch_.size()));
+        maybe_checkpoint(ctx);
         defer_sync(ctx, kQueueFile);
         MSGSIM_ASSERT_LT(committed_.size() + open_batch_.size(), kHeldMax);
         for (Bytes& frame : open_batch_) committed_.push_back(std::move(frame));
@@ -255,7 +260,9 @@ class ServerProcessNode final : public Node {
         // The storage stores the records in one transaction (its file's fsync deferred) and fans
         // them out: each Deliver leaves once the batch covering both commits is durable.
         flush_armed_ = false;
+        for (const Bytes& frame : committed_) note_stage(ctx, shared_.records_ns, frame);
         charge(ctx, stage_cpu(ctx, shared_.costs->server_ns_on_records, committed_.size()));
+        maybe_checkpoint(ctx);
         defer_sync(ctx, kStorageFile);
         const uint64_t ticket = sync_point();
         for (Bytes& frame : committed_) held_.push_back(Held{ticket, std::move(frame)});
@@ -299,6 +306,7 @@ class ServerProcessNode final : public Node {
 
   // A Send: the chat server forwards it, the queue appends it to the open transaction.
   void on_send(Context& ctx, Bytes frame) {
+    note_stage(ctx, shared_.read_ns, frame);
     charge(ctx, stage_cpu(ctx, shared_.costs->server_ns_on_send, 1));
     MSGSIM_ASSERT_LT(open_batch_.size(), kHeldMax);
     open_batch_.push_back(std::move(frame));
@@ -342,6 +350,7 @@ class ServerProcessNode final : public Node {
   }
   void release(Context& ctx) {
     while (!held_.empty() && held_.front().ticket <= durable_) {
+      note_stage(ctx, shared_.written_ns, held_.front().frame);
       ctx.send(loader_conn_, std::move(held_.front().frame));
       held_.pop_front();
       shared_.released++;
@@ -357,6 +366,21 @@ class ServerProcessNode final : public Node {
     const double turns = c.server_turns_per_msg * static_cast<double>(stage_ns) / static_cast<double>(per_message_ns) *
                          static_cast<double>(messages);
     return draw_turns(ctx, c.server_turn_quantiles_ns, turns, turn_scale_);
+  }
+  // A commit's checkpoint, with the measured probability: the loop stalls for its measured
+  // duration (its CPU and its fsyncs, both on the loop thread in live).
+  void maybe_checkpoint(Context& ctx) {
+    const LiveTwinCosts& c = *shared_.costs;
+    if (c.checkpoints_per_commit <= 0 || c.checkpoint_quantiles_ns.empty()) return;
+    if (ctx.rng().uniform01() >= c.checkpoints_per_commit) return;
+    shared_.checkpoints++;
+    charge(ctx, sample_quantiles(c.checkpoint_quantiles_ns, ctx.rng().uniform01()));
+  }
+  // A measured message's time since its send, at a stage.
+  void note_stage(const Context& ctx, std::vector<int64_t>& samples, const Bytes& frame) const {
+    const int64_t sent_ns = decode(frame).sent_ns;
+    if (sent_ns < shared_.measure_from_ns || sent_ns >= shared_.stop_ns || samples.size() >= kSamplesMax) return;
+    samples.push_back(ctx.now_ns() - sent_ns);
   }
   void charge(Context& ctx, int64_t cost_ns) {
     if (cost_ns <= 0) return;
@@ -480,6 +504,8 @@ LiveTwinResult run_live_twin(const LiveTwinCosts& costs, const LiveTwinOptions& 
   loader.start_ns = 0;
   loader.measure_from_ns = options.warmup_ns;
   loader.stop_ns = options.warmup_ns + options.measure_ns;
+  server_shared.measure_from_ns = loader.measure_from_ns;
+  server_shared.stop_ns = loader.stop_ns;
   const NodeId server = sim.add_node("server-process", 0, [&] { return std::make_unique<ServerProcessNode>(server_shared); });
   sim.set_cores(server, 1);
   loader.server = server;
@@ -493,6 +519,12 @@ LiveTwinResult run_live_twin(const LiveTwinCosts& costs, const LiveTwinOptions& 
   result.delivered_per_s = static_cast<double>(loader.measured_delivered) / (static_cast<double>(options.measure_ns) / 1e9);
   result.p50_ms = percentile_ms(loader.samples, 0.50);
   result.p99_ms = percentile_ms(loader.samples, 0.99);
+  result.read_p50_ms = percentile_ms(server_shared.read_ns, 0.50);
+  result.read_p99_ms = percentile_ms(server_shared.read_ns, 0.99);
+  result.records_p50_ms = percentile_ms(server_shared.records_ns, 0.50);
+  result.records_p99_ms = percentile_ms(server_shared.records_ns, 0.99);
+  result.written_p50_ms = percentile_ms(server_shared.written_ns, 0.50);
+  result.written_p99_ms = percentile_ms(server_shared.written_ns, 0.99);
   result.server_utilisation =
       static_cast<double>(server_shared.charged_ns) / static_cast<double>(loader.stop_ns + options.drain_ns);
   result.batches = server_shared.batches;
@@ -500,6 +532,7 @@ LiveTwinResult run_live_twin(const LiveTwinCosts& costs, const LiveTwinOptions& 
       server_shared.batches == 0 ? 0 : static_cast<double>(server_shared.released) / static_cast<double>(server_shared.batches);
   result.files_per_batch =
       server_shared.batches == 0 ? 0 : static_cast<double>(server_shared.files_synced) / static_cast<double>(server_shared.batches);
+  result.checkpoints = server_shared.checkpoints;
   result.digest_hex = sim.digest_hex();
   return result;
 }

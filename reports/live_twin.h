@@ -70,6 +70,14 @@ struct LiveTwinCosts {
   int64_t server_preemption_mean_ns = 0;
   double client_preemptions_per_s = 0;
   int64_t client_preemption_mean_ns = 0;
+  // SQLite's checkpoints as `live bench` measured them (its group_commit's commits, checkpoints
+  // and checkpoint_buckets_us): one runs on the loop thread inside a commit every few hundred
+  // commits, copying the log's pages into the database and syncing both files, and the loop does
+  // nothing else meanwhile (~1.5 ms, ~10 a second at 1,000 msg/s: the stalls behind live's p99).
+  // A commit of the twin checkpoints with this probability and stalls the loop for a duration
+  // drawn from these quantiles. Zero or empty: no checkpoints (the turns may still hold some).
+  double checkpoints_per_commit = 0;
+  std::vector<int64_t> checkpoint_quantiles_ns;
   int64_t server_ns_per_message() const { return server_ns_on_send + server_ns_on_commit + server_ns_on_records; }
 };
 
@@ -115,6 +123,13 @@ struct LiveTwinResult {
   double mean_batch_messages = 0;  // Delivers released per batch
   uint64_t batches = 0;
   double files_per_batch = 0;      // database files synced per batch
+  uint64_t checkpoints = 0;        // SQLite checkpoints the loop stalled for (checkpoints_per_commit)
+  // Where a measured message's time goes, as `MSGSIM_BENCH_TRACE=1 msgsim live bench` prints it
+  // for live: p50/p99 ms since the send when the server loop reads the Send, when the committed
+  // Records reach the storage, and when the Deliver is written (its batch durable).
+  double read_p50_ms = 0, read_p99_ms = 0;
+  double records_p50_ms = 0, records_p99_ms = 0;
+  double written_p50_ms = 0, written_p99_ms = 0;
   std::string digest_hex;
 };
 

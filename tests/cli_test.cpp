@@ -537,6 +537,14 @@ TEST_F(CliTest, LiveBenchQueueLingerDelaysTheRecords) {
     fsyncs += bucket[2].get<uint64_t>();
   }
   EXPECT_GT(fsyncs, 0u);
+  // The send window's commits and the SQLite checkpoints among them (a few per thousand
+  // commits: maybe none in one second), their durations a histogram of as many.
+  EXPECT_GT(group_commit["commits"].get<uint64_t>(), 0u) << group_commit.dump();
+  EXPECT_LE(group_commit["checkpoints"].get<uint64_t>(), group_commit["commits"].get<uint64_t>());
+  uint64_t checkpoints = 0;
+  for (const auto& bucket : group_commit["checkpoint_buckets_us"]) checkpoints += bucket.at(2).get<uint64_t>();
+  EXPECT_EQ(checkpoints, group_commit["checkpoints"].get<uint64_t>());
+  EXPECT_GE(group_commit["checkpoint_cpu_us_per_msg"].get<double>(), 0.0);
   // Each event loop's turns in the send window: at least one per delivered message (the
   // Deliver's read, the Send's read), the timed ones' CPU as a histogram (no more than the loop's
   // CPU), and the time waiting for a core (present whatever the load; zero on an idle machine).
@@ -683,6 +691,48 @@ TEST_F(CliTest, PlanTwinDrawsFromTheBenchFsyncDistribution) {
                                       "--out", (dir_ / "rbb").string()});
   EXPECT_EQ(refused_buckets.exit_code, 2);
   EXPECT_THAT(refused_buckets.err, HasSubstr("$.traffic.rates[0].group_commit.fsync_buckets_us[1]"));
+}
+
+// `plan --live-json` with the SQLite checkpoints the bench measured on its server loop
+// (group_commit.commits, checkpoints, checkpoint_buckets_us): a twin commit checkpoints as often
+// and stalls the loop as long, so 1 % of commits stalling 3 ms reach the predicted p99 but hardly
+// the p50; the three fields come together and agree, or the input is refused naming the field.
+TEST_F(CliTest, PlanTwinStallsForTheBenchCheckpoints) {
+  const std::string seed = MSGSIM_SOURCE_DIR "/workloads/seed.json";
+  const std::string costs = MSGSIM_SOURCE_DIR "/reports/cost_table.json";
+  const auto write_rate = [&](const std::string& name, const std::string& checkpoints) {
+    const std::string path = (dir_ / name).string();
+    std::ofstream(path) << R"({"traffic": {"queue_commit_window_us": 0, "queue_linger_us": 0, "rates": [{"offered_per_s": 500,)"
+                        << R"( "latency_p50_us": 1000, "latency_p99_us": 2000, "group_commit": {"files_per_batch": 1,)"
+                        << R"( "fsync_mean_us": 400)" << checkpoints << "}}]}}";
+    return path;
+  };
+  const auto plan = [&](const std::string& json, const std::string& out) {
+    return msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", json, "--out", (dir_ / out).string()});
+  };
+  const Ran none = plan(write_rate("none.json", ""), "rn");
+  ASSERT_EQ(none.exit_code, 0) << none.err;
+  EXPECT_THAT(none.out, Not(HasSubstr("SQLite's checkpoints")));
+  const Ran stalled = plan(write_rate("stalls.json", R"(, "commits": 1000, "checkpoints": 10, "checkpoint_cpu_us_per_msg": 2,)"
+                                                     R"( "checkpoint_buckets_us": [[3000, 3000, 10]])"),
+                           "rs");
+  ASSERT_EQ(stalled.exit_code, 0) << stalled.err;
+  EXPECT_THAT(stalled.out, HasSubstr("(10.0 per 1,000 commits, p50 3.00 / max 3.00 ms, 2.0 us of loop CPU a message at 500/s)"));
+  const auto [none_p50, none_p99] = predicted_at_500(none.out);
+  const auto [stalled_p50, stalled_p99] = predicted_at_500(stalled.out);
+  EXPECT_GT(stalled_p99, none_p99 + 1.0) << stalled.out;
+  EXPECT_LT(stalled_p50, none_p50 + 0.3) << stalled.out;
+  for (const auto& [name, fields, field] :
+       {std::tuple<const char*, const char*, const char*>{"more.json", R"(, "commits": 5, "checkpoints": 6, "checkpoint_buckets_us": [[1, 2, 6]])",
+                                                         "group_commit.checkpoints: 6 is more than the 5 commits"},
+        {"count.json", R"(, "commits": 50, "checkpoints": 6, "checkpoint_buckets_us": [[1, 2, 5]])",
+         "group_commit.checkpoint_buckets_us: holds 5 checkpoints, checkpoints says 6"},
+        {"alone.json", R"(, "checkpoints": 6)", "group_commit.commits: expected an integer"},
+        {"nobuckets.json", R"(, "commits": 50, "checkpoints": 6)", "group_commit.checkpoint_buckets_us: expected with commits"}}) {
+    const Ran refused = plan(write_rate(name, fields), std::string("r") + name);
+    EXPECT_EQ(refused.exit_code, 2) << name;
+    EXPECT_THAT(refused.err, HasSubstr(std::string("$.traffic.rates[0].") + field)) << name;
+  }
 }
 
 // `plan --live-json` with the event loops' turns the bench measured (server_loop, client_loop):

@@ -116,6 +116,43 @@ TEST(GroupCommit, ACheckpointSyncsADeferredLogBeforeItCopiesPages) {
   sqlite3_close_v2(plain);
 }
 
+TEST(GroupCommit, EachCheckpointIsTimedFromItsFirstPageToItsSync) {
+  asio::io_context io;
+  GroupCommit group_commit(io, [](uint64_t) {}, [](const std::string&) {});
+  std::vector<std::pair<int64_t, int64_t>> seen;
+  group_commit.on_checkpoint([&](int64_t wall_ns, int64_t cpu_ns) { seen.emplace_back(wall_ns, cpu_ns); });
+  sqlite3* db = open_durable(group_commit, fresh_path("timed-checkpoint.db"));
+  ASSERT_NE(db, nullptr);
+  run_until_durable(io, group_commit, group_commit.sync_point());
+  const uint64_t before = group_commit.stats().checkpoints;  // opening may have checkpointed
+  const size_t seen_before = seen.size();
+  // A commit without a checkpoint is not one.
+  insert(db, 1);
+  run_until_durable(io, group_commit, group_commit.sync_point());
+  EXPECT_EQ(group_commit.stats().checkpoints, before);
+  // Two checkpoints that copy pages: each is counted once, whatever the pages it copies.
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_TRUE(sql::exec(db, "BEGIN").ok());
+    for (int key = 0; key < 200; ++key) {
+      const int k = 10 + round * 1000 + key;
+      ASSERT_TRUE(sql::exec(db, "INSERT INTO t(k, v) VALUES(" + std::to_string(k) + ", hex(randomblob(100)))").ok());
+    }
+    ASSERT_TRUE(sql::exec(db, "COMMIT").ok());
+    ASSERT_TRUE(sql::exec(db, "PRAGMA wal_checkpoint(FULL)").ok());
+  }
+  run_until_durable(io, group_commit, group_commit.sync_point());
+  const GroupCommitStats& stats = group_commit.stats();
+  EXPECT_EQ(stats.checkpoints, before + 2);
+  ASSERT_EQ(seen.size(), seen_before + 2);
+  for (size_t i = seen_before; i < seen.size(); ++i) {
+    EXPECT_GT(seen[i].first, 0) << i;   // a page copy and an fdatasync take time
+    EXPECT_GE(seen[i].second, 0) << i;  // the thread's CPU in it
+    EXPECT_LE(static_cast<uint64_t>(seen[i].first), stats.checkpoint_ns_max) << i;
+  }
+  EXPECT_GE(stats.checkpoint_ns, static_cast<uint64_t>(seen[seen_before].first + seen[seen_before + 1].first));
+  sqlite3_close_v2(db);
+}
+
 TEST(GroupCommit, CommitsOfOneLoopTurnAcrossDatabasesShareOneBatch) {
   asio::io_context io;
   GroupCommit group_commit(io, nullptr, nullptr);

@@ -545,6 +545,49 @@ TEST(LiveTwin, PreemptionsHoldTheLoopButAreNotItsCpu) {
   EXPECT_GT(reports::run_live_twin(client, options).p99_ms, dedicated.p99_ms + 1.0);
 }
 
+// A commit's SQLite checkpoint stalls the loop (live bench measured ~6 per 1,000 commits of
+// ~1.5-2 ms each at 1,000 msg/s): every frame waiting for the loop waits it out, so the tail
+// grows by about a stall while the median barely moves.
+TEST(LiveTwin, CheckpointsStallTheLoopAtTheMeasuredRate) {
+  reports::LiveTwinCosts costs;
+  costs.server_ns_on_send = 20'000;
+  costs.server_ns_on_commit = 5'000;
+  costs.server_ns_on_records = 25'000;
+  costs.fsync_quantiles_ns = {100'000, 100'000};
+  costs.loopback_rtt_ns = 20'000;
+  reports::LiveTwinOptions options;
+  options.offered_per_s = 1'000;
+  options.measure_ns = 3 * kNanosPerSecond;
+  options.queue_commit_window_ns = 0;
+  options.queue_linger_ns = 0;
+  const auto none = reports::run_live_twin(costs, options);
+  EXPECT_EQ(none.checkpoints, 0u);
+  reports::LiveTwinCosts unmeasured = costs;
+  unmeasured.checkpoints_per_commit = 0.02;  // a rate without durations: nothing happens
+  EXPECT_EQ(reports::run_live_twin(unmeasured, options).digest_hex, none.digest_hex);
+  reports::LiveTwinCosts stalls = costs;
+  stalls.checkpoints_per_commit = 0.01;
+  stalls.checkpoint_quantiles_ns = {3'000'000, 3'000'000};
+  const auto stalled = reports::run_live_twin(stalls, options);
+  EXPECT_EQ(stalled.digest_hex, reports::run_live_twin(stalls, options).digest_hex);
+  // Two commits a message (the queue's, the storage's) over ~6 s of sends and drain: ~120.
+  EXPECT_GT(stalled.checkpoints, 60u);
+  EXPECT_LT(stalled.checkpoints, 200u);
+  EXPECT_GT(stalled.p99_ms, none.p99_ms + 1.0);
+  EXPECT_LT(stalled.p50_ms, none.p50_ms + 0.1);
+  EXPECT_NEAR(stalled.delivered_per_s, 1'000, 20);
+  // The twin's stages are in path order, each at least the one before.
+  for (const auto& r : {none, stalled}) {
+    EXPECT_LE(r.read_p50_ms, r.records_p50_ms);
+    EXPECT_LE(r.records_p50_ms, r.written_p50_ms);
+    EXPECT_LE(r.written_p50_ms, r.p50_ms);
+    EXPECT_LE(r.read_p99_ms, r.records_p99_ms);
+    EXPECT_LE(r.records_p99_ms, r.written_p99_ms);
+    EXPECT_GT(r.read_p50_ms, 0.0);
+  }
+  EXPECT_GT(stalled.read_p99_ms, none.read_p99_ms + 0.5);  // a Send arriving during a stall waits for the loop
+}
+
 // The bench's measured mean fsync rescales the calibrated distribution, keeping its shape.
 TEST(LiveTwin, MeasuredFsyncMeanScalesTheDistribution) {
   reports::LiveTwinCosts costs;
