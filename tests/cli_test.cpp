@@ -632,6 +632,17 @@ TEST_F(CliTest, PlanTwinUsesTheBenchQueueBatchingAndShowsFilesPerBatch) {
   EXPECT_NE(refused.err.find("$.traffic.rates[0].group_commit.files_per_batch"), std::string::npos) << refused.err;
 }
 
+// A `live bench --json` result of one rate, 500 msg/s with the queue's delays 0, written to
+// dir/name: its group_commit holds files_per_batch 1, fsync_mean_us 400 and `group_commit_fields`
+// (", \"key\": value" each).
+std::string write_live_rate(const std::filesystem::path& dir, const std::string& name, const std::string& group_commit_fields) {
+  const std::string path = (dir / name).string();
+  std::ofstream(path) << R"({"traffic": {"queue_commit_window_us": 0, "queue_linger_us": 0, "rates": [{"offered_per_s": 500,)"
+                      << R"( "latency_p50_us": 1000, "latency_p99_us": 2000, "group_commit": {"files_per_batch": 1,)"
+                      << R"( "fsync_mean_us": 400)" << group_commit_fields << "}}]}}";
+  return path;
+}
+
 // The twin's predicted p50 and p99 (ms) in `plan`'s model-against-live table, at 500 msg/s.
 std::pair<double, double> predicted_at_500(const std::string& out) {
   const size_t row = out.find("| 500 | ");
@@ -650,13 +661,7 @@ std::pair<double, double> predicted_at_500(const std::string& out) {
 TEST_F(CliTest, PlanTwinDrawsFromTheBenchFsyncDistribution) {
   const std::string seed = MSGSIM_SOURCE_DIR "/workloads/seed.json";
   const std::string costs = MSGSIM_SOURCE_DIR "/reports/cost_table.json";
-  const auto write_rate = [&](const std::string& name, const std::string& quantiles) {
-    const std::string path = (dir_ / name).string();
-    std::ofstream(path) << R"({"traffic": {"queue_commit_window_us": 0, "queue_linger_us": 0, "rates": [{"offered_per_s": 500,)"
-                        << R"( "latency_p50_us": 1000, "latency_p99_us": 2000, "group_commit": {"files_per_batch": 1,)"
-                        << R"( "fsync_mean_us": 400)" << quantiles << "}}]}}";
-    return path;
-  };
+  const auto write_rate = [&](const std::string& name, const std::string& fields) { return write_live_rate(dir_, name, fields); };
   // 101 quantiles: 98 % of fsyncs 100-198 us, the 99th percentile 20 ms, the slowest 40 ms.
   std::string tail = R"(, "fsync_quantiles_us": [)";
   for (int k = 0; k <= 100; ++k) tail += (k ? ", " : "") + std::to_string(k < 99 ? 100 + k : k == 99 ? 20000 : 40000);
@@ -700,13 +705,7 @@ TEST_F(CliTest, PlanTwinDrawsFromTheBenchFsyncDistribution) {
 TEST_F(CliTest, PlanTwinStallsForTheBenchCheckpoints) {
   const std::string seed = MSGSIM_SOURCE_DIR "/workloads/seed.json";
   const std::string costs = MSGSIM_SOURCE_DIR "/reports/cost_table.json";
-  const auto write_rate = [&](const std::string& name, const std::string& checkpoints) {
-    const std::string path = (dir_ / name).string();
-    std::ofstream(path) << R"({"traffic": {"queue_commit_window_us": 0, "queue_linger_us": 0, "rates": [{"offered_per_s": 500,)"
-                        << R"( "latency_p50_us": 1000, "latency_p99_us": 2000, "group_commit": {"files_per_batch": 1,)"
-                        << R"( "fsync_mean_us": 400)" << checkpoints << "}}]}}";
-    return path;
-  };
+  const auto write_rate = [&](const std::string& name, const std::string& fields) { return write_live_rate(dir_, name, fields); };
   const auto plan = [&](const std::string& json, const std::string& out) {
     return msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", json, "--out", (dir_ / out).string()});
   };

@@ -464,22 +464,34 @@ TEST(LiveTwin, MeasuredLoopCpuKeepsTheTablesProportions) {
   EXPECT_EQ(from_zero.server_ns_on_send, 30'000);
 }
 
+// The LiveTwin tests' server process: fixed CPU at each stage, every fsync 100 us, a 20 us
+// loopback round trip; and the bench's options without the queue's batching delays (as
+// `live bench` runs since session 7), measuring `measure_s` seconds at `offered_per_s`.
+reports::LiveTwinCosts stage_costs(int64_t on_send_ns, int64_t on_commit_ns, int64_t on_records_ns) {
+  reports::LiveTwinCosts costs;
+  costs.server_ns_on_send = on_send_ns;
+  costs.server_ns_on_commit = on_commit_ns;
+  costs.server_ns_on_records = on_records_ns;
+  costs.fsync_quantiles_ns = {100'000, 100'000};
+  costs.loopback_rtt_ns = 20'000;
+  return costs;
+}
+reports::LiveTwinOptions unbatched_options(double offered_per_s, int64_t measure_s) {
+  reports::LiveTwinOptions options;
+  options.offered_per_s = offered_per_s;
+  options.measure_ns = measure_s * kNanosPerSecond;
+  options.queue_commit_window_ns = 0;
+  options.queue_linger_ns = 0;
+  return options;
+}
+
 // The loops' measured turns: each stage's CPU drawn as turns of the measured shape, scaled to the
 // stage's mean. The server's charged CPU keeps its mean (utilisation within a few per cent of the
 // mean-only twin's), a rare long turn reaches the p99, and the run stays deterministic; the
 // client loop's turns delay what it reads after them.
 TEST(LiveTwin, MeasuredTurnsKeepTheMeanAndReachTheTail) {
-  reports::LiveTwinCosts costs;
-  costs.server_ns_on_send = 40'000;
-  costs.server_ns_on_commit = 10'000;
-  costs.server_ns_on_records = 50'000;
-  costs.fsync_quantiles_ns = {100'000, 100'000};
-  costs.loopback_rtt_ns = 20'000;
-  reports::LiveTwinOptions options;
-  options.offered_per_s = 2'000;
-  options.measure_ns = 3 * kNanosPerSecond;
-  options.queue_commit_window_ns = 0;
-  options.queue_linger_ns = 0;
+  const reports::LiveTwinCosts costs = stage_costs(40'000, 10'000, 50'000);
+  const reports::LiveTwinOptions options = unbatched_options(2'000, 3);
   const auto mean = reports::run_live_twin(costs, options);
   // 10 turns a message: 98 % of them 5 us, 2 % 2 ms (101 quantiles).
   reports::LiveTwinCosts turns = costs;
@@ -516,17 +528,8 @@ TEST(LiveTwin, MeasuredTurnsKeepTheMeanAndReachTheTail) {
 // Frames wait behind a spell, so the tail grows while the server's own CPU (the utilisation) does
 // not; no preemption rate, no change at all (the same digest).
 TEST(LiveTwin, PreemptionsHoldTheLoopButAreNotItsCpu) {
-  reports::LiveTwinCosts costs;
-  costs.server_ns_on_send = 20'000;
-  costs.server_ns_on_commit = 5'000;
-  costs.server_ns_on_records = 25'000;
-  costs.fsync_quantiles_ns = {100'000, 100'000};
-  costs.loopback_rtt_ns = 20'000;
-  reports::LiveTwinOptions options;
-  options.offered_per_s = 1'000;
-  options.measure_ns = 3 * kNanosPerSecond;
-  options.queue_commit_window_ns = 0;
-  options.queue_linger_ns = 0;
+  const reports::LiveTwinCosts costs = stage_costs(20'000, 5'000, 25'000);
+  const reports::LiveTwinOptions options = unbatched_options(1'000, 3);
   const auto dedicated = reports::run_live_twin(costs, options);
   reports::LiveTwinCosts zero_rate = costs;
   zero_rate.server_preemption_mean_ns = 1'000'000;  // a mean without a rate: nothing happens
@@ -549,17 +552,8 @@ TEST(LiveTwin, PreemptionsHoldTheLoopButAreNotItsCpu) {
 // ~1.5-2 ms each at 1,000 msg/s): every frame waiting for the loop waits it out, so the tail
 // grows by about a stall while the median barely moves.
 TEST(LiveTwin, CheckpointsStallTheLoopAtTheMeasuredRate) {
-  reports::LiveTwinCosts costs;
-  costs.server_ns_on_send = 20'000;
-  costs.server_ns_on_commit = 5'000;
-  costs.server_ns_on_records = 25'000;
-  costs.fsync_quantiles_ns = {100'000, 100'000};
-  costs.loopback_rtt_ns = 20'000;
-  reports::LiveTwinOptions options;
-  options.offered_per_s = 1'000;
-  options.measure_ns = 3 * kNanosPerSecond;
-  options.queue_commit_window_ns = 0;
-  options.queue_linger_ns = 0;
+  const reports::LiveTwinCosts costs = stage_costs(20'000, 5'000, 25'000);
+  const reports::LiveTwinOptions options = unbatched_options(1'000, 3);
   const auto none = reports::run_live_twin(costs, options);
   EXPECT_EQ(none.checkpoints, 0u);
   reports::LiveTwinCosts unmeasured = costs;
