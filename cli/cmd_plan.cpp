@@ -429,6 +429,7 @@ int plan(const PlanArgs& args) {
       std::string fsync_measured;   // the bench's own fdatasync distribution the twin drew from, per rate
       std::string loop_turns;       // the measured event-loop turns the twin drew its CPU from, per rate
       std::string checkpoints;      // the measured SQLite checkpoints the twin stalled its loop for, per rate
+      std::string checkpoints_off_loop;  // the twin's p99 without those stalls, per rate
       std::string stages;           // the twin's stage times (as MSGSIM_BENCH_TRACE prints live's), per rate
       for (const LivePoint& p : live->points) {
         reports::LiveTwinOptions options;
@@ -529,6 +530,22 @@ int plan(const PlanArgs& args) {
         }
         std::sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) { return a.p99_ms < b.p99_ms; });
         const reports::LiveTwinResult predicted = runs[runs.size() / 2];
+        if (stalls) {
+          // What the stalls cost: the same twin with the checkpoints off the loop (as if another
+          // thread ran them, their CPU still out of the loop's charge), the same seeds' median.
+          reports::LiveTwinCosts off_loop = at_rate;
+          off_loop.checkpoints_per_commit = 0;
+          std::vector<double> p99s;
+          for (uint64_t k = 0; k < kTwinSeeds; ++k) {
+            options.seed = args.seed + k;
+            p99s.push_back(reports::run_live_twin(off_loop, options).p99_ms);
+          }
+          std::sort(p99s.begin(), p99s.end());
+          char text[96];
+          std::snprintf(text, sizeof text, "%s%.2f instead of %.2f ms at %.0f/s", checkpoints_off_loop.empty() ? "" : ", ",
+                        p99s[p99s.size() / 2], predicted.p99_ms, p.offered_per_s);
+          checkpoints_off_loop += text;
+        }
         char stage_text[200];
         std::snprintf(stage_text, sizeof stage_text, "%sread %.2f / %.2f, records %.2f / %.2f, written %.2f / %.2f ms at %.0f/s",
                       stages.empty() ? "" : "; ", predicted.read_p50_ms, predicted.read_p99_ms, predicted.records_p50_ms,
@@ -600,7 +617,8 @@ int plan(const PlanArgs& args) {
                                : ". SQLite's checkpoints run on the server loop inside a commit and stall it (the log's pages copied "
                                  "into the database, both files synced): a twin commit checkpoints with the measured probability and "
                                  "stalls the loop for a duration drawn from the measured ones, their CPU taken out of the per-message "
-                                 "charge (" + checkpoints + ")") +
+                                 "charge (" + checkpoints + "); without the stalls, as if the checkpoints ran off the loop, the twin's p99 "
+                                 "would be " + checkpoints_off_loop + ")") +
           ". Where the twin's time goes, p50 / p99 since the send (compare `MSGSIM_BENCH_TRACE=1 msgsim live bench`): " + stages +
           ". Measured: " + args.live_json +
           " (msgsim live bench --json)" + (live->uptime.empty() ? std::string(".") : ", machine load during it: " + live->uptime + ".") +

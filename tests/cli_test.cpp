@@ -721,6 +721,14 @@ TEST_F(CliTest, PlanTwinStallsForTheBenchCheckpoints) {
   const auto [stalled_p50, stalled_p99] = predicted_at_500(stalled.out);
   EXPECT_GT(stalled_p99, none_p99 + 1.0) << stalled.out;
   EXPECT_LT(stalled_p50, none_p50 + 0.3) << stalled.out;
+  // What the stalls cost: the twin's p99 with the checkpoints off the loop, against the one shown.
+  const std::string what_if = "the twin's p99 would be ";
+  const size_t at = stalled.out.find(what_if);
+  ASSERT_NE(at, std::string::npos) << stalled.out;
+  double off_loop_p99 = 0, shown_p99 = 0;
+  ASSERT_EQ(std::sscanf(stalled.out.c_str() + at + what_if.size(), "%lf instead of %lf ms at 500/s", &off_loop_p99, &shown_p99), 2);
+  EXPECT_DOUBLE_EQ(shown_p99, stalled_p99);
+  EXPECT_LT(off_loop_p99, stalled_p99 - 1.0) << stalled.out;
   for (const auto& [name, fields, field] :
        {std::tuple<const char*, const char*, const char*>{"more.json", R"(, "commits": 5, "checkpoints": 6, "checkpoint_buckets_us": [[1, 2, 6]])",
                                                          "group_commit.checkpoints: 6 is more than the 5 commits"},
