@@ -362,6 +362,18 @@ class BenchHost final : public live::LeanWsHandler {
  public:
   // Frames queued to one device connection, at most; a reader slower than that is dropped.
   static constexpr size_t kDeviceOutboxMax = 4096;
+  // Backpressure on the devices. Frames between nodes are posted to the loop; past
+  // kBacklogHoldFrames of them not yet handled, the device sessions stop reading (their bytes stay
+  // in the kernel, the senders' TCP windows close) until the loop has worked the queue down to
+  // kBacklogReleaseFrames (LeanWsShared::reads_held). Without it an offered rate above capacity
+  // was read in whole: each message crosses the loop's FIFO about five times (Produce, Produced,
+  // Records, Lookup and Located, Route), each time behind everything read since, so the loop
+  // shared itself among every message in the server and finished few: at 25,000/s offered (load
+  // ~6) 6,945 of 124,995 were delivered within the run, the server having spent 187 us of loop
+  // CPU per delivered message; with the bound 43,751, at 50 us (session 11). ~5 frames a message,
+  // so the bound holds ~1,600 messages, tens of milliseconds of the loop's work.
+  static constexpr size_t kBacklogHoldFrames = 8192;
+  static constexpr size_t kBacklogReleaseFrames = 2048;
 
   BenchHost(asio::io_context& io, std::string dir)
       : io_(io),
@@ -408,7 +420,8 @@ class BenchHost final : public live::LeanWsHandler {
     const live::GroupCommitStats& s = group_commit_.stats();
     return "group commit: batches=" + std::to_string(s.batches) + " files_synced=" + std::to_string(s.files_synced) +
            " syncs_deferred=" + std::to_string(s.syncs_deferred) + " syncs_immediate=" + std::to_string(s.syncs_immediate) +
-           " held_frames=" + std::to_string(held_.size());
+           " held_frames=" + std::to_string(held_.size()) + " loop_backlog_frames=" + std::to_string(backlog_frames_) +
+           " device_reads_held=" + std::to_string(reads_held_count_) + (lean_ws_.reads_held ? " (held now)" : "");
   }
   // MSGSIM_BENCH_TRACE: the last second's stage delays to stderr (StageTrace).
   void report_trace() { trace_.report(); }
@@ -531,7 +544,12 @@ class BenchHost final : public live::LeanWsHandler {
     const ConnId to_conn = it->second.peer_conn;
     const NodeId to = it->second.peer;
     if (StageTrace::enabled()) trace_.note_frame(StageTrace::kServerRead, frame);
+    if (++backlog_frames_ > kBacklogHoldFrames && !lean_ws_.reads_held) {
+      lean_ws_.reads_held = true;
+      reads_held_count_++;
+    }
     asio::post(io_, [this, to, to_conn, frame = std::move(frame)] {
+      if (--backlog_frames_ <= kBacklogReleaseFrames && lean_ws_.reads_held) lean_ws_.release_reads();
       if (!is_open(to_conn)) return;
       call(to, [to_conn, &frame](Node& node, Context& ctx) { node.on_frame(ctx, to_conn, frame); });
     });
@@ -658,8 +676,10 @@ class BenchHost final : public live::LeanWsHandler {
   asio::io_context& io_;
   std::string dir_;
   live::GroupCommit group_commit_;
-  live::LeanWsShared lean_ws_{.handler = this, .message_bytes_max = 1 << 20, .outbound_frames_max = kDeviceOutboxMax, .read_chunk_bytes = 64 * 1024, .read_buffer = {}};
+  live::LeanWsShared lean_ws_{.handler = this, .message_bytes_max = 1 << 20, .outbound_frames_max = kDeviceOutboxMax, .read_chunk_bytes = 64 * 1024, .read_buffer = {}, .reads_held = false, .held_readers = {}};
   std::deque<Held> held_;
+  size_t backlog_frames_ = 0;     // frames between nodes posted and not yet handled
+  uint64_t reads_held_count_ = 0;  // times the device reads were held for the backlog
   StageTrace trace_;
   std::vector<Slot> slots_;
   std::unordered_map<ConnId, Conn> conns_;

@@ -222,7 +222,27 @@ void LeanWsSession::wait_readable() {
   });
 }
 
+void LeanWsShared::release_reads() {
+  reads_held = false;
+  std::vector<std::weak_ptr<LeanWsSession>> waiting;
+  waiting.swap(held_readers);
+  for (const auto& weak : waiting) {
+    if (auto session = weak.lock()) session->resume_reading();
+  }
+}
+
+void LeanWsSession::resume_reading() {
+  asio::post(socket_.get_executor(), [self = shared_from_this()] {
+    if (!self->gone_) self->on_readable();
+  });
+}
+
 void LeanWsSession::on_readable() {
+  if (shared_.reads_held) {
+    // Readable, but the handler has more than it can work off: the bytes stay in the kernel.
+    shared_.held_readers.push_back(weak_from_this());
+    return;
+  }
   std::vector<uint8_t>& buffer = shared_.read_buffer;
   if (buffer.size() < shared_.read_chunk_bytes) buffer.resize(shared_.read_chunk_bytes);
   error_code ec;

@@ -17,7 +17,9 @@
 // frames are unmasked, FIN set, never fragmented.
 // Bounds: the upgrade request's header (8 KiB), a message (message_bytes_max, close code 1009),
 // control frames (125 bytes, unfragmented), outbound frames queued per connection
-// (outbound_frames_max; past it the connection is dropped as a slow reader).
+// (outbound_frames_max; past it the connection is dropped as a slow reader). Inbound, the
+// handler may hold every session's reads while it catches up (LeanWsShared::reads_held): TCP's
+// flow control then stops the peers.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -89,6 +91,14 @@ struct LeanWsShared {
   size_t outbound_frames_max = 4096;
   size_t read_chunk_bytes = 64 * 1024;
   std::vector<uint8_t> read_buffer;  // read_chunk_bytes, used by one session at a time
+  // Backpressure, the handler's choice (e.g. while its own work queue is long): while
+  // `reads_held`, a session whose socket turns readable reads nothing and waits in
+  // `held_readers`, so its bytes stay in the kernel and the peer's TCP window closes (its writes
+  // block) instead of the server taking in more than it can work off. release_reads() reads
+  // them again, in the order they waited, each from the loop (never inside the caller).
+  bool reads_held = false;
+  std::vector<std::weak_ptr<LeanWsSession>> held_readers;
+  void release_reads();
 };
 
 class LeanWsSession : public std::enable_shared_from_this<LeanWsSession> {
@@ -102,6 +112,8 @@ class LeanWsSession : public std::enable_shared_from_this<LeanWsSession> {
   // Ends the connection at once (no close frame), and tells the handler from the loop.
   void close();
   bool open() const { return open_; }
+  // Reads again after release_reads(): posted, so the caller's handler is never re-entered.
+  void resume_reading();
 
   uint64_t tag = 0;  // the server's name for the connection
 

@@ -1,7 +1,8 @@
 // The lean WebSocket server side (live/lean_websocket.h): WsFrameReader on hand-made client
 // frames (masking, lengths, fragments, control frames, every refusal), and LeanWsSession against
 // Beast's WebSocket client over loopback (upgrade, messages both ways in order, the peer's close,
-// an oversized message, a request that is not an upgrade).
+// an oversized message, a request that is not an upgrade, a burst of many reads with nothing
+// after it, reads held for backpressure and released).
 #include <gtest/gtest.h>
 
 #include <boost/asio/io_context.hpp>
@@ -13,6 +14,7 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -155,6 +157,7 @@ struct Server final : LeanWsHandler {
   void on_ws_message(LeanWsSession& session, ByteView payload) override {
     const std::string text(payload.begin(), payload.end());
     events.push_back("message " + text);
+    by_session[&session].push_back(text);
     if (text == "echo3") {
       for (const char* reply : {"one", "two", "three"}) session.send(Bytes(reply, reply + std::strlen(reply)));
     }
@@ -174,6 +177,7 @@ struct Server final : LeanWsHandler {
   LeanWsShared shared;
   std::vector<std::shared_ptr<LeanWsSession>> sessions;
   std::vector<std::string> events;
+  std::map<const LeanWsSession*, std::vector<std::string>> by_session;  // each session's messages
 };
 
 // The client side runs blocking on its own io_context's socket while the server's loop runs in
@@ -269,6 +273,71 @@ TEST(LeanWsSession, AnOversizedMessageClosesOnlyItsConnectionWith1009) {
   EXPECT_EQ(server.count("rejected WebSocket message of"), 1u);
   EXPECT_EQ(server.count("gone reset"), 1u);
   EXPECT_EQ(server.count("open"), 2u);
+}
+
+// A Beast client connected and upgraded to `server`, binary.
+void connect_client(asio::io_context& io, Server& server, asio::io_context& client_io, beast::websocket::stream<tcp::socket>& client) {
+  client.next_layer().connect(tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), server.port()));
+  // Every write goes out at once (no Nagle): a burst is in the server's socket before it reads.
+  client.next_layer().set_option(tcp::no_delay(true));
+  bool handshaken = false;
+  client.async_handshake("127.0.0.1", "/", [&](boost::system::error_code ec) { handshaken = !ec; });
+  pump(io, [&] {
+    client_io.restart();
+    client_io.poll();
+    return handshaken;
+  });
+  client.binary(true);
+}
+
+std::string numbered(size_t i) {
+  std::string text = "m" + std::to_string(i);
+  text.resize(100, '.');
+  return text;
+}
+
+// Every message of a burst many reads long arrives, in order, though nothing comes after it:
+// frames straddle the 1 KB reads (their starts kept as the partial frame), and the session goes
+// on reading what is still in its socket.
+TEST(LeanWsSession, ReadsAllOfABurstLargerThanOneRead) {
+  asio::io_context io;
+  Server server(io);
+  server.shared.read_chunk_bytes = 1024;
+  asio::io_context client_io;
+  beast::websocket::stream<tcp::socket> client(client_io);
+  connect_client(io, server, client_io, client);
+  constexpr size_t kMessages = 300;  // about 32 KB: 32 reads of 1 KB
+  for (size_t i = 0; i < kMessages; ++i) client.write(asio::buffer(numbered(i)));
+  pump(io, [&] { return server.count("message") == kMessages; });
+  ASSERT_EQ(server.events.size(), kMessages + 1);
+  for (size_t i = 0; i < kMessages; ++i) EXPECT_EQ(server.events[i + 1], "message " + numbered(i));
+}
+
+// While the handler holds reads, readable sessions read nothing and wait in held_readers; once
+// released, every message arrives, in order.
+TEST(LeanWsSession, HeldReadsStayInTheKernelUntilReleased) {
+  asio::io_context io;
+  Server server(io);
+  asio::io_context client_io;
+  beast::websocket::stream<tcp::socket> first(client_io), second(client_io);
+  connect_client(io, server, client_io, first);
+  connect_client(io, server, client_io, second);
+  server.shared.reads_held = true;
+  constexpr size_t kMessages = 50;
+  for (size_t i = 0; i < kMessages; ++i) {
+    first.write(asio::buffer(numbered(i)));
+    second.write(asio::buffer(numbered(i)));
+  }
+  pump(io, [&] { return server.shared.held_readers.size() == 2; });
+  EXPECT_EQ(server.count("message"), 0u);
+  server.shared.release_reads();
+  EXPECT_FALSE(server.shared.reads_held);
+  EXPECT_TRUE(server.shared.held_readers.empty());
+  pump(io, [&] { return server.count("message") == 2 * kMessages; });
+  std::vector<std::string> sent;
+  for (size_t i = 0; i < kMessages; ++i) sent.push_back(numbered(i));
+  ASSERT_EQ(server.by_session.size(), 2u);
+  for (const auto& [session, got] : server.by_session) EXPECT_EQ(got, sent);
 }
 
 TEST(LeanWsSession, ARequestThatIsNotAnUpgradeIsRefused) {
