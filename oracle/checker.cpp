@@ -1223,17 +1223,26 @@ struct Checker::State {
     last_heal_t = e.t;
   }
 
-  // The hashes of the ids `e` names (those its type uses; the others stay 0), computed once per
-  // event: prefetching and interning both use them.
-  static EventIdKeys hash_ids(const EventView& e) {
-    EventIdKeys h;
+  // The first look-ahead step on a line, the one switch on its type before it is judged: writes
+  // `h` afresh with the hashes of the ids `e` names (those its type's look-ahead and handler use;
+  // the others stay 0 and are hashed only if observing needs them) and starts loading their
+  // id-table slots, which are far bigger than the caches: the lookups of several lines then
+  // wait for their misses together. `h` is written in place (it is the ring slot's, or the
+  // caller's): returning it cost a 120-byte copy a line. Changes no state of the checker.
+  void start_look_ahead(const EventView& e, EventIdKeys& h) const {
+    h = EventIdKeys{};
     switch (e.type) {
       case EventType::deliver:
       case EventType::ack:
-        // The others (user, conv, from) come through the device's and the message's records
-        // (deliver_ids_from_records), and are hashed only when those do not name them.
+      case EventType::expire:
+      case EventType::decrypt_error:
+        // A deliver's or an ack's user, conv and sender come through the device's and the
+        // message's records (deliver_ids_from_records), and are hashed only when those do not
+        // name them.
         h.device.hash = text_hash(e.device);
         h.msg.hash = text_hash(e.msg);
+        device_ids.prefetch(h.device.hash);
+        msg_slots.prefetch(h.msg.hash);
         break;
       case EventType::send:
         h.user.hash = text_hash(e.user);
@@ -1241,85 +1250,44 @@ struct Checker::State {
         h.conv.hash = text_hash(e.conv);
         h.msg.hash = text_hash(e.msg);
         if (e.to) h.to.hash = text_hash(*e.to);
+        users_ids.prefetch(h.user.hash);
+        device_ids.prefetch(h.device.hash);
+        conv_ids.prefetch(h.conv.hash);
+        msg_slots.prefetch(h.msg.hash);
         break;
       case EventType::reject:
         h.device.hash = text_hash(e.device);
         h.conv.hash = text_hash(e.conv);
         h.msg.hash = text_hash(e.msg);
-        break;
-      case EventType::expire:
-      case EventType::decrypt_error:
-        h.device.hash = text_hash(e.device);
-        h.msg.hash = text_hash(e.msg);
+        device_ids.prefetch(h.device.hash);
+        conv_ids.prefetch(h.conv.hash);
+        msg_slots.prefetch(h.msg.hash);
         break;
       case EventType::receipt:
         h.reader.hash = text_hash(e.reader);
         h.device.hash = text_hash(e.device);
         h.conv.hash = text_hash(e.conv);
-        break;
-      case EventType::read:
-        h.user.hash = text_hash(e.user);
-        h.device.hash = text_hash(e.device);
-        h.conv.hash = text_hash(e.conv);
-        break;
-      case EventType::online:
-      case EventType::offline:
-        h.device.hash = text_hash(e.device);  // the user comes through the device's record
-        break;
-      case EventType::join:
-      case EventType::leave:
-        h.user.hash = text_hash(e.user);
-        h.conv.hash = text_hash(e.conv);
-        break;
-      case EventType::fault:
-      case EventType::heal:
-      case EventType::end:
-        break;
-    }
-    return h;
-  }
-
-  // The id tables are far bigger than the caches, so each lookup is a cache miss: start them
-  // all before the first one waits.
-  void prefetch_slots(const EventView& e, const EventIdKeys& h) const {
-    switch (e.type) {
-      case EventType::deliver:
-      case EventType::ack:
-        device_ids.prefetch(h.device.hash);
-        msg_slots.prefetch(h.msg.hash);
-        break;
-      case EventType::send:
-        users_ids.prefetch(h.user.hash);
-        device_ids.prefetch(h.device.hash);
-        conv_ids.prefetch(h.conv.hash);
-        msg_slots.prefetch(h.msg.hash);
-        break;
-      case EventType::reject:
-        device_ids.prefetch(h.device.hash);
-        conv_ids.prefetch(h.conv.hash);
-        msg_slots.prefetch(h.msg.hash);
-        break;
-      case EventType::expire:
-      case EventType::decrypt_error:
-        device_ids.prefetch(h.device.hash);
-        msg_slots.prefetch(h.msg.hash);
-        break;
-      case EventType::receipt:
         users_ids.prefetch(h.reader.hash);
         device_ids.prefetch(h.device.hash);
         conv_ids.prefetch(h.conv.hash);
         break;
       case EventType::read:
+        h.user.hash = text_hash(e.user);
+        h.device.hash = text_hash(e.device);
+        h.conv.hash = text_hash(e.conv);
         users_ids.prefetch(h.user.hash);
         device_ids.prefetch(h.device.hash);
         conv_ids.prefetch(h.conv.hash);
         break;
       case EventType::online:
       case EventType::offline:
+        h.device.hash = text_hash(e.device);  // the user comes through the device's record
         device_ids.prefetch(h.device.hash);
         break;
       case EventType::join:
       case EventType::leave:
+        h.user.hash = text_hash(e.user);
+        h.conv.hash = text_hash(e.conv);
         users_ids.prefetch(h.user.hash);
         conv_ids.prefetch(h.conv.hash);
         break;
@@ -1330,21 +1298,11 @@ struct Checker::State {
     }
   }
 
-  // Between the slots and the records stage: the message id's slot is in the cache now; start
-  // loading the record of its first candidate (nearly always the message itself), which the
-  // records stage compares with the id. Changes no state.
-  void prefetch_msg_candidates(const EventView& e, const EventIdKeys& h) const {
-    switch (e.type) {
-      case EventType::deliver:
-      case EventType::send:
-      case EventType::ack:
-      case EventType::reject:
-      case EventType::expire:
-      case EventType::decrypt_error:
-        if (const uint32_t index = msg_slots.first_candidate(h.msg.hash); index != kNone) messages.prefetch(index);
-        break;
-      default: break;
-    }
+  // Between the slots and the records stage (lines with a msg id: kAheadStages): the message
+  // id's slot is in the cache now; start loading the record of its first candidate (nearly
+  // always the message itself), which the records stage compares with the id. Changes no state.
+  void prefetch_msg_candidates(const EventIdKeys& h) const {
+    if (const uint32_t index = msg_slots.first_candidate(h.msg.hash); index != kNone) messages.prefetch(index);
   }
 
   // The second stage, a few events later, once the slots are in the cache: looks the ids up
@@ -1352,45 +1310,29 @@ struct Checker::State {
   // here is kept in `h` (it is final: ids are never removed or renumbered), so observing does
   // not look it up again; an id that an event in between adds is simply not found here, and
   // observing interns it as usual. Changes no state of the checker.
+  // (Lines with a device id: kAheadStages.)
   void prefetch_records(const EventView& e, EventIdKeys& h) const {
-    switch (e.type) {
-      case EventType::deliver:
-      case EventType::send:
-      case EventType::ack:
-      case EventType::reject:
-      case EventType::expire:
-      case EventType::decrypt_error: {
-        if (const std::optional<uint32_t> d = device_ids.find(e.device, h.device.hash)) {
-          h.device.id = *d;
-          devices.prefetch(*d);
-        }
-        // The candidates' records were loaded by the stage before (prefetch_msg_candidates).
-        if (const uint32_t m = find_msg(e.msg, h.msg.hash); m != kNone) {
-          h.msg.id = m;
-          // An ack usually gives its message its seq, and assign_seq reads the causal floor.
-          if (e.type == EventType::ack) message_cold.prefetch(m);
-        }
-        // A deliver's or an ack's conv comes through its message (prefetch_conv_records).
-        if (e.type == EventType::send || e.type == EventType::reject) {
-          if (const std::optional<uint32_t> c = conv_ids.find(e.conv, h.conv.hash)) {
-            h.conv.id = *c;
-            convs.prefetch(*c);
-            if (h.device.id != kNone) prefetch_device_conv_index(h.device.id, *c);
-          }
-          if (e.type == EventType::send) {
-            if (const std::optional<uint32_t> u = users_ids.find(e.user, h.user.hash)) h.user.id = *u;
-          }
-        }
-        break;
+    if (const std::optional<uint32_t> d = device_ids.find(e.device, h.device.hash)) {
+      h.device.id = *d;
+      devices.prefetch(*d);
+    }
+    if (e.type == EventType::online || e.type == EventType::offline) return;
+    // The candidates' records were loaded by the stage before (prefetch_msg_candidates).
+    if (const uint32_t m = find_msg(e.msg, h.msg.hash); m != kNone) {
+      h.msg.id = m;
+      // An ack usually gives its message its seq, and assign_seq reads the causal floor.
+      if (e.type == EventType::ack) message_cold.prefetch(m);
+    }
+    // A deliver's or an ack's conv comes through its message (prefetch_conv_records).
+    if (e.type == EventType::send || e.type == EventType::reject) {
+      if (const std::optional<uint32_t> c = conv_ids.find(e.conv, h.conv.hash)) {
+        h.conv.id = *c;
+        convs.prefetch(*c);
+        if (h.device.id != kNone) prefetch_device_conv_index(h.device.id, *c);
       }
-      case EventType::online:
-      case EventType::offline:
-        if (const std::optional<uint32_t> d = device_ids.find(e.device, h.device.hash)) {
-          h.device.id = *d;
-          devices.prefetch(*d);
-        }
-        break;
-      default: break;
+      if (e.type == EventType::send) {
+        if (const std::optional<uint32_t> u = users_ids.find(e.user, h.user.hash)) h.user.id = *u;
+      }
     }
   }
 
@@ -1403,8 +1345,8 @@ struct Checker::State {
   // conversation, the (conv, user) membership slot and the sender's device (latency), and the
   // (conv, seq) slot of a message that has no seq yet. A (device, conv) record found in the
   // device's inline conversations is kept in `h`. Changes no state of the checker.
+  // (Deliver, ack and expire lines: kAheadStages.)
   void prefetch_conv_records(const EventView& e, EventIdKeys& h) const {
-    if (e.type != EventType::deliver && e.type != EventType::ack && e.type != EventType::expire) return;
     if (h.msg.id == kNone) return;
     const Message& m = messages[h.msg.id];
     const uint32_t conv = m.conv;
@@ -1454,7 +1396,7 @@ struct Checker::State {
       if (const uint32_t index = find_device_conv_index(h.device.id, h.conv.id); index != kNone) device_convs.prefetch(index);
       return;
     }
-    if (e.type != EventType::deliver && e.type != EventType::expire && e.type != EventType::ack) return;
+    // Otherwise a deliver, ack or expire (kAheadStages).
     if (h.msg.id == kNone) return;
     const Message& m = messages[h.msg.id];
     // (The names the stage before started loading are copies by id: nothing more to load.)
@@ -1491,21 +1433,26 @@ struct Checker::State {
     }
   }
 
-  // The last stage, once that record is in the cache: starts loading the word of its shown and
-  // expired bits that observing reads. Changes no state.
-  void prefetch_shown_bits(const EventView& e, const EventIdKeys& h) const {
+  // The last stage (deliver and expire lines: kAheadStages), once that record is in the cache:
+  // starts loading the word of its shown and expired bits that observing reads, and a group
+  // member's membership changes. Changes no state.
+  void prefetch_shown_bits(const EventIdKeys& h) const {
     if (h.membership != kNone) {
       const std::vector<Change>& changes = memberships[h.membership].changes;
       if (!changes.empty()) prefetch_address(changes.data());
     }
-    if (h.device_conv == kNone || (e.type != EventType::deliver && e.type != EventType::expire)) return;
+    if (h.device_conv == kNone) return;
     const DeviceConv& dc = device_convs[h.device_conv];
     const uint32_t ordinal = messages[h.msg.id].ordinal;
     // The newest word is inline (already loaded); an earlier one is on the heap.
     if (const uint64_t* word = dc.bits.find(ordinal)) prefetch_address(word);
   }
 
-  void observe(const EventView& e) { observe(e, hash_ids(e)); }
+  void observe(const EventView& e) {
+    EventIdKeys h;
+    start_look_ahead(e, h);
+    observe(e, h);
+  }
 
   void observe(const EventView& e, const EventIdKeys& h) {
     if (input_error) return;
@@ -1866,11 +1813,49 @@ Checker::Checker(CheckerOptions options) : state_(std::make_unique<State>(option
 Checker::~Checker() = default;
 void Checker::observe(const Event& event) { state_->observe(EventView(event)); }
 void Checker::observe(const EventView& event) { state_->observe(event); }
-void Checker::prefetch(const EventView& event) { state_->prefetch_slots(event, State::hash_ids(event)); }
+void Checker::prefetch(const EventView& event) {
+  EventIdKeys h;
+  state_->start_look_ahead(event, h);
+}
 Verdict Checker::finish() { return state_->finish(); }
 const std::optional<Error>& Checker::input_error() const { return state_->input_error; }
 uint64_t Checker::events_observed() const { return state_->line; }
 size_t Checker::memory_bytes() const { return state_->memory_bytes(); }
+
+namespace {
+
+// Which later look-ahead stages have work on a line, by its type: set once when the line is
+// pushed, so that each stage on each push is one bit test instead of a switch on the type (one
+// per stage, five a push, as before). A stage function is called only for the types named here.
+enum AheadStage : uint8_t {
+  kAheadCandidates = 1,   // prefetch_msg_candidates: lines with a msg id
+  kAheadRecords = 2,      // prefetch_records: lines with a device id
+  kAheadConvRecords = 4,  // prefetch_conv_records: deliver, ack, expire
+  kAheadDeviceConv = 8,   // prefetch_device_conv: deliver, ack, expire, send
+  kAheadShownBits = 16,   // prefetch_shown_bits: deliver, expire
+};
+constexpr uint8_t kAheadStages[kEventTypeCount] = {
+    /* send */ kAheadCandidates | kAheadRecords | kAheadDeviceConv,
+    /* ack */ kAheadCandidates | kAheadRecords | kAheadConvRecords | kAheadDeviceConv,
+    /* reject */ kAheadCandidates | kAheadRecords,
+    /* deliver */ kAheadCandidates | kAheadRecords | kAheadConvRecords | kAheadDeviceConv | kAheadShownBits,
+    /* read */ 0,
+    /* receipt */ 0,
+    /* join */ 0,
+    /* leave */ 0,
+    /* expire */ kAheadCandidates | kAheadRecords | kAheadConvRecords | kAheadDeviceConv | kAheadShownBits,
+    /* decrypt_error */ kAheadCandidates | kAheadRecords,
+    /* online */ kAheadRecords,
+    /* offline */ kAheadRecords,
+    /* fault */ 0,
+    /* heal */ 0,
+    /* end */ 0,
+};
+static_assert(static_cast<int>(EventType::deliver) == 3 && static_cast<int>(EventType::expire) == 8 &&
+                  static_cast<int>(EventType::offline) == 11 && static_cast<int>(EventType::end) == kEventTypeCount - 1,
+              "kAheadStages is indexed by EventType");
+
+}  // namespace
 
 // One slot per line in flight. The event's views stay valid until the line is observed, at most
 // kLinesAhead + 1 lines later: the LineReader keeps that many lines (check_stream's does), or
@@ -1891,16 +1876,23 @@ struct LineFeed::Ring {
   static constexpr size_t kShownBitsAhead = 1;
   static_assert(kLinesAhead > kMsgCandidatesAhead && kMsgCandidatesAhead > kRecordsAhead && kRecordsAhead > kConvRecordsAhead &&
                 kConvRecordsAhead > kDeviceConvAhead && kDeviceConvAhead > kShownBitsAhead);
+  // A stage's line is at most kLinesAhead - 1 back from the newest, so before the ring has filled
+  // it falls on a slot no line has used yet (its stages are 0): the stages need no bounds checks.
+  static_assert(kLinesAhead - 1 < kSlots);
   struct Slot {
     EventParser parser;
     EventView event;
     EventIdKeys hashes;
+    uint8_t stages = 0;  // the AheadStage bits still to run on this line; 0 once it is observed by drain()
   };
   Slot slots[kSlots];
   uint64_t pushed = 0;    // lines parsed into the ring
   uint64_t observed = 0;  // lines observed (always <= pushed)
 
   Slot& at(uint64_t index) { return slots[index & (kSlots - 1)]; }
+  // The line that the stage running `lines_ahead` lines before observing works on at this push
+  // (the newest line is kLinesAhead ahead). Before the ring has filled, a slot no line has used.
+  Slot& stage_line(size_t lines_ahead) { return at(pushed - 1 - (kLinesAhead - lines_ahead)); }
 };
 
 LineFeed::LineFeed(Checker& checker, const LineReader* source)
@@ -1910,6 +1902,10 @@ LineFeed::LineFeed(Checker& checker, const LineReader* source)
 }
 LineFeed::~LineFeed() = default;
 
+// The per-line flow (oracle/README.md "Session 11"): observe the oldest line when the ring is
+// full; parse the new line into its slot; one switch on its type hashes its ids, starts loading
+// their slots and sets its stage bits; then each later stage runs on the line it is due for,
+// when that line's bit says the stage has work there.
 Status LineFeed::push(std::string_view line) {
   Ring& ring = *ring_;
   Checker::State& state = *checker_.state_;
@@ -1926,21 +1922,26 @@ Status LineFeed::push(std::string_view line) {
     drain();
     return parsed;
   }
-  slot.hashes = Checker::State::hash_ids(slot.event);
-  state.prefetch_slots(slot.event, slot.hashes);
+  state.start_look_ahead(slot.event, slot.hashes);
+  slot.stages = kAheadStages[static_cast<size_t>(slot.event.type)];
   ++ring.pushed;
-  // Line `pushed - 1 - k` is observed about kLinesAhead - k pushes from now.
-  auto stage = [&](size_t lines_ahead) -> Ring::Slot* {
-    const size_t back = LineFeed::kLinesAhead - lines_ahead;
-    if (ring.pushed <= back) return nullptr;
-    const uint64_t index = ring.pushed - 1 - back;
-    return index >= ring.observed ? &ring.at(index) : nullptr;
-  };
-  if (Ring::Slot* s = stage(Ring::kMsgCandidatesAhead)) state.prefetch_msg_candidates(s->event, s->hashes);
-  if (Ring::Slot* s = stage(Ring::kRecordsAhead)) state.prefetch_records(s->event, s->hashes);
-  if (Ring::Slot* s = stage(Ring::kConvRecordsAhead)) state.prefetch_conv_records(s->event, s->hashes);
-  if (Ring::Slot* s = stage(Ring::kDeviceConvAhead)) state.prefetch_device_conv(s->event, s->hashes);
-  if (Ring::Slot* s = stage(Ring::kShownBitsAhead)) state.prefetch_shown_bits(s->event, s->hashes);
+  // In steady state the stages' lines are all pushed and none observed yet (the oldest in flight
+  // is kLinesAhead back; the farthest stage kLinesAhead - 2).
+  if (Ring::Slot& s = ring.stage_line(Ring::kMsgCandidatesAhead); s.stages & kAheadCandidates) {
+    state.prefetch_msg_candidates(s.hashes);
+  }
+  if (Ring::Slot& s = ring.stage_line(Ring::kRecordsAhead); s.stages & kAheadRecords) {
+    state.prefetch_records(s.event, s.hashes);
+  }
+  if (Ring::Slot& s = ring.stage_line(Ring::kConvRecordsAhead); s.stages & kAheadConvRecords) {
+    state.prefetch_conv_records(s.event, s.hashes);
+  }
+  if (Ring::Slot& s = ring.stage_line(Ring::kDeviceConvAhead); s.stages & kAheadDeviceConv) {
+    state.prefetch_device_conv(s.event, s.hashes);
+  }
+  if (Ring::Slot& s = ring.stage_line(Ring::kShownBitsAhead); s.stages & kAheadShownBits) {
+    state.prefetch_shown_bits(s.hashes);
+  }
   return {};
 }
 
@@ -1950,6 +1951,8 @@ void LineFeed::drain() {
     Ring::Slot& slot = ring.at(ring.observed++);
     checker_.state_->observe(slot.event, slot.hashes);
   }
+  // Lines pushed after this find no stage left on an observed line (see Ring::stage_line).
+  for (Ring::Slot& slot : ring.slots) slot.stages = 0;
 }
 
 namespace {
