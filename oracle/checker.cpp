@@ -426,6 +426,7 @@ struct Checker::State {
   // compared with the name inside their Message record, and an arena for ids longer than 14 bytes.
   detail::HashedIndexSlots msg_slots{1024, detail::HashedIndexSlots::Indices::dense};
   detail::NameArena msg_arena;
+  uint32_t last_added_msg = kNone;  // the message message_of added last
   ChunkedVector<User, 10> users;
   ChunkedVector<Device, 10> devices;
   ChunkedVector<Conv, 10> convs;
@@ -537,6 +538,7 @@ struct Checker::State {
     messages.push_back(m);
     message_cold.push_back(MessageCold{});
     msg_slots.insert(h, id, [&](uint32_t index) { return text_hash(messages[index].name.view()); });
+    last_added_msg = id;
     return id;
   }
   // The line that first gave message mi its seq: its ack or its first show, whichever came first.
@@ -831,6 +833,9 @@ struct Checker::State {
     uint32_t device = h.device.id;
     uint32_t conv = kNone;
     uint32_t mi = h.msg.id;
+    // An ack usually comes right after its send, which added the message after the look-ahead
+    // had missed it: the message is that one when its name is the line's (names are unique).
+    if (mi == kNone && last_added_msg != kNone && messages[last_added_msg].name.is(e.msg)) mi = last_added_msg;
     // The conv through the message's record when the line names the same one (as for deliver).
     if (device != kNone && mi != kNone && conv_ids.name_is(messages[mi].conv, e.conv)) {
       conv = messages[mi].conv;
