@@ -318,6 +318,9 @@ struct EventIdKeys {
   // The line before named the same device (bursts of delivers to one device, an ack after its
   // send): its hash was taken from there, and so is its id if that line's look-ahead found it.
   bool device_as_line_before = false;
+  // The message's conversation, once the conversation-records stage read it (look-ahead only:
+  // observing takes the line's conv as before).
+  uint32_t msg_conv = kNone;
 };
 
 // A join or leave as the (conv, seq) table keeps it.
@@ -1368,10 +1371,23 @@ struct Checker::State {
   // (conv, seq) slot of a message that has no seq yet. A (device, conv) record found in the
   // device's inline conversations is kept in `h`. Changes no state of the checker.
   // (Deliver, ack and expire lines: kAheadStages.)
-  void prefetch_conv_records(const EventView& e, EventIdKeys& h) const {
+  // `before_keys` are the line before's, whose stage here ran one push earlier.
+  void prefetch_conv_records(const EventView& e, EventIdKeys& h, const EventIdKeys& before_keys) const {
     if (h.msg.id == kNone) return;
     const Message& m = messages[h.msg.id];
     const uint32_t conv = m.conv;
+    h.msg_conv = conv;
+    // A deliver in a burst: the same device and conversation as the line before, whose (device,
+    // conv) record, conversation, names and membership slot that line found and loaded.
+    if (e.type == EventType::deliver && h.device_as_line_before && h.device.id != kNone &&
+        before_keys.device.id == h.device.id && before_keys.msg_conv == conv && before_keys.device_conv != kNone) {
+      h.device_conv = before_keys.device_conv;
+      if (m.has(kExpiring) || !m.has(kShownAnywhere)) message_cold.prefetch(h.msg.id);
+      if (m.seq == kNoSeq) prefetch_seq_slot(conv, e.seq);
+      if (m.sender_device != kNone) devices.prefetch(m.sender_device);
+      if (m.sender_user != kNone) users_ids.prefetch_name(m.sender_user);
+      return;
+    }
     if (h.device.id != kNone) {
       // The device's record is loaded: a conversation inline there is found now (final, as ids
       // are), and its record starts loading; otherwise the index slot does.
@@ -1410,7 +1426,7 @@ struct Checker::State {
   // record a deliver, ack or expire touches (kept in `h`, as ids are: observing uses it when the
   // line's conv is the message's, the only case that reaches it) and starts loading it.
   // Changes no state.
-  void prefetch_device_conv(const EventView& e, EventIdKeys& h) const {
+  void prefetch_device_conv(const EventView& e, EventIdKeys& h, const EventIdKeys& before_keys) const {
     if (e.type == EventType::send) {
       // A send reads its (device, conv) record for the causal floor; the records stage loaded
       // the index slot. Prefetch only: on_send looks the record up itself.
@@ -1422,7 +1438,12 @@ struct Checker::State {
     if (h.msg.id == kNone) return;
     const Message& m = messages[h.msg.id];
     // (The names the stage before started loading are copies by id: nothing more to load.)
-    if (e.type == EventType::deliver) {
+    if (e.type == EventType::deliver && h.device_conv != kNone && h.device_conv == before_keys.device_conv &&
+        before_keys.membership != kNone) {
+      // The line before's (device, conv) record, so its device's user's Membership, which that
+      // line's stage here (one push earlier) found and loaded.
+      h.membership = before_keys.membership;
+    } else if (e.type == EventType::deliver) {
       const uint32_t user = h.device.id == kNone ? kNone : devices[h.device.id].user;
       if (user != kNone) {
         // A group's member_for reads the user's Membership record and then its changes.
@@ -1959,10 +1980,10 @@ Status LineFeed::push(std::string_view line) {
     state.prefetch_records(s.event, s.hashes, ring.stage_line(Ring::kRecordsAhead - 1).hashes);  // and the line before's
   }
   if (Ring::Slot& s = ring.stage_line(Ring::kConvRecordsAhead); s.stages & kAheadConvRecords) {
-    state.prefetch_conv_records(s.event, s.hashes);
+    state.prefetch_conv_records(s.event, s.hashes, ring.stage_line(Ring::kConvRecordsAhead - 1).hashes);
   }
   if (Ring::Slot& s = ring.stage_line(Ring::kDeviceConvAhead); s.stages & kAheadDeviceConv) {
-    state.prefetch_device_conv(s.event, s.hashes);
+    state.prefetch_device_conv(s.event, s.hashes, ring.stage_line(Ring::kDeviceConvAhead - 1).hashes);
   }
   if (Ring::Slot& s = ring.stage_line(Ring::kShownBitsAhead); s.stages & kAheadShownBits) {
     state.prefetch_shown_bits(s.hashes);
