@@ -64,6 +64,13 @@ struct GroupCommitStats {
   uint64_t checkpoint_ns_max = 0;
 };
 
+// SQLite's automatic checkpoint interval for databases a live host opens through the group
+// commit, in log pages (SQLite's default is 1,000). Checkpoints run on the loop thread inside a
+// commit and sync the log and then the database file there, synchronously: at 8,000 pages they
+// come an eighth as often as at SQLite's default (each copying more pages, but a page written many
+// times is copied once). The simulator keeps its own 2,000 (sim/disk.h, memory of simulated disks).
+inline constexpr int kLiveWalCheckpointPages = 8000;
+
 class GroupCommit {
  public:
   // Registers a VFS of its own (a unique name per instance) wrapping SQLite's default VFS.

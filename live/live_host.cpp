@@ -50,7 +50,6 @@ constexpr uint8_t kHelloAckMagic[4] = {'M', 'S', 'L', 'A'};
 constexpr size_t kIdleBufferKeepBytes = 0;
 constexpr size_t kReadChunkBytes = 4096;
 constexpr size_t kWsWriteBufferBytes = 512;
-constexpr int kWalCheckpointPages = 8000;  // see Impl::db()
 
 int64_t steady_now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -1649,7 +1648,7 @@ sqlite3* LiveHost::Impl::db(NodeSlot& s) {
   // 8,000 pages they come a quarter as often as at 2,000 (the simulator's choice, for memory),
   // and the loop spent ~25% less CPU a message at 1,000 msgs/s and ~10% less at 5,000 in live bench
   // (session 8).
-  const int autocheckpoint = sqlite3_wal_autocheckpoint(db, kWalCheckpointPages);
+  const int autocheckpoint = sqlite3_wal_autocheckpoint(db, kLiveWalCheckpointPages);
   MSGSIM_ASSERT_EQ(autocheckpoint, SQLITE_OK);
   s.db = db;
   return db;
