@@ -999,10 +999,11 @@ struct RateResult {
 };
 
 // Senders traffic_user(run, 0..pairs-1) send to receivers traffic_user(run, pairs..) at `rate` msgs/s in
-// total for `duration_ns`, then wait up to `drain_ns` for the deliveries in flight. The body
-// carries the send time (CLOCK_MONOTONIC is the same clock in every process).
+// total for `duration_ns`, each with at most `in_flight_max` sends unacked, then wait up to
+// `drain_ns` for the deliveries in flight. The body carries the send time (CLOCK_MONOTONIC is the
+// same clock in every process).
 RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCounters& server_counters, uint32_t pairs, uint64_t rate, int64_t duration_ns,
-                    int64_t drain_ns, uint32_t run_number) {
+                    int64_t drain_ns, uint32_t run_number, uint64_t in_flight_max) {
   asio::io_context io(1);
   RateResult result;
   result.offered_per_s = rate;
@@ -1048,7 +1049,6 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   // Let the registrations land before measuring.
   std::vector<std::string> convs;
   for (uint32_t i = 0; i < pairs; ++i) convs.push_back(chat::direct_conversation(senders[i]->user(), receivers[i]->user()));
-  constexpr uint64_t kInFlightMax = 512;  // unacked sends per sender
   constexpr int64_t kTickNs = 1 * kNanosPerMilli;
   asio::steady_timer tick(io);
   const uint64_t server_ticks_at_start = cpu_ticks(server_pid);
@@ -1083,7 +1083,7 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
     while (result.sent + result.skipped_in_flight_max < owed) {
       const size_t i = next_sender++ % pairs;
       BenchClient& sender = *senders[i];
-      if (sender.in_flight >= kInFlightMax) {
+      if (sender.in_flight >= in_flight_max) {
         result.skipped_in_flight_max++;
         continue;
       }
@@ -1183,6 +1183,17 @@ struct BenchOptions {
   double cpu_window_s = 10;
   double rate_duration_s = 5;
   uint32_t per_process_max = 9'000;
+  // Unacked sends per sender (`--in-flight-max`). Past the server's capacity a sender's window is
+  // what the load process writes ahead into the sockets: 500 x 512 messages are about ten seconds
+  // of the server's work, more than a rate's run (5 s and 2 s of drain), written by the load
+  // process on the same two cores as the server all the same. Session 11 (the bar command, load
+  // 2.2-3.8, two runs each): with 64, at 56,000/s the server loop spent 31-33 us a delivered
+  // message against 38-59 with 512, the load process 18-20 us against 29-47, 20,892 / 22,562
+  // delivered/s against 25,414 / 12,647; but at 25,000/s, where the server sat at its knee with
+  // a p50 over a second, 64 sends a sender (1.28 s at 50/s) filled and 29,665 sends were not
+  // made. So 512 stays the default; a window as a device keeps (ChatTuning::device_pending_max,
+  // 256) was not measured.
+  uint64_t in_flight_max = 512;
   QueueBatching batching;
   bool json = false;
   bool skip_idle = false;
@@ -1331,7 +1342,8 @@ std::vector<RateResult> run_traffic(const BenchOptions& options, const ServerPro
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       ::close(fds[0]);
       const RateResult r = run_rate(server.port, server.pid, *server.group_commit, options.pairs, rate,
-                                    static_cast<int64_t>(options.rate_duration_s * kNanosPerSecond), 2 * kNanosPerSecond, run_number);
+                                    static_cast<int64_t>(options.rate_duration_s * kNanosPerSecond), 2 * kNanosPerSecond, run_number,
+                                    options.in_flight_max);
       (void)!::write(fds[1], &r, sizeof r);
       std::_Exit(0);
     }
@@ -1469,13 +1481,14 @@ int run_bench(const BenchOptions& options) {
     }
     out["traffic"] = {{"senders", options.pairs},
                       {"receivers", options.pairs},
+                      {"in_flight_max", options.in_flight_max},
                       {"queue_commit_window_us", static_cast<double>(options.batching.commit_window_ns) / 1e3},
                       {"queue_linger_us", static_cast<double>(options.batching.linger_ns) / 1e3},
                       {"rates", rows}};
     if (!options.json) {
-      std::printf("\n(b) 1:1 messages, %u senders -> %u receivers, acked after the queue's fsync (group commit); queue commit window %.0f us, linger %.0f us\n",
-                  options.pairs, options.pairs, static_cast<double>(options.batching.commit_window_ns) / 1e3,
-                  static_cast<double>(options.batching.linger_ns) / 1e3);
+      std::printf("\n(b) 1:1 messages, %u senders -> %u receivers (at most %llu unacked each), acked after the queue's fsync (group commit); queue commit window %.0f us, linger %.0f us\n",
+                  options.pairs, options.pairs, static_cast<unsigned long long>(options.in_flight_max),
+                  static_cast<double>(options.batching.commit_window_ns) / 1e3, static_cast<double>(options.batching.linger_ns) / 1e3);
       std::printf("| offered msgs/s | sent | acked | delivered | delivered msgs/s | p50 | p99 | p999 | max | server CPU/msg | in the send window | its loop thread | client CPU/msg | files/batch | fsyncs/s | fsync mean |\n");
       std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
       for (const RateResult& r : rates) {
@@ -1509,6 +1522,9 @@ void add_live_bench_command(CLI::App& live, Outcome& outcome) {
   bench->add_option("--cpu-window-s", options->cpu_window_s, "seconds of heartbeat CPU measured")->check(CLI::Range(0.1, 600.0));
   bench->add_option("--rate-duration-s", options->rate_duration_s, "seconds each offered rate runs")->check(CLI::Range(0.1, 600.0));
   bench->add_option("--per-process", options->per_process_max, "client connections per load process")->check(CLI::Range(1u, 19000u));
+  bench->add_option("--in-flight-max", options->in_flight_max, "unacked sends a sender keeps, at most (past it a send is not made)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{100'000}))
+      ->capture_default_str();
   auto window_us = std::make_shared<double>(static_cast<double>(options->batching.commit_window_ns) / 1e3);
   auto linger_us = std::make_shared<double>(static_cast<double>(options->batching.linger_ns) / 1e3);
   bench->add_option("--queue-commit-window-us", *window_us, "the queue's group commit window (0: until the loop's next turn)")

@@ -501,6 +501,27 @@ TEST_F(CliTest, PerfettoWritesATimelineOnRunAndReplay) {
   EXPECT_THAT(refused.err, HasSubstr("--perfetto"));
 }
 
+// `live bench --in-flight-max`: a sender with that many sends unacked makes no more. One sender
+// at 20,000/s owes 20 sends each 1 ms tick, all within one handler of the load process, before
+// any answer can arrive: with a window of 1 at most one of them is made, the rest are counted
+// as not sent. The default window is 512.
+TEST_F(CliTest, LiveBenchInFlightMaxBoundsASendersWindow) {
+  const Ran ran = msgsim({"live", "bench", "--idle", "0", "--rates", "20000", "--pairs", "1", "--rate-duration-s", "0.5",
+                          "--in-flight-max", "1", "--json"});
+  ASSERT_EQ(ran.exit_code, 0) << ran.err;
+  const nlohmann::json out = nlohmann::json::parse(ran.out);
+  EXPECT_EQ(out["traffic"]["in_flight_max"].get<uint64_t>(), 1u);
+  const auto& rate = out["traffic"]["rates"].at(0);
+  const uint64_t sent = rate["sent"].get<uint64_t>();
+  const uint64_t not_sent = rate["not_sent_in_flight_max"].get<uint64_t>();
+  EXPECT_GT(sent, 0u);
+  // Every tick owes 20 and makes at most one: at least 19 of 20 owed are not sent.
+  EXPECT_GE(not_sent, 19 * sent) << rate.dump();
+  EXPECT_EQ(rate["delivered"].get<uint64_t>(), sent);
+  const Ran refused = msgsim({"live", "bench", "--idle", "0", "--in-flight-max", "0"});
+  EXPECT_EQ(refused.exit_code, 2);
+}
+
 // `msgsim shrink`: a planted bug's failing seed becomes a small scenario file that fails on its
 // own under `msgsim run` (no --bug, no --seed: both are inside).
 // `live bench --queue-linger-us`: the queue's batching delays reach the bench's server process.
@@ -517,6 +538,7 @@ TEST_F(CliTest, LiveBenchQueueLingerDelaysTheRecords) {
   const nlohmann::json out = nlohmann::json::parse(ran.out);
   EXPECT_EQ(out["traffic"]["queue_linger_us"].get<double>(), 3000.0);
   EXPECT_EQ(out["traffic"]["queue_commit_window_us"].get<double>(), 0.0);
+  EXPECT_EQ(out["traffic"]["in_flight_max"].get<uint64_t>(), 512u);
   const auto& rate = out["traffic"]["rates"].at(0);
   EXPECT_GT(rate["sent"].get<uint64_t>(), 0u);
   EXPECT_EQ(rate["delivered"].get<uint64_t>(), rate["sent"].get<uint64_t>());
