@@ -522,8 +522,6 @@ TEST_F(CliTest, LiveBenchInFlightMaxBoundsASendersWindow) {
   EXPECT_EQ(refused.exit_code, 2);
 }
 
-// `msgsim shrink`: a planted bug's failing seed becomes a small scenario file that fails on its
-// own under `msgsim run` (no --bug, no --seed: both are inside).
 // `live bench --queue-linger-us`: the queue's batching delays reach the bench's server process.
 // With MSGSIM_BENCH_TRACE the server prints each stage's delay since the send; committed records
 // cannot reach the storage before the linger has passed, so the "records" stage's p50 is at
@@ -838,6 +836,8 @@ TEST_F(CliTest, PlanTwinDrawsTheLoopsTurns) {
   EXPECT_THAT(refused_buckets.err, HasSubstr("$.traffic.rates[0].client_loop.turn_cpu_buckets_us[0]"));
 }
 
+// `msgsim shrink`: a planted bug's failing seed becomes a small scenario file that fails on its
+// own under `msgsim run` (no --bug, no --seed: both are inside).
 TEST_F(CliTest, ShrinkWritesASmallScenarioThatFailsOnItsOwn) {
   const std::string faulty = MSGSIM_SOURCE_DIR "/scenarios/chat-faulty.json";
   const Ran original = msgsim({"run", faulty, "--seed", "1", "--bug", "leave-one-late"});
