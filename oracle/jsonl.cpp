@@ -980,6 +980,25 @@ inline std::optional<EventType> scan_canonical_type(std::string_view line, std::
   return plain_type(name);
 }
 
+// An integer value of a canonical line (scan_canonical_line, read_canon_field,
+// read_canon_deliver): '-'?, then 0 or up to 18 digits without a leading 0. Returns the byte
+// after it, or nullptr.
+[[gnu::always_inline]] inline const char* read_canon_int(const char* p, const char* end, int64_t& out) {
+  const bool negative = *p == '-';
+  if (negative) ++p;
+  int64_t value = 0;
+  if (*p == '0') {
+    ++p;
+  } else if (*p >= '1' && *p <= '9') {
+    p = read_digits(p, end, value);
+    if (p == nullptr) return nullptr;
+  } else {
+    return nullptr;
+  }
+  out = negative ? -value : value;
+  return p;
+}
+
 // Reads a line of to_jsonl's shape into `fields` and its type into `type`; false at the first
 // byte that is not of that shape (then `fields` is in no particular state).
 bool scan_canonical_line(std::string_view line, PlainFields& fields, EventType& type) {
@@ -1012,19 +1031,11 @@ bool scan_canonical_line(std::string_view line, PlainFields& fields, EventType& 
         break;
       }
       case CanonValue::integer: {
-        // As scan_plain_line reads integers: '-'?, then 0 or up to 18 digits without a leading 0.
-        const bool negative = *p == '-';
-        if (negative) ++p;
+        // As scan_plain_line reads integers.
         int64_t value = 0;
-        if (*p == '0') {
-          ++p;
-        } else if (*p >= '1' && *p <= '9') {
-          p = read_digits(p, end, value);
-          if (p == nullptr) return false;
-        } else {
-          return false;
-        }
-        fields.number[f.field] = negative ? -value : value;
+        p = read_canon_int(p, end, value);
+        if (p == nullptr) return false;
+        fields.number[f.field] = value;
         fields.kind[f.field] = PlainKind::integer;
         break;
       }
@@ -1244,24 +1255,6 @@ void store_canon_boolean(EventView& out, bool v) {
   if constexpr (kField == f_view_once) out.view_once = v;
   else if constexpr (kField == f_quiescent) out.quiescent = v;
   else static_assert(kField == f_view_once, "not a boolean field of a canonical shape");
-}
-
-// An integer value of a canonical line (read_canon_field, read_canon_deliver): '-'?, then 0 or
-// up to 18 digits without a leading 0. Returns the byte after it, or nullptr.
-[[gnu::always_inline]] inline const char* read_canon_int(const char* p, const char* end, int64_t& out) {
-  const bool negative = *p == '-';
-  if (negative) ++p;
-  int64_t value = 0;
-  if (*p == '0') {
-    ++p;
-  } else if (*p >= '1' && *p <= '9') {
-    p = read_digits(p, end, value);
-    if (p == nullptr) return nullptr;
-  } else {
-    return nullptr;
-  }
-  out = negative ? -value : value;
-  return p;
 }
 
 // Field kIndex of type kType's shape at p: true when read (or when optional and absent).
