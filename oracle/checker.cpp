@@ -17,7 +17,7 @@ namespace msgsim::history {
 
 namespace {
 
-using detail::ChunkedVector;
+using detail::ReservedVector;
 using detail::FlatMap64;
 using detail::Interner;
 using detail::kNone;
@@ -430,23 +430,25 @@ struct Checker::State {
   detail::HashedIndexSlots msg_slots{1024, detail::HashedIndexSlots::Indices::dense};
   detail::NameArena msg_arena;
   uint32_t last_added_msg = kNone;  // the message message_of added last
-  ChunkedVector<User, 10> users;
-  ChunkedVector<Device, 10> devices;
-  ChunkedVector<Conv, 10> convs;
-  // 65,536 records (4 MB, and 1.25 MB of cold halves) a chunk, large enough for huge pages; at
+  // Records by id. A table moves when its reservation fills (detail::ReservedVector): a handler
+  // holds a reference to a record only while nothing is added to that record's table.
+  ReservedVector<User, 10> users;
+  ReservedVector<Device, 10> devices;
+  ReservedVector<Conv, 10> convs;
+  // 65,536 records (4 MB, and 2 MB of cold halves) a chunk, large enough for huge pages; at
   // most one chunk is slack. messages[i] and message_cold[i] are the two halves of message i.
-  ChunkedVector<Message, 16> messages;
-  ChunkedVector<MessageCold, 16> message_cold;
+  ReservedVector<Message, 16> messages;
+  ReservedVector<MessageCold, 16> message_cold;
 
   // (device, conv) -> DeviceConv, for a device's conversations past its kInlineConvs inline ones.
   FlatMap64 device_conv_index;
-  ChunkedVector<DeviceConv, 10> device_convs;
+  ReservedVector<DeviceConv, 10> device_convs;
   FlatMap64 membership_index;  // (conv, user) -> Membership
-  ChunkedVector<Membership, 8> memberships;
+  ReservedVector<Membership, 8> memberships;
   FlatMap64 reader_index;  // (user, conv) -> ReaderConv
-  ChunkedVector<ReaderConv, 10> readers;
+  ReservedVector<ReaderConv, 10> readers;
   FlatMap64 receipt_index;  // (DeviceConv, reader, kind) -> ReceiptState
-  ChunkedVector<ReceiptState, 10> receipt_states;
+  ReservedVector<ReceiptState, 10> receipt_states;
   // (conv, seq) -> the join or leave that claimed it: slots of record index + 1.
   std::vector<MembershipEventRecord> membership_events;
   detail::HashedIndexSlots membership_event_slots{64};

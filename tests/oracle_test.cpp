@@ -4,11 +4,14 @@
 // Also: the JSON Lines reader's acceptance and bad-input rules, and the writer round trip.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include "oracle/checker.h"
 #include "oracle/jsonl.h"
@@ -410,6 +413,45 @@ TEST(OracleInlineName, IsExactlyItsText) {
   const detail::InlineName huge_name(huge, arena);
   EXPECT_TRUE(huge_name.is(huge));
   EXPECT_EQ(huge_name.view().size(), huge.size());
+}
+
+// The record tables: one range of address space, made usable a chunk at a time and moved
+// (mremap, or a copy) when the reservation fills. Every element keeps its value (a heap
+// member included) across those moves, records stay line-aligned, and the memory counted is
+// exactly the usable chunks.
+TEST(OracleReservedVector, KeepsEveryElementAcrossMoves) {
+  struct alignas(64) Record {
+    uint64_t value = 0;
+    std::vector<uint32_t> heap;
+  };
+  detail::ReservedVector<Record, 4> records;  // 16 records (1 KB) a chunk: many moves
+  EXPECT_EQ(records.memory_bytes(), 0u);
+  const auto page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const size_t chunk_bytes = (16 * sizeof(Record) + page - 1) / page * page;
+  size_t moves = 0;
+  const Record* first = nullptr;
+  for (uint32_t i = 0; i < 100'000; ++i) {
+    Record r;
+    r.value = uint64_t{i} * 2654435761u;
+    r.heap.assign(i % 5, i);
+    records.push_back(std::move(r));
+    if (&records[0] != first) {
+      first = &records[0];
+      ++moves;
+    }
+    ASSERT_EQ(reinterpret_cast<uintptr_t>(&records[i]) % 64, 0u) << i;
+  }
+  EXPECT_GE(moves, 5u);  // the reservation doubled, moving the table, more than a few times
+  ASSERT_EQ(records.size(), 100'000u);
+  for (uint32_t i = 0; i < records.size(); ++i) {
+    ASSERT_EQ(records[i].value, uint64_t{i} * 2654435761u) << i;
+    ASSERT_EQ(records[i].heap, std::vector<uint32_t>(i % 5, i)) << i;
+  }
+  // Usable memory is whole chunks (rounded up to pages), no more than one chunk past the last record.
+  EXPECT_EQ(records.memory_bytes() % chunk_bytes, 0u);
+  EXPECT_GE(records.memory_bytes(), records.size() * sizeof(Record));
+  EXPECT_LT(records.memory_bytes(), records.size() * sizeof(Record) + chunk_bytes);
+  EXPECT_GE(records.reserved_bytes(), records.memory_bytes());
 }
 
 // The tagged index slots over records kept elsewhere: every stored index is found again (and
