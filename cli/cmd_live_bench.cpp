@@ -9,7 +9,9 @@
 //      (the sender's send to the receiver's Deliver) p50/p99/p999.
 //
 // Process model. The server process hosts the system's server nodes (registry, queue, storage,
-// push, chat server: the unchanged impl/chat classes) on one io_context in one thread; nodes
+// push, chat server: the unchanged impl/chat classes) on two event loops (`--server-loops 2`, the
+// default: the chat server and its devices on one thread, the other nodes on another) or on one
+// (`--server-loops 1`), each node single-threaded on its loop; nodes
 // talk to each other in process (posted to the loop, FIFO per connection, no re-entrancy),
 // devices talk WebSocket (binary frames, docs/protocol.md; live/lean_websocket.h on the server,
 // Boost.Beast's client in the load processes) to the chat server, and every database is a real
@@ -46,8 +48,10 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <functional>
@@ -153,27 +157,34 @@ struct SharedGroupCommitCounters {
   std::atomic<uint64_t> files_synced{0};
   std::atomic<uint64_t> syncs_deferred{0};
   std::atomic<uint64_t> sync_ns{0};
-  // The server's event-loop thread's CPU time (CLOCK_THREAD_CPUTIME_ID), published every
-  // kLoopCpuPublishNs: the CPU every message waits for, without the fsync worker thread's.
-  std::atomic<uint64_t> loop_cpu_ns{0};
   // The distribution of the worker's fdatasync time (reports/live_twin.h draws from it): each
   // publish adds its new files to the bucket of their mean sync time (one file per batch at low
   // rates, so one fdatasync each). Buckets are log-spaced, kFsyncBucketsPerOctave per doubling
   // from kFsyncBucketFloorNs; the last one holds everything above.
   static constexpr size_t kFsyncBuckets = 200;
   std::atomic<uint64_t> fsync_buckets[kFsyncBuckets]{};
-  // The distribution of the loop thread's CPU per turn (one io_context::run_one: the epoll
-  // wait's own CPU and one completion handler), log-spaced as the fsync buckets but from
-  // kLoopTurnBucketFloorNs: whether a message's latency tail comes from long turns of the loop it
-  // waits behind (a WAL checkpoint, a burst of writes) rather than from the mean CPU.
+  // Each server event loop's figures, published by that loop's own thread: `loops[0]` is the
+  // device loop (the only one with `--server-loops 1`), `loops[1]` the store loop.
   static constexpr size_t kLoopTurnBuckets = 200;
-  std::atomic<uint64_t> loop_turn_buckets[kLoopTurnBuckets]{};  // the timed turns (about 1 in 8)
-  std::atomic<uint64_t> loop_turns{0};                            // every turn
-  // The loop thread's time runnable but not running (/proc/thread-self/schedstat's second
-  // field) and its involuntary context switches (getrusage RUSAGE_THREAD), published with
-  // loop_cpu_ns: how long the other processes on the machine's cores kept the loop waiting.
-  std::atomic<uint64_t> loop_runqueue_wait_ns{0};
-  std::atomic<uint64_t> loop_involuntary_switches{0};
+  struct Loop {
+    // The loop thread's CPU time (CLOCK_THREAD_CPUTIME_ID), published every kLoopCpuPublishNs:
+    // the CPU every message waits for, without the fsync worker thread's.
+    std::atomic<uint64_t> cpu_ns{0};
+    // The distribution of the loop thread's CPU per turn (one io_context::run_one: the epoll
+    // wait's own CPU and one completion handler), log-spaced as the fsync buckets but from
+    // kLoopTurnBucketFloorNs: whether a message's latency tail comes from long turns of the loop
+    // it waits behind (a WAL checkpoint, a burst of writes) rather than from the mean CPU.
+    std::atomic<uint64_t> turn_buckets[kLoopTurnBuckets]{};  // the timed turns (about 1 in 8)
+    std::atomic<uint64_t> turns{0};                           // every turn
+    // The loop thread's time runnable but not running (/proc/thread-self/schedstat's second
+    // field) and its involuntary context switches (getrusage RUSAGE_THREAD), published with
+    // cpu_ns: how long the other processes on the machine's cores kept the loop waiting.
+    std::atomic<uint64_t> runqueue_wait_ns{0};
+    std::atomic<uint64_t> involuntary_switches{0};
+  };
+  static constexpr size_t kServerLoopsMax = 2;
+  Loop loops[kServerLoopsMax];
+  std::atomic<uint32_t> loop_count{1};  // the server's loops (`--server-loops`)
   // SQLite's checkpoints, which run on the loop thread inside a commit and hold every frame
   // waiting for the loop meanwhile (live::GroupCommitStats::checkpoints): how many, the loop's
   // CPU in them, and their wall-clock durations, log-spaced as the fsync buckets.
@@ -310,8 +321,11 @@ class StageTrace {
     std::memcpy(&sent_ns, body.data(), sizeof sent_ns);
     return sent_ns;
   }
+  // From either server loop (`--server-loops 2`): the samples are guarded by a mutex, taken only
+  // for traced frames (the trace is off unless MSGSIM_BENCH_TRACE is set).
   void note(Stage stage, int64_t sent_ns) {
     if (sent_ns <= 0) return;
+    std::lock_guard lock(mutex_);
     auto& samples = samples_[stage];
     if (samples.size() < kSamplesPerStageMax) samples.push_back(monotonic_now_ns() - sent_ns);
   }
@@ -333,6 +347,7 @@ class StageTrace {
     return deliver == nullptr ? -1 : sent_ns_of(deliver->entry.body);
   }
   void report() {
+    std::lock_guard lock(mutex_);
     if (samples_[kDeliverWritten].empty()) return;
     static constexpr const char* kNames[kStages] = {"server read", "produce", "records", "deliver decided", "deliver written"};
     std::string line = "trace: " + std::to_string(samples_[kDeliverWritten].size()) + " delivered; since the send (p50/p99 ms):";
@@ -353,18 +368,37 @@ class StageTrace {
   }
 
  private:
+  std::mutex mutex_;
   std::vector<int64_t> samples_[kStages];
 };
 
-class BenchHost;
-
+// Threads (`--server-loops 2`): the device loop (the thread that calls run_server_process), the
+// store loop (a second thread) and the group commit's fsync worker. What each object belongs to:
+// - slots_ (nodes, their contexts and databases): written before either loop runs, then each
+//   node is touched only by its own loop's thread (its handlers, its timers, its database).
+// - Loop::conns and Loop::timers: each loop's own; a link between loops has one end in each
+//   table, and nothing of one loop's table is read by the other thread: what one end does to the
+//   other crosses as a Handoff (a frame, an accept, a connected, a close) by value.
+// - Channel: `outbox`/`flush_posted` the sending loop's, `drained` the receiving loop's,
+//   `inbox`/`drain_posted` under its mutex (the only lock; never held while another is taken
+//   or a node runs).
+// - lean_ws_, held_, acceptor_, store_ticket_seen_, reads_held_count_: the device loop's.
+// - group_commit_ (stats, tickets, the VFS shim's files), counters_' group commit fields,
+//   published_*: the store loop's; the worker only fsyncs and posts back to the store loop.
+// - Atomics shared by both: next_conn_, next_timer_ (ids), backlog_frames_ (frames between
+//   nodes not yet handled), reads_held_now_ and release_posted_ (the store loop's view of the
+//   device reads being held, and at most one release posted), durable_published_ (the store
+//   loop's durable(), release/acquire: a device frame whose ticket it covers may go out).
+// - trace_: its own mutex. SharedGroupCommitCounters: atomics, each loop's figures written by
+//   its own thread only.
+// With one loop every role is that loop's and the hand-off is never used.
 class BenchHost final : public live::LeanWsHandler {
  public:
   // Frames queued to one device connection, at most; a reader slower than that is dropped.
   static constexpr size_t kDeviceOutboxMax = 4096;
   // Backpressure on the devices. Frames between nodes are posted to the loop; past
   // kBacklogHoldFrames of them not yet handled, the device sessions stop reading (their bytes stay
-  // in the kernel, the senders' TCP windows close) until the loop has worked the queue down to
+  // in the kernel, the senders' TCP windows close) until the loops have worked the queue down to
   // kBacklogReleaseFrames (LeanWsShared::reads_held). Without it an offered rate above capacity
   // was read in whole: each message crosses the loop's FIFO about five times (Produce, Produced,
   // Records, Lookup and Located, Route), each time behind everything read since, so the loop
@@ -374,24 +408,35 @@ class BenchHost final : public live::LeanWsHandler {
   // so the bound holds ~1,600 messages, tens of milliseconds of the loop's work.
   static constexpr size_t kBacklogHoldFrames = 8192;
   static constexpr size_t kBacklogReleaseFrames = 2048;
+  // The loops (`--server-loops`): the device loop runs the chat server, its WebSocket sessions
+  // and the acceptor; the store loop every node with a database (queue, storage) and the registry
+  // and push nodes they talk to, and the group commit. With one loop both are the same.
+  static constexpr size_t kDeviceLoop = 0;
 
-  BenchHost(asio::io_context& io, std::string dir)
-      : io_(io),
-        dir_(std::move(dir)),
+  // One io_context per loop: `ios[0]` the device loop, `ios.back()` the store loop (the same
+  // one when there is only one).
+  BenchHost(std::vector<asio::io_context*> ios, std::string dir)
+      : dir_(std::move(dir)),
+        store_loop_(ios.size() - 1),
         group_commit_(
-            io, [this](uint64_t durable) { release_held(durable); },
+            *ios.back(), [this](uint64_t durable) { on_durable(durable); },
             [](const std::string& what) {
               // What the nodes took for committed may be lost: stop, as a node does when its
               // commit fails.
               std::fprintf(stderr, "bench server: %s; stopping\n", what.c_str());
               std::_Exit(3);
-            }) {}
+            }) {
+    MSGSIM_ASSERT(!ios.empty() && ios.size() <= SharedGroupCommitCounters::kServerLoopsMax, std::to_string(ios.size()) + " loops");
+    for (asio::io_context* io : ios) loops_.push_back(std::make_unique<Loop>(*io));
+  }
   ~BenchHost() {
     for (auto& slot : slots_) {
       slot.node.reset();
       if (slot.db != nullptr) sqlite3_close_v2(slot.db);
     }
   }
+
+  size_t store_loop() const { return store_loop_; }
 
   // Where the group commit counters are published after every batch (none: not published).
   void publish_group_commit_to(SharedGroupCommitCounters* counters) {
@@ -405,30 +450,43 @@ class BenchHost final : public live::LeanWsHandler {
     });
   }
 
-  void add_node(NodeId id, std::unique_ptr<Node> node) {
+  // Before any loop runs (the nodes' on_start and the setup happen on the thread that calls
+  // run_server_process, before the store loop's thread starts).
+  void add_node(NodeId id, std::unique_ptr<Node> node, size_t loop) {
+    MSGSIM_ASSERT_LT(loop, loops_.size());
     if (slots_.size() <= id) slots_.resize(id + 1);
     slots_[id].node = std::move(node);
     slots_[id].context = std::make_unique<NodeContext>(*this, id);
+    slots_[id].loop = loop;
   }
   void start_all() {
     for (NodeId id = 0; id < slots_.size(); ++id) {
       if (slots_[id].node) call(id, [](Node& node, Context& ctx) { node.on_start(ctx); });
     }
   }
+  // On the node's own loop.
   std::string describe(NodeId id) const { return id < slots_.size() && slots_[id].node ? slots_[id].node->describe() : ""; }
+  bool runs_on(NodeId id, size_t loop) const { return id < slots_.size() && slots_[id].node && slots_[id].loop == loop; }
+  // On the store loop.
   std::string describe_group_commit() const {
     const live::GroupCommitStats& s = group_commit_.stats();
     return "group commit: batches=" + std::to_string(s.batches) + " files_synced=" + std::to_string(s.files_synced) +
            " syncs_deferred=" + std::to_string(s.syncs_deferred) + " syncs_immediate=" + std::to_string(s.syncs_immediate) +
-           " held_frames=" + std::to_string(held_.size()) + " loop_backlog_frames=" + std::to_string(backlog_frames_) +
-           " device_reads_held=" + std::to_string(reads_held_count_) + (lean_ws_.reads_held ? " (held now)" : "");
+           " loop_backlog_frames=" + std::to_string(backlog_frames_.load());
+  }
+  // On the device loop.
+  std::string describe_devices() const {
+    return "devices: held_frames=" + std::to_string(held_.size()) + " device_reads_held=" + std::to_string(reads_held_count_) +
+           (lean_ws_.reads_held ? " (held now)" : "");
   }
   // MSGSIM_BENCH_TRACE: the last second's stage delays to stderr (StageTrace).
   void report_trace() { trace_.report(); }
+  // On the device loop, before it runs.
   Result<uint16_t> listen_devices(NodeId chat_server) {
+    MSGSIM_ASSERT(runs_on(chat_server, kDeviceLoop), "the chat server must run on the device loop");
     chat_server_ = chat_server;
     error_code error;
-    acceptor_ = std::make_unique<tcp::acceptor>(io_);
+    acceptor_ = std::make_unique<tcp::acceptor>(loops_[kDeviceLoop]->io);
     const tcp::endpoint endpoint(asio::ip::make_address_v4("127.0.0.1"), 0);
     acceptor_->open(endpoint.protocol(), error);
     if (!error) acceptor_->bind(endpoint, error);
@@ -438,27 +496,29 @@ class BenchHost final : public live::LeanWsHandler {
     return acceptor_->local_endpoint().port();
   }
 
-  // Device connections (live/lean_websocket.h): one handler for all of them.
+  // Device connections (live/lean_websocket.h): one handler for all of them, on the device loop.
   void on_ws_open(live::LeanWsSession& session, std::string_view) override {
     const ConnId id = next_conn_++;
     session.tag = id;
-    conns_.emplace(id, Conn{chat_server_, kNoConn, kNoNode, true, session.shared_from_this()});
+    loops_[kDeviceLoop]->conns.emplace(id, Conn{chat_server_, kNoConn, kNoNode, true, session.shared_from_this()});
     call(chat_server_, [id](Node& node, Context& ctx) { node.on_accept(ctx, id, kNoNode); });
   }
   void on_ws_message(live::LeanWsSession& session, ByteView frame) override {
     const ConnId id = session.tag;
-    const auto it = conns_.find(id);
-    if (it == conns_.end() || !it->second.open) return;
+    auto& conns = loops_[kDeviceLoop]->conns;
+    const auto it = conns.find(id);
+    if (it == conns.end() || !it->second.open) return;
     if (StageTrace::enabled()) trace_.note_frame(StageTrace::kServerRead, frame);
     call(chat_server_, [id, frame](Node& node, Context& ctx) { node.on_frame(ctx, id, frame); });
   }
   void on_ws_gone(live::LeanWsSession& session, bool closed_by_peer) override {
     const ConnId id = session.tag;
     const DisconnectReason reason = closed_by_peer ? DisconnectReason::closed_by_peer : DisconnectReason::reset;
-    const auto it = conns_.find(id);
-    if (it == conns_.end()) return;
+    auto& conns = loops_[kDeviceLoop]->conns;
+    const auto it = conns.find(id);
+    if (it == conns.end()) return;
     const bool was_open = it->second.open;
-    conns_.erase(it);
+    conns.erase(it);
     if (was_open) call(chat_server_, [id, reason](Node& node, Context& ctx) { node.on_disconnect(ctx, id, reason); });
   }
 
@@ -470,6 +530,15 @@ class BenchHost final : public live::LeanWsHandler {
     bool open;
     std::shared_ptr<live::LeanWsSession> device;  // device links
   };
+  // What each loop owns; touched only by that loop's thread (or before the loops run). A
+  // connection's entry lives on its owner node's loop: a link between nodes on two loops has one
+  // end in each table, and everything one end does to the other is posted to the other's loop.
+  struct Loop {
+    explicit Loop(asio::io_context& context) : io(context) {}
+    asio::io_context& io;
+    std::unordered_map<ConnId, Conn> conns;
+    std::unordered_map<TimerId, std::shared_ptr<asio::steady_timer>> timers;
+  };
 
   class NodeContext final : public Context {
    public:
@@ -478,10 +547,10 @@ class BenchHost final : public live::LeanWsHandler {
     NodeId self() const override { return id_; }
     std::string_view region() const override { return "local"; }
     ConnId connect(NodeId peer) override { return host_.connect(id_, peer); }
-    void send(ConnId conn, Bytes frame) override { host_.send(conn, std::move(frame)); }
-    void close(ConnId conn) override { host_.close(conn); }
+    void send(ConnId conn, Bytes frame) override { host_.send(id_, conn, std::move(frame)); }
+    void close(ConnId conn) override { host_.close(id_, conn); }
     TimerId set_timer(int64_t delay_ns, uint64_t tag) override { return host_.set_timer(id_, delay_ns, tag); }
-    void cancel_timer(TimerId timer) override { host_.cancel_timer(timer); }
+    void cancel_timer(TimerId timer) override { host_.cancel_timer(id_, timer); }
     Prng& rng() override { return rng_; }
     sqlite3* db() override { return host_.db(id_); }
     void emit(const history::Event&) override { log(LogLevel::error, "a server node emitted a history event"); }
@@ -502,6 +571,7 @@ class BenchHost final : public live::LeanWsHandler {
     std::unique_ptr<Node> node;
     std::unique_ptr<NodeContext> context;
     sqlite3* db = nullptr;
+    size_t loop = 0;  // the loop whose thread runs every handler of the node
   };
 
   template <typename F>
@@ -509,69 +579,215 @@ class BenchHost final : public live::LeanWsHandler {
     Slot& slot = slots_[id];
     if (slot.node) f(*slot.node, *slot.context);
   }
+  Loop& loop_of(NodeId id) { return *loops_[slots_[id].loop]; }
+
+  // The hand-off between the two loops (`--server-loops 2`). One item is one thing a node on the
+  // sending loop did to a node on the other: handled there, in the order it was made.
+  struct Handoff {
+    enum Kind : uint8_t { kFrame, kAccept, kConnected, kClosed };
+    Kind kind;
+    NodeId node;        // the receiving loop's node it is for
+    ConnId conn;        // that node's end of the link
+    NodeId peer;        // kAccept: the opener
+    ConnId peer_conn;   // kAccept: the opener's end
+    uint64_t ticket;    // made on the store loop: group_commit_.sync_point() then (else 0)
+    Bytes frame;        // kFrame
+  };
+  // One direction of the hand-off, by receiving loop. Items are owned by exactly one thread at a
+  // time: the sending loop appends to `outbox` (its thread only) and, once per batch (a flush
+  // posted to its own loop, so it runs after the handlers already queued there and takes what
+  // they send too), moves them to `inbox` under `mutex`, posting one drain to the receiving loop
+  // unless one is pending; the drain swaps `inbox` out under `mutex` and handles the items on the
+  // receiving thread. So each batch costs one lock each side and at most one wake-up of the other
+  // loop, where a post per frame woke it per frame (on this PVM guest every sleep and wake-up is
+  // expensive: `pvm_irq_enable` took 27 % of the device loop's samples that way).
+  struct Channel {
+    std::vector<Handoff> outbox;  // the sending loop's
+    bool flush_posted = false;    // the sending loop's
+    std::mutex mutex;
+    std::vector<Handoff> inbox;   // guarded by mutex
+    bool drain_posted = false;    // guarded by mutex
+    std::vector<Handoff> drained; // the receiving loop's: the batch being handled
+  };
+
+  // Runs on loop `to` after everything `from` handed or posted there before. Between the loops
+  // the item carries the group commit's sync_point() when it came from the store loop: every
+  // commit the item may depend on was made before it there, so its batch is at most that
+  // ticket; the device loop raises store_ticket_seen_ to it before handling the item, and a frame
+  // to a device waits for the batch of every ticket seen so far (to_device), as one loop's frames
+  // wait for sync_point().
+  void hand_off(size_t from, size_t to, Handoff item) {
+    item.ticket = from == store_loop_ ? group_commit_.sync_point() : 0;
+    Channel& channel = channels_[to];
+    channel.outbox.push_back(std::move(item));
+    if (channel.flush_posted) return;
+    channel.flush_posted = true;
+    asio::post(loops_[from]->io, [this, to] { flush_handoffs(to); });
+  }
+  // On the sending loop.
+  void flush_handoffs(size_t to) {
+    Channel& channel = channels_[to];
+    channel.flush_posted = false;
+    bool post_drain = false;
+    {
+      std::lock_guard lock(channel.mutex);
+      if (channel.inbox.empty()) {
+        channel.inbox.swap(channel.outbox);  // the outbox keeps the inbox's spare capacity
+      } else {
+        std::move(channel.outbox.begin(), channel.outbox.end(), std::back_inserter(channel.inbox));
+        channel.outbox.clear();
+      }
+      post_drain = !channel.drain_posted;
+      channel.drain_posted = true;
+    }
+    if (post_drain) asio::post(loops_[to]->io, [this, to] { drain_handoffs(to); });
+  }
+  // On the receiving loop `here`.
+  void drain_handoffs(size_t here) {
+    Channel& channel = channels_[here];
+    {
+      std::lock_guard lock(channel.mutex);
+      channel.drained.swap(channel.inbox);
+      channel.drain_posted = false;
+    }
+    for (Handoff& item : channel.drained) handle_handoff(here, item);
+    channel.drained.clear();
+  }
+  void handle_handoff(size_t here, Handoff& item) {
+    if (here == kDeviceLoop) store_ticket_seen_ = std::max(store_ticket_seen_, item.ticket);
+    const ConnId conn = item.conn;
+    switch (item.kind) {
+      case Handoff::kFrame:
+        on_backlog_frame_handled(here);
+        if (!is_open(here, conn)) return;
+        call(item.node, [conn, &item](Node& node, Context& ctx) { node.on_frame(ctx, conn, item.frame); });
+        return;
+      case Handoff::kAccept: {
+        loops_[here]->conns.emplace(conn, Conn{item.node, item.peer_conn, item.peer, true, nullptr});
+        const NodeId opener = item.peer;
+        call(item.node, [conn, opener](Node& node, Context& ctx) { node.on_accept(ctx, conn, opener); });
+        hand_off(here, 1 - here, Handoff{Handoff::kConnected, item.peer, item.peer_conn, kNoNode, kNoConn, 0, {}});
+        return;
+      }
+      case Handoff::kConnected:
+        if (is_open(here, conn)) call(item.node, [conn](Node& node, Context& ctx) { node.on_connected(ctx, conn); });
+        return;
+      case Handoff::kClosed:
+        if (!is_open(here, conn)) return;
+        loops_[here]->conns.erase(conn);
+        call(item.node, [conn](Node& node, Context& ctx) { node.on_disconnect(ctx, conn, DisconnectReason::closed_by_peer); });
+        return;
+    }
+  }
 
   ConnId connect(NodeId from, NodeId to) {
     const ConnId a = next_conn_++;
     const ConnId b = next_conn_++;
+    const size_t here = slots_[from].loop;
+    Loop& loop = *loops_[here];
     if (to >= slots_.size() || !slots_[to].node) {
-      conns_.emplace(a, Conn{from, kNoConn, to, false, nullptr});
-      asio::post(io_, [this, from, a] {
-        conns_.erase(a);
+      loop.conns.emplace(a, Conn{from, kNoConn, to, false, nullptr});
+      asio::post(loop.io, [this, from, a] {
+        loop_of(from).conns.erase(a);
         call(from, [a](Node& node, Context& ctx) { node.on_disconnect(ctx, a, DisconnectReason::refused); });
       });
       return a;
     }
-    conns_.emplace(a, Conn{from, b, to, true, nullptr});
-    conns_.emplace(b, Conn{to, a, from, true, nullptr});
-    asio::post(io_, [this, from, to, a, b] {
-      if (!is_open(a) || !is_open(b)) return;
+    loop.conns.emplace(a, Conn{from, b, to, true, nullptr});
+    const size_t there = slots_[to].loop;
+    if (here != there) {
+      // The accepting end is made on its own loop, before any frame `from` sends on `a` (handed
+      // after this, in order): accepted there, then connected here.
+      hand_off(here, there, Handoff{Handoff::kAccept, to, b, from, a, 0, {}});
+      return a;
+    }
+    loop.conns.emplace(b, Conn{to, a, from, true, nullptr});
+    asio::post(loop.io, [this, here, from, to, a, b] {
+      if (!is_open(here, a) || !is_open(here, b)) return;
       call(to, [b, from](Node& node, Context& ctx) { node.on_accept(ctx, b, from); });
-      if (is_open(a)) call(from, [a](Node& node, Context& ctx) { node.on_connected(ctx, a); });
+      if (is_open(here, a)) call(from, [a](Node& node, Context& ctx) { node.on_connected(ctx, a); });
     });
     return a;
   }
-  bool is_open(ConnId id) const {
-    const auto it = conns_.find(id);
-    return it != conns_.end() && it->second.open;
+  bool is_open(size_t loop, ConnId id) const {
+    const auto& conns = loops_[loop]->conns;
+    const auto it = conns.find(id);
+    return it != conns.end() && it->second.open;
   }
-  void send(ConnId id, Bytes frame) {
-    const auto it = conns_.find(id);
-    if (it == conns_.end() || !it->second.open) return;
+  void send(NodeId from, ConnId id, Bytes frame) {
+    const size_t here = slots_[from].loop;
+    auto& conns = loops_[here]->conns;
+    const auto it = conns.find(id);
+    if (it == conns.end() || !it->second.open) return;
     if (it->second.device) {
       to_device(it->second.device, std::move(frame));
       return;
     }
     const ConnId to_conn = it->second.peer_conn;
     const NodeId to = it->second.peer;
+    const size_t there = slots_[to].loop;
     if (StageTrace::enabled()) trace_.note_frame(StageTrace::kServerRead, frame);
-    if (++backlog_frames_ > kBacklogHoldFrames && !lean_ws_.reads_held) {
+    // Only the device loop holds its sessions' reads; the store loop's frames count in the
+    // backlog and take effect at the device loop's next send.
+    if (++backlog_frames_ > kBacklogHoldFrames && here == kDeviceLoop && !lean_ws_.reads_held) {
       lean_ws_.reads_held = true;
+      reads_held_now_.store(true, std::memory_order_relaxed);
       reads_held_count_++;
     }
-    asio::post(io_, [this, to, to_conn, frame = std::move(frame)] {
-      if (--backlog_frames_ <= kBacklogReleaseFrames && lean_ws_.reads_held) lean_ws_.release_reads();
-      if (!is_open(to_conn)) return;
+    if (here != there) {
+      hand_off(here, there, Handoff{Handoff::kFrame, to, to_conn, kNoNode, kNoConn, 0, std::move(frame)});
+      return;
+    }
+    asio::post(loops_[here]->io, [this, here, to, to_conn, frame = std::move(frame)] {
+      on_backlog_frame_handled(here);
+      if (!is_open(here, to_conn)) return;
       call(to, [to_conn, &frame](Node& node, Context& ctx) { node.on_frame(ctx, to_conn, frame); });
     });
   }
-  void close(ConnId id) {
-    const auto it = conns_.find(id);
-    if (it == conns_.end() || !it->second.open) return;
+  // A frame between nodes was taken off loop `here`'s queue: past the low mark, the device
+  // sessions read again (on the device loop; from the store loop by one posted release at a time,
+  // and only while the reads are held).
+  void on_backlog_frame_handled(size_t here) {
+    if (--backlog_frames_ > kBacklogReleaseFrames) return;
+    if (here == kDeviceLoop) {
+      if (lean_ws_.reads_held) release_device_reads();
+      return;
+    }
+    if (!reads_held_now_.load(std::memory_order_relaxed) || release_posted_.exchange(true)) return;
+    asio::post(loops_[kDeviceLoop]->io, [this] {
+      release_posted_.store(false);
+      if (backlog_frames_ <= kBacklogReleaseFrames && lean_ws_.reads_held) release_device_reads();
+    });
+  }
+  void release_device_reads() {
+    reads_held_now_.store(false, std::memory_order_relaxed);
+    lean_ws_.release_reads();
+  }
+  void close(NodeId from, ConnId id) {
+    const size_t here = slots_[from].loop;
+    auto& conns = loops_[here]->conns;
+    const auto it = conns.find(id);
+    if (it == conns.end() || !it->second.open) return;
     it->second.open = false;
     if (it->second.device) {
       auto device = it->second.device;
-      conns_.erase(it);
+      conns.erase(it);
       if (held_.empty()) device->close();
       else held_.push_back(Held{0, std::move(device), {}, true, -1});  // after the frames held before it
       return;
     }
     const ConnId peer_conn = it->second.peer_conn;
     const NodeId peer = it->second.peer;
-    conns_.erase(it);
-    // Posted after every frame sent before it: the peer gets them all, then the close.
-    asio::post(io_, [this, peer, peer_conn] {
-      if (!is_open(peer_conn)) return;
-      conns_.erase(peer_conn);
+    const size_t there = slots_[peer].loop;
+    conns.erase(it);
+    // After every frame sent before it: the peer gets them all, then the close.
+    if (here != there) {
+      hand_off(here, there, Handoff{Handoff::kClosed, peer, peer_conn, kNoNode, kNoConn, 0, {}});
+      return;
+    }
+    asio::post(loops_[here]->io, [this, here, peer, peer_conn] {
+      if (!is_open(here, peer_conn)) return;
+      loops_[here]->conns.erase(peer_conn);
       call(peer, [peer_conn](Node& node, Context& ctx) { node.on_disconnect(ctx, peer_conn, DisconnectReason::closed_by_peer); });
     });
   }
@@ -583,18 +799,26 @@ class BenchHost final : public live::LeanWsHandler {
     std::fprintf(stderr, "bench server: device connection closed: %.*s\n", static_cast<int>(why.size()), why.data());
   }
 
+  // On the device loop. With one loop the ticket is the group commit's own; with two, every
+  // commit this frame may follow from reached the device loop through a frame from the store
+  // loop, whose ticket store_ticket_seen_ already covers (hand_off).
   void to_device(const std::shared_ptr<live::LeanWsSession>& device, Bytes frame) {
-    const uint64_t ticket = group_commit_.sync_point();
+    const uint64_t ticket = single_loop() ? group_commit_.sync_point() : store_ticket_seen_;
     const int64_t traced_sent_ns = StageTrace::enabled() ? StageTrace::deliver_sent_ns(frame) : -1;
     trace_.note(StageTrace::kDeliverDecided, traced_sent_ns);
-    if (held_.empty() && ticket <= group_commit_.durable()) {
+    if (held_.empty() && ticket <= durable_on_device_loop()) {
       device->send(std::move(frame));
       trace_.note(StageTrace::kDeliverWritten, traced_sent_ns);
       return;
     }
     held_.push_back(Held{ticket, device, std::move(frame), false, traced_sent_ns});
   }
-  void release_held(uint64_t durable) {
+  bool single_loop() const { return store_loop_ == kDeviceLoop; }
+  uint64_t durable_on_device_loop() const {
+    return single_loop() ? group_commit_.durable() : durable_published_.load(std::memory_order_acquire);
+  }
+  // On the store loop, after every group commit batch.
+  void on_durable(uint64_t durable) {
     if (counters_ != nullptr) {
       const live::GroupCommitStats& s = group_commit_.stats();
       counters_->batches.store(s.batches, std::memory_order_relaxed);
@@ -609,6 +833,15 @@ class BenchHost final : public live::LeanWsHandler {
         published_sync_ns_ = s.sync_ns;
       }
     }
+    if (single_loop()) {
+      release_held(durable);
+      return;
+    }
+    durable_published_.store(durable, std::memory_order_release);
+    asio::post(loops_[kDeviceLoop]->io, [this] { release_held(durable_published_.load(std::memory_order_acquire)); });
+  }
+  // On the device loop.
+  void release_held(uint64_t durable) {
     while (!held_.empty() && held_.front().ticket <= durable) {
       Held& front = held_.front();
       if (front.close) front.device->close();
@@ -620,34 +853,38 @@ class BenchHost final : public live::LeanWsHandler {
 
   TimerId set_timer(NodeId node, int64_t delay_ns, uint64_t tag) {
     const TimerId id = next_timer_++;
+    Loop& loop = loop_of(node);
     if (delay_ns <= 0) {
       // "The loop's next turn" (the queue's zero commit window and linger, once per batch): a
       // posted handler, behind every handler already queued, as a zero steady_timer would run,
       // without arming the reactor's timerfd twice (timerfd_settime was 9 % of the server's CPU
       // at 3,000 msgs/s with zero timers). Cancelling erases the id; the handler then does nothing.
-      timers_.emplace(id, nullptr);
-      asio::post(io_, [this, id, node, tag] {
-        if (timers_.erase(id) == 0) return;
+      loop.timers.emplace(id, nullptr);
+      asio::post(loop.io, [this, &loop, id, node, tag] {
+        if (loop.timers.erase(id) == 0) return;
         call(node, [tag](Node& n, Context& ctx) { n.on_timer(ctx, tag); });
       });
       return id;
     }
-    auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::nanoseconds(std::max<int64_t>(delay_ns, 0)));
-    timers_.emplace(id, timer);
-    timer->async_wait([this, id, node, tag](error_code error) {
-      if (error || timers_.erase(id) == 0) return;
+    auto timer = std::make_shared<asio::steady_timer>(loop.io, std::chrono::nanoseconds(std::max<int64_t>(delay_ns, 0)));
+    loop.timers.emplace(id, timer);
+    timer->async_wait([this, &loop, id, node, tag](error_code error) {
+      if (error || loop.timers.erase(id) == 0) return;
       call(node, [tag](Node& n, Context& ctx) { n.on_timer(ctx, tag); });
     });
     return id;
   }
-  void cancel_timer(TimerId id) {
-    const auto it = timers_.find(id);
-    if (it == timers_.end()) return;
+  void cancel_timer(NodeId node, TimerId id) {
+    auto& timers = loop_of(node).timers;
+    const auto it = timers.find(id);
+    if (it == timers.end()) return;
     if (it->second) it->second->cancel();  // null: a posted zero-delay timer
-    timers_.erase(it);
+    timers.erase(it);
   }
   sqlite3* db(NodeId id) {
     Slot& slot = slots_[id];
+    // The group commit is the store loop's: a node with a database must run there.
+    MSGSIM_ASSERT_EQ(slot.loop, store_loop_);
     if (slot.db == nullptr) {
       // Through the group commit shim: the node's synchronous=FULL commits are synced in
       // batches off the loop, and device frames wait for them (to_device).
@@ -679,21 +916,34 @@ class BenchHost final : public live::LeanWsHandler {
     int64_t traced_sent_ns;  // a traced Deliver's send time (StageTrace), else -1
   };
 
-  asio::io_context& io_;
   std::string dir_;
+  std::vector<std::unique_ptr<Loop>> loops_;
+  size_t store_loop_;  // kDeviceLoop with one loop
+  // The store loop's (its io_context; its worker thread only fsyncs and posts back).
   live::GroupCommit group_commit_;
+  // Set up before the loops run, then only read: which loop runs each node.
+  std::vector<Slot> slots_;
+  // The hand-off's two directions, by receiving loop (Channel says which thread owns what).
+  Channel channels_[SharedGroupCommitCounters::kServerLoopsMax];
+  // Shared by both loops: connection and timer ids (unique across the process), and the frames
+  // between nodes posted and not yet handled, with the device loop's "reads are held" mirrored
+  // for the store loop and at most one release posted from there at a time.
+  std::atomic<ConnId> next_conn_{1};
+  std::atomic<TimerId> next_timer_{1};
+  std::atomic<size_t> backlog_frames_{0};
+  std::atomic<bool> reads_held_now_{false};
+  std::atomic<bool> release_posted_{false};
+  // Published by the store loop after each batch (two loops): the device loop's durable().
+  std::atomic<uint64_t> durable_published_{0};
+  StageTrace trace_;  // its own mutex
+  // The device loop's.
   live::LeanWsShared lean_ws_{.handler = this, .message_bytes_max = 1 << 20, .outbound_frames_max = kDeviceOutboxMax, .read_chunk_bytes = 64 * 1024, .read_buffer = {}, .reads_held = false, .held_readers = {}};
   std::deque<Held> held_;
-  size_t backlog_frames_ = 0;     // frames between nodes posted and not yet handled
-  uint64_t reads_held_count_ = 0;  // times the device reads were held for the backlog
-  StageTrace trace_;
-  std::vector<Slot> slots_;
-  std::unordered_map<ConnId, Conn> conns_;
-  std::unordered_map<TimerId, std::shared_ptr<asio::steady_timer>> timers_;
+  uint64_t store_ticket_seen_ = 0;  // the largest ticket a frame from the store loop carried
+  uint64_t reads_held_count_ = 0;   // times the device reads were held for the backlog
   std::unique_ptr<tcp::acceptor> acceptor_;
   NodeId chat_server_ = kNoNode;
-  ConnId next_conn_ = 1;
-  TimerId next_timer_ = 1;
+  // The store loop's.
   SharedGroupCommitCounters* counters_ = nullptr;
   uint64_t published_files_synced_ = 0, published_sync_ns_ = 0;  // at the last fsync_buckets update
 };
@@ -740,47 +990,78 @@ chat::ChatConfig bench_config(uint32_t traffic_runs, uint32_t pairs, const Queue
   return config;
 }
 
-// Runs the server side until killed; writes its device port to `port_fd` first.
+// Runs one server loop until killed: its figures published to `counters` (none: not published)
+// every kLoopCpuPublishNs from its own thread, its turns counted.
+void run_server_loop(asio::io_context& io, SharedGroupCommitCounters::Loop* counters) {
+  if (counters == nullptr) {
+    io.run();
+    return;
+  }
+  asio::steady_timer loop_cpu_timer(io);
+  std::function<void(error_code)> publish_loop_cpu = [&](error_code error) {
+    if (error) return;
+    counters->cpu_ns.store(static_cast<uint64_t>(thread_cpu_ns()), std::memory_order_relaxed);
+    const ThreadSchedule schedule = thread_schedule();
+    counters->runqueue_wait_ns.store(schedule.runqueue_wait_ns, std::memory_order_relaxed);
+    counters->involuntary_switches.store(schedule.involuntary_switches, std::memory_order_relaxed);
+    loop_cpu_timer.expires_after(std::chrono::nanoseconds(kLoopCpuPublishNs));
+    loop_cpu_timer.async_wait(publish_loop_cpu);
+  };
+  publish_loop_cpu({});
+  run_counting_turns(io, counters->turn_buckets, SharedGroupCommitCounters::kLoopTurnBuckets, counters->turns);
+}
+
+// Runs the server side until killed; writes its device port to `port_fd` first. `server_loops`
+// 1: every node on one loop; 2: the chat server on the device loop (the main thread), the other
+// nodes and the group commit on the store loop (a second thread), see BenchHost.
 [[noreturn]] void run_server_process(const std::string& dir, uint32_t traffic_runs, uint32_t pairs, const QueueBatching& batching,
-                                     int port_fd, SharedGroupCommitCounters* counters) {
+                                     uint32_t server_loops, int port_fd, SharedGroupCommitCounters* counters) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
+  MSGSIM_ASSERT(server_loops >= 1 && server_loops <= SharedGroupCommitCounters::kServerLoopsMax, std::to_string(server_loops));
   static const chat::ChatConfig config = bench_config(traffic_runs, pairs, batching);
-  asio::io_context io(1);
-  BenchHost host(io, dir);
+  asio::io_context device_io(1);
+  std::optional<asio::io_context> store_io;
+  std::vector<asio::io_context*> ios{&device_io};
+  if (server_loops == 2) ios.push_back(&store_io.emplace(1));
+  BenchHost host(ios, dir);
+  const size_t store = host.store_loop();
   host.publish_group_commit_to(counters);
-  host.add_node(kRegistry, std::make_unique<chat::RegistryNode>(config));
-  host.add_node(kQueue, std::make_unique<chat::QueueNode>(config));
-  host.add_node(kStorage, std::make_unique<chat::StorageNode>(config));
-  host.add_node(kPush, std::make_unique<chat::PushNode>(config));
-  host.add_node(kChatServer, std::make_unique<chat::ChatServerNode>(config));
+  host.add_node(kRegistry, std::make_unique<chat::RegistryNode>(config), store);
+  host.add_node(kQueue, std::make_unique<chat::QueueNode>(config), store);
+  host.add_node(kStorage, std::make_unique<chat::StorageNode>(config), store);
+  host.add_node(kPush, std::make_unique<chat::PushNode>(config), store);
+  host.add_node(kChatServer, std::make_unique<chat::ChatServerNode>(config), BenchHost::kDeviceLoop);
   host.start_all();
+  // Before the port: the bench reads it once the port says the server is up.
+  if (counters != nullptr) counters->loop_count.store(static_cast<uint32_t>(ios.size()), std::memory_order_relaxed);
   const auto port = host.listen_devices(kChatServer);
   const std::string line = port.ok() ? std::to_string(*port) + "\n" : "0\n";
   if (!port.ok()) std::fprintf(stderr, "%s\n", port.error().message.c_str());
   (void)!::write(port_fd, line.data(), line.size());
   ::close(port_fd);
-  // MSGSIM_BENCH_LOG: every node's one-line state each second, to see where a message stops.
-  asio::steady_timer describe_timer(io);
-  std::function<void(error_code)> describe_nodes = [&](error_code error) {
-    if (error) return;
-    for (NodeId id : {kQueue, kStorage, kChatServer}) std::fprintf(stderr, "node %u: %s\n", id, host.describe(id).c_str());
-    std::fprintf(stderr, "%s\n", host.describe_group_commit().c_str());
-    describe_timer.expires_after(std::chrono::seconds(1));
-    describe_timer.async_wait(describe_nodes);
+  // MSGSIM_BENCH_LOG: every node's one-line state each second, to see where a message stops,
+  // each from its own loop.
+  const bool describe = std::getenv("MSGSIM_BENCH_LOG") != nullptr;
+  struct Describer {
+    asio::steady_timer timer;
+    std::function<void(error_code)> tick;
   };
-  if (std::getenv("MSGSIM_BENCH_LOG") != nullptr) describe_nodes({});
-  asio::steady_timer loop_cpu_timer(io);
-  std::function<void(error_code)> publish_loop_cpu = [&](error_code error) {
-    if (error) return;
-    counters->loop_cpu_ns.store(static_cast<uint64_t>(thread_cpu_ns()), std::memory_order_relaxed);
-    const ThreadSchedule schedule = thread_schedule();
-    counters->loop_runqueue_wait_ns.store(schedule.runqueue_wait_ns, std::memory_order_relaxed);
-    counters->loop_involuntary_switches.store(schedule.involuntary_switches, std::memory_order_relaxed);
-    loop_cpu_timer.expires_after(std::chrono::nanoseconds(kLoopCpuPublishNs));
-    loop_cpu_timer.async_wait(publish_loop_cpu);
-  };
-  if (counters != nullptr) publish_loop_cpu({});
-  asio::steady_timer trace_timer(io);
+  std::vector<std::unique_ptr<Describer>> describers;
+  for (size_t loop = 0; describe && loop < ios.size(); ++loop) {
+    auto& d = *describers.emplace_back(std::make_unique<Describer>(Describer{asio::steady_timer(*ios[loop]), {}}));
+    d.tick = [&host, &d, loop, store](error_code error) {
+      if (error) return;
+      for (NodeId id : {kQueue, kStorage, kChatServer}) {
+        if (host.runs_on(id, loop)) std::fprintf(stderr, "node %u: %s\n", id, host.describe(id).c_str());
+      }
+      if (loop == BenchHost::kDeviceLoop) std::fprintf(stderr, "%s\n", host.describe_devices().c_str());
+      if (loop == store) std::fprintf(stderr, "%s\n", host.describe_group_commit().c_str());
+      d.timer.expires_after(std::chrono::seconds(1));
+      d.timer.async_wait(d.tick);
+    };
+    d.tick({});
+  }
+  asio::steady_timer trace_timer(device_io);
   std::function<void(error_code)> report_trace = [&](error_code error) {
     if (error) return;
     host.report_trace();
@@ -789,11 +1070,15 @@ chat::ChatConfig bench_config(uint32_t traffic_runs, uint32_t pairs, const Queue
     trace_timer.async_wait(report_trace);
   };
   if (StageTrace::enabled()) report_trace({});
-  if (counters != nullptr) {
-    run_counting_turns(io, counters->loop_turn_buckets, SharedGroupCommitCounters::kLoopTurnBuckets, counters->loop_turns);
-  } else {
-    io.run();
+  std::optional<std::thread> store_thread;
+  if (store_io) {
+    // The store loop waits for frames from the device loop when it has nothing else to do.
+    store_thread.emplace([&store_io, counters] {
+      auto keep_running = asio::make_work_guard(*store_io);
+      run_server_loop(*store_io, counters != nullptr ? &counters->loops[1] : nullptr);
+    });
   }
+  run_server_loop(device_io, counters != nullptr ? &counters->loops[0] : nullptr);
   std::_Exit(0);
 }
 
@@ -953,6 +1238,54 @@ nlohmann::json loop_json(const LoopFigures& loop) {
           {"involuntary_switches_per_s", loop.involuntary_switches_per_s}};
 }
 
+// One server loop's counters at one moment (SharedGroupCommitCounters::Loop); the difference of
+// two is what the loop used between them, and readings of several loops add up.
+struct ServerLoopReading {
+  uint64_t cpu_ns = 0, turns = 0, runqueue_wait_ns = 0, involuntary_switches = 0;
+  uint64_t turn_counts[SharedGroupCommitCounters::kLoopTurnBuckets] = {};
+  ServerLoopReading operator-(const ServerLoopReading& before) const {
+    ServerLoopReading out;
+    out.cpu_ns = cpu_ns - before.cpu_ns;
+    out.turns = turns - before.turns;
+    out.runqueue_wait_ns = runqueue_wait_ns - before.runqueue_wait_ns;
+    out.involuntary_switches = involuntary_switches - before.involuntary_switches;
+    for (size_t b = 0; b < SharedGroupCommitCounters::kLoopTurnBuckets; ++b) out.turn_counts[b] = turn_counts[b] - before.turn_counts[b];
+    return out;
+  }
+  ServerLoopReading& operator+=(const ServerLoopReading& other) {
+    cpu_ns += other.cpu_ns;
+    turns += other.turns;
+    runqueue_wait_ns += other.runqueue_wait_ns;
+    involuntary_switches += other.involuntary_switches;
+    for (size_t b = 0; b < SharedGroupCommitCounters::kLoopTurnBuckets; ++b) turn_counts[b] += other.turn_counts[b];
+    return *this;
+  }
+  // Per delivered message (nothing delivered: only the histogram and the switches).
+  LoopFigures figures(uint64_t delivered, double window_s) const {
+    LoopFigures out;
+    std::copy_n(turn_counts, SharedGroupCommitCounters::kLoopTurnBuckets, out.turn_counts);
+    if (window_s > 0) out.involuntary_switches_per_s = static_cast<double>(involuntary_switches) / window_s;
+    if (delivered == 0) return out;
+    const double n = static_cast<double>(delivered);
+    out.cpu_us_per_msg = static_cast<double>(cpu_ns) / 1e3 / n;
+    out.turns_per_msg = static_cast<double>(turns) / n;
+    out.runqueue_wait_us_per_msg = static_cast<double>(runqueue_wait_ns) / 1e3 / n;
+    return out;
+  }
+};
+ServerLoopReading read_server_loop(const SharedGroupCommitCounters::Loop& loop) {
+  ServerLoopReading out;
+  out.cpu_ns = loop.cpu_ns.load(std::memory_order_relaxed);
+  out.turns = loop.turns.load(std::memory_order_relaxed);
+  out.runqueue_wait_ns = loop.runqueue_wait_ns.load(std::memory_order_relaxed);
+  out.involuntary_switches = loop.involuntary_switches.load(std::memory_order_relaxed);
+  for (size_t b = 0; b < SharedGroupCommitCounters::kLoopTurnBuckets; ++b) out.turn_counts[b] = loop.turn_buckets[b].load(std::memory_order_relaxed);
+  return out;
+}
+
+struct RateResult;
+nlohmann::json server_loops_json(const RateResult& r);
+
 struct RateResult {
   uint64_t offered_per_s = 0;
   uint64_t sent = 0;
@@ -994,9 +1327,23 @@ struct RateResult {
   uint64_t checkpoint_bucket_counts[SharedGroupCommitCounters::kCheckpointBuckets] = {};
   // The server loop in the send window (its cpu_us_per_msg is server_loop_cpu_us_per_msg), and
   // the client process's loop (every sender and receiver on one thread), whose turns a Deliver
-  // also waits behind before its latency is taken.
+  // also waits behind before its latency is taken. With two server loops, server_loop is both
+  // together (CPU, turns, waits and switches summed, the turn histograms merged: the whole
+  // service demand of a message, as one loop would have it) and server_loops each one.
   LoopFigures server_loop, client_loop;
+  uint32_t server_loop_count = 1;
+  LoopFigures server_loops[SharedGroupCommitCounters::kServerLoopsMax];
 };
+
+nlohmann::json server_loops_json(const RateResult& r) {
+  nlohmann::json out = nlohmann::json::array();
+  for (uint32_t l = 0; l < r.server_loop_count; ++l) {
+    nlohmann::json loop = loop_json(r.server_loops[l]);
+    loop["name"] = r.server_loop_count == 1 ? "all" : l == 0 ? "device" : "store";
+    out.push_back(std::move(loop));
+  }
+  return out;
+}
 
 // Senders traffic_user(run, 0..pairs-1) send to receivers traffic_user(run, pairs..) at `rate` msgs/s in
 // total for `duration_ns`, each with at most `in_flight_max` sends unacked, then wait up to
@@ -1052,14 +1399,12 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   constexpr int64_t kTickNs = 1 * kNanosPerMilli;
   asio::steady_timer tick(io);
   const uint64_t server_ticks_at_start = cpu_ticks(server_pid);
-  const uint64_t loop_cpu_at_start_ns = server_counters.loop_cpu_ns.load(std::memory_order_relaxed);
+  // Each server loop's counters at the start of the send window (ServerLoopReading).
+  const uint32_t server_loop_count = std::clamp<uint32_t>(server_counters.loop_count.load(), 1, SharedGroupCommitCounters::kServerLoopsMax);
+  std::vector<ServerLoopReading> server_loops_at_start;
+  for (uint32_t l = 0; l < server_loop_count; ++l) server_loops_at_start.push_back(read_server_loop(server_counters.loops[l]));
   std::vector<uint64_t> fsync_buckets(SharedGroupCommitCounters::kFsyncBuckets);
   for (size_t b = 0; b < fsync_buckets.size(); ++b) fsync_buckets[b] = server_counters.fsync_buckets[b].load(std::memory_order_relaxed);
-  std::vector<uint64_t> server_turns(SharedGroupCommitCounters::kLoopTurnBuckets);
-  for (size_t b = 0; b < server_turns.size(); ++b) server_turns[b] = server_counters.loop_turn_buckets[b].load(std::memory_order_relaxed);
-  const uint64_t server_turns_at_start = server_counters.loop_turns.load(std::memory_order_relaxed);
-  const uint64_t server_wait_at_start_ns = server_counters.loop_runqueue_wait_ns.load(std::memory_order_relaxed);
-  const uint64_t server_switches_at_start = server_counters.loop_involuntary_switches.load(std::memory_order_relaxed);
   const uint64_t commits_at_start = server_counters.syncs_deferred.load(std::memory_order_relaxed);
   const uint64_t checkpoints_at_start = server_counters.checkpoints.load(std::memory_order_relaxed);
   const uint64_t checkpoint_cpu_at_start_ns = server_counters.checkpoint_cpu_ns.load(std::memory_order_relaxed);
@@ -1109,7 +1454,8 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   const ThreadSchedule client_schedule_at_end = thread_schedule();
   const double window_s = static_cast<double>(monotonic_now_ns() - start_ns) / 1e9;
   const uint64_t server_ticks_at_end = cpu_ticks(server_pid);
-  const uint64_t loop_cpu_at_end_ns = server_counters.loop_cpu_ns.load(std::memory_order_relaxed);
+  std::vector<ServerLoopReading> server_loops_at_end;
+  for (uint32_t l = 0; l < server_loop_count; ++l) server_loops_at_end.push_back(read_server_loop(server_counters.loops[l]));
   // The fdatasyncs of the send window only (as the latencies): the connects before it commit
   // registry writes whose syncs no measured message waits for.
   for (size_t b = 0; b < fsync_buckets.size(); ++b)
@@ -1120,13 +1466,7 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   result.checkpoint_cpu_ns = server_counters.checkpoint_cpu_ns.load(std::memory_order_relaxed) - checkpoint_cpu_at_start_ns;
   for (size_t b = 0; b < SharedGroupCommitCounters::kCheckpointBuckets; ++b)
     result.checkpoint_bucket_counts[b] = server_counters.checkpoint_buckets[b].load(std::memory_order_relaxed) - checkpoint_buckets[b];
-  for (size_t b = 0; b < server_turns.size(); ++b)
-    result.server_loop.turn_counts[b] = server_counters.loop_turn_buckets[b].load(std::memory_order_relaxed) - server_turns[b];
-  const uint64_t server_turn_total = server_counters.loop_turns.load(std::memory_order_relaxed) - server_turns_at_start;
-  const uint64_t server_wait_ns = server_counters.loop_runqueue_wait_ns.load(std::memory_order_relaxed) - server_wait_at_start_ns;
-  const uint64_t server_switches = server_counters.loop_involuntary_switches.load(std::memory_order_relaxed) - server_switches_at_start;
   if (window_s > 0) {
-    result.server_loop.involuntary_switches_per_s = static_cast<double>(server_switches) / window_s;
     result.client_loop.involuntary_switches_per_s =
         static_cast<double>(client_schedule_at_end.involuntary_switches - client_schedule_at_start.involuntary_switches) / window_s;
   }
@@ -1152,17 +1492,22 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   if (result.delivered > 0) {
     result.server_send_window_cpu_us_per_msg = static_cast<double>(server_ticks_at_end - server_ticks_at_start) * 1e6 /
                                                static_cast<double>(::sysconf(_SC_CLK_TCK)) / static_cast<double>(result.delivered);
-    result.server_loop_cpu_us_per_msg =
-        static_cast<double>(loop_cpu_at_end_ns - loop_cpu_at_start_ns) / 1e3 / static_cast<double>(result.delivered);
     const auto per_msg = [&](double value) { return value / static_cast<double>(result.delivered); };
-    result.server_loop.cpu_us_per_msg = result.server_loop_cpu_us_per_msg;
-    result.server_loop.turns_per_msg = per_msg(static_cast<double>(server_turn_total));
-    result.server_loop.runqueue_wait_us_per_msg = per_msg(static_cast<double>(server_wait_ns) / 1e3);
     result.client_loop.cpu_us_per_msg = per_msg(static_cast<double>(client_cpu_at_end_ns - client_cpu_at_start_ns) / 1e3);
     result.client_loop.turns_per_msg = per_msg(static_cast<double>(client_turns));
     result.client_loop.runqueue_wait_us_per_msg =
         per_msg(static_cast<double>(client_schedule_at_end.runqueue_wait_ns - client_schedule_at_start.runqueue_wait_ns) / 1e3);
   }
+  // Each server loop in the send window, and all of them together as server_loop.
+  result.server_loop_count = server_loop_count;
+  ServerLoopReading all;
+  for (uint32_t l = 0; l < server_loop_count; ++l) {
+    const ServerLoopReading used = server_loops_at_end[l] - server_loops_at_start[l];
+    result.server_loops[l] = used.figures(result.delivered, window_s);
+    all += used;
+  }
+  result.server_loop = all.figures(result.delivered, window_s);
+  result.server_loop_cpu_us_per_msg = result.server_loop.cpu_us_per_msg;
   timespec cpu{};
   ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
   if (result.delivered > 0) {
@@ -1195,6 +1540,11 @@ struct BenchOptions {
   // 256) was not measured.
   uint64_t in_flight_max = 512;
   QueueBatching batching;
+  // The server process's event loops (`--server-loops`): 2, the chat server and its devices on
+  // one thread and the nodes with databases (and the registry and push) on another, so the
+  // server's work runs on both cores; 1, every node on one loop, as reports/live_twin.h models it
+  // (scripts/plan-vs-live asks for it). See live/README.md, "Session 12".
+  uint32_t server_loops = 2;
   bool json = false;
   bool skip_idle = false;
   bool skip_traffic = false;
@@ -1207,7 +1557,8 @@ struct ServerProcess {
   SharedGroupCommitCounters* group_commit = nullptr;  // published by the server, read here
 };
 
-Result<ServerProcess> start_server(const std::string& dir, uint32_t traffic_runs, uint32_t pairs, const QueueBatching& batching) {
+Result<ServerProcess> start_server(const std::string& dir, uint32_t traffic_runs, uint32_t pairs, const QueueBatching& batching,
+                                   uint32_t server_loops) {
   std::error_code made;
   std::filesystem::create_directories(dir, made);
   if (made) return make_error(ErrorCode::io_error, "cannot make " + dir + ": " + made.message());
@@ -1218,7 +1569,7 @@ Result<ServerProcess> start_server(const std::string& dir, uint32_t traffic_runs
   if (pid < 0) return make_error(ErrorCode::io_error, std::string("fork: ") + std::strerror(errno));
   if (pid == 0) {
     ::close(fds[0]);
-    run_server_process(dir, traffic_runs, pairs, batching, fds[1], counters);
+    run_server_process(dir, traffic_runs, pairs, batching, server_loops, fds[1], counters);
   }
   ::close(fds[1]);
   char text[32] = {};
@@ -1401,7 +1752,7 @@ int run_bench(const BenchOptions& options) {
                    options.idle, static_cast<unsigned long long>(limit.soft));
       return kExitBadInput;
     }
-    auto server = start_server(dir + "/idle", 0, 0, options.batching);
+    auto server = start_server(dir + "/idle", 0, 0, options.batching, options.server_loops);
     if (!server.ok()) {
       std::fprintf(stderr, "live bench: %s\n", server.error().message.c_str());
       return kExitViolation;
@@ -1430,7 +1781,8 @@ int run_bench(const BenchOptions& options) {
     }
   }
   if (!options.skip_traffic && !options.rates.empty()) {
-    auto server = start_server(dir + "/traffic", static_cast<uint32_t>(options.rates.size()), options.pairs, options.batching);
+    auto server = start_server(dir + "/traffic", static_cast<uint32_t>(options.rates.size()), options.pairs, options.batching,
+                               options.server_loops);
     if (!server.ok()) {
       std::fprintf(stderr, "live bench: %s\n", server.error().message.c_str());
       return kExitViolation;
@@ -1459,6 +1811,10 @@ int run_bench(const BenchOptions& options) {
                       // for a core, and involuntary context switches.
                       {"server_loop", loop_json(r.server_loop)},
                       {"client_loop", loop_json(r.client_loop)},
+                      // With `--server-loops 2` server_loop is both loops together; here each
+                      // one ("device": the chat server and its WebSocket sessions; "store": the
+                      // nodes with databases, the registry and push).
+                      {"server_loops", server_loops_json(r)},
                       // The server's group commit while this rate's clients ran (window_s):
                       // reports/live_twin reads files_per_batch.
                       {"group_commit",
@@ -1480,23 +1836,28 @@ int run_bench(const BenchOptions& options) {
                         {"checkpoint_buckets_us", buckets_json(checkpoint_buckets_of(r.checkpoint_bucket_counts))}}}});
     }
     out["traffic"] = {{"senders", options.pairs},
+                      {"server_loops", options.server_loops},
                       {"receivers", options.pairs},
                       {"in_flight_max", options.in_flight_max},
                       {"queue_commit_window_us", static_cast<double>(options.batching.commit_window_ns) / 1e3},
                       {"queue_linger_us", static_cast<double>(options.batching.linger_ns) / 1e3},
                       {"rates", rows}};
     if (!options.json) {
-      std::printf("\n(b) 1:1 messages, %u senders -> %u receivers (at most %llu unacked each), acked after the queue's fsync (group commit); queue commit window %.0f us, linger %.0f us\n",
+      std::printf("\n(b) 1:1 messages, %u senders -> %u receivers (at most %llu unacked each), acked after the queue's fsync (group commit); queue commit window %.0f us, linger %.0f us; %u server loop%s\n",
                   options.pairs, options.pairs, static_cast<unsigned long long>(options.in_flight_max),
-                  static_cast<double>(options.batching.commit_window_ns) / 1e3, static_cast<double>(options.batching.linger_ns) / 1e3);
-      std::printf("| offered msgs/s | sent | acked | delivered | delivered msgs/s | p50 | p99 | p999 | max | server CPU/msg | in the send window | its loop thread | client CPU/msg | files/batch | fsyncs/s | fsync mean |\n");
+                  static_cast<double>(options.batching.commit_window_ns) / 1e3, static_cast<double>(options.batching.linger_ns) / 1e3,
+                  options.server_loops, options.server_loops == 1 ? "" : "s (device + store)");
+      std::printf("| offered msgs/s | sent | acked | delivered | delivered msgs/s | p50 | p99 | p999 | max | server CPU/msg | in the send window | its loop thread(s) | client CPU/msg | files/batch | fsyncs/s | fsync mean |\n");
       std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
       for (const RateResult& r : rates) {
-        std::printf("| %llu | %llu | %llu | %llu | %.0f | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.1f us | %.1f us | %.1f us | %.1f us | %.2f | %.0f | %.2f ms |\n",
+        char loops_text[64];
+        if (r.server_loop_count == 1) std::snprintf(loops_text, sizeof loops_text, "%.1f us", r.server_loop_cpu_us_per_msg);
+        else std::snprintf(loops_text, sizeof loops_text, "%.1f + %.1f us", r.server_loops[0].cpu_us_per_msg, r.server_loops[1].cpu_us_per_msg);
+        std::printf("| %llu | %llu | %llu | %llu | %.0f | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.1f us | %.1f us | %s | %.1f us | %.2f | %.0f | %.2f ms |\n",
                     static_cast<unsigned long long>(r.offered_per_s), static_cast<unsigned long long>(r.sent),
                     static_cast<unsigned long long>(r.acked), static_cast<unsigned long long>(r.delivered), r.delivered_per_s,
                     r.p50_us / 1e3, r.p99_us / 1e3, r.p999_us / 1e3, r.max_us / 1e3, r.server_cpu_us_per_msg,
-                    r.server_send_window_cpu_us_per_msg, r.server_loop_cpu_us_per_msg, r.client_cpu_us_per_msg, r.batches > 0 ? static_cast<double>(r.files_synced) / static_cast<double>(r.batches) : 0.0,
+                    r.server_send_window_cpu_us_per_msg, loops_text, r.client_cpu_us_per_msg, r.batches > 0 ? static_cast<double>(r.files_synced) / static_cast<double>(r.batches) : 0.0,
                     r.window_s > 0 ? static_cast<double>(r.files_synced) / r.window_s : 0.0, r.fsync_mean_us / 1e3);
       }
     }
@@ -1532,6 +1893,10 @@ void add_live_bench_command(CLI::App& live, Outcome& outcome) {
       ->capture_default_str();
   bench->add_option("--queue-linger-us", *linger_us, "how long the queue's committed records wait before they go to storage (0: the loop's next turn)")
       ->check(CLI::Range(0.0, 1e6))
+      ->capture_default_str();
+  bench->add_option("--server-loops", options->server_loops,
+                    "event loops of the server process: 2 (the chat server on one, the nodes with databases on the other) or 1 (every node on one, as the plan's twin models)")
+      ->check(CLI::Range(1u, 2u))
       ->capture_default_str();
   bench->add_option("--dir", options->dir, "run directory for the databases (default: a temporary one, removed after)");
   bench->add_flag("--json", options->json, "JSON instead of tables");

@@ -127,6 +127,10 @@ struct LiveRun {
   int64_t queue_commit_window_ns = chat::ChatTuning{}.queue_commit_window_ns;
   int64_t queue_linger_ns = chat::ChatTuning{}.queue_linger_ns;
   std::string uptime;
+  // The bench server's event loops (`live bench --server-loops`, "server_loops" next to "rates";
+  // 1 before session 12). The twin models one; with two, each rate's "server_loop" is both
+  // together, and the report says so.
+  uint32_t server_loops = 1;
 };
 Result<LiveRun> read_live(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -150,6 +154,12 @@ Result<LiveRun> read_live(const std::string& path) {
     if (!s.is_number_unsigned() || s.get<uint64_t>() < 1 || s.get<uint64_t>() > 100000)
       return make_error(ErrorCode::bad_input, path + ": $.traffic.senders: expected an integer in [1, 100000]");
     out.pairs = s.get<uint32_t>();
+  }
+  if (live_bench && doc["traffic"].contains("server_loops")) {
+    const auto& v = doc["traffic"]["server_loops"];
+    if (!v.is_number_unsigned() || v.get<uint64_t>() < 1 || v.get<uint64_t>() > 2)
+      return make_error(ErrorCode::bad_input, path + ": $.traffic.server_loops: expected 1 or 2");
+    out.server_loops = v.get<uint32_t>();
   }
   if (live_bench) {
     for (const auto& [key, target] : {std::pair<const char*, int64_t*>{"queue_commit_window_us", &out.queue_commit_window_ns},
@@ -622,6 +632,11 @@ int plan(const PlanArgs& args) {
           ". Where the twin's time goes, p50 / p99 since the send (compare `MSGSIM_BENCH_TRACE=1 msgsim live bench`): " + stages +
           ". Measured: " + args.live_json +
           " (msgsim live bench --json)" + (live->uptime.empty() ? std::string(".") : ", machine load during it: " + live->uptime + ".") +
+          (live->server_loops == 1 ? std::string()
+                                   : " The bench ran " + std::to_string(live->server_loops) +
+                                         " server loops (the chat server on one, the nodes with databases on the other); the twin "
+                                         "models one, charged both loops' CPU and turns together (run the bench with "
+                                         "--server-loops 1 to compare like with like, as scripts/plan-vs-live does).") +
           " Below the knee: the live bench delivered at least 95 % of the offered rate and its p99 stayed within 3x the "
           "p99 of the lightest load.";
     } else {

@@ -603,6 +603,65 @@ TEST_F(CliTest, LiveBenchQueueLingerDelaysTheRecords) {
   EXPECT_THAT(help.out, HasSubstr("--queue-linger-us FLOAT:FLOAT in [0 - 1e+06]=0\n"));
 }
 
+// `live bench --server-loops`: with one loop and with two (the default: the chat server on the
+// device loop, the nodes with databases on the store loop, frames handed between them), every
+// message sent is acked and delivered once (the load process counts every Deliver: a lost one
+// shows as delivered < sent, a duplicate as delivered > sent). Each loop's figures are reported
+// in server_loops (both loops did work: the Send is read on one, committed on the other) and
+// server_loop is their sum, which is what `plan --live-json` charges its one-loop twin, saying so;
+// a loop count the bench cannot run is refused, by the bench and by the plan.
+TEST_F(CliTest, LiveBenchServerLoopsDeliverEveryMessageOnce) {
+  for (const uint32_t loops : {1u, 2u}) {
+    const Ran ran = msgsim({"live", "bench", "--idle", "0", "--rates", "300", "--pairs", "3", "--rate-duration-s", "1",
+                            "--server-loops", std::to_string(loops), "--json"});
+    ASSERT_EQ(ran.exit_code, 0) << ran.err;
+    const nlohmann::json out = nlohmann::json::parse(ran.out);
+    EXPECT_EQ(out["traffic"]["server_loops"].get<uint32_t>(), loops);
+    const auto& rate = out["traffic"]["rates"].at(0);
+    const uint64_t sent = rate["sent"].get<uint64_t>();
+    EXPECT_GT(sent, 0u) << loops;
+    EXPECT_EQ(rate["acked"].get<uint64_t>(), sent) << loops;
+    EXPECT_EQ(rate["delivered"].get<uint64_t>(), sent) << loops;
+    const auto& each = rate["server_loops"];
+    ASSERT_EQ(each.size(), loops) << rate.dump();
+    double cpu_us = 0, turns = 0;
+    for (const auto& loop : each) {
+      EXPECT_GE(loop["turns_per_msg"].get<double>(), 1.0) << loop.dump();
+      EXPECT_GT(loop["cpu_us_per_msg"].get<double>(), 0.0) << loop.dump();
+      cpu_us += loop["cpu_us_per_msg"].get<double>();
+      turns += loop["turns_per_msg"].get<double>();
+    }
+    EXPECT_EQ(each[0]["name"].get<std::string>(), loops == 1 ? "all" : "device");
+    if (loops == 2) {
+      EXPECT_EQ(each[1]["name"].get<std::string>(), "store");
+    }
+    EXPECT_NEAR(rate["server_loop"]["cpu_us_per_msg"].get<double>(), cpu_us, 1e-6 * cpu_us);
+    EXPECT_NEAR(rate["server_loop"]["turns_per_msg"].get<double>(), turns, 1e-6 * turns);
+    EXPECT_EQ(rate["server_loop_cpu_us_per_msg"].get<double>(), rate["server_loop"]["cpu_us_per_msg"].get<double>());
+  }
+  EXPECT_EQ(msgsim({"live", "bench", "--idle", "0", "--server-loops", "3"}).exit_code, 2);
+  const std::string seed = MSGSIM_SOURCE_DIR "/workloads/seed.json";
+  const std::string costs = MSGSIM_SOURCE_DIR "/reports/cost_table.json";
+  const auto live_json = [&](const std::string& name, const std::string& loops) {
+    const std::string path = (dir_ / name).string();
+    std::ofstream(path) << R"({"traffic": {"server_loops": )" << loops
+                        << R"(, "rates": [{"offered_per_s": 500, "latency_p50_us": 1000, "latency_p99_us": 2000}]}})";
+    return path;
+  };
+  const Ran two = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", live_json("two.json", "2"), "--out",
+                          (dir_ / "p2").string()});
+  ASSERT_EQ(two.exit_code, 0) << two.err;
+  EXPECT_THAT(two.out, HasSubstr("The bench ran 2 server loops"));
+  const Ran one = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", live_json("one.json", "1"), "--out",
+                          (dir_ / "p1").string()});
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  EXPECT_THAT(one.out, Not(HasSubstr("server loops")));
+  const Ran three = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", live_json("three.json", "3"), "--out",
+                            (dir_ / "p3").string()});
+  EXPECT_EQ(three.exit_code, 2);
+  EXPECT_THAT(three.err, HasSubstr("$.traffic.server_loops"));
+}
+
 // `plan --live-json`: the simulated twin of the live bench runs the queue with the batching
 // delays the bench reports (traffic.queue_commit_window_us / queue_linger_us) and shows its files
 // per group-commit batch next to the measured ones (group_commit.files_per_batch); a malformed
