@@ -1292,6 +1292,9 @@ struct RateResult {
   uint64_t acked = 0;
   uint64_t delivered = 0;
   uint64_t skipped_in_flight_max = 0;  // sends not made: the sender had too many unacked
+  // Deliveries of a message already delivered (each body carries its message number): never
+  // counted in `delivered`, and never expected (a session of one device, no reconnects).
+  uint64_t duplicated = 0;
   double duration_s = 0;
   double delivered_per_s = 0;
   double p50_us = 0, p99_us = 0, p999_us = 0, max_us = 0;
@@ -1364,12 +1367,23 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
       result.acked += std::holds_alternative<chat::SendAck>(frame) ? 1 : 0;
     }
   };
+  // Which message numbers were delivered (the body's second 8 bytes), to count duplicates.
+  std::vector<uint8_t> delivered_numbers;
   auto on_receiver_frame = [&](BenchClient&, chat::Frame& frame) {
     const auto* deliver = std::get_if<chat::Deliver>(&frame);
-    if (deliver == nullptr || deliver->entry.body.size() < 8) return;
+    if (deliver == nullptr || deliver->entry.body.size() < 16) return;
     int64_t sent_ns = 0;
+    uint64_t number = 0;
     std::memcpy(&sent_ns, deliver->entry.body.data(), sizeof sent_ns);
+    std::memcpy(&number, deliver->entry.body.data() + sizeof sent_ns, sizeof number);
     if (sent_ns < measure_start_ns) return;
+    if (number < result.sent) {  // a number this load process sent (anything else is not ours)
+      if (delivered_numbers.size() <= number) delivered_numbers.resize(std::max<size_t>(number + 1, 2 * delivered_numbers.size()));
+      if (delivered_numbers[number]++ > 0) {
+        result.duplicated++;
+        return;
+      }
+    }
     latencies_ns.push_back(monotonic_now_ns() - sent_ns);
   };
   std::vector<std::shared_ptr<BenchClient>> senders, receivers;
@@ -1433,13 +1447,15 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
         continue;
       }
       chat::Send send;
-      send.msg_id = "b" + std::to_string(run_number) + "-" + std::to_string(msg_number++);
+      send.msg_id = "b" + std::to_string(run_number) + "-" + std::to_string(msg_number);
       send.conv = convs[i];
       send.to = receivers[i]->user();
+      std::memcpy(body.data() + sizeof now, &msg_number, sizeof msg_number);  // the number after the send time
       send.body = body;
       sender.in_flight++;
       sender.send(chat::encode_as(std::move(send)));
       result.sent++;
+      msg_number++;
     }
     tick.expires_at(tick.expiry() + std::chrono::nanoseconds(kTickNs));
     tick.async_wait(on_tick);
@@ -1796,6 +1812,7 @@ int run_bench(const BenchOptions& options) {
                       {"acked", r.acked},
                       {"delivered", r.delivered},
                       {"not_sent_in_flight_max", r.skipped_in_flight_max},
+                      {"duplicated", r.duplicated},
                       {"duration_s", r.duration_s},
                       {"delivered_per_s", r.delivered_per_s},
                       {"latency_p50_us", r.p50_us},
@@ -1859,6 +1876,11 @@ int run_bench(const BenchOptions& options) {
                     r.p50_us / 1e3, r.p99_us / 1e3, r.p999_us / 1e3, r.max_us / 1e3, r.server_cpu_us_per_msg,
                     r.server_send_window_cpu_us_per_msg, loops_text, r.client_cpu_us_per_msg, r.batches > 0 ? static_cast<double>(r.files_synced) / static_cast<double>(r.batches) : 0.0,
                     r.window_s > 0 ? static_cast<double>(r.files_synced) / r.window_s : 0.0, r.fsync_mean_us / 1e3);
+      }
+      for (const RateResult& r : rates) {
+        if (r.duplicated > 0)
+          std::printf("%llu/s offered: %llu deliveries of a message already delivered (not counted above)\n",
+                      static_cast<unsigned long long>(r.offered_per_s), static_cast<unsigned long long>(r.duplicated));
       }
     }
   }

@@ -246,7 +246,10 @@ void LeanWsSession::on_readable() {
   std::vector<uint8_t>& buffer = shared_.read_buffer;
   if (buffer.size() < shared_.read_chunk_bytes) buffer.resize(shared_.read_chunk_bytes);
   error_code ec;
-  socket_.non_blocking(true, ec);
+  // Once per connection: Asio's non_blocking(true) is an ioctl(FIONBIO) on every call, even when
+  // the mode is already set (a system call per readable event, and each one is expensive on this
+  // PVM guest); non_blocking() only reads Asio's own flag.
+  if (!socket_.non_blocking()) socket_.non_blocking(true, ec);
   const size_t n = ec ? 0 : socket_.read_some(asio::buffer(buffer.data(), buffer.size()), ec);
   if (ec == asio::error::would_block || ec == asio::error::try_again) return wait_readable();
   if (ec) return fail(false, "");  // end of stream or reset without a close frame
@@ -362,7 +365,7 @@ void LeanWsSession::discard_until_end() {
     if (buffer.size() < self->shared_.read_chunk_bytes) buffer.resize(self->shared_.read_chunk_bytes);
     size_t n = 0;
     if (!ec) {
-      self->socket_.non_blocking(true, ec);
+      if (!self->socket_.non_blocking()) self->socket_.non_blocking(true, ec);
       if (!ec) n = self->socket_.read_some(asio::buffer(buffer.data(), buffer.size()), ec);
       if (ec == asio::error::would_block || ec == asio::error::try_again) ec = {};
     }

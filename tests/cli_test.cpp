@@ -605,8 +605,8 @@ TEST_F(CliTest, LiveBenchQueueLingerDelaysTheRecords) {
 
 // `live bench --server-loops`: with one loop and with two (the default: the chat server on the
 // device loop, the nodes with databases on the store loop, frames handed between them), every
-// message sent is acked and delivered once (the load process counts every Deliver: a lost one
-// shows as delivered < sent, a duplicate as delivered > sent). Each loop's figures are reported
+// message sent is acked and delivered once (the load process counts every Deliver by the message
+// number in its body: a lost one shows as delivered < sent, a duplicate as `duplicated`). Each loop's figures are reported
 // in server_loops (both loops did work: the Send is read on one, committed on the other) and
 // server_loop is their sum, which is what `plan --live-json` charges its one-loop twin, saying so;
 // a loop count the bench cannot run is refused, by the bench and by the plan.
@@ -622,6 +622,7 @@ TEST_F(CliTest, LiveBenchServerLoopsDeliverEveryMessageOnce) {
     EXPECT_GT(sent, 0u) << loops;
     EXPECT_EQ(rate["acked"].get<uint64_t>(), sent) << loops;
     EXPECT_EQ(rate["delivered"].get<uint64_t>(), sent) << loops;
+    EXPECT_EQ(rate["duplicated"].get<uint64_t>(), 0u) << loops;
     const auto& each = rate["server_loops"];
     ASSERT_EQ(each.size(), loops) << rate.dump();
     double cpu_us = 0, turns = 0;
