@@ -1,5 +1,7 @@
 #include "impl/chat/chat_server.h"
 
+#include <algorithm>
+
 namespace msgsim::chat {
 
 namespace {
@@ -315,17 +317,17 @@ void ChatServerNode::expire_pending(Context& ctx) {
 void ChatServerNode::on_timer(Context& ctx, uint64_t tag) {
   if (tag == kRefreshTimer) {
     // Presence is soft state with a TTL: refresh every device while it stays.
-    for (const auto& [conn, s] : sessions_)
+    for (ConnId conn : conns_in_order()) {
+      const Session& s = sessions_.at(conn);
       if (s.welcomed) register_device(ctx, s);
+    }
     ctx.set_timer(config_.tuning.registry_ttl_ns / 3, kRefreshTimer);
   } else {
     MSGSIM_ASSERT_EQ(tag, kSweepTimer);
     expire_pending(ctx);
     if (draining_) {
       // Requests that timed out or died with an upstream connection are owed no more.
-      std::vector<ConnId> conns;
-      for (const auto& [conn, s] : sessions_) conns.push_back(conn);
-      for (ConnId conn : conns) close_if_handed_off(ctx, conn);
+      for (ConnId conn : conns_in_order()) close_if_handed_off(ctx, conn);
     }
     ctx.set_timer(kSweepIntervalNs, kSweepTimer);
   }
@@ -341,8 +343,7 @@ void ChatServerNode::on_drain(Context& ctx, int64_t) {
   // next server (the queue answers a retry with the first answer) and syncs from its cursor.
   draining_ = true;
   const Bytes drain = encode_as(Drain{});
-  std::vector<ConnId> conns;
-  for (const auto& [conn, s] : sessions_) conns.push_back(conn);
+  const std::vector<ConnId> conns = conns_in_order();
   const bool close_at_once = config_.bugs.on(Bug::drain_drops_buffered);
   for (ConnId conn : conns) {
     ctx.send(conn, drain);
@@ -362,6 +363,14 @@ void ChatServerNode::on_drain(Context& ctx, int64_t) {
 std::string ChatServerNode::describe() const {
   return "chat devices=" + std::to_string(by_device_.size()) + " produces=" + std::to_string(produces_.size()) +
          " syncs=" + std::to_string(syncs_.size()) + (draining_ ? " draining" : "");
+}
+
+std::vector<ConnId> ChatServerNode::conns_in_order() const {
+  std::vector<ConnId> conns;
+  conns.reserve(sessions_.size());
+  for (const auto& [conn, s] : sessions_) conns.push_back(conn);
+  std::sort(conns.begin(), conns.end());
+  return conns;
 }
 
 void ChatServerNode::invariants() const {
