@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "impl/base/assert.h"
+#include "impl/base/page_cache.h"
 
 namespace msgsim::sim {
 
@@ -894,6 +895,9 @@ SimDisk::SimDisk() {
   // time.
   static const bool memstatus_off = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) == SQLITE_OK;
   (void)memstatus_off;
+  // Likewise the page cache (impl/base/page_cache.h): the same pages, dropped without a walk.
+  static const bool page_cache = sql::install_page_cache();
+  (void)page_cache;
   MSGSIM_ASSERT_EQ(sqlite3_initialize(), SQLITE_OK);
   register_vfs_once();
   disk_stack().push_back(this);
