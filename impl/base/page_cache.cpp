@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <atomic>
 #include <cstddef>
 #include <new>
 
@@ -13,7 +14,17 @@ namespace {
 // SQLite's own page cache, whose methods the wrapper's call through.
 sqlite3_pcache_methods2 base_methods{};
 bool installed = false;
-PageCacheStats stats;
+// Relaxed atomics: a cache's own state is used by its connection's thread only, but these
+// count over every cache of the process, whichever threads their connections run on.
+struct AtomicStats {
+  std::atomic<uint64_t> truncations{0};
+  std::atomic<uint64_t> truncations_walked{0};
+  std::atomic<uint64_t> pages_dropped{0};
+  std::atomic<uint64_t> lock_page_renumbers{0};
+};
+AtomicStats stats;
+
+void count(std::atomic<uint64_t>& counter) { counter.fetch_add(1, std::memory_order_relaxed); }
 
 // Keys noted since the last truncation, at most this many; past it the next truncation is
 // pcache1's whole walk. A write transaction of the simulated nodes notes a few appended pages
@@ -82,15 +93,15 @@ void wrapped_unpin(sqlite3_pcache* cache, sqlite3_pcache_page* page, int discard
 void wrapped_rekey(sqlite3_pcache* cache, sqlite3_pcache_page* page, unsigned old_key, unsigned new_key) {
   Cache& c = cache_of(cache);
   base_methods.xRekey(c.base, page, old_key, new_key);
-  if (new_key >= (1u << 20)) stats.lock_page_renumbers++;
+  if (new_key >= (1u << 20)) count(stats.lock_page_renumbers);
   note(c, new_key);
 }
 
 void wrapped_truncate(sqlite3_pcache* cache, unsigned limit) {
   Cache& c = cache_of(cache);
-  stats.truncations++;
+  count(stats.truncations);
   if (c.overflowed || limit < c.watermark) {
-    stats.truncations_walked++;
+    count(stats.truncations_walked);
     base_methods.xTruncate(c.base, limit);
   } else {
     // By the invariant, the pages to drop are among the recent keys. Fetching one pins it (if
@@ -100,7 +111,7 @@ void wrapped_truncate(sqlite3_pcache* cache, unsigned limit) {
       sqlite3_pcache_page* page = base_methods.xFetch(c.base, c.recent[i], 0);
       if (page == nullptr) continue;
       base_methods.xUnpin(c.base, page, 1);
-      stats.pages_dropped++;
+      count(stats.pages_dropped);
     }
   }
   c.watermark = limit;
@@ -146,6 +157,13 @@ bool install_page_cache() {
 
 bool page_cache_installed() { return installed; }
 
-PageCacheStats page_cache_stats() { return stats; }
+PageCacheStats page_cache_stats() {
+  PageCacheStats out;
+  out.truncations = stats.truncations.load(std::memory_order_relaxed);
+  out.truncations_walked = stats.truncations_walked.load(std::memory_order_relaxed);
+  out.pages_dropped = stats.pages_dropped.load(std::memory_order_relaxed);
+  out.lock_page_renumbers = stats.lock_page_renumbers.load(std::memory_order_relaxed);
+  return out;
+}
 
 }  // namespace msgsim::sql
