@@ -728,7 +728,7 @@ constexpr KeyWords key_words(const char* p, size_t n) {
   return {little_endian(p, n), 0};
 }
 // `bytes` (4 or 8) bytes at p as a little-endian word, as key_words builds them.
-inline uint64_t load_word(const char* p, size_t bytes) {
+[[gnu::always_inline]] inline uint64_t load_word(const char* p, size_t bytes) {
   uint64_t v = 0;
   std::memcpy(&v, p, bytes);
   return v;
@@ -981,7 +981,7 @@ inline std::optional<EventType> scan_canonical_type(std::string_view line, std::
 }
 
 // An integer value of a canonical line (scan_canonical_line, read_canon_field,
-// read_canon_deliver): '-'?, then 0 or up to 18 digits without a leading 0. Returns the byte
+// read_straight_from): '-'?, then 0 or up to 18 digits without a leading 0. Returns the byte
 // after it, or nullptr.
 [[gnu::always_inline]] inline const char* read_canon_int(const char* p, const char* end, int64_t& out) {
   const bool negative = *p == '-';
@@ -1347,23 +1347,35 @@ inline bool read_canon_line(const char*& p, const char* end, EventView& out) {
   return read_canon_shape<kType>(p, end, out);
 }
 
-// ---- The deliver line, read straight through ----
-// A deliver is over half of a history's lines. Its to_jsonl shape is read here without the
-// per-field steps of read_canon_shape<3>: each string's closing quote and the next key are one
-// fixed run of bytes (`","device":"`), compared as two words; an id's quote is found with one
-// inline 16-byte step. It accepts only lines that read_canon_line<3> accepts and fills the same
-// members (the same digit reader, the same string scans); any other line returns false and
-// goes the general canonical way from the start.
+// ---- Lines read straight through ----
+// Most lines are of a few types (deliver over half, then send, ack, expire, online). Such a line
+// is read here without the per-field steps of read_canon_shape: each value is followed by one
+// fixed run of bytes up to the next value (a string's closing quote, `,"key":`, the next string's
+// opening quote: `","device":"`), compared as two words, every step inline with its run a
+// template constant. An optional field (a send's to, expires_at, view_once) is read when its run
+// is there and skipped when it is not. It accepts only lines that read_canon_line accepts for
+// the type and fills the same members (the same digit reader, the same string scans, the same
+// reset); any other line returns false and goes the general canonical way from the start, so an
+// unusual line reads, and fails, exactly as before.
 
 // A run of 5 to 16 fixed bytes as two overlapping words (8 bytes each from 8 bytes on, else 4).
 struct FixedRun {
   KeyWords words;
   uint8_t size;
 };
-template <size_t N>
-constexpr FixedRun fixed_run(const char (&text)[N]) {
-  static_assert(N - 1 >= 5 && N - 1 <= 16);
-  return FixedRun{key_words(text, N - 1), static_cast<uint8_t>(N - 1)};
+// The bytes between a value and the value of field `next`: the closing quote when the value
+// before is a string, `,"key":`, and the opening quote when `next` is a string.
+constexpr FixedRun straight_run(bool after_string, const CanonField& next) {
+  char text[16] = {};
+  size_t n = 0;
+  if (after_string) text[n++] = '"';
+  text[n++] = ',';
+  text[n++] = '"';
+  for (const char* c = kFieldNames[next.field]; *c != '\0'; ++c) text[n++] = *c;
+  text[n++] = '"';
+  text[n++] = ':';
+  if (next.value == CanonValue::string) text[n++] = '"';
+  return FixedRun{key_words(text, n), static_cast<uint8_t>(n)};
 }
 // Whether `run` is at p with at least one byte after it (so the line's last byte, '}', is
 // never part of a run or a value read as one).
@@ -1373,56 +1385,94 @@ constexpr FixedRun fixed_run(const char (&text)[N]) {
   return load_word(p, 4) == run.words.first && load_word(p + run.size - 4, 4) == run.words.last;
 }
 
-// One string value at p (after its opening quote) up to its closing quote, which starts the
-// run kNext; p moves past that run. Inline with kNext a constant: a few instructions besides
-// the 16-byte step (the out-of-line lambda this was cost ~50 a string).
-template <FixedRun kNext>
-[[gnu::always_inline]] inline bool read_string_then(const char*& p, const char* end, std::string_view& value) {
-  const char* quote = scan_plain_string_short(p, end);
-  if (quote == nullptr || !at_fixed_run(quote, end, kNext)) return false;
-  value = std::string_view(p, static_cast<size_t>(quote - p));
-  p = quote + kNext.size;
-  return true;
+// Fields kIndex.. of type kType's shape, from p: the closing quote of the string value before
+// (kAfterString) or the byte after the integer or boolean value before. The line's last byte,
+// '}', is the caller's to check.
+template <size_t kType, size_t kIndex, bool kAfterString>
+[[gnu::always_inline]] inline bool read_straight_from(const char* p, const char* end, EventView& out) {
+  if constexpr (kIndex == kCanonShapes[kType].count) {
+    return p + (kAfterString ? 2 : 1) == end;
+  } else {
+    static constexpr CanonField f = kCanonShapes[kType].fields[kIndex];
+    static constexpr FixedRun kRun = straight_run(kAfterString, f);
+    if (!at_fixed_run(p, end, kRun)) {
+      if constexpr (f.optional) {
+        return read_straight_from<kType, kIndex + 1, kAfterString>(p, end, out);
+      } else {
+        return false;
+      }
+    }
+    p += kRun.size;
+    if constexpr (f.value == CanonValue::string) {
+      const char* quote = nullptr;
+      if constexpr (f.field == f_body) {
+        quote = scan_plain_string_of_64(p, end);
+      } else {
+        quote = scan_plain_string_short(p, end);
+      }
+      if (quote == nullptr || !store_canon_string<f.field>(out, std::string_view(p, static_cast<size_t>(quote - p))))
+        return false;
+      return read_straight_from<kType, kIndex + 1, true>(quote, end, out);
+    } else if constexpr (f.value == CanonValue::integer) {
+      int64_t value = 0;
+      p = read_canon_int(p, end, value);
+      if (p == nullptr) return false;
+      store_canon_integer<f.field>(out, value);
+      return read_straight_from<kType, kIndex + 1, false>(p, end, out);
+    } else {
+      if (end - p >= 4 && std::memcmp(p, "true", 4) == 0) {
+        p += 4;
+        store_canon_boolean<f.field>(out, true);
+      } else if (end - p >= 5 && std::memcmp(p, "false", 5) == 0) {
+        p += 5;
+        store_canon_boolean<f.field>(out, false);
+      } else {
+        return false;
+      }
+      return read_straight_from<kType, kIndex + 1, false>(p, end, out);
+    }
+  }
 }
 
-// `p` is the byte after `{"type":"deliver"`.
-bool read_canon_deliver(const char* p, const char* end, EventView& out) {
-  static constexpr FixedRun kT = fixed_run(",\"t\":");
-  static constexpr FixedRun kUser = fixed_run(",\"user\":\"");
-  static constexpr FixedRun kDevice = fixed_run("\",\"device\":\"");
-  static constexpr FixedRun kConv = fixed_run("\",\"conv\":\"");
-  static constexpr FixedRun kMsg = fixed_run("\",\"msg\":\"");
-  static constexpr FixedRun kSeq = fixed_run("\",\"seq\":");
-  static constexpr FixedRun kFrom = fixed_run(",\"from\":\"");
-  static constexpr FixedRun kBody = fixed_run("\",\"body\":\"");
-  if (!at_fixed_run(p, end, kT)) return false;
-  p = read_canon_int(p + kT.size, end, out.t);
-  if (p == nullptr || !at_fixed_run(p, end, kUser)) return false;
-  p += kUser.size;
-  if (!read_string_then<kDevice>(p, end, out.user) || !read_string_then<kConv>(p, end, out.device) ||
-      !read_string_then<kMsg>(p, end, out.conv) || !read_string_then<kSeq>(p, end, out.msg))
-    return false;
-  p = read_canon_int(p, end, out.seq);
-  if (p == nullptr || !at_fixed_run(p, end, kFrom)) return false;
-  p += kFrom.size;
-  if (!read_string_then<kBody>(p, end, out.from)) return false;
-  const char* quote = scan_plain_string_of_64(p, end);
-  // The closing quote, then the line's last byte ('}', checked by the caller).
-  if (quote == nullptr || quote + 2 != end) return false;
-  out.body = std::string_view(p, static_cast<size_t>(quote - p));
-  reset_outside_canon_shape<static_cast<size_t>(EventType::deliver)>(out);
-  out.type = EventType::deliver;
-  return true;
+// `p` is the byte after the closing quote of the type's name.
+template <EventType kType>
+bool read_straight(const char* p, const char* end, EventView& out) {
+  constexpr size_t kShape = static_cast<size_t>(kType);
+  reset_outside_canon_shape<kShape>(out);
+  out.type = kType;
+  return read_straight_from<kShape, 0, false>(p, end, out);
 }
+
+// The 8 bytes from the type name's opening quote on, for the types read straight through.
+constexpr uint64_t type_word(const char (&text)[9]) { return little_endian(text, 8); }
 
 bool parse_canonical_line(std::string_view line, EventView& out) {
   const char* const end = line.data() + line.size();
-  // A deliver first (over half the lines): `{"type":"deliver"` is 17 bytes, the last is '}'.
-  static constexpr KeyWords kDeliverType = key_words("{\"type\":\"deliver\"", 16);
-  if (line.size() > 17 && load_word(line.data(), 8) == kDeliverType.first &&
-      load_word(line.data() + 8, 8) == kDeliverType.last && line[16] == '"' && end[-1] == '}' &&
-      read_canon_deliver(line.data() + 17, end, out))
-    return true;
+  // `{"type":"`, the type's name (its first 7 bytes are in the second word), and more than the
+  // shortest of these types' names and '}'.
+  static constexpr uint64_t kTypeKey = little_endian("{\"type\":", 8);
+  if (line.size() >= 18 && load_word(line.data(), 8) == kTypeKey && end[-1] == '}') {
+    const char* const b = line.data();
+    bool read = false;
+    switch (load_word(b + 8, 8)) {
+      case type_word("\"deliver"): read = b[16] == '"' && read_straight<EventType::deliver>(b + 17, end, out); break;
+      case type_word("\"send\",\""): read = read_straight<EventType::send>(b + 14, end, out); break;
+      case type_word("\"ack\",\"t"): read = read_straight<EventType::ack>(b + 13, end, out); break;
+      case type_word("\"expire\""): read = read_straight<EventType::expire>(b + 16, end, out); break;
+      case type_word("\"online\""): read = read_straight<EventType::online>(b + 16, end, out); break;
+      case type_word("\"offline"): read = b[16] == '"' && read_straight<EventType::offline>(b + 17, end, out); break;
+      case type_word("\"read\",\""): read = read_straight<EventType::read>(b + 14, end, out); break;
+      case type_word("\"join\",\""): read = read_straight<EventType::join>(b + 14, end, out); break;
+      case type_word("\"leave\","): read = read_straight<EventType::leave>(b + 15, end, out); break;
+      case type_word("\"receipt"): read = b[16] == '"' && read_straight<EventType::receipt>(b + 17, end, out); break;
+      case type_word("\"reject\""): read = read_straight<EventType::reject>(b + 16, end, out); break;
+      case type_word("\"fault\","): read = read_straight<EventType::fault>(b + 15, end, out); break;
+      case type_word("\"heal\",\""): read = read_straight<EventType::heal>(b + 14, end, out); break;
+      case type_word("\"end\",\"t"): read = read_straight<EventType::end>(b + 13, end, out); break;
+      default: break;
+    }
+    if (read) return true;
+  }
   const char* p = nullptr;
   std::string_view name;
   const std::optional<EventType> type = scan_canonical_type(line, name, p);

@@ -324,7 +324,7 @@ TEST(OracleParser, AgreesOnBodiesAroundSixtyFourBytes) {
   EXPECT_EQ(view.body, body);
 }
 
-// The deliver line's straight-through read (read_canon_deliver): ids of 1, 15, 16 and 17 bytes
+// The deliver line's straight-through read (read_straight<deliver>): ids of 1, 15, 16 and 17 bytes
 // (around its one inline 16-byte step), then every byte of each line replaced by a byte that
 // matters to the shape or deleted, and every prefix. parse() must give the general parser's
 // result, also into a view that a send with every optional field filled just before.
@@ -373,6 +373,93 @@ TEST(OracleParser, AgreesOnEveryChangeOfADeliverLine) {
   EXPECT_EQ(view.seq, 17);
   EXPECT_EQ(view.body, std::string(64, 'e'));
   EXPECT_FALSE(view.to.has_value());
+}
+
+// Every other type read straight through (read_straight in jsonl.cpp), a send with each
+// combination of its optional fields: every byte of each line replaced by a byte that matters to
+// the shape or deleted, and every prefix. parse() must give the general parser's result, also
+// into a view that a line of another type filled just before (each leaves other members set: a
+// reset left out of a type's straight read shows as a member kept from the line before).
+TEST(OracleParser, AgreesOnEveryChangeOfALineOfEachTypeReadStraightThrough) {
+  const std::string body(64, 'e');
+  const std::string send_head = R"({"type":"send","t":1234567890,"user":"u15181","device":"u15181.2","conv":"d3258","msg":"m0","body":")" + body + "\"";
+  const std::vector<std::string> lines = {
+      send_head + "}",
+      send_head + R"(,"to":"u15399"})",
+      send_head + R"(,"expires_at":956779058})",
+      send_head + R"(,"view_once":true})",
+      send_head + R"(,"to":"u15399","expires_at":956779058})",
+      send_head + R"(,"to":"u15399","view_once":false})",
+      send_head + R"(,"expires_at":-5,"view_once":true})",
+      send_head + R"(,"to":"u15399","expires_at":0,"view_once":true})",
+      R"({"type":"send","t":0,"user":"","device":"","conv":"","msg":"","body":"","to":""})",
+      R"({"type":"ack","t":3032680,"device":"u15181.2","conv":"d3258","msg":"m0","seq":1})",
+      R"({"type":"ack","t":-1,"device":"kkkkkkkkkkkkkkkk","conv":"kkkkkkkkkkkkkkk","msg":"kkkkkkkkkkkkkkkkk","seq":123456789012345678})",
+      R"({"type":"expire","t":399994107,"device":"u7426.2","msg":"m74"})",
+      R"({"type":"online","t":0,"user":"u0","device":"u0.1"})",
+      R"({"type":"offline","t":66761268,"user":"u7985","device":"u7985.2"})",
+      R"({"type":"read","t":66761268,"user":"u7985","device":"u7985.2","conv":"d4715","up_to":17})",
+      R"({"type":"receipt","t":66761268,"device":"u7985.2","conv":"d4715","reader":"u19754","kind":"delivered","up_to":3})",
+      R"({"type":"receipt","t":66761268,"device":"u7985.2","conv":"d4715","reader":"u19754","kind":"read","up_to":3})",
+      R"({"type":"join","t":5,"conv":"g12","user":"u7","seq":40})",
+      R"({"type":"leave","t":5,"conv":"g12","user":"u7","seq":41})",
+      R"({"type":"reject","t":9,"device":"u1.1","conv":"g12","msg":"m9","reason":"not a member"})",
+      R"({"type":"decrypt_error","t":9,"device":"u1.1","conv":"g12","msg":"m9","reason":"no key"})",
+      R"({"type":"fault","t":100,"name":"partition"})",
+      R"({"type":"heal","t":200,"name":"partition"})",
+      R"({"type":"end","t":300,"quiescent":true})",
+      R"({"type":"end","t":300,"quiescent":false})",
+  };
+  // Lines whose types fill every member some other type leaves at its default.
+  const std::vector<std::string> before = {
+      R"({"type":"send","t":1,"user":"a","device":"a1","conv":"c","msg":"m","body":"b","to":"z","expires_at":9,"view_once":true})",
+      R"({"type":"deliver","t":2,"user":"a","device":"a1","conv":"c","msg":"m","seq":4,"from":"f","body":"b"})",
+      R"({"type":"receipt","t":3,"device":"a1","conv":"c","reader":"r","kind":"read","up_to":5})",
+      R"({"type":"reject","t":4,"device":"a1","conv":"c","msg":"m","reason":"why"})",
+      R"({"type":"fault","t":5,"name":"n"})",
+      R"({"type":"end","t":6,"quiescent":true})",
+  };
+  const std::string replacements[] = {"\"", "\\", ",", ":", "0", "-", "x", "}", "{", " ", "\x01", "\x80", "\x7f", ""};
+  size_t checked = 0;
+  const auto check = [&](std::string_view line) {
+    expect_agree(line);
+    const std::string fresh = outcome(line, true);
+    for (const std::string& earlier : before) {
+      EventParser parser;
+      EventView view;
+      ASSERT_TRUE(parser.parse(earlier, view).ok());
+      Status status = parser.parse(line, view);
+      const std::string reused = status.ok() ? "ok: " + describe(view) : "error: " + status.error().message;
+      EXPECT_EQ(reused, fresh) << "line after " << earlier << ": " << line;
+    }
+    ++checked;
+  };
+  for (const std::string& line : lines) {
+    ASSERT_EQ(outcome(line, true).substr(0, 3), "ok:") << line;
+    check(line);
+    for (size_t at = 0; at < line.size(); ++at) {
+      for (const std::string& replacement : replacements) {
+        std::string changed = line;
+        changed.replace(at, 1, replacement);
+        check(changed);
+      }
+    }
+    for (size_t n = 0; n < line.size(); ++n) check(std::string_view(line).substr(0, n));
+  }
+  EXPECT_GT(checked, 30000u);
+  // A send with every optional field reads as written.
+  EventParser parser;
+  EventView view;
+  ASSERT_TRUE(parser.parse(lines[7], view).ok());
+  EXPECT_EQ(view.type, EventType::send);
+  EXPECT_EQ(view.t, 1234567890);
+  EXPECT_EQ(view.device, "u15181.2");
+  EXPECT_EQ(view.body, body);
+  ASSERT_TRUE(view.to.has_value());
+  EXPECT_EQ(*view.to, "u15399");
+  ASSERT_TRUE(view.expires_at.has_value());
+  EXPECT_EQ(*view.expires_at, 0);
+  EXPECT_TRUE(view.view_once);
 }
 
 // A LineReader that keeps k lines: every line stays as it was returned until k more lines have
