@@ -922,25 +922,36 @@ static_assert(static_cast<int>(EventType::end) == kEventTypeCount - 1, "kCanonSh
 // remain: a byte is a digit when its high nibble is 3 and adding 6 keeps it so. Returns the
 // byte after the run, or nullptr when the run has more than 18 digits (it may not fit: the
 // general parser decides). The line's last byte is '}', so a run always ends inside it.
-inline const char* read_digits(const char* p, const char* end, int64_t& out) {
-  constexpr uint64_t kOnes = 0x0101010101010101ULL;
+constexpr uint64_t kDigitOnes = 0x0101010101010101ULL;
+// Bits set in each byte of `word` that is not a digit: exact for the lowest such byte (adding 6
+// carries into the next byte only from a byte of 0xFA or more, which is not a digit itself).
+[[gnu::always_inline]] inline uint64_t not_digit_bytes(uint64_t word) {
+  return ((word & (kDigitOnes * 0xF0)) ^ (kDigitOnes * 0x30)) |
+         (((word + kDigitOnes * 0x06) & (kDigitOnes * 0xF0)) ^ (kDigitOnes * 0x30));
+}
+// The value of the `digits` (1 to 8) digits in the low bytes of `word`: moved to the top bytes
+// (zeros below are leading zeros), then summed in pairs, fours and eights. Bytes above the run
+// may be anything: subtracting '0' borrows only upward, and they are shifted out.
+[[gnu::always_inline]] inline uint64_t digits_value(uint64_t word, size_t digits) {
+  uint64_t v = (word - kDigitOnes * 0x30) << (8 * (8 - digits));
+  v = ((v & 0x0F0F0F0F0F0F0F0FULL) * 2561) >> 8;
+  v = ((v & 0x00FF00FF00FF00FFULL) * 6553601) >> 16;
+  return ((v & 0x0000FFFF0000FFFFULL) * 42949672960001ULL) >> 32;
+}
+constexpr uint64_t kPow10[9] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000};
+// read_digits's general case, out of line: its loop needs registers that the common case (a
+// run of up to 15 digits with 16 bytes to read) would otherwise save and restore on every call.
+[[gnu::noinline]] const char* read_digits_loop(const char* p, const char* end, int64_t& out) {
   uint64_t value = 0;
   size_t total = 0;
   while (end - p >= 8) {
     const uint64_t word = load_word(p, 8);
-    const uint64_t not_digit = ((word & (kOnes * 0xF0)) ^ (kOnes * 0x30)) | (((word + kOnes * 0x06) & (kOnes * 0xF0)) ^ (kOnes * 0x30));
+    const uint64_t not_digit = not_digit_bytes(word);
     const size_t digits = not_digit == 0 ? 8 : static_cast<size_t>(__builtin_ctzll(not_digit)) / 8;
     if (digits > 0) {
-      // The run's digits moved to the top bytes (zeros below are leading zeros), then summed in
-      // pairs, fours and eights.
-      uint64_t v = (word - kOnes * 0x30) << (8 * (8 - digits));
-      v = ((v & 0x0F0F0F0F0F0F0F0FULL) * 2561) >> 8;
-      v = ((v & 0x00FF00FF00FF00FFULL) * 6553601) >> 16;
-      v = ((v & 0x0000FFFF0000FFFFULL) * 42949672960001ULL) >> 32;
-      static constexpr uint64_t kPow10[9] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000};
       total += digits;
       if (total > 18) return nullptr;
-      value = value * kPow10[digits] + v;
+      value = value * kPow10[digits] + digits_value(word, digits);
       p += digits;
     }
     if (digits < 8) {
@@ -954,6 +965,28 @@ inline const char* read_digits(const char* p, const char* end, int64_t& out) {
   }
   out = static_cast<int64_t>(value);
   return p;
+}
+[[gnu::always_inline]] inline const char* read_digits(const char* p, const char* end, int64_t& out) {
+  // Runs of up to 15 digits (every time and seq of a simulated history) in one or two words,
+  // without the loop's per-step bookkeeping; the same values as the loop.
+  if (end - p >= 16) {
+    const uint64_t first = load_word(p, 8);
+    const uint64_t first_not_digit = not_digit_bytes(first);
+    if (first_not_digit != 0) {
+      const size_t digits = static_cast<size_t>(__builtin_ctzll(first_not_digit)) / 8;  // >= 1
+      out = static_cast<int64_t>(digits_value(first, digits));
+      return p + digits;
+    }
+    const uint64_t second = load_word(p + 8, 8);
+    const uint64_t second_not_digit = not_digit_bytes(second);
+    if (second_not_digit != 0) {
+      const size_t digits = static_cast<size_t>(__builtin_ctzll(second_not_digit)) / 8;
+      const uint64_t high = digits_value(first, 8);
+      out = static_cast<int64_t>(digits == 0 ? high : high * kPow10[digits] + digits_value(second, digits));
+      return p + 8 + digits;
+    }
+  }
+  return read_digits_loop(p, end, out);
 }
 
 // Whether `key` is at p; the caller has checked that key.size bytes are there.
