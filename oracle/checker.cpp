@@ -631,9 +631,16 @@ struct Checker::State {
       return msg.conv == conv && msg.seq == seq;
     });
   }
-  void insert_seq(uint32_t conv, int64_t seq, uint32_t m) {
-    seq_slots.insert(
-        seq_hash(conv, seq), m, [&](uint32_t mi) { return seq_hash(messages[mi].conv, messages[mi].seq); },
+  // The message that has (conv, seq) already, or kNone after giving it to m (which has that seq
+  // in its record now): find_seq and then storing m, in one probe where the table has room.
+  uint32_t find_or_insert_seq(uint32_t conv, int64_t seq, uint32_t m) {
+    return seq_slots.find_or_insert(
+        seq_hash(conv, seq), m,
+        [&](uint32_t mi) {
+          const Message& msg = messages[mi];
+          return msg.conv == conv && msg.seq == seq;
+        },
+        [&](uint32_t mi) { return seq_hash(messages[mi].conv, messages[mi].seq); },
         [&](uint32_t mi) { messages.prefetch(mi); });
   }
 
@@ -730,27 +737,32 @@ struct Checker::State {
 
   // ---- seqs ----
   // The first seq a message gets is its seq; a later different one breaks seq-agreement.
-  void assign_seq(uint32_t mi, int64_t seq, const char* source) {
-    Message& m = messages[mi];
-    if (m.seq != kNoSeq) {
-      if (m.seq != seq) {
-        violate(Invariant::seq_agreement, [&] {
-          return Example{{msg_name(mi)}, {seq_line(mi), line},
-                         std::string(source) + " says seq " + std::to_string(seq) + " but the message already has seq " +
-                             std::to_string(m.seq)};
-        });
-      }
-      return;
+  // Inline: a deliver's message nearly always has its seq already (it was acked or shown
+  // before), and that case is one compare, without the call and the register saves of the rest.
+  [[gnu::always_inline]] void assign_seq(uint32_t mi, int64_t seq, const char* source) {
+    const int64_t known = messages[mi].seq;
+    if (known == kNoSeq) {
+      assign_first_seq(mi, seq);
+    } else if (known != seq) {
+      report_other_seq(mi, seq, source);
     }
+  }
+  [[gnu::noinline]] void report_other_seq(uint32_t mi, int64_t seq, const char* source) {
+    violate(Invariant::seq_agreement, [&] {
+      return Example{{msg_name(mi)}, {seq_line(mi), line},
+                     std::string(source) + " says seq " + std::to_string(seq) + " but the message already has seq " +
+                         std::to_string(messages[mi].seq)};
+    });
+  }
+  [[gnu::noinline]] void assign_first_seq(uint32_t mi, int64_t seq) {
+    Message& m = messages[mi];
     m.seq = seq;
-    const uint32_t other = find_seq(m.conv, seq);
+    const uint32_t other = find_or_insert_seq(m.conv, seq, mi);
     if (other != kNone) {
       violate(Invariant::seq_agreement, [&] {
         return Example{{msg_name(other), msg_name(mi)}, {seq_line(other), line},
                        "two messages have seq " + std::to_string(seq) + " in conv " + conv_name(m.conv)};
       });
-    } else {
-      insert_seq(m.conv, seq, mi);
     }
     const Conv& c = convs[m.conv];
     // A conversation without memberships has had no join or leave (each one adds its user).

@@ -657,6 +657,34 @@ class HashedIndexSlots {
     place(h, index);
     ++used_;
   }
+  // find(h, matches); when nothing matches, also insert(h, index, ...). Where the table has room
+  // for one more without a rebuild or a retag, that is one probe: the empty slot that ends the
+  // search is the one insert would fill. Otherwise the two calls, so the table grows exactly
+  // when find and insert would make it grow, and holds the same slots.
+  template <typename Matches, typename HashOf, typename PrefetchRecord = void (*)(uint32_t)>
+  uint32_t find_or_insert(uint64_t h, uint32_t index, Matches&& matches, HashOf&& hash_of,
+                          PrefetchRecord&& prefetch_record = [](uint32_t) {}) {
+    if ((used_ + 1) * 4 > slots_.size() * 3 || static_cast<int>(std::bit_width(uint64_t{index} + 1)) > index_bits_) {
+      const uint32_t found = find(h, matches);
+      if (found == kNone) insert(h, index, hash_of, prefetch_record);
+      return found;
+    }
+    MSGSIM_ASSERT(!dense_ || index == used_, "dense indices are stored in order");
+    const size_t mask = slots_.size() - 1;
+    const uint32_t tag = tag_of(h);
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+      const uint32_t slot = slots_[i];
+      if (slot == 0) {
+        slots_[i] = tag | (index + 1);
+        ++used_;
+        return kNone;
+      }
+      if ((slot & ~index_mask_) == tag) {
+        const uint32_t found = (slot & index_mask_) - 1;
+        if (matches(found)) return found;
+      }
+    }
+  }
   void prefetch(uint64_t h) const { prefetch_address(&slots_[h & (slots_.size() - 1)]); }
   size_t memory_bytes() const { return slots_.capacity() * sizeof(uint32_t); }
 
