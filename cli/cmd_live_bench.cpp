@@ -39,7 +39,7 @@
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
-#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/detail/hybi13.hpp>
 #include <charconv>
 #include <cmath>
 #include <chrono>
@@ -79,7 +79,6 @@ namespace {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-namespace websocket = beast::websocket;
 using tcp = asio::ip::tcp;
 using beast::error_code;
 __extension__ typedef __int128 int128;
@@ -1085,38 +1084,55 @@ void run_server_loop(asio::io_context& io, SharedGroupCommitCounters::Loop* coun
 // ---------------------------------------------------------------------------------------------
 // Client load processes
 
-// One device's WebSocket connection, bound to a source address in 127.0.0.0/8.
+// One device's WebSocket connection, bound to a source address in 127.0.0.0/8: the client side
+// of live/lean_websocket.h, without Beast's websocket::stream. Why (perf of the load process at
+// 25,000 msg/s, session 13): Beast's composed read and write operations were ~20 % of the load
+// process's samples (their handler allocations, executor copies and work guards), and every
+// read of a message began with a speculative recv that failed with EAGAIN before the wait. Here
+// a readable socket is read into one buffer shared by every client of the process, every whole
+// frame in it is handled at once, and a send is written at once (non-blocking, one write per
+// frame as before; what the kernel does not take waits for writability, in order).
+// The handshake is RFC 6455's client side: a GET with a fresh Sec-WebSocket-Key, a 101 answer
+// with the matching Sec-WebSocket-Accept. Frames out are masked (a fresh key each), frames in are
+// read by WsFrameReader as a server's (unmasked; fragments, ping answered, close ends it).
 class BenchClient : public std::enable_shared_from_this<BenchClient> {
  public:
   using FrameHandler = std::function<void(BenchClient&, chat::Frame&)>;
   BenchClient(asio::io_context& io, std::string user, FrameHandler on_frame)
-      : ws_(io), user_(std::move(user)), device_(user_ + ".d1"), on_frame_(std::move(on_frame)) {}
+      : socket_(io), user_(std::move(user)), device_(user_ + ".d1"), on_frame_(std::move(on_frame)) {}
 
   // `done(ok)` once welcomed, or failed.
   void start(const asio::ip::address_v4& source, uint16_t port, std::function<void(bool)> done) {
     done_ = std::move(done);
-    auto& socket = ws_.next_layer();
     error_code error;
-    socket.open(tcp::v4(), error);
+    socket_.open(tcp::v4(), error);
     const int one = 1;
-    if (!error) ::setsockopt(socket.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
-    if (!error) socket.bind(tcp::endpoint(source, 0), error);
+    if (!error) ::setsockopt(socket_.native_handle(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    if (!error) socket_.bind(tcp::endpoint(source, 0), error);
     if (error) return finish(false, "bind " + source.to_string() + ": " + error.message());
-    socket.set_option(tcp::no_delay(true), error);
+    socket_.set_option(tcp::no_delay(true), error);
+    // Once: Asio's non_blocking(true) is an ioctl on every call (live/lean_websocket.cpp).
+    if (!error) socket_.non_blocking(true, error);
+    if (error) return finish(false, "socket options: " + error.message());
     auto self = shared_from_this();
-    socket.async_connect(tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), port), [self](error_code e) {
+    socket_.async_connect(tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), port), [self](error_code e) {
       if (e) return self->finish(false, "connect: " + e.message());
-      self->ws_.binary(true);
-      self->ws_.async_handshake("127.0.0.1", "/", [self](error_code h) {
-        if (h) return self->finish(false, "handshake: " + h.message());
-        self->send(chat::encode_as(chat::Hello{self->user_, self->device_, "token:" + self->device_}));
-        self->do_read();
-      });
+      beast::websocket::detail::sec_ws_key_type key;
+      beast::websocket::detail::make_sec_ws_key(key);
+      beast::websocket::detail::make_sec_ws_accept(self->expected_accept_, beast::string_view(key.data(), key.size()));
+      const std::string request = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                                  "Sec-WebSocket-Key: " + std::string(key.data(), key.size()) +
+                                  "\r\nSec-WebSocket-Version: 13\r\n\r\n";
+      self->out_.assign(request.begin(), request.end());
+      self->handshaking_ = true;
+      self->write_out();
+      self->wait_readable();
     });
   }
-  void send(Bytes frame) {
-    outbox_.push_back(std::move(frame));
-    if (!writing_) do_write();
+  void send(const Bytes& frame) {
+    if (failed_) return;
+    append_masked_ws_frame(out_, live::WsOpcode::binary, frame, next_masking_key());
+    if (!handshaking_ && !writing_) write_out();
   }
   const std::string& user() const { return user_; }
   const std::string& device() const { return device_; }
@@ -1125,7 +1141,31 @@ class BenchClient : public std::enable_shared_from_this<BenchClient> {
   uint64_t in_flight = 0;
 
  private:
+  static constexpr size_t kReadChunkBytes = 64 * 1024;
+  static constexpr size_t kUpgradeAnswerBytesMax = 8 * 1024;
+  static constexpr size_t kMessageBytesMax = 1 << 20;
+
+  // Every client of the process reads into this one (the load process is single-threaded).
+  static std::vector<uint8_t>& read_buffer() {
+    static std::vector<uint8_t> buffer(kReadChunkBytes);
+    return buffer;
+  }
+  // The masking keys (RFC 6455 asks for unpredictable ones; they guard proxies, and a load
+  // generator needs no more than a fresh key per frame): xorshift64 from the clock.
+  static uint32_t next_masking_key() {
+    static uint64_t state = static_cast<uint64_t>(monotonic_now_ns()) | 1;
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return static_cast<uint32_t>(state >> 32);
+  }
+
   void finish(bool ok, const std::string& why) {
+    if (!ok) {
+      failed_ = true;
+      error_code ignored;
+      socket_.close(ignored);
+    }
     if (!ok && failures_reported_++ == 0) std::fprintf(stderr, "bench client %s: %s\n", device_.c_str(), why.c_str());
     if (done_) {
       auto done = std::move(done_);
@@ -1133,42 +1173,124 @@ class BenchClient : public std::enable_shared_from_this<BenchClient> {
       done(ok);
     }
   }
-  void do_read() {
-    auto self = shared_from_this();
-    ws_.async_read(buffer_, [self](error_code error, size_t n) {
+  bool fail(const std::string& why) {
+    finish(false, why);
+    return false;
+  }
+  void wait_readable() {
+    socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](error_code error) {
+      if (self->failed_) return;
       if (error) return self->finish(false, "read: " + error.message());
-      const auto data = self->buffer_.data();
-      auto frame = chat::decode(ByteView(static_cast<const uint8_t*>(data.data()), n));
-      self->buffer_.consume(self->buffer_.size());
-      if (frame.ok()) {
-        if (std::holds_alternative<chat::Welcome>(*frame)) {
-          self->welcomed_ = true;
-          self->finish(true, "");
-        } else if (self->on_frame_) {
-          self->on_frame_(*self, *frame);
-        }
-      }
-      self->do_read();
+      self->on_readable();
     });
   }
-  void do_write() {
-    writing_ = true;
-    auto self = shared_from_this();
-    ws_.async_write(asio::buffer(outbox_.front()), [self](error_code error, size_t) {
-      self->writing_ = false;
-      if (error) return self->finish(false, "write: " + error.message());
-      self->outbox_.pop_front();
-      if (!self->outbox_.empty()) self->do_write();
-    });
+  void on_readable() {
+    std::vector<uint8_t>& buffer = read_buffer();
+    for (;;) {
+      error_code error;
+      const size_t n = socket_.read_some(asio::buffer(buffer.data(), buffer.size()), error);
+      if (error == asio::error::would_block || error == asio::error::try_again) break;
+      if (error) return finish(false, "read: " + error.message());
+      if (!take(std::span<uint8_t>(buffer.data(), n))) return;
+      // A full buffer may have left bytes in the socket: read on before waiting again.
+      if (n < buffer.size()) break;
+    }
+    wait_readable();
+  }
+  // The bytes just read, after any kept from the last read; false once the client failed.
+  bool take(std::span<uint8_t> data) {
+    if (!partial_.empty()) {
+      partial_.insert(partial_.end(), data.begin(), data.end());
+      data = partial_;
+    }
+    size_t consumed = 0;
+    if (handshaking_) {
+      const std::string_view text(reinterpret_cast<const char*>(data.data()), data.size());
+      const size_t end = text.find("\r\n\r\n");
+      if (end == std::string_view::npos) {
+        if (data.size() > kUpgradeAnswerBytesMax) return fail("handshake: an answer header past 8 KiB");
+        if (partial_.empty()) partial_.assign(data.begin(), data.end());
+        return true;
+      }
+      const std::string_view header = text.substr(0, end + 2);
+      const std::string_view accept(expected_accept_.data(), expected_accept_.size());
+      if (header.rfind("HTTP/1.1 101 ", 0) != 0 || header.find("\r\nSec-WebSocket-Accept: " + std::string(accept) + "\r\n") == std::string_view::npos) {
+        return fail("handshake: not a WebSocket upgrade answer: " + std::string(header.substr(0, header.find('\r'))));
+      }
+      handshaking_ = false;
+      consumed = end + 4;
+      send(chat::encode_as(chat::Hello{user_, device_, "token:" + device_}));
+      if (failed_) return false;
+    }
+    auto parsed = reader_.parse(data.subspan(consumed), [this](const live::WsInbound& inbound) { handle(inbound); });
+    if (!parsed.ok()) return fail("read: " + parsed.error().message);
+    if (failed_) return false;
+    consumed += *parsed;
+    if (!partial_.empty()) {
+      partial_.erase(partial_.begin(), partial_.begin() + static_cast<std::ptrdiff_t>(consumed));
+    } else if (consumed < data.size()) {
+      partial_.assign(data.begin() + static_cast<std::ptrdiff_t>(consumed), data.end());
+    }
+    return true;
+  }
+  void handle(const live::WsInbound& inbound) {
+    if (failed_) return;
+    switch (inbound.kind) {
+      case live::WsInbound::Kind::message: {
+        auto frame = chat::decode(inbound.payload);
+        if (!frame.ok()) return;
+        if (std::holds_alternative<chat::Welcome>(*frame)) {
+          welcomed_ = true;
+          finish(true, "");
+        } else if (on_frame_) {
+          on_frame_(*this, *frame);
+        }
+        return;
+      }
+      case live::WsInbound::Kind::ping:
+        append_masked_ws_frame(out_, live::WsOpcode::pong, inbound.payload, next_masking_key());
+        if (!writing_) write_out();
+        return;
+      case live::WsInbound::Kind::pong:
+        return;
+      case live::WsInbound::Kind::close:
+        return finish(false, "closed by the server (code " + std::to_string(inbound.close_code) + ")");
+    }
+  }
+  // Writes what is queued, from `written_`, without blocking; the rest after writability.
+  void write_out() {
+    while (written_ < out_.size()) {
+      error_code error;
+      const size_t n = socket_.write_some(asio::buffer(out_.data() + written_, out_.size() - written_), error);
+      if (error == asio::error::would_block || error == asio::error::try_again) {
+        writing_ = true;
+        socket_.async_wait(tcp::socket::wait_write, [self = shared_from_this()](error_code e) {
+          self->writing_ = false;
+          if (self->failed_) return;
+          if (e) return self->finish(false, "write: " + e.message());
+          self->write_out();
+        });
+        return;
+      }
+      if (error) return finish(false, "write: " + error.message());
+      written_ += n;
+    }
+    out_.clear();
+    written_ = 0;
   }
 
-  websocket::stream<tcp::socket> ws_;
-  beast::flat_buffer buffer_;
+  tcp::socket socket_;
+  live::WsFrameReader reader_{kMessageBytesMax, live::WsFramesFrom::server};
+  beast::websocket::detail::sec_ws_accept_type expected_accept_;
   std::string user_, device_;
   FrameHandler on_frame_;
   std::function<void(bool)> done_;
-  std::deque<Bytes> outbox_;
-  bool writing_ = false;
+  Bytes out_;                // frames not yet written, from written_
+  size_t written_ = 0;
+  Bytes partial_;            // the start of a frame (or of the upgrade answer) not yet complete
+  bool handshaking_ = false;
+  bool writing_ = false;     // waiting for writability
+  bool failed_ = false;
   bool welcomed_ = false;
   int failures_reported_ = 0;
 };

@@ -42,7 +42,8 @@ Result<size_t> WsFrameReader::parse(std::span<uint8_t> data, const std::function
     const bool fin = (p[0] & 0x80) != 0;
     const uint8_t opcode = p[0] & 0x0F;
     if ((p[0] & 0x70) != 0) return make_error(ErrorCode::bad_input, "WebSocket frame with reserved bits set (no extension was agreed)");
-    if ((p[1] & 0x80) == 0) return make_error(ErrorCode::bad_input, "unmasked WebSocket frame from a client");
+    if (masked_ && (p[1] & 0x80) == 0) return make_error(ErrorCode::bad_input, "unmasked WebSocket frame from a client");
+    if (!masked_ && (p[1] & 0x80) != 0) return make_error(ErrorCode::bad_input, "masked WebSocket frame from a server");
     if (!is_data_opcode(opcode) && !is_control_opcode(opcode)) {
       return make_error(ErrorCode::bad_input, "WebSocket frame with unknown opcode " + std::to_string(opcode));
     }
@@ -73,12 +74,15 @@ Result<size_t> WsFrameReader::parse(std::span<uint8_t> data, const std::function
       if (opcode == 0 && !in_fragmented_) return make_error(ErrorCode::bad_input, "WebSocket continuation frame without a message");
       if (opcode != 0 && in_fragmented_) return make_error(ErrorCode::bad_input, "WebSocket message begun inside a fragmented one");
     }
-    if (available - header < 4 || available - header - 4 < length) break;  // not complete yet
-    const uint8_t* key = p + header;
-    uint8_t* payload = p + header + 4;
-    for (size_t i = 0; i < length; ++i) payload[i] ^= key[i & 3];
+    const size_t key_bytes = masked_ ? 4 : 0;
+    if (available - header < key_bytes || available - header - key_bytes < length) break;  // not complete yet
+    uint8_t* payload = p + header + key_bytes;
+    if (masked_) {
+      const uint8_t* key = p + header;
+      for (size_t i = 0; i < length; ++i) payload[i] ^= key[i & 3];
+    }
     const ByteView view(payload, static_cast<size_t>(length));
-    pos += header + 4 + static_cast<size_t>(length);
+    pos += header + key_bytes + static_cast<size_t>(length);
     if (opcode == 0x8) {
       if (length == 1) return make_error(ErrorCode::bad_input, "WebSocket close frame with a 1-byte payload");
       WsInbound inbound{WsInbound::Kind::close, view.subspan(length >= 2 ? 2 : 0), kCloseNoCode};
@@ -103,20 +107,36 @@ Result<size_t> WsFrameReader::parse(std::span<uint8_t> data, const std::function
   return pos;
 }
 
-void append_ws_frame(Bytes& out, WsOpcode opcode, ByteView payload) {
+namespace {
+// The frame's first two bytes and its extended length; `mask_bit` is 0x80 for a client's frame.
+void append_ws_header(Bytes& out, WsOpcode opcode, size_t n, uint8_t mask_bit) {
   out.push_back(static_cast<uint8_t>(0x80 | static_cast<uint8_t>(opcode)));
-  const size_t n = payload.size();
   if (n < 126) {
-    out.push_back(static_cast<uint8_t>(n));
+    out.push_back(static_cast<uint8_t>(mask_bit | n));
   } else if (n <= 0xFFFF) {
-    out.push_back(126);
+    out.push_back(static_cast<uint8_t>(mask_bit | 126));
     out.push_back(static_cast<uint8_t>(n >> 8));
     out.push_back(static_cast<uint8_t>(n));
   } else {
-    out.push_back(127);
+    out.push_back(static_cast<uint8_t>(mask_bit | 127));
     for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<uint8_t>(static_cast<uint64_t>(n) >> shift));
   }
+}
+}  // namespace
+
+void append_ws_frame(Bytes& out, WsOpcode opcode, ByteView payload) {
+  append_ws_header(out, opcode, payload.size(), 0);
   out.insert(out.end(), payload.begin(), payload.end());
+}
+
+void append_masked_ws_frame(Bytes& out, WsOpcode opcode, ByteView payload, uint32_t masking_key) {
+  append_ws_header(out, opcode, payload.size(), 0x80);
+  const uint8_t key[4] = {static_cast<uint8_t>(masking_key >> 24), static_cast<uint8_t>(masking_key >> 16),
+                          static_cast<uint8_t>(masking_key >> 8), static_cast<uint8_t>(masking_key)};
+  out.insert(out.end(), key, key + 4);
+  const size_t start = out.size();
+  out.resize(start + payload.size());
+  for (size_t i = 0; i < payload.size(); ++i) out[start + i] = payload[i] ^ key[i & 3];
 }
 
 struct LeanWsSession::Handshake {

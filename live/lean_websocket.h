@@ -47,19 +47,26 @@ struct WsInbound {
   uint16_t close_code = 0;  // for close: the code the peer sent (1005 when it sent none)
 };
 
-// Sans-IO: reads client frames out of a byte stream. `parse` unmasks every complete frame in
-// place, hands over each message and control frame, and returns how many bytes it consumed; the
-// bytes of a frame not yet complete are left for the next call (the caller keeps them). An error
-// names what was wrong (the caller closes the connection; code 1009 for an oversized message,
-// 1002 for anything else).
+// Who wrote the frames a reader reads: a client masks every frame, a server none (RFC 6455
+// section 5.1; either side refuses the other kind).
+enum class WsFramesFrom : uint8_t { client, server };
+
+// Sans-IO: reads a peer's frames out of a byte stream (a server's reader reads client frames, the
+// default; a client's reads server frames). `parse` unmasks every complete frame in place, hands
+// over each message and control frame, and returns how many bytes it consumed; the bytes of a
+// frame not yet complete are left for the next call (the caller keeps them). An error names what
+// was wrong (the caller closes the connection; code 1009 for an oversized message, 1002 for
+// anything else).
 class WsFrameReader {
  public:
-  explicit WsFrameReader(size_t message_bytes_max) : message_bytes_max_(message_bytes_max) {}
+  explicit WsFrameReader(size_t message_bytes_max, WsFramesFrom from = WsFramesFrom::client)
+      : message_bytes_max_(message_bytes_max), masked_(from == WsFramesFrom::client) {}
   Result<size_t> parse(std::span<uint8_t> data, const std::function<void(const WsInbound&)>& on_inbound);
   bool oversized() const { return oversized_; }  // the last error was a message past the bound
 
  private:
   size_t message_bytes_max_;
+  bool masked_;      // the frames read carry a masking key (a client's)
   Bytes fragments_;  // a fragmented message's parts so far (empty, and unallocated, otherwise)
   bool in_fragmented_ = false;
   bool oversized_ = false;
@@ -67,6 +74,9 @@ class WsFrameReader {
 
 // Appends one server frame (FIN, unmasked) to `out`.
 void append_ws_frame(Bytes& out, WsOpcode opcode, ByteView payload);
+// Appends one client frame (FIN, masked with `masking_key`, the 4 key bytes in network order) to
+// `out`: what a client sends (a server refuses unmasked frames).
+void append_masked_ws_frame(Bytes& out, WsOpcode opcode, ByteView payload, uint32_t masking_key);
 
 class LeanWsSession;
 

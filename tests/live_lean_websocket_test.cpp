@@ -11,6 +11,7 @@
 #include <boost/beast/core/buffers_to_string.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/websocket.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <functional>
@@ -134,6 +135,49 @@ TEST(WsFrameReader, RefusesAnOversizedMessageFromItsHeaderAlone) {
   bytes.insert(bytes.end(), more.begin(), more.end());
   EXPECT_FALSE(parsed.parse(fragmented, bytes).ok());
   EXPECT_TRUE(fragmented.oversized());
+}
+
+// The client's side (WsFramesFrom::server): what append_ws_frame writes reads back whole,
+// partial frames wait, a masked frame from a server is refused; and the frames a client writes
+// with append_masked_ws_frame read back through the server's reader at every length form.
+TEST(WsFrameReader, AClientReadsServerFramesAndAServerReadsMaskedClientFrames) {
+  WsFrameReader client_side(1 << 20, WsFramesFrom::server);
+  Bytes bytes;
+  append_ws_frame(bytes, WsOpcode::binary, ByteView(reinterpret_cast<const uint8_t*>("hello"), 5));
+  const std::string long_payload(300, 'y');
+  append_ws_frame(bytes, WsOpcode::binary, ByteView(reinterpret_cast<const uint8_t*>(long_payload.data()), long_payload.size()));
+  append_ws_frame(bytes, WsOpcode::ping, ByteView(reinterpret_cast<const uint8_t*>("p"), 1));
+  const size_t whole = bytes.size();
+  append_ws_frame(bytes, WsOpcode::binary, ByteView(reinterpret_cast<const uint8_t*>("tail"), 4));
+  bytes.resize(bytes.size() - 2);  // the last frame incomplete
+  Parsed parsed;
+  auto consumed = parsed.parse(client_side, bytes);
+  ASSERT_TRUE(consumed.ok()) << consumed.error().message;
+  EXPECT_EQ(*consumed, whole);
+  EXPECT_EQ(parsed.events, (std::vector<std::string>{"message hello", "message " + long_payload, "ping p"}));
+
+  Bytes masked = client_frame(0x2, "x");
+  WsFrameReader strict(1 << 20, WsFramesFrom::server);
+  auto refused = parsed.parse(strict, masked);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("masked WebSocket frame from a server"), std::string::npos) << refused.error().message;
+
+  for (const size_t length : {size_t{0}, size_t{5}, size_t{125}, size_t{126}, size_t{70'000}}) {
+    std::string payload(length, 'a');
+    for (size_t i = 0; i < length; ++i) payload[i] = static_cast<char>('a' + i % 26);
+    Bytes frame;
+    append_masked_ws_frame(frame, WsOpcode::binary, ByteView(reinterpret_cast<const uint8_t*>(payload.data()), length), 0x9A3C51E7u);
+    // Masked on the wire: the payload's bytes do not appear as they are.
+    if (length >= 5) {
+      EXPECT_EQ(std::search(frame.begin(), frame.end(), payload.begin(), payload.begin() + 5), frame.end()) << length;
+    }
+    WsFrameReader server_side(1 << 20);
+    Parsed back;
+    auto read = back.parse(server_side, frame);
+    ASSERT_TRUE(read.ok()) << length << ": " << read.error().message;
+    EXPECT_EQ(*read, frame.size());
+    EXPECT_EQ(back.events, (std::vector<std::string>{"message " + payload})) << length;
+  }
 }
 
 // A server of LeanWsSessions on 127.0.0.1 that records what its handler hears.
