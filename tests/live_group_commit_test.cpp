@@ -228,6 +228,61 @@ TEST(GroupCommit, WhatWasCommittedReadsBackThroughPlainSqlite) {
   sqlite3_close_v2(plain);
 }
 
+// A commit's log writes are gathered into one write, made before its sync is recorded: right
+// after the commit (no batch has run, nothing is fsynced) the log file holds every byte of it,
+// and SQLite's own reads of the log (a checkpoint's copy) and a plain connection after the close
+// read it whole. (configure_durable locks the database exclusively: no second connection can
+// read it while the shim's is open.)
+TEST(GroupCommit, ACommitsLogWritesReachTheFileAsOneWriteBeforeItsSync) {
+  const std::string path = fresh_path("gathered.db");
+  {
+    asio::io_context io;
+    GroupCommit group_commit(io, nullptr, nullptr);
+    sqlite3* db = open_durable(group_commit, path);
+    ASSERT_NE(db, nullptr);
+    run_until_durable(io, group_commit, group_commit.sync_point());  // the schema's batch
+    const GroupCommitStats before = group_commit.stats();
+    const uintmax_t log_bytes_before = std::filesystem::file_size(path + "-wal");
+    ASSERT_TRUE(sql::exec(db, "BEGIN").ok());
+    for (int key = 0; key < 200; ++key) insert(db, key);
+    ASSERT_TRUE(sql::exec(db, "INSERT INTO t(k, v) VALUES(1000, '" + std::string(20'000, 'v') + "')").ok());
+    ASSERT_TRUE(sql::exec(db, "COMMIT").ok());
+    const GroupCommitStats after = group_commit.stats();
+    EXPECT_EQ(after.syncs_deferred, before.syncs_deferred + 1);
+    // Several pages (a header and a page each) in one write.
+    EXPECT_GE(after.log_writes - before.log_writes, 8u);
+    EXPECT_EQ(after.log_writes_flushed, before.log_writes_flushed + 1);
+    EXPECT_EQ(after.batches, before.batches);  // not yet synced
+    EXPECT_GE(std::filesystem::file_size(path + "-wal"), log_bytes_before + 20'000);
+
+    ASSERT_EQ(sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_FULL, nullptr, nullptr), SQLITE_OK);
+    Result<int64_t> after_checkpoint = sql::query_int64(db, "SELECT count(*) FROM t");
+    ASSERT_TRUE(after_checkpoint.ok());
+    EXPECT_EQ(*after_checkpoint, 201);
+    EXPECT_TRUE(sql::check_integrity(db).ok());
+    // A commit far past one run (300 KB: several runs, each under the unix VFS's 128 KiB a write).
+    const uint64_t runs_before_large = group_commit.stats().log_writes_flushed;
+    ASSERT_TRUE(sql::exec(db, "INSERT INTO t(k, v) VALUES(1001, '" + std::string(300'000, 'w') + "')").ok());
+    EXPECT_GE(group_commit.stats().log_writes_flushed - runs_before_large, 5u);
+    insert(db, 2000);  // left in the log at the close
+    run_until_durable(io, group_commit, group_commit.sync_point());
+    sqlite3_close_v2(db);
+  }
+  sqlite3* plain = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &plain), SQLITE_OK);
+  Result<int64_t> rows = sql::query_int64(plain, "SELECT count(*) FROM t");
+  ASSERT_TRUE(rows.ok()) << rows.error().message;
+  EXPECT_EQ(*rows, 203);
+  Result<int64_t> long_value = sql::query_int64(plain, "SELECT length(v) FROM t WHERE k = 1000");
+  ASSERT_TRUE(long_value.ok());
+  EXPECT_EQ(*long_value, 20'000);
+  Result<int64_t> longer_value = sql::query_int64(plain, "SELECT length(v) FROM t WHERE k = 1001");
+  ASSERT_TRUE(longer_value.ok());
+  EXPECT_EQ(*longer_value, 300'000);
+  EXPECT_TRUE(sql::check_integrity(plain).ok());
+  sqlite3_close_v2(plain);
+}
+
 TEST(GroupCommit, EachInstanceHasItsOwnVfs) {
   asio::io_context io;
   GroupCommit first(io, nullptr, nullptr);
