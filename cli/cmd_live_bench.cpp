@@ -14,9 +14,10 @@
 // (`--server-loops 1`), each node single-threaded on its loop; nodes
 // talk to each other in process (posted to the loop, FIFO per connection, no re-entrancy),
 // devices talk WebSocket (binary frames, docs/protocol.md; live/lean_websocket.h on the server,
-// Boost.Beast's client in the load processes) to the chat server, and every database is a real
-// SQLite file with real fsync, batched by live/group_commit.h: one fsync per batch for every
-// partition and node, off the loop, and frames to devices wait for the batch of their commits.
+// its framing's client side, BenchClient, in the load processes) to the chat server, and every
+// database is a real SQLite file with real fsync, batched by live/group_commit.h: one fsync per
+// batch for every partition and node, off the loop, and frames to devices wait for the batch of
+// their commits.
 // Client load runs in separate processes, as many as the descriptor limit needs, each from its
 // own source address 127.0.0.x. Everything stays on 127.0.0.0/8.
 //
