@@ -484,31 +484,39 @@ TEST(OracleHashedIndexSlots, FindsEveryStoredIndexAcrossGrowth) {
 
 // find_or_insert is find, then insert when nothing matched: the same answers, and the table grows
 // at the same moments and ends with the same slots (checker_bytes, which a verdict reports,
-// counts them), also when keys repeat (found, nothing stored) and across retags and rebuilds.
+// counts them), also when keys repeat (found, nothing stored) and across retags and rebuilds,
+// for sparse indices (a record per key tried) and dense ones (a record per key stored).
 TEST(OracleHashedIndexSlots, FindOrInsertIsFindThenInsert) {
-  detail::HashedIndexSlots two_calls(16);
-  detail::HashedIndexSlots one_call(16);
-  std::vector<uint64_t> keys;  // record i's key
-  auto hash_of_key = [](uint64_t key) { return mix64(key) & ~uint64_t{0xF0}; };
-  auto hash_of = [&](uint32_t index) { return hash_of_key(keys[index]); };
-  size_t found_again = 0;
-  for (uint32_t i = 0; i < 30'000; ++i) {
-    // Every fourth record repeats the key of an earlier one.
-    keys.push_back(i % 4 == 3 ? keys[i / 2] : uint64_t{i} * 7919 + 3);
-    const uint64_t h = hash_of_key(keys[i]);
-    auto matches = [&](uint32_t index) { return index < i && keys[index] == keys[i]; };
-    const uint32_t expected = two_calls.find(h, matches);
-    if (expected == detail::kNone) two_calls.insert(h, i, hash_of);
-    const uint32_t got = one_call.find_or_insert(h, i, matches, hash_of);
-    ASSERT_EQ(got, expected) << i;
-    if (got != detail::kNone) ++found_again;
-    ASSERT_EQ(one_call.memory_bytes(), two_calls.memory_bytes()) << i;
-  }
-  EXPECT_GT(found_again, 5'000u);
-  for (uint32_t i = 0; i < keys.size(); ++i) {
-    auto same_key = [&](uint32_t index) { return keys[index] == keys[i]; };
-    EXPECT_EQ(one_call.find(hash_of_key(keys[i]), same_key), two_calls.find(hash_of_key(keys[i]), same_key)) << i;
-    EXPECT_EQ(one_call.first_candidate(hash_of_key(keys[i])), two_calls.first_candidate(hash_of_key(keys[i]))) << i;
+  for (const auto indices : {detail::HashedIndexSlots::Indices::sparse, detail::HashedIndexSlots::Indices::dense}) {
+    const bool dense = indices == detail::HashedIndexSlots::Indices::dense;
+    detail::HashedIndexSlots two_calls(16, indices);
+    detail::HashedIndexSlots one_call(16, indices);
+    std::vector<uint64_t> tried;       // every key tried, in order
+    std::vector<uint64_t> record_key;  // record index -> key
+    auto hash_of_key = [](uint64_t key) { return mix64(key) & ~uint64_t{0xF0}; };
+    auto hash_of = [&](uint32_t index) { return hash_of_key(record_key[index]); };
+    size_t found_again = 0;
+    for (uint32_t i = 0; i < 30'000; ++i) {
+      // Every fourth key repeats an earlier one.
+      const uint64_t key = i % 4 == 3 ? tried[i / 2] : uint64_t{i} * 7919 + 3;
+      tried.push_back(key);
+      const uint64_t h = hash_of_key(key);
+      const auto index = static_cast<uint32_t>(record_key.size());
+      auto matches = [&](uint32_t at) { return at < index && record_key[at] == key; };
+      const uint32_t expected = two_calls.find(h, matches);
+      if (expected == detail::kNone) two_calls.insert(h, index, hash_of);
+      const uint32_t got = one_call.find_or_insert(h, index, matches, hash_of);
+      ASSERT_EQ(got, expected) << i << (dense ? " dense" : " sparse");
+      if (got != detail::kNone) ++found_again;
+      if (!dense || got == detail::kNone) record_key.push_back(key);
+      ASSERT_EQ(one_call.memory_bytes(), two_calls.memory_bytes()) << i << (dense ? " dense" : " sparse");
+    }
+    EXPECT_GT(found_again, 5'000u);
+    for (const uint64_t key : tried) {
+      auto same_key = [&](uint32_t at) { return record_key[at] == key; };
+      EXPECT_EQ(one_call.find(hash_of_key(key), same_key), two_calls.find(hash_of_key(key), same_key));
+      EXPECT_EQ(one_call.first_candidate(hash_of_key(key)), two_calls.first_candidate(hash_of_key(key)));
+    }
   }
 }
 
