@@ -86,6 +86,21 @@ int64_t warmup_ns() {
 
 //  MSGSIM_MESSAGE_PATH_ITERATIONS: a fixed number of 10 ms slices instead of MinTime (one run,
 //  no iteration-count estimation runs that each repeat the warm-up).
+// `perf record -D -1 --control fifo:CTL` starts with its events off; with
+// MSGSIM_PERF_CONTROL_FIFO=CTL the bench turns them on for the measured slices only, as the
+// callgrind requests do under valgrind (bench/README.md).
+void perf_control(const char* command) {
+  const char* path = std::getenv("MSGSIM_PERF_CONTROL_FIFO");
+  if (path == nullptr || *path == '\0') return;
+  std::FILE* fifo = std::fopen(path, "w");
+  if (fifo == nullptr) {
+    std::fprintf(stderr, "MSGSIM_PERF_CONTROL_FIFO=%s: cannot open it for writing\n", path);
+    return;
+  }
+  std::fprintf(fifo, "%s\n", command);
+  std::fclose(fifo);
+}
+
 int64_t fixed_iterations() { return static_cast<int64_t>(env_number("MSGSIM_MESSAGE_PATH_ITERATIONS", 0, 1)); }
 
 void configure(benchmark::internal::Benchmark* bench) {
@@ -128,16 +143,25 @@ void run_message_path(benchmark::State& state, bool e2ee) {
   const uint64_t delivered_before = delivered;
   const uint64_t acked_before = acked;
   const int64_t virtual_before = sim.now_ns();
+  const SimStats stats_before = sim.stats();
   // Under `valgrind --tool=callgrind --instr-atstart=no` only the measured slices are counted
   // (bench/README.md); elsewhere these do nothing.
   MSGSIM_CALLGRIND_START();
+  perf_control("enable");
   for (auto _ : state) {
     sim.run_until(sim.now_ns() + 10 * kNanosPerMilli);
   }
+  perf_control("disable");
   MSGSIM_CALLGRIND_STOP();
   state.SetItemsProcessed(static_cast<int64_t>(delivered - delivered_before));
   state.counters["acked"] = static_cast<double>(acked - acked_before);
   state.counters["virtual_s"] = static_cast<double>(sim.now_ns() - virtual_before) / 1e9;
+  // What the simulator did for each delivered message: the costs below the rate.
+  const double per_msg = delivered > delivered_before ? 1.0 / static_cast<double>(delivered - delivered_before) : 0.0;
+  state.counters["events_per_msg"] = static_cast<double>(sim.stats().events - stats_before.events) * per_msg;
+  state.counters["frames_per_msg"] =
+      static_cast<double>(sim.stats().frames_delivered - stats_before.frames_delivered) * per_msg;
+  state.counters["timers_per_msg"] = static_cast<double>(sim.stats().timers_fired - stats_before.timers_fired) * per_msg;
 }
 
 void BM_MessagePath(benchmark::State& state) { run_message_path(state, false); }
