@@ -223,6 +223,48 @@ Bytes write_one_varint(uint64_t value) {
   return out;
 }
 
+TEST(DecodeThrough, ReadsTheFieldsUpToTheNamedOneAndNoFurther) {
+  chat::Produce produce;
+  produce.request_id = 77;
+  produce.entry.conv = "dm:u1:u2";
+  produce.entry.seq = 0;
+  produce.entry.msg_id = "m-1";
+  produce.entry.body = Bytes(300, 0xab);
+  produce.members_digest = 9;
+  Bytes frame = chat::encode_as(produce);
+
+  chat::Produce prefix;
+  ASSERT_TRUE(chat::decode_through(frame, "msg_id", prefix));
+  EXPECT_EQ(prefix.request_id, 77u);
+  EXPECT_EQ(prefix.entry.conv, "dm:u1:u2");
+  EXPECT_EQ(prefix.entry.msg_id, "m-1");
+  EXPECT_TRUE(prefix.entry.body.empty()) << "a field after msg_id was read";
+  EXPECT_EQ(prefix.members_digest, 0u);
+
+  // Another frame type, a bad header, or a field name the frame never reaches: false.
+  chat::Produced produced;
+  EXPECT_FALSE(chat::decode_through(frame, "request_id", produced));
+  chat::Produce again;
+  EXPECT_FALSE(chat::decode_through(frame, "no_such_field", again));
+  Bytes wrong_version = frame;
+  wrong_version[0] ^= 0xff;
+  EXPECT_FALSE(chat::decode_through(wrong_version, "msg_id", again));
+  // Cut inside msg_id: false; cut after it (inside the body): the prefix still decodes, as
+  // decode() would refuse the whole frame.
+  for (size_t cut = 2; cut < frame.size(); ++cut) {
+    chat::Produce part;
+    const bool through = chat::decode_through(ByteView(frame).first(cut), "msg_id", part);
+    EXPECT_FALSE(chat::decode(ByteView(frame).first(cut)).ok()) << cut;
+    if (through) {
+      EXPECT_EQ(part.entry.msg_id, "m-1") << cut;
+    }
+  }
+  // version, type | request_id 77 | kind | conv (length, 8) | seq 0 | msg_id (length, 3)
+  const size_t msg_id_end = 2 + 1 + 1 + 1 + 8 + 1 + 1 + 3;
+  EXPECT_TRUE(chat::decode_through(ByteView(frame).first(msg_id_end), "msg_id", again));
+  EXPECT_FALSE(chat::decode_through(ByteView(frame).first(msg_id_end - 1), "msg_id", again));
+}
+
 TEST(Varint, EdgeValuesRoundTripInTheDocumentedBytes) {
   const std::pair<uint64_t, Bytes> cases[] = {
       {0, {0x00}},

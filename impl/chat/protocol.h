@@ -392,6 +392,35 @@ Bytes encode_as(T message) {
 // frame type and the field ("Send.body: length 70000 over the maximum 65536"), or too_large.
 Result<Frame> decode(ByteView bytes);
 
+// Decodes a T frame's fields up to and including the one called `last_field`, and nothing
+// after it (those keep their defaults): for observers that need a frame's ids, not its body.
+// False if the bytes are not a T frame of this protocol version or a field up to `last_field`
+// does not decode; what follows it is not checked.
+namespace detail {
+// decode_through's visitor: a wire::Reader that stops after the named field.
+struct ReadThrough {
+  wire::Reader reader;
+  std::string_view last;
+  bool done = false;
+  template <typename F>
+  void operator()(const char* name, F& field, wire::Max bound = wire::Max{0}) {
+    if (done) return;
+    reader(name, field, bound);
+    done = name == last;
+  }
+};
+}  // namespace detail
+
+template <typename T>
+bool decode_through(ByteView bytes, std::string_view last_field, T& out) {
+  if (bytes.size() < 2 || bytes.size() > wire::kFrameBytesMax || bytes[0] != wire::kWireVersion || bytes[1] != T::kType) {
+    return false;
+  }
+  detail::ReadThrough through{wire::Reader(bytes.subspan(2)), last_field};
+  out.fields(through);
+  return through.done && through.reader.ok();
+}
+
 // The frame's name ("Send"), for logs.
 const char* frame_name(const Frame& frame);
 // The name of an encoded frame's type from its header alone ("Send"), without decoding it;
