@@ -1,8 +1,10 @@
 // live::WsFrameReader (live/lean_websocket.h) on arbitrary bytes, as a server reads them from a
-// client: it returns how much it consumed or an error naming what was wrong, never crashes, and
-// hands over no message past its bound. The first byte picks a chunk size: the bytes are also
-// fed in chunks, as a socket delivers them, keeping the unconsumed tail as the session does, and
-// the events must be the same as from one pass over all of them (up to the first error).
+// client and as the bench's client reads them from a server: it returns how much it consumed or
+// an error naming what was wrong, never crashes, and hands over no message past its bound. The
+// first byte picks the side (its top bit: server frames, unmasked) and a chunk size (its low six
+// bits): the bytes are also fed in chunks, as a socket delivers them, keeping the unconsumed tail
+// as the session does, and the events must be the same as from one pass over all of them (up to
+// the first error).
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -27,8 +29,8 @@ void record(Run& run, const msgsim::live::WsInbound& inbound) {
                        std::string(inbound.payload.begin(), inbound.payload.end()));
 }
 
-Run parse_in_chunks(const uint8_t* data, size_t size, size_t chunk) {
-  msgsim::live::WsFrameReader reader(kMessageBytesMax);
+Run parse_in_chunks(const uint8_t* data, size_t size, size_t chunk, msgsim::live::WsFramesFrom from) {
+  msgsim::live::WsFrameReader reader(kMessageBytesMax, from);
   Run run;
   msgsim::Bytes pending;
   for (size_t at = 0; at < size && !run.failed; at += chunk) {
@@ -50,9 +52,10 @@ Run parse_in_chunks(const uint8_t* data, size_t size, size_t chunk) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  const size_t chunk = 1 + data[0] % 64;
-  const Run whole = parse_in_chunks(data + 1, size - 1, size);
-  const Run chunked = parse_in_chunks(data + 1, size - 1, chunk);
+  const size_t chunk = 1 + (data[0] & 63);
+  const auto from = (data[0] & 0x80) != 0 ? msgsim::live::WsFramesFrom::server : msgsim::live::WsFramesFrom::client;
+  const Run whole = parse_in_chunks(data + 1, size - 1, size, from);
+  const Run chunked = parse_in_chunks(data + 1, size - 1, chunk, from);
   // Chunking can only cut a run short (an error found before a later frame is complete is found
   // at the same frame either way), so the shorter event list is a prefix of the longer.
   const size_t common = std::min(whole.events.size(), chunked.events.size());
