@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -324,6 +325,21 @@ TEST(OracleParser, AgreesOnBodiesAroundSixtyFourBytes) {
   EXPECT_EQ(view.body, body);
 }
 
+// Calls `check` on `line`, on each copy with one byte replaced by one of `replacements` (an
+// empty replacement deletes the byte), and on every proper prefix.
+template <typename Check>
+void check_line_and_its_changes(const std::string& line, std::span<const std::string> replacements, const Check& check) {
+  check(line);
+  for (size_t at = 0; at < line.size(); ++at) {
+    for (const std::string& replacement : replacements) {
+      std::string changed = line;
+      changed.replace(at, 1, replacement);
+      check(changed);
+    }
+  }
+  for (size_t n = 0; n < line.size(); ++n) check(std::string_view(line).substr(0, n));
+}
+
 // The deliver line's straight-through read (read_straight<deliver>): ids of 1, 15, 16 and 17 bytes
 // (around its one inline 16-byte step), then every byte of each line replaced by a byte that
 // matters to the shape or deleted, and every prefix. parse() must give the general parser's
@@ -351,15 +367,7 @@ TEST(OracleParser, AgreesOnEveryChangeOfADeliverLine) {
     ++checked;
   };
   for (const std::string& line : lines) {
-    check(line);
-    for (size_t at = 0; at < line.size(); ++at) {
-      for (const std::string& replacement : replacements) {
-        std::string changed = line;
-        changed.replace(at, 1, replacement);
-        check(changed);
-      }
-    }
-    for (size_t n = 0; n < line.size(); ++n) check(std::string_view(line).substr(0, n));
+    check_line_and_its_changes(line, replacements, check);
   }
   EXPECT_GT(checked, 10000u);
   // The plain line reads as written.
@@ -436,15 +444,7 @@ TEST(OracleParser, AgreesOnEveryChangeOfALineOfEachTypeReadStraightThrough) {
   };
   for (const std::string& line : lines) {
     ASSERT_EQ(outcome(line, true).substr(0, 3), "ok:") << line;
-    check(line);
-    for (size_t at = 0; at < line.size(); ++at) {
-      for (const std::string& replacement : replacements) {
-        std::string changed = line;
-        changed.replace(at, 1, replacement);
-        check(changed);
-      }
-    }
-    for (size_t n = 0; n < line.size(); ++n) check(std::string_view(line).substr(0, n));
+    check_line_and_its_changes(line, replacements, check);
   }
   EXPECT_GT(checked, 30000u);
   // A send with every optional field reads as written.
