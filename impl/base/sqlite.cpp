@@ -52,6 +52,13 @@ Status configure_durable(sqlite3* db) {
   if (*mode != "wal") {
     return make_error(ErrorCode::io_error, "configure_durable: journal_mode stayed \"" + *mode + "\"");
   }
+  // Debian builds SQLite with SECURE_DELETE on, which zeroes deleted content and writes every
+  // page a delete frees: the queue's retention freed the overflow pages of each old log batch
+  // and wrote them all to the WAL again, as zeros. Nothing here needs deleted bytes scrubbed
+  // (message bodies are ciphertext, and the confidentiality scan looks for plaintext), so
+  // deletes only unlink.
+  Status scrub = exec(db, "PRAGMA secure_delete=OFF");
+  if (!scrub.ok()) return scrub;
   // How often the WAL is checkpointed is the runtime's choice (sim/disk.cpp, live/live_host.cpp):
   // it trades the memory of a simulated disk against the stalls of real checkpoints.
   return exec(db, "PRAGMA synchronous=FULL");
