@@ -37,14 +37,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket/detail/hybi13.hpp>
+#include <liburing.h>
 #include <charconv>
 #include <cmath>
 #include <chrono>
 #include <cstdio>
+#include <cerrno>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -1085,6 +1088,63 @@ void run_server_loop(asio::io_context& io, SharedGroupCommitCounters::Loop* coun
 // ---------------------------------------------------------------------------------------------
 // Client load processes
 
+// The load process's send window on one io_uring (liburing), not Asio's epoll loop. Why (strace
+// and perf of the load process at 25,000 msg/s, session 14): each message cost it a sendto, and
+// for each of its two reads (the ack, the Deliver) an epoll_ctl (Asio's async_wait re-arms the
+// socket every time, which also reported it writable again, a spurious event) and a recvfrom,
+// plus its share of epoll_wait: ~5 system calls a message at ~1 us each on this PVM guest before
+// any of the network's work. On the ring a tick's sends go to the kernel in one io_uring_enter,
+// every connection keeps a recv pending, and one io_uring_enter submits the re-armed recvs and
+// waits for the next completions (IORING_ENTER_EXT_ARG's timeout: the next tick).
+class BenchRing {
+ public:
+  // Enough for every connection's pending recv and send: a completion is never dropped
+  // (IORING_FEAT_NODROP), and a full submission queue is submitted before taking more.
+  explicit BenchRing(unsigned entries) {
+    const int error = ::io_uring_queue_init(entries, &ring_, 0);
+    MSGSIM_ASSERT(error == 0, std::string("io_uring_queue_init: ") + std::strerror(-error));
+  }
+  ~BenchRing() { ::io_uring_queue_exit(&ring_); }
+  BenchRing(const BenchRing&) = delete;
+  BenchRing& operator=(const BenchRing&) = delete;
+
+  io_uring_sqe* sqe() {
+    io_uring_sqe* entry = ::io_uring_get_sqe(&ring_);
+    if (entry == nullptr) {
+      ::io_uring_submit(&ring_);
+      entry = ::io_uring_get_sqe(&ring_);
+    }
+    MSGSIM_ASSERT(entry != nullptr, "the submission queue stays full after a submit");
+    return entry;
+  }
+  // Submits what is queued, then waits for a completion at most `timeout_ns` (0: does not wait).
+  void submit_and_wait(int64_t timeout_ns) {
+    io_uring_cqe* cqe = nullptr;
+    if (timeout_ns <= 0) {
+      ::io_uring_submit(&ring_);
+      return;
+    }
+    __kernel_timespec timeout{.tv_sec = timeout_ns / kNanosPerSecond, .tv_nsec = timeout_ns % kNanosPerSecond};
+    const int result = ::io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &timeout, nullptr);
+    MSGSIM_ASSERT(result >= 0 || result == -ETIME || result == -EINTR, std::string("io_uring_submit_and_wait_timeout: ") + std::strerror(-result));
+  }
+  // Calls `on(user_data, res)` for every completion there is, then frees their slots.
+  template <typename On>
+  unsigned reap(On on) {
+    unsigned head = 0, count = 0;
+    io_uring_cqe* cqe = nullptr;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      on(cqe->user_data, cqe->res);
+      count++;
+    }
+    ::io_uring_cq_advance(&ring_, count);
+    return count;
+  }
+
+ private:
+  io_uring ring_{};
+};
+
 // One device's WebSocket connection, bound to a source address in 127.0.0.0/8: the client side
 // of live/lean_websocket.h, without Beast's websocket::stream. Why (perf of the load process at
 // 25,000 msg/s, session 13): Beast's composed read and write operations were ~20 % of the load
@@ -1135,6 +1195,48 @@ class BenchClient : public std::enable_shared_from_this<BenchClient> {
     append_masked_ws_frame(out_, live::WsOpcode::binary, frame, next_masking_key());
     if (!handshaking_ && !writing_) write_out();
   }
+  // From now on (welcomed, nothing being written) the connection's traffic goes through `ring`:
+  // the descriptor leaves Asio (its loop must not run again for this client) and a recv waits on
+  // the ring. The ring's completions come back through on_ring_completion; the ring must go
+  // before the client.
+  void use_ring(BenchRing& ring) {
+    MSGSIM_ASSERT(welcomed_ && !writing_ && !handshaking_, "a client moves to the ring once welcomed, with nothing in flight");
+    if (failed_) return;
+    error_code error;
+    ring_fd_ = socket_.release(error);
+    if (error) return finish(false, "release: " + error.message());
+    // Blocking: the ring's recv and send wait in the kernel (poll-armed) instead of failing with
+    // EAGAIN as they would on a descriptor in non-blocking mode.
+    const int flags = ::fcntl(ring_fd_, F_GETFL);
+    if (flags < 0 || ::fcntl(ring_fd_, F_SETFL, flags & ~O_NONBLOCK) < 0) return finish(false, std::string("fcntl: ") + std::strerror(errno));
+    ring_ = &ring;
+    ring_recv();
+    if (!out_.empty()) write_out();
+  }
+  // A completion of this client's recv (`send` false) or send.
+  void on_ring_completion(bool send, int result) {
+    if (send) {
+      writing_ = false;
+      if (failed_) return;
+      if (result < 0) return finish(false, std::string("write: ") + std::strerror(-result));
+      ring_written_ += static_cast<size_t>(result);
+      if (ring_written_ < wire_.size()) return ring_send();  // the rest of a short write
+      wire_.clear();
+      ring_written_ = 0;
+      write_out();
+      return;
+    }
+    if (failed_) return;
+    if (result <= 0) return finish(false, result == 0 ? std::string("read: end of stream") : std::string("read: ") + std::strerror(-result));
+    if (!take(std::span<uint8_t>(ring_read_.data(), static_cast<size_t>(result)))) return;
+    ring_recv();
+  }
+  ~BenchClient() {
+    if (ring_fd_ >= 0) ::close(ring_fd_);
+  }
+  // The ring's user_data of an operation: the client's address, the low bit saying send.
+  static BenchClient* ring_client(uint64_t user_data) { return reinterpret_cast<BenchClient*>(user_data & ~uint64_t{1}); }
+  static bool ring_is_send(uint64_t user_data) { return (user_data & 1) != 0; }
   const std::string& user() const { return user_; }
   const std::string& device() const { return device_; }
   bool welcomed() const { return welcomed_; }
@@ -1166,6 +1268,7 @@ class BenchClient : public std::enable_shared_from_this<BenchClient> {
       failed_ = true;
       error_code ignored;
       socket_.close(ignored);
+      if (ring_fd_ >= 0) ::shutdown(ring_fd_, SHUT_RDWR);  // ends the ring's operations; closed with the client
     }
     if (!ok && failures_reported_++ == 0) std::fprintf(stderr, "bench client %s: %s\n", device_.c_str(), why.c_str());
     if (done_) {
@@ -1258,8 +1361,28 @@ class BenchClient : public std::enable_shared_from_this<BenchClient> {
         return finish(false, "closed by the server (code " + std::to_string(inbound.close_code) + ")");
     }
   }
-  // Writes what is queued, from `written_`, without blocking; the rest after writability.
+  void ring_recv() {
+    io_uring_sqe* sqe = ring_->sqe();
+    ::io_uring_prep_recv(sqe, ring_fd_, ring_read_.data(), ring_read_.size(), 0);
+    ::io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(this));
+  }
+  void ring_send() {
+    writing_ = true;
+    io_uring_sqe* sqe = ring_->sqe();
+    ::io_uring_prep_send(sqe, ring_fd_, wire_.data() + ring_written_, wire_.size() - ring_written_, MSG_NOSIGNAL);
+    ::io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(this) | 1);
+  }
+  // Writes what is queued, from `written_`, without blocking; the rest after writability. On the
+  // ring: what is queued becomes one send (submitted with the loop's next io_uring_enter), and
+  // frames queued while it is in flight follow in the next one.
   void write_out() {
+    if (ring_ != nullptr) {
+      if (writing_ || out_.empty() || failed_) return;
+      wire_.swap(out_);
+      out_.clear();
+      ring_written_ = 0;
+      return ring_send();
+    }
     while (written_ < out_.size()) {
       error_code error;
       const size_t n = socket_.write_some(asio::buffer(out_.data() + written_, out_.size() - written_), error);
@@ -1288,6 +1411,13 @@ class BenchClient : public std::enable_shared_from_this<BenchClient> {
   std::function<void(bool)> done_;
   Bytes out_;                // frames not yet written, from written_
   size_t written_ = 0;
+  // On the ring (use_ring): the descriptor, the send in flight and how much of it is written,
+  // what the pending recv reads into.
+  BenchRing* ring_ = nullptr;
+  int ring_fd_ = -1;
+  Bytes wire_;
+  size_t ring_written_ = 0;
+  std::array<uint8_t, 4096> ring_read_{};
   Bytes partial_;            // the start of a frame (or of the upgrade answer) not yet complete
   bool handshaking_ = false;
   bool writing_ = false;     // waiting for writability
@@ -1510,6 +1640,9 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
     latencies_ns.push_back(monotonic_now_ns() - sent_ns);
   };
   std::vector<std::shared_ptr<BenchClient>> senders, receivers;
+  // After the clients: destroyed before them (its pending operations point into them). Room
+  // for a recv and a send of every connection queued at once.
+  BenchRing ring(std::clamp<unsigned>(4 * pairs, 256, 32768));
   uint32_t welcomed = 0, failed = 0;
   auto on_done = [&](bool ok) {
     (ok ? welcomed : failed)++;
@@ -1534,7 +1667,6 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   std::vector<std::string> convs;
   for (uint32_t i = 0; i < pairs; ++i) convs.push_back(chat::direct_conversation(senders[i]->user(), receivers[i]->user()));
   constexpr int64_t kTickNs = 1 * kNanosPerMilli;
-  asio::steady_timer tick(io);
   const uint64_t server_ticks_at_start = cpu_ticks(server_pid);
   // Each server loop's counters at the start of the send window (ServerLoopReading).
   const uint32_t server_loop_count = std::clamp<uint32_t>(server_counters.loop_count.load(), 1, SharedGroupCommitCounters::kServerLoopsMax);
@@ -1555,11 +1687,8 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   uint64_t next_sender = 0;
   uint64_t msg_number = 0;
   Bytes body(64, 'x');
-  std::function<void(error_code)> on_tick = [&](error_code error) {
-    if (error) return;
-    const int64_t now = monotonic_now_ns();
-    if (now - start_ns >= duration_ns) return;
-    // Sends owed by now at the offered rate.
+  // Every kTickNs, the sends owed by then at the offered rate.
+  auto send_owed = [&](int64_t now) {
     const uint64_t owed = static_cast<uint64_t>((static_cast<int128>(now - start_ns) * rate) / kNanosPerSecond);
     std::memcpy(body.data(), &now, sizeof now);
     while (result.sent + result.skipped_in_flight_max < owed) {
@@ -1580,15 +1709,42 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
       result.sent++;
       msg_number++;
     }
-    tick.expires_at(tick.expiry() + std::chrono::nanoseconds(kTickNs));
-    tick.async_wait(on_tick);
   };
-  tick.expires_after(std::chrono::nanoseconds(kTickNs));
-  tick.async_wait(on_tick);
-  asio::steady_timer stop(io, std::chrono::nanoseconds(duration_ns + drain_ns));
-  stop.async_wait([&](error_code) { io.stop(); });
+  // The send window and the drain on the ring (BenchRing says why): one turn is one
+  // io_uring_enter (the queued sends and recvs submitted, then a wait until a completion or the
+  // next tick) and the handling of every completion it returned; its thread CPU is sampled as
+  // run_counting_turns samples an Asio loop's.
+  for (auto& client : senders) client->use_ring(ring);
+  for (auto& client : receivers) client->use_ring(ring);
+  const int64_t stop_ns = start_ns + duration_ns + drain_ns;
+  int64_t next_tick_ns = start_ns + kTickNs;
   uint64_t client_turns = 0;
-  run_counting_turns(io, result.client_loop.turn_counts, SharedGroupCommitCounters::kLoopTurnBuckets, client_turns);
+  uint64_t gap_state = 0x9E3779B97F4A7C15u;
+  uint64_t until_timed = 1;
+  for (;;) {
+    const bool timed = --until_timed == 0;
+    const int64_t before_ns = timed ? thread_cpu_ns() : 0;
+    int64_t now = monotonic_now_ns();
+    if (now >= stop_ns) break;
+    if (now >= next_tick_ns && now - start_ns < duration_ns) {
+      send_owed(now);
+      next_tick_ns += kTickNs;
+    }
+    const int64_t wake_ns = now - start_ns < duration_ns ? std::min(next_tick_ns, stop_ns) : stop_ns;
+    ring.submit_and_wait(wake_ns - now);
+    ring.reap([](uint64_t user_data, int res) {
+      BenchClient::ring_client(user_data)->on_ring_completion(BenchClient::ring_is_send(user_data), res);
+    });
+    client_turns += 1;
+    if (timed) {
+      const int64_t after_ns = thread_cpu_ns();
+      result.client_loop.turn_counts[log_bucket_of(static_cast<double>(after_ns - before_ns), kLoopTurnBucketFloorNs, SharedGroupCommitCounters::kLoopTurnBuckets)] += 1;
+      gap_state ^= gap_state << 13;
+      gap_state ^= gap_state >> 7;
+      gap_state ^= gap_state << 17;
+      until_timed = 1 + gap_state % (2 * kTurnSampleEvery - 1);
+    }
+  }
   const int64_t client_cpu_at_end_ns = thread_cpu_ns();
   const ThreadSchedule client_schedule_at_end = thread_schedule();
   const double window_s = static_cast<double>(monotonic_now_ns() - start_ns) / 1e9;
