@@ -167,6 +167,70 @@ TEST(OracleExamples, NameMessagesAndLines) {
   EXPECT_NE(no_loss.examples[0].detail.find("b2"), std::string::npos);
 }
 
+// no-loss and gap-free at the end, over more messages than one word of a device's shown bits
+// holds (32): b1 misses one message in each of its two words, b2 shows only from the 41st message
+// on (its bits start at the second word) and misses one in the last, partial word, and c1 never
+// shows anything in the group (no (device, conv) record). Every miss is reported, the examples
+// in message order and, per message, in membership order then device order.
+TEST(OracleVerdict, ReportsEveryMissedMessageInMessageThenDeviceOrder) {
+  constexpr int kMessages = 70;
+  std::string text;
+  text += R"({"type":"join","t":0,"conv":"g","user":"alice","seq":1})" "\n";
+  text += R"({"type":"join","t":0,"conv":"g","user":"bob","seq":2})" "\n";
+  text += R"({"type":"join","t":0,"conv":"g","user":"carol","seq":3})" "\n";
+  for (const char* device : {"a1", "b1", "b2", "c1"}) {
+    const std::string user = device[0] == 'a' ? "alice" : device[0] == 'b' ? "bob" : "carol";
+    text += R"({"type":"online","t":0,"user":")" + user + R"(","device":")" + device + "\"}\n";
+  }
+  const auto shows = [](const std::string& device, int i) {
+    if (device == "b1") return i != 5 && i != 37;
+    if (device == "b2") return i >= 40 && i != 64;
+    return false;
+  };
+  for (int i = 0; i < kMessages; ++i) {
+    const std::string msg = "m" + std::to_string(i);
+    const std::string seq = std::to_string(4 + i);
+    const std::string t = std::to_string(1 + i);
+    text += R"({"type":"send","t":)" + t + R"(,"user":"alice","device":"a1","conv":"g","msg":")" + msg + R"(","body":"h"})" "\n";
+    text += R"({"type":"ack","t":)" + t + R"(,"device":"a1","conv":"g","msg":")" + msg + R"(","seq":)" + seq + "}\n";
+    for (const std::string device : {"b1", "b2"}) {
+      if (!shows(device, i)) continue;
+      text += R"({"type":"deliver","t":)" + t + R"(,"user":"bob","device":")" + device + R"(","conv":"g","msg":")" + msg +
+              R"(","seq":)" + seq + R"(,"from":"alice","body":"h"})" "\n";
+    }
+  }
+  text += R"({"type":"end","t":100,"quiescent":true})" "\n";
+
+  std::vector<std::string> expected_loss;
+  std::vector<std::string> expected_gaps;
+  for (int i = 0; i < kMessages; ++i) {
+    for (const std::string device : {"b1", "b2", "c1"}) {
+      if (shows(device, i)) continue;
+      const std::string user = device[0] == 'b' ? "bob" : "carol";
+      expected_loss.push_back("m" + std::to_string(i) + " acked but never shown on " + device + " (" + user + ")");
+      // b1 and b2 both showed the last message, seq 73; c1 showed nothing.
+      if (device != "c1") {
+        expected_gaps.push_back("m" + std::to_string(i) + " " + device + " showed seq 73 but never seq " +
+                                std::to_string(4 + i));
+      }
+    }
+  }
+  CheckerOptions options;
+  options.examples_max = 1000;
+  Result<Verdict> v = judge_text(text, options);
+  ASSERT_TRUE(v.ok()) << v.error().message;
+  const auto listed = [](const InvariantResult& r) {
+    std::vector<std::string> out;
+    for (const Example& e : r.examples) out.push_back(e.msgs.back() + " " + e.detail);
+    return out;
+  };
+  EXPECT_EQ((*v)[Invariant::no_loss].count, expected_loss.size());
+  EXPECT_EQ(listed((*v)[Invariant::no_loss]), expected_loss);
+  EXPECT_EQ((*v)[Invariant::gap_free].count, expected_gaps.size());
+  EXPECT_EQ(listed((*v)[Invariant::gap_free]), expected_gaps);
+  EXPECT_EQ(violated(*v), (std::set<std::string>{"no-loss", "gap-free"}));
+}
+
 TEST(OracleVerdict, JsonHasTheSpecShape) {
   Result<Verdict> v = check_file("no_loss_not_quiescent");
   ASSERT_TRUE(v.ok());
