@@ -231,6 +231,60 @@ TEST(OracleVerdict, ReportsEveryMissedMessageInMessageThenDeviceOrder) {
   EXPECT_EQ(violated(*v), (std::set<std::string>{"no-loss", "gap-free"}));
 }
 
+// expiry at the end over more messages than one word of a device's shown bits holds (32): every
+// third message disappears at 5000 + i and the run ends long after; b1 shows every message and
+// expires all but one disappearing message in each of its three words, b2 shows only from the
+// 41st message on (its bits start at the second word) and expires one. Every shown and never
+// expired one is reported, in the order of the devices' first show, then of the messages.
+TEST(OracleVerdict, ReportsEveryOverdueMessageStillShownInDeviceThenMessageOrder) {
+  constexpr int kMessages = 70;
+  const auto disappears = [](int i) { return i % 3 == 0; };
+  const auto shows = [](const std::string& device, int i) { return device == "b1" || i >= 40; };
+  const auto expires = [&](const std::string& device, int i) {
+    if (!disappears(i) || !shows(device, i)) return false;
+    return device == "b1" ? i != 3 && i != 36 && i != 66 : i == 42;
+  };
+  std::string text;
+  for (int i = 0; i < kMessages; ++i) {
+    const std::string msg = "m" + std::to_string(i);
+    const std::string seq = std::to_string(1 + i);
+    const std::string t = std::to_string(1 + i);
+    text += R"({"type":"send","t":)" + t + R"(,"user":"alice","device":"a1","conv":"ab","msg":")" + msg +
+            R"(","body":"h","to":"bob")" + (disappears(i) ? ",\"expires_at\":" + std::to_string(5000 + i) : "") + "}\n";
+    text += R"({"type":"ack","t":)" + t + R"(,"device":"a1","conv":"ab","msg":")" + msg + R"(","seq":)" + seq + "}\n";
+    for (const std::string device : {"b1", "b2"}) {
+      if (!shows(device, i)) continue;
+      text += R"({"type":"deliver","t":)" + t + R"(,"user":"bob","device":")" + device + R"(","conv":"ab","msg":")" +
+              msg + R"(","seq":)" + seq + R"(,"from":"alice","body":"h"})" "\n";
+    }
+  }
+  for (int i = 0; i < kMessages; ++i) {
+    for (const std::string device : {"b1", "b2"}) {
+      if (!expires(device, i)) continue;
+      text += R"({"type":"expire","t":)" + std::to_string(5000 + i) + R"(,"device":")" + device + R"(","msg":"m)" +
+              std::to_string(i) + "\"}\n";
+    }
+  }
+  text += R"({"type":"end","t":2000000000,"quiescent":true})" "\n";
+
+  std::vector<std::string> expected;
+  for (const std::string device : {"b1", "b2"}) {
+    for (int i = 0; i < kMessages; ++i) {
+      if (!disappears(i) || !shows(device, i) || expires(device, i)) continue;
+      expected.push_back("m" + std::to_string(i) + " shown on " + device + " and not expired within 1 s of expires_at=" +
+                         std::to_string(5000 + i));
+    }
+  }
+  CheckerOptions options;
+  options.examples_max = 1000;
+  Result<Verdict> v = judge_text(text, options);
+  ASSERT_TRUE(v.ok()) << v.error().message;
+  std::vector<std::string> listed;
+  for (const Example& e : (*v)[Invariant::expiry].examples) listed.push_back(e.msgs.back() + " " + e.detail);
+  EXPECT_EQ((*v)[Invariant::expiry].count, expected.size());
+  EXPECT_EQ(listed, expected);
+}
+
 TEST(OracleVerdict, JsonHasTheSpecShape) {
   Result<Verdict> v = check_file("no_loss_not_quiescent");
   ASSERT_TRUE(v.ok());
