@@ -507,6 +507,25 @@ TEST_P(OracleInterner, FindsExactlyWhatItInterned) {
   EXPECT_EQ(interner.name(long_id), long_name);
 }
 
+// body_hash (a 64-byte body by text_hash's rounds unrolled) is text_hash: bodies of every length
+// 0-100, and 64-byte ones with each byte changed in turn (a send stores one, a deliver compares).
+TEST(OracleTextHash, BodyHashIsTextHash) {
+  std::string text;
+  for (int n = 0; n <= 100; ++n) {
+    EXPECT_EQ(detail::body_hash(text), detail::text_hash(text)) << "length " << n;
+    text += static_cast<char>('a' + (n * 7) % 26);
+  }
+  std::string body(64, '0');
+  for (size_t i = 0; i < body.size(); ++i) body[i] = "0123456789abcdef"[(i * 5) % 16];
+  const uint64_t original = detail::body_hash(body);
+  for (size_t i = 0; i < body.size(); ++i) {
+    std::string changed = body;
+    changed[i] = changed[i] == 'f' ? '0' : 'f';
+    EXPECT_EQ(detail::body_hash(changed), detail::text_hash(changed)) << "byte " << i;
+    EXPECT_NE(detail::body_hash(changed), original) << "byte " << i;
+  }
+}
+
 // A name inside a record (message ids): inline up to 14 bytes, in the arena beyond; the same
 // length and one-byte-difference cases as the interner's, around both boundaries.
 TEST(OracleInlineName, IsExactlyItsText) {
