@@ -36,6 +36,7 @@
 
 #include "impl/chat/e2ee_client.h"
 #include "oracle/event.h"
+#include "sim/disk.h"
 #include "sim/randombytes.h"
 #include "sim/scenario.h"
 #include "sim/world.h"
@@ -144,6 +145,7 @@ void run_message_path(benchmark::State& state, bool e2ee) {
   const uint64_t acked_before = acked;
   const int64_t virtual_before = sim.now_ns();
   const SimStats stats_before = sim.stats();
+  const DiskCounters disk_before = sim.disk().counters();
   // Under `valgrind --tool=callgrind --instr-atstart=no` only the measured slices are counted
   // (bench/README.md); elsewhere these do nothing.
   MSGSIM_CALLGRIND_START();
@@ -162,6 +164,12 @@ void run_message_path(benchmark::State& state, bool e2ee) {
   state.counters["frames_per_msg"] =
       static_cast<double>(sim.stats().frames_delivered - stats_before.frames_delivered) * per_msg;
   state.counters["timers_per_msg"] = static_cast<double>(sim.stats().timers_fired - stats_before.timers_fired) * per_msg;
+  // SQLite's write amplification: every node's disk writes (WAL frames, checkpoints) in KiB, and
+  // its syncs (one a commit, one a checkpoint), per delivered message.
+  const DiskCounters disk_after = sim.disk().counters();
+  state.counters["disk_kib_per_msg"] =
+      static_cast<double>(disk_after.bytes_written - disk_before.bytes_written) / 1024.0 * per_msg;
+  state.counters["syncs_per_msg"] = static_cast<double>(disk_after.syncs - disk_before.syncs) * per_msg;
 }
 
 void BM_MessagePath(benchmark::State& state) { run_message_path(state, false); }

@@ -158,6 +158,8 @@ DiskOutcome NodeStorage::write(const SimFilePtr& file, uint64_t offset, ByteView
   if (offset < old_size) undo.old_bytes = old_bytes_of(*file, offset, std::min(end, old_size));
   file->current.write(offset, data);
   record(file, std::move(undo));
+  counters_.writes++;
+  counters_.bytes_written += data.size();
   return DiskOutcome::ok;
 }
 
@@ -196,6 +198,7 @@ DiskOutcome NodeStorage::sync(const SimFilePtr& file) {
   // A failed fsync leaves the data where it was: queued, losable. Nothing is marked clean.
   if (faults_.fsync_fails) return DiskOutcome::fsync_failed;
   if (!admit_mutation()) return DiskOutcome::ok;
+  counters_.syncs++;
   // Every queued deletion, with everything queued before it (a journaling file system commits
   // all earlier metadata with any fsync; writing back in order keeps the durable state a
   // prefix), then the file's own operations: their undo records are dropped, in place,
@@ -983,6 +986,16 @@ void SimDisk::for_each_file(
     NodeId node, const std::function<void(const std::string& name, ByteView bytes)>& visit) const {
   std::shared_ptr<NodeStorage> found = find_storage(node);
   if (found != nullptr) found->for_each_file(visit);
+}
+
+DiskCounters SimDisk::counters() const {
+  DiskCounters total;
+  for (const auto& [node, storage] : nodes_) {
+    total.writes += storage->counters().writes;
+    total.bytes_written += storage->counters().bytes_written;
+    total.syncs += storage->counters().syncs;
+  }
+  return total;
 }
 
 uint64_t SimDisk::bytes_stored(NodeId node) const {

@@ -220,6 +220,15 @@ using SimFilePtr = std::shared_ptr<SimFile>;
 
 // The files of one node and the loss model described at the top of this file. The VFS calls
 // it; tests call it directly to check the model.
+// What the nodes asked of their disks: every write and sync that was applied (a frozen
+// node's are not). For benchmarks (bytes written per message: SQLite's write amplification),
+// never for behaviour.
+struct DiskCounters {
+  uint64_t writes = 0;
+  uint64_t bytes_written = 0;
+  uint64_t syncs = 0;
+};
+
 class NodeStorage {
  public:
   static constexpr size_t kFilesMax = 256;                  // files per node
@@ -266,6 +275,7 @@ class NodeStorage {
   const DiskFaults& faults() const { return faults_; }
 
   uint64_t bytes_stored() const;
+  const DiskCounters& counters() const { return counters_; }
   size_t unsynced_ops() const { return queue_.size(); }
   // Every existing file with its current bytes, in name order.
   void for_each_file(const std::function<void(const std::string& name, ByteView bytes)>& visit) const;
@@ -326,6 +336,7 @@ class NodeStorage {
   bool frozen_ = false;
   uint64_t freeze_countdown_ = 0;
   uint64_t incarnation_ = 0;
+  DiskCounters counters_;
 };
 
 class SimDisk {  // every simulated disk of one run; one SimDisk per Simulator
@@ -373,6 +384,8 @@ class SimDisk {  // every simulated disk of one run; one SimDisk per Simulator
   void for_each_file(NodeId node,
                      const std::function<void(const std::string& name, ByteView bytes)>& visit) const;
   uint64_t bytes_stored(NodeId node) const;
+  // Every node's counters added up (nodes that were wiped keep theirs).
+  DiskCounters counters() const;
   // The model itself, for tests and for scanning durable images.
   NodeStorage& storage(NodeId node);
 

@@ -361,6 +361,23 @@ TEST(NodeStorage, FailedFsyncLeavesTheDataUnsynced) {
   EXPECT_TRUE(storage.find("a")->current.empty());
 }
 
+TEST(NodeStorage, CountersSeeOnlyAppliedWritesAndSyncs) {
+  NodeStorage storage;
+  storage.set_faults(DiskFaults{.fsync_fails = false, .capacity_bytes = 1000});
+  SimFilePtr file = storage.create("a");
+  ASSERT_EQ(storage.write(file, 0, filled(600, 1)), DiskOutcome::ok);
+  ASSERT_EQ(storage.write(file, 100, filled(50, 2)), DiskOutcome::ok);
+  ASSERT_EQ(storage.write(file, 600, filled(500, 3)), DiskOutcome::full);  // refused: not counted
+  ASSERT_EQ(storage.sync(file), DiskOutcome::ok);
+  storage.set_faults(DiskFaults{.fsync_fails = true, .capacity_bytes = 1000});
+  ASSERT_EQ(storage.sync(file), DiskOutcome::fsync_failed);  // failed: not counted
+  storage.freeze();
+  ASSERT_EQ(storage.write(file, 0, filled(10, 4)), DiskOutcome::ok);  // discarded: not counted
+  EXPECT_EQ(storage.counters().writes, 2u);
+  EXPECT_EQ(storage.counters().bytes_written, 650u);
+  EXPECT_EQ(storage.counters().syncs, 1u);
+}
+
 TEST(NodeStorage, WipeRemovesEveryFile) {
   NodeStorage storage;
   SimFilePtr file = storage.create("a");
