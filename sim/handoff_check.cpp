@@ -119,6 +119,16 @@ void HandoffCheck::on_queue_answer(NodeId server, ByteView data) {
 }
 
 void HandoffCheck::ended(const ConnectionEnd& end) {
+  if (end.node < is_device_.size() && is_device_[end.node]) {
+    // The device has left this connection; the server may not know yet (ConnIds name a
+    // connection at both ends). Its close of it, when it comes, owes the device nothing.
+    if (left_by_device_.insert(end.conn).second) left_order_.push_back(end.conn);
+    if (left_order_.size() > kLeftConnsMax) {
+      left_by_device_.erase(left_order_.front());
+      left_order_.pop_front();
+    }
+    return;
+  }
   if (end.node >= is_chat_server_.size() || !is_chat_server_[end.node]) return;
   const NodeId server = end.node;
   const auto peer = upstream_peer_.find({server, end.conn});
@@ -131,7 +141,9 @@ void HandoffCheck::ended(const ConnectionEnd& end) {
     }
     return;
   }
-  // A device's connection: judged when the server closes it, forgotten either way.
+  // A device's connection: judged when the server closes it, unless the device had left it,
+  // and forgotten either way.
+  const bool device_left = left_by_device_.erase(end.conn) > 0;
   if (end.closed_by_node) closes_judged_++;
   for (auto it = requests_.lower_bound({server, 0}); it != requests_.end() && it->first.first == server;) {
     const Request& request = it->second;
@@ -140,7 +152,7 @@ void HandoffCheck::ended(const ConnectionEnd& end) {
       continue;
     }
     const int64_t age_ns = end.local_ns - request.first_sent_local_ns;
-    if (end.closed_by_node && !request.redirected && age_ns <= request_timeout_ns_) {
+    if (end.closed_by_node && !device_left && !request.redirected && age_ns <= request_timeout_ns_) {
       violations_++;
       if (examples_.size() < kExamplesMax) {
         examples_.push_back(name_of(server) + " closed a device connection at " + ms_text(end.time_ns) +

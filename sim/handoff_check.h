@@ -11,7 +11,9 @@
 // answer (Produced, ProduceRejected, ProduceStale, or a NotLeader the server does not follow
 // with the same request to another queue node) is delivered to the server. It stops being owed
 // when the answer can no longer come: the server hears its connection to that queue node end,
-// the device's connection ends from the device's side, or the server's own request timeout has
+// the device's connection ends on either side (the device closed it or heard it break: it reads
+// only its current connection, so an answer on this one reaches nobody, even while the server
+// has not heard the end yet, e.g. across a partition), or the server's own request timeout has
 // passed on the server's clock since its first Produce of the request (the server forgets such
 // requests; the device retries). A server that closes a device's connection while one of that
 // connection's requests is still owed fails the check.
@@ -22,7 +24,9 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -66,6 +70,11 @@ class HandoffCheck final : public ConnectionWatcher {
   // Bounds the followed requests (a crashed server's requests stay until their ids come round
   // again): past it, new requests are not followed, which can only miss a violation.
   static constexpr size_t kRequestsMax = 1 << 16;
+  // Bounds the connections remembered as left by their device (most are never closed by a chat
+  // server: connections to the load balancer, or ends the server closed first): past it the
+  // oldest is forgotten, which could only report a close as a violation had the server still
+  // not closed it after kLeftConnsMax later device ends.
+  static constexpr size_t kLeftConnsMax = 1 << 16;
   static constexpr size_t kExamplesMax = 5;
 
   std::vector<bool> is_chat_server_;
@@ -77,6 +86,10 @@ class HandoffCheck final : public ConnectionWatcher {
   std::map<NodeId, std::pair<ConnId, std::string>> last_device_frame_;
   std::map<RequestKey, Request> requests_;
   std::map<std::pair<NodeId, ConnId>, NodeId> upstream_peer_;  // (server, conn) -> queue node
+  // Connections whose device end has ended, while the server's may still be open, and the order
+  // they were added in (for the bound; ids erased from the set may stay in the deque).
+  std::set<ConnId> left_by_device_;
+  std::deque<ConnId> left_order_;
   uint64_t requests_followed_ = 0, requests_not_followed_ = 0, closes_judged_ = 0, violations_ = 0;
   std::vector<std::string> examples_;
 };

@@ -3,7 +3,8 @@
 // connection 10, and the server's connections 20 and 21 to queue nodes 2 and 3. A server that
 // closes the device's connection while the queue's answer to its send is still owed fails; an
 // answer delivered, a timeout passed on the server's clock, an upstream connection ended, the
-// device gone or a NotLeader not followed up all release what was owed.
+// device gone (its end of the connection ended, even before the server's) or a NotLeader not
+// followed up all release what was owed.
 #include "sim/handoff_check.h"
 
 #include <string>
@@ -56,6 +57,9 @@ class HandoffCheckTest : public ::testing::Test {
   void server_hears_end(ConnId conn, int64_t local_ns) {
     check_.ended(ConnectionEnd{local_ns, local_ns, kServer, conn, false});
   }
+  void device_closes(ConnId conn, int64_t local_ns) {
+    check_.ended(ConnectionEnd{local_ns, local_ns, kDevice, conn, true});
+  }
 
   HandoffCheck check_;
 };
@@ -104,6 +108,35 @@ TEST_F(HandoffCheckTest, TheDeviceLeavingReleasesItsRequests) {
   send("m1", 1, 100 * kMs);
   server_hears_end(kDeviceConn, 150 * kMs);
   EXPECT_TRUE(check_.passed()) << check_.detail();
+}
+
+// Ci-nemesis seed 345: behind a partition the device's connection ended on the device's side
+// while the server's end stayed open; the device reconnected, the partition healed, its send
+// held on the old connection reached the server and was produced, and its Hello on the new
+// connection made the server close the old one at once. The device had left it: nothing on it
+// was owed to anyone.
+TEST_F(HandoffCheckTest, AConnectionTheDeviceHasLeftOwesItNothingWhenTheServerClosesIt) {
+  device_closes(kDeviceConn, 90 * kMs);
+  send("m1", 1, 100 * kMs);
+  server_closes(kDeviceConn, 100 * kMs);
+  EXPECT_TRUE(check_.passed()) << check_.detail();
+  EXPECT_EQ(check_.requests_followed(), 1u);
+}
+
+TEST_F(HandoffCheckTest, TheDeviceLeavingAfterTheServerClosedDoesNotExcuseTheClose) {
+  send("m1", 1, 100 * kMs);
+  server_closes(kDeviceConn, 101 * kMs);
+  device_closes(kDeviceConn, 150 * kMs);
+  EXPECT_EQ(check_.violations(), 1u) << check_.detail();
+  // The device's late end is remembered but excuses only a close still to come on that connection.
+  constexpr ConnId kNextConn = 11;
+  chat::Send s;
+  s.msg_id = "m2";
+  s.conv = "dm:u1:u2";
+  deliver(kDevice, kServer, kNextConn, chat::encode_as(s), 200 * kMs);
+  produce("m2", 2, 200 * kMs, kQueue, kQueueConn);
+  server_closes(kNextConn, 201 * kMs);
+  EXPECT_EQ(check_.violations(), 2u) << check_.detail();
 }
 
 TEST_F(HandoffCheckTest, ANotLeaderFollowedByTheSameRequestKeepsItOwedFromTheFirstSend) {
