@@ -218,8 +218,6 @@ struct SimFile {
 
 using SimFilePtr = std::shared_ptr<SimFile>;
 
-// The files of one node and the loss model described at the top of this file. The VFS calls
-// it; tests call it directly to check the model.
 // What the nodes asked of their disks: every write and sync that was applied (a frozen
 // node's are not). For benchmarks (bytes written per message: SQLite's write amplification),
 // never for behaviour.
@@ -229,6 +227,8 @@ struct DiskCounters {
   uint64_t syncs = 0;
 };
 
+// The files of one node and the loss model described at the top of this file. The VFS calls
+// it; tests call it directly to check the model.
 class NodeStorage {
  public:
   static constexpr size_t kFilesMax = 256;                  // files per node
