@@ -385,7 +385,7 @@ class StageTrace {
 // - Channel: `outbox`/`flush_posted` the sending loop's, `drained` the receiving loop's,
 //   `inbox`/`drain_posted` under its mutex (the only lock; never held while another is taken
 //   or a node runs).
-// - lean_ws_, held_, acceptor_, store_ticket_seen_, reads_held_count_: the device loop's.
+// - lean_ws_, device_ring_, held_, acceptor_, store_ticket_seen_, reads_held_count_: the device loop's.
 // - group_commit_ (stats, tickets, the VFS shim's files), counters_' group commit fields,
 //   published_*: the store loop's; the worker only fsyncs and posts back to the store loop.
 // - Atomics shared by both: next_conn_, next_timer_ (ids), backlog_frames_ (frames between
@@ -431,6 +431,15 @@ class BenchHost final : public live::LeanWsHandler {
             }) {
     MSGSIM_ASSERT(!ios.empty() && ios.size() <= SharedGroupCommitCounters::kServerLoopsMax, std::to_string(ios.size()) + " loops");
     for (asio::io_context* io : ios) loops_.push_back(std::make_unique<Loop>(*io));
+    // The device sessions' reads and writes on an io_uring (live/lean_websocket.h, LeanWsRing);
+    // where the kernel refuses one, on Asio's epoll as before.
+    auto ring = live::LeanWsRing::make(loops_[kDeviceLoop]->io);
+    if (ring.ok()) {
+      device_ring_ = std::move(*ring);
+      lean_ws_.ring = device_ring_.get();
+    } else {
+      std::fprintf(stderr, "bench server: device sessions on epoll: %s\n", ring.error().message.c_str());
+    }
   }
   ~BenchHost() {
     for (auto& slot : slots_) {
@@ -940,7 +949,8 @@ class BenchHost final : public live::LeanWsHandler {
   std::atomic<uint64_t> durable_published_{0};
   StageTrace trace_;  // its own mutex
   // The device loop's.
-  live::LeanWsShared lean_ws_{.handler = this, .message_bytes_max = 1 << 20, .outbound_frames_max = kDeviceOutboxMax, .read_chunk_bytes = 64 * 1024, .read_buffer = {}, .reads_held = false, .held_readers = {}};
+  live::LeanWsShared lean_ws_{.handler = this, .message_bytes_max = 1 << 20, .outbound_frames_max = kDeviceOutboxMax, .read_chunk_bytes = 64 * 1024, .read_buffer = {}, .reads_held = false, .held_readers = {}, .ring = nullptr};
+  std::unique_ptr<live::LeanWsRing> device_ring_;  // after lean_ws_: ends before it
   std::deque<Held> held_;
   uint64_t store_ticket_seen_ = 0;  // the largest ticket a frame from the store loop carried
   uint64_t reads_held_count_ = 0;   // times the device reads were held for the backlog

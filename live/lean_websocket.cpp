@@ -1,5 +1,12 @@
 #include "live/lean_websocket.h"
 
+#include <fcntl.h>
+#include <liburing.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
@@ -9,7 +16,11 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/websocket/detail/hybi13.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
+#include <limits>
+#include <set>
 
 namespace msgsim::live {
 
@@ -139,6 +150,195 @@ void append_masked_ws_frame(Bytes& out, WsOpcode opcode, ByteView payload, uint3
   for (size_t i = 0; i < payload.size(); ++i) out[start + i] = payload[i] ^ key[i & 3];
 }
 
+// ---------------------------------------------------------------------------------------------
+// The ring (LeanWsRing)
+
+namespace {
+// A completion's user_data: the session's address with the operation in its low bits (a session
+// is allocated by make_shared, at least 8-aligned); 0 is a cancellation's, counted and ignored.
+constexpr uint64_t kOpSend = 1;
+constexpr uint64_t kOpInjected = 2;  // a NOP standing for an operation the test seam fails
+constexpr uint64_t kOpBits = 7;
+constexpr uint64_t kCancelTag = 0;
+constexpr uint16_t kBufferGroup = 0;
+constexpr uint64_t kNoFailure = std::numeric_limits<uint64_t>::max();
+constexpr int64_t kRingDrainNs = 2 * kNanosPerSecond;  // the destructor's wait for cancelled operations
+}  // namespace
+
+struct LeanWsRing::Impl : std::enable_shared_from_this<Impl> {
+  Impl(asio::io_context& context, Options opts) : io(context), options(opts), notify(context) {}
+  ~Impl();
+
+  asio::io_context& io;
+  Options options;
+  io_uring ring{};
+  bool ring_made = false;
+  io_uring_buf_ring* buffer_ring = nullptr;  // mmap'd (page-aligned, as the kernel requires)
+  size_t buffer_ring_bytes = 0;
+  // The provided buffers; not zeroed, so a page costs memory only once the kernel has written it.
+  std::unique_ptr<uint8_t[]> buffers;
+  unsigned buffers_returned = 0;  // given back since the last advance of the buffer ring
+  asio::posix::stream_descriptor notify;  // the ring's descriptor, readable when completions wait
+  bool waiting = false;                   // an async_wait on `notify` is pending
+  bool submit_posted = false;             // a flush_and_submit is posted to the loop
+  bool in_batch = false;                  // inside reap or flush_and_submit: they submit at their end
+  uint64_t in_flight = 0;                 // operations queued or in the kernel, cancellations too
+  std::vector<std::shared_ptr<LeanWsSession>> dirty;  // sessions with frames to write
+  std::set<LeanWsSession*> attached;  // sessions whose descriptors are on the ring
+  uint64_t fail_after = kNoFailure;   // the test seam: operations queued before the failed one
+  int fail_error = 0;
+  uint64_t submits = 0, completions = 0;
+
+  io_uring_sqe* sqe() {
+    io_uring_sqe* entry = ::io_uring_get_sqe(&ring);
+    if (entry == nullptr) {
+      submit();
+      entry = ::io_uring_get_sqe(&ring);
+    }
+    MSGSIM_ASSERT(entry != nullptr, "the submission queue stays full after a submit");
+    return entry;
+  }
+  // A session's operation; the test seam may put a NOP that completes with its error in its place.
+  io_uring_sqe* session_op(LeanWsSession& session, uint64_t op) {
+    io_uring_sqe* entry = sqe();
+    uint64_t data = reinterpret_cast<uint64_t>(&session) | op;
+    MSGSIM_ASSERT_EQ(reinterpret_cast<uint64_t>(&session) & kOpBits, uint64_t{0});
+    // ENOBUFS (no provided buffer) can only be a recv's: the seam counts recvs only then.
+    const bool counted = fail_after != kNoFailure && (fail_error != ENOBUFS || op != kOpSend);
+    if (counted && fail_after-- == 0) {
+      fail_after = kNoFailure;
+      ::io_uring_prep_nop(entry);
+      data |= kOpInjected;
+    }
+    ::io_uring_sqe_set_data64(entry, data);
+    in_flight++;
+    want_submit();
+    return (data & kOpInjected) != 0 ? nullptr : entry;
+  }
+  void queue_recv(LeanWsSession& session) {
+    io_uring_sqe* entry = session_op(session, 0);
+    if (entry == nullptr) return;
+    const size_t len = std::min<size_t>(session.shared_.read_chunk_bytes, options.buffer_bytes);
+    ::io_uring_prep_recv(entry, session.fd_, nullptr, len, 0);
+    entry->flags |= IOSQE_BUFFER_SELECT;
+    entry->buf_group = kBufferGroup;
+  }
+  void queue_send(LeanWsSession& session, const uint8_t* data, size_t len) {
+    io_uring_sqe* entry = session_op(session, kOpSend);
+    if (entry == nullptr) return;
+    ::io_uring_prep_send(entry, session.fd_, data, len, MSG_NOSIGNAL);
+  }
+  void queue_cancel(int fd) {
+    io_uring_sqe* entry = sqe();
+    ::io_uring_prep_cancel_fd(entry, fd, IORING_ASYNC_CANCEL_ALL);
+    ::io_uring_sqe_set_data64(entry, kCancelTag);
+    in_flight++;
+    want_submit();
+  }
+  void queue_flush(std::shared_ptr<LeanWsSession> session) {
+    dirty.push_back(std::move(session));
+    want_submit();
+  }
+  // The session's descriptor is closed: it leaves the ring, and drops its hold on itself from
+  // the loop (never inside its own call).
+  void detach(LeanWsSession& session) {
+    attached.erase(&session);
+    asio::post(io, [hold = std::move(session.ring_self_)] {});
+  }
+
+  // What is queued goes to the kernel once, after every handler already posted to the loop.
+  void want_submit() {
+    if (in_batch || submit_posted) return;
+    submit_posted = true;
+    asio::post(io, [weak = weak_from_this()] {
+      auto self = weak.lock();
+      if (!self) return;
+      self->submit_posted = false;
+      self->flush_and_submit();
+    });
+  }
+  void flush_and_submit() {
+    in_batch = true;
+    while (!dirty.empty()) {
+      std::vector<std::shared_ptr<LeanWsSession>> sessions;
+      sessions.swap(dirty);
+      for (const auto& session : sessions) {
+        session->flush_posted_ = false;
+        session->flush();
+      }
+    }
+    in_batch = false;
+    if (::io_uring_sq_ready(&ring) > 0) submit();
+    arm_wait();
+  }
+  void submit() {
+    const int result = ::io_uring_submit(&ring);
+    // EBUSY / EAGAIN: completions must be reaped first; what is queued is submitted after the next reap.
+    MSGSIM_ASSERT(result >= 0 || result == -EBUSY || result == -EAGAIN || result == -EINTR,
+                  std::string("io_uring_submit: ") + std::strerror(-result));
+    submits++;
+  }
+  void arm_wait() {
+    if (waiting || in_flight == 0) return;
+    waiting = true;
+    notify.async_wait(asio::posix::stream_descriptor::wait_read, [weak = weak_from_this()](error_code ec) {
+      if (ec == asio::error::operation_aborted) return;
+      auto self = weak.lock();
+      if (!self) return;
+      self->waiting = false;
+      MSGSIM_ASSERT(!ec, "waiting on the io_uring's descriptor: " + ec.message());
+      self->reap();
+    });
+  }
+  void give_back(unsigned buffer_id) {
+    ::io_uring_buf_ring_add(buffer_ring, buffers.get() + size_t{buffer_id} * options.buffer_bytes, options.buffer_bytes,
+                            static_cast<unsigned short>(buffer_id), ::io_uring_buf_ring_mask(options.buffers),
+                            static_cast<int>(buffers_returned));
+    buffers_returned++;
+  }
+  // Every completion there is, each handed to its session, then one submission of what they
+  // queued (re-posted recvs, writes) and of the sessions' writes.
+  void reap() {
+    in_batch = true;
+    for (;;) {
+      unsigned head = 0, count = 0;
+      io_uring_cqe* cqe = nullptr;
+      io_uring_for_each_cqe(&ring, head, cqe) {
+        count++;
+        MSGSIM_ASSERT_GT(in_flight, uint64_t{0});
+        in_flight--;
+        const uint64_t data = cqe->user_data;
+        if (data == kCancelTag) continue;
+        int result = cqe->res;
+        uint8_t* bytes = nullptr;
+        if ((cqe->flags & IORING_CQE_F_BUFFER) != 0) {
+          const unsigned buffer_id = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+          MSGSIM_ASSERT_LT(buffer_id, options.buffers);
+          bytes = buffers.get() + size_t{buffer_id} * options.buffer_bytes;
+          give_back(buffer_id);  // reusable once the buffer ring advances, after this batch
+        }
+        if ((data & kOpInjected) != 0) result = -fail_error;
+        completions++;
+        auto* session = reinterpret_cast<LeanWsSession*>(data & ~kOpBits);
+        const std::shared_ptr<LeanWsSession> hold = session->ring_self_;  // it may detach inside
+        if ((data & kOpSend) != 0) {
+          session->on_ring_send(result);
+        } else {
+          session->on_ring_recv(result, result > 0 ? bytes : nullptr);
+        }
+      }
+      if (count == 0) break;
+      ::io_uring_cq_advance(&ring, count);
+      if (buffers_returned > 0) {
+        ::io_uring_buf_ring_advance(buffer_ring, static_cast<int>(buffers_returned));
+        buffers_returned = 0;
+      }
+    }
+    in_batch = false;
+    flush_and_submit();
+  }
+};
+
 struct LeanWsSession::Handshake {
   explicit Handshake(const asio::any_io_executor& executor) : timer(executor) {}
   beast::flat_buffer buffer;
@@ -149,7 +349,10 @@ struct LeanWsSession::Handshake {
 LeanWsSession::LeanWsSession(LeanWsShared& shared, asio::ip::tcp::socket socket)
     : shared_(shared), socket_(std::move(socket)), reader_(shared.message_bytes_max) {}
 
-LeanWsSession::~LeanWsSession() = default;
+LeanWsSession::~LeanWsSession() {
+  // Only when the ring ended first (its destructor): it closed nothing of ours.
+  if (fd_ >= 0) ::close(fd_);
+}
 
 void LeanWsSession::start() {
   error_code ignored;
@@ -206,21 +409,17 @@ void LeanWsSession::on_request_read(error_code ec) {
   const auto* rest_bytes = static_cast<const uint8_t*>(rest.data());
   partial_.assign(rest_bytes, rest_bytes + rest.size());
   handshake_.reset();
+  if (shared_.ring != nullptr) {
+    attach_to_ring();
+    if (fd_ < 0) return;  // could not be moved: closed, the handler never heard of it
+  }
   open_ = true;
   control_.assign(response.begin(), response.end());  // goes out before any frame
   flush();
   shared_.handler->on_ws_open(*this, target);
   if (gone_) return;
-  if (!partial_.empty()) {
-    // Parse what came with the request, as on_readable does with what the socket gives.
-    Bytes pending = std::move(partial_);
-    partial_.clear();
-    auto consumed = reader_.parse(pending, [this](const WsInbound& inbound) { handle(inbound); });
-    if (!consumed.ok()) return refuse(consumed.error().message);
-    if (gone_) return;
-    pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(*consumed));
-    if (!pending.empty()) partial_ = std::move(pending);
-  }
+  // Parse what came with the request, as with what the socket gives.
+  if (!partial_.empty() && !take({})) return;
   wait_readable();
 }
 
@@ -234,6 +433,14 @@ void LeanWsSession::refuse(std::string_view why) {
 }
 
 void LeanWsSession::wait_readable() {
+  if (ring_ != nullptr) {
+    // A recv stays posted; it takes a provided buffer only when bytes arrive.
+    if (!recv_pending_ && !ring_closing_) {
+      recv_pending_ = true;
+      ring_->queue_recv(*this);
+    }
+    return;
+  }
   // Waiting for readability needs no buffer: an idle connection holds none.
   socket_.async_wait(asio::ip::tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
     if (self->gone_) return;
@@ -253,8 +460,37 @@ void LeanWsShared::release_reads() {
 
 void LeanWsSession::resume_reading() {
   asio::post(socket_.get_executor(), [self = shared_from_this()] {
-    if (!self->gone_) self->on_readable();
+    if (self->gone_) return;
+    if (self->ring_ == nullptr) return self->on_readable();
+    // On the ring the held bytes were read already and wait in partial_.
+    if (self->shared_.reads_held) {
+      self->shared_.held_readers.push_back(self->weak_from_this());
+      return;
+    }
+    if (!self->partial_.empty() && !self->take({})) return;
+    self->wait_readable();
   });
+}
+
+bool LeanWsSession::take(std::span<uint8_t> fresh) {
+  std::span<uint8_t> data = fresh;
+  if (!partial_.empty()) {
+    partial_.insert(partial_.end(), fresh.begin(), fresh.end());
+    data = partial_;
+  }
+  auto consumed = reader_.parse(data, [this](const WsInbound& inbound) { handle(inbound); });
+  if (!consumed.ok()) {
+    refuse(consumed.error().message);
+    return false;
+  }
+  if (gone_) return false;
+  if (!partial_.empty()) {
+    partial_.erase(partial_.begin(), partial_.begin() + static_cast<std::ptrdiff_t>(*consumed));
+    if (partial_.empty()) Bytes().swap(partial_);
+  } else if (*consumed < fresh.size()) {
+    partial_.assign(fresh.begin() + static_cast<std::ptrdiff_t>(*consumed), fresh.end());
+  }
+  return true;
 }
 
 void LeanWsSession::on_readable() {
@@ -273,20 +509,7 @@ void LeanWsSession::on_readable() {
   const size_t n = ec ? 0 : socket_.read_some(asio::buffer(buffer.data(), buffer.size()), ec);
   if (ec == asio::error::would_block || ec == asio::error::try_again) return wait_readable();
   if (ec) return fail(false, "");  // end of stream or reset without a close frame
-  std::span<uint8_t> data(buffer.data(), n);
-  if (!partial_.empty()) {
-    partial_.insert(partial_.end(), buffer.begin(), buffer.begin() + static_cast<std::ptrdiff_t>(n));
-    data = partial_;
-  }
-  auto consumed = reader_.parse(data, [this](const WsInbound& inbound) { handle(inbound); });
-  if (!consumed.ok()) return refuse(consumed.error().message);
-  if (gone_) return;
-  if (!partial_.empty()) {
-    partial_.erase(partial_.begin(), partial_.begin() + static_cast<std::ptrdiff_t>(*consumed));
-    if (partial_.empty()) Bytes().swap(partial_);
-  } else if (*consumed < n) {
-    partial_.assign(data.begin() + static_cast<std::ptrdiff_t>(*consumed), data.end());
-  }
+  if (!take(std::span<uint8_t>(buffer.data(), n))) return;
   wait_readable();
 }
 
@@ -325,7 +548,14 @@ void LeanWsSession::send(Bytes payload) {
   }
   outbox_.push_back(std::move(payload));
   // One write per connection per loop turn: the frames queued until the posted flush runs go
-  // out together.
+  // out together (on the ring: one flush for every session written to, then one submission).
+  if (ring_ != nullptr) {
+    if (!writing_ && !flush_posted_) {
+      flush_posted_ = true;
+      ring_->queue_flush(shared_from_this());
+    }
+    return;
+  }
   if (!writing_ && !flush_posted_) {
     flush_posted_ = true;
     asio::post(socket_.get_executor(), [self = shared_from_this()] {
@@ -336,7 +566,7 @@ void LeanWsSession::send(Bytes payload) {
 }
 
 void LeanWsSession::flush() {
-  if (writing_ || !socket_.is_open()) return;
+  if (writing_ || !socket_usable()) return;
   if (control_.empty() && outbox_.empty()) {
     if (close_after_write_) linger_after_close();
     return;
@@ -348,6 +578,10 @@ void LeanWsSession::flush() {
   }
   std::vector<Bytes>().swap(outbox_);
   writing_ = true;
+  if (ring_ != nullptr) {
+    ring_written_ = 0;
+    return queue_ring_send();
+  }
   asio::async_write(socket_, asio::buffer(wire_), [self = shared_from_this()](error_code ec, size_t) {
     self->writing_ = false;
     Bytes().swap(self->wire_);  // released: idle connections hold no write buffer
@@ -367,19 +601,23 @@ void LeanWsSession::linger_after_close() {
   if (lingering_) return;
   lingering_ = true;
   error_code ignored;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+  if (ring_ != nullptr) {
+    ::shutdown(fd_, SHUT_WR);  // a failure (the peer reset) shows in the next recv
+  } else {
+    socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+  }
   linger_timer_ = std::make_unique<asio::steady_timer>(socket_.get_executor());
   linger_timer_->expires_after(std::chrono::nanoseconds(kCloseLingerNs));
   linger_timer_->async_wait([weak = weak_from_this()](error_code ec) {
     auto self = weak.lock();
     if (ec || !self) return;
-    error_code ignored_close;
-    self->socket_.close(ignored_close);
+    self->close_socket();
   });
   discard_until_end();
 }
 
 void LeanWsSession::discard_until_end() {
+  if (ring_ != nullptr) return wait_readable();  // on_ring_recv discards while lingering
   socket_.async_wait(asio::ip::tcp::socket::wait_read, [self = shared_from_this()](error_code ec) {
     std::vector<uint8_t>& buffer = self->shared_.read_buffer;
     if (buffer.size() < self->shared_.read_chunk_bytes) buffer.resize(self->shared_.read_chunk_bytes);
@@ -403,8 +641,7 @@ void LeanWsSession::discard_until_end() {
 void LeanWsSession::close() {
   if (gone_) return;
   gone_ = true;
-  error_code ignored;
-  socket_.close(ignored);
+  close_socket();
   // Posted: close() may be called from inside a node's handler, which must not be re-entered.
   asio::post(socket_.get_executor(), [self = shared_from_this()] {
     if (self->open_) self->shared_.handler->on_ws_gone(*self, false);
@@ -415,13 +652,189 @@ void LeanWsSession::fail(bool closed_by_peer, std::string_view rejected_why) {
   if (gone_) return;
   gone_ = true;
   if (!rejected_why.empty()) shared_.handler->on_ws_rejected(rejected_why);
-  if (!close_after_write_ || !socket_.is_open()) {
-    error_code ignored;
-    socket_.close(ignored);
+  if (!close_after_write_ || !socket_usable()) {
+    close_socket();
   } else if (!writing_) {
     flush();  // the close frame, then the socket closes
   }
   if (open_) shared_.handler->on_ws_gone(*this, closed_by_peer);
+}
+
+LeanWsRing::Impl::~Impl() {
+  if (ring_made) {
+    // Cancel what is in flight and wait for it (bounded): the kernel must not write into the
+    // buffers, or read a session's wire_, after they are freed.
+    if (in_flight > 0) {
+      io_uring_sqe* entry = sqe();
+      ::io_uring_prep_cancel64(entry, 0, IORING_ASYNC_CANCEL_ANY);
+      ::io_uring_sqe_set_data64(entry, kCancelTag);
+      in_flight++;
+      ::io_uring_submit(&ring);
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(kRingDrainNs);
+      while (in_flight > 0 && std::chrono::steady_clock::now() < deadline) {
+        io_uring_cqe* cqe = nullptr;
+        __kernel_timespec timeout{.tv_sec = 0, .tv_nsec = 100'000'000};
+        if (::io_uring_wait_cqe_timeout(&ring, &cqe, &timeout) != 0 || cqe == nullptr) continue;
+        ::io_uring_cqe_seen(&ring, cqe);
+        in_flight--;
+      }
+    }
+    error_code ignored;
+    if (notify.is_open()) notify.release();
+    ::io_uring_queue_exit(&ring);
+  }
+  if (buffer_ring != nullptr) ::munmap(buffer_ring, buffer_ring_bytes);
+  // Sessions still on the ring: their descriptors closed, their holds on themselves dropped; their
+  // handler hears nothing more.
+  std::vector<std::shared_ptr<LeanWsSession>> holds;
+  for (LeanWsSession* session : attached) {
+    session->ring_ = nullptr;
+    session->ring_closing_ = true;
+    if (session->fd_ >= 0) ::close(session->fd_);
+    session->fd_ = -1;
+    holds.push_back(std::move(session->ring_self_));
+  }
+  attached.clear();
+}
+
+Result<std::unique_ptr<LeanWsRing>> LeanWsRing::make(asio::io_context& io, Options options) {
+  MSGSIM_ASSERT(options.buffers > 0 && options.buffers <= 32768 && (options.buffers & (options.buffers - 1)) == 0,
+                std::to_string(options.buffers) + " buffers: a power of two up to 32768");
+  MSGSIM_ASSERT_GT(options.buffer_bytes, uint32_t{0});
+  auto impl = std::make_shared<Impl>(io, options);
+  const int error = ::io_uring_queue_init(options.entries, &impl->ring, 0);
+  if (error < 0) return make_error(ErrorCode::unavailable, std::string("io_uring_queue_init: ") + std::strerror(-error));
+  impl->ring_made = true;
+  impl->buffer_ring_bytes = sizeof(io_uring_buf) * options.buffers;
+  void* ring_memory = ::mmap(nullptr, impl->buffer_ring_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (ring_memory == MAP_FAILED) return make_error(ErrorCode::unavailable, std::string("mmap of the buffer ring: ") + std::strerror(errno));
+  impl->buffer_ring = static_cast<io_uring_buf_ring*>(ring_memory);
+  ::io_uring_buf_ring_init(impl->buffer_ring);
+  io_uring_buf_reg registration{};
+  registration.ring_addr = reinterpret_cast<uint64_t>(ring_memory);
+  registration.ring_entries = options.buffers;
+  registration.bgid = kBufferGroup;
+  const int registered = ::io_uring_register_buf_ring(&impl->ring, &registration, 0);
+  if (registered < 0) {
+    return make_error(ErrorCode::unavailable, std::string("io_uring_register_buf_ring: ") + std::strerror(-registered));
+  }
+  impl->buffers = std::make_unique_for_overwrite<uint8_t[]>(size_t{options.buffers} * options.buffer_bytes);
+  for (unsigned i = 0; i < options.buffers; ++i) impl->give_back(i);
+  ::io_uring_buf_ring_advance(impl->buffer_ring, static_cast<int>(impl->buffers_returned));
+  impl->buffers_returned = 0;
+  error_code assigned;
+  impl->notify.assign(impl->ring.ring_fd, assigned);
+  if (assigned) return make_error(ErrorCode::unavailable, "the io_uring's descriptor on the loop: " + assigned.message());
+  return std::unique_ptr<LeanWsRing>(new LeanWsRing(std::move(impl)));
+}
+
+LeanWsRing::~LeanWsRing() = default;
+
+void LeanWsRing::fail_operation(uint64_t after, int error) {
+  impl_->fail_after = after;
+  impl_->fail_error = error;
+}
+bool LeanWsRing::failure_pending() const { return impl_->fail_after != kNoFailure; }
+uint64_t LeanWsRing::submits() const { return impl_->submits; }
+uint64_t LeanWsRing::completions() const { return impl_->completions; }
+size_t LeanWsRing::sessions() const { return impl_->attached.size(); }
+
+bool LeanWsSession::socket_usable() const { return ring_ != nullptr ? fd_ >= 0 && !ring_closing_ : socket_.is_open(); }
+
+void LeanWsSession::attach_to_ring() {
+  error_code ec;
+  const int fd = socket_.release(ec);
+  if (ec) {
+    shared_.handler->on_ws_rejected("cannot move the connection onto the ring: " + ec.message());
+    error_code ignored;
+    socket_.close(ignored);
+    return;
+  }
+  // Blocking: the ring's recv and send wait in the kernel (poll-armed) instead of failing with
+  // EAGAIN as they would on a descriptor in non-blocking mode.
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+    shared_.handler->on_ws_rejected(std::string("cannot move the connection onto the ring: fcntl: ") + std::strerror(errno));
+    ::close(fd);
+    return;
+  }
+  fd_ = fd;
+  ring_ = shared_.ring->impl_.get();
+  ring_self_ = shared_from_this();
+  ring_->attached.insert(this);
+}
+
+void LeanWsSession::close_socket() {
+  if (ring_ == nullptr) {
+    error_code ignored;
+    socket_.close(ignored);
+    return;
+  }
+  if (ring_closing_) return;
+  ring_closing_ = true;
+  // A pending recv holds the file: closing the descriptor alone would not end it.
+  if (recv_pending_ || send_pending_) ring_->queue_cancel(fd_);
+  finish_on_ring_if_done();
+}
+
+void LeanWsSession::finish_on_ring_if_done() {
+  if (!ring_closing_ || recv_pending_ || send_pending_ || fd_ < 0) return;
+  ::close(fd_);
+  fd_ = -1;
+  ring_->detach(*this);
+}
+
+void LeanWsSession::on_ring_recv(int result, uint8_t* data) {
+  recv_pending_ = false;
+  if (ring_closing_) return finish_on_ring_if_done();
+  if (lingering_) {
+    // Our close frame is out: discard until the peer's end, as discard_until_end does.
+    if (result == -ENOBUFS) return wait_readable();
+    if (result > 0) discarded_bytes_ += static_cast<size_t>(result);
+    if (result <= 0 || discarded_bytes_ > kCloseDiscardBytesMax) {
+      if (linger_timer_) linger_timer_->cancel();
+      return close_socket();
+    }
+    return wait_readable();
+  }
+  if (gone_) return;  // a close frame on its way out: linger_after_close reads again
+  if (result == -ENOBUFS) {
+    // No provided buffer was free: nothing was read, the bytes wait in the kernel.
+    if (shared_.reads_held) return shared_.held_readers.push_back(weak_from_this());
+    return wait_readable();
+  }
+  if (result <= 0) return fail(false, "");  // end of stream or reset without a close frame
+  std::span<uint8_t> fresh(data, static_cast<size_t>(result));
+  if (shared_.reads_held) {
+    // Read already: kept unparsed until release_reads(), and no recv posted meanwhile.
+    partial_.insert(partial_.end(), fresh.begin(), fresh.end());
+    shared_.held_readers.push_back(weak_from_this());
+    return;
+  }
+  if (!take(fresh)) return;
+  wait_readable();
+}
+
+void LeanWsSession::queue_ring_send() {
+  send_pending_ = true;
+  ring_->queue_send(*this, wire_.data() + ring_written_, wire_.size() - ring_written_);
+}
+
+void LeanWsSession::on_ring_send(int result) {
+  send_pending_ = false;
+  if (ring_closing_ || result <= 0) {
+    writing_ = false;
+    Bytes().swap(wire_);
+    if (ring_closing_) return finish_on_ring_if_done();
+    // 0 bytes of a non-empty write taken is as good as an error.
+    close_socket();
+    return fail(false, "");
+  }
+  ring_written_ += static_cast<size_t>(result);
+  if (ring_written_ < wire_.size()) return queue_ring_send();  // the rest of a short write
+  writing_ = false;
+  Bytes().swap(wire_);  // released: idle connections hold no write buffer
+  flush();
 }
 
 }  // namespace msgsim::live

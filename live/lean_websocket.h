@@ -20,6 +20,9 @@
 // (outbound_frames_max; past it the connection is dropped as a slow reader). Inbound, the
 // handler may hold every session's reads while it catches up (LeanWsShared::reads_held): TCP's
 // flow control then stops the peers.
+// On an io_uring (LeanWsShared::ring, LeanWsRing below): once upgraded, a session's reads and
+// writes are the ring's operations instead of Asio's epoll waits and system calls; the upgrade
+// itself stays on Asio.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -80,6 +83,46 @@ void append_masked_ws_frame(Bytes& out, WsOpcode opcode, ByteView payload, uint3
 
 class LeanWsSession;
 
+// One io_uring (liburing) for the upgraded sessions of one loop: every session keeps a recv posted
+// that takes a buffer from a ring of provided buffers only when bytes arrive (an idle connection
+// pins no buffer), the sends of every session written to in a loop turn go to the kernel in one
+// io_uring_enter together with the re-posted recvs, and the completions are reaped on the Asio
+// loop when the ring's descriptor turns readable. Why (perf of the bench's device loop at 25,000
+// msg/s, session 15): Asio's reactor re-armed every socket with an epoll_ctl(MOD) before each read,
+// then a recv, and each frame batch to a device was its own sendto: ~4 system calls a message on
+// a guest where each costs ~1 us, a third of the device loop's CPU.
+class LeanWsRing {
+ public:
+  struct Options {
+    unsigned entries = 4096;        // submission queue (the completion queue is twice that)
+    unsigned buffers = 1024;        // provided buffers, a power of two
+    uint32_t buffer_bytes = 2048;   // each; a read takes at most one
+  };
+  // Fails when the kernel refuses a ring (io_uring disabled, no memory): the caller keeps Asio.
+  static Result<std::unique_ptr<LeanWsRing>> make(boost::asio::io_context& io, Options options);
+  static Result<std::unique_ptr<LeanWsRing>> make(boost::asio::io_context& io) { return make(io, Options{}); }
+  ~LeanWsRing();
+  LeanWsRing(const LeanWsRing&) = delete;
+  LeanWsRing& operator=(const LeanWsRing&) = delete;
+
+  // Test seam (the fail_count loop of tests/live_lean_websocket_test.cpp): the session
+  // operation (recv or send) queued `after` operations from now (0: the next one) is not done:
+  // a NOP stands in its place and its completion reports -`error` (e.g. ECONNRESET; ENOBUFS: no
+  // provided buffer was free, nothing read, and then `after` counts recvs only).
+  void fail_operation(uint64_t after, int error);
+  bool failure_pending() const;
+  uint64_t submits() const;      // io_uring_enter calls that submitted
+  uint64_t completions() const;  // session completions reaped
+  size_t sessions() const;       // sessions whose descriptor is on the ring (closing ones too)
+
+  struct Impl;
+
+ private:
+  explicit LeanWsRing(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+  friend class LeanWsSession;
+  std::shared_ptr<Impl> impl_;  // shared with the handlers posted to the loop (weakly)
+};
+
 // What a server does with its sessions; one for all of them (a session holds only a pointer).
 class LeanWsHandler {
  public:
@@ -109,6 +152,10 @@ struct LeanWsShared {
   bool reads_held = false;
   std::vector<std::weak_ptr<LeanWsSession>> held_readers;
   void release_reads();
+  // Upgraded sessions move their descriptors onto this ring (none: Asio's epoll). Outlives them
+  // on the ring, or ends them (its destructor closes their descriptors; their handler hears
+  // nothing more).
+  LeanWsRing* ring = nullptr;
 };
 
 class LeanWsSession : public std::enable_shared_from_this<LeanWsSession> {
@@ -139,6 +186,21 @@ class LeanWsSession : public std::enable_shared_from_this<LeanWsSession> {
   void fail(bool closed_by_peer, std::string_view rejected_why);
   void linger_after_close();
   void discard_until_end();
+  // Parses what is in partial_ followed by `fresh` (unmasked in place); false when the session
+  // ended on it.
+  bool take(std::span<uint8_t> fresh);
+  // The socket is open and writable (on the ring: not closing).
+  bool socket_usable() const;
+  // Closes the socket; on the ring its pending operations are cancelled first and the
+  // descriptor closed when the last one completes.
+  void close_socket();
+  // On the ring (LeanWsRing::Impl calls these).
+  friend struct LeanWsRing::Impl;
+  void attach_to_ring();
+  void on_ring_recv(int result, uint8_t* data);
+  void on_ring_send(int result);
+  void queue_ring_send();
+  void finish_on_ring_if_done();
 
   struct Handshake;
   LeanWsShared& shared_;
@@ -157,6 +219,16 @@ class LeanWsSession : public std::enable_shared_from_this<LeanWsSession> {
   bool lingering_ = false;
   size_t discarded_bytes_ = 0;
   std::unique_ptr<boost::asio::steady_timer> linger_timer_;  // only while closing
+  // On the ring (after the upgrade, when LeanWsShared::ring is set): the descriptor released
+  // from socket_, the session keeping itself alive while it is there (the ring's completions
+  // name it by address), which operations are in flight, how much of wire_ is written.
+  LeanWsRing::Impl* ring_ = nullptr;
+  int fd_ = -1;
+  std::shared_ptr<LeanWsSession> ring_self_;
+  bool recv_pending_ = false;
+  bool send_pending_ = false;
+  bool ring_closing_ = false;
+  size_t ring_written_ = 0;
 };
 
 }  // namespace msgsim::live

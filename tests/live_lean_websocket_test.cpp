@@ -2,7 +2,9 @@
 // frames (masking, lengths, fragments, control frames, every refusal), and LeanWsSession against
 // Beast's WebSocket client over loopback (upgrade, messages both ways in order, the peer's close,
 // an oversized message, a request that is not an upgrade, a burst of many reads with nothing
-// after it, reads held for backpressure and released).
+// after it, reads held for backpressure and released), each with the sessions on Asio's epoll and
+// on an io_uring (LeanWsRing); and on the ring, a fail_count loop that fails each of the ring's
+// operations in turn.
 #include <gtest/gtest.h>
 
 #include <boost/asio/io_context.hpp>
@@ -12,10 +14,12 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/websocket.hpp>
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -181,9 +185,17 @@ TEST(WsFrameReader, AClientReadsServerFramesAndAServerReadsMaskedClientFrames) {
 }
 
 // A server of LeanWsSessions on 127.0.0.1 that records what its handler hears.
+// With `on_ring`, upgraded sessions run on a LeanWsRing.
 struct Server final : LeanWsHandler {
-  explicit Server(asio::io_context& io) : acceptor(io, tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), 0)) {
+  explicit Server(asio::io_context& io, bool on_ring = false)
+      : acceptor(io, tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), 0)) {
     shared.handler = this;
+    if (on_ring) {
+      auto made = LeanWsRing::make(io);
+      EXPECT_TRUE(made.ok()) << made.error().message;
+      if (made.ok()) ring = std::move(*made);
+      shared.ring = ring.get();
+    }
     accept();
   }
   void accept() {
@@ -194,11 +206,24 @@ struct Server final : LeanWsHandler {
       accept();
     });
   }
+  // No handler runs inside another, and none after the session's on_ws_gone.
+  struct Enter {
+    explicit Enter(Server& s, const LeanWsSession* session) : server(s) {
+      EXPECT_FALSE(server.in_handler) << "a handler inside another";
+      EXPECT_EQ(server.gone.count(session), 0u) << "a handler after on_ws_gone";
+      server.in_handler = true;
+    }
+    ~Enter() { server.in_handler = false; }
+    Server& server;
+  };
   void on_ws_open(LeanWsSession& session, std::string_view target) override {
+    Enter enter(*this, &session);
     events.push_back("open " + std::string(target));
-    sessions.push_back(session.shared_from_this());
+    if (keep_sessions) sessions.push_back(session.shared_from_this());
+    weak_sessions.push_back(session.weak_from_this());
   }
   void on_ws_message(LeanWsSession& session, ByteView payload) override {
+    Enter enter(*this, &session);
     const std::string text(payload.begin(), payload.end());
     events.push_back("message " + text);
     by_session[&session].push_back(text);
@@ -206,10 +231,15 @@ struct Server final : LeanWsHandler {
       for (const char* reply : {"one", "two", "three"}) session.send(Bytes(reply, reply + std::strlen(reply)));
     }
   }
-  void on_ws_gone(LeanWsSession&, bool closed_by_peer) override {
+  void on_ws_gone(LeanWsSession& session, bool closed_by_peer) override {
+    Enter enter(*this, &session);
+    gone.insert(&session);
     events.push_back(closed_by_peer ? "gone closed_by_peer" : "gone reset");
   }
-  void on_ws_rejected(std::string_view why) override { events.push_back("rejected " + std::string(why)); }
+  void on_ws_rejected(std::string_view why) override {
+    EXPECT_FALSE(in_handler) << "a handler inside another";
+    events.push_back("rejected " + std::string(why));
+  }
   uint16_t port() const { return acceptor.local_endpoint().port(); }
   size_t count(std::string_view prefix) const {
     size_t n = 0;
@@ -219,10 +249,20 @@ struct Server final : LeanWsHandler {
 
   tcp::acceptor acceptor;
   LeanWsShared shared;
+  std::unique_ptr<LeanWsRing> ring;  // after `shared`: ends before it
+  bool keep_sessions = true;
+  bool in_handler = false;
+  std::set<const LeanWsSession*> gone;
+  std::vector<std::weak_ptr<LeanWsSession>> weak_sessions;
   std::vector<std::shared_ptr<LeanWsSession>> sessions;
   std::vector<std::string> events;
   std::map<const LeanWsSession*, std::vector<std::string>> by_session;  // each session's messages
 };
+
+// Each test twice: the sessions on Asio's epoll (false) and on an io_uring (true).
+class LeanWsSessionTest : public ::testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(LeanWsSession, LeanWsSessionTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& info) { return info.param ? "OnRing" : "OnEpoll"; });
 
 // The client side runs blocking on its own io_context's socket while the server's loop runs in
 // steps; `pump` runs the server until `done` or a deadline.
@@ -236,9 +276,9 @@ void pump(asio::io_context& io, F done) {
   ASSERT_TRUE(done());
 }
 
-TEST(LeanWsSession, TalksToBeastsClient) {
+TEST_P(LeanWsSessionTest, TalksToBeastsClient) {
   asio::io_context io;
-  Server server(io);
+  Server server(io, GetParam());
   asio::io_context client_io;
   beast::websocket::stream<tcp::socket> client(client_io);
   client.next_layer().connect(tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), server.port()));
@@ -280,9 +320,9 @@ TEST(LeanWsSession, TalksToBeastsClient) {
   EXPECT_EQ(server.events, (std::vector<std::string>{"open /node/7", "message first", "message echo3", "gone closed_by_peer"}));
 }
 
-TEST(LeanWsSession, AnOversizedMessageClosesOnlyItsConnectionWith1009) {
+TEST_P(LeanWsSessionTest, AnOversizedMessageClosesOnlyItsConnectionWith1009) {
   asio::io_context io;
-  Server server(io);
+  Server server(io, GetParam());
   server.shared.message_bytes_max = 1000;
   asio::io_context client_io;
   beast::websocket::stream<tcp::socket> big(client_io), small(client_io);
@@ -343,9 +383,9 @@ std::string numbered(size_t i) {
 // Every message of a burst many reads long arrives, in order, though nothing comes after it:
 // frames straddle the 1 KB reads (their starts kept as the partial frame), and the session goes
 // on reading what is still in its socket.
-TEST(LeanWsSession, ReadsAllOfABurstLargerThanOneRead) {
+TEST_P(LeanWsSessionTest, ReadsAllOfABurstLargerThanOneRead) {
   asio::io_context io;
-  Server server(io);
+  Server server(io, GetParam());
   server.shared.read_chunk_bytes = 1024;
   asio::io_context client_io;
   beast::websocket::stream<tcp::socket> client(client_io);
@@ -359,9 +399,9 @@ TEST(LeanWsSession, ReadsAllOfABurstLargerThanOneRead) {
 
 // While the handler holds reads, readable sessions read nothing and wait in held_readers; once
 // released, every message arrives, in order.
-TEST(LeanWsSession, HeldReadsStayInTheKernelUntilReleased) {
+TEST_P(LeanWsSessionTest, HeldReadsStayInTheKernelUntilReleased) {
   asio::io_context io;
-  Server server(io);
+  Server server(io, GetParam());
   asio::io_context client_io;
   beast::websocket::stream<tcp::socket> first(client_io), second(client_io);
   connect_client(io, server, client_io, first);
@@ -384,9 +424,9 @@ TEST(LeanWsSession, HeldReadsStayInTheKernelUntilReleased) {
   for (const auto& [session, got] : server.by_session) EXPECT_EQ(got, sent);
 }
 
-TEST(LeanWsSession, ARequestThatIsNotAnUpgradeIsRefused) {
+TEST_P(LeanWsSessionTest, ARequestThatIsNotAnUpgradeIsRefused) {
   asio::io_context io;
-  Server server(io);
+  Server server(io, GetParam());
   tcp::socket raw(io);
   raw.connect(tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), server.port()));
   const std::string request = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -394,6 +434,137 @@ TEST(LeanWsSession, ARequestThatIsNotAnUpgradeIsRefused) {
   pump(io, [&] { return server.count("rejected") == 1; });
   EXPECT_EQ(server.count("open"), 0u);
   EXPECT_NE(server.events[0].find("not a WebSocket upgrade"), std::string::npos);
+}
+
+// The scripted exchange of the fail_count loops: upgrade to /node/7, "echo3" (the server answers
+// "one", "two", "three"), then the client's close. Returns the messages the client read; ends
+// when the client's last operation has finished, ok or not, and the server's ring holds no
+// descriptor.
+std::vector<std::string> scripted_exchange(asio::io_context& io, Server& server) {
+  asio::io_context client_io;
+  beast::websocket::stream<tcp::socket> client(client_io);
+  client.next_layer().connect(tcp::endpoint(asio::ip::make_address_v4("127.0.0.1"), server.port()));
+  std::vector<std::string> got;
+  beast::flat_buffer buffer;
+  bool client_done = false;
+  std::function<void()> read_next = [&] {
+    client.async_read(buffer, [&](boost::system::error_code ec, size_t) {
+      if (ec) {
+        client_done = true;
+        return;
+      }
+      got.push_back(beast::buffers_to_string(buffer.data()));
+      buffer.consume(buffer.size());
+      if (got.size() < 3) return read_next();
+      client.async_close(beast::websocket::close_code::normal, [&](boost::system::error_code) { client_done = true; });
+    });
+  };
+  client.async_handshake("127.0.0.1", "/node/7", [&](boost::system::error_code ec) {
+    if (ec) {
+      client_done = true;
+      return;
+    }
+    client.binary(true);
+    client.async_write(asio::buffer(std::string("echo3")), [&](boost::system::error_code write_ec, size_t) {
+      if (write_ec) {
+        client_done = true;
+        return;
+      }
+      read_next();
+    });
+  });
+  pump(io, [&] {
+    client_io.restart();
+    client_io.poll();
+    return client_done && server.ring->sessions() == 0;
+  });
+  // A client left waiting on a connection the server has ended gets its error at once.
+  boost::system::error_code ignored;
+  client.next_layer().close(ignored);
+  return got;
+}
+
+// Every operation the ring does for a session (its upgrade answer's send, every recv, every
+// send) fails in turn, n = 0, 1, 2, ... until the injected failure is never reached. At every n:
+// at most one on_ws_open and as many on_ws_gone, nothing after it, no handler inside another,
+// the descriptor closed, the session object freed.
+TEST(LeanWsSession, OnTheRingEveryFailedOperationEndsOnlyItsConnectionCleanly) {
+  size_t n = 0;
+  for (;; ++n) {
+    ASSERT_LT(n, 64u) << "the exchange never ran out of operations to fail";
+    asio::io_context io;
+    Server server(io, true);
+    ASSERT_NE(server.ring, nullptr);
+    server.keep_sessions = false;
+    server.ring->fail_operation(n, ECONNRESET);
+    const std::vector<std::string> got = scripted_exchange(io, server);
+    const bool reached = !server.ring->failure_pending();
+    SCOPED_TRACE("n = " + std::to_string(n));
+    EXPECT_LE(server.count("open"), 1u);
+    EXPECT_EQ(server.count("gone"), server.count("open"));
+    if (!server.events.empty() && server.count("open") == 1) {
+      EXPECT_EQ(server.events.back().rfind("gone", 0), 0u);
+    }
+    for (auto& weak : server.weak_sessions) {
+      pump(io, [&] { return weak.expired(); });  // its hold on itself is dropped from the loop
+    }
+    EXPECT_EQ(server.ring->sessions(), 0u);
+    if (!reached) {
+      // Nothing failed: the whole exchange, as on epoll.
+      EXPECT_EQ(got, (std::vector<std::string>{"one", "two", "three"}));
+      EXPECT_EQ(server.events, (std::vector<std::string>{"open /node/7", "message echo3", "gone closed_by_peer"}));
+      break;
+    }
+    EXPECT_EQ(server.count("gone closed_by_peer") + server.count("gone reset"), server.count("open"));
+  }
+  EXPECT_GE(n, 5u);  // the upgrade answer, two recvs, the answers' send, the close echo at least
+}
+
+// A recv that finds no provided buffer free (ENOBUFS) read nothing: the session posts it again
+// and the exchange completes as if nothing happened, for every recv in turn.
+TEST(LeanWsSession, OnTheRingARecvWithoutABufferIsPostedAgain) {
+  size_t n = 0;
+  for (;; ++n) {
+    ASSERT_LT(n, 64u) << "the exchange never ran out of recvs to fail";
+    asio::io_context io;
+    Server server(io, true);
+    ASSERT_NE(server.ring, nullptr);
+    server.keep_sessions = false;
+    server.ring->fail_operation(n, ENOBUFS);
+    const std::vector<std::string> got = scripted_exchange(io, server);
+    SCOPED_TRACE("n = " + std::to_string(n));
+    EXPECT_EQ(got, (std::vector<std::string>{"one", "two", "three"}));
+    EXPECT_EQ(server.events, (std::vector<std::string>{"open /node/7", "message echo3", "gone closed_by_peer"}));
+    if (server.ring->failure_pending()) break;
+  }
+  EXPECT_GE(n, 2u);
+}
+
+// Many connections on one ring with few provided buffers: every message arrives, in order, and
+// an idle connection holds no buffer (more connections than buffers).
+TEST(LeanWsSession, OnTheRingMoreConnectionsThanBuffers) {
+  asio::io_context io;
+  Server server(io, false);
+  auto made = LeanWsRing::make(io, LeanWsRing::Options{.entries = 64, .buffers = 4, .buffer_bytes = 512});
+  ASSERT_TRUE(made.ok()) << made.error().message;
+  server.ring = std::move(*made);
+  server.shared.ring = server.ring.get();
+  asio::io_context client_io;
+  std::vector<std::unique_ptr<beast::websocket::stream<tcp::socket>>> clients;
+  for (int i = 0; i < 16; ++i) {
+    clients.push_back(std::make_unique<beast::websocket::stream<tcp::socket>>(client_io));
+    connect_client(io, server, client_io, *clients.back());
+  }
+  EXPECT_EQ(server.ring->sessions(), 16u);
+  constexpr size_t kMessages = 40;
+  for (size_t i = 0; i < kMessages; ++i) {
+    for (auto& client : clients) client->write(asio::buffer(numbered(i)));
+  }
+  pump(io, [&] { return server.count("message") == 16 * kMessages; });
+  std::vector<std::string> sent;
+  for (size_t i = 0; i < kMessages; ++i) sent.push_back(numbered(i));
+  ASSERT_EQ(server.by_session.size(), 16u);
+  for (const auto& [session, got] : server.by_session) EXPECT_EQ(got, sent);
 }
 
 }  // namespace
