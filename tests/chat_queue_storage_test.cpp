@@ -4,6 +4,7 @@
 // simulated disk, crashed and restarted as the tests say.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -716,6 +717,87 @@ TEST(Storage, ReceiptsOnlyRiseAndReachTheOtherMembers) {
 
 // Many producers' worth of traffic through queue, storage and fan-out; prints the wall-clock
 // rate (the simulator's per-message cost of these two nodes, disk model included).
+// Four 1:1 conversations, each of another partition of the rig's four.
+std::vector<std::string> convs_of_distinct_partitions(const Rig& rig) {
+  std::vector<std::string> out;
+  std::set<uint32_t> partitions;
+  for (int a = 1; a <= 6 && out.size() < 4; ++a) {
+    for (int b = a + 1; b <= 6 && out.size() < 4; ++b) {
+      const std::string conv = "dm:u" + std::to_string(a) + ":u" + std::to_string(b);
+      if (partitions.insert(rig.config.topology.partition_of(conv)).second) out.push_back(conv);
+    }
+  }
+  EXPECT_EQ(out.size(), 4u);
+  return out;
+}
+void produce_one_each(Rig& rig, const std::vector<std::string>& convs, const std::string& prefix) {
+  for (size_t i = 0; i < convs.size(); ++i) {
+    const std::string& conv = convs[i];
+    rig.produce(message(conv, conv.substr(3, 2), prefix + std::to_string(i), conv.substr(6, 2)));
+  }
+}
+
+// Storage's group commit (storage.h): the Records of four partitions that arrive within the
+// window are one transaction, so the storage's disk sees one sync where a commit per frame made
+// four; nothing fans out before that commit.
+TEST(Storage, RecordsOfManyPartitionsWithinTheWindowShareOneCommit) {
+  std::vector<uint64_t> syncs;
+  for (const int64_t window_ns : {int64_t{-1}, 50 * kMs}) {
+    SCOPED_TRACE("storage_commit_window_ns " + std::to_string(window_ns));
+    Rig rig;
+    rig.config.tuning.storage_commit_window_ns = window_ns;
+    for (int u = 1; u <= 6; ++u) rig.located["u" + std::to_string(u) + ".d1"] = 0;
+    for (auto& [device, server] : rig.located) server = rig.chat_id;
+    rig.start_all();
+    const std::vector<std::string> convs = convs_of_distinct_partitions(rig);
+    const uint64_t syncs_before = rig.sim.disk().storage(rig.storage_id).counters().syncs;
+    produce_one_each(rig, convs, "m");
+    rig.settle(20 * kMs);  // the queue has committed and sent the four frames
+    ASSERT_EQ(frames_of<Produced>(rig.chat).size(), 4u);
+    if (window_ns > 0) {
+      EXPECT_EQ(rig.storage().stored(), 0u);
+      EXPECT_TRUE(rig.routed().empty()) << "an entry fanned out before the commit that made it durable";
+    }
+    rig.settle(100 * kMs);
+    EXPECT_EQ(rig.storage().stored(), 4u);
+    EXPECT_EQ(rig.routed().size(), 4u);
+    syncs.push_back(rig.sim.disk().storage(rig.storage_id).counters().syncs - syncs_before);
+  }
+  // Besides the commits, both runs sync the log's header once as it starts.
+  ASSERT_EQ(syncs.size(), 2u);
+  EXPECT_EQ(syncs[0] - syncs[1], 3u) << "a commit per frame: " << syncs[0] << " syncs; one per window: " << syncs[1];
+}
+
+// A sync inside the window commits the open batch first and serves what it stored; a crash
+// inside the window loses only the uncommitted batch, which the storage fetches again from the
+// queue after its restart.
+TEST(Storage, TheOpenBatchCommitsBeforeASyncAndACrashInsideItLosesNothingAcked) {
+  Rig rig;
+  rig.config.tuning.storage_commit_window_ns = 50 * kMs;
+  rig.start_all();
+  const std::vector<std::string> convs = convs_of_distinct_partitions(rig);
+  produce_one_each(rig, convs, "a");
+  rig.settle(20 * kMs);
+  ASSERT_EQ(rig.storage().stored(), 0u);
+  const std::vector<std::string> seen = Rig::seqs(rig.sync("u1", {}));
+  size_t of_u1 = 0;
+  for (const std::string& conv : convs) of_u1 += conv.find("u1:") != std::string::npos ? 1 : 0;
+  EXPECT_EQ(seen.size(), of_u1);
+  EXPECT_EQ(rig.storage().stored(), 4u);
+  rig.settle(60 * kMs);  // the first batch's timer, which outlived its early commit, has fired
+
+  produce_one_each(rig, convs, "b");
+  rig.settle(20 * kMs);
+  rig.sim.crash(rig.storage_id, CrashDisk::lose_unsynced);
+  rig.sim.start(rig.storage_id);
+  rig.settle(200 * kMs);
+  rig.restart_chat();
+  for (const std::string& conv : convs) EXPECT_EQ(rig.storage().last_offset(rig.config.topology.partition_of(conv)), 2u) << conv;
+  EXPECT_EQ(rig.storage().stored(), 4u);  // this incarnation stored the second four
+  const std::vector<std::string> all = Rig::seqs(rig.sync(convs[0].substr(3, 2), {}));
+  EXPECT_EQ(std::count(all.begin(), all.end(), convs[0] + "#2"), 1);
+}
+
 TEST(Storage, ThroughputOfQueueAndStorage) {
   Rig rig(BugSet{}, /*partitions=*/16);
   for (int u = 1; u <= 6; ++u) rig.located["u" + std::to_string(u) + ".d1"] = 0;

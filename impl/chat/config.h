@@ -115,6 +115,11 @@ struct ChatTuning {
   // batches everything that arrived in the same wakeup.
   int64_t queue_commit_window_ns = 250 * kNanosPerMicro;
   int64_t queue_linger_ns = 1 * kNanosPerMilli;
+  // Storage's group commit (impl/chat/storage.h): Records frames that arrive within this window
+  // share one transaction, whichever partitions they are of; their entries fan out after its
+  // commit. 0 is the event loop's next turn, as for the queue; negative commits every frame
+  // alone.
+  int64_t storage_commit_window_ns = 0;
 };
 
 // One user's part in the workload.

@@ -21,6 +21,7 @@ constexpr uint64_t kReconnectTag = uint64_t{1} << 32;  // | queue node id
 constexpr uint64_t kSweepTag = uint64_t{2} << 32;
 constexpr uint64_t kOffsetCommitTag = uint64_t{3} << 32;  // the planted bug storage_not_idempotent
 constexpr uint64_t kOffsetHintTag = uint64_t{4} << 32;
+constexpr uint64_t kBatchCommitTag = uint64_t{5} << 32;
 // The planted bug's offset commit interval: Kafka's auto.commit.interval.ms default.
 constexpr int64_t kOffsetCommitIntervalNs = 5 * kNanosPerSecond;
 
@@ -250,6 +251,9 @@ void StorageNode::on_timer(Context& ctx, uint64_t tag) {
   } else if (tag == kOffsetCommitTag) {
     state_.offset_commit_armed = false;
     if (!state_.halted) commit_offsets(ctx);
+  } else if (tag == kBatchCommitTag) {
+    state_.batch.timer_armed = false;
+    if (!state_.halted) commit_batch(ctx);
   } else if ((tag & ~uint64_t{UINT32_MAX}) == kReconnectTag) {
     const auto queue = static_cast<NodeId>(tag & UINT32_MAX);
     Link& link = state_.links.at(queue);
@@ -285,6 +289,9 @@ void StorageNode::halt(Context& ctx, const std::string& what) {
   // the disk kept and resubscribes from the last offset stored there.
   ctx.log(LogLevel::error, "storage: halting: " + what + ": " + sqlite3_errmsg(db_));
   if (!sqlite3_get_autocommit(db_)) run(rollback_.get());
+  state_.batch.open = false;  // rolled back: nothing of it is stored, and nothing fans out
+  state_.batch.partitions.clear();
+  state_.batch.fresh.clear();
   state_.halted = true;
   ctx.exit();
 }
@@ -302,9 +309,13 @@ void StorageNode::on_frame(Context& ctx, ConnId conn, ByteView bytes) {
   } else if (const auto* located = std::get_if<Located>(&*decoded)) {
     on_located(ctx, *located);
   } else if (const auto* query = std::get_if<SyncQuery>(&*decoded)) {
-    on_sync(ctx, conn, *query);
+    // The open batch first (storage.h, "Group commit"): a sync serves only what is durable.
+    commit_batch(ctx);
+    if (!state_.halted) on_sync(ctx, conn, *query);
   } else if (const auto* update = std::get_if<ReceiptUpdate>(&*decoded)) {
-    on_receipt(ctx, conn, *update);
+    // ... and a receipt's write is its own synced transaction, not part of the batch.
+    commit_batch(ctx);
+    if (!state_.halted) on_receipt(ctx, conn, *update);
   } else {
     close_bad(ctx, conn, std::string("unexpected ") + frame_name(*decoded));
   }
@@ -365,6 +376,12 @@ void StorageNode::on_records(Context& ctx, ConnId conn, Records& records) {
     close_bad(ctx, conn, "Records of partition " + std::to_string(records.partition) + " from a node not its replica");
     return;
   }
+  if (batching()) {
+    batch_records(ctx, records, last_it->second);
+    return;
+  }
+  // One transaction for this frame alone: the window is negative, or a planted bug of the
+  // offsets is on (each commits its offsets its own way).
   uint64_t last = last_it->second;
   std::vector<size_t> fresh;  // indices of records stored for the first time: they fan out
   fresh.reserve(records.records.size());
@@ -389,35 +406,7 @@ void StorageNode::on_records(Context& ctx, ConnId conn, Records& records) {
     ok = ok && sql::exec(db_, "PRAGMA synchronous=OFF").ok();
   }
   ok = ok && run(begin_.get());
-  for (size_t i = 0; ok && i < records.records.size(); ++i) {
-    const RecordAt& record = records.records[i];
-    const Entry& entry = record.entry;
-    if (record.offset <= last) {
-      state_.skipped++;  // stored already (a resubscription overlaps, or the queue reused offsets)
-      continue;
-    }
-    last = record.offset;
-    if (entry.seq == 0 || entry.msg_id.empty() || config_.topology.partition_of(entry.conv) != records.partition) {
-      ctx.log(LogLevel::warn, "storage: skipping a malformed record at offset " + std::to_string(record.offset) +
-                                  " of partition " + std::to_string(records.partition));
-      state_.skipped++;
-      continue;
-    }
-    encode_stored_entry(entry, scratch_);
-    sqlite3_stmt* insert = insert_entry_.get();
-    bind_text(insert, 1, entry.conv);
-    bind_int(insert, 2, as_sql(entry.seq));
-    bind_text(insert, 3, entry.msg_id);
-    bind_blob(insert, 4, scratch_);
-    ok = run(insert);
-    if (!ok) break;
-    if (sqlite3_changes(db_) == 0) {
-      state_.skipped++;  // the same (conv, seq) or msg_id is stored already
-      continue;
-    }
-    ok = store_membership(entry);
-    fresh.push_back(i);
-  }
+  ok = ok && store_records(ctx, records, last, fresh);
   const bool offsets_on_interval = config_.bugs.on(Bug::storage_not_idempotent);
   if (ok && last != last_it->second && !offset_first && !offsets_on_interval) {
     sqlite3_stmt* offset = upsert_offset_.get();
@@ -455,6 +444,105 @@ void StorageNode::on_records(Context& ctx, ConnId conn, Records& records) {
     recipients_at(entry->conv, entry->seq, recipients_scratch_);
     look_up(ctx, recipients_scratch_, entry, nullptr);
   }
+}
+
+bool StorageNode::store_records(Context& ctx, const Records& records, uint64_t& last, std::vector<size_t>& fresh) {
+  for (size_t i = 0; i < records.records.size(); ++i) {
+    const RecordAt& record = records.records[i];
+    const Entry& entry = record.entry;
+    if (record.offset <= last) {
+      state_.skipped++;  // stored already (a resubscription overlaps, or the queue reused offsets)
+      continue;
+    }
+    last = record.offset;
+    if (entry.seq == 0 || entry.msg_id.empty() || config_.topology.partition_of(entry.conv) != records.partition) {
+      ctx.log(LogLevel::warn, "storage: skipping a malformed record at offset " + std::to_string(record.offset) +
+                                  " of partition " + std::to_string(records.partition));
+      state_.skipped++;
+      continue;
+    }
+    encode_stored_entry(entry, scratch_);
+    sqlite3_stmt* insert = insert_entry_.get();
+    bind_text(insert, 1, entry.conv);
+    bind_int(insert, 2, as_sql(entry.seq));
+    bind_text(insert, 3, entry.msg_id);
+    bind_blob(insert, 4, scratch_);
+    if (!run(insert)) return false;
+    if (sqlite3_changes(db_) == 0) {
+      state_.skipped++;  // the same (conv, seq) or msg_id is stored already
+      continue;
+    }
+    if (!store_membership(entry)) return false;
+    fresh.push_back(i);
+  }
+  return true;
+}
+
+bool StorageNode::batching() const {
+  return config_.tuning.storage_commit_window_ns >= 0 && !config_.bugs.on(Bug::cursor_past_unsynced) &&
+         !config_.bugs.on(Bug::storage_not_idempotent);
+}
+
+void StorageNode::batch_records(Context& ctx, Records& records, uint64_t& last) {
+  Batch& batch = state_.batch;
+  const uint64_t last_before = last;
+  fresh_scratch_.clear();
+  bool ok = batch.open || run(begin_.get());
+  batch.open = batch.open || ok;
+  // Memory's last offset moves on at once, so a later frame of this batch skips what this one
+  // stored; if the commit fails the node halts, and a restart takes the offset from disk.
+  ok = ok && store_records(ctx, records, last, fresh_scratch_);
+  if (!ok && !ignores_fsync_error(ctx)) {
+    halt(ctx, "storing records of partition " + std::to_string(records.partition));
+    return;
+  }
+  if (!ok) {
+    // Bug::fsync_error_ignored rolled the batch back and carries on as if it were committed.
+    batch.open = false;
+  }
+  if (last != last_before) batch.partitions.insert(records.partition);
+  for (size_t i : fresh_scratch_) batch.fresh.push_back(std::move(records.records[i].entry));
+  if (!batch.open || batch.fresh.size() >= kBatchEntriesMax) {
+    commit_batch(ctx);
+    return;
+  }
+  if (!batch.timer_armed) {
+    batch.timer_armed = true;
+    ctx.set_timer(config_.tuning.storage_commit_window_ns, kBatchCommitTag);
+  }
+}
+
+void StorageNode::commit_batch(Context& ctx) {
+  Batch& batch = state_.batch;
+  if (!batch.open && batch.fresh.empty() && batch.partitions.empty()) return;
+  bool committed = batch.open;
+  for (auto it = batch.partitions.begin(); committed && it != batch.partitions.end(); ++it) {
+    sqlite3_stmt* offset = upsert_offset_.get();
+    bind_int(offset, 1, static_cast<int64_t>(*it));
+    bind_int(offset, 2, static_cast<int64_t>(state_.last_offset.at(*it)));
+    committed = run(offset);
+  }
+  committed = committed && run(commit_.get());
+  // Bug::fsync_error_ignored: SQLite has undone the transaction (or it was undone when a write
+  // in it failed), yet the offsets in memory stay moved on and the entries fan out; the next
+  // batch's commit stores an offset past them.
+  if (!committed && batch.open && !ignores_fsync_error(ctx)) {
+    halt(ctx, "committing the stored records of " + std::to_string(batch.partitions.size()) + " partitions");
+    return;
+  }
+  batch.open = false;
+  if (committed) {
+    for (uint32_t partition : batch.partitions) note_durable(ctx, partition, state_.last_offset.at(partition));
+  }
+  state_.stored += batch.fresh.size();
+  // Persisted: now fan out, in the order the entries were stored.
+  for (Entry& stored : batch.fresh) {
+    auto entry = std::make_shared<const Entry>(std::move(stored));
+    recipients_at(entry->conv, entry->seq, recipients_scratch_);
+    look_up(ctx, recipients_scratch_, entry, nullptr);
+  }
+  batch.fresh.clear();
+  batch.partitions.clear();
 }
 
 // The planted bug storage_not_idempotent's periodic offset commit: every partition's offset as
@@ -790,7 +878,9 @@ std::string StorageNode::describe() const {
                     " timed_out=" + std::to_string(state_.lookups_timed_out) +
                     " dropped=" + std::to_string(state_.fanouts_dropped) + " routes=" + std::to_string(state_.routes_sent) +
                     " notifies=" + std::to_string(state_.notifies_sent) + " syncs=" + std::to_string(state_.syncs) +
-                    " receipts=" + std::to_string(state_.receipts_raised) + (state_.halted ? " HALTED" : "");
+                    " receipts=" + std::to_string(state_.receipts_raised) +
+                    (state_.batch.open ? " batch_open entries=" + std::to_string(state_.batch.fresh.size()) : "") +
+                    (state_.halted ? " HALTED" : "");
   for (const auto& [p, last] : state_.last_offset) out += " p" + std::to_string(p) + ":" + std::to_string(last);
   return out;
 }
@@ -802,6 +892,15 @@ void StorageNode::invariants() const {
   // Links go only to nodes of the topology (chat servers are checked before a Route).
   MSGSIM_ASSERT_LE(state_.links.size(), links_max_);
   MSGSIM_ASSERT(state_.pending.empty() || state_.sweep_armed, "pending lookups without a sweep timer");
+  // Between handlers a batch is open (a transaction with its commit timer set) or wholly gone.
+  const Batch& batch = state_.batch;
+  MSGSIM_ASSERT_LE(batch.fresh.size(), kBatchEntriesMax);
+  if (batch.open) {
+    MSGSIM_ASSERT(batch.timer_armed, "an open batch without its commit timer");
+    MSGSIM_ASSERT(db_ != nullptr && !sqlite3_get_autocommit(db_), "an open batch without an open transaction");
+  } else {
+    MSGSIM_ASSERT(batch.fresh.empty() && batch.partitions.empty(), "a closed batch holding " + std::to_string(batch.fresh.size()) + " entries");
+  }
   MSGSIM_ASSERT_EQ(state_.link_of_conn.size(),
                    static_cast<size_t>(std::count_if(state_.links.begin(), state_.links.end(),
                                                      [](const auto& link) { return link.second.conn != kNoConn; })));

@@ -2,13 +2,22 @@
 // `topology.storage_of(p) == self`. It subscribes to each partition's queue leader from the
 // offset after the last one it stored, and reconnects with backoff when the connection breaks.
 //
-// Each Records frame is stored in one transaction: entries idempotently by (conv, seq) and by
-// msg_id, membership intervals (a user is a member of a group from its join seq through its
-// leave seq; both users of a 1:1 conversation always are), and the partition's last offset.
-// After the commit every newly stored entry is fanned out: the members at its seq are looked
-// up in the connection registry, located devices get a `Route` through their chat server, the
-// others a `Notify` to the push service. A lookup the registry never answers times out and is
-// dropped: devices catch up by sync.
+// Records are stored in transactions: entries idempotently by (conv, seq) and by msg_id,
+// membership intervals (a user is a member of a group from its join seq through its leave seq;
+// both users of a 1:1 conversation always are), and each partition's last offset. After the
+// commit every newly stored entry is fanned out: the members at its seq are looked up in the
+// connection registry, located devices get a `Route` through their chat server, the others a
+// `Notify` to the push service. A lookup the registry never answers times out and is dropped:
+// devices catch up by sync.
+//
+// Group commit: the Records frames that arrive within `tuning.storage_commit_window_ns` share one
+// transaction, whichever partitions they are of (the queue sends a frame per partition, so
+// with a commit per frame a busy system committed a transaction, with its log writes, for one
+// or two records). Ordering rules: the batch commits before anything else uses the database (a
+// SyncQuery's read, a receipt's own synced write), so a sync never serves an entry that is not
+// durable; entries fan out only after the commit that made them durable, in the order they were
+// stored; the offsets go to the queues (OffsetCommit) only once committed. A negative window,
+// or a planted bug of the offsets, commits every frame alone.
 //
 // It answers `SyncQuery` from what it stored (only what the user may see), and keeps the
 // highest receipt per (conv, reader, kind), routing a `ReceiptNotice` when it rises.
@@ -44,6 +53,7 @@ class StorageNode final : public Node {
   static constexpr size_t kFrameBytesBudget = 512 * 1024;  // below wire::kFrameBytesMax
   static constexpr uint64_t kOpenSeq = UINT64_MAX;          // an interval that has not ended
   static constexpr int64_t kOffsetHintNs = 1 * kNanosPerSecond;  // OffsetCommit at most this often
+  static constexpr size_t kBatchEntriesMax = 4096;  // a batch holding this many commits at once
 
   explicit StorageNode(const ChatConfig& config);
   ~StorageNode() override = default;
@@ -90,6 +100,13 @@ class StorageNode final : public Node {
     std::shared_ptr<const ReceiptNotice> receipt;  // set for a receipt
     std::vector<std::string> users;
   };
+  // The group commit's open batch (see the top of this file).
+  struct Batch {
+    bool open = false;         // a transaction holds Records not yet committed
+    bool timer_armed = false;  // the commit timer is set (it may outlive an early commit)
+    std::set<uint32_t> partitions;  // whose last offset the batch moves
+    std::vector<Entry> fresh;       // stored for the first time, to fan out after the commit
+  };
   struct State {
     std::map<uint32_t, uint64_t> last_offset;  // owned partitions: the last offset stored (0: none)
     std::map<uint32_t, uint64_t> durable_offset;  // ... as the database holds it, synced
@@ -105,6 +122,7 @@ class StorageNode final : public Node {
     bool sweep_armed = false;
     bool offset_commit_armed = false;  // the planted bug storage_not_idempotent's interval timer
     bool halted = false;  // a SQLite write failed: fail-stop until a restart
+    Batch batch;
     uint64_t stored = 0, skipped = 0, routes_sent = 0, notifies_sent = 0, lookups_sent = 0,
              lookups_timed_out = 0, fanouts_dropped = 0, syncs = 0, receipts_raised = 0;
   };
@@ -114,6 +132,14 @@ class StorageNode final : public Node {
   void connect_queue(Context& ctx, NodeId queue);
   ConnId link_conn(Context& ctx, NodeId peer);
   void on_records(Context& ctx, ConnId conn, Records& records);
+  // Inserts the records after `last` (the partition's last offset stored), moving `last` on; the
+  // indices of the entries stored for the first time go to `fresh`. False when a write failed.
+  bool store_records(Context& ctx, const Records& records, uint64_t& last, std::vector<size_t>& fresh);
+  bool batching() const;
+  // Stores a frame's records in the open batch (opening it and arming its commit timer).
+  void batch_records(Context& ctx, Records& records, uint64_t& last);
+  // Commits the open batch, then fans its new entries out; halts if the commit fails.
+  void commit_batch(Context& ctx);
   bool store_membership(const Entry& entry);
   void on_located(Context& ctx, const Located& located);
   void on_sync(Context& ctx, ConnId conn, const SyncQuery& query);
@@ -147,6 +173,7 @@ class StorageNode final : public Node {
   sqlite3* db_ = nullptr;
   Bytes scratch_;
   std::vector<std::string> recipients_scratch_;
+  std::vector<size_t> fresh_scratch_;
   sql::Statement insert_entry_;
   sql::Statement insert_interval_;
   sql::Statement close_interval_;
