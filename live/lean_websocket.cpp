@@ -327,7 +327,17 @@ struct LeanWsRing::Impl : std::enable_shared_from_this<Impl> {
           session->on_ring_recv(result, result > 0 ? bytes : nullptr);
         }
       }
-      if (count == 0) break;
+      if (count == 0) {
+        // Completions past the queue's size wait in the kernel (IORING_FEAT_NODROP) and keep the
+        // ring's descriptor readable. liburing's submit brings them in, but a reap may have
+        // nothing to submit (every session's reads held): bring them in here, then reap on.
+        if (!::io_uring_cq_has_overflow(&ring)) break;
+        const int flushed = ::io_uring_get_events(&ring);
+        MSGSIM_ASSERT(flushed >= 0 || flushed == -EINTR || flushed == -EAGAIN || flushed == -EBUSY,
+                      std::string("io_uring_get_events: ") + std::strerror(-flushed));
+        if (::io_uring_cq_ready(&ring) == 0) break;
+        continue;
+      }
       ::io_uring_cq_advance(&ring, count);
       if (buffers_returned > 0) {
         ::io_uring_buf_ring_advance(buffer_ring, static_cast<int>(buffers_returned));
@@ -702,7 +712,13 @@ Result<std::unique_ptr<LeanWsRing>> LeanWsRing::make(asio::io_context& io, Optio
                 std::to_string(options.buffers) + " buffers: a power of two up to 32768");
   MSGSIM_ASSERT_GT(options.buffer_bytes, uint32_t{0});
   auto impl = std::make_shared<Impl>(io, options);
-  const int error = ::io_uring_queue_init(options.entries, &impl->ring, 0);
+  // A completion queue four times the submission queue: every idle connection has a recv
+  // posted, and a burst of them completing at once past the queue's size would wait in the
+  // kernel's overflow list until the next reap.
+  io_uring_params params{};
+  params.flags = IORING_SETUP_CQSIZE;
+  params.cq_entries = 4 * options.entries;
+  const int error = ::io_uring_queue_init_params(options.entries, &impl->ring, &params);
   if (error < 0) return make_error(ErrorCode::unavailable, std::string("io_uring_queue_init: ") + std::strerror(-error));
   impl->ring_made = true;
   impl->buffer_ring_bytes = sizeof(io_uring_buf) * options.buffers;

@@ -94,7 +94,7 @@ class LeanWsSession;
 class LeanWsRing {
  public:
   struct Options {
-    unsigned entries = 4096;        // submission queue (the completion queue is twice that)
+    unsigned entries = 4096;        // submission queue (the completion queue is four times that)
     unsigned buffers = 1024;        // provided buffers, a power of two
     uint32_t buffer_bytes = 2048;   // each; a read takes at most one
   };
