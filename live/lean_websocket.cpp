@@ -689,7 +689,6 @@ LeanWsRing::Impl::~Impl() {
         in_flight--;
       }
     }
-    error_code ignored;
     if (notify.is_open()) notify.release();
     ::io_uring_queue_exit(&ring);
   }
