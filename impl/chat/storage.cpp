@@ -438,12 +438,14 @@ void StorageNode::on_records(Context& ctx, ConnId conn, Records& records) {
   if (durable != 0) note_durable(ctx, records.partition, durable);
   state_.stored += fresh.size();
 
-  // Persisted: now fan out. Each entry goes to the members at its seq.
-  for (size_t i : fresh) {
-    auto entry = std::make_shared<const Entry>(std::move(records.records[i].entry));
-    recipients_at(entry->conv, entry->seq, recipients_scratch_);
-    look_up(ctx, recipients_scratch_, entry, nullptr);
-  }
+  // Persisted: now fan out.
+  for (size_t i : fresh) fan_out(ctx, std::move(records.records[i].entry));
+}
+
+void StorageNode::fan_out(Context& ctx, Entry&& stored) {
+  auto entry = std::make_shared<const Entry>(std::move(stored));
+  recipients_at(entry->conv, entry->seq, recipients_scratch_);
+  look_up(ctx, recipients_scratch_, entry, nullptr);
 }
 
 bool StorageNode::store_records(Context& ctx, const Records& records, uint64_t& last, std::vector<size_t>& fresh) {
@@ -536,11 +538,7 @@ void StorageNode::commit_batch(Context& ctx) {
   }
   state_.stored += batch.fresh.size();
   // Persisted: now fan out, in the order the entries were stored.
-  for (Entry& stored : batch.fresh) {
-    auto entry = std::make_shared<const Entry>(std::move(stored));
-    recipients_at(entry->conv, entry->seq, recipients_scratch_);
-    look_up(ctx, recipients_scratch_, entry, nullptr);
-  }
+  for (Entry& stored : batch.fresh) fan_out(ctx, std::move(stored));
   batch.fresh.clear();
   batch.partitions.clear();
 }

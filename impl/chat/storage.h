@@ -144,6 +144,8 @@ class StorageNode final : public Node {
   void on_located(Context& ctx, const Located& located);
   void on_sync(Context& ctx, ConnId conn, const SyncQuery& query);
   void on_receipt(Context& ctx, ConnId conn, const ReceiptUpdate& update);
+  // A stored entry goes to the members at its seq: located devices by Route, the rest by push.
+  void fan_out(Context& ctx, Entry&& stored);
   // The users who get the entry at `seq` of `conv`: members at that seq.
   void recipients_at(const std::string& conv, uint64_t seq, std::vector<std::string>& out) const;
   bool member_at(const std::vector<Interval>& intervals, uint64_t seq) const;
