@@ -188,6 +188,10 @@ struct SharedGroupCommitCounters {
   static constexpr size_t kServerLoopsMax = 2;
   Loop loops[kServerLoopsMax];
   std::atomic<uint32_t> loop_count{1};  // the server's loops (`--server-loops`)
+  // 1: the device sessions are on io_uring (LeanWsRing), whose writes go to the kernel from a
+  // handler the loop posts; 0: on Asio's epoll, which writes in the handler. The plan's twin
+  // models each (reports/live_twin.h, device_writes_posted).
+  std::atomic<uint32_t> device_ring{0};
   // SQLite's checkpoints, which run on the loop thread inside a commit and hold every frame
   // waiting for the loop meanwhile (live::GroupCommitStats::checkpoints): how many, the loop's
   // CPU in them, and their wall-clock durations, log-spaced as the fsync buckets.
@@ -449,6 +453,7 @@ class BenchHost final : public live::LeanWsHandler {
   }
 
   size_t store_loop() const { return store_loop_; }
+  bool device_sessions_on_ring() const { return device_ring_ != nullptr; }
 
   // Where the group commit counters are published after every batch (none: not published).
   void publish_group_commit_to(SharedGroupCommitCounters* counters) {
@@ -973,24 +978,29 @@ constexpr NodeId kStorage = 2;
 constexpr NodeId kPush = 3;
 constexpr NodeId kChatServer = 4;
 
-// The queue's batching delays (ChatTuning::queue_commit_window_ns / queue_linger_ns) the bench
-// server runs with: `--queue-commit-window-us` and `--queue-linger-us`. Both 0 by default (the
+// The server's batching delays the bench runs with. The queue's (ChatTuning::queue_commit_window_ns
+// / queue_linger_ns, `--queue-commit-window-us` and `--queue-linger-us`) are 0 by default (the
 // loop's next turn), not the simulator's 250 us and 1 ms: here the group commit (live/
 // group_commit.h) already makes one fsync cover every commit of a batch, so the queue's own
 // timers only added 1.25 ms to every message at low load (MSGSIM_BENCH_TRACE showed the Records
 // reaching the storage 1.4 ms after the send, 0.2 ms with both 0), and a loop turn still batches
-// every produce that arrived in one wakeup.
-struct QueueBatching {
+// every produce that arrived in one wakeup. The storage's (ChatTuning::storage_commit_window_ns,
+// `--storage-commit-window-us`) is the default, 0, as in the simulator; negative commits each
+// Records frame alone, as the storage did before its group commit. The plan's twin models all
+// three, so the JSON reports them.
+struct ServerBatching {
   int64_t commit_window_ns = 0;
   int64_t linger_ns = 0;
+  int64_t storage_commit_window_ns = chat::ChatTuning{}.storage_commit_window_ns;
 };
 
 // Storage fans a message out to the devices of the users the configuration lists (one device
 // each here), so the configuration names every user the traffic part will use.
-chat::ChatConfig bench_config(uint32_t traffic_runs, uint32_t pairs, const QueueBatching& batching) {
+chat::ChatConfig bench_config(uint32_t traffic_runs, uint32_t pairs, const ServerBatching& batching) {
   chat::ChatConfig config;
   config.tuning.queue_commit_window_ns = batching.commit_window_ns;
   config.tuning.queue_linger_ns = batching.linger_ns;
+  config.tuning.storage_commit_window_ns = batching.storage_commit_window_ns;
   for (uint32_t run = 1; run <= traffic_runs; ++run) {
     for (uint32_t i = 0; i < 2 * pairs; ++i) config.users.push_back(chat::UserPlan{traffic_user(run, i), 1, {}});
   }
@@ -1027,7 +1037,7 @@ void run_server_loop(asio::io_context& io, SharedGroupCommitCounters::Loop* coun
 // Runs the server side until killed; writes its device port to `port_fd` first. `server_loops`
 // 1: every node on one loop; 2: the chat server on the device loop (the main thread), the other
 // nodes and the group commit on the store loop (a second thread), see BenchHost.
-[[noreturn]] void run_server_process(const std::string& dir, uint32_t traffic_runs, uint32_t pairs, const QueueBatching& batching,
+[[noreturn]] void run_server_process(const std::string& dir, uint32_t traffic_runs, uint32_t pairs, const ServerBatching& batching,
                                      uint32_t server_loops, int port_fd, SharedGroupCommitCounters* counters) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   MSGSIM_ASSERT(server_loops >= 1 && server_loops <= SharedGroupCommitCounters::kServerLoopsMax, std::to_string(server_loops));
@@ -1046,7 +1056,10 @@ void run_server_loop(asio::io_context& io, SharedGroupCommitCounters::Loop* coun
   host.add_node(kChatServer, std::make_unique<chat::ChatServerNode>(config), BenchHost::kDeviceLoop);
   host.start_all();
   // Before the port: the bench reads it once the port says the server is up.
-  if (counters != nullptr) counters->loop_count.store(static_cast<uint32_t>(ios.size()), std::memory_order_relaxed);
+  if (counters != nullptr) {
+    counters->loop_count.store(static_cast<uint32_t>(ios.size()), std::memory_order_relaxed);
+    counters->device_ring.store(host.device_sessions_on_ring() ? 1 : 0, std::memory_order_relaxed);
+  }
   const auto port = host.listen_devices(kChatServer);
   const std::string line = port.ok() ? std::to_string(*port) + "\n" : "0\n";
   if (!port.ok()) std::fprintf(stderr, "%s\n", port.error().message.c_str());
@@ -1853,7 +1866,7 @@ struct BenchOptions {
   // made. So 512 stays the default; a window as a device keeps (ChatTuning::device_pending_max,
   // 256) was not measured.
   uint64_t in_flight_max = 512;
-  QueueBatching batching;
+  ServerBatching batching;
   // The server process's event loops (`--server-loops`): 2, the chat server and its devices on
   // one thread and the nodes with databases (and the registry and push) on another, so the
   // server's work runs on both cores; 1, every node on one loop, as reports/live_twin.h models it
@@ -1871,7 +1884,7 @@ struct ServerProcess {
   SharedGroupCommitCounters* group_commit = nullptr;  // published by the server, read here
 };
 
-Result<ServerProcess> start_server(const std::string& dir, uint32_t traffic_runs, uint32_t pairs, const QueueBatching& batching,
+Result<ServerProcess> start_server(const std::string& dir, uint32_t traffic_runs, uint32_t pairs, const ServerBatching& batching,
                                    uint32_t server_loops) {
   std::error_code made;
   std::filesystem::create_directories(dir, made);
@@ -2102,6 +2115,7 @@ int run_bench(const BenchOptions& options) {
       return kExitViolation;
     }
     const auto rates = run_traffic(options, *server);
+    const bool device_ring = server->group_commit != nullptr && server->group_commit->device_ring.load(std::memory_order_relaxed) != 0;
     stop_server(*server);
     nlohmann::json rows = nlohmann::json::array();
     for (const RateResult& r : rates) {
@@ -2157,12 +2171,14 @@ int run_bench(const BenchOptions& options) {
                       {"in_flight_max", options.in_flight_max},
                       {"queue_commit_window_us", static_cast<double>(options.batching.commit_window_ns) / 1e3},
                       {"queue_linger_us", static_cast<double>(options.batching.linger_ns) / 1e3},
+                      {"storage_commit_window_us", static_cast<double>(options.batching.storage_commit_window_ns) / 1e3},
+                      {"device_sessions", device_ring ? "io_uring" : "epoll"},
                       {"rates", rows}};
     if (!options.json) {
-      std::printf("\n(b) 1:1 messages, %u senders -> %u receivers (at most %llu unacked each), acked after the queue's fsync (group commit); queue commit window %.0f us, linger %.0f us; %u server loop%s\n",
+      std::printf("\n(b) 1:1 messages, %u senders -> %u receivers (at most %llu unacked each), acked after the queue's fsync (group commit); queue commit window %.0f us, linger %.0f us; storage commit window %.0f us; %u server loop%s\n",
                   options.pairs, options.pairs, static_cast<unsigned long long>(options.in_flight_max),
                   static_cast<double>(options.batching.commit_window_ns) / 1e3, static_cast<double>(options.batching.linger_ns) / 1e3,
-                  options.server_loops, options.server_loops == 1 ? "" : "s (device + store)");
+                  static_cast<double>(options.batching.storage_commit_window_ns) / 1e3, options.server_loops, options.server_loops == 1 ? "" : "s (device + store)");
       std::printf("| offered msgs/s | sent | acked | delivered | sustained msgs/s | p50 | p99 | p999 | max | server CPU/msg | in the send window | its loop thread(s) | client CPU/msg | files/batch | fsyncs/s | fsync mean |\n");
       std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
       for (const RateResult& r : rates) {
@@ -2215,6 +2231,11 @@ void add_live_bench_command(CLI::App& live, Outcome& outcome) {
   bench->add_option("--queue-linger-us", *linger_us, "how long the queue's committed records wait before they go to storage (0: the loop's next turn)")
       ->check(CLI::Range(0.0, 1e6))
       ->capture_default_str();
+  auto storage_window_us = std::make_shared<double>(static_cast<double>(options->batching.storage_commit_window_ns) / 1e3);
+  bench->add_option("--storage-commit-window-us", *storage_window_us,
+                    "how long the storage's transaction stays open for more records (0: until the loop's next turn; -1: each Records frame commits alone)")
+      ->check(CLI::Range(-1.0, 1e6))
+      ->capture_default_str();
   bench->add_option("--server-loops", options->server_loops,
                     "event loops of the server process: 2 (the chat server on one, the nodes with databases on the other) or 1 (every node on one, as the plan's twin models)")
       ->check(CLI::Range(1u, 2u))
@@ -2223,9 +2244,10 @@ void add_live_bench_command(CLI::App& live, Outcome& outcome) {
   bench->add_flag("--json", options->json, "JSON instead of tables");
   bench->add_flag("--no-idle", options->skip_idle, "skip part (a)");
   bench->add_flag("--no-traffic", options->skip_traffic, "skip part (b)");
-  bench->callback([options, rates_text, window_us, linger_us, &outcome] {
+  bench->callback([options, rates_text, window_us, linger_us, storage_window_us, &outcome] {
     options->batching.commit_window_ns = std::llround(*window_us * 1e3);
     options->batching.linger_ns = std::llround(*linger_us * 1e3);
+    options->batching.storage_commit_window_ns = std::llround(*storage_window_us * 1e3);
     if (!rates_text->empty()) {
       options->rates.clear();
       std::string_view text = *rates_text;

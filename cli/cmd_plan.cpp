@@ -48,8 +48,13 @@ struct PlanArgs {
 // send window: the twin then charges it instead of the cost table's), "senders" next to
 // "rates" (the pairs), "queue_commit_window_us" and "queue_linger_us" next to "rates" (the queue's
 // batching delays the bench ran with; without them, the ChatTuning defaults, which every bench
-// before they were reported ran with), and a top-level "uptime" string (scripts/plan-vs-live adds
-// the machine's load during the run).
+// before they were reported ran with), "storage_commit_window_us" next to "rates" (the storage's
+// group commit window, negative: each Records frame commits alone; without it, the ChatTuning
+// default, 0, which every bench from storage's group commit (412c991) until it was reported ran
+// with; earlier ones committed each frame alone), "device_sessions" next to "rates" ("io_uring":
+// the server writes to the devices from a posted handler, "epoll": in the handler; without it,
+// "io_uring", as every bench since session 15 ran), and a top-level "uptime" string
+// (scripts/plan-vs-live adds the machine's load during the run).
 // An event loop's turns as live bench measured them ("server_loop" / "client_loop" per rate:
 // "cpu_us_per_msg", "turns_per_msg", "turn_cpu_buckets_us" as [[lower_us, upper_us, count], ..]).
 struct LiveLoopTurns {
@@ -126,6 +131,8 @@ struct LiveRun {
   uint32_t pairs = 500;
   int64_t queue_commit_window_ns = chat::ChatTuning{}.queue_commit_window_ns;
   int64_t queue_linger_ns = chat::ChatTuning{}.queue_linger_ns;
+  int64_t storage_commit_window_ns = chat::ChatTuning{}.storage_commit_window_ns;
+  bool device_writes_posted = true;
   std::string uptime;
   // The bench server's event loops (`live bench --server-loops`, "server_loops" next to "rates";
   // 1 before session 12). The twin models one; with two, each rate's "server_loop" is both
@@ -169,6 +176,19 @@ Result<LiveRun> read_live(const std::string& path) {
       if (!v.is_number() || v.get<double>() < 0 || v.get<double>() > 1e6)
         return make_error(ErrorCode::bad_input, path + ": $.traffic." + key + ": expected a number of microseconds in [0, 1e6]");
       *target = std::llround(v.get<double>() * 1e3);
+    }
+    if (doc["traffic"].contains("storage_commit_window_us")) {
+      const auto& v = doc["traffic"]["storage_commit_window_us"];
+      if (!v.is_number() || v.get<double>() > 1e6)
+        return make_error(ErrorCode::bad_input,
+                          path + ": $.traffic.storage_commit_window_us: expected a number of microseconds up to 1e6 (negative: none)");
+      out.storage_commit_window_ns = v.get<double>() < 0 ? -1 : std::llround(v.get<double>() * 1e3);
+    }
+    if (doc["traffic"].contains("device_sessions")) {
+      const auto& v = doc["traffic"]["device_sessions"];
+      if (!v.is_string() || (v.get<std::string>() != "io_uring" && v.get<std::string>() != "epoll"))
+        return make_error(ErrorCode::bad_input, path + ": $.traffic.device_sessions: expected \"io_uring\" or \"epoll\"");
+      out.device_writes_posted = v.get<std::string>() == "io_uring";
     }
   }
   for (size_t i = 0; i < list->size(); ++i) {
@@ -448,6 +468,8 @@ int plan(const PlanArgs& args) {
         options.pairs = live->pairs;
         options.queue_commit_window_ns = live->queue_commit_window_ns;
         options.queue_linger_ns = live->queue_linger_ns;
+        options.storage_commit_window_ns = live->storage_commit_window_ns;
+        options.device_writes_posted = live->device_writes_posted;
         reports::LiveTwinCosts at_rate = twin;
         // Where the checkpoints were measured, the twin stalls its loop for them itself: their CPU
         // leaves the per-message charge.
@@ -594,8 +616,12 @@ int plan(const PlanArgs& args) {
                                   "; the cost table says " + us(twin.server_ns_per_message()) +
                                   "), split over the stages that spend it in the table's proportions") +
           "; the queue's commit window " +
-          us(live->queue_commit_window_ns) + " and linger " + us(live->queue_linger_ns) +
-          " as the bench ran them (0: the loop's next turn); group commit as live/group_commit does it (each commit "
+          us(live->queue_commit_window_ns) + " and linger " + us(live->queue_linger_ns) + " and the storage's commit window " +
+          (live->storage_commit_window_ns < 0 ? std::string("none (each Records frame commits alone)") : us(live->storage_commit_window_ns)) +
+          " as the bench ran them (0: the loop's next turn); the Delivers written " +
+          (live->device_writes_posted ? "from a handler the loop posts, behind those already waiting (the device sessions on io_uring)"
+                                      : "in the handler that releases them (the device sessions on epoll)") +
+          "; group commit as live/group_commit does it (each commit "
           "defers its file's fdatasync, a batch syncs the files deferred since the last one began, frames held until "
           "the batch covering their commits is durable; files per batch, twin / live bench: " + files_per_batch + "); "
           "fsync time drawn from the cost table's measured distribution (" +

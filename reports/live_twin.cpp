@@ -198,6 +198,8 @@ class ServerProcessNode final : public Node {
   struct Shared {
     const LiveTwinCosts* costs = nullptr;
     int64_t commit_window_ns = 0, linger_ns = 0;
+    int64_t storage_commit_window_ns = -1;  // negative: each flush commits at once
+    bool device_writes_posted = false;
     int64_t charged_ns = 0;
     uint64_t batches = 0, released = 0, files_synced = 0, checkpoints = 0;
     // The measured window (sends in [measure_from_ns, stop_ns)) and its messages' stage times
@@ -256,20 +258,35 @@ class ServerProcessNode final : public Node {
           ctx.set_timer(shared_.linger_ns, kFlush);
         }
         return;
-      case kFlush: {
-        // The storage stores the records in one transaction (its file's fsync deferred) and fans
-        // them out: each Deliver leaves once the batch covering both commits is durable.
+      case kFlush:
+        // The storage stores the records and fans them out (its CPU charged here: in live the
+        // fan-out's share runs after the commit, but every stage waits in the one FIFO, so a
+        // Deliver is decided after the same sum of CPU either way). With a commit window
+        // (storage's group commit) the transaction stays open until the window ends (0: the
+        // loop's next turn, behind the frames already waiting), so the records of later flushes
+        // join it; a negative window commits at once.
         flush_armed_ = false;
         for (const Bytes& frame : committed_) note_stage(ctx, shared_.records_ns, frame);
         charge(ctx, stage_cpu(ctx, shared_.costs->server_ns_on_records, committed_.size()));
-        maybe_checkpoint(ctx);
-        defer_sync(ctx, kStorageFile);
-        const uint64_t ticket = sync_point();
-        for (Bytes& frame : committed_) held_.push_back(Held{ticket, std::move(frame)});
+        MSGSIM_ASSERT_LT(storing_.size() + committed_.size(), kHeldMax);
+        for (Bytes& frame : committed_) storing_.push_back(std::move(frame));
         committed_.clear();
-        release(ctx);
+        if (shared_.storage_commit_window_ns < 0) {
+          commit_storage(ctx);
+        } else if (!storage_commit_armed_) {
+          storage_commit_armed_ = true;
+          ctx.set_timer(shared_.storage_commit_window_ns, kStorageCommit);
+        }
         return;
-      }
+      case kStorageCommit:
+        storage_commit_armed_ = false;
+        commit_storage(ctx);
+        return;
+      case kWriteDevices:
+        // The posted submission of the device writes (LeanWsRing's flush_and_submit).
+        write_posted_ = false;
+        write_devices(ctx);
+        return;
       case kPreempted:
         preempt(ctx, shared_.costs->server_preemptions_per_s, shared_.costs->server_preemption_mean_ns, busy_until_ns_, kPreempted);
         return;
@@ -296,7 +313,8 @@ class ServerProcessNode final : public Node {
   }
 
  private:
-  static constexpr uint64_t kCommit = 1, kFlush = 2, kStartBatch = 3, kBatchDone = 4, kSyncDone = 5, kPreempted = 6;
+  static constexpr uint64_t kCommit = 1, kFlush = 2, kStartBatch = 3, kBatchDone = 4, kSyncDone = 5, kPreempted = 6,
+                            kStorageCommit = 7, kWriteDevices = 8;
   static constexpr uint64_t kFirstArrival = 1000;  // tags of frames arriving from a loader
   static constexpr uint32_t kQueueFile = 1, kStorageFile = 2;  // bits of dirty_files_
   struct Held {
@@ -348,13 +366,39 @@ class ServerProcessNode final : public Node {
     in_flight_ = true;
     ctx.set_timer(std::max<int64_t>(1, sync_ns), shared_.costs->idle_hop_quantiles_ns.empty() ? kBatchDone : kSyncDone);
   }
+  // The storage's transaction commits (its file's fsync deferred to the group commit): each
+  // Deliver leaves once the batch covering both commits is durable.
+  void commit_storage(Context& ctx) {
+    if (storing_.empty()) return;
+    maybe_checkpoint(ctx);
+    defer_sync(ctx, kStorageFile);
+    const uint64_t ticket = sync_point();
+    for (Bytes& frame : storing_) held_.push_back(Held{ticket, std::move(frame)});
+    storing_.clear();
+    release(ctx);
+  }
+  // The Delivers whose batch is durable go to the devices: at once on epoll (Asio writes in the
+  // handler), or, with the device sessions on io_uring (live/lean_websocket.h), in one
+  // submission the loop runs as a posted handler, behind the handlers already waiting.
   void release(Context& ctx) {
     while (!held_.empty() && held_.front().ticket <= durable_) {
       note_stage(ctx, shared_.written_ns, held_.front().frame);
-      ctx.send(loader_conn_, std::move(held_.front().frame));
+      MSGSIM_ASSERT_LT(writing_.size(), kHeldMax);
+      writing_.push_back(std::move(held_.front().frame));
       held_.pop_front();
       shared_.released++;
     }
+    if (writing_.empty()) return;
+    if (!shared_.device_writes_posted) {
+      write_devices(ctx);
+    } else if (!write_posted_) {
+      write_posted_ = true;
+      ctx.set_timer(0, kWriteDevices);
+    }
+  }
+  void write_devices(Context& ctx) {
+    for (Bytes& frame : writing_) ctx.send(loader_conn_, std::move(frame));
+    writing_.clear();
   }
   // A stage's CPU for `messages` messages: its mean each, or, where the loop's turns were
   // measured, the stage's share of each message's turns drawn from their distribution.
@@ -391,9 +435,12 @@ class ServerProcessNode final : public Node {
   Shared& shared_;
   ConnId loader_conn_ = kNoConn;
   bool commit_armed_ = false, flush_armed_ = false, start_posted_ = false, in_flight_ = false;
+  bool storage_commit_armed_ = false, write_posted_ = false;
   uint32_t dirty_files_ = 0;
   uint64_t started_ = 0, durable_ = 0;
-  std::vector<Bytes> open_batch_, committed_;
+  // A Send's frame on its way: in the queue's open transaction, committed and lingering, in the
+  // storage's open transaction, held for its group commit batch, then written to the devices.
+  std::vector<Bytes> open_batch_, committed_, storing_, writing_;
   std::deque<Held> held_;
   uint64_t next_arrival_tag_ = kFirstArrival;
   int64_t busy_until_ns_ = 0;  // the end of the CPU charged so far: the loop is awake until then
@@ -496,6 +543,8 @@ LiveTwinResult run_live_twin(const LiveTwinCosts& costs, const LiveTwinOptions& 
   server_shared.costs = &costs;
   server_shared.commit_window_ns = std::max<int64_t>(0, options.queue_commit_window_ns);
   server_shared.linger_ns = std::max<int64_t>(0, options.queue_linger_ns);
+  server_shared.storage_commit_window_ns = options.storage_commit_window_ns;
+  server_shared.device_writes_posted = options.device_writes_posted;
   LoaderNode::Shared loader;
   loader.costs = &costs;
   loader.idle_hop_quantiles_ns = &costs.idle_hop_quantiles_ns;

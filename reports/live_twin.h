@@ -17,7 +17,8 @@
 //    queue_linger_ns, which `live bench --json` reports): a Send's produce waits in the open
 //    transaction until the commit window ends (0: the loop's next turn, behind the frames
 //    already waiting), then the committed records wait the linger before the storage stores
-//    them (one transaction) and fans them out to both users' devices;
+//    them and fans them out to both users' devices; the storage's transaction commits when its
+//    own window ends (storage_commit_window_ns, also reported; 0: the loop's next turn);
 //  - group commit as live does it: each commit defers its database file's fsync; a batch syncs
 //    every file deferred since the last batch began (one fsync each, in order, drawn from the
 //    measured fsync distribution of this disk), the next batch starts when it completes, and a
@@ -26,6 +27,8 @@
 //    and the files per batch come out of the model (live bench measures them: a check);
 //  - the loader sends as live bench does: every millisecond the messages owed by then at the
 //    offered rate, round-robin over the senders.
+//  - the Delivers leave through a handler the loop posts (the device sessions on io_uring), so
+//    after the handlers already waiting, where the bench ran so;
 // Latency is from the send to the receiver's Deliver, as live bench measures it.
 #pragma once
 
@@ -113,6 +116,16 @@ struct LiveTwinOptions {
   // traffic.queue_commit_window_us / queue_linger_us).
   int64_t queue_commit_window_ns = chat::ChatTuning{}.queue_commit_window_ns;
   int64_t queue_linger_ns = chat::ChatTuning{}.queue_linger_ns;
+  // The storage's group commit window (ChatTuning::storage_commit_window_ns; `live bench
+  // --json`'s traffic.storage_commit_window_us): the records' transaction stays open until it
+  // ends (0: the loop's next turn), later flushes joining it; negative: each flush commits at
+  // once, as the storage did before its group commit.
+  int64_t storage_commit_window_ns = chat::ChatTuning{}.storage_commit_window_ns;
+  // Whether the server writes to the devices through a handler it posts (the bench's device
+  // sessions on io_uring, live/lean_websocket.h: a turn's writes go to the kernel in one
+  // submission, behind the handlers already queued) rather than in the releasing handler
+  // (Asio's epoll writes at once). `live bench --json`'s traffic.device_sessions.
+  bool device_writes_posted = true;
 };
 
 struct LiveTwinResult {

@@ -526,21 +526,24 @@ TEST_F(CliTest, LiveBenchInFlightMaxBoundsASendersWindow) {
 // With MSGSIM_BENCH_TRACE the server prints each stage's delay since the send; committed records
 // cannot reach the storage before the linger has passed, so the "records" stage's p50 is at
 // least the linger given (a lower bound, whatever the machine's load). Without the flags both
-// delays are 0 (the help shows the defaults).
+// delays are 0 (the help shows the defaults). The storage's commit window holds the records'
+// transaction open before the Delivers are decided, so it adds to the latency's lower bound too.
 TEST_F(CliTest, LiveBenchQueueLingerDelaysTheRecords) {
   ::setenv("MSGSIM_BENCH_TRACE", "1", 1);
   const Ran ran = msgsim({"live", "bench", "--idle", "0", "--rates", "200", "--pairs", "2", "--rate-duration-s", "1",
-                          "--queue-commit-window-us", "0", "--queue-linger-us", "3000", "--json"});
+                          "--queue-commit-window-us", "0", "--queue-linger-us", "3000", "--storage-commit-window-us", "2000", "--json"});
   ::unsetenv("MSGSIM_BENCH_TRACE");
   ASSERT_EQ(ran.exit_code, 0) << ran.err;
   const nlohmann::json out = nlohmann::json::parse(ran.out);
   EXPECT_EQ(out["traffic"]["queue_linger_us"].get<double>(), 3000.0);
   EXPECT_EQ(out["traffic"]["queue_commit_window_us"].get<double>(), 0.0);
+  EXPECT_EQ(out["traffic"]["storage_commit_window_us"].get<double>(), 2000.0);
+  EXPECT_THAT(out["traffic"]["device_sessions"].get<std::string>(), ::testing::AnyOf("io_uring", "epoll"));
   EXPECT_EQ(out["traffic"]["in_flight_max"].get<uint64_t>(), 512u);
   const auto& rate = out["traffic"]["rates"].at(0);
   EXPECT_GT(rate["sent"].get<uint64_t>(), 0u);
   EXPECT_EQ(rate["delivered"].get<uint64_t>(), rate["sent"].get<uint64_t>());
-  EXPECT_GE(rate["latency_p50_us"].get<double>(), 3000.0);
+  EXPECT_GE(rate["latency_p50_us"].get<double>(), 3000.0 + 2000.0);
   // The group commit's fdatasync distribution in the send window (what reports/live_twin draws
   // from): 1,001 evenly spaced quantiles, non-decreasing, the slowest a real duration (an
   // fdatasync takes more than a microsecond on any disk).
@@ -673,15 +676,18 @@ TEST_F(CliTest, PlanTwinUsesTheBenchQueueBatchingAndShowsFilesPerBatch) {
   const Ran ran = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json",
                           MSGSIM_SOURCE_DIR "/tests/data/live_bench_fixture.json", "--out", (dir_ / "report").string()});
   ASSERT_EQ(ran.exit_code, 0) << ran.err;
-  // The fixture predates the reported delays: the ChatTuning defaults it ran with.
-  EXPECT_THAT(ran.out, HasSubstr("the queue's commit window 250 us and linger 1000 us"));
+  // The fixture predates the reported delays: the ChatTuning defaults it ran with, and the device
+  // sessions on io_uring.
+  EXPECT_THAT(ran.out, HasSubstr("the queue's commit window 250 us and linger 1000 us and the storage's commit window 0 us"));
+  EXPECT_THAT(ran.out, HasSubstr("the Delivers written from a handler the loop posts"));
   EXPECT_THAT(ran.out, ::testing::ContainsRegex("files per batch, twin / live bench: [0-9.]+ / 1.90 at 500/s, [0-9.]+ / 1.80 at 1000/s"));
   const std::string zero = (dir_ / "zero.json").string();
-  std::ofstream(zero) << R"({"traffic": {"queue_commit_window_us": 0, "queue_linger_us": 0, "rates": [{"offered_per_s": 500,)"
-                      << R"( "latency_p50_us": 1, "latency_p99_us": 2}]}})";
+  std::ofstream(zero) << R"({"traffic": {"queue_commit_window_us": 0, "queue_linger_us": 0, "storage_commit_window_us": -1,)"
+                      << R"( "device_sessions": "epoll", "rates": [{"offered_per_s": 500, "latency_p50_us": 1, "latency_p99_us": 2}]}})";
   const Ran zeroed = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", zero, "--out", (dir_ / "r0").string()});
   ASSERT_EQ(zeroed.exit_code, 0) << zeroed.err;
-  EXPECT_THAT(zeroed.out, HasSubstr("the queue's commit window 0 us and linger 0 us"));
+  EXPECT_THAT(zeroed.out, HasSubstr("the queue's commit window 0 us and linger 0 us and the storage's commit window none"));
+  EXPECT_THAT(zeroed.out, HasSubstr("the Delivers written in the handler that releases them (the device sessions on epoll)"));
   EXPECT_THAT(zeroed.out, HasSubstr(" / not measured at 500/s"));
   EXPECT_THAT(zeroed.out, HasSubstr("of CPU per message (the cost table's"));
   // With the bench's measured loop CPU per message, the twin charges that instead.
@@ -704,6 +710,12 @@ TEST_F(CliTest, PlanTwinUsesTheBenchQueueBatchingAndShowsFilesPerBatch) {
       msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", negative, "--out", (dir_ / "rn").string()});
   EXPECT_EQ(refused_linger.exit_code, 2);
   EXPECT_THAT(refused_linger.err, HasSubstr("$.traffic.queue_linger_us"));
+  const std::string kqueue = (dir_ / "kqueue.json").string();
+  std::ofstream(kqueue) << R"({"traffic": {"device_sessions": "kqueue", "rates": []}})";
+  const Ran refused_sessions =
+      msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", kqueue, "--out", (dir_ / "rk").string()});
+  EXPECT_EQ(refused_sessions.exit_code, 2);
+  EXPECT_THAT(refused_sessions.err, HasSubstr("$.traffic.device_sessions"));
   const std::string bad = (dir_ / "bad.json").string();
   std::ofstream(bad) << R"({"traffic": {"rates": [{"offered_per_s": 500, "latency_p50_us": 1, "latency_p99_us": 2,)"
                      << R"( "group_commit": {"files_per_batch": "two"}}]}})";
