@@ -75,6 +75,7 @@
 #include "impl/chat/registry.h"
 #include "impl/chat/storage.h"
 #include "live/group_commit.h"
+#include "live/wal_checkpointer.h"
 #include "live/lean_websocket.h"
 #include "reports/live_twin.h"
 
@@ -192,13 +193,21 @@ struct SharedGroupCommitCounters {
   // handler the loop posts; 0: on Asio's epoll, which writes in the handler. The plan's twin
   // models each (reports/live_twin.h, device_writes_posted).
   std::atomic<uint32_t> device_ring{0};
-  // SQLite's checkpoints, which run on the loop thread inside a commit and hold every frame
-  // waiting for the loop meanwhile (live::GroupCommitStats::checkpoints): how many, the loop's
-  // CPU in them, and their wall-clock durations, log-spaced as the fsync buckets.
+  // SQLite's checkpoints as far as they run on the store loop and hold every frame waiting for
+  // it meanwhile (live::GroupCommitStats::checkpoints: the tails of live/wal_checkpointer.h):
+  // how many, the loop's CPU in them, and their wall-clock durations, log-spaced as the fsync
+  // buckets.
   std::atomic<uint64_t> checkpoints{0};
   std::atomic<uint64_t> checkpoint_cpu_ns{0};
   static constexpr size_t kCheckpointBuckets = 200;
   std::atomic<uint64_t> checkpoint_buckets[kCheckpointBuckets]{};
+  // The checkpoints' bulks, on the checkpointer's thread (they do not stall the loop): how many,
+  // the log pages they found, how many failed, and the longest since a rate's client last reset
+  // it (it exchanges 0 in at the start of its window).
+  std::atomic<uint64_t> bulks{0};
+  std::atomic<uint64_t> bulk_pages{0};
+  std::atomic<uint64_t> bulk_errors{0};
+  std::atomic<uint64_t> bulk_ns_max{0};
 };
 constexpr int64_t kLoopCpuPublishNs = 50 * kNanosPerMilli;
 constexpr double kFsyncBucketFloorNs = 1000;
@@ -435,6 +444,7 @@ class BenchHost final : public live::LeanWsHandler {
             }) {
     MSGSIM_ASSERT(!ios.empty() && ios.size() <= SharedGroupCommitCounters::kServerLoopsMax, std::to_string(ios.size()) + " loops");
     for (asio::io_context* io : ios) loops_.push_back(std::make_unique<Loop>(*io));
+    checkpointer_ = std::make_unique<live::WalCheckpointer>(*ios.back(), live::kLiveWalCheckpointPages);
     // The device sessions' reads and writes on an io_uring (live/lean_websocket.h, LeanWsRing);
     // where the kernel refuses one, on Asio's epoll as before.
     auto ring = live::LeanWsRing::make(loops_[kDeviceLoop]->io);
@@ -446,6 +456,7 @@ class BenchHost final : public live::LeanWsHandler {
     }
   }
   ~BenchHost() {
+    checkpointer_.reset();  // waits for a bulk in flight; the nodes' connections are closed after it
     for (auto& slot : slots_) {
       slot.node.reset();
       if (slot.db != nullptr) sqlite3_close_v2(slot.db);
@@ -464,6 +475,19 @@ class BenchHost final : public live::LeanWsHandler {
       counters->checkpoint_cpu_ns.fetch_add(static_cast<uint64_t>(std::max<int64_t>(0, cpu_ns)), std::memory_order_relaxed);
       const size_t bucket = log_bucket_of(static_cast<double>(wall_ns), kFsyncBucketFloorNs, SharedGroupCommitCounters::kCheckpointBuckets);
       counters->checkpoint_buckets[bucket].fetch_add(1, std::memory_order_relaxed);
+    });
+    checkpointer_->on_bulk([counters](const live::WalBulk& bulk) {
+      if (!bulk.ok) {
+        counters->bulk_errors.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      counters->bulks.fetch_add(1, std::memory_order_relaxed);
+      counters->bulk_pages.fetch_add(static_cast<uint64_t>(std::max(0, bulk.log_pages)), std::memory_order_relaxed);
+      // Raised only here (the store loop); the client process only resets it.
+      uint64_t longest = counters->bulk_ns_max.load(std::memory_order_relaxed);
+      const auto wall_ns = static_cast<uint64_t>(std::max<int64_t>(0, bulk.wall_ns));
+      while (wall_ns > longest && !counters->bulk_ns_max.compare_exchange_weak(longest, wall_ns, std::memory_order_relaxed)) {
+      }
     });
   }
 
@@ -908,11 +932,13 @@ class BenchHost final : public live::LeanWsHandler {
       Result<sqlite3*> db = group_commit_.open(dir_ + "/node-" + std::to_string(id) + ".db");
       MSGSIM_ASSERT(db.ok(), db.ok() ? std::string() : db.error().message);
       // Checkpoints every kLiveWalCheckpointPages, as msgsim live run's host has them
-      // (live_host.cpp), not SQLite's default 1,000 pages: each one syncs twice on the loop. The
-      // bar command (load 2.5-5, alternated): 74-94 checkpoints a rate -> 14-21, 25,000/s
-      // 12,206 / 13,509 -> 19,456 / 21,893 delivered/s, server loop 54 / 39 -> 40 / 40 us a message.
-      const int autocheckpoint = sqlite3_wal_autocheckpoint(*db, live::kLiveWalCheckpointPages);
-      MSGSIM_ASSERT_EQ(autocheckpoint, SQLITE_OK);
+      // (live_host.cpp), not SQLite's default 1,000 pages (when they ran whole on the loop, the
+      // bar command, load 2.5-5, alternated: 74-94 checkpoints a rate -> 14-21, 25,000/s
+      // 12,206 / 13,509 -> 19,456 / 21,893 delivered/s, server loop 54 / 39 -> 40 / 40 us a
+      // message); the bulk of each on the checkpointer's thread, its tail on the store loop.
+      const std::string path = dir_ + "/node-" + std::to_string(id) + ".db";
+      const Status attached = checkpointer_->attach(*db, path);
+      MSGSIM_ASSERT(attached.ok(), attached.ok() ? std::string() : attached.error().message);
       slot.db = *db;
     }
     return slot.db;
@@ -938,6 +964,8 @@ class BenchHost final : public live::LeanWsHandler {
   size_t store_loop_;  // kDeviceLoop with one loop
   // The store loop's (its io_context; its worker thread only fsyncs and posts back).
   live::GroupCommit group_commit_;
+  // The nodes' checkpoints (live/wal_checkpointer.h): its completions and tails on the store loop.
+  std::unique_ptr<live::WalCheckpointer> checkpointer_;
   // Set up before the loops run, then only read: which loop runs each node.
   std::vector<Slot> slots_;
   // The hand-off's two directions, by receiving loop (Channel says which thread owns what).
@@ -1609,6 +1637,11 @@ struct RateResult {
   uint64_t checkpoints = 0;
   uint64_t checkpoint_cpu_ns = 0;
   uint64_t checkpoint_bucket_counts[SharedGroupCommitCounters::kCheckpointBuckets] = {};
+  // The checkpoints' bulks in the send window, off the loop (SharedGroupCommitCounters::bulks).
+  uint64_t bulks = 0;
+  uint64_t bulk_pages = 0;
+  uint64_t bulk_errors = 0;
+  uint64_t bulk_ns_max = 0;
   // The server loop in the send window (its cpu_us_per_msg is server_loop_cpu_us_per_msg), and
   // the client process's loop (every sender and receiver on one thread), whose turns a Deliver
   // also waits behind before its latency is taken. With two server loops, server_loop is both
@@ -1633,7 +1666,8 @@ nlohmann::json server_loops_json(const RateResult& r) {
 // total for `duration_ns`, each with at most `in_flight_max` sends unacked, then wait up to
 // `drain_ns` for the deliveries in flight. The body carries the send time (CLOCK_MONOTONIC is the
 // same clock in every process).
-RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCounters& server_counters, uint32_t pairs, uint64_t rate, int64_t duration_ns,
+// server_counters: read, but for bulk_ns_max, which the window starts at 0.
+RateResult run_rate(uint16_t port, pid_t server_pid, SharedGroupCommitCounters& server_counters, uint32_t pairs, uint64_t rate, int64_t duration_ns,
                     int64_t drain_ns, uint32_t run_number, uint64_t in_flight_max) {
   asio::io_context io(1);
   RateResult result;
@@ -1707,6 +1741,10 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   const uint64_t commits_at_start = server_counters.syncs_deferred.load(std::memory_order_relaxed);
   const uint64_t checkpoints_at_start = server_counters.checkpoints.load(std::memory_order_relaxed);
   const uint64_t checkpoint_cpu_at_start_ns = server_counters.checkpoint_cpu_ns.load(std::memory_order_relaxed);
+  const uint64_t bulks_at_start = server_counters.bulks.load(std::memory_order_relaxed);
+  const uint64_t bulk_pages_at_start = server_counters.bulk_pages.load(std::memory_order_relaxed);
+  const uint64_t bulk_errors_at_start = server_counters.bulk_errors.load(std::memory_order_relaxed);
+  server_counters.bulk_ns_max.store(0, std::memory_order_relaxed);  // this window's longest from here
   uint64_t checkpoint_buckets[SharedGroupCommitCounters::kCheckpointBuckets];
   for (size_t b = 0; b < SharedGroupCommitCounters::kCheckpointBuckets; ++b)
     checkpoint_buckets[b] = server_counters.checkpoint_buckets[b].load(std::memory_order_relaxed);
@@ -1789,6 +1827,10 @@ RateResult run_rate(uint16_t port, pid_t server_pid, const SharedGroupCommitCoun
   result.commits = server_counters.syncs_deferred.load(std::memory_order_relaxed) - commits_at_start;
   result.checkpoints = server_counters.checkpoints.load(std::memory_order_relaxed) - checkpoints_at_start;
   result.checkpoint_cpu_ns = server_counters.checkpoint_cpu_ns.load(std::memory_order_relaxed) - checkpoint_cpu_at_start_ns;
+  result.bulks = server_counters.bulks.load(std::memory_order_relaxed) - bulks_at_start;
+  result.bulk_pages = server_counters.bulk_pages.load(std::memory_order_relaxed) - bulk_pages_at_start;
+  result.bulk_errors = server_counters.bulk_errors.load(std::memory_order_relaxed) - bulk_errors_at_start;
+  result.bulk_ns_max = server_counters.bulk_ns_max.load(std::memory_order_relaxed);
   for (size_t b = 0; b < SharedGroupCommitCounters::kCheckpointBuckets; ++b)
     result.checkpoint_bucket_counts[b] = server_counters.checkpoint_buckets[b].load(std::memory_order_relaxed) - checkpoint_buckets[b];
   if (window_s > 0) {
@@ -1881,7 +1923,7 @@ struct BenchOptions {
 struct ServerProcess {
   pid_t pid = -1;
   uint16_t port = 0;
-  SharedGroupCommitCounters* group_commit = nullptr;  // published by the server, read here
+  SharedGroupCommitCounters* group_commit = nullptr;  // published by the server, read here (bulk_ns_max reset too)
 };
 
 Result<ServerProcess> start_server(const std::string& dir, uint32_t traffic_runs, uint32_t pairs, const ServerBatching& batching,
@@ -2157,13 +2199,22 @@ int run_bench(const BenchOptions& options) {
                         {"fsync_mean_us", r.fsync_mean_us},
                         {"fsync_quantiles_us", std::vector<double>(r.fsync_quantiles_us, r.fsync_quantiles_us + r.fsync_quantiles_count)},
                         {"fsync_buckets_us", buckets_json(fsync_buckets_of(r.fsync_bucket_counts))},
-                        // The send window's commits and SQLite checkpoints (run on the loop,
-                        // stalling it): reports/live_twin draws them.
+                        // The send window's commits and SQLite checkpoints as far as they run on
+                        // the loop, stalling it (the tails of live/wal_checkpointer.h):
+                        // reports/live_twin draws them.
                         {"commits", r.commits},
                         {"checkpoints", r.checkpoints},
                         {"checkpoint_cpu_us_per_msg",
                          r.delivered > 0 ? static_cast<double>(r.checkpoint_cpu_ns) / 1e3 / static_cast<double>(r.delivered) : 0.0},
-                        {"checkpoint_buckets_us", buckets_json(checkpoint_buckets_of(r.checkpoint_bucket_counts))}}}});
+                        {"checkpoint_buckets_us", buckets_json(checkpoint_buckets_of(r.checkpoint_bucket_counts))},
+                        // The checkpoints' bulks, on the checkpointer's thread (no loop stall):
+                        // how many, the log pages they found, the longest, and failures (each
+                        // followed by a whole checkpoint on the loop, counted above).
+                        {"bulk_checkpoints",
+                         {{"count", r.bulks},
+                          {"pages", r.bulk_pages},
+                          {"wall_ms_max", static_cast<double>(r.bulk_ns_max) / 1e6},
+                          {"errors", r.bulk_errors}}}}}});
     }
     out["traffic"] = {{"senders", options.pairs},
                       {"server_loops", options.server_loops},
@@ -2179,18 +2230,25 @@ int run_bench(const BenchOptions& options) {
                   options.pairs, options.pairs, static_cast<unsigned long long>(options.in_flight_max),
                   static_cast<double>(options.batching.commit_window_ns) / 1e3, static_cast<double>(options.batching.linger_ns) / 1e3,
                   static_cast<double>(options.batching.storage_commit_window_ns) / 1e3, options.server_loops, options.server_loops == 1 ? "" : "s (device + store)");
-      std::printf("| offered msgs/s | sent | acked | delivered | sustained msgs/s | p50 | p99 | p999 | max | server CPU/msg | in the send window | its loop thread(s) | client CPU/msg | files/batch | fsyncs/s | fsync mean |\n");
-      std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+      std::printf("| offered msgs/s | sent | acked | delivered | sustained msgs/s | p50 | p99 | p999 | max | server CPU/msg | in the send window | its loop thread(s) | client CPU/msg | files/batch | fsyncs/s | fsync mean | checkpoint stalls of the loop (longest) | checkpoint bulks off the loop: pages (longest) |\n");
+      std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
       for (const RateResult& r : rates) {
         char loops_text[64];
         if (r.server_loop_count == 1) std::snprintf(loops_text, sizeof loops_text, "%.1f us", r.server_loop_cpu_us_per_msg);
         else std::snprintf(loops_text, sizeof loops_text, "%.1f + %.1f us", r.server_loops[0].cpu_us_per_msg, r.server_loops[1].cpu_us_per_msg);
-        std::printf("| %llu | %llu | %llu | %llu | %.0f | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.1f us | %.1f us | %s | %.1f us | %.2f | %.0f | %.2f ms |\n",
+        // The longest stall: the upper bound of the highest bucket that holds one.
+        double stall_ms_max = 0;
+        for (const reports::DurationBucket& b : checkpoint_buckets_of(r.checkpoint_bucket_counts))
+          stall_ms_max = std::max(stall_ms_max, static_cast<double>(b.upper_ns) / 1e6);
+        std::printf("| %llu | %llu | %llu | %llu | %.0f | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.1f us | %.1f us | %s | %.1f us | %.2f | %.0f | %.2f ms | %llu (%.1f ms) | %llu: %llu (%.1f ms)%s |\n",
                     static_cast<unsigned long long>(r.offered_per_s), static_cast<unsigned long long>(r.sent),
                     static_cast<unsigned long long>(r.acked), static_cast<unsigned long long>(r.delivered), r.sustained_per_s,
                     r.p50_us / 1e3, r.p99_us / 1e3, r.p999_us / 1e3, r.max_us / 1e3, r.server_cpu_us_per_msg,
                     r.server_send_window_cpu_us_per_msg, loops_text, r.client_cpu_us_per_msg, r.batches > 0 ? static_cast<double>(r.files_synced) / static_cast<double>(r.batches) : 0.0,
-                    r.window_s > 0 ? static_cast<double>(r.files_synced) / r.window_s : 0.0, r.fsync_mean_us / 1e3);
+                    r.window_s > 0 ? static_cast<double>(r.files_synced) / r.window_s : 0.0, r.fsync_mean_us / 1e3,
+                    static_cast<unsigned long long>(r.checkpoints), stall_ms_max, static_cast<unsigned long long>(r.bulks),
+                    static_cast<unsigned long long>(r.bulk_pages), static_cast<double>(r.bulk_ns_max) / 1e6,
+                    r.bulk_errors > 0 ? (", " + std::to_string(r.bulk_errors) + " failed").c_str() : "");
       }
       for (const RateResult& r : rates) {
         if (r.duplicated > 0)

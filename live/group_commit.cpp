@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "impl/base/assert.h"
+#include "impl/base/sqlite.h"
 
 namespace msgsim::live {
 namespace {
@@ -435,6 +436,13 @@ Result<sqlite3*> GroupCommit::open(const std::string& path) {
     std::string why = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     sqlite3_close_v2(db);
     return make_error(ErrorCode::io_error, "cannot open " + path + ": " + why);
+  }
+  // NORMAL, SQLite's default, made explicit: the WalCheckpointer's connection checkpoints the log
+  // from another thread while this one writes, which needs the log's shared index.
+  const Status locking = sql::set_locking_mode(db, sql::LockingMode::normal);
+  if (!locking.ok()) {
+    sqlite3_close_v2(db);
+    return make_error(ErrorCode::io_error, "cannot open " + path + ": " + locking.error().message);
   }
   return db;
 }

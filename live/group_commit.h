@@ -68,21 +68,25 @@ struct GroupCommitStats {
   // writes of the gathered runs that reached the file system.
   uint64_t log_writes = 0;
   uint64_t log_writes_flushed = 0;
-  // SQLite's checkpoints, which run on the loop thread inside a commit (see above): from the
-  // first page copied into a main database file (the log's sync before it included) to the end
-  // of that file's sync. The loop does nothing else meanwhile, so each one holds every frame
-  // waiting for it: at 1,000 msg/s in `live bench` about 5 a second of ~3 ms each.
+  // The checkpoints made through the shim, which all run on the loop thread: the tails of
+  // live/wal_checkpointer.h (whose bulks use a connection of their own and are not counted here)
+  // and SQLite's automatic checkpoints where no checkpointer is attached. From the first page
+  // copied into a main database file (the log's sync before it included) to the end of that
+  // file's sync. The loop does nothing else meanwhile, so each one holds every frame waiting for
+  // it (with SQLite's automatic checkpoints, at 1,000 msg/s in `live bench`: about 5 a second of
+  // ~3 ms each).
   uint64_t checkpoints = 0;
   uint64_t checkpoint_ns = 0;      // their wall-clock time, summed
   uint64_t checkpoint_cpu_ns = 0;  // the loop thread's CPU time in them (the rest waits on the disk)
   uint64_t checkpoint_ns_max = 0;
 };
 
-// SQLite's automatic checkpoint interval for databases a live host opens through the group
-// commit, in log pages (SQLite's default is 1,000). Checkpoints run on the loop thread inside a
-// commit and sync the log and then the database file there, synchronously: at 8,000 pages they
-// come an eighth as often as at SQLite's default (each copying more pages, but a page written many
-// times is copied once). The simulator keeps its own 2,000 (sim/disk.h, memory of simulated disks).
+// The log size at which a live host checkpoints a database it opens through the group commit, in
+// log pages (SQLite's default is 1,000): the WalCheckpointer's trigger (live/wal_checkpointer.h).
+// Chosen when checkpoints ran whole on the loop thread, syncing the log and then the database file
+// there: at 8,000 pages they came an eighth as often as at SQLite's default (each copying more
+// pages, but a page written many times is copied once); now it sets how long a bulk runs and how
+// long the log grows. The simulator keeps its own 2,000 (sim/disk.h, memory of simulated disks).
 inline constexpr int kLiveWalCheckpointPages = 8000;
 
 class GroupCommit {

@@ -27,6 +27,7 @@
 #include "impl/base/assert.h"
 #include "impl/base/sqlite.h"
 #include "live/group_commit.h"
+#include "live/wal_checkpointer.h"
 #include "live/long_poll.h"
 #include "live/live_host_test_seam.h"
 #include "oracle/event.h"
@@ -204,6 +205,9 @@ class LiveHost::Impl {
   };
   GroupCommit group_commit_{io_, [this](uint64_t durable) { release_held(durable); },
                             [this](const std::string& what) { sync_failed(what); }};
+  // The nodes' checkpoints, mostly on a thread of their own (live/wal_checkpointer.h); every
+  // database is detached before it is closed (stop_node).
+  WalCheckpointer checkpointer_{io_, kLiveWalCheckpointPages};
   std::deque<HeldSend> held_;
   std::map<NodeId, NodeSlot> slots_;
   // Long-poll sessions of every node here, by token (live/long_poll.h); a session leaves the
@@ -1644,12 +1648,10 @@ sqlite3* LiveHost::Impl::db(NodeSlot& s) {
   sqlite3* db = *opened;
   const Status configured = sql::configure_durable(db);
   MSGSIM_ASSERT(configured.ok(), "cannot configure " + path + ": " + configured.error().message);
-  // Checkpoints run on the loop thread and sync the database file there (group_commit.h): at
-  // 8,000 pages they come a quarter as often as at 2,000 (the simulator's choice, for memory),
-  // and the loop spent ~25% less CPU a message at 1,000 msgs/s and ~10% less at 5,000 in live bench
-  // (session 8).
-  const int autocheckpoint = sqlite3_wal_autocheckpoint(db, kLiveWalCheckpointPages);
-  MSGSIM_ASSERT_EQ(autocheckpoint, SQLITE_OK);
+  // Checkpoints at 8,000 log pages, the bulk of each on the checkpointer's thread and its tail
+  // on the loop (live/wal_checkpointer.h).
+  const Status attached = checkpointer_.attach(db, path);
+  MSGSIM_ASSERT(attached.ok(), "cannot watch " + path + ": " + (attached.ok() ? std::string() : attached.error().message));
   s.db = db;
   return db;
 }
@@ -1697,6 +1699,7 @@ void LiveHost::Impl::stop_node(NodeSlot& s) {
   s.node.reset();
   s.ctx.reset();
   if (s.db != nullptr) {
+    checkpointer_.detach(s.db);
     sqlite3_close_v2(s.db);
     s.db = nullptr;
   }

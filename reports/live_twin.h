@@ -74,9 +74,11 @@ struct LiveTwinCosts {
   double client_preemptions_per_s = 0;
   int64_t client_preemption_mean_ns = 0;
   // SQLite's checkpoints as `live bench` measured them (its group_commit's commits, checkpoints
-  // and checkpoint_buckets_us): one runs on the loop thread inside a commit every few hundred
-  // commits, copying the log's pages into the database and syncing both files, and the loop does
-  // nothing else meanwhile (~1.5 ms, ~10 a second at 1,000 msg/s: the stalls behind live's p99).
+  // and checkpoint_buckets_us): the part of each that runs on the loop thread, copying pages into
+  // the database and syncing both files while the loop does nothing else. Since session 16 that
+  // is a checkpoint's tail, every few thousand commits (live/wal_checkpointer.h: the bulk runs on
+  // a thread of its own and is not counted here); before, the whole checkpoint (~1.5 ms, ~10 a
+  // second at 1,000 msg/s: the stalls behind live's p99).
   // A commit of the twin checkpoints with this probability and stalls the loop for a duration
   // drawn from these quantiles. Zero or empty: no checkpoints (the turns may still hold some).
   double checkpoints_per_commit = 0;

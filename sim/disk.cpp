@@ -11,6 +11,7 @@
 
 #include "impl/base/assert.h"
 #include "impl/base/page_cache.h"
+#include "impl/base/sqlite.h"
 
 namespace msgsim::sim {
 
@@ -950,13 +951,18 @@ Result<sqlite3*> SimDisk::open(NodeId node, const std::string& name) {
                            kVfsName);
   if (rc == SQLITE_OK) {
     sqlite3_extended_result_codes(db, 1);
-    rc = sqlite3_exec(db, "PRAGMA locking_mode=EXCLUSIVE", nullptr, nullptr, nullptr);
+    rc = sqlite3_wal_autocheckpoint(db, kWalCheckpointPages);
   }
-  if (rc == SQLITE_OK) rc = sqlite3_wal_autocheckpoint(db, kWalCheckpointPages);
   if (rc != SQLITE_OK) {
     std::string message = where + ": " + (db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
     sqlite3_close_v2(db);
     return make_error(ErrorCode::io_error, std::move(message));
+  }
+  // This VFS has no shared memory (kIoMethods): WAL works only in EXCLUSIVE mode.
+  const Status locking = sql::set_locking_mode(db, sql::LockingMode::exclusive);
+  if (!locking.ok()) {
+    sqlite3_close_v2(db);
+    return make_error(ErrorCode::io_error, where + ": " + locking.error().message);
   }
   return db;
 }

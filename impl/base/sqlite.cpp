@@ -44,9 +44,17 @@ Status exec(sqlite3* db, std::string_view sql) {
   return {};
 }
 
+Status set_locking_mode(sqlite3* db, LockingMode mode) {
+  const char* const wanted = mode == LockingMode::exclusive ? "exclusive" : "normal";
+  Result<std::string> now = query_text(db, mode == LockingMode::exclusive ? "PRAGMA locking_mode=EXCLUSIVE" : "PRAGMA locking_mode=NORMAL");
+  if (!now.ok()) return now.error();
+  if (*now != wanted) {
+    return make_error(ErrorCode::io_error, "set_locking_mode: locking_mode is \"" + *now + "\", not \"" + wanted + "\"");
+  }
+  return {};
+}
+
 Status configure_durable(sqlite3* db) {
-  Status exclusive = exec(db, "PRAGMA locking_mode=EXCLUSIVE");
-  if (!exclusive.ok()) return exclusive;
   Result<std::string> mode = query_text(db, "PRAGMA journal_mode=WAL");
   if (!mode.ok()) return mode.error();
   if (*mode != "wal") {

@@ -33,9 +33,26 @@ int sqlite_code(sqlite3* db);
 // Runs one or more statements that return no rows.
 Status exec(sqlite3* db, std::string_view sql);
 
-// The settings durable state needs: locking_mode=EXCLUSIVE (first: the simulated disk has no
-// shared memory, so WAL needs it), journal_mode=WAL, synchronous=FULL. A transaction whose
-// COMMIT returned OK then survives every crash. Checks that WAL really was chosen.
+// How a node's database holds its file locks (PRAGMA locking_mode): the choice of the runtime
+// that opens it, made right after the open and before configure_durable (a connection that
+// enters WAL mode in EXCLUSIVE mode cannot leave it). The one place each runtime makes it:
+// sim/disk.cpp (SimDisk::open) and live/group_commit.cpp (GroupCommit::open).
+enum class LockingMode : uint8_t {
+  // The simulator: its VFS has no shared memory, and WAL without shared memory needs EXCLUSIVE
+  // (it also saves the shared-memory locks' work on every transaction). No second connection can
+  // read the database while this one is open.
+  exclusive,
+  // The live runtime: a second connection, on another thread, checkpoints the log while the
+  // node's connection goes on writing (live/wal_checkpointer.h); that needs the log's shared
+  // index. SQLite's default.
+  normal,
+};
+Status set_locking_mode(sqlite3* db, LockingMode mode);
+
+// The settings durable state needs: journal_mode=WAL, synchronous=FULL. A transaction whose
+// COMMIT returned OK then survives every crash. Checks that WAL really was chosen. The locking
+// mode is left as the runtime opened the database with (LockingMode); the nodes call this on the
+// connection their runtime hands them.
 Status configure_durable(sqlite3* db);
 
 // PRAGMA integrity_check: ok, or an io_error listing what it found.
