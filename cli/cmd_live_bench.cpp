@@ -202,7 +202,7 @@ struct SharedGroupCommitCounters {
   static constexpr size_t kCheckpointBuckets = 200;
   std::atomic<uint64_t> checkpoint_buckets[kCheckpointBuckets]{};
   // The checkpoints' bulks, on the checkpointer's thread (they do not stall the loop): how many,
-  // the log pages they found, how many failed, and the longest since a rate's client last reset
+  // the log pages they copied, how many failed, and the longest since a rate's client last reset
   // it (it exchanges 0 in at the start of its window).
   std::atomic<uint64_t> bulks{0};
   std::atomic<uint64_t> bulk_pages{0};
@@ -482,7 +482,7 @@ class BenchHost final : public live::LeanWsHandler {
         return;
       }
       counters->bulks.fetch_add(1, std::memory_order_relaxed);
-      counters->bulk_pages.fetch_add(static_cast<uint64_t>(std::max(0, bulk.log_pages)), std::memory_order_relaxed);
+      counters->bulk_pages.fetch_add(static_cast<uint64_t>(std::max(0, bulk.copied_pages)), std::memory_order_relaxed);
       // Raised only here (the store loop); the client process only resets it.
       uint64_t longest = counters->bulk_ns_max.load(std::memory_order_relaxed);
       const auto wall_ns = static_cast<uint64_t>(std::max<int64_t>(0, bulk.wall_ns));
@@ -2208,7 +2208,7 @@ int run_bench(const BenchOptions& options) {
                          r.delivered > 0 ? static_cast<double>(r.checkpoint_cpu_ns) / 1e3 / static_cast<double>(r.delivered) : 0.0},
                         {"checkpoint_buckets_us", buckets_json(checkpoint_buckets_of(r.checkpoint_bucket_counts))},
                         // The checkpoints' bulks, on the checkpointer's thread (no loop stall):
-                        // how many, the log pages they found, the longest, and failures (each
+                        // how many, the log pages they copied, the longest, and failures (each
                         // followed by a whole checkpoint on the loop, counted above).
                         {"bulk_checkpoints",
                          {{"count", r.bulks},

@@ -118,7 +118,8 @@ void WalCheckpointer::on_bulk_done(uint64_t id, const WalBulk& bulk) {
                                                   std::to_string(static_cast<int>(watched.phase)));
   if (bulk.ok) {
     stats_.bulks++;
-    stats_.bulk_pages += static_cast<uint64_t>(std::max(0, bulk.log_pages));
+    stats_.bulk_pages += static_cast<uint64_t>(std::max(0, bulk.copied_pages));
+    stats_.bulk_rounds += static_cast<uint64_t>(bulk.rounds);
     stats_.bulk_ns += static_cast<uint64_t>(bulk.wall_ns);
     stats_.bulk_ns_max = std::max(stats_.bulk_ns_max, static_cast<uint64_t>(bulk.wall_ns));
   } else {
@@ -129,7 +130,7 @@ void WalCheckpointer::on_bulk_done(uint64_t id, const WalBulk& bulk) {
   // the whole log). Posted rather than run here so that the loop serves what waited meanwhile.
   watched.phase = Phase::tail_posted;
   watched.tail_attempts = 0;
-  watched.bulk_log_pages = bulk.ok ? std::max(0, bulk.log_pages) : 0;
+  watched.bulk_copied_pages = bulk.ok ? std::max(0, bulk.copied_pages) : 0;
   boost::asio::post(loop_, [this, alive = std::weak_ptr<bool>(alive_), weak = std::weak_ptr<Watched>(found)] {
     if (!alive.lock()) return;
     const std::shared_ptr<Watched> target = weak.lock();
@@ -156,7 +157,7 @@ bool WalCheckpointer::try_tail(Watched& watched) {
   // same disk and fails itself. The next trigger tries again.
   if (rc == SQLITE_OK) {
     stats_.tails++;
-    stats_.tail_pages += static_cast<uint64_t>(std::max(0, log_pages - watched.bulk_log_pages));
+    stats_.tail_pages += static_cast<uint64_t>(std::max(0, log_pages - watched.bulk_copied_pages));
     stats_.tail_ns += static_cast<uint64_t>(wall_ns);
     stats_.tail_ns_max = std::max(stats_.tail_ns_max, static_cast<uint64_t>(wall_ns));
   }
@@ -194,12 +195,22 @@ void WalCheckpointer::run_thread() {
     }
     if (target->bulk_db != nullptr) {
       if (on_begin) on_begin(target->path);
-      int log_pages = 0, copied_pages = 0;
-      const int rc = sqlite3_wal_checkpoint_v2(target->bulk_db, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_pages, &copied_pages);
-      // A log size of -1: the connection is not in WAL mode (the database was not, or is locked
-      // exclusively by the loop's connection): nothing was copied.
-      bulk.ok = rc == SQLITE_OK && log_pages >= 0;
-      bulk.log_pages = log_pages;
+      // Rounds: each copies what the loop appended during the one before, until what is left for
+      // the tail is small (the loop appends while a round syncs and copies; a backlogged loop
+      // appends thousands of pages during a round of a hundred milliseconds).
+      const int tail_target_pages = std::max(1, wal_pages_trigger_ / kTailTargetFraction);
+      for (int round = 1; round <= kBulkRoundsMax; ++round) {
+        int log_pages = 0, copied_pages = 0;
+        const int rc = sqlite3_wal_checkpoint_v2(target->bulk_db, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_pages, &copied_pages);
+        // A log size of -1: the connection is not in WAL mode (the database was not, or is
+        // locked exclusively by the loop's connection): nothing was copied.
+        if (rc != SQLITE_OK || log_pages < 0) break;
+        bulk.ok = true;
+        bulk.rounds = round;
+        bulk.log_pages = log_pages;
+        bulk.copied_pages = copied_pages;
+        if (log_pages - copied_pages <= tail_target_pages) break;
+      }
     }
     bulk.wall_ns = steady_now_ns() - began_ns;
     boost::asio::post(loop_, [this, alive = std::weak_ptr<bool>(alive_), id = target->id, bulk] {

@@ -10,8 +10,10 @@
 // hook). Once the log holds `wal_pages_trigger` frames, this class's thread checkpoints it through
 // a connection of its own on SQLite's default VFS (SQLITE_CHECKPOINT_PASSIVE: it never blocks the
 // loop's writer, which goes on appending; SQLite syncs the log before the copy and the database
-// file after it, on that thread). That copy is the bulk. The frames the loop appended meanwhile
-// are then copied on the loop's own connection (the tail: the pages of a few milliseconds,
+// file after it, on that thread). That copy is the bulk; while the loop appended more than a
+// sixteenth of the trigger during it, the thread checkpoints again (at most kBulkRoundsMax rounds),
+// so that what is left is small. The frames the loop appended meanwhile are then copied on the
+// loop's own connection (the tail: the pages of a few milliseconds,
 // through the group commit's shim, so the group commit counts it as a checkpoint of the loop).
 // The tail is needed because SQLite starts a log over only when a write begins with every frame
 // of it copied; a log written without pause and checkpointed only from another connection grows
@@ -62,7 +64,8 @@ namespace msgsim::live {
 struct WalCheckpointerStats {
   uint64_t bulks_requested = 0;  // logs that reached the trigger (each one bulk, then its tail)
   uint64_t bulks = 0;            // checkpoints made on the thread
-  uint64_t bulk_pages = 0;       // log frames they found (SQLite's pnLog), summed
+  uint64_t bulk_pages = 0;       // log frames they copied (SQLite's pnCkpt after the last round), summed
+  uint64_t bulk_rounds = 0;      // their PASSIVE checkpoint calls (kBulkRoundsMax a bulk at most)
   uint64_t bulk_ns = 0;          // their wall-clock time, summed (the thread's, not the loop's)
   uint64_t bulk_ns_max = 0;
   uint64_t bulk_errors = 0;      // bulks that failed (a tail on the loop copied the whole log)
@@ -76,7 +79,9 @@ struct WalCheckpointerStats {
 
 // A bulk as the loop learns of it (its completion), for observers.
 struct WalBulk {
-  int log_pages = 0;   // frames in the log when it began (SQLite's pnLog)
+  int log_pages = 0;     // frames in the log at its last round (SQLite's pnLog)
+  int copied_pages = 0;  // frames copied when it ended (pnCkpt): the tail copies the rest
+  int rounds = 0;
   int64_t wall_ns = 0;
   bool ok = false;
 };
@@ -87,6 +92,10 @@ class WalCheckpointer {
   static constexpr size_t kDatabasesMax = 64;
   // Attempts of one tail (the first, then one at each commit of the database), at most.
   static constexpr int kTailAttemptsMax = 1000;
+  // A bulk's rounds at most: it checkpoints again while more than the trigger's
+  // 1/kTailTargetFraction of the log is left uncopied (what the loop appended during the round).
+  static constexpr int kBulkRoundsMax = 4;
+  static constexpr int kTailTargetFraction = 16;
 
   WalCheckpointer(boost::asio::io_context& loop, int wal_pages_trigger);
   // Stops the thread (a bulk in progress finishes first), closes the bulks' connections and
@@ -121,7 +130,7 @@ class WalCheckpointer {
     std::string path;
     Phase phase = Phase::idle;
     int tail_attempts = 0;  // of the tail now due
-    int bulk_log_pages = 0;  // the frames its last bulk found (0: it failed)
+    int bulk_copied_pages = 0;  // the frames its last bulk copied (0: it failed)
     sqlite3* bulk_db = nullptr;
   };
   static int on_commit(void* self, sqlite3* db, const char* schema, int log_pages);
