@@ -167,6 +167,15 @@ struct SharedGroupCommitCounters {
   // from kFsyncBucketFloorNs; the last one holds everything above.
   static constexpr size_t kFsyncBuckets = 200;
   std::atomic<uint64_t> fsync_buckets[kFsyncBuckets]{};
+  // How alike consecutive fdatasyncs are: a disk's slow spells outlast a batch (measured here,
+  // session 16: two files synced one after the other, a few ms apart, correlate at ~0.36, and
+  // the p99 of their sum is 30 % above that of independent draws), and a message at low rates
+  // waits for two batches in a row, the queue's log then the storage's. For each pair of
+  // batches in a row, the natural logs of their mean time per file (x the earlier, y the later)
+  // are summed here; the bench takes each rate's differences (FsyncPairSums). Written by the
+  // store loop only; a reading may catch one pair half added, which moves nothing measurable.
+  std::atomic<uint64_t> fsync_pairs{0};
+  std::atomic<double> fsync_pair_x{0}, fsync_pair_y{0}, fsync_pair_xx{0}, fsync_pair_yy{0}, fsync_pair_xy{0};
   // Each server event loop's figures, published by that loop's own thread: `loops[0]` is the
   // device loop (the only one with `--server-loops 1`), `loops[1]` the store loop.
   static constexpr size_t kLoopTurnBuckets = 200;
@@ -189,9 +198,8 @@ struct SharedGroupCommitCounters {
   static constexpr size_t kServerLoopsMax = 2;
   Loop loops[kServerLoopsMax];
   std::atomic<uint32_t> loop_count{1};  // the server's loops (`--server-loops`)
-  // 1: the device sessions are on io_uring (LeanWsRing), whose writes go to the kernel from a
-  // handler the loop posts; 0: on Asio's epoll, which writes in the handler. The plan's twin
-  // models each (reports/live_twin.h, device_writes_posted).
+  // 1: the device sessions are on io_uring (LeanWsRing); 0: on Asio's epoll, where the kernel
+  // refused a ring. The JSON says which (traffic.device_sessions): they cost differently.
   std::atomic<uint32_t> device_ring{0};
   // SQLite's checkpoints as far as they run on the store loop and hold every frame waiting for
   // it meanwhile (live::GroupCommitStats::checkpoints: the tails of live/wal_checkpointer.h):
@@ -236,6 +244,31 @@ std::vector<reports::DurationBucket> log_buckets_of(const uint64_t* counts, size
   }
   return out;
 }
+// SharedGroupCommitCounters' sums over pairs of consecutive batches' log fdatasync times, read
+// at one moment; a rate takes the difference of two readings.
+struct FsyncPairSums {
+  uint64_t pairs = 0;
+  double x = 0, y = 0, xx = 0, yy = 0, xy = 0;
+  static FsyncPairSums read(const SharedGroupCommitCounters& c) {
+    return {c.fsync_pairs.load(std::memory_order_relaxed), c.fsync_pair_x.load(std::memory_order_relaxed),
+            c.fsync_pair_y.load(std::memory_order_relaxed),  c.fsync_pair_xx.load(std::memory_order_relaxed),
+            c.fsync_pair_yy.load(std::memory_order_relaxed), c.fsync_pair_xy.load(std::memory_order_relaxed)};
+  }
+  FsyncPairSums since(const FsyncPairSums& start) const {
+    return {pairs - start.pairs, x - start.x, y - start.y, xx - start.xx, yy - start.yy, xy - start.xy};
+  }
+  // Pearson's correlation of the pairs (the earlier batch's log time against the later one's);
+  // nothing below kPairsMin pairs or without spread.
+  static constexpr uint64_t kPairsMin = 30;
+  std::optional<double> correlation() const {
+    if (pairs < kPairsMin) return std::nullopt;
+    const double n = static_cast<double>(pairs);
+    const double var_x = n * xx - x * x, var_y = n * yy - y * y;
+    if (!(var_x > 0) || !(var_y > 0)) return std::nullopt;
+    return std::clamp((n * xy - x * y) / std::sqrt(var_x * var_y), -1.0, 1.0);
+  }
+};
+
 std::vector<reports::DurationBucket> fsync_buckets_of(const uint64_t* counts) {
   return log_buckets_of(counts, SharedGroupCommitCounters::kFsyncBuckets, kFsyncBucketFloorNs);
 }
@@ -872,6 +905,18 @@ class BenchHost final : public live::LeanWsHandler {
         counters_->fsync_buckets[fsync_bucket_of(mean_ns)].fetch_add(files, std::memory_order_relaxed);
         published_files_synced_ = s.files_synced;
         published_sync_ns_ = s.sync_ns;
+        const double log_ns = std::log(std::max(1.0, mean_ns));
+        if (previous_log_fsync_ns_.has_value()) {
+          const double x = *previous_log_fsync_ns_;
+          const auto add = [](std::atomic<double>& sum, double v) { sum.store(sum.load(std::memory_order_relaxed) + v, std::memory_order_relaxed); };
+          add(counters_->fsync_pair_x, x);
+          add(counters_->fsync_pair_y, log_ns);
+          add(counters_->fsync_pair_xx, x * x);
+          add(counters_->fsync_pair_yy, log_ns * log_ns);
+          add(counters_->fsync_pair_xy, x * log_ns);
+          counters_->fsync_pairs.fetch_add(1, std::memory_order_relaxed);
+        }
+        previous_log_fsync_ns_ = log_ns;
       }
     }
     if (single_loop()) {
@@ -992,6 +1037,7 @@ class BenchHost final : public live::LeanWsHandler {
   // The store loop's.
   SharedGroupCommitCounters* counters_ = nullptr;
   uint64_t published_files_synced_ = 0, published_sync_ns_ = 0;  // at the last fsync_buckets update
+  std::optional<double> previous_log_fsync_ns_;  // the last batch's, for fsync_pair_*
 };
 
 // The traffic part's users: run r (one per offered rate) has its own 2 x pairs users, senders
@@ -1631,6 +1677,11 @@ struct RateResult {
   size_t fsync_quantiles_count = 0;
   // The histogram they come from (SharedGroupCommitCounters::fsync_buckets, the send window's).
   uint64_t fsync_bucket_counts[SharedGroupCommitCounters::kFsyncBuckets] = {};
+  // How alike consecutive batches' fdatasyncs were in the send window (FsyncPairSums): the
+  // correlation of their log times over fsync_pairs pairs, if there were enough.
+  uint64_t fsync_pairs = 0;
+  bool fsync_correlation_measured = false;
+  double fsync_lag1_log_correlation = 0;
   // The send window's commits (WAL syncs deferred) and the checkpoints among them, which stall
   // the loop: their loop CPU and their durations (SharedGroupCommitCounters::checkpoint_buckets).
   uint64_t commits = 0;
@@ -1738,6 +1789,7 @@ RateResult run_rate(uint16_t port, pid_t server_pid, SharedGroupCommitCounters& 
   for (uint32_t l = 0; l < server_loop_count; ++l) server_loops_at_start.push_back(read_server_loop(server_counters.loops[l]));
   std::vector<uint64_t> fsync_buckets(SharedGroupCommitCounters::kFsyncBuckets);
   for (size_t b = 0; b < fsync_buckets.size(); ++b) fsync_buckets[b] = server_counters.fsync_buckets[b].load(std::memory_order_relaxed);
+  const FsyncPairSums fsync_pairs_at_start = FsyncPairSums::read(server_counters);
   const uint64_t commits_at_start = server_counters.syncs_deferred.load(std::memory_order_relaxed);
   const uint64_t checkpoints_at_start = server_counters.checkpoints.load(std::memory_order_relaxed);
   const uint64_t checkpoint_cpu_at_start_ns = server_counters.checkpoint_cpu_ns.load(std::memory_order_relaxed);
@@ -1824,6 +1876,12 @@ RateResult run_rate(uint16_t port, pid_t server_pid, SharedGroupCommitCounters& 
   for (size_t b = 0; b < fsync_buckets.size(); ++b)
     fsync_buckets[b] = server_counters.fsync_buckets[b].load(std::memory_order_relaxed) - fsync_buckets[b];
   std::copy_n(fsync_buckets.begin(), SharedGroupCommitCounters::kFsyncBuckets, result.fsync_bucket_counts);
+  const FsyncPairSums fsync_pairs = FsyncPairSums::read(server_counters).since(fsync_pairs_at_start);
+  result.fsync_pairs = fsync_pairs.pairs;
+  if (const std::optional<double> r = fsync_pairs.correlation()) {
+    result.fsync_correlation_measured = true;
+    result.fsync_lag1_log_correlation = *r;
+  }
   result.commits = server_counters.syncs_deferred.load(std::memory_order_relaxed) - commits_at_start;
   result.checkpoints = server_counters.checkpoints.load(std::memory_order_relaxed) - checkpoints_at_start;
   result.checkpoint_cpu_ns = server_counters.checkpoint_cpu_ns.load(std::memory_order_relaxed) - checkpoint_cpu_at_start_ns;
@@ -2214,7 +2272,11 @@ int run_bench(const BenchOptions& options) {
                          {{"count", r.bulks},
                           {"pages", r.bulk_pages},
                           {"wall_ms_max", static_cast<double>(r.bulk_ns_max) / 1e6},
-                          {"errors", r.bulk_errors}}}}}});
+                          {"errors", r.bulk_errors}}},
+                        // How alike consecutive batches' fdatasyncs were (FsyncPairSums; the
+                        // correlation only where there were enough pairs): the twin draws them so.
+                        {"fsync_pairs", r.fsync_pairs}}}});
+      if (r.fsync_correlation_measured) rows.back()["group_commit"]["fsync_lag1_log_correlation"] = r.fsync_lag1_log_correlation;
     }
     out["traffic"] = {{"senders", options.pairs},
                       {"server_loops", options.server_loops},

@@ -51,9 +51,7 @@ struct PlanArgs {
 // before they were reported ran with), "storage_commit_window_us" next to "rates" (the storage's
 // group commit window, negative: each Records frame commits alone; without it, the ChatTuning
 // default, 0, which every bench from storage's group commit (412c991) until it was reported ran
-// with; earlier ones committed each frame alone), "device_sessions" next to "rates" ("io_uring":
-// the server writes to the devices from a posted handler, "epoll": in the handler; without it,
-// "io_uring", as every bench since session 15 ran), and a top-level "uptime" string
+// with; earlier ones committed each frame alone), and a top-level "uptime" string
 // (scripts/plan-vs-live adds the machine's load during the run).
 // An event loop's turns as live bench measured them ("server_loop" / "client_loop" per rate:
 // "cpu_us_per_msg", "turns_per_msg", "turn_cpu_buckets_us" as [[lower_us, upper_us, count], ..]).
@@ -82,6 +80,9 @@ struct LivePoint {
   std::optional<double> checkpoints_per_commit;
   double checkpoint_cpu_us_per_msg = 0;
   std::vector<int64_t> checkpoint_quantiles_ns;
+  // How alike consecutive group-commit batches' fdatasyncs were (group_commit's
+  // fsync_lag1_log_correlation), if measured.
+  std::optional<double> fsync_correlation;
 };
 
 // A histogram of durations as live bench writes it: [[lower_us, upper_us, count], ..], ascending.
@@ -132,7 +133,6 @@ struct LiveRun {
   int64_t queue_commit_window_ns = chat::ChatTuning{}.queue_commit_window_ns;
   int64_t queue_linger_ns = chat::ChatTuning{}.queue_linger_ns;
   int64_t storage_commit_window_ns = chat::ChatTuning{}.storage_commit_window_ns;
-  bool device_writes_posted = true;
   std::string uptime;
   // The bench server's event loops (`live bench --server-loops`, "server_loops" next to "rates";
   // 1 before session 12). The twin models one; with two, each rate's "server_loop" is both
@@ -184,12 +184,6 @@ Result<LiveRun> read_live(const std::string& path) {
                           path + ": $.traffic.storage_commit_window_us: expected a number of microseconds up to 1e6 (negative: none)");
       out.storage_commit_window_ns = v.get<double>() < 0 ? -1 : std::llround(v.get<double>() * 1e3);
     }
-    if (doc["traffic"].contains("device_sessions")) {
-      const auto& v = doc["traffic"]["device_sessions"];
-      if (!v.is_string() || (v.get<std::string>() != "io_uring" && v.get<std::string>() != "epoll"))
-        return make_error(ErrorCode::bad_input, path + ": $.traffic.device_sessions: expected \"io_uring\" or \"epoll\"");
-      out.device_writes_posted = v.get<std::string>() == "io_uring";
-    }
   }
   for (size_t i = 0; i < list->size(); ++i) {
     const auto& r = (*list)[i];
@@ -200,7 +194,7 @@ Result<LiveRun> read_live(const std::string& path) {
     if (r["offered_per_s"].get<double>() <= 0 || r["offered_per_s"].get<double>() > 1e7)
       return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) + "].offered_per_s: expected (0, 1e7]");
     LivePoint point{r["offered_per_s"].get<double>(), r[p50].get<double>() * to_ms, r[p99].get<double>() * to_ms, std::nullopt,
-                    std::nullopt, std::nullopt, std::nullopt, {}, std::nullopt, std::nullopt, std::nullopt, std::nullopt, 0, {}};
+                    std::nullopt, std::nullopt, std::nullopt, {}, std::nullopt, std::nullopt, std::nullopt, std::nullopt, 0, {}, std::nullopt};
     if (r.contains("delivered_per_s")) {
       if (!r["delivered_per_s"].is_number())
         return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) + "].delivered_per_s: expected a number");
@@ -235,6 +229,13 @@ Result<LiveRun> read_live(const std::string& path) {
             return make_error(ErrorCode::bad_input, label + "[" + std::to_string(k) + "]: expected a number in [0, 1e7], not below the one before");
           point.fsync_quantiles_ns.push_back(std::llround(q[k].get<double>() * 1e3));
         }
+      }
+      if (g.contains("fsync_lag1_log_correlation")) {
+        const auto& v = g["fsync_lag1_log_correlation"];
+        if (!v.is_number() || !(v.get<double>() >= -1) || !(v.get<double>() <= 1))
+          return make_error(ErrorCode::bad_input, path + ": " + where + "[" + std::to_string(i) +
+                                                      "].group_commit.fsync_lag1_log_correlation: expected a number in [-1, 1]");
+        point.fsync_correlation = v.get<double>();
       }
       if (g.contains("fsync_buckets_us")) {
         // The histogram the quantiles come from ([[lower_us, upper_us, count], ..], ascending):
@@ -469,7 +470,6 @@ int plan(const PlanArgs& args) {
         options.queue_commit_window_ns = live->queue_commit_window_ns;
         options.queue_linger_ns = live->queue_linger_ns;
         options.storage_commit_window_ns = live->storage_commit_window_ns;
-        options.device_writes_posted = live->device_writes_posted;
         reports::LiveTwinCosts at_rate = twin;
         // Where the checkpoints were measured, the twin stalls its loop for them itself: their CPU
         // leaves the per-message charge.
@@ -539,10 +539,18 @@ int plan(const PlanArgs& args) {
           // The bench measured the distribution itself (its tail included): the twin draws from it.
           at_rate.fsync_quantiles_ns = p.fsync_quantiles_ns;
           const auto& q = p.fsync_quantiles_ns;
-          char fsync[96];
-          std::snprintf(fsync, sizeof fsync, "%sp50 %.0f / p95 %.0f / max %.0f us at %.0f/s", fsync_measured.empty() ? "" : ", ",
+          char fsync[160];
+          std::snprintf(fsync, sizeof fsync, "%sp50 %.0f / p95 %.0f / max %.0f us", fsync_measured.empty() ? "" : ", ",
                         static_cast<double>(q[q.size() / 2]) / 1e3, static_cast<double>(q[q.size() * 19 / 20]) / 1e3,
-                        static_cast<double>(q.back()) / 1e3, p.offered_per_s);
+                        static_cast<double>(q.back()) / 1e3);
+          fsync_measured += fsync;
+          if (p.fsync_correlation.has_value()) {
+            // Consecutive draws as alike as the bench's consecutive batches were.
+            at_rate.fsync_correlation = *p.fsync_correlation;
+            std::snprintf(fsync, sizeof fsync, ", consecutive ones drawn correlated at %.2f", *p.fsync_correlation);
+            fsync_measured += fsync;
+          }
+          std::snprintf(fsync, sizeof fsync, " at %.0f/s", p.offered_per_s);
           fsync_measured += fsync;
         } else if (p.fsync_mean_us.has_value()) {
           at_rate = reports::with_measured_fsync_mean(at_rate, std::llround(*p.fsync_mean_us * 1e3));
@@ -618,10 +626,7 @@ int plan(const PlanArgs& args) {
           "; the queue's commit window " +
           us(live->queue_commit_window_ns) + " and linger " + us(live->queue_linger_ns) + " and the storage's commit window " +
           (live->storage_commit_window_ns < 0 ? std::string("none (each Records frame commits alone)") : us(live->storage_commit_window_ns)) +
-          " as the bench ran them (0: the loop's next turn); the Delivers written " +
-          (live->device_writes_posted ? "from a handler the loop posts, behind those already waiting (the device sessions on io_uring)"
-                                      : "in the handler that releases them (the device sessions on epoll)") +
-          "; group commit as live/group_commit does it (each commit "
+          " as the bench ran them (0: the loop's next turn); group commit as live/group_commit does it (each commit "
           "defers its file's fdatasync, a batch syncs the files deferred since the last one began, frames held until "
           "the batch covering their commits is durable; files per batch, twin / live bench: " + files_per_batch + "); "
           "fsync time drawn from the cost table's measured distribution (" +

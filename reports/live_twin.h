@@ -27,8 +27,6 @@
 //    and the files per batch come out of the model (live bench measures them: a check);
 //  - the loader sends as live bench does: every millisecond the messages owed by then at the
 //    offered rate, round-robin over the senders.
-//  - the Delivers leave through a handler the loop posts (the device sessions on io_uring), so
-//    after the handlers already waiting, where the bench ran so;
 // Latency is from the send to the receiver's Deliver, as live bench measures it.
 #pragma once
 
@@ -48,6 +46,14 @@ struct LiveTwinCosts {
   int64_t server_ns_on_records = 0;    // the Records reach the storage: store, look up, deliver to both users
   int64_t server_ns_per_batch = 0;     // the loop's CPU to release one batch (the sync's own CPU)
   std::vector<int64_t> fsync_quantiles_ns;  // evenly spaced quantiles, 0 % .. 100 %
+  // How alike consecutive fdatasyncs are (the correlation of consecutive batches' log times
+  // that `live bench` measured, group_commit.fsync_lag1_log_correlation): a disk's slow spells
+  // outlast a batch, and a message at low rates waits for two batches in a row, so independent
+  // draws understate the tail of their sum (session 16: two files synced one after the other
+  // correlated at ~0.36 here, and the p99 of the pair's sum was 30 % above independent draws').
+  // The twin draws the fsyncs through CorrelatedQuantileDraws with this correlation; 0:
+  // independent draws, as before it was measured.
+  double fsync_correlation = 0;
   int64_t loopback_rtt_ns = 0;
   std::vector<int64_t> idle_hop_quantiles_ns;  // evenly spaced quantiles, or empty: not measured
   // The event loops' turns as `live bench` measured them (its server_loop and client_loop): one
@@ -123,11 +129,6 @@ struct LiveTwinOptions {
   // ends (0: the loop's next turn), later flushes joining it; negative: each flush commits at
   // once, as the storage did before its group commit.
   int64_t storage_commit_window_ns = chat::ChatTuning{}.storage_commit_window_ns;
-  // Whether the server writes to the devices through a handler it posts (the bench's device
-  // sessions on io_uring, live/lean_websocket.h: a turn's writes go to the kernel in one
-  // submission, behind the handlers already queued) rather than in the releasing handler
-  // (Asio's epoll writes at once). `live bench --json`'s traffic.device_sessions.
-  bool device_writes_posted = true;
 };
 
 struct LiveTwinResult {
@@ -152,6 +153,24 @@ LiveTwinResult run_live_twin(const LiveTwinCosts& costs, const LiveTwinOptions& 
 
 // A sample from evenly spaced quantiles (linear between them); u in [0, 1).
 int64_t sample_quantiles(const std::vector<int64_t>& quantiles_ns, double u);
+
+// Draws from evenly spaced quantiles whose consecutive draws are alike: a Gaussian copula over
+// an AR(1) sequence, z' = rho z + sqrt(1 - rho^2) e with e standard normal, and the draw at
+// u = Phi(z'). Each draw keeps the quantiles' distribution exactly, and consecutive draws' normal
+// scores correlate at rho (for log-normal times, their logs do). The first draw is independent.
+class CorrelatedQuantileDraws {
+ public:
+  // rho in [-0.99, 0.99] (a larger one would freeze the sequence).
+  explicit CorrelatedQuantileDraws(double rho);
+  // u1, u2 independent and uniform in [0, 1): the Box-Muller step's two inputs for e.
+  int64_t next(const std::vector<int64_t>& quantiles_ns, double u1, double u2);
+  double rho() const { return rho_; }
+
+ private:
+  double rho_;
+  double z_ = 0;
+  bool started_ = false;
+};
 // The mean of the piecewise-linear distribution sample_quantiles draws from (0: empty).
 double quantiles_mean(const std::vector<int64_t>& quantiles_ns);
 

@@ -560,6 +560,12 @@ TEST_F(CliTest, LiveBenchQueueLingerDelaysTheRecords) {
     fsyncs += bucket[2].get<uint64_t>();
   }
   EXPECT_GT(fsyncs, 0u);
+  // How alike consecutive batches' fdatasyncs were: a second at 200 msg/s makes a few hundred
+  // batches in a row (each message's two), enough pairs for their correlation.
+  EXPECT_GE(group_commit["fsync_pairs"].get<uint64_t>(), 30u) << group_commit.dump();
+  ASSERT_TRUE(group_commit.contains("fsync_lag1_log_correlation")) << group_commit.dump();
+  EXPECT_GE(group_commit["fsync_lag1_log_correlation"].get<double>(), -1.0);
+  EXPECT_LE(group_commit["fsync_lag1_log_correlation"].get<double>(), 1.0);
   // The send window's commits and the SQLite checkpoints among them (a few per thousand
   // commits: maybe none in one second), their durations a histogram of as many.
   EXPECT_GT(group_commit["commits"].get<uint64_t>(), 0u) << group_commit.dump();
@@ -676,18 +682,15 @@ TEST_F(CliTest, PlanTwinUsesTheBenchQueueBatchingAndShowsFilesPerBatch) {
   const Ran ran = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json",
                           MSGSIM_SOURCE_DIR "/tests/data/live_bench_fixture.json", "--out", (dir_ / "report").string()});
   ASSERT_EQ(ran.exit_code, 0) << ran.err;
-  // The fixture predates the reported delays: the ChatTuning defaults it ran with, and the device
-  // sessions on io_uring.
+  // The fixture predates the reported delays: the ChatTuning defaults it ran with.
   EXPECT_THAT(ran.out, HasSubstr("the queue's commit window 250 us and linger 1000 us and the storage's commit window 0 us"));
-  EXPECT_THAT(ran.out, HasSubstr("the Delivers written from a handler the loop posts"));
   EXPECT_THAT(ran.out, ::testing::ContainsRegex("files per batch, twin / live bench: [0-9.]+ / 1.90 at 500/s, [0-9.]+ / 1.80 at 1000/s"));
   const std::string zero = (dir_ / "zero.json").string();
   std::ofstream(zero) << R"({"traffic": {"queue_commit_window_us": 0, "queue_linger_us": 0, "storage_commit_window_us": -1,)"
-                      << R"( "device_sessions": "epoll", "rates": [{"offered_per_s": 500, "latency_p50_us": 1, "latency_p99_us": 2}]}})";
+                      << R"( "rates": [{"offered_per_s": 500, "latency_p50_us": 1, "latency_p99_us": 2}]}})";
   const Ran zeroed = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", zero, "--out", (dir_ / "r0").string()});
   ASSERT_EQ(zeroed.exit_code, 0) << zeroed.err;
   EXPECT_THAT(zeroed.out, HasSubstr("the queue's commit window 0 us and linger 0 us and the storage's commit window none"));
-  EXPECT_THAT(zeroed.out, HasSubstr("the Delivers written in the handler that releases them (the device sessions on epoll)"));
   EXPECT_THAT(zeroed.out, HasSubstr(" / not measured at 500/s"));
   EXPECT_THAT(zeroed.out, HasSubstr("of CPU per message (the cost table's"));
   // With the bench's measured loop CPU per message, the twin charges that instead.
@@ -710,12 +713,25 @@ TEST_F(CliTest, PlanTwinUsesTheBenchQueueBatchingAndShowsFilesPerBatch) {
       msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", negative, "--out", (dir_ / "rn").string()});
   EXPECT_EQ(refused_linger.exit_code, 2);
   EXPECT_THAT(refused_linger.err, HasSubstr("$.traffic.queue_linger_us"));
-  const std::string kqueue = (dir_ / "kqueue.json").string();
-  std::ofstream(kqueue) << R"({"traffic": {"device_sessions": "kqueue", "rates": []}})";
-  const Ran refused_sessions =
-      msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", kqueue, "--out", (dir_ / "rk").string()});
-  EXPECT_EQ(refused_sessions.exit_code, 2);
-  EXPECT_THAT(refused_sessions.err, HasSubstr("$.traffic.device_sessions"));
+  // Where the bench measured how alike consecutive fdatasyncs were, the twin draws them so.
+  const std::string alike = (dir_ / "alike.json").string();
+  std::ofstream(alike) << R"({"traffic": {"rates": [{"offered_per_s": 500, "latency_p50_us": 1, "latency_p99_us": 2,)"
+                       << R"( "group_commit": {"files_per_batch": 1, "fsync_quantiles_us": [100, 200, 4000],)"
+                       << R"( "fsync_lag1_log_correlation": 0.4}}]}})";
+  const Ran correlated = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", alike, "--out", (dir_ / "ra").string()});
+  ASSERT_EQ(correlated.exit_code, 0) << correlated.err;
+  EXPECT_THAT(correlated.out, HasSubstr("p50 200 / p95 4000 / max 4000 us, consecutive ones drawn correlated at 0.40 at 500/s"));
+  std::ofstream(alike) << R"({"traffic": {"rates": [{"offered_per_s": 500, "latency_p50_us": 1, "latency_p99_us": 2,)"
+                       << R"( "group_commit": {"files_per_batch": 1, "fsync_lag1_log_correlation": 1.5}}]}})";
+  const Ran refused_alike = msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", alike, "--out", (dir_ / "ra").string()});
+  EXPECT_EQ(refused_alike.exit_code, 2);
+  EXPECT_THAT(refused_alike.err, HasSubstr("$.traffic.rates[0].group_commit.fsync_lag1_log_correlation"));
+  const std::string window = (dir_ / "window.json").string();
+  std::ofstream(window) << R"({"traffic": {"storage_commit_window_us": "soon", "rates": []}})";
+  const Ran refused_window =
+      msgsim({"plan", seed, "--cost-table", costs, "--small", "--live-json", window, "--out", (dir_ / "rw").string()});
+  EXPECT_EQ(refused_window.exit_code, 2);
+  EXPECT_THAT(refused_window.err, HasSubstr("$.traffic.storage_commit_window_us"));
   const std::string bad = (dir_ / "bad.json").string();
   std::ofstream(bad) << R"({"traffic": {"rates": [{"offered_per_s": 500, "latency_p50_us": 1, "latency_p99_us": 2,)"
                      << R"( "group_commit": {"files_per_batch": "two"}}]}})";

@@ -3,9 +3,11 @@
 // and saturation.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <random>
 #include <sstream>
 
 #include "reports/cost_model.h"
@@ -427,44 +429,64 @@ TEST(LiveTwin, StorageCommitWindowHoldsTheRecordsUntilItEnds) {
   EXPECT_NEAR(held.files_per_batch, 1.0, 0.01);
 }
 
-// With the device sessions on io_uring the server writes the Delivers from a handler it posts,
-// behind the handlers already waiting: on a busy loop a released Deliver also waits for the Sends
-// that reached the loop while its batch's completion waited for the core, which Asio's epoll
-// (writing in the releasing handler) does not. The posted handler costs no CPU, so the server's
-// own timeline is the same draw for draw: only the writes leave later.
-TEST(LiveTwin, PostedDeviceWritesWaitBehindTheQueuedSends) {
+// CorrelatedQuantileDraws keeps the quantiles' distribution whatever rho is, and consecutive
+// draws correlate as rho says: for a uniform distribution the Pearson correlation of the draws
+// of a Gaussian copula is (6 / pi) asin(rho / 2), 0.786 at rho 0.8.
+TEST(LiveTwin, CorrelatedDrawsKeepTheDistributionAndCorrelateConsecutively) {
+  const std::vector<int64_t> uniform_0_to_1000 = {0, 1000};
+  std::mt19937_64 rng(42);
+  const auto uniform01 = [&] { return static_cast<double>(rng() >> 11) * 0x1.0p-53; };
+  for (const double rho : {0.0, 0.8, -0.5}) {
+    SCOPED_TRACE("rho " + std::to_string(rho));
+    reports::CorrelatedQuantileDraws draws(rho);
+    constexpr size_t kDraws = 200'000;
+    std::vector<double> v;
+    v.reserve(kDraws);
+    for (size_t i = 0; i < kDraws; ++i) {
+      const double u1 = uniform01();
+      v.push_back(static_cast<double>(draws.next(uniform_0_to_1000, u1, uniform01())));
+    }
+    double mean = 0;
+    for (double x : v) mean += x;
+    mean /= kDraws;
+    EXPECT_NEAR(mean, 500, 5);
+    std::vector<double> sorted = v;
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_NEAR(sorted[kDraws / 10], 100, 5);
+    EXPECT_NEAR(sorted[kDraws * 99 / 100], 990, 3);
+    double sxy = 0, sxx = 0;
+    for (size_t i = 0; i + 1 < kDraws; ++i) sxy += (v[i] - mean) * (v[i + 1] - mean);
+    for (double x : v) sxx += (x - mean) * (x - mean);
+    const double expected = 6 / 3.141592653589793 * std::asin(rho / 2);
+    EXPECT_NEAR(sxy / sxx, expected, 0.01);
+  }
+}
+
+// Where the bench measured consecutive fdatasyncs alike, the twin's p99 at a low rate rises:
+// a message waits for two batches in a row (the queue's log, then the storage's file), and
+// slow syncs come together. The median barely moves (each draw keeps the distribution).
+TEST(LiveTwin, CorrelatedFsyncsRaiseTheTailOfTwoBatchesInARow) {
   reports::LiveTwinCosts costs;
-  costs.server_ns_on_send = 200'000;  // 60 % of the core at 3,000/s
+  costs.server_ns_on_send = 5'000;
   costs.server_ns_on_commit = 1'000;
   costs.server_ns_on_records = 10'000;
-  costs.fsync_quantiles_ns = {100'000, 100'000};
+  // 100 us for 90 % of fsyncs, up to 2 ms for the slowest tenth.
+  costs.fsync_quantiles_ns = {100'000, 100'000, 100'000, 100'000, 100'000, 100'000, 100'000, 100'000, 100'000, 100'000, 2'000'000};
   costs.loopback_rtt_ns = 20'000;
-  costs.idle_hop_quantiles_ns = {0, 400'000};  // Sends reach an idle loop spread over 0.4 ms
   reports::LiveTwinOptions options;
-  options.offered_per_s = 3'000;
-  options.measure_ns = 4 * kNanosPerSecond;
+  options.offered_per_s = 200;  // nothing overlaps: each message's two batches are its own
+  options.measure_ns = 10 * kNanosPerSecond;
   options.queue_commit_window_ns = 0;
   options.queue_linger_ns = 0;
-  options.device_writes_posted = false;
-  const auto in_handler = reports::run_live_twin(costs, options);
-  options.device_writes_posted = true;
-  const auto posted = reports::run_live_twin(costs, options);
-  EXPECT_EQ(posted.digest_hex, reports::run_live_twin(costs, options).digest_hex);
-  EXPECT_EQ(posted.written_p50_ms, in_handler.written_p50_ms);
-  EXPECT_EQ(posted.written_p99_ms, in_handler.written_p99_ms);
-  EXPECT_NEAR(posted.delivered_per_s, 3'000, 60);
-  // Measured over seeds 1-3 while writing this test: p50 +0.066-0.069 ms, p99 +0.19-0.21 ms
-  // (a Send's CPU is 0.2 ms: the p99 message waits for about one).
-  EXPECT_GT(posted.p50_ms, in_handler.p50_ms + 0.03);
-  EXPECT_GT(posted.p99_ms, in_handler.p99_ms + 0.1);
-  // At low load nothing waits: the same latency either way.
-  costs.server_ns_on_send = 5'000;
-  costs.idle_hop_quantiles_ns.clear();
-  options.offered_per_s = 200;
-  options.device_writes_posted = false;
-  const auto quiet_in_handler = reports::run_live_twin(costs, options);
-  options.device_writes_posted = true;
-  EXPECT_NEAR(reports::run_live_twin(costs, options).p50_ms, quiet_in_handler.p50_ms, 0.0001);
+  const auto independent = reports::run_live_twin(costs, options);
+  costs.fsync_correlation = 0.9;
+  const auto correlated = reports::run_live_twin(costs, options);
+  EXPECT_EQ(correlated.digest_hex, reports::run_live_twin(costs, options).digest_hex);
+  EXPECT_NE(correlated.digest_hex, independent.digest_hex);
+  // Independent: the p99 message has one slow sync and one fast (two slow ones come 1 % of the
+  // time, the edge of the p99); correlated, both of the p99 message's syncs are slow.
+  EXPECT_GT(correlated.p99_ms, independent.p99_ms + 0.5) << independent.p99_ms << " " << correlated.p99_ms;
+  EXPECT_NEAR(correlated.p50_ms, independent.p50_ms, 0.05);
 }
 
 // With the idle-hop distribution measured, each wake-up of a sleeping process or thread draws
