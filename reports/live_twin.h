@@ -18,7 +18,7 @@
 //    transaction until the commit window ends (0: the loop's next turn, behind the frames
 //    already waiting), then the committed records wait the linger before the storage stores
 //    them and fans them out to both users' devices; the storage's transaction commits when its
-//    own window ends (storage_commit_window_ns, also reported; 0: the loop's next turn);
+//    own window ends (storage_commit_window_ns, also reported; 0: at once, see kFlush);
 //  - group commit as live does it: each commit defers its database file's fsync; a batch syncs
 //    every file deferred since the last batch began (one fsync each, in order, drawn from the
 //    measured fsync distribution of this disk), the next batch starts when it completes, and a
@@ -126,8 +126,9 @@ struct LiveTwinOptions {
   int64_t queue_linger_ns = chat::ChatTuning{}.queue_linger_ns;
   // The storage's group commit window (ChatTuning::storage_commit_window_ns; `live bench
   // --json`'s traffic.storage_commit_window_us): the records' transaction stays open until it
-  // ends (0: the loop's next turn), later flushes joining it; negative: each flush commits at
-  // once, as the storage did before its group commit.
+  // ends, later flushes joining it; 0 (the loop's next turn, which Asio runs before the socket
+  // events it has not polled yet) and negative (each frame alone, the storage before its group
+  // commit) commit at once.
   int64_t storage_commit_window_ns = chat::ChatTuning{}.storage_commit_window_ns;
 };
 

@@ -401,8 +401,8 @@ TEST(LiveTwin, QueueBatchingDelaysAndTwoBatchesInARow) {
 
 // Storage's group commit (as the bench server ran it): the records' transaction stays open for
 // the storage's window, so at low load a message waits the window before the storage's file goes
-// to the disk; a window of 0 (the loop's next turn, nothing waiting) and none at all (each flush
-// commits at once, the storage before its group commit) cost nothing more at low load.
+// to the disk; a window of 0 (the loop's next turn: at once in the twin) and none at all (each
+// flush commits at once, the storage before its group commit) cost nothing more.
 TEST(LiveTwin, StorageCommitWindowHoldsTheRecordsUntilItEnds) {
   reports::LiveTwinCosts costs;
   costs.server_ns_on_send = 5'000;
