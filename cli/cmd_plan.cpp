@@ -656,11 +656,12 @@ int plan(const PlanArgs& args) {
                      "and wait for a core, the loop loses its core at Poisson times at that rate for exponential spells of "
                      "that mean (" + loop_turns + ")") +
           (checkpoints.empty() ? std::string()
-                               : ". SQLite's checkpoints run on the server loop inside a commit and stall it (the log's pages copied "
-                                 "into the database, both files synced): a twin commit checkpoints with the measured probability and "
-                                 "stalls the loop for a duration drawn from the measured ones, their CPU taken out of the per-message "
-                                 "charge (" + checkpoints + "); without the stalls, as if the checkpoints ran off the loop, the twin's p99 "
-                                 "would be " + checkpoints_off_loop + ")") +
+                               : ". SQLite's checkpoints, as far as they run on the server loop, stall it inside a commit (since "
+                                 "session 16 the tail a checkpoint leaves after its bulk ran on a thread, live/wal_checkpointer.h; "
+                                 "the bulk's own disk and CPU are not in the twin): a twin commit checkpoints with the measured "
+                                 "probability and stalls the loop for a duration drawn from the measured ones, their CPU taken out of "
+                                 "the per-message charge (" + checkpoints + "); without the stalls the twin's p99 would be " +
+                                 checkpoints_off_loop + ")") +
           ". Where the twin's time goes, p50 / p99 since the send (compare `MSGSIM_BENCH_TRACE=1 msgsim live bench`): " + stages +
           ". Measured: " + args.live_json +
           " (msgsim live bench --json)" + (live->uptime.empty() ? std::string(".") : ", machine load during it: " + live->uptime + ".") +
