@@ -367,21 +367,32 @@ TEST(LiveTwin, DeterministicAndChargesFsyncAndTheSingleCore) {
   EXPECT_LT(d.p50_ms, 1.0);
 }
 
-// The queue's commit window and linger (as the bench server ran them) add to every message at
-// low load; with both 0 and a quiet server, the queue's log and the storage's file go to the disk
-// in two batches one after the other (one file each), as live bench measured at low rates.
-TEST(LiveTwin, QueueBatchingDelaysAndTwoBatchesInARow) {
+// The low-load twin several tests start from: small per-stage CPU, every fsync 100 us, a 20 us
+// round trip, and 200 msg/s with the queue's delays 0, so no two messages overlap.
+reports::LiveTwinCosts low_load_costs() {
   reports::LiveTwinCosts costs;
   costs.server_ns_on_send = 5'000;
   costs.server_ns_on_commit = 1'000;
   costs.server_ns_on_records = 10'000;
   costs.fsync_quantiles_ns = {100'000, 100'000};  // every fsync 100 us
   costs.loopback_rtt_ns = 20'000;
+  return costs;
+}
+reports::LiveTwinOptions low_load_options() {
   reports::LiveTwinOptions options;
   options.offered_per_s = 200;  // one message per millisecond tick at most: nothing overlaps
   options.measure_ns = 2 * kNanosPerSecond;
   options.queue_commit_window_ns = 0;
   options.queue_linger_ns = 0;
+  return options;
+}
+
+// The queue's commit window and linger (as the bench server ran them) add to every message at
+// low load; with both 0 and a quiet server, the queue's log and the storage's file go to the disk
+// in two batches one after the other (one file each), as live bench measured at low rates.
+TEST(LiveTwin, QueueBatchingDelaysAndTwoBatchesInARow) {
+  const reports::LiveTwinCosts costs = low_load_costs();
+  reports::LiveTwinOptions options = low_load_options();
   const auto none = reports::run_live_twin(costs, options);
   EXPECT_EQ(none.digest_hex, reports::run_live_twin(costs, options).digest_hex);
   EXPECT_NEAR(none.delivered_per_s, 200, 5);
@@ -404,17 +415,8 @@ TEST(LiveTwin, QueueBatchingDelaysAndTwoBatchesInARow) {
 // to the disk; a window of 0 (the loop's next turn: at once in the twin) and none at all (each
 // flush commits at once, the storage before its group commit) cost nothing more.
 TEST(LiveTwin, StorageCommitWindowHoldsTheRecordsUntilItEnds) {
-  reports::LiveTwinCosts costs;
-  costs.server_ns_on_send = 5'000;
-  costs.server_ns_on_commit = 1'000;
-  costs.server_ns_on_records = 10'000;
-  costs.fsync_quantiles_ns = {100'000, 100'000};  // every fsync 100 us
-  costs.loopback_rtt_ns = 20'000;
-  reports::LiveTwinOptions options;
-  options.offered_per_s = 200;  // nothing overlaps
-  options.measure_ns = 2 * kNanosPerSecond;
-  options.queue_commit_window_ns = 0;
-  options.queue_linger_ns = 0;
+  const reports::LiveTwinCosts costs = low_load_costs();
+  reports::LiveTwinOptions options = low_load_options();
   options.storage_commit_window_ns = -1;
   const auto at_once = reports::run_live_twin(costs, options);
   EXPECT_NEAR(at_once.p50_ms, 0.226, 0.0001);  // as QueueBatchingDelaysAndTwoBatchesInARow
@@ -466,18 +468,11 @@ TEST(LiveTwin, CorrelatedDrawsKeepTheDistributionAndCorrelateConsecutively) {
 // a message waits for two batches in a row (the queue's log, then the storage's file), and
 // slow syncs come together. The median barely moves (each draw keeps the distribution).
 TEST(LiveTwin, CorrelatedFsyncsRaiseTheTailOfTwoBatchesInARow) {
-  reports::LiveTwinCosts costs;
-  costs.server_ns_on_send = 5'000;
-  costs.server_ns_on_commit = 1'000;
-  costs.server_ns_on_records = 10'000;
+  reports::LiveTwinCosts costs = low_load_costs();
   // 100 us for 90 % of fsyncs, up to 2 ms for the slowest tenth.
   costs.fsync_quantiles_ns = {100'000, 100'000, 100'000, 100'000, 100'000, 100'000, 100'000, 100'000, 100'000, 100'000, 2'000'000};
-  costs.loopback_rtt_ns = 20'000;
-  reports::LiveTwinOptions options;
-  options.offered_per_s = 200;  // nothing overlaps: each message's two batches are its own
+  reports::LiveTwinOptions options = low_load_options();  // each message's two batches are its own
   options.measure_ns = 10 * kNanosPerSecond;
-  options.queue_commit_window_ns = 0;
-  options.queue_linger_ns = 0;
   const auto independent = reports::run_live_twin(costs, options);
   costs.fsync_correlation = 0.9;
   const auto correlated = reports::run_live_twin(costs, options);
@@ -494,18 +489,9 @@ TEST(LiveTwin, CorrelatedFsyncsRaiseTheTailOfTwoBatchesInARow) {
 // commit's completion reaching an idle loop (after each of the two batches), the hop out to the
 // receiving loader. A loop still busy with charged CPU takes a frame without a wake-up.
 TEST(LiveTwin, IdleHopsDrawWakeUpsOnlyWhenTheLoopSleeps) {
-  reports::LiveTwinCosts costs;
-  costs.server_ns_on_send = 5'000;
-  costs.server_ns_on_commit = 1'000;
-  costs.server_ns_on_records = 10'000;
-  costs.fsync_quantiles_ns = {100'000, 100'000};  // every fsync 100 us
-  costs.loopback_rtt_ns = 20'000;
+  reports::LiveTwinCosts costs = low_load_costs();
   costs.idle_hop_quantiles_ns = {50'000, 50'000};  // every wake-up 50 us
-  reports::LiveTwinOptions options;
-  options.offered_per_s = 200;
-  options.measure_ns = 2 * kNanosPerSecond;
-  options.queue_commit_window_ns = 0;
-  options.queue_linger_ns = 0;
+  reports::LiveTwinOptions options = low_load_options();
   const auto idle = reports::run_live_twin(costs, options);
   EXPECT_EQ(idle.digest_hex, reports::run_live_twin(costs, options).digest_hex);
   // Wake-up in (50), the Send's and the commit's CPU (6), the queue's fsync (100, the Records'
