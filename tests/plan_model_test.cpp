@@ -369,6 +369,7 @@ TEST(LiveTwin, DeterministicAndChargesFsyncAndTheSingleCore) {
 
 // The low-load twin several tests start from: small per-stage CPU, every fsync 100 us, a 20 us
 // round trip, and 200 msg/s with the queue's delays 0, so no two messages overlap.
+namespace {
 reports::LiveTwinCosts low_load_costs() {
   reports::LiveTwinCosts costs;
   costs.server_ns_on_send = 5'000;
@@ -386,6 +387,7 @@ reports::LiveTwinOptions low_load_options() {
   options.queue_linger_ns = 0;
   return options;
 }
+}  // namespace
 
 // The queue's commit window and linger (as the bench server ran them) add to every message at
 // low load; with both 0 and a quiet server, the queue's log and the storage's file go to the disk
